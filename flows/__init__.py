@@ -1,0 +1,1 @@
+"""Prefect flows (wiring only) and the `energy-loop` CLI."""

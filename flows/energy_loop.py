@@ -1,0 +1,48 @@
+"""The energy feedback loop: train, measure, gate, escalate, register. Wiring only."""
+
+# No `from __future__ import annotations` here: Prefect validates flow parameters from annotations.
+
+import uuid
+from pathlib import Path
+
+from prefect import flow
+
+from tasks.energy.select import close_shared_meters, resolve_meter_name
+from tasks.steps import LoopOutcome, abort_loop, close_loop, log_candidate, open_loop, plan_next, prepare_data, run_candidate
+from thresholds.policy import CandidateResult, Final
+from thresholds.schema import load_scenario
+
+
+@flow(name="energy-loop", log_prints=True)
+def energy_loop(
+    scenario: str,
+    dataset: str,
+    target: str | None = None,
+    model_name: str | None = None,
+    samples: int | None = None,
+    task_type: str = "auto",
+    meter: str | None = None,
+    work_root: str = ".energy-loop",
+) -> LoopOutcome:
+    settings = load_scenario(scenario)
+    meter_name = resolve_meter_name(meter or settings.measurement.meter)
+    loop_id = uuid.uuid4().hex[:12]
+    work_dir = str(Path(work_root) / "runs" / loop_id)
+    data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed)
+    name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
+    tags = {"scenario": settings.name, "dataset": dataset, "meter": meter_name}
+    loop_run_id = open_loop("energy-loop", f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
+    history: list[CandidateResult] = []
+    try:
+        decision = plan_next(settings, history)
+        while not isinstance(decision, Final):
+            candidate = run_candidate(settings, decision.step, history, data_path, work_dir, meter_name)
+            history.append(log_candidate(settings, loop_run_id, history, candidate))
+            decision = plan_next(settings, history)
+        return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags)
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        abort_loop(loop_run_id, f"{type(exc).__name__}: {exc}", status)
+        raise
+    finally:
+        close_shared_meters()

@@ -1,0 +1,1 @@
+"""Every MLflow call of the project lives in this package."""

@@ -1,0 +1,223 @@
+"""Runs, model versions, tags and aliases in MLflow.
+
+One parent run per loop and one nested run per candidate. Model versions are registered
+only once the loop reaches a named final state, and the `champion` alias moves last, so a
+crashed or interrupted loop leaves runs marked FAILED/KILLED and nothing registered.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from thresholds.policy import CandidateResult, Final, FinalState, beats_champion
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+CHAMPION = "champion"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def client() -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def _experiment_id(mlflow_client: Any, name: str) -> str:
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None
+    uri = tracking_uri()
+    if uri.startswith("sqlite:") or uri.startswith("file:"):
+        # Embedded store: keep artifacts in a folder beside the database, not in ./mlruns.
+        db_dir = Path(uri.split("///", 1)[1]).parent if "///" in uri else Path(".")
+        location = (db_dir / "mlartifacts").resolve().as_uri()
+    return str(mlflow_client.create_experiment(name, artifact_location=location))
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested settings as dotted MLflow params: {"targets": {"min_accuracy": 0.9}} -> targets.min_accuracy."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out
+
+
+def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    """Create the parent run of a loop; return its run ID."""
+    from mlflow.entities import Param, RunTag
+
+    params = flatten(params)
+    c = client()
+    run = c.create_run(_experiment_id(c, experiment), run_name=run_name, tags=tags)
+    c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[RunTag("loop.state", "RUNNING")])
+    return str(run.info.run_id)
+
+
+def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
+    figures: dict[str, object] = {
+        "accuracy": c.accuracy,
+        "rmse": c.rmse,
+        "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
+        "train_energy_j": c.train_energy_j,
+        "latency_ms_per_batch": c.latency_ms_per_batch,
+        "params": c.params,
+        "macs": c.macs,
+    }
+    tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures.items() if v is not None}
+    tags.update(
+        {
+            "energy_source": c.energy_source,
+            "energy_estimated": str(c.estimated).lower(),
+            "compression_steps": "+".join(c.lineage) or "none",
+            "candidate": str(c.index),
+            "verdict": verdict[:4000],
+        }
+    )
+    tags.update(extra)
+    return tags
+
+
+def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
+    """Nested run with params, metrics, per-epoch curves, tags and the model files."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    mc = client()
+    parent = mc.get_run(loop_run_id)
+    run = mc.create_run(
+        parent.info.experiment_id,
+        run_name=f"#{c.index} {c.step.label}",
+        tags={"mlflow.parentRunId": loop_run_id},
+    )
+    run_id = run.info.run_id
+    params = {"step": c.step.label, "parent": str(c.step.parent), "compression_steps": "+".join(c.lineage) or "none"}
+    now = 0
+    metrics = [
+        Metric(k, float(v), now, 0)
+        for k, v in {
+            "accuracy": c.accuracy,
+            "rmse": c.rmse,
+            "train_energy_j": c.train_energy_j,
+            "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
+            "latency_ms_per_batch": c.latency_ms_per_batch,
+            "spent_energy_j": c.spent_energy_j,
+            "params": c.params,
+            "macs": c.macs,
+            "epochs_run": c.epochs_run,
+            "epochs_saved": c.epochs_saved,
+            "train_s": c.train_s,
+            "measure_s": c.measure_s,
+        }.items()
+        if v is not None
+    ]
+    for name, values in c.series.items():
+        metrics += [Metric(name, float(v), now, step) for step, v in enumerate(values, start=1)]
+    tags = {**_version_tags(c, verdict, {}), **{f"detail.{k}": v for k, v in c.tags.items()}}
+    if c.rejected_reason:
+        tags["rejected_reason"] = c.rejected_reason[:4000]
+    mc.log_batch(run_id, metrics=metrics[:1000], params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()])
+    for start in range(1000, len(metrics), 1000):
+        mc.log_batch(run_id, metrics=metrics[start : start + 1000])
+    if c.model_dir:
+        mc.log_artifacts(run_id, c.model_dir, artifact_path="model")
+    mc.set_terminated(run_id, status="FINISHED" if c.ok else "FAILED")
+    return str(run_id)
+
+
+class LoopRecord(BaseModel):
+    versions: dict[int, str] = {}  # candidate index -> registered version
+    champion_version: str | None = None
+    champion_moved: bool = False
+    champion_reason: str = ""
+
+
+def champion_tags(model_name: str) -> dict[str, str] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client().get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    return dict(version.tags)
+
+
+def close_loop(
+    loop_run_id: str,
+    model_name: str,
+    final: Final,
+    history: list[CandidateResult],
+    verdicts: list[str],
+    gates_passed: list[bool],
+    table_md: str,
+    plot_path: Path | None,
+    common_tags: dict[str, str],
+) -> LoopRecord:
+    """Register every candidate that produced a model, move `champion` if earned, end the run."""
+    from mlflow.exceptions import MlflowException
+
+    mc = client()
+    try:
+        mc.create_registered_model(model_name, description="Models produced by the energy feedback loop.")
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    record = LoopRecord()
+    for c, verdict, passed in zip(history, verdicts, gates_passed, strict=True):
+        if not (c.ok and c.run_id and c.model_dir):
+            continue
+        extra = {**common_tags, "gates_passed": str(passed).lower(), "loop_run_id": loop_run_id, "loop_state": final.state.value}
+        version = mc.create_model_version(model_name, source=f"runs:/{c.run_id}/model", run_id=c.run_id, tags=_version_tags(c, verdict, extra))
+        record.versions[c.index] = str(version.version)
+    promote: str | None = None
+    if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions:
+        wins, record.champion_reason = beats_champion(history[final.chosen], champion_tags(model_name))
+        promote = record.versions[final.chosen] if wins else None
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "iterations.md"
+        table.write_text(f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
+        mc.log_artifact(loop_run_id, str(table))
+    if plot_path is not None and plot_path.exists():
+        mc.log_artifact(loop_run_id, str(plot_path))
+    mc.set_tag(loop_run_id, "loop.state", final.state.value)
+    mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
+    mc.set_tag(loop_run_id, "loop.champion", (f"moved to {promote}: " if promote else "unchanged: ") + record.champion_reason[:3900])
+    mc.set_terminated(loop_run_id, status="FINISHED")
+    # The alias moves last, after the run is recorded as finished: anything that fails earlier leaves it where it was.
+    if promote is not None:
+        mc.set_registered_model_alias(model_name, CHAMPION, promote)
+        record.champion_moved = True
+    if champion_tags(model_name) is not None:
+        record.champion_version = str(mc.get_model_version_by_alias(model_name, CHAMPION).version)
+    return record
+
+
+def abort_loop(loop_run_id: str, reason: str, status: str = "FAILED") -> None:
+    """Mark a loop that crashed or was interrupted; nothing is registered, no alias moves."""
+    mc = client()
+    mc.set_tag(loop_run_id, "loop.state", status)
+    mc.set_tag(loop_run_id, "loop.reason", reason[:4000])
+    mc.set_terminated(loop_run_id, status=status)
+
+
+def load_version(model_name: str, ref: str) -> tuple[Any, Any]:
+    """Download a registered version (`3` or `@champion`) and rebuild it with `weights_only=True`."""
+    import mlflow
+
+    from tasks import models
+
+    uri = f"models:/{model_name}/{ref.lstrip('@')}" if not ref.startswith("@") else f"models:/{model_name}@{ref[1:]}"
+    mlflow.set_tracking_uri(tracking_uri())
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        return models.load(Path(local))

@@ -1,0 +1,1 @@
+"""The work of the loop: data, models, training, energy meters, compression, evaluation."""

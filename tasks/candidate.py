@@ -1,0 +1,133 @@
+"""One iteration of the loop: build or derive a model, train it, measure it, save it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from tasks import compress, models
+from tasks.data import CachedData, load_cached
+from tasks.energy.base import EnergyMeter
+from tasks.errors import DivergedError, MeterError
+from tasks.evaluate import measure_inference, quality
+from tasks.train import TrainConfig, TrainReport, fit
+from thresholds.policy import CandidateResult, Step, StepKind
+from thresholds.schema import Scenario
+
+log = logging.getLogger(__name__)
+
+
+def _train(model: torch.nn.Module, data: CachedData, cfg: TrainConfig, meter: EnergyMeter, label: str) -> tuple[TrainReport, float]:
+    with meter.window(label) as window:
+        report = fit(model, data, cfg, label=label)
+    return report, window.measurement.energy_j
+
+
+def run_step(
+    scenario: Scenario,
+    step: Step,
+    history: list[CandidateResult],
+    data_path: str,
+    work_dir: Path,
+    meter: EnergyMeter,
+) -> CandidateResult:
+    """Produce and measure candidate number `len(history)`; failures become a rejected result."""
+    index = len(history)
+    started = time.perf_counter()
+    data = load_cached(data_path)
+    training = scenario.training
+    spent_j = 0.0
+    series: dict[str, list[float]] = {}
+    tags: dict[str, str] = {}
+    result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
+    try:
+        if step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING):
+            spec = models.ModelSpec(
+                kind=scenario.model.kind,
+                in_features=data.n_features,
+                out_features=data.out_features,
+                hidden=list(scenario.model.hidden),
+            )
+            torch.manual_seed(training.seed)
+            model = models.build(spec)
+            early = step.kind == StepKind.EARLY_STOPPING
+            cfg = TrainConfig(
+                max_epochs=training.max_epochs,
+                patience=training.patience,
+                batch_size=training.batch_size,
+                early_stopping=early,
+                seed=training.seed,
+            )
+            if early:
+                spec = spec.model_copy(update={"history": ["early-stopping"]})
+            report, train_j = _train(model, data, cfg, meter, f"#{index} {step.label}")
+            spent_j += train_j
+            lineage_train_j = train_j
+            series["val_loss"], series["train_loss"] = report.val_losses, report.train_losses
+            result = result.model_copy(update={"epochs_run": report.epochs_run, "epochs_saved": report.epochs_saved, "train_s": report.duration_s})
+        else:
+            parent = history[step.parent if step.parent is not None else 0]
+            if parent.model_dir is None or parent.train_energy_j is None:
+                raise ValueError(f"parent #{parent.index} has no saved model")
+            model, spec = models.load(Path(parent.model_dir))
+            lineage_train_j = parent.train_energy_j
+            if step.kind == StepKind.PRUNE:
+                ratio = float(step.value)  # type: ignore[arg-type]
+                tags["macs_before"] = str(models.count_macs(model, data.n_features))
+                tags["params_before"] = str(models.count_params(model))
+                model, spec = compress.prune(model, spec, ratio)
+                cfg = TrainConfig(
+                    max_epochs=training.fine_tune_epochs,
+                    patience=min(training.patience, training.fine_tune_epochs),
+                    batch_size=training.batch_size,
+                    seed=training.seed,
+                )
+                report, train_j = _train(model, data, cfg, meter, f"#{index} {step.label} fine-tune")
+                spent_j += train_j
+                lineage_train_j += train_j
+                series["val_loss"], series["train_loss"] = report.val_losses, report.train_losses
+                result = result.model_copy(update={"epochs_run": report.epochs_run, "epochs_saved": report.epochs_saved, "train_s": report.duration_s})
+            else:
+                precision = str(step.value)
+                spec = spec.model_copy(update={"precision": precision, "history": [*spec.history, f"precision:{precision}"]})
+        predictor = models.to_precision(model, spec.precision)
+        q = quality(predictor, data)
+        measure_start = time.perf_counter()
+        inference = measure_inference(
+            predictor,
+            data,
+            meter,
+            batch_size=scenario.measurement.inference_batch_size,
+            min_window_s=scenario.measurement.min_window_s,
+            label=f"#{index} {step.label} inference",
+        )
+        measure_s = time.perf_counter() - measure_start
+        spent_j += inference.measurement.energy_j
+        tags.update({f"energy.{k}": v for k, v in inference.measurement.details.items()})
+        tags["inference_latency_ms_iqr"] = f"{inference.latency_ms_spread:.4f}"
+        tags["inference_samples_measured"] = str(inference.samples)
+        model_dir = models.save(model, spec, work_dir / f"candidate-{index}")
+        return result.model_copy(
+            update={
+                "lineage": spec.history,
+                "accuracy": q.accuracy,
+                "rmse": q.rmse,
+                "train_energy_j": lineage_train_j,
+                "inference_energy_j_per_1k": inference.energy_j_per_1k,
+                "latency_ms_per_batch": inference.latency_ms_per_batch,
+                "spent_energy_j": spent_j,
+                "params": models.count_params(model),
+                "macs": models.count_macs(model, data.n_features),
+                "model_dir": str(model_dir),
+                "measure_s": measure_s,
+                "wall_s": time.perf_counter() - started,
+                "series": series,
+                "tags": tags,
+            }
+        )
+    except (DivergedError, MeterError) as exc:
+        log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
+        return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started, "series": series})

@@ -1,0 +1,82 @@
+"""The iteration table (markdown) and the accuracy-vs-energy Pareto plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from thresholds.policy import CandidateResult, cost, gate, kept
+from thresholds.schema import Scenario
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
+    """One human-readable verdict per candidate: pass/fail of the gates and whether it was kept."""
+    out = []
+    for c in history:
+        if not c.ok:
+            out.append(f"rejected: {c.rejected_reason}")
+            continue
+        report = gate(scenario.targets, c, history[0])
+        verdict = "PASS" if report.passed else f"miss: {report.summary()}"
+        if c.index > 1:
+            keep, why = kept(scenario, history, c)
+            verdict += f" | {'kept' if keep else 'not kept'}: {why}"
+        out.append(verdict)
+    return out
+
+
+def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
+    quality_head = "accuracy" if any(c.accuracy is not None for c in history) else "rmse"
+    rows = [
+        f"| # | steps | {quality_head} | train J | inference J/1k | latency ms/batch | params | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c, verdict in zip(history, verdicts(scenario, history), strict=True):
+        q = c.accuracy if quality_head == "accuracy" else c.rmse
+        rows.append(
+            f"| {c.index} | {'+'.join(c.lineage) or c.step.label} | {_fmt(q, '.4f')} | {_fmt(c.train_energy_j, '.2f')} | "
+            f"{_fmt(c.inference_energy_j_per_1k, '.4f')} | {_fmt(c.latency_ms_per_batch, '.3f')} | {_fmt(c.params, 'd')} | {verdict} |"
+        )
+    return "\n".join(rows)
+
+
+def pareto_front(history: list[CandidateResult]) -> list[int]:
+    """Indices of candidates no other candidate beats on both inference cost and quality."""
+    pts = [(c.index, cost(c), c.accuracy if c.accuracy is not None else -(c.rmse or 0.0)) for c in history if c.ok and cost(c) is not None]
+    front = []
+    for i, e, q in pts:
+        dominated = any((e2 <= e and q2 >= q) and (e2 < e or q2 > q) for _, e2, q2 in pts)  # type: ignore[operator]
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def pareto_plot(history: list[CandidateResult], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI or servers
+    import matplotlib.pyplot as plt
+
+    ok = [c for c in history if c.ok and cost(c) is not None]
+    classification = any(c.accuracy is not None for c in ok)
+    front = set(pareto_front(history))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c in ok:
+        y = (c.accuracy or 0.0) if classification else (c.rmse or 0.0)
+        ax.scatter(cost(c) or 0.0, y, color="tab:red" if c.index in front else "tab:gray", zorder=3)
+        ax.annotate(f"#{c.index} {'+'.join(c.lineage) or c.step.label}", (cost(c) or 0.0, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    energy_read = any(c.inference_energy_j_per_1k for c in ok)
+    source = ok[0].energy_source if ok else "?"
+    estimated = " (estimated)" if ok and ok[0].estimated else ""
+    ax.set_xlabel(f"inference energy, J per 1k samples [{source}{estimated}]" if energy_read else "latency, ms per batch")
+    ax.set_ylabel("test accuracy" if classification else "test RMSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

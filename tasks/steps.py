@@ -1,0 +1,108 @@
+"""The loop's lifecycle steps as Prefect tasks: thin wrappers over the work in `tasks/` and `registry/`.
+
+Caching is off everywhere (`NO_CACHE`): energy is a measurement, never a cached result. Only
+the tracking calls, which are I/O, retry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from registry import tracking
+from tasks import data as data_mod
+from tasks import report
+from tasks.candidate import run_step
+from tasks.energy.select import shared_meter
+from thresholds.policy import CandidateResult, Final, Next, Step, decide, gate
+from thresholds.schema import Scenario
+
+
+class LoopOutcome(BaseModel):
+    state: str
+    reason: str
+    chosen: int | None
+    model_name: str
+    loop_run_id: str
+    champion_version: str | None
+    champion_moved: bool
+    champion_reason: str
+    versions: dict[int, str]
+    table_md: str
+    history: list[CandidateResult]
+
+
+@task(cache_policy=NO_CACHE)
+def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int | None, task_type: str, seed: int) -> str:
+    return str(data_mod.prepare(dataset, Path(cache_dir), target=target, samples=samples, task=task_type, seed=seed))  # type: ignore[arg-type]
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    return tracking.open_loop(experiment, run_name, params, tags)
+
+
+@task(cache_policy=NO_CACHE)
+def plan_next(scenario: Scenario, history: list[CandidateResult]) -> Next | Final:
+    return decide(scenario, history)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="candidate-{step.label}")
+def run_candidate(scenario: Scenario, step: Step, history: list[CandidateResult], data_path: str, work_dir: str, meter: str) -> CandidateResult:
+    m = shared_meter(meter, scenario.measurement.fixed_power_w)
+    return run_step(scenario, step, history, data_path, Path(work_dir), m)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateResult], candidate: CandidateResult) -> CandidateResult:
+    verdict = report.verdicts(scenario, [*history, candidate])[-1]
+    run_id = tracking.log_candidate(loop_run_id, candidate, verdict)
+    return candidate.model_copy(update={"run_id": run_id})
+
+
+@task(cache_policy=NO_CACHE)
+def close_loop(
+    scenario: Scenario,
+    final: Final,
+    history: list[CandidateResult],
+    loop_run_id: str,
+    model_name: str,
+    work_dir: str,
+    common_tags: dict[str, str],
+) -> LoopOutcome:
+    table = report.iteration_table(scenario, history)
+    verdicts = report.verdicts(scenario, history)
+    passed = [c.ok and gate(scenario.targets, c, history[0]).passed for c in history] if history else []
+    plot = report.pareto_plot(history, Path(work_dir) / "pareto.png", f"{model_name}: {final.state.value}") if history else None
+    record = tracking.close_loop(loop_run_id, model_name, final, history, verdicts, passed, table, plot, common_tags)
+    champion = (
+        f"champion moved to version {record.champion_version}: {record.champion_reason}"
+        if record.champion_moved
+        else f"champion unchanged ({record.champion_version or 'none'}){': ' + record.champion_reason if record.champion_reason else ''}"
+    )
+    markdown = f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{champion}\n\n{table}\n"
+    key = "".join(ch if ch.isalnum() else "-" for ch in f"energy-loop-{model_name}".lower())
+    create_markdown_artifact(markdown=markdown, key=key, description=f"{final.state.value}: {final.reason}"[:500])
+    return LoopOutcome(
+        state=final.state.value,
+        reason=final.reason,
+        chosen=final.chosen,
+        model_name=model_name,
+        loop_run_id=loop_run_id,
+        champion_version=record.champion_version,
+        champion_moved=record.champion_moved,
+        champion_reason=champion,
+        versions=record.versions,
+        table_md=table,
+        history=history,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
+    tracking.abort_loop(loop_run_id, reason, status)

@@ -1,0 +1,108 @@
+"""Adam (lr 1e-3) with early stopping on validation loss; non-finite loss rejects the run."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from tasks.data import CachedData
+from tasks.errors import DivergedError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_epochs: int = 100
+    patience: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    early_stopping: bool = True
+    seed: int = 0
+    log_every_s: float = 5.0
+
+
+@dataclass
+class TrainReport:
+    epochs_run: int
+    best_epoch: int
+    max_epochs: int
+    stopped_early: bool
+    best_val_loss: float
+    duration_s: float
+    train_losses: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+
+    @property
+    def epochs_saved(self) -> int:
+        """Epochs early stopping did not have to run."""
+        return self.max_epochs - self.epochs_run
+
+
+def loss_fn(task: str) -> nn.Module:
+    return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+
+
+def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
+    return y if task == "classification" else y.unsqueeze(1)
+
+
+def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "train") -> TrainReport:
+    """Train in place; the best-validation weights are restored at the end."""
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    criterion = loss_fn(data.task)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    x, y = data.x_train, _targets(data.y_train, data.task)
+    x_val, y_val = data.x_val, _targets(data.y_val, data.task)
+    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
+    train_losses: list[float] = []
+    val_losses: list[float] = []
+    start = last_log = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for i in range(0, len(x), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(x[idx]), y[idx])
+            if not torch.isfinite(loss):
+                raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        model.eval()
+        with torch.no_grad():
+            val_loss = criterion(model(x_val), y_val).item()
+        if not math.isfinite(val_loss):
+            raise DivergedError(f"{label}: validation loss became {val_loss} at epoch {epoch}")
+        train_losses.append(total / len(x))
+        val_losses.append(val_loss)
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+        now = time.perf_counter()
+        if now - last_log >= cfg.log_every_s:
+            log.info("%s: epoch %d/%d val_loss %.4f (best %.4f @ %d)", label, epoch, cfg.max_epochs, val_loss, best_loss, best_epoch)
+            last_log = now
+        if cfg.early_stopping and epoch - best_epoch >= cfg.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainReport(
+        epochs_run=epoch,
+        best_epoch=best_epoch,
+        max_epochs=cfg.max_epochs,
+        stopped_early=epoch < cfg.max_epochs,
+        best_val_loss=best_loss,
+        duration_s=time.perf_counter() - start,
+        train_losses=train_losses,
+        val_losses=val_losses,
+    )

@@ -1,0 +1,147 @@
+"""Meters without hardware: replay, fixed power, null; NVML with pynvml mocked (autospec)."""
+
+from __future__ import annotations
+
+import math
+import time
+from unittest import mock
+
+import pytest
+
+from tasks.energy.base import EnergyMeter
+from tasks.energy.select import make_meter, resolve_meter_name
+from tasks.energy.simple import FixedPowerMeter, NullMeter, ReplayMeter
+from tasks.errors import MeterError
+
+
+def test_replay_meter_returns_recorded_energies_in_order() -> None:
+    meter = ReplayMeter([1.5, 2.5], source="replay:test")
+    got = []
+    for label in ("a", "b", "c"):
+        with meter.window(label) as w:
+            pass
+        got.append((w.measurement.energy_j, w.measurement.source, w.measurement.label))
+    assert got == [(1.5, "replay:test", "a"), (2.5, "replay:test", "b"), (1.5, "replay:test", "c")]
+
+
+def test_fixed_power_meter_is_power_times_wall_time_and_labelled_estimated() -> None:
+    meter = FixedPowerMeter(power_w=20.0)
+    with meter.window("sleep") as w:
+        time.sleep(0.05)
+    m = w.measurement
+    assert m.estimated is True
+    assert m.duration_s >= 0.05
+    assert m.energy_j == pytest.approx(20.0 * m.duration_s)
+    assert m.power_w == pytest.approx(20.0)
+
+
+def test_null_meter_reads_zero() -> None:
+    with NullMeter().window("x") as w:
+        pass
+    assert w.measurement.energy_j == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf])
+def test_nonsense_energy_is_refused(bad: float) -> None:
+    with pytest.raises(MeterError, match="expected a finite number >= 0"):
+        with ReplayMeter([bad]).window("x"):
+            pass
+
+
+def test_energy_spent_before_an_exception_is_still_recorded() -> None:
+    meter = ReplayMeter([3.0])
+    with pytest.raises(ZeroDivisionError):
+        with meter.window("crash") as w:
+            1 / 0  # noqa: B018
+    assert w.measurement.energy_j == 3.0
+
+
+def test_reading_an_open_window_is_an_error() -> None:
+    with ReplayMeter([1.0]).window("x") as w:
+        with pytest.raises(RuntimeError, match="still open"):
+            _ = w.measurement
+
+
+def test_unknown_meter_name() -> None:
+    with pytest.raises(ValueError, match="expected one of auto"):
+        resolve_meter_name("wattmeter")
+
+
+def test_nvml_meter_sums_counter_deltas_of_every_gpu() -> None:
+    import pynvml
+
+    counters = {0: iter([1_000, 4_000]), 1: iter([10_000, 12_500])}
+    with mock.patch.multiple(
+        pynvml,
+        nvmlInit=mock.create_autospec(pynvml.nvmlInit),
+        nvmlShutdown=mock.create_autospec(pynvml.nvmlShutdown),
+        nvmlDeviceGetCount=mock.create_autospec(pynvml.nvmlDeviceGetCount, return_value=2),
+        nvmlDeviceGetHandleByIndex=mock.create_autospec(pynvml.nvmlDeviceGetHandleByIndex, side_effect=lambda i: i),
+        nvmlDeviceGetName=mock.create_autospec(pynvml.nvmlDeviceGetName, return_value="H100"),
+        nvmlDeviceGetTotalEnergyConsumption=mock.create_autospec(pynvml.nvmlDeviceGetTotalEnergyConsumption, side_effect=lambda h: next(counters[h])),
+    ):
+        from tasks.energy.nvml import NvmlMeter, gpu_count
+
+        assert gpu_count() == 2
+        meter: EnergyMeter = NvmlMeter()
+        with meter.window("train") as w:
+            pass
+        meter.close()
+    assert w.measurement.energy_j == pytest.approx(5.5)  # (3000 + 2500) mJ
+    assert w.measurement.estimated is False
+    assert w.measurement.details["gpus"] == "H100, H100"
+
+
+def test_nvml_counter_going_backwards_is_refused() -> None:
+    import pynvml
+
+    readings = iter([5_000, 1_000])
+    with mock.patch.multiple(
+        pynvml,
+        nvmlInit=mock.create_autospec(pynvml.nvmlInit),
+        nvmlShutdown=mock.create_autospec(pynvml.nvmlShutdown),
+        nvmlDeviceGetCount=mock.create_autospec(pynvml.nvmlDeviceGetCount, return_value=1),
+        nvmlDeviceGetHandleByIndex=mock.create_autospec(pynvml.nvmlDeviceGetHandleByIndex, side_effect=lambda i: i),
+        nvmlDeviceGetName=mock.create_autospec(pynvml.nvmlDeviceGetName, return_value="A100"),
+        nvmlDeviceGetTotalEnergyConsumption=mock.create_autospec(pynvml.nvmlDeviceGetTotalEnergyConsumption, side_effect=lambda h: next(readings)),
+    ):
+        from tasks.energy.nvml import NvmlMeter
+
+        with pytest.raises(MeterError, match="backwards"):
+            with NvmlMeter().window("x"):
+                pass
+
+
+def test_codecarbon_meter_reads_an_estimate_with_its_assumptions() -> None:
+    meter = make_meter("codecarbon")
+    try:
+        with meter.window("busy") as w:
+            end = time.perf_counter() + 0.3
+            while time.perf_counter() < end:
+                sum(range(1000))
+    finally:
+        meter.close()
+    m = w.measurement
+    assert m.source == "codecarbon"
+    assert m.estimated is True
+    assert m.energy_j > 0
+    assert "cpu_model" in m.details and "ram_power_w" in m.details
+
+
+@pytest.mark.gpu
+def test_nvml_on_a_real_gpu() -> None:
+    from tasks.energy.nvml import NvmlMeter, gpu_count
+
+    if gpu_count() == 0:
+        pytest.skip("no NVIDIA GPU with NVML on this machine")
+    import torch
+
+    meter = NvmlMeter()
+    with meter.window("matmul") as w:
+        a = torch.randn(4096, 4096, device="cuda")
+        for _ in range(50):
+            a = a @ a
+            a = a / a.norm()
+        torch.cuda.synchronize()
+    meter.close()
+    assert w.measurement.energy_j > 0

@@ -1,0 +1,91 @@
+"""Models, training, pruning and precision: shapes, exact reload, early stopping, divergence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks import compress, models
+from tasks.data import CachedData, load_cached, prepare
+from tasks.errors import DivergedError
+from tasks.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> CachedData:
+    return load_cached(str(prepare("digits", tmp_path_factory.mktemp("data"))))
+
+
+def test_mlp_is_the_papers_shape() -> None:
+    model = models.build(models.ModelSpec(in_features=40, out_features=10))
+    widths = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [(40, 64), (64, 32), (32, 10)]
+    assert models.count_params(model) == 40 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+    # torch-pruning counts the weight MACs plus one op per bias add and per ReLU output.
+    assert models.count_macs(model, 40) == 40 * 64 + 64 * 32 + 32 * 10 + (64 + 32 + 10) + (64 + 32)
+
+
+def test_cnn_forward_shape() -> None:
+    model = models.build(models.ModelSpec(kind="cnn1d", in_features=40, out_features=10))
+    assert model(torch.randn(8, 40)).shape == (8, 10)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(digits: CachedData) -> None:
+    torch.manual_seed(0)
+    model = models.build(models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features))
+    report = fit(model, digits, TrainConfig(max_epochs=200, patience=2, batch_size=128))
+    assert report.stopped_early and report.epochs_run < 200
+    assert report.epochs_saved == 200 - report.epochs_run
+    assert report.best_val_loss == min(report.val_losses)
+    assert report.epochs_run - report.best_epoch == 2
+
+
+def test_nan_loss_is_a_diverged_error(digits: CachedData) -> None:
+    model = models.build(models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(DivergedError, match="loss became nan at epoch 1"):
+        fit(model, digits, TrainConfig(max_epochs=3))
+
+
+def test_pruning_counts_channels_and_reloads_exactly(tmp_path: Path) -> None:
+    spec = models.ModelSpec(in_features=40, out_features=10)
+    model = models.build(spec)
+    macs_before = models.count_macs(model, 40)
+    pruned, new_spec = compress.prune(model, spec, 0.5)
+    assert new_spec.hidden == [32, 16]
+    assert new_spec.history == ["prune:0.5"]
+    assert models.count_macs(pruned, 40) < macs_before / 2
+    models.save(pruned, new_spec, tmp_path / "m")
+    loaded, loaded_spec = models.load(tmp_path / "m")
+    x = torch.randn(5, 40)
+    assert loaded_spec == new_spec
+    assert torch.equal(loaded(x), pruned.eval()(x))
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 0.0), ("int8", 0.05), ("fp16", 0.01), ("bf16", 0.05)])
+def test_precisions_stay_close_to_fp32(precision: models.Precision, tolerance: float) -> None:
+    torch.manual_seed(0)
+    model = models.build(models.ModelSpec(in_features=40, out_features=10)).eval()
+    x = torch.randn(64, 40)
+    with torch.no_grad():
+        reference = model(x)
+        out = models.to_precision(model, precision)(x)
+    assert out.dtype == torch.float32
+    assert (out - reference).abs().max().item() <= tolerance
+
+
+def test_load_refuses_a_pickled_payload(tmp_path: Path) -> None:
+    spec = models.ModelSpec(in_features=4, out_features=2)
+    models.save(models.build(spec), spec, tmp_path)
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("pwned",))
+
+    torch.save({"net.0.weight": Evil()}, tmp_path / "state_dict.pt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        models.load(tmp_path)

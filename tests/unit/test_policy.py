@@ -1,0 +1,186 @@
+"""The escalation policy as a table: (history, scenario) -> next step or final state."""
+
+from __future__ import annotations
+
+import pytest
+
+from thresholds.policy import (
+    CandidateResult,
+    Final,
+    FinalState,
+    Next,
+    Step,
+    StepKind,
+    beats_champion,
+    decide,
+    gate,
+    kept,
+)
+from thresholds.schema import Scenario
+
+B, ES, PR, PC = StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.PRUNE, StepKind.PRECISION
+
+
+def scenario(**targets: float) -> Scenario:
+    return Scenario.model_validate(
+        {
+            "name": "t",
+            "targets": targets or {"max_accuracy_drop_pt": 2.0, "max_inference_energy_vs_baseline": 0.5},
+            "budget": {"max_iterations": 10, "max_total_energy_j": 1000.0},
+            "ladder": {"pruning_ratios": [0.3, 0.5, 0.7], "precisions": ["int8", "fp16"], "min_gain_pct": 3.0},
+        }
+    )
+
+
+def c(
+    index: int,
+    kind: StepKind,
+    value: float | str | None = None,
+    parent: int | None = None,
+    acc: float = 0.90,
+    inf: float = 1.0,
+    train: float = 100.0,
+    spent: float = 10.0,
+    rejected: str | None = None,
+) -> CandidateResult:
+    step = Step(kind=kind, value=value, parent=parent)
+    return CandidateResult(
+        index=index,
+        step=step,
+        lineage=[] if kind == B else [step.label],
+        accuracy=None if rejected else acc,
+        inference_energy_j_per_1k=None if rejected else inf,
+        latency_ms_per_batch=None if rejected else inf,
+        train_energy_j=None if rejected else train,
+        spent_energy_j=spent,
+        rejected_reason=rejected,
+        energy_source="replay",
+        model_dir=None if rejected else f"/m/{index}",
+    )
+
+
+BASE = c(0, B)
+RECIPE = c(1, ES, parent=0, inf=1.0, train=50.0)
+P3 = c(2, PR, 0.3, parent=1, inf=0.8)
+P5 = c(3, PR, 0.5, parent=1, inf=0.6)
+P7_BAD = c(4, PR, 0.7, parent=1, acc=0.80, inf=0.45)
+
+TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object, int | None]]] = [
+    ("empty history measures the baseline", [], scenario(), ("next", B, None)),
+    ("baseline then the early-stopping recipe", [BASE], scenario(), ("next", ES, 0)),
+    ("a failed baseline ends the loop", [c(0, B, rejected="loss became nan")], scenario(), ("final", FinalState.FAILED, None)),
+    ("recipe misses: prune 30% of the recipe", [BASE, RECIPE], scenario(), ("next", PR, 1)),
+    ("pruning goes on to the next ratio", [BASE, RECIPE, P3], scenario(), ("next", PR, 1)),
+    ("accuracy broken by 70%: precision on the best kept fp32", [BASE, RECIPE, P3, P5, P7_BAD], scenario(), ("next", PC, 3)),
+    ("a slower int8 is not kept: fp16 still starts from #3", [BASE, RECIPE, P3, P5, P7_BAD, c(5, PC, "int8", parent=3, inf=1.2)], scenario(), ("next", PC, 3)),
+    (
+        "ladder exhausted without a pass",
+        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PC, "int8", parent=3, inf=1.2), c(6, PC, "fp16", parent=3, inf=1.1)],
+        scenario(),
+        ("final", FinalState.FAILED, None),
+    ),
+    ("latest candidate meets every target", [BASE, RECIPE, P3, c(3, PR, 0.5, parent=1, inf=0.4)], scenario(), ("final", FinalState.PASSED, 3)),
+    ("recipe alone can pass", [BASE, RECIPE], scenario(max_train_energy_vs_baseline=0.6), ("final", FinalState.PASSED, 1)),
+    (
+        "iterations used up",
+        [BASE, RECIPE, P3],
+        scenario().model_copy(update={"budget": scenario().budget.model_copy(update={"max_iterations": 3})}),
+        ("final", FinalState.BUDGET_EXHAUSTED, None),
+    ),
+    ("energy budget used up", [c(0, B, spent=600.0), c(1, ES, parent=0, spent=500.0)], scenario(), ("final", FinalState.BUDGET_EXHAUSTED, None)),
+    (
+        "a diverged pruning run breaks pruning: go to precision",
+        [BASE, RECIPE, c(2, PR, 0.3, parent=1, rejected="loss became inf")],
+        scenario(),
+        ("next", PC, 1),
+    ),
+    ("a diverged recipe: pruning starts from the baseline", [BASE, c(1, ES, parent=0, rejected="loss became nan")], scenario(), ("next", PR, 0)),
+]
+
+
+@pytest.mark.parametrize(("history", "settings", "expected"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE])
+def test_decide(history: list[CandidateResult], settings: Scenario, expected: tuple[str, object, int | None]) -> None:
+    kind, what, index = expected
+    decision = decide(settings, history)
+    if kind == "next":
+        assert isinstance(decision, Next), decision
+        assert decision.step.kind == what
+        assert decision.step.parent == index
+    else:
+        assert isinstance(decision, Final), decision
+        assert decision.state == what
+        assert decision.chosen == index
+        assert decision.reason
+
+
+def test_pruning_ratios_increase_and_precisions_follow_the_ladder_order() -> None:
+    s = scenario()
+    assert decide(s, [BASE, RECIPE]).step.value == 0.3  # type: ignore[union-attr]
+    assert decide(s, [BASE, RECIPE, P3]).step.value == 0.5  # type: ignore[union-attr]
+    assert decide(s, [BASE, RECIPE, P3, P5]).step.value == 0.7  # type: ignore[union-attr]
+    assert decide(s, [BASE, RECIPE, P3, P5, P7_BAD]).step.value == "int8"  # type: ignore[union-attr]
+
+
+def test_budget_reason_names_the_closest_candidate_and_what_it_missed() -> None:
+    s = scenario()
+    final = decide(s.model_copy(update={"budget": s.budget.model_copy(update={"max_iterations": 4})}), [BASE, RECIPE, P3, P5])
+    assert isinstance(final, Final)
+    assert "closest was #3" in final.reason
+    assert "inference_energy_vs_baseline 0.6x > 0.5x" in final.reason
+
+
+@pytest.mark.parametrize(
+    ("candidate", "keep", "why"),
+    [
+        (c(2, PR, 0.3, parent=1, inf=0.98), False, "saved 2.0%"),
+        (c(2, PR, 0.3, parent=1, inf=0.90), True, "saved 10.0%"),
+        (c(2, PR, 0.3, parent=1, inf=0.5, acc=0.85), False, "accuracy"),
+        (c(2, PC, "int8", parent=1, inf=2.76), False, "saved -176.0%"),
+        (c(2, PR, 0.3, parent=1, rejected="loss became nan"), False, "rejected"),
+    ],
+)
+def test_kept_only_when_measured_gain_and_quality_hold(candidate: CandidateResult, keep: bool, why: str) -> None:
+    ok, reason = kept(scenario(), [BASE, RECIPE, candidate], candidate)
+    assert ok is keep
+    assert why in reason
+
+
+@pytest.mark.parametrize(
+    ("targets", "candidate", "failed"),
+    [
+        ({"min_accuracy": 0.95}, c(1, ES, acc=0.94), ["accuracy"]),
+        ({"max_accuracy_drop_pt": 1.0}, c(1, ES, acc=0.885), ["accuracy_drop_pt"]),
+        ({"max_inference_energy_j_per_1k": 0.5}, c(1, ES, inf=0.6), ["inference_energy_j_per_1k"]),
+        ({"max_train_energy_j": 10.0, "max_train_energy_vs_baseline": 0.4}, c(1, ES, train=50.0), ["train_energy_j", "train_energy_vs_baseline"]),
+        ({"max_latency_ms_per_batch": 2.0, "max_latency_vs_baseline": 0.99}, c(1, ES, inf=1.0), ["latency_vs_baseline"]),
+        ({"min_accuracy": 0.5, "max_inference_energy_vs_baseline": 1.0}, c(1, ES), []),
+    ],
+)
+def test_gate_checks_every_target_that_is_set(targets: dict[str, float], candidate: CandidateResult, failed: list[str]) -> None:
+    report = gate(scenario(**targets).targets, candidate, BASE)
+    assert [x.name for x in report.failed] == failed
+    assert report.passed is (not failed)
+
+
+def test_gate_on_regression_uses_rmse() -> None:
+    base = CandidateResult(index=0, step=Step(kind=B), rmse=2.0, inference_energy_j_per_1k=1.0)
+    worse = CandidateResult(index=1, step=Step(kind=ES), rmse=2.5, inference_energy_j_per_1k=1.0)
+    report = gate(scenario(max_rmse=3.0, max_rmse_increase_pct=10.0).targets, worse, base)
+    assert [x.name for x in report.failed] == ["rmse_increase_pct"]
+
+
+@pytest.mark.parametrize(
+    ("champion", "wins", "why"),
+    [
+        (None, True, "no champion"),
+        ({"energy_source": "replay", "inference_energy_j_per_1k": "0.5", "accuracy": "0.9"}, True, "< champion"),
+        ({"energy_source": "replay", "inference_energy_j_per_1k": "0.3", "accuracy": "0.9"}, False, "not below"),
+        ({"energy_source": "replay", "inference_energy_j_per_1k": "0.5", "accuracy": "0.95"}, False, "more than 1 pt below"),
+        ({"energy_source": "nvml", "inference_energy_j_per_1k": "0.5", "accuracy": "0.9"}, False, "not comparable"),
+    ],
+)
+def test_beats_champion(champion: dict[str, str] | None, wins: bool, why: str) -> None:
+    candidate = c(3, PR, 0.5, parent=1, inf=0.4, acc=0.9)
+    ok, reason = beats_champion(candidate, champion)
+    assert ok is wins
+    assert why in reason

@@ -1,0 +1,76 @@
+"""Scenario validation: bundled files load; bad ones give one clear line naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import InputError
+from thresholds import SCENARIO_DIR, scenario_path
+from thresholds.schema import load_scenario, parse_scenario
+
+
+@pytest.mark.parametrize("name", ["dev-cpu", "strict", "impossible"])
+def test_bundled_scenarios_load(name: str) -> None:
+    scenario = load_scenario(scenario_path(name))
+    assert scenario.name == name
+    assert scenario_path(name) == SCENARIO_DIR / f"{name}.yaml"
+
+
+BAD: list[tuple[str, str, str]] = [
+    ("unknown key", "name: x\ntargets:\n  max_acuracy: 0.9\n", "targets.max_acuracy"),
+    ("string for a number", "name: x\ntargets:\n  min_accuracy: 'high'\n", "targets.min_accuracy"),
+    ("accuracy as percent", "name: x\ntargets:\n  min_accuracy: 95\n", "fraction in [0, 1]"),
+    ("negative energy", "name: x\ntargets:\n  max_train_energy_j: -5\n", "targets.max_train_energy_j"),
+    ("NaN", "name: x\ntargets:\n  max_inference_energy_j_per_1k: .nan\n", "targets.max_inference_energy_j_per_1k"),
+    ("infinite budget", "name: x\nbudget:\n  max_total_energy_j: .inf\n", "budget.max_total_energy_j"),
+    ("zero iterations", "name: x\nbudget:\n  max_iterations: 0\n", "budget.max_iterations"),
+    ("absurd iterations", "name: x\nbudget:\n  max_iterations: 1000000\n", "budget.max_iterations"),
+    ("float iterations", "name: x\nbudget:\n  max_iterations: 2.5\n", "budget.max_iterations"),
+    ("missing name", "targets: {}\n", "name"),
+    ("ratio out of range", "name: x\nladder:\n  pruning_ratios: [0.3, 1.2]\n", "ladder.pruning_ratios"),
+    ("ratios decreasing", "name: x\nladder:\n  pruning_ratios: [0.5, 0.3]\n", "strictly increasing"),
+    ("unknown precision", "name: x\nladder:\n  precisions: [int4]\n", "ladder.precisions"),
+    ("unknown meter", "name: x\nmeasurement:\n  meter: wattmeter\n", "measurement.meter"),
+    ("patience beyond epochs", "name: x\ntraining:\n  max_epochs: 3\n  patience: 5\n", "patience"),
+    ("list document", "- a\n- b\n", "document"),
+    ("empty document", "", "document"),
+    ("broken YAML", "name: x\ntargets: [\n", "valid YAML"),
+    ("tab indentation", "name: x\ntargets:\n\tmin_accuracy: 0.9\n", "valid YAML"),
+    ("zero hidden width", "name: x\nmodel:\n  hidden: [64, 0]\n", "model.hidden"),
+]
+
+
+@pytest.mark.parametrize(("text", "needle"), [row[1:] for row in BAD], ids=[row[0] for row in BAD])
+def test_bad_scenarios_give_one_line_naming_the_field(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert needle in message
+    assert str(path) in message
+
+
+def test_missing_file_and_huge_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="expected an existing YAML file"):
+        load_scenario(tmp_path / "nope.yaml")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: x\n" + "# pad\n" * 100_000)
+    with pytest.raises(InputError, match="scenario size"):
+        load_scenario(huge)
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="UTF-8"):
+        load_scenario(path)
+
+
+def test_relative_and_absolute_targets_together() -> None:
+    s = parse_scenario({"name": "x", "targets": {"max_inference_energy_j_per_1k": 0.5, "max_inference_energy_vs_baseline": 0.6}})
+    assert s.targets.max_inference_energy_vs_baseline == 0.6
+    assert s.targets.max_inference_energy_j_per_1k == 0.5

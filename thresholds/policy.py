@@ -1,0 +1,308 @@
+"""The escalation policy: pure functions from (scenario, history) to the next step or a final state.
+
+Ladder, in order:
+1. `baseline`        - the unoptimised reference: fixed `max_epochs`, fp32, no early stopping.
+2. `early-stopping`  - the same model trained with early stopping (the recipe all rungs start from).
+3. `prune:r`         - structured pruning of the recipe at each ratio r (increasing), fine-tuned.
+                       Stops at the first ratio that breaks an accuracy target.
+4. `precision:p`     - the best fp32 candidate at lower precision (int8 / fp16 / bf16).
+
+A compression rung is *kept* (can become the base of later rungs) only when its measured
+inference cost fell by at least `ladder.min_gain_pct` and it still meets the quality
+targets: nothing is assumed to save energy. Final states:
+
+- PASSED            - the latest candidate meets every target.
+- BUDGET_EXHAUSTED  - iterations or total energy used up before a candidate passed.
+- FAILED            - the baseline could not be trained, or the ladder has no rung left.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from thresholds.schema import Scenario, Targets
+
+
+class StepKind(StrEnum):
+    BASELINE = "baseline"
+    EARLY_STOPPING = "early-stopping"
+    PRUNE = "prune"
+    PRECISION = "precision"
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: StepKind
+    value: float | str | None = None  # pruning ratio or precision name
+    parent: int | None = None  # index of the candidate this step starts from
+
+    @property
+    def label(self) -> str:
+        if self.value is None:
+            return self.kind.value
+        shown = f"{self.value:g}" if isinstance(self.value, float) else self.value
+        return f"{self.kind.value}:{shown}"
+
+
+class CandidateResult(BaseModel):
+    """Plain record of one iteration; the only thing the policy sees."""
+
+    index: int
+    step: Step
+    lineage: list[str] = []
+    rejected_reason: str | None = None
+    accuracy: float | None = None
+    rmse: float | None = None
+    train_energy_j: float | None = None  # energy to produce this model from scratch (its lineage)
+    inference_energy_j_per_1k: float | None = None
+    latency_ms_per_batch: float | None = None
+    spent_energy_j: float = 0.0  # everything this iteration cost: training + measurement
+    params: int | None = None
+    macs: int | None = None
+    epochs_run: int | None = None
+    epochs_saved: int | None = None
+    energy_source: str = ""
+    estimated: bool = True
+    model_dir: str | None = None
+    run_id: str | None = None
+    train_s: float = 0.0
+    measure_s: float = 0.0
+    wall_s: float = 0.0
+    series: dict[str, list[float]] = {}  # per-epoch curves, logged with their step
+    tags: dict[str, str] = {}  # provenance details (meter assumptions, MACs before pruning)
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected_reason is None
+
+
+class Check(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+
+
+class GateReport(BaseModel):
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def summary(self) -> str:
+        bad = self.failed
+        return "meets every target" if not bad else "; ".join(c.detail for c in bad)
+
+
+class FinalState(StrEnum):
+    PASSED = "PASSED"
+    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+    FAILED = "FAILED"
+
+
+class Next(BaseModel):
+    step: Step
+    why: str
+
+
+class Final(BaseModel):
+    state: FinalState
+    reason: str
+    chosen: int | None = None  # candidate index that passed
+
+
+def _max(check: str, value: float | None, limit: float | None, unit: str) -> Check | None:
+    if limit is None:
+        return None
+    if value is None:
+        return Check(name=check, ok=False, detail=f"{check}: not measured (limit {limit:g}{unit})")
+    ok = value <= limit
+    return Check(name=check, ok=ok, detail=f"{check} {value:.4g}{unit} {'<=' if ok else '>'} {limit:.4g}{unit}")
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base <= 0:
+        return None
+    return value / base
+
+
+def gate(targets: Targets, c: CandidateResult, baseline: CandidateResult) -> GateReport:
+    """Every target that is set, checked against the candidate (and the baseline for relative ones)."""
+    if not c.ok:
+        return GateReport(checks=[Check(name="trained", ok=False, detail=f"rejected: {c.rejected_reason}")])
+    checks = _quality_checks(targets, c, baseline)
+    for item in (
+        _max("inference_energy_j_per_1k", c.inference_energy_j_per_1k, targets.max_inference_energy_j_per_1k, " J"),
+        _max(
+            "inference_energy_vs_baseline",
+            _ratio(c.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
+            targets.max_inference_energy_vs_baseline,
+            "x",
+        ),
+        _max("train_energy_j", c.train_energy_j, targets.max_train_energy_j, " J"),
+        _max("train_energy_vs_baseline", _ratio(c.train_energy_j, baseline.train_energy_j), targets.max_train_energy_vs_baseline, "x"),
+        _max("latency_ms_per_batch", c.latency_ms_per_batch, targets.max_latency_ms_per_batch, " ms"),
+        _max("latency_vs_baseline", _ratio(c.latency_ms_per_batch, baseline.latency_ms_per_batch), targets.max_latency_vs_baseline, "x"),
+    ):
+        if item is not None:
+            checks.append(item)
+    return GateReport(checks=checks)
+
+
+def _quality_checks(targets: Targets, c: CandidateResult, baseline: CandidateResult) -> list[Check]:
+    checks: list[Check] = []
+    if targets.min_accuracy is not None:
+        acc = c.accuracy
+        ok = acc is not None and acc >= targets.min_accuracy
+        shown = "n/a" if acc is None else f"{acc:.4f}"
+        checks.append(Check(name="accuracy", ok=ok, detail=f"accuracy {shown} {'>=' if ok else '<'} {targets.min_accuracy:.4f}"))
+    if targets.max_accuracy_drop_pt is not None and baseline.accuracy is not None:
+        drop_pt = None if c.accuracy is None else (baseline.accuracy - c.accuracy) * 100
+        item = _max("accuracy_drop_pt", drop_pt, targets.max_accuracy_drop_pt, " pt")
+        if item:
+            checks.append(item)
+    rmse = _max("rmse", c.rmse, targets.max_rmse, "")
+    if rmse:
+        checks.append(rmse)
+    if targets.max_rmse_increase_pct is not None and baseline.rmse:
+        increase = None if c.rmse is None else (c.rmse / baseline.rmse - 1) * 100
+        item = _max("rmse_increase_pct", increase, targets.max_rmse_increase_pct, " %")
+        if item:
+            checks.append(item)
+    return checks
+
+
+def quality_ok(targets: Targets, c: CandidateResult, baseline: CandidateResult) -> bool:
+    return c.ok and all(x.ok for x in _quality_checks(targets, c, baseline))
+
+
+def cost(c: CandidateResult) -> float | None:
+    """What compression must lower: inference energy, or latency when the meter reads nothing."""
+    if c.inference_energy_j_per_1k:
+        return c.inference_energy_j_per_1k
+    return c.latency_ms_per_batch
+
+
+def gain_pct(parent: CandidateResult, child: CandidateResult) -> float | None:
+    before, after = cost(parent), cost(child)
+    if before is None or after is None or before <= 0:
+        return None
+    return (1 - after / before) * 100
+
+
+def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult) -> tuple[bool, str]:
+    """Whether a candidate may serve as the base of later rungs, and why."""
+    if not c.ok:
+        return False, f"rejected: {c.rejected_reason}"
+    if c.step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING):
+        return True, "reference"
+    baseline = history[0]
+    if not quality_ok(scenario.targets, c, baseline):
+        return False, "breaks an accuracy target"
+    parent = history[c.step.parent] if c.step.parent is not None else baseline
+    gain = gain_pct(parent, c)
+    if gain is None:
+        return False, "no inference cost measured"
+    if gain < scenario.ladder.min_gain_pct:
+        return False, f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)"
+    return True, f"saved {gain:.1f}% inference cost vs #{parent.index}"
+
+
+def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
+    """Lowest-cost kept candidate that is not a precision step (precisions do not stack)."""
+    pool = [c for c in history[1:] if c.step.kind != StepKind.PRECISION and kept(scenario, history, c)[0]]
+    if not pool:
+        return history[0]
+    return min(pool, key=lambda c: (cost(c) or float("inf"), c.index))
+
+
+def _next_rung(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
+    kinds = [c.step.kind for c in history]
+    if StepKind.EARLY_STOPPING not in kinds:
+        return Next(step=Step(kind=StepKind.EARLY_STOPPING, parent=0), why="train the recipe with early stopping")
+    recipe = next(c for c in history if c.step.kind == StepKind.EARLY_STOPPING)
+    base = recipe if recipe.ok else history[0]
+    pruned = [c for c in history if c.step.kind == StepKind.PRUNE]
+    pruning_broke = any(not quality_ok(scenario.targets, c, history[0]) for c in pruned)
+    tried = {float(c.step.value) for c in pruned if c.step.value is not None}
+    if not pruning_broke:
+        for ratio in scenario.ladder.pruning_ratios:
+            if ratio not in tried and all(ratio > t for t in tried):
+                return Next(step=Step(kind=StepKind.PRUNE, value=ratio, parent=base.index), why=f"prune {ratio:.0%} of channels of #{base.index}")
+    done = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
+    for precision in scenario.ladder.precisions:
+        if precision not in done:
+            parent = _best_fp32(scenario, history)
+            return Next(step=Step(kind=StepKind.PRECISION, value=precision, parent=parent.index), why=f"run #{parent.index} at {precision}")
+    return None
+
+
+def closest(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult | None:
+    """The candidate that missed the fewest targets (ties: lowest inference cost)."""
+    ok = [c for c in history if c.ok]
+    if not ok:
+        return None
+    return min(ok, key=lambda c: (len(gate(scenario.targets, c, history[0]).failed), cost(c) or float("inf"), c.index))
+
+
+def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
+    best = closest(scenario, history)
+    if best is None:
+        return "no candidate was trained"
+    return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {gate(scenario.targets, best, history[0]).summary()}"
+
+
+def decide(scenario: Scenario, history: list[CandidateResult]) -> Next | Final:
+    """The next step of the loop, or the state it ends in."""
+    if not history:
+        return Next(step=Step(kind=StepKind.BASELINE), why="measure the unoptimised baseline")
+    baseline = history[0]
+    if not baseline.ok:
+        return Final(state=FinalState.FAILED, reason=f"baseline could not be trained: {baseline.rejected_reason}")
+    last = history[-1]
+    if len(history) > 1 and gate(scenario.targets, last, baseline).passed:
+        return Final(state=FinalState.PASSED, reason=f"#{last.index} ({'+'.join(last.lineage)}) meets every target", chosen=last.index)
+    used = len(history)
+    if used >= scenario.budget.max_iterations:
+        return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"used {used} of {scenario.budget.max_iterations} iterations; {_why_not(scenario, history)}")
+    spent = sum(c.spent_energy_j for c in history)
+    limit = scenario.budget.max_total_energy_j
+    if limit is not None and spent >= limit:
+        return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"spent {spent:.1f} J of {limit:g} J; {_why_not(scenario, history)}")
+    step = _next_rung(scenario, history)
+    if step is None:
+        return Final(state=FinalState.FAILED, reason=f"no rung left on the ladder; {_why_not(scenario, history)}")
+    return step
+
+
+def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None) -> tuple[bool, str]:
+    """Whether a passing candidate should replace the champion (version tags of the champion).
+
+    Lower inference energy at no worse quality (1 pt accuracy / 1 % RMSE tolerance), with
+    energies from the same source; figures from different meters are not comparable.
+    """
+    if champion is None:
+        return True, "no champion yet"
+    if champion.get("energy_source") != candidate.energy_source:
+        return False, f"champion energy is from {champion.get('energy_source')!r}, candidate from {candidate.energy_source!r}: not comparable"
+    try:
+        champ_energy = float(champion["inference_energy_j_per_1k"])
+    except (KeyError, ValueError):
+        return True, "champion has no recorded inference energy"
+    energy = candidate.inference_energy_j_per_1k
+    if energy is None or energy >= champ_energy:
+        return False, f"inference energy {energy} J/1k is not below the champion's {champ_energy:.4g} J/1k"
+    if candidate.accuracy is not None and "accuracy" in champion:
+        if candidate.accuracy < float(champion["accuracy"]) - 0.01:
+            return False, f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}"
+    if candidate.rmse is not None and "rmse" in champion:
+        if candidate.rmse > float(champion["rmse"]) * 1.01:
+            return False, f"rmse {candidate.rmse:.4g} is more than 1% above the champion's {float(champion['rmse']):.4g}"
+    return True, f"inference energy {energy:.4g} < champion's {champ_energy:.4g} J/1k at no worse quality"

@@ -1,0 +1,166 @@
+"""The scenario file: targets, loop budget, training, measurement and ladder settings.
+
+Strict: unknown keys, wrong types, NaN/inf, negative energies and accuracies outside
+[0, 1] are errors. Units are in the field names; relative targets are ratios to the
+baseline candidate measured in the same loop (`*_vs_baseline: 0.6` = at most 60 %).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import InputError
+
+MAX_SCENARIO_BYTES = 256 * 1024
+LowPrecision = Literal["int8", "fp16", "bf16"]
+LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class Targets(_Strict):
+    """Every target is optional; a candidate passes when it meets all that are set."""
+
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="fraction in [0, 1]")
+    max_accuracy_drop_pt: float | None = Field(None, ge=0, le=100, description="percentage points vs baseline")
+    max_rmse: float | None = Field(None, ge=0, description="target units")
+    max_rmse_increase_pct: float | None = Field(None, ge=0, description="percent vs baseline")
+    max_inference_energy_j_per_1k: float | None = Field(None, ge=0, description="joules per 1,000 samples")
+    max_inference_energy_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline, e.g. 0.6")
+    max_train_energy_j: float | None = Field(None, ge=0, description="joules")
+    max_train_energy_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline")
+    max_latency_ms_per_batch: float | None = Field(None, ge=0, description="milliseconds")
+    max_latency_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline")
+
+
+class Budget(_Strict):
+    max_iterations: int = Field(8, ge=1, le=100, description="candidates, baseline included")
+    max_total_energy_j: float | None = Field(None, gt=0, description="joules over the whole loop")
+
+
+class Training(_Strict):
+    max_epochs: int = Field(60, ge=1, le=10_000, description="epochs")
+    patience: int = Field(5, ge=1, le=1_000, description="epochs without validation improvement")
+    batch_size: int = Field(64, ge=1, le=1_000_000, description="samples")
+    fine_tune_epochs: int = Field(15, ge=1, le=10_000, description="epochs after each pruning step")
+    seed: int = Field(0, ge=0, description="integer seed")
+
+    @model_validator(mode="after")
+    def _patience_fits(self) -> Training:
+        if self.patience > self.max_epochs:
+            raise ValueError(f"patience ({self.patience}) <= max_epochs ({self.max_epochs})")
+        return self
+
+
+class Measurement(_Strict):
+    meter: Literal["auto", "codecarbon", "nvml", "fixed-power", "null"] = "auto"
+    fixed_power_w: float = Field(10.0, gt=0, le=100_000, description="watts, for the fixed-power meter")
+    inference_batch_size: int = Field(1024, ge=1, le=1_000_000, description="samples per batch")
+    min_window_s: float = Field(1.0, gt=0, le=3_600, description="seconds per inference window")
+
+
+class Ladder(_Strict):
+    pruning_ratios: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], description="channel fractions in (0, 1)")
+    precisions: list[LowPrecision] = Field(default_factory=lambda: list(LOW_PRECISIONS))
+    min_gain_pct: float = Field(3.0, ge=0, le=100, description="percent an escalation must save to be kept")
+
+    @field_validator("pruning_ratios")
+    @classmethod
+    def _ratios(cls, value: list[float]) -> list[float]:
+        if any(not 0 < r < 1 for r in value):
+            raise ValueError("each ratio must be a fraction of channels in (0, 1)")
+        if value != sorted(set(value)):
+            raise ValueError("ratios must be strictly increasing")
+        return value
+
+    @field_validator("precisions")
+    @classmethod
+    def _precisions(cls, value: list[str]) -> list[str]:
+        if len(value) != len(set(value)):
+            raise ValueError("precisions must not repeat")
+        return value
+
+
+class ModelSettings(_Strict):
+    kind: Literal["mlp", "cnn1d"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [64, 32], description="neurons per hidden layer")
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, value: list[int]) -> list[int]:
+        if not value or any(w < 1 or w > 65_536 for w in value):
+            raise ValueError("hidden widths must be 1..65536 neurons, at least one layer")
+        return value
+
+
+class Scenario(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+    targets: Targets = Targets()
+    budget: Budget = Budget()
+    training: Training = Training()
+    measurement: Measurement = Measurement()
+    ladder: Ladder = Ladder()
+    model: ModelSettings = ModelSettings()
+
+
+def _describe(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The unit/range description of the field at `loc`, if the schema has one."""
+    current: type[BaseModel] | None = model
+    description = ""
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            break
+        info = current.model_fields[part]
+        description = info.description or ""
+        annotation = info.annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return description
+
+
+def parse_scenario(raw: object, where: str = "scenario") -> Scenario:
+    """Validate an already-parsed YAML document; raise a one-line `InputError`."""
+    if not isinstance(raw, dict):
+        raise InputError("document", type(raw).__name__, "a mapping of scenario sections (name, targets, budget, ...)", where)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "document"
+        unit = _describe(Scenario, loc)
+        msg = err["msg"] or "a valid value"
+        for prefix in ("Input should be ", "Value error, "):
+            msg = msg.removeprefix(prefix)
+        if err["type"] == "missing":
+            msg = "a value (this field is required)"
+        elif err["type"] == "extra_forbidden":
+            msg = "no such key (check spelling; see thresholds/dev-cpu.yaml)"
+        expected = f"{msg} ({unit})" if unit else msg
+        value = err.get("input") if err["type"] != "missing" else None
+        raise InputError(field, value, expected, where) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("scenario", str(p), "an existing YAML file (e.g. thresholds/dev-cpu.yaml)")
+    if p.stat().st_size > MAX_SCENARIO_BYTES:
+        raise InputError("scenario size", p.stat().st_size, f"at most {MAX_SCENARIO_BYTES} bytes", str(p))
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError("encoding", p.name, "a UTF-8 text file", str(p)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        position = f"line {mark.line + 1}" if mark else "document"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(position, problem, "valid YAML", str(p)) from None
+    return parse_scenario(raw, str(p))
