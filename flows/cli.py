@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")
     run.add_argument("--samples", type=int, help="number of samples to use (mnist1d generates this many; default 5000)")
     run.add_argument("--task", dest="task_type", choices=["auto", "classification", "regression"], default="auto", help="task type of a file dataset")
-    run.add_argument("--meter", choices=["auto", "codecarbon", "nvml", "fixed-power", "null"], help="energy meter (default: the scenario's)")
+    run.add_argument("--meter", choices=["auto", "codecarbon", "nvml", "rapl", "fixed-power", "null"], help="energy meter (default: the scenario's)")
     run.add_argument("--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)")
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")

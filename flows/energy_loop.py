@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.energy.select import close_shared_meters, resolve_meter_name
-from tasks.steps import LoopOutcome, abort_loop, close_loop, log_candidate, open_loop, plan_next, prepare_data, run_candidate
+from tasks.steps import LoopOutcome, abort_loop, close_loop, idle_power, log_candidate, open_loop, plan_next, prepare_data, run_candidate
 from thresholds.policy import CandidateResult, Final
 from thresholds.schema import load_scenario
 
@@ -34,9 +34,10 @@ def energy_loop(
     loop_run_id = open_loop("energy-loop", f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
     try:
+        idle_w = idle_power(settings, meter_name)
         decision = plan_next(settings, history)
         while not isinstance(decision, Final):
-            candidate = run_candidate(settings, decision.step, history, data_path, work_dir, meter_name)
+            candidate = run_candidate(settings, decision.step, history, data_path, work_dir, meter_name, idle_w)
             history.append(log_candidate(settings, loop_run_id, history, candidate))
             decision = plan_next(settings, history)
         return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags)

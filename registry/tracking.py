@@ -70,7 +70,10 @@ def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> di
         "accuracy": c.accuracy,
         "rmse": c.rmse,
         "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
+        "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k if c.inference_repeats else None,
+        "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
         "train_energy_j": c.train_energy_j,
+        "train_energy_sem_j": c.train_energy_sem_j if c.train_energy_j is not None else None,
         "latency_ms_per_batch": c.latency_ms_per_batch,
         "params": c.params,
         "macs": c.macs,
@@ -110,6 +113,10 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
             "rmse": c.rmse,
             "train_energy_j": c.train_energy_j,
             "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
+            "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k,
+            "inference_repeats": c.inference_repeats,
+            "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
+            "train_energy_sem_j": c.train_energy_sem_j,
             "latency_ms_per_batch": c.latency_ms_per_batch,
             "spent_energy_j": c.spent_energy_j,
             "params": c.params,
@@ -157,6 +164,7 @@ def close_loop(
     model_name: str,
     final: Final,
     history: list[CandidateResult],
+    sigmas: float,
     verdicts: list[str],
     gates_passed: list[bool],
     table_md: str,
@@ -181,7 +189,7 @@ def close_loop(
         record.versions[c.index] = str(version.version)
     promote: str | None = None
     if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions:
-        wins, record.champion_reason = beats_champion(history[final.chosen], champion_tags(model_name))
+        wins, record.champion_reason = beats_champion(history[final.chosen], champion_tags(model_name), sigmas)
         promote = record.versions[final.chosen] if wins else None
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "iterations.md"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
 import torch
 
 from tasks import compress, models
-from tasks.data import CachedData, load_cached
+from tasks.data import load_cached
+from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.errors import DivergedError, MeterError
 from tasks.evaluate import measure_inference, quality
@@ -20,10 +22,15 @@ from thresholds.schema import Scenario
 log = logging.getLogger(__name__)
 
 
-def _train(model: torch.nn.Module, data: CachedData, cfg: TrainConfig, meter: EnergyMeter, label: str) -> tuple[TrainReport, float]:
-    with meter.window(label) as window:
-        report = fit(model, data, cfg, label=label)
-    return report, window.measurement.energy_j
+def _trained(result: CandidateResult, report: TrainReport) -> CandidateResult:
+    return result.model_copy(
+        update={
+            "epochs_run": report.epochs_run,
+            "epochs_saved": report.epochs_saved,
+            "train_s": report.duration_s,
+            "series": {"val_loss": report.val_losses, "train_loss": report.train_losses, "epoch_energy_j": report.epoch_energy_j},
+        }
+    )
 
 
 def run_step(
@@ -33,6 +40,7 @@ def run_step(
     data_path: str,
     work_dir: Path,
     meter: EnergyMeter,
+    idle_power_w: float = 0.0,
 ) -> CandidateResult:
     """Produce and measure candidate number `len(history)`; failures become a rejected result."""
     index = len(history)
@@ -40,7 +48,6 @@ def run_step(
     data = load_cached(data_path)
     training = scenario.training
     spent_j = 0.0
-    series: dict[str, list[float]] = {}
     tags: dict[str, str] = {}
     result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
     try:
@@ -63,17 +70,16 @@ def run_step(
             )
             if early:
                 spec = spec.model_copy(update={"history": ["early-stopping"]})
-            report, train_j = _train(model, data, cfg, meter, f"#{index} {step.label}")
-            spent_j += train_j
-            lineage_train_j = train_j
-            series["val_loss"], series["train_loss"] = report.val_losses, report.train_losses
-            result = result.model_copy(update={"epochs_run": report.epochs_run, "epochs_saved": report.epochs_saved, "train_s": report.duration_s})
+            report = fit(model, data, cfg, label=f"#{index} {step.label}", meter=meter)
+            spent_j += report.energy_j
+            lineage_train_j, lineage_train_sem_j = report.energy_j, report.energy_sem_j
+            result = _trained(result, report)
         else:
             parent = history[step.parent if step.parent is not None else 0]
             if parent.model_dir is None or parent.train_energy_j is None:
                 raise ValueError(f"parent #{parent.index} has no saved model")
             model, spec = models.load(Path(parent.model_dir))
-            lineage_train_j = parent.train_energy_j
+            lineage_train_j, lineage_train_sem_j = parent.train_energy_j, parent.train_energy_sem_j
             if step.kind == StepKind.PRUNE:
                 ratio = float(step.value)  # type: ignore[arg-type]
                 tags["macs_before"] = str(models.count_macs(model, data.n_features))
@@ -85,11 +91,11 @@ def run_step(
                     batch_size=training.batch_size,
                     seed=training.seed,
                 )
-                report, train_j = _train(model, data, cfg, meter, f"#{index} {step.label} fine-tune")
-                spent_j += train_j
-                lineage_train_j += train_j
-                series["val_loss"], series["train_loss"] = report.val_losses, report.train_losses
-                result = result.model_copy(update={"epochs_run": report.epochs_run, "epochs_saved": report.epochs_saved, "train_s": report.duration_s})
+                report = fit(model, data, cfg, label=f"#{index} {step.label} fine-tune", meter=meter)
+                spent_j += report.energy_j
+                lineage_train_j += report.energy_j
+                lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
+                result = _trained(result, report)
             else:
                 precision = str(step.value)
                 spec = spec.model_copy(update={"precision": precision, "history": [*spec.history, f"precision:{precision}"]})
@@ -103,9 +109,19 @@ def run_step(
             batch_size=scenario.measurement.inference_batch_size,
             min_window_s=scenario.measurement.min_window_s,
             label=f"#{index} {step.label} inference",
+            repeats_min=scenario.measurement.repeats_min,
+            repeats_max=scenario.measurement.repeats_max,
+            target_rel_ci=scenario.measurement.target_rel_ci,
+            idle_power_w=idle_power_w,
         )
         measure_s = time.perf_counter() - measure_start
-        spent_j += inference.measurement.energy_j
+        spent_j += inference.total_energy_j
+        if spec.kind == "mlp":
+            estimate = analytic.inference_energy(model, spec.precision, scenario.measurement.inference_batch_size)
+            tags["analytic_table"] = estimate.table
+            result = result.model_copy(update={"analytic_inference_energy_j_per_1k": estimate.energy_j_per_1k})
+        if idle_power_w:
+            tags["idle_power_w_subtracted"] = f"{idle_power_w:.3f}"
         tags.update({f"energy.{k}": v for k, v in inference.measurement.details.items()})
         tags["inference_latency_ms_iqr"] = f"{inference.latency_ms_spread:.4f}"
         tags["inference_samples_measured"] = str(inference.samples)
@@ -117,6 +133,9 @@ def run_step(
                 "rmse": q.rmse,
                 "train_energy_j": lineage_train_j,
                 "inference_energy_j_per_1k": inference.energy_j_per_1k,
+                "inference_energy_sem_j_per_1k": inference.energy_sem_j_per_1k,
+                "inference_repeats": inference.repeats,
+                "train_energy_sem_j": lineage_train_sem_j,
                 "latency_ms_per_batch": inference.latency_ms_per_batch,
                 "spent_energy_j": spent_j,
                 "params": models.count_params(model),
@@ -124,10 +143,10 @@ def run_step(
                 "model_dir": str(model_dir),
                 "measure_s": measure_s,
                 "wall_s": time.perf_counter() - started,
-                "series": series,
                 "tags": tags,
             }
         )
     except (DivergedError, MeterError) as exc:
         log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
-        return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started, "series": series})
+        spent_j += getattr(exc, "partial_energy_j", 0.0)
+        return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started})

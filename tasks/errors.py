@@ -20,6 +20,8 @@ class InputError(ValueError):
 class DivergedError(RuntimeError):
     """Training produced a non-finite loss; the candidate is rejected, the loop goes on."""
 
+    partial_energy_j: float = 0.0  # energy spent before the divergence, when a meter was on
+
 
 class MeterError(RuntimeError):
     """An energy meter failed or returned a value that cannot be energy."""

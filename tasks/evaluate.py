@@ -12,6 +12,7 @@ from torch import nn
 
 from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter, Measurement
+from tasks.energy.stats import repeat_until_stable
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,16 @@ class Quality:
 
 @dataclass(frozen=True)
 class InferenceReport:
-    energy_j_per_1k: float
+    energy_j_per_1k: float  # mean over repeated windows (above idle when idle_power_w is given)
+    energy_sem_j_per_1k: float  # standard error of that mean
+    energy_ci95_j_per_1k: float
+    repeats: int
     latency_ms_per_batch: float
     latency_ms_spread: float  # inter-quartile range of per-batch latencies
     batch_size: int
-    batches: int
     samples: int
-    measurement: Measurement
+    total_energy_j: float  # everything the windows read, idle included
+    measurement: Measurement  # the last window, for its provenance details
 
 
 def quality(model: nn.Module, data: CachedData) -> Quality:
@@ -58,15 +62,22 @@ def measure_inference(
     label: str = "inference",
     warmup_batches: int = 5,
     min_batches: int = 20,
+    repeats_min: int = 1,
+    repeats_max: int = 1,
+    target_rel_ci: float = 0.05,
+    idle_power_w: float = 0.0,
 ) -> InferenceReport:
-    """Run batches until the window lasts `min_window_s` so short runs are not lost in meter noise."""
+    """Repeated windows of at least `min_window_s` each, until the energy per 1k is stable.
+
+    Long windows keep short runs from being lost in meter noise; repeats give the spread.
+    """
     pool = _batch_pool(data.x_test, batch_size)
     starts = list(range(0, len(pool) - batch_size + 1, batch_size))
     latencies_ms: list[float] = []
-    with torch.inference_mode():
-        for i in range(warmup_batches):
-            model(pool[starts[i % len(starts)] :][:batch_size])
-        with meter.window(label) as window:
+    windows: list[Measurement] = []
+
+    def one_window() -> float:
+        with meter.window(f"{label} {len(windows) + 1}") as window:
             begin = time.perf_counter()
             n = 0
             while n < min_batches or time.perf_counter() - begin < min_window_s:
@@ -75,15 +86,32 @@ def measure_inference(
                 model(pool[s : s + batch_size])
                 latencies_ms.append((time.perf_counter() - t0) * 1000)
                 n += 1
-    measurement = window.measurement
-    samples = n * batch_size
+        windows.append(window.measurement)
+        above_idle_j = max(window.measurement.energy_j - idle_power_w * window.measurement.duration_s, 0.0)
+        return above_idle_j / (n * batch_size) * 1000
+
+    with torch.inference_mode():
+        for i in range(warmup_batches):
+            s = starts[i % len(starts)]
+            model(pool[s : s + batch_size])
+        stats = repeat_until_stable(one_window, repeats_min, repeats_max, target_rel_ci)
     q = statistics.quantiles(latencies_ms, n=4)
     return InferenceReport(
-        energy_j_per_1k=measurement.energy_j / samples * 1000,
+        energy_j_per_1k=stats.mean,
+        energy_sem_j_per_1k=stats.sem,
+        energy_ci95_j_per_1k=stats.ci95 if stats.n > 1 else 0.0,
+        repeats=stats.n,
         latency_ms_per_batch=statistics.median(latencies_ms),
         latency_ms_spread=q[2] - q[0],
         batch_size=batch_size,
-        batches=n,
-        samples=samples,
-        measurement=measurement,
+        samples=len(latencies_ms) * batch_size,
+        total_energy_j=sum(w.energy_j for w in windows),
+        measurement=windows[-1],
     )
+
+
+def measure_idle_power_w(meter: EnergyMeter, window_s: float) -> float:
+    """Power the machine draws doing nothing, to subtract from measured windows."""
+    with meter.window("idle") as window:
+        time.sleep(window_s)
+    return window.measurement.power_w

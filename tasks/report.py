@@ -12,6 +12,15 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _energy(c: CandidateResult) -> str:
+    """Mean inference energy with its standard error over the repeated windows."""
+    if c.inference_energy_j_per_1k is None:
+        return "-"
+    if c.inference_repeats > 1:
+        return f"{c.inference_energy_j_per_1k:.4g} ± {c.inference_energy_sem_j_per_1k:.2g} (n={c.inference_repeats})"
+    return f"{c.inference_energy_j_per_1k:.4g}"
+
+
 def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
     """One human-readable verdict per candidate: pass/fail of the gates and whether it was kept."""
     out = []
@@ -30,7 +39,10 @@ def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
 
 def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
     quality_head = "accuracy" if any(c.accuracy is not None for c in history) else "rmse"
+    sources = sorted({f"{c.energy_source}{' (estimated)' if c.estimated else ' (measured)'}" for c in history if c.ok})
     rows = [
+        f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated windows.",
+        "",
         f"| # | steps | {quality_head} | train J | inference J/1k | latency ms/batch | params | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -38,7 +50,7 @@ def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
         q = c.accuracy if quality_head == "accuracy" else c.rmse
         rows.append(
             f"| {c.index} | {'+'.join(c.lineage) or c.step.label} | {_fmt(q, '.4f')} | {_fmt(c.train_energy_j, '.2f')} | "
-            f"{_fmt(c.inference_energy_j_per_1k, '.4f')} | {_fmt(c.latency_ms_per_batch, '.3f')} | {_fmt(c.params, 'd')} | {verdict} |"
+            f"{_energy(c)} | {_fmt(c.latency_ms_per_batch, '.3f')} | {_fmt(c.params, 'd')} | {verdict} |"
         )
     return "\n".join(rows)
 

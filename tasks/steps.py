@@ -18,7 +18,9 @@ from registry import tracking
 from tasks import data as data_mod
 from tasks import report
 from tasks.candidate import run_step
+from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
+from tasks.evaluate import measure_idle_power_w
 from thresholds.policy import CandidateResult, Final, Next, Step, decide, gate
 from thresholds.schema import Scenario
 
@@ -52,10 +54,23 @@ def plan_next(scenario: Scenario, history: list[CandidateResult]) -> Next | Fina
     return decide(scenario, history)
 
 
+def _meter(scenario: Scenario, meter: str) -> EnergyMeter:
+    return shared_meter(meter, scenario.measurement.fixed_power_w, scenario.measurement.codecarbon_country)
+
+
+@task(cache_policy=NO_CACHE)
+def idle_power(scenario: Scenario, meter: str) -> float:
+    """Idle power to subtract from inference windows, or 0 when the scenario does not ask for it."""
+    if not scenario.measurement.subtract_idle:
+        return 0.0
+    return measure_idle_power_w(_meter(scenario, meter), scenario.measurement.idle_window_s)
+
+
 @task(cache_policy=NO_CACHE, task_run_name="candidate-{step.label}")
-def run_candidate(scenario: Scenario, step: Step, history: list[CandidateResult], data_path: str, work_dir: str, meter: str) -> CandidateResult:
-    m = shared_meter(meter, scenario.measurement.fixed_power_w)
-    return run_step(scenario, step, history, data_path, Path(work_dir), m)
+def run_candidate(
+    scenario: Scenario, step: Step, history: list[CandidateResult], data_path: str, work_dir: str, meter: str, idle_power_w: float
+) -> CandidateResult:
+    return run_step(scenario, step, history, data_path, Path(work_dir), _meter(scenario, meter), idle_power_w)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -79,7 +94,7 @@ def close_loop(
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and gate(scenario.targets, c, history[0]).passed for c in history] if history else []
     plot = report.pareto_plot(history, Path(work_dir) / "pareto.png", f"{model_name}: {final.state.value}") if history else None
-    record = tracking.close_loop(loop_run_id, model_name, final, history, verdicts, passed, table, plot, common_tags)
+    record = tracking.close_loop(loop_run_id, model_name, final, history, scenario.measurement.significance_sigmas, verdicts, passed, table, plot, common_tags)
     champion = (
         f"champion moved to version {record.champion_version}: {record.champion_reason}"
         if record.champion_moved

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from tasks.data import CachedData
+from tasks.energy.base import EnergyMeter
+from tasks.energy.simple import NullMeter
 from tasks.errors import DivergedError
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,21 @@ class TrainReport:
     duration_s: float
     train_losses: list[float] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
+    epoch_energy_j: list[float] = field(default_factory=list)  # zeros when trained without a meter
+
+    @property
+    def energy_j(self) -> float:
+        return sum(self.epoch_energy_j)
+
+    @property
+    def energy_sem_j(self) -> float:
+        """Uncertainty of the total from epoch-to-epoch variation (epochs do the same work)."""
+        n = len(self.epoch_energy_j)
+        if n < 2:
+            return 0.0
+        mean = self.energy_j / n
+        std = math.sqrt(sum((e - mean) ** 2 for e in self.epoch_energy_j) / (n - 1))
+        return std * math.sqrt(n)
 
     @property
     def epochs_saved(self) -> int:
@@ -53,8 +70,13 @@ def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
     return y if task == "classification" else y.unsqueeze(1)
 
 
-def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "train") -> TrainReport:
-    """Train in place; the best-validation weights are restored at the end."""
+def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "train", meter: EnergyMeter | None = None) -> TrainReport:
+    """Train in place; the best-validation weights are restored at the end.
+
+    With a meter, every epoch is its own measurement window, so the energy of each epoch
+    (and what early stopping saved) is on record. Energy spent before a divergence is kept
+    in `partial_energy_j` of the raised error.
+    """
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     criterion = loss_fn(data.task)
@@ -64,27 +86,19 @@ def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "trai
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     train_losses: list[float] = []
     val_losses: list[float] = []
+    epoch_energy_j: list[float] = []
+    epoch_meter = meter or NullMeter()
     start = last_log = time.perf_counter()
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for i in range(0, len(x), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x[idx]), y[idx])
-            if not torch.isfinite(loss):
-                raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-        model.eval()
-        with torch.no_grad():
-            val_loss = criterion(model(x_val), y_val).item()
-        if not math.isfinite(val_loss):
-            raise DivergedError(f"{label}: validation loss became {val_loss} at epoch {epoch}")
-        train_losses.append(total / len(x))
+        try:
+            with epoch_meter.window(f"{label} epoch {epoch}") as handle:
+                val_loss, train_loss = _epoch(model, x, y, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch)
+        except DivergedError as exc:
+            exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
+            raise
+        epoch_energy_j.append(handle.measurement.energy_j)
+        train_losses.append(train_loss)
         val_losses.append(val_loss)
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
@@ -105,4 +119,39 @@ def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "trai
         duration_s=time.perf_counter() - start,
         train_losses=train_losses,
         val_losses=val_losses,
+        epoch_energy_j=epoch_energy_j,
     )
+
+
+def _epoch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    batch_size: int,
+    label: str,
+    epoch: int,
+) -> tuple[float, float]:
+    """One pass over the training split; returns (validation loss, mean training loss)."""
+    model.train()
+    order = torch.randperm(len(x), generator=generator)
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        idx = order[i : i + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x[idx]), y[idx])
+        if not torch.isfinite(loss):
+            raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+    model.eval()
+    with torch.no_grad():
+        val_loss = criterion(model(x_val), y_val).item()
+    if not math.isfinite(val_loss):
+        raise DivergedError(f"{label}: validation loss became {val_loss} at epoch {epoch}")
+    return val_loss, total / len(x)

@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from tasks.energy.stats import significantly_less
 from thresholds.schema import Scenario, Targets
 
 
@@ -57,7 +58,11 @@ class CandidateResult(BaseModel):
     accuracy: float | None = None
     rmse: float | None = None
     train_energy_j: float | None = None  # energy to produce this model from scratch (its lineage)
+    train_energy_sem_j: float = 0.0  # its standard error (from epoch-to-epoch variation)
     inference_energy_j_per_1k: float | None = None
+    inference_energy_sem_j_per_1k: float = 0.0  # standard error over the repeated windows
+    inference_repeats: int = 0
+    analytic_inference_energy_j_per_1k: float | None = None  # target-device estimate from counted ops
     latency_ms_per_batch: float | None = None
     spent_energy_j: float = 0.0  # everything this iteration cost: training + measurement
     params: int | None = None
@@ -190,6 +195,11 @@ def cost(c: CandidateResult) -> float | None:
     return c.latency_ms_per_batch
 
 
+def cost_err(c: CandidateResult) -> float:
+    """Standard error of `cost` (0 where only latency, a median, is available)."""
+    return c.inference_energy_sem_j_per_1k if c.inference_energy_j_per_1k else 0.0
+
+
 def gain_pct(parent: CandidateResult, child: CandidateResult) -> float | None:
     before, after = cost(parent), cost(child)
     if before is None or after is None or before <= 0:
@@ -212,6 +222,9 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
         return False, "no inference cost measured"
     if gain < scenario.ladder.min_gain_pct:
         return False, f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)"
+    sigmas = scenario.measurement.significance_sigmas
+    if not significantly_less(cost(c) or 0.0, cost_err(c), cost(parent) or 0.0, cost_err(parent), sigmas):
+        return False, f"saved {gain:.1f}% vs #{parent.index}, within {sigmas:g} combined standard errors: noise, not a gain"
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index}"
 
 
@@ -282,11 +295,13 @@ def decide(scenario: Scenario, history: list[CandidateResult]) -> Next | Final:
     return step
 
 
-def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None) -> tuple[bool, str]:
-    """Whether a passing candidate should replace the champion (version tags of the champion).
+def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, sigmas: float = 2.0) -> tuple[bool, str]:
+    """Whether a passing candidate should replace the champion (given the champion's version tags).
 
-    Lower inference energy at no worse quality (1 pt accuracy / 1 % RMSE tolerance), with
-    energies from the same source; figures from different meters are not comparable.
+    Quality may not be worse (1 pt accuracy / 1 % RMSE tolerance). Inference energies must
+    come from the same source and differ by more than `sigmas` combined standard errors to
+    count; within the noise the simpler model (fewer parameters) wins, then the one that was
+    measurably cheaper to train, else the champion stays.
     """
     if champion is None:
         return True, "no champion yet"
@@ -297,12 +312,24 @@ def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None) 
     except (KeyError, ValueError):
         return True, "champion has no recorded inference energy"
     energy = candidate.inference_energy_j_per_1k
-    if energy is None or energy >= champ_energy:
-        return False, f"inference energy {energy} J/1k is not below the champion's {champ_energy:.4g} J/1k"
-    if candidate.accuracy is not None and "accuracy" in champion:
-        if candidate.accuracy < float(champion["accuracy"]) - 0.01:
-            return False, f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}"
-    if candidate.rmse is not None and "rmse" in champion:
-        if candidate.rmse > float(champion["rmse"]) * 1.01:
-            return False, f"rmse {candidate.rmse:.4g} is more than 1% above the champion's {float(champion['rmse']):.4g}"
-    return True, f"inference energy {energy:.4g} < champion's {champ_energy:.4g} J/1k at no worse quality"
+    if energy is None:
+        return False, "candidate has no measured inference energy"
+    if candidate.accuracy is not None and "accuracy" in champion and candidate.accuracy < float(champion["accuracy"]) - 0.01:
+        return False, f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}"
+    if candidate.rmse is not None and "rmse" in champion and candidate.rmse > float(champion["rmse"]) * 1.01:
+        return False, f"rmse {candidate.rmse:.4g} is more than 1% above the champion's {float(champion['rmse']):.4g}"
+    champ_sem = float(champion.get("inference_energy_sem_j_per_1k", 0.0))
+    err = candidate.inference_energy_sem_j_per_1k
+    if significantly_less(energy, err, champ_energy, champ_sem, sigmas):
+        return True, f"inference energy {energy:.4g} < champion's {champ_energy:.4g} J/1k beyond noise, at no worse quality"
+    if significantly_less(champ_energy, champ_sem, energy, err, sigmas):
+        return False, f"inference energy {energy:.4g} J/1k is above the champion's {champ_energy:.4g} J/1k beyond noise"
+    tie = f"inference energy {energy:.4g} vs champion's {champ_energy:.4g} J/1k is within {sigmas:g} combined standard errors"
+    champ_params = int(champion.get("params", "0") or 0)
+    if candidate.params is not None and champ_params and candidate.params < champ_params:
+        return True, f"{tie}; candidate is simpler ({candidate.params} < {champ_params} params)"
+    if candidate.params is not None and candidate.params == champ_params and candidate.train_energy_j is not None and "train_energy_j" in champion:
+        champ_train = float(champion["train_energy_j"])
+        if significantly_less(candidate.train_energy_j, candidate.train_energy_sem_j, champ_train, float(champion.get("train_energy_sem_j", 0.0)), sigmas):
+            return True, f"{tie}; candidate is cheaper to train ({candidate.train_energy_j:.4g} < {champ_train:.4g} J)"
+    return False, f"{tie}; the champion is as simple and as cheap to train: it stays"

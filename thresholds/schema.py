@@ -59,10 +59,23 @@ class Training(_Strict):
 
 
 class Measurement(_Strict):
-    meter: Literal["auto", "codecarbon", "nvml", "fixed-power", "null"] = "auto"
+    meter: Literal["auto", "codecarbon", "nvml", "rapl", "fixed-power", "null"] = "auto"
     fixed_power_w: float = Field(10.0, gt=0, le=100_000, description="watts, for the fixed-power meter")
     inference_batch_size: int = Field(1024, ge=1, le=1_000_000, description="samples per batch")
     min_window_s: float = Field(1.0, gt=0, le=3_600, description="seconds per inference window")
+    repeats_min: int = Field(3, ge=1, le=100, description="inference windows at least")
+    repeats_max: int = Field(8, ge=1, le=1_000, description="inference windows at most")
+    target_rel_ci: float = Field(0.05, gt=0, le=1, description="95 % CI half-width / mean to stop repeating")
+    significance_sigmas: float = Field(2.0, ge=0, le=10, description="combined standard errors a difference must exceed")
+    subtract_idle: bool = Field(False, description="judge energy above the idle power measured before the loop")
+    idle_window_s: float = Field(2.0, gt=0, le=600, description="seconds of idle measurement")
+    codecarbon_country: str = Field("USA", min_length=3, max_length=3, description="ISO 3166-1 alpha-3 code")
+
+    @model_validator(mode="after")
+    def _repeats(self) -> Measurement:
+        if self.repeats_min > self.repeats_max:
+            raise ValueError(f"repeats_min ({self.repeats_min}) <= repeats_max ({self.repeats_max})")
+        return self
 
 
 class Ladder(_Strict):

@@ -1,43 +1,55 @@
-"""Which meter this machine offers, and which one `auto` picks."""
+"""Which meter this machine offers, and which one `auto` picks (GPU counter, then RAPL, then CodeCarbon)."""
 
 from __future__ import annotations
 
 from tasks.energy.base import EnergyMeter
 from tasks.energy.nvml import gpu_count
+from tasks.energy.rapl import discover
 
-METER_NAMES = ("auto", "codecarbon", "nvml", "fixed-power", "null")
+METER_NAMES = ("auto", "codecarbon", "nvml", "rapl", "fixed-power", "null")
 
 
 def available_meters() -> dict[str, str]:
-    """Meter name -> why it is (or is not) usable here."""
+    """Meter name -> whether it is usable here and why."""
     gpus = gpu_count()
+    _, rapl_status = discover()
     return {
-        "nvml": f"{gpus} GPU(s) via NVML" if gpus else "unavailable: no NVML device",
-        "codecarbon": "available (estimates CPU from load x TDP where RAPL is absent)",
-        "fixed-power": "available (constant assumed power x wall time; an estimate)",
-        "null": "available (reads 0 J; energy gates cannot be judged)",
+        "nvml": f"available: {gpus} GPU(s), total-energy counter (a reading)" if gpus else "unavailable: no NVML device",
+        "rapl": rapl_status + (" (a reading)" if rapl_status.startswith("available") else ""),
+        "codecarbon": "available: CPU from RAPL where readable, else load x TDP; RAM from a constant (an estimate)",
+        "fixed-power": "available: constant assumed power x wall time (an estimate)",
+        "null": "available: reads 0 J (energy gates cannot be judged)",
+        "analytic": "logged beside every MLP candidate: counted ops x Horowitz 45 nm energy table (an estimate for a target device)",
     }
 
 
 def resolve_meter_name(name: str) -> str:
+    """`auto` -> the most direct reading this machine offers."""
     if name not in METER_NAMES:
         raise ValueError(f"meter = {name!r}: expected one of {', '.join(METER_NAMES)}")
-    if name == "auto":
-        return "nvml" if gpu_count() > 0 else "codecarbon"
-    return name
+    if name != "auto":
+        return name
+    if gpu_count() > 0:
+        return "nvml"
+    zones, _ = discover()
+    return "rapl" if zones else "codecarbon"
 
 
-def make_meter(name: str = "auto", power_w: float = 10.0) -> EnergyMeter:
-    """Build the named meter; `auto` prefers a GPU counter, then CodeCarbon."""
+def make_meter(name: str = "auto", power_w: float = 10.0, country_iso_code: str = "USA") -> EnergyMeter:
+    """Build the named meter."""
     resolved = resolve_meter_name(name)
     if resolved == "nvml":
         from tasks.energy.nvml import NvmlMeter
 
         return NvmlMeter()
+    if resolved == "rapl":
+        from tasks.energy.rapl import RaplMeter
+
+        return RaplMeter()
     if resolved == "codecarbon":
         from tasks.energy.codecarbon_meter import CodeCarbonMeter
 
-        return CodeCarbonMeter()
+        return CodeCarbonMeter(country_iso_code=country_iso_code)
     from tasks.energy.simple import FixedPowerMeter, NullMeter
 
     if resolved == "fixed-power":
@@ -45,14 +57,14 @@ def make_meter(name: str = "auto", power_w: float = 10.0) -> EnergyMeter:
     return NullMeter()
 
 
-_SHARED: dict[tuple[str, float], EnergyMeter] = {}
+_SHARED: dict[tuple[str, float, str], EnergyMeter] = {}
 
 
-def shared_meter(name: str, power_w: float = 10.0) -> EnergyMeter:
+def shared_meter(name: str, power_w: float = 10.0, country_iso_code: str = "USA") -> EnergyMeter:
     """One meter per process and setting, so tasks pass a name, not a live object."""
-    key = (resolve_meter_name(name), power_w)
+    key = (resolve_meter_name(name), power_w, country_iso_code)
     if key not in _SHARED:
-        _SHARED[key] = make_meter(key[0], power_w)
+        _SHARED[key] = make_meter(*key)
     return _SHARED[key]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from pathlib import Path
 
 from tasks.energy.base import EnergyMeter
 
@@ -56,3 +58,22 @@ class ReplayMeter(EnergyMeter):
         value = self._energies_j[self._next % len(self._energies_j)]
         self._next += 1
         return value, {}
+
+    @classmethod
+    def from_csv(cls, path: Path, source: str | None = None, estimated: bool = False) -> ReplayMeter:
+        """Replay a recorded trace: rows of `timestamp_s,energy_j` (a cumulative counter).
+
+        Window k gets the energy between rows k and k+1, so a trace recorded at window
+        boundaries replays exactly.
+        """
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if len(rows) < 2 or not {"timestamp_s", "energy_j"} <= set(rows[0]):
+            raise ValueError(f"trace {path}: expected a header timestamp_s,energy_j and at least 2 rows")
+        stamps = [float(r["timestamp_s"]) for r in rows]
+        energies = [float(r["energy_j"]) for r in rows]
+        for i in range(1, len(rows)):
+            if stamps[i] <= stamps[i - 1]:
+                raise ValueError(f"trace {path}: row {i + 1} timestamp_s = {stamps[i]}: expected increasing timestamps")
+        deltas = [b - a for a, b in zip(energies, energies[1:], strict=False)]
+        return cls(deltas, source=source or f"replay:{path.name}", estimated=estimated)

@@ -43,6 +43,12 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     first = outcome.history[0]
     assert first.run_id is not None
     assert len(client.get_metric_history(first.run_id, "val_loss")) == first.epochs_run
+    epoch_energy = client.get_metric_history(first.run_id, "epoch_energy_j")
+    assert [m.step for m in epoch_energy] == list(range(1, (first.epochs_run or 0) + 1))
+    assert sum(m.value for m in epoch_energy) == pytest.approx(first.train_energy_j)
+    for key in ("inference_energy_sem_j_per_1k", "train_energy_sem_j", "analytic_inference_energy_j_per_1k"):
+        assert key in tags, key
+    assert int(client.get_run(first.run_id).data.metrics["inference_repeats"]) >= 3
     # The champion reloads with weights_only=True and reproduces the recorded accuracy's shape of output.
     model, spec = load_version("digits-quick", "@champion")
     assert spec.history == outcome.history[outcome.chosen or 0].lineage

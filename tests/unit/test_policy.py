@@ -174,7 +174,7 @@ def test_gate_on_regression_uses_rmse() -> None:
     [
         (None, True, "no champion"),
         ({"energy_source": "replay", "inference_energy_j_per_1k": "0.5", "accuracy": "0.9"}, True, "< champion"),
-        ({"energy_source": "replay", "inference_energy_j_per_1k": "0.3", "accuracy": "0.9"}, False, "not below"),
+        ({"energy_source": "replay", "inference_energy_j_per_1k": "0.3", "accuracy": "0.9"}, False, "above the champion's 0.3 J/1k beyond noise"),
         ({"energy_source": "replay", "inference_energy_j_per_1k": "0.5", "accuracy": "0.95"}, False, "more than 1 pt below"),
         ({"energy_source": "nvml", "inference_energy_j_per_1k": "0.5", "accuracy": "0.9"}, False, "not comparable"),
     ],
@@ -184,3 +184,37 @@ def test_beats_champion(champion: dict[str, str] | None, wins: bool, why: str) -
     ok, reason = beats_champion(candidate, champion)
     assert ok is wins
     assert why in reason
+
+
+def test_a_gain_inside_the_noise_is_not_kept() -> None:
+    noisy_parent = RECIPE.model_copy(update={"inference_energy_sem_j_per_1k": 0.05})
+    child = c(2, PR, 0.3, parent=1, inf=0.9).model_copy(update={"inference_energy_sem_j_per_1k": 0.05})
+    ok, reason = kept(scenario(), [BASE, noisy_parent, child], child)
+    assert not ok and "noise, not a gain" in reason
+    clear = c(2, PR, 0.3, parent=1, inf=0.7).model_copy(update={"inference_energy_sem_j_per_1k": 0.05})
+    assert kept(scenario(), [BASE, noisy_parent, clear], clear)[0]
+
+
+@pytest.mark.parametrize(
+    ("params", "train", "champion_params", "wins", "why"),
+    [
+        (1000, 50.0, 2000, True, "simpler (1000 < 2000 params)"),
+        (2000, 50.0, 2000, True, "cheaper to train (50 < 80 J)"),
+        (2000, 79.0, 2000, False, "it stays"),
+        (3000, 50.0, 2000, False, "it stays"),
+    ],
+)
+def test_within_noise_the_simpler_then_cheaper_to_train_model_wins(params: int, train: float, champion_params: int, wins: bool, why: str) -> None:
+    candidate = c(3, PR, 0.5, parent=1, inf=0.49, acc=0.9, train=train).model_copy(update={"params": params, "inference_energy_sem_j_per_1k": 0.01})
+    champion = {
+        "energy_source": "replay",
+        "inference_energy_j_per_1k": "0.5",
+        "inference_energy_sem_j_per_1k": "0.01",
+        "accuracy": "0.9",
+        "params": str(champion_params),
+        "train_energy_j": "80",
+        "train_energy_sem_j": "0.5",
+    }
+    ok, reason = beats_champion(candidate, champion)
+    assert ok is wins
+    assert "within 2 combined standard errors" in reason and why in reason

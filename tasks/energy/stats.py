@@ -1,0 +1,67 @@
+"""Repeated measurement windows and noise-aware comparison.
+
+A phase is measured in repeated windows until the 95 % confidence half-width of the mean is
+below `target_rel_ci` of the mean, or `max_repeats` is reached. Two figures differ only when
+the gap exceeds `sigmas` combined standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95 % Student-t quantile."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
+@dataclass(frozen=True)
+class Repeated:
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if self.n > 1 else 0.0
+
+    @property
+    def sem(self) -> float:
+        """Standard error of the mean (0 for a single window: unknown, not zero noise)."""
+        return self.std / math.sqrt(self.n) if self.n > 1 else 0.0
+
+    @property
+    def ci95(self) -> float:
+        return t_quantile_975(self.n - 1) * self.sem if self.n > 1 else math.inf
+
+    @property
+    def rel_ci95(self) -> float:
+        return self.ci95 / abs(self.mean) if self.mean else math.inf
+
+
+def repeat_until_stable(measure_once: Callable[[], float], min_repeats: int, max_repeats: int, target_rel_ci: float) -> Repeated:
+    """Call `measure_once` at least `min_repeats` times, stopping once the relative CI is small enough."""
+    if not 1 <= min_repeats <= max_repeats:
+        raise ValueError(f"repeats: expected 1 <= min_repeats ({min_repeats}) <= max_repeats ({max_repeats})")
+    values: list[float] = []
+    while len(values) < max_repeats:
+        values.append(measure_once())
+        if len(values) >= max(min_repeats, 2) and Repeated(tuple(values)).rel_ci95 <= target_rel_ci:
+            break
+    return Repeated(tuple(values))
+
+
+def significantly_less(a: float, a_err: float, b: float, b_err: float, sigmas: float = 2.0) -> bool:
+    """True when `a` is below `b` by more than `sigmas` combined standard errors."""
+    return a + sigmas * math.hypot(a_err, b_err) < b
