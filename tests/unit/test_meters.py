@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -67,19 +68,30 @@ def test_unknown_meter_name() -> None:
         resolve_meter_name("wattmeter")
 
 
+def _nvml_patch(pynvml: Any, count: int, energy: Any, power: Any = None, names: str = "H100") -> Any:
+    """pynvml functions mocked with autospec, so a wrong call signature fails the test."""
+    spec = mock.create_autospec
+    return mock.patch.multiple(
+        pynvml,
+        nvmlInit=spec(pynvml.nvmlInit),
+        nvmlShutdown=spec(pynvml.nvmlShutdown),
+        nvmlDeviceGetCount=spec(pynvml.nvmlDeviceGetCount, return_value=count),
+        nvmlDeviceGetHandleByIndex=spec(pynvml.nvmlDeviceGetHandleByIndex, side_effect=lambda i: i),
+        nvmlDeviceGetName=spec(pynvml.nvmlDeviceGetName, return_value=names),
+        nvmlDeviceGetTotalEnergyConsumption=spec(pynvml.nvmlDeviceGetTotalEnergyConsumption, side_effect=energy),
+        nvmlDeviceGetPowerUsage=spec(pynvml.nvmlDeviceGetPowerUsage, side_effect=power or (lambda h: 0)),
+        nvmlDeviceGetTemperature=spec(pynvml.nvmlDeviceGetTemperature, return_value=61),
+        nvmlDeviceGetEnforcedPowerLimit=spec(pynvml.nvmlDeviceGetEnforcedPowerLimit, return_value=700_000),
+        nvmlDeviceGetUtilizationRates=spec(pynvml.nvmlDeviceGetUtilizationRates, return_value=mock.Mock(gpu=97)),
+    )
+
+
 def test_nvml_meter_sums_counter_deltas_of_every_gpu() -> None:
     import pynvml
 
-    counters = {0: iter([1_000, 4_000]), 1: iter([10_000, 12_500])}
-    with mock.patch.multiple(
-        pynvml,
-        nvmlInit=mock.create_autospec(pynvml.nvmlInit),
-        nvmlShutdown=mock.create_autospec(pynvml.nvmlShutdown),
-        nvmlDeviceGetCount=mock.create_autospec(pynvml.nvmlDeviceGetCount, return_value=2),
-        nvmlDeviceGetHandleByIndex=mock.create_autospec(pynvml.nvmlDeviceGetHandleByIndex, side_effect=lambda i: i),
-        nvmlDeviceGetName=mock.create_autospec(pynvml.nvmlDeviceGetName, return_value="H100"),
-        nvmlDeviceGetTotalEnergyConsumption=mock.create_autospec(pynvml.nvmlDeviceGetTotalEnergyConsumption, side_effect=lambda h: next(counters[h])),
-    ):
+    # One probe read per GPU at start-up, then one at each end of the window.
+    counters = {0: iter([0, 1_000, 4_000]), 1: iter([0, 10_000, 12_500])}
+    with _nvml_patch(pynvml, 2, lambda h: next(counters[h])):
         from tasks.energy.nvml import NvmlMeter, gpu_count
 
         assert gpu_count() == 2
@@ -89,22 +101,40 @@ def test_nvml_meter_sums_counter_deltas_of_every_gpu() -> None:
         meter.close()
     assert w.measurement.energy_j == pytest.approx(5.5)  # (3000 + 2500) mJ
     assert w.measurement.estimated is False
-    assert w.measurement.details["gpus"] == "H100, H100"
+    d = w.measurement.details
+    assert d["gpus"] == "H100, H100" and d["method"] == "counter+counter"
+    assert d["gpu0_temperature_c"] == "61" and d["gpu1_power_limit_w"] == "700.0" and d["gpu0_utilization_pct"] == "97"
+
+
+def test_nvml_without_counter_integrates_sampled_power() -> None:
+    import pynvml
+
+    def no_counter(handle: int) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    with _nvml_patch(pynvml, 1, no_counter, power=lambda h: 250_000, names="T4"):
+        from tasks.energy.nvml import NvmlMeter
+
+        meter = NvmlMeter(sample_interval_s=0.01)
+        with meter.window("w") as w:
+            time.sleep(0.2)
+    m = w.measurement
+    assert m.details["method"] == "power-sampling"
+    assert m.energy_j == pytest.approx(250.0 * m.duration_s, rel=0.1)  # constant 250 W
+
+
+def test_trapezoid() -> None:
+    from tasks.energy.nvml import trapezoid_j
+
+    assert trapezoid_j([(0.0, 100.0), (1.0, 200.0), (3.0, 200.0)]) == pytest.approx(150.0 + 400.0)
+    assert trapezoid_j([(0.0, 5.0)]) == 0.0
 
 
 def test_nvml_counter_going_backwards_is_refused() -> None:
     import pynvml
 
-    readings = iter([5_000, 1_000])
-    with mock.patch.multiple(
-        pynvml,
-        nvmlInit=mock.create_autospec(pynvml.nvmlInit),
-        nvmlShutdown=mock.create_autospec(pynvml.nvmlShutdown),
-        nvmlDeviceGetCount=mock.create_autospec(pynvml.nvmlDeviceGetCount, return_value=1),
-        nvmlDeviceGetHandleByIndex=mock.create_autospec(pynvml.nvmlDeviceGetHandleByIndex, side_effect=lambda i: i),
-        nvmlDeviceGetName=mock.create_autospec(pynvml.nvmlDeviceGetName, return_value="A100"),
-        nvmlDeviceGetTotalEnergyConsumption=mock.create_autospec(pynvml.nvmlDeviceGetTotalEnergyConsumption, side_effect=lambda h: next(readings)),
-    ):
+    readings = iter([0, 5_000, 1_000])
+    with _nvml_patch(pynvml, 1, lambda h: next(readings), names="A100"):
         from tasks.energy.nvml import NvmlMeter
 
         with pytest.raises(MeterError, match="backwards"):
