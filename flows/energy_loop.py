@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.energy.select import close_shared_meters, resolve_meter_name
-from tasks.steps import LoopOutcome, abort_loop, close_loop, idle_power, log_candidate, open_loop, plan_next, prepare_data, run_candidate
+from tasks.steps import LoopOutcome, abort_loop, calibrate_machine, close_loop, idle_power, log_candidate, open_loop, plan_next, prepare_data, run_candidate
 from thresholds.policy import CandidateResult, Final
 from thresholds.schema import load_scenario
 
@@ -35,11 +35,12 @@ def energy_loop(
     history: list[CandidateResult] = []
     try:
         idle_w = idle_power(settings, meter_name)
-        decision = plan_next(settings, history)
+        calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
+        decision = plan_next(settings, history, calibration)
         while not isinstance(decision, Final):
             candidate = run_candidate(settings, decision.step, history, data_path, work_dir, meter_name, idle_w)
             history.append(log_candidate(settings, loop_run_id, history, candidate))
-            decision = plan_next(settings, history)
+            decision = plan_next(settings, history, calibration)
         return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"

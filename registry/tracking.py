@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from thresholds.policy import CandidateResult, Final, FinalState, beats_champion
+from thresholds.policy import Calibration, CandidateResult, Final, FinalState, beats_champion
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 CHAMPION = "champion"
@@ -229,3 +229,26 @@ def load_version(model_name: str, ref: str) -> tuple[Any, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
         return models.load(Path(local))
+
+
+def log_benchmark(experiment: str, params: dict[str, str], artifacts: list[Path]) -> str:
+    """One finished run holding a benchmark's outputs (table, plots)."""
+    from mlflow.entities import Param
+
+    mc = client()
+    run = mc.create_run(_experiment_id(mc, experiment), run_name=experiment)
+    mc.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    for path in artifacts:
+        mc.log_artifact(run.info.run_id, str(path))
+    mc.set_terminated(run.info.run_id, status="FINISHED")
+    return str(run.info.run_id)
+
+
+def log_calibration(loop_run_id: str, table: Calibration) -> None:
+    """The machine's rung table as tags of the loop run (and a JSON artifact)."""
+    mc = client()
+    mc.set_tag(loop_run_id, "calibration.machine", table.machine[:4000])
+    for group, values in (("inference_ratio", table.inference_ratio), ("train_ratio", table.train_ratio)):
+        for key, value in values.items():
+            mc.set_tag(loop_run_id, f"calibration.{group}.{key}", f"{value:.4f}")
+    mc.log_dict(loop_run_id, table.model_dump(), "calibration.json")

@@ -10,9 +10,11 @@ from pathlib import Path
 import torch
 
 from tasks import compress, models
+from tasks import distill as distill_mod
 from tasks.data import load_cached
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
+from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError
 from tasks.evaluate import measure_inference, quality
 from tasks.train import TrainConfig, TrainReport, fit
@@ -44,6 +46,7 @@ def run_step(
 ) -> CandidateResult:
     """Produce and measure candidate number `len(history)`; failures become a rejected result."""
     index = len(history)
+    stabilise_allocator()
     started = time.perf_counter()
     data = load_cached(data_path)
     training = scenario.training
@@ -51,7 +54,7 @@ def run_step(
     tags: dict[str, str] = {}
     result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
     try:
-        if step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING):
+        if step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION):
             spec = models.ModelSpec(
                 kind=scenario.model.kind,
                 in_features=data.n_features,
@@ -60,16 +63,18 @@ def run_step(
             )
             torch.manual_seed(training.seed)
             model = models.build(spec)
-            early = step.kind == StepKind.EARLY_STOPPING
+            early = step.kind != StepKind.BASELINE
+            mixed = step.kind == StepKind.MIXED_PRECISION
             cfg = TrainConfig(
                 max_epochs=training.max_epochs,
                 patience=training.patience,
                 batch_size=training.batch_size,
                 early_stopping=early,
                 seed=training.seed,
+                autocast=mixed,
             )
             if early:
-                spec = spec.model_copy(update={"history": ["early-stopping"]})
+                spec = spec.model_copy(update={"history": ["early-stopping", "mixed-precision:bf16"] if mixed else ["early-stopping"]})
             report = fit(model, data, cfg, label=f"#{index} {step.label}", meter=meter)
             spent_j += report.energy_j
             lineage_train_j, lineage_train_sem_j = report.energy_j, report.energy_sem_j
@@ -95,6 +100,28 @@ def run_step(
                 spent_j += report.energy_j
                 lineage_train_j += report.energy_j
                 lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
+                result = _trained(result, report)
+            elif step.kind == StepKind.DISTILL:
+                factor = float(step.value)  # type: ignore[arg-type]
+                teacher, teacher_spec = model, spec
+                spec = distill_mod.student_spec(teacher_spec, factor)
+                torch.manual_seed(training.seed)
+                model = models.build(spec)
+                cfg = TrainConfig(max_epochs=training.max_epochs, patience=training.patience, batch_size=training.batch_size, seed=training.seed)
+                report, labelling_j = distill_mod.distill(
+                    models.to_precision(teacher, teacher_spec.precision),
+                    model,
+                    data,
+                    cfg,
+                    temperature=scenario.ladder.distill_temperature,
+                    alpha=scenario.ladder.distill_alpha,
+                    meter=meter,
+                    label=f"#{index} {step.label}",
+                )
+                spent_j += report.energy_j + labelling_j
+                lineage_train_j += report.energy_j + labelling_j
+                lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
+                tags["teacher_params"] = str(models.count_params(teacher))
                 result = _trained(result, report)
             else:
                 precision = str(step.value)

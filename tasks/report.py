@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from thresholds.policy import CandidateResult, cost, gate, kept
 from thresholds.schema import Scenario
@@ -66,20 +67,18 @@ def pareto_front(history: list[CandidateResult]) -> list[int]:
     return front
 
 
-def pareto_plot(history: list[CandidateResult], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display on CI or servers
-    import matplotlib.pyplot as plt
-
+def draw_pareto(ax: Any, history: list[CandidateResult], title: str) -> None:
+    """Accuracy (or RMSE) against inference cost; the Pareto front in red."""
     ok = [c for c in history if c.ok and cost(c) is not None]
     classification = any(c.accuracy is not None for c in ok)
     front = set(pareto_front(history))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in ok:
         y = (c.accuracy or 0.0) if classification else (c.rmse or 0.0)
-        ax.scatter(cost(c) or 0.0, y, color="tab:red" if c.index in front else "tab:gray", zorder=3)
-        ax.annotate(f"#{c.index} {'+'.join(c.lineage) or c.step.label}", (cost(c) or 0.0, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        x = cost(c) or 0.0
+        ax.scatter(x, y, color="tab:red" if c.index in front else "tab:gray", zorder=3)
+        if c.inference_energy_sem_j_per_1k:
+            ax.errorbar(x, y, xerr=c.inference_energy_sem_j_per_1k, color="tab:gray", alpha=0.5, zorder=2)
+        ax.annotate(f"#{c.index} {'+'.join(c.lineage) or c.step.label}", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     energy_read = any(c.inference_energy_j_per_1k for c in ok)
     source = ok[0].energy_source if ok else "?"
     estimated = " (estimated)" if ok and ok[0].estimated else ""
@@ -87,6 +86,16 @@ def pareto_plot(history: list[CandidateResult], path: Path, title: str) -> Path:
     ax.set_ylabel("test accuracy" if classification else "test RMSE")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+
+
+def pareto_plot(history: list[CandidateResult], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI or servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    draw_pareto(ax, history, title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

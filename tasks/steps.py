@@ -17,11 +17,12 @@ from pydantic import BaseModel
 from registry import tracking
 from tasks import data as data_mod
 from tasks import report
+from tasks.calibrate import calibrate
 from tasks.candidate import run_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
 from tasks.evaluate import measure_idle_power_w
-from thresholds.policy import CandidateResult, Final, Next, Step, decide, gate
+from thresholds.policy import Calibration, CandidateResult, Final, Next, Step, decide, gate
 from thresholds.schema import Scenario
 
 
@@ -50,8 +51,16 @@ def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict
 
 
 @task(cache_policy=NO_CACHE)
-def plan_next(scenario: Scenario, history: list[CandidateResult]) -> Next | Final:
-    return decide(scenario, history)
+def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | Final:
+    return decide(scenario, history, calibration)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str) -> Calibration:
+    """Which rungs save energy on this machine (measured once, cached), logged to the loop's run."""
+    table = calibrate(_meter(scenario, meter), Path(cache_dir), scenario.measurement.inference_batch_size)
+    tracking.log_calibration(loop_run_id, table)
+    return table
 
 
 def _meter(scenario: Scenario, meter: str) -> EnergyMeter:

@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +29,7 @@ class TrainConfig:
     early_stopping: bool = True
     seed: int = 0
     log_every_s: float = 5.0
+    autocast: bool = False  # mixed precision: bf16 autocast on CPU (weights stay fp32)
 
 
 @dataclass
@@ -70,12 +72,24 @@ def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
     return y if task == "classification" else y.unsqueeze(1)
 
 
-def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "train", meter: EnergyMeter | None = None) -> TrainReport:
+BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(model outputs, indices of the batch in the training split) -> training loss."""
+
+
+def fit(
+    model: nn.Module,
+    data: CachedData,
+    cfg: TrainConfig,
+    label: str = "train",
+    meter: EnergyMeter | None = None,
+    batch_loss: BatchLoss | None = None,
+) -> TrainReport:
     """Train in place; the best-validation weights are restored at the end.
 
     With a meter, every epoch is its own measurement window, so the energy of each epoch
     (and what early stopping saved) is on record. Energy spent before a divergence is kept
-    in `partial_energy_j` of the raised error.
+    in `partial_energy_j` of the raised error. `batch_loss` replaces the training loss (e.g.
+    distillation); early stopping always watches the plain validation loss.
     """
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -83,6 +97,7 @@ def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "trai
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     x, y = data.x_train, _targets(data.y_train, data.task)
     x_val, y_val = data.x_val, _targets(data.y_val, data.task)
+    step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     train_losses: list[float] = []
     val_losses: list[float] = []
@@ -93,7 +108,7 @@ def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "trai
     for epoch in range(1, cfg.max_epochs + 1):
         try:
             with epoch_meter.window(f"{label} epoch {epoch}") as handle:
-                val_loss, train_loss = _epoch(model, x, y, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch)
+                val_loss, train_loss = _epoch(model, x, step_loss, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast)
         except DivergedError as exc:
             exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
             raise
@@ -126,7 +141,7 @@ def fit(model: nn.Module, data: CachedData, cfg: TrainConfig, label: str = "trai
 def _epoch(
     model: nn.Module,
     x: torch.Tensor,
-    y: torch.Tensor,
+    step_loss: BatchLoss,
     x_val: torch.Tensor,
     y_val: torch.Tensor,
     criterion: nn.Module,
@@ -135,6 +150,7 @@ def _epoch(
     batch_size: int,
     label: str,
     epoch: int,
+    autocast: bool = False,
 ) -> tuple[float, float]:
     """One pass over the training split; returns (validation loss, mean training loss)."""
     model.train()
@@ -143,7 +159,9 @@ def _epoch(
     for i in range(0, len(x), batch_size):
         idx = order[i : i + batch_size]
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x[idx]), y[idx])
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(x[idx])
+        loss = step_loss(out.float(), idx)
         if not torch.isfinite(loss):
             raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
         loss.backward()

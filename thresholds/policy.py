@@ -1,15 +1,21 @@
 """The escalation policy: pure functions from (scenario, history) to the next step or a final state.
 
 Ladder, in order:
-1. `baseline`        - the unoptimised reference: fixed `max_epochs`, fp32, no early stopping.
-2. `early-stopping`  - the same model trained with early stopping (the recipe all rungs start from).
-3. `prune:r`         - structured pruning of the recipe at each ratio r (increasing), fine-tuned.
-                       Stops at the first ratio that breaks an accuracy target.
-4. `precision:p`     - the best fp32 candidate at lower precision (int8 / fp16 / bf16).
+1. `baseline`          - the unoptimised reference: fixed `max_epochs`, fp32, no early stopping.
+2. `early-stopping`    - the same model trained with early stopping (the recipe).
+3. `mixed-precision:d` - the recipe trained under autocast; kept only if it measurably lowers
+                         training energy at equal quality. The kept recipe is the compression base.
+4. `prune:r`           - structured pruning of the recipe at each ratio r (increasing), fine-tuned.
+                         Stops at the first ratio that breaks an accuracy target.
+5. `distill:f`         - a student with each hidden width x f, trained on the best fp32 model's
+                         soft labels.
+6. `precision:p`       - the best fp32 candidate at lower precision (int8 / fp16 / bf16), unless
+                         the machine's calibration shows that precision is not cheaper here.
 
-A compression rung is *kept* (can become the base of later rungs) only when its measured
-inference cost fell by at least `ladder.min_gain_pct` and it still meets the quality
-targets: nothing is assumed to save energy. Final states:
+A rung is *kept* (can become the base of later rungs) only when its measured cost (inference
+energy; training energy for mixed precision) fell by at least `ladder.min_gain_pct` and by more
+than the combined measurement noise, and it still meets the quality targets: nothing is
+assumed to save energy. Final states:
 
 - PASSED            - the latest candidate meets every target.
 - BUDGET_EXHAUSTED  - iterations or total energy used up before a candidate passed.
@@ -29,7 +35,9 @@ from thresholds.schema import Scenario, Targets
 class StepKind(StrEnum):
     BASELINE = "baseline"
     EARLY_STOPPING = "early-stopping"
+    MIXED_PRECISION = "mixed-precision"
     PRUNE = "prune"
+    DISTILL = "distill"
     PRECISION = "precision"
 
 
@@ -110,6 +118,18 @@ class FinalState(StrEnum):
     PASSED = "PASSED"
     BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
     FAILED = "FAILED"
+
+
+class Calibration(BaseModel):
+    """What this machine showed, per rung: measured cost relative to fp32 (0.8 = 20 % cheaper)."""
+
+    machine: str
+    inference_ratio: dict[str, float] = {}  # precision -> inference energy vs fp32
+    train_ratio: dict[str, float] = {}  # autocast dtype -> training energy vs fp32
+
+    def helps(self, table: dict[str, float], key: str, min_gain_pct: float) -> bool:
+        """Unknown rungs are tried; known ones only when they saved at least `min_gain_pct`."""
+        return key not in table or table[key] <= 1 - min_gain_pct / 100
 
 
 class Next(BaseModel):
@@ -216,6 +236,8 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     baseline = history[0]
     if not quality_ok(scenario.targets, c, baseline):
         return False, "breaks an accuracy target"
+    if c.step.kind == StepKind.MIXED_PRECISION:
+        return _training_gain(scenario, history, c)
     parent = history[c.step.parent] if c.step.parent is not None else baseline
     gain = gain_pct(parent, c)
     if gain is None:
@@ -228,6 +250,28 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index}"
 
 
+def _training_gain(scenario: Scenario, history: list[CandidateResult], c: CandidateResult) -> tuple[bool, str]:
+    recipe = next((h for h in history if h.step.kind == StepKind.EARLY_STOPPING and h.ok), None)
+    if recipe is None or recipe.train_energy_j is None or c.train_energy_j is None or recipe.train_energy_j <= 0:
+        return False, "no recipe training energy to compare with"
+    gain = (1 - c.train_energy_j / recipe.train_energy_j) * 100
+    sigmas = scenario.measurement.significance_sigmas
+    if gain < scenario.ladder.min_gain_pct:
+        return False, f"saved {gain:.1f}% training energy vs #{recipe.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)"
+    if not significantly_less(c.train_energy_j, c.train_energy_sem_j, recipe.train_energy_j, recipe.train_energy_sem_j, sigmas):
+        return False, f"saved {gain:.1f}% training energy vs #{recipe.index}, within {sigmas:g} combined standard errors: noise, not a gain"
+    return True, f"saved {gain:.1f}% training energy vs #{recipe.index}"
+
+
+def _recipe(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
+    """The base of compression: the mixed-precision recipe if kept, else early stopping, else the baseline."""
+    for kind in (StepKind.MIXED_PRECISION, StepKind.EARLY_STOPPING):
+        for c in history:
+            if c.step.kind == kind and c.ok and (kind == StepKind.EARLY_STOPPING or kept(scenario, history, c)[0]):
+                return c
+    return history[0]
+
+
 def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
     """Lowest-cost kept candidate that is not a precision step (precisions do not stack)."""
     pool = [c for c in history[1:] if c.step.kind != StepKind.PRECISION and kept(scenario, history, c)[0]]
@@ -236,22 +280,31 @@ def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateR
     return min(pool, key=lambda c: (cost(c) or float("inf"), c.index))
 
 
-def _next_rung(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
+def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | None:
+    ladder = scenario.ladder
     kinds = [c.step.kind for c in history]
+    use = calibration if ladder.use_calibration else None
     if StepKind.EARLY_STOPPING not in kinds:
         return Next(step=Step(kind=StepKind.EARLY_STOPPING, parent=0), why="train the recipe with early stopping")
-    recipe = next(c for c in history if c.step.kind == StepKind.EARLY_STOPPING)
-    base = recipe if recipe.ok else history[0]
+    if ladder.mixed_precision_training and StepKind.MIXED_PRECISION not in kinds:
+        if use is None or use.helps(use.train_ratio, "autocast", ladder.min_gain_pct):
+            return Next(step=Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0), why="train the recipe under autocast")
+    base = _recipe(scenario, history)
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE]
     pruning_broke = any(not quality_ok(scenario.targets, c, history[0]) for c in pruned)
     tried = {float(c.step.value) for c in pruned if c.step.value is not None}
     if not pruning_broke:
-        for ratio in scenario.ladder.pruning_ratios:
+        for ratio in ladder.pruning_ratios:
             if ratio not in tried and all(ratio > t for t in tried):
                 return Next(step=Step(kind=StepKind.PRUNE, value=ratio, parent=base.index), why=f"prune {ratio:.0%} of channels of #{base.index}")
+    distilled = {float(c.step.value) for c in history if c.step.kind == StepKind.DISTILL and c.step.value is not None}
+    for factor in ladder.distill_width_factors:
+        if factor not in distilled:
+            teacher = _best_fp32(scenario, history)
+            return Next(step=Step(kind=StepKind.DISTILL, value=factor, parent=teacher.index), why=f"distil #{teacher.index} into a {factor:g}x student")
     done = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
-    for precision in scenario.ladder.precisions:
-        if precision not in done:
+    for precision in ladder.precisions:
+        if precision not in done and (use is None or use.helps(use.inference_ratio, precision, ladder.min_gain_pct)):
             parent = _best_fp32(scenario, history)
             return Next(step=Step(kind=StepKind.PRECISION, value=precision, parent=parent.index), why=f"run #{parent.index} at {precision}")
     return None
@@ -272,8 +325,9 @@ def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
     return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {gate(scenario.targets, best, history[0]).summary()}"
 
 
-def decide(scenario: Scenario, history: list[CandidateResult]) -> Next | Final:
-    """The next step of the loop, or the state it ends in."""
+def decide(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None) -> Next | Final:
+    """The next step of the loop, or the state it ends in. `calibration` lets it skip rungs
+    this machine has shown cannot save energy."""
     if not history:
         return Next(step=Step(kind=StepKind.BASELINE), why="measure the unoptimised baseline")
     baseline = history[0]
@@ -289,7 +343,7 @@ def decide(scenario: Scenario, history: list[CandidateResult]) -> Next | Final:
     limit = scenario.budget.max_total_energy_j
     if limit is not None and spent >= limit:
         return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"spent {spent:.1f} J of {limit:g} J; {_why_not(scenario, history)}")
-    step = _next_rung(scenario, history)
+    step = _next_rung(scenario, history, calibration)
     if step is None:
         return Final(state=FinalState.FAILED, reason=f"no rung left on the ladder; {_why_not(scenario, history)}")
     return step

@@ -82,6 +82,18 @@ class Ladder(_Strict):
     pruning_ratios: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], description="channel fractions in (0, 1)")
     precisions: list[LowPrecision] = Field(default_factory=lambda: list(LOW_PRECISIONS))
     min_gain_pct: float = Field(3.0, ge=0, le=100, description="percent an escalation must save to be kept")
+    mixed_precision_training: bool = Field(True, description="try autocast training (bf16 on CPU, fp16 on CUDA)")
+    distill_width_factors: list[float] = Field(default_factory=lambda: [0.5], description="student widths as fractions of the teacher's")
+    distill_temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the soft labels")
+    distill_alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label loss")
+    use_calibration: bool = Field(True, description="skip rungs the machine's calibration shows cannot save energy")
+
+    @field_validator("distill_width_factors")
+    @classmethod
+    def _factors(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in value):
+            raise ValueError("each factor must be a fraction of the teacher's widths in (0, 1)")
+        return value
 
     @field_validator("pruning_ratios")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from thresholds.policy import (
+    Calibration,
     CandidateResult,
     Final,
     FinalState,
@@ -19,15 +20,21 @@ from thresholds.policy import (
 from thresholds.schema import Scenario
 
 B, ES, PR, PC = StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.PRUNE, StepKind.PRECISION
+MP, DI = StepKind.MIXED_PRECISION, StepKind.DISTILL
 
 
-def scenario(**targets: float) -> Scenario:
+LADDER = {"pruning_ratios": [0.3, 0.5, 0.7], "precisions": ["int8", "fp16"], "min_gain_pct": 3.0}
+SHORT = {**LADDER, "mixed_precision_training": False, "distill_width_factors": []}
+
+
+def scenario(ladder: dict[str, object] | None = None, **targets: float) -> Scenario:
+    """A test scenario; by default the short ladder (early stopping, pruning, precision)."""
     return Scenario.model_validate(
         {
             "name": "t",
             "targets": targets or {"max_accuracy_drop_pt": 2.0, "max_inference_energy_vs_baseline": 0.5},
-            "budget": {"max_iterations": 10, "max_total_energy_j": 1000.0},
-            "ladder": {"pruning_ratios": [0.3, 0.5, 0.7], "precisions": ["int8", "fp16"], "min_gain_pct": 3.0},
+            "budget": {"max_iterations": 12, "max_total_energy_j": 1000.0},
+            "ladder": SHORT if ladder is None else ladder,
         }
     )
 
@@ -98,10 +105,54 @@ TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object, int |
 ]
 
 
+FULL = scenario(LADDER)
+MP_SLOW = c(2, MP, "autocast", parent=0, train=60.0)
+MP_FAST = c(2, MP, "autocast", parent=0, train=30.0)
+INT8_HURTS = Calibration(machine="2-core cpu", inference_ratio={"int8": 2.7, "fp16": 1.3, "bf16": 15.0}, train_ratio={"autocast": 1.4})
+INT8_HELPS = Calibration(machine="edge npu", inference_ratio={"int8": 0.4, "fp16": 0.7}, train_ratio={"autocast": 0.6})
+FULL_TABLE: list[tuple[str, list[CandidateResult], Calibration | None, tuple[str, object, int | None]]] = [
+    ("full ladder: mixed precision after the recipe", [BASE, RECIPE], None, ("next", MP, 0)),
+    ("calibration says autocast costs more here: skip it", [BASE, RECIPE], INT8_HURTS, ("next", PR, 1)),
+    ("slower autocast is not kept: prune the early-stopping recipe", [BASE, RECIPE, MP_SLOW], None, ("next", PR, 1)),
+    ("faster autocast is kept: prune it", [BASE, RECIPE, MP_FAST], None, ("next", PR, 2)),
+    (
+        "pruning done: distil the best fp32 model",
+        [BASE, RECIPE, MP_SLOW, c(3, PR, 0.3, parent=1, inf=0.8), c(4, PR, 0.5, parent=1, inf=0.6), c(5, PR, 0.7, parent=1, acc=0.5)],
+        None,
+        ("next", DI, 4),
+    ),
+    (
+        "after distillation: int8 when calibration says it helps",
+        [BASE, RECIPE, MP_SLOW, c(3, PR, 0.3, parent=1, acc=0.5), c(4, DI, 0.5, parent=1, inf=0.7)],
+        INT8_HELPS,
+        ("next", PC, 4),
+    ),
+    (
+        "calibration says no precision helps here: the ladder ends",
+        [BASE, RECIPE, MP_SLOW, c(3, PR, 0.3, parent=1, acc=0.5), c(4, DI, 0.5, parent=1, inf=0.7)],
+        INT8_HURTS,
+        ("final", FinalState.FAILED, None),
+    ),
+]
+
+
+@pytest.mark.parametrize(("history", "calibration", "expected"), [row[1:] for row in FULL_TABLE], ids=[row[0] for row in FULL_TABLE])
+def test_decide_full_ladder(history: list[CandidateResult], calibration: Calibration | None, expected: tuple[str, object, int | None]) -> None:
+    _check(decide(FULL, history, calibration), expected)
+
+
+def test_calibration_can_be_switched_off() -> None:
+    off = scenario({**LADDER, "use_calibration": False})
+    assert decide(off, [BASE, RECIPE], INT8_HURTS).step.kind == MP  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("history", "settings", "expected"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE])
 def test_decide(history: list[CandidateResult], settings: Scenario, expected: tuple[str, object, int | None]) -> None:
+    _check(decide(settings, history), expected)
+
+
+def _check(decision: object, expected: tuple[str, object, int | None]) -> None:
     kind, what, index = expected
-    decision = decide(settings, history)
     if kind == "next":
         assert isinstance(decision, Next), decision
         assert decision.step.kind == what

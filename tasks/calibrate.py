@@ -1,0 +1,93 @@
+"""Measure once per machine which rungs save energy here, and cache the table.
+
+The probe is the paper's MLP (40 -> 64 -> 32 -> 10, random weights) at the scenario's
+inference batch size: inference at fp32 / int8 / fp16 / bf16, and training steps at fp32 and
+under bf16 autocast. Ratios are energy relative to fp32, from the loop's own meter; the
+policy skips a rung whose ratio shows no saving. The cache key is the machine, the CPU, the
+torch version, the meter and the batch size, so another machine (or GPU) calibrates afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tasks import models
+from tasks.energy.base import EnergyMeter
+from tasks.energy.runtime import stabilise_allocator
+from thresholds.policy import Calibration
+
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()} | {cpu} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+
+
+def _energy_per_call(meter: EnergyMeter, fn: object, window_s: float, repeats: int) -> float:
+    call = fn  # a zero-argument callable
+    for _ in range(10):  # warm-up: lazy initialisation and thread pools must not land in a window
+        call()  # type: ignore[operator]
+    per_call = []
+    for r in range(repeats):
+        with meter.window(f"calibration {r}") as window:
+            start, n = time.perf_counter(), 0
+            while n < 3 or time.perf_counter() - start < window_s:
+                call()  # type: ignore[operator]
+                n += 1
+        per_call.append(window.measurement.energy_j / n if window.measurement.energy_j else window.measurement.duration_s / n)
+    return sorted(per_call)[len(per_call) // 2]  # median: robust to one disturbed window
+
+
+def calibrate(meter: EnergyMeter, cache_dir: Path, batch_size: int, window_s: float = 0.3, repeats: int = 3) -> Calibration:
+    """The machine's calibration table, measured now or read from the cache."""
+    stabilise_allocator()
+    machine = _machine()
+    key = hashlib.sha256(f"{machine}|{meter.source}|{batch_size}".encode()).hexdigest()[:16]
+    path = cache_dir / f"calibration-{key}.json"
+    if path.exists():
+        return Calibration.model_validate_json(path.read_text())
+    torch.manual_seed(0)
+    base = models.build(models.ModelSpec(in_features=40, out_features=10)).eval()
+    x = torch.randn(batch_size, 40)
+    inference: dict[str, float] = {}
+    with torch.inference_mode():
+        for precision in PRECISIONS:
+            predictor = models.to_precision(base, precision)  # type: ignore[arg-type]
+            inference[precision] = _energy_per_call(meter, lambda p=predictor: p(x), window_s, repeats)
+    train: dict[str, float] = {}
+    xb, yb = torch.randn(64, 40), torch.randint(0, 10, (64,))
+    for mode in ("fp32", "autocast"):
+        model = models.build(models.ModelSpec(in_features=40, out_features=10))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(m: nn.Module = model, opt: torch.optim.Optimizer = optimizer, amp: bool = mode == "autocast") -> None:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=amp):
+                out = m(xb)
+            nn.functional.cross_entropy(out.float(), yb).backward()
+            opt.step()
+
+        train[mode] = _energy_per_call(meter, step, window_s, repeats)
+    table = Calibration(
+        machine=machine,
+        inference_ratio={p: round(inference[p] / inference["fp32"], 4) for p in PRECISIONS if p != "fp32"},
+        train_ratio={"autocast": round(train["autocast"] / train["fp32"], 4)},
+    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table.model_dump(), indent=2))
+    return table

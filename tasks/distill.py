@@ -1,0 +1,67 @@
+"""Knowledge distillation (Hinton et al. 2015): a narrower student learns the teacher's soft labels."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tasks import models
+from tasks.data import CachedData
+from tasks.energy.base import EnergyMeter
+from tasks.train import BatchLoss, TrainConfig, TrainReport, fit
+
+
+def student_spec(teacher: models.ModelSpec, width_factor: float) -> models.ModelSpec:
+    """The teacher's architecture with every hidden width (or channel count) scaled by `width_factor`."""
+    if not 0 < width_factor < 1:
+        raise ValueError(f"width_factor = {width_factor!r}: expected a fraction in (0, 1)")
+    scale = lambda widths: [max(1, round(w * width_factor)) for w in widths]  # noqa: E731
+    return teacher.model_copy(
+        update={
+            "hidden": scale(teacher.hidden),
+            "channels": scale(teacher.channels),
+            "precision": "fp32",
+            "history": [*teacher.history, f"distill:{width_factor:g}"],
+        }
+    )
+
+
+def distillation_loss(teacher_out: torch.Tensor, y: torch.Tensor, task: str, temperature: float, alpha: float) -> BatchLoss:
+    """alpha x soft-label loss (KL at temperature T, scaled by T^2) + (1 - alpha) x hard-label loss."""
+    if task == "classification":
+        soft = nn.functional.log_softmax(teacher_out / temperature, dim=1)
+
+        def loss(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            kd = nn.functional.kl_div(nn.functional.log_softmax(out / temperature, dim=1), soft[idx], log_target=True, reduction="batchmean")
+            return alpha * kd * temperature**2 + (1 - alpha) * nn.functional.cross_entropy(out, y[idx])
+
+        return loss
+
+    def regression_loss(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return alpha * nn.functional.mse_loss(out, teacher_out[idx]) + (1 - alpha) * nn.functional.mse_loss(out.squeeze(1), y[idx])
+
+    return regression_loss
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: CachedData,
+    cfg: TrainConfig,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    meter: EnergyMeter | None = None,
+    label: str = "distill",
+) -> tuple[TrainReport, float]:
+    """Train `student` in place; returns its report and the energy of the teacher's labelling pass."""
+    teacher.eval()
+    labelling_j = 0.0
+    if meter is not None:
+        with meter.window(f"{label} teacher labels") as window, torch.no_grad():
+            teacher_out = teacher(data.x_train)
+        labelling_j = window.measurement.energy_j
+    else:
+        with torch.no_grad():
+            teacher_out = teacher(data.x_train)
+    loss = distillation_loss(teacher_out, data.y_train, data.task, temperature, alpha)
+    return fit(student, data, cfg, label=label, meter=meter, batch_loss=loss), labelling_j
