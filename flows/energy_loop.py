@@ -8,7 +8,19 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.energy.select import close_shared_meters, resolve_meter_name
-from tasks.steps import LoopOutcome, abort_loop, calibrate_machine, close_loop, idle_power, log_candidate, open_loop, plan_next, prepare_data, run_candidate
+from tasks.steps import (
+    LoopOutcome,
+    abort_loop,
+    calibrate_machine,
+    close_loop,
+    deployment_hints,
+    idle_power,
+    log_candidate,
+    open_loop,
+    plan_next,
+    prepare_data,
+    run_candidate,
+)
 from thresholds.policy import CandidateResult, Final
 from thresholds.schema import load_scenario
 
@@ -41,7 +53,8 @@ def energy_loop(
             candidate = run_candidate(settings, decision.step, history, data_path, work_dir, meter_name, idle_w)
             history.append(log_candidate(settings, loop_run_id, history, candidate))
             decision = plan_next(settings, history, calibration)
-        return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags)
+        hints = deployment_hints(settings, decision, history, data_path, meter_name)
+        return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         abort_loop(loop_run_id, f"{type(exc).__name__}: {exc}", status)

@@ -170,6 +170,7 @@ def close_loop(
     table_md: str,
     plot_path: Path | None,
     common_tags: dict[str, str],
+    hints: dict[str, str] | None = None,
 ) -> LoopRecord:
     """Register every candidate that produced a model, move `champion` if earned, end the run."""
     from mlflow.exceptions import MlflowException
@@ -185,6 +186,8 @@ def close_loop(
         if not (c.ok and c.run_id and c.model_dir):
             continue
         extra = {**common_tags, "gates_passed": str(passed).lower(), "loop_run_id": loop_run_id, "loop_state": final.state.value}
+        if hints and hints.get("candidate") == str(c.index):
+            extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
         version = mc.create_model_version(model_name, source=f"runs:/{c.run_id}/model", run_id=c.run_id, tags=_version_tags(c, verdict, extra))
         record.versions[c.index] = str(version.version)
     promote: str | None = None

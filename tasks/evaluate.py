@@ -115,3 +115,13 @@ def measure_idle_power_w(meter: EnergyMeter, window_s: float) -> float:
     with meter.window("idle") as window:
         time.sleep(window_s)
     return window.measurement.power_w
+
+
+def energy_by_batch_size(
+    model: nn.Module, data: CachedData, meter: EnergyMeter, batch_sizes: list[int], min_window_s: float, repeats: int = 2
+) -> dict[int, float]:
+    """Inference energy per 1k samples at each batch size (the paper's batch-size adaptation)."""
+    return {
+        size: measure_inference(model, data, meter, size, min_window_s, label=f"batch {size}", repeats_min=repeats, repeats_max=repeats).energy_j_per_1k
+        for size in batch_sizes
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from thresholds.policy import CandidateResult, cost, gate, kept
+from thresholds.policy import CandidateResult, cost, judge, kept
 from thresholds.schema import Scenario
 
 
@@ -29,7 +29,7 @@ def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
         if not c.ok:
             out.append(f"rejected: {c.rejected_reason}")
             continue
-        report = gate(scenario.targets, c, history[0])
+        report = judge(scenario, c, history[0])
         verdict = "PASS" if report.passed else f"miss: {report.summary()}"
         if c.index > 1:
             keep, why = kept(scenario, history, c)

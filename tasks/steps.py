@@ -16,13 +16,14 @@ from pydantic import BaseModel
 
 from registry import tracking
 from tasks import data as data_mod
-from tasks import report
+from tasks import models, report
 from tasks.calibrate import calibrate
 from tasks.candidate import run_step
+from tasks.data import load_cached
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
-from tasks.evaluate import measure_idle_power_w
-from thresholds.policy import Calibration, CandidateResult, Final, Next, Step, decide, gate
+from tasks.evaluate import energy_by_batch_size, measure_idle_power_w
+from thresholds.policy import Calibration, CandidateResult, Final, Next, Step, closest, decide, judge, payback
 from thresholds.schema import Scenario
 
 
@@ -89,6 +90,32 @@ def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateR
     return candidate.model_copy(update={"run_id": run_id})
 
 
+BATCH_SIZES = [1, 16, 64, 256, 1024, 4096]
+
+
+@task(cache_policy=NO_CACHE)
+def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateResult], data_path: str, meter: str) -> dict[str, str]:
+    """For the model the loop ended on: the energy-optimal inference batch size and the energy payback."""
+    chosen = history[final.chosen] if final.chosen is not None else closest(scenario, history)
+    if chosen is None or chosen.model_dir is None or len(history) < 2:
+        return {}
+    model, spec = models.load(Path(chosen.model_dir))
+    window_s = min(scenario.measurement.min_window_s, 0.5)
+    by_size = energy_by_batch_size(models.to_precision(model, spec.precision), load_cached(data_path), _meter(scenario, meter), BATCH_SIZES, window_s)
+    best = min(by_size, key=lambda size: by_size[size])
+    back = payback(history, chosen)
+    hints = {
+        "candidate": str(chosen.index),
+        "deployment.energy_optimal_batch_size": str(best),
+        "deployment.energy_j_per_1k_by_batch_size": ", ".join(f"{k}: {v:.4g}" for k, v in by_size.items()),
+        "payback": back.summary(),
+        "payback_loop_energy_j": f"{back.loop_energy_j:.2f}",
+    }
+    if back.predictions_to_payback is not None:
+        hints["payback_predictions"] = f"{back.predictions_to_payback:.0f}"
+    return hints
+
+
 @task(cache_policy=NO_CACHE)
 def close_loop(
     scenario: Scenario,
@@ -98,12 +125,20 @@ def close_loop(
     model_name: str,
     work_dir: str,
     common_tags: dict[str, str],
+    hints: dict[str, str],
 ) -> LoopOutcome:
     table = report.iteration_table(scenario, history)
+    if hints:
+        table += (
+            f"\n\nCandidate #{hints['candidate']}: {hints['payback']}. Energy-optimal inference batch size here: "
+            f"{hints['deployment.energy_optimal_batch_size']} (J/1k by batch size: {hints['deployment.energy_j_per_1k_by_batch_size']})."
+        )
     verdicts = report.verdicts(scenario, history)
-    passed = [c.ok and gate(scenario.targets, c, history[0]).passed for c in history] if history else []
+    passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []
     plot = report.pareto_plot(history, Path(work_dir) / "pareto.png", f"{model_name}: {final.state.value}") if history else None
-    record = tracking.close_loop(loop_run_id, model_name, final, history, scenario.measurement.significance_sigmas, verdicts, passed, table, plot, common_tags)
+    record = tracking.close_loop(
+        loop_run_id, model_name, final, history, scenario.measurement.significance_sigmas, verdicts, passed, table, plot, common_tags, hints
+    )
     champion = (
         f"champion moved to version {record.champion_version}: {record.champion_reason}"
         if record.champion_moved

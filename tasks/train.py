@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,13 +51,17 @@ class TrainReport:
 
     @property
     def energy_sem_j(self) -> float:
-        """Uncertainty of the total from epoch-to-epoch variation (epochs do the same work)."""
+        """Uncertainty of the total from the epoch-to-epoch spread (epochs do the same work).
+
+        The spread is the median absolute deviation (x 1.4826, a robust standard deviation),
+        so a systematic warm-up epoch does not count as noise.
+        """
         n = len(self.epoch_energy_j)
         if n < 2:
             return 0.0
-        mean = self.energy_j / n
-        std = math.sqrt(sum((e - mean) ** 2 for e in self.epoch_energy_j) / (n - 1))
-        return std * math.sqrt(n)
+        median = statistics.median(self.epoch_energy_j)
+        mad = statistics.median(abs(e - median) for e in self.epoch_energy_j)
+        return 1.4826 * mad * math.sqrt(n)
 
     @property
     def epochs_saved(self) -> int:

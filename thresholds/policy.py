@@ -158,27 +158,51 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return value / base
 
 
-def gate(targets: Targets, c: CandidateResult, baseline: CandidateResult) -> GateReport:
-    """Every target that is set, checked against the candidate (and the baseline for relative ones)."""
+def _upper(value: float | None, err: float, sigmas: float) -> float | None:
+    return None if value is None else value + sigmas * err
+
+
+def _ratio_upper(value: float | None, err: float, base: float | None, base_err: float, sigmas: float) -> float | None:
+    """Pessimistic ratio: candidate at its upper bound over baseline at its lower bound."""
+    if value is None or base is None:
+        return None
+    low = base - sigmas * base_err
+    return _ratio(value + sigmas * err, low if low > 0 else None)
+
+
+def gate(targets: Targets, c: CandidateResult, baseline: CandidateResult, sigmas: float = 0.0) -> GateReport:
+    """Every target that is set, checked against the candidate (and the baseline for relative ones).
+
+    Energy figures are judged at `sigmas` standard errors on the unfavourable side, so a
+    candidate does not pass on a lucky measurement.
+    """
     if not c.ok:
         return GateReport(checks=[Check(name="trained", ok=False, detail=f"rejected: {c.rejected_reason}")])
     checks = _quality_checks(targets, c, baseline)
+    inf, inf_err = c.inference_energy_j_per_1k, c.inference_energy_sem_j_per_1k
+    base_inf, base_inf_err = baseline.inference_energy_j_per_1k, baseline.inference_energy_sem_j_per_1k
+    train, train_err = c.train_energy_j, c.train_energy_sem_j
     for item in (
-        _max("inference_energy_j_per_1k", c.inference_energy_j_per_1k, targets.max_inference_energy_j_per_1k, " J"),
+        _max("inference_energy_j_per_1k", _upper(inf, inf_err, sigmas), targets.max_inference_energy_j_per_1k, " J"),
+        _max("inference_energy_vs_baseline", _ratio_upper(inf, inf_err, base_inf, base_inf_err, sigmas), targets.max_inference_energy_vs_baseline, "x"),
+        _max("train_energy_j", _upper(train, train_err, sigmas), targets.max_train_energy_j, " J"),
         _max(
-            "inference_energy_vs_baseline",
-            _ratio(c.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
-            targets.max_inference_energy_vs_baseline,
+            "train_energy_vs_baseline",
+            _ratio_upper(train, train_err, baseline.train_energy_j, baseline.train_energy_sem_j, sigmas),
+            targets.max_train_energy_vs_baseline,
             "x",
         ),
-        _max("train_energy_j", c.train_energy_j, targets.max_train_energy_j, " J"),
-        _max("train_energy_vs_baseline", _ratio(c.train_energy_j, baseline.train_energy_j), targets.max_train_energy_vs_baseline, "x"),
         _max("latency_ms_per_batch", c.latency_ms_per_batch, targets.max_latency_ms_per_batch, " ms"),
         _max("latency_vs_baseline", _ratio(c.latency_ms_per_batch, baseline.latency_ms_per_batch), targets.max_latency_vs_baseline, "x"),
     ):
         if item is not None:
             checks.append(item)
     return GateReport(checks=checks)
+
+
+def judge(scenario: Scenario, c: CandidateResult, baseline: CandidateResult) -> GateReport:
+    """`gate` with the scenario's noise margin."""
+    return gate(scenario.targets, c, baseline, scenario.measurement.significance_sigmas)
 
 
 def _quality_checks(targets: Targets, c: CandidateResult, baseline: CandidateResult) -> list[Check]:
@@ -315,14 +339,14 @@ def closest(scenario: Scenario, history: list[CandidateResult]) -> CandidateResu
     ok = [c for c in history if c.ok]
     if not ok:
         return None
-    return min(ok, key=lambda c: (len(gate(scenario.targets, c, history[0]).failed), cost(c) or float("inf"), c.index))
+    return min(ok, key=lambda c: (len(judge(scenario, c, history[0]).failed), cost(c) or float("inf"), c.index))
 
 
 def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
     best = closest(scenario, history)
     if best is None:
         return "no candidate was trained"
-    return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {gate(scenario.targets, best, history[0]).summary()}"
+    return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {judge(scenario, best, history[0]).summary()}"
 
 
 def decide(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None) -> Next | Final:
@@ -334,7 +358,7 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
     if not baseline.ok:
         return Final(state=FinalState.FAILED, reason=f"baseline could not be trained: {baseline.rejected_reason}")
     last = history[-1]
-    if len(history) > 1 and gate(scenario.targets, last, baseline).passed:
+    if len(history) > 1 and judge(scenario, last, baseline).passed:
         return Final(state=FinalState.PASSED, reason=f"#{last.index} ({'+'.join(last.lineage)}) meets every target", chosen=last.index)
     used = len(history)
     if used >= scenario.budget.max_iterations:
@@ -387,3 +411,28 @@ def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, 
         if significantly_less(candidate.train_energy_j, candidate.train_energy_sem_j, champ_train, float(champion.get("train_energy_sem_j", 0.0)), sigmas):
             return True, f"{tie}; candidate is cheaper to train ({candidate.train_energy_j:.4g} < {champ_train:.4g} J)"
     return False, f"{tie}; the champion is as simple and as cheap to train: it stays"
+
+
+class Payback(BaseModel):
+    """When the energy the loop spent is earned back by cheaper inference."""
+
+    loop_energy_j: float
+    saved_j_per_1k: float  # baseline minus candidate inference energy, per 1,000 predictions
+    predictions_to_payback: float | None  # None when the candidate saves nothing
+
+    def summary(self) -> str:
+        if self.predictions_to_payback is None:
+            return f"no payback: the loop spent {self.loop_energy_j:.1f} J and the model saves nothing per prediction"
+        return (
+            f"the loop spent {self.loop_energy_j:.1f} J; the model saves {self.saved_j_per_1k:.4g} J per 1k predictions, "
+            f"so it pays back after {self.predictions_to_payback:,.0f} predictions"
+        )
+
+
+def payback(history: list[CandidateResult], chosen: CandidateResult) -> Payback:
+    """Energy payback of `chosen` against the baseline, counting everything the loop measured."""
+    spent = sum(c.spent_energy_j for c in history)
+    base = history[0].inference_energy_j_per_1k
+    mine = chosen.inference_energy_j_per_1k
+    saved = (base - mine) if base is not None and mine is not None else 0.0
+    return Payback(loop_energy_j=spent, saved_j_per_1k=saved, predictions_to_payback=spent / saved * 1000 if saved > 0 else None)

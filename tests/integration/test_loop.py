@@ -33,6 +33,9 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     for key in ("accuracy", "inference_energy_j_per_1k", "train_energy_j", "latency_ms_per_batch", "energy_source", "energy_estimated"):
         assert key in tags, key
     assert tags["energy_source"] == "fixed-power:20W" and tags["energy_estimated"] == "true"
+    assert int(tags["deployment.energy_optimal_batch_size"]) in (1, 16, 64, 256, 1024, 4096)
+    assert "pays back after" in tags["payback"] or tags["payback"].startswith("no payback")
+    assert "calibration.inference_ratio.int8" in client.get_run(outcome.loop_run_id).data.tags
     failing = [v for v, t in versions.items() if t["gates_passed"] == "false"]
     assert champion.version not in failing and failing  # the baseline never passes: it is the reference
     # Parent run finished, nested runs carry per-epoch curves, the table and the Pareto plot are artifacts.

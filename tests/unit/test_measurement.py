@@ -123,7 +123,8 @@ def test_training_energy_is_recorded_per_epoch(tmp_path: Path) -> None:
     report = fit(model, data, TrainConfig(max_epochs=4, early_stopping=False), meter=ReplayMeter([1.0, 2.0]))
     assert report.epoch_energy_j == [1.0, 2.0, 1.0, 2.0]
     assert report.energy_j == 6.0
-    assert report.energy_sem_j == pytest.approx(math.sqrt(1 / 3) * 2)  # std of epochs x sqrt(4)
+    # robust std (1.4826 x median absolute deviation 0.5) x sqrt(4 epochs)
+    assert report.energy_sem_j == pytest.approx(1.4826 * 0.5 * 2)
 
 
 def test_inference_windows_repeat_until_stable(tmp_path: Path) -> None:

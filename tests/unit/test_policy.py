@@ -269,3 +269,24 @@ def test_within_noise_the_simpler_then_cheaper_to_train_model_wins(params: int, 
     ok, reason = beats_champion(candidate, champion)
     assert ok is wins
     assert "within 2 combined standard errors" in reason and why in reason
+
+
+def test_energy_gates_judge_the_unfavourable_side_of_the_noise() -> None:
+    targets = scenario(max_inference_energy_vs_baseline=0.75).targets
+    base = BASE.model_copy(update={"inference_energy_sem_j_per_1k": 0.02})
+    lucky = c(1, ES, inf=0.72).model_copy(update={"inference_energy_sem_j_per_1k": 0.02})
+    assert gate(targets, lucky, base, sigmas=0.0).passed
+    # (0.72 + 2 x 0.02) / (1.0 - 2 x 0.02) = 0.79 > 0.75
+    report = gate(targets, lucky, base, sigmas=2.0)
+    assert not report.passed and "0.7917x > 0.75x" in report.summary()
+
+
+def test_payback_counts_every_joule_the_loop_spent() -> None:
+    from thresholds.policy import payback
+
+    history = [c(0, B, inf=2.0, spent=30.0), c(1, ES, parent=0, inf=1.5, spent=20.0)]
+    back = payback(history, history[1])
+    assert back.loop_energy_j == 50.0 and back.saved_j_per_1k == 0.5
+    assert back.predictions_to_payback == pytest.approx(100_000)
+    assert "pays back after 100,000 predictions" in back.summary()
+    assert payback(history, history[0]).predictions_to_payback is None

@@ -1,0 +1,130 @@
+"""Each rung on a tiny model: shapes, accuracy within bounds, reload round-trip; and the calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks import distill, models
+from tasks.calibrate import calibrate
+from tasks.candidate import run_step
+from tasks.data import CachedData, load_cached, prepare
+from tasks.energy.runtime import stabilise_allocator
+from tasks.energy.simple import FixedPowerMeter, ReplayMeter
+from tasks.train import TrainConfig, fit
+from thresholds.policy import CandidateResult, Step, StepKind
+from thresholds.schema import Scenario
+
+
+@pytest.fixture(scope="module")
+def digits_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(prepare("digits", tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="module")
+def digits(digits_path: str) -> CachedData:
+    return load_cached(digits_path)
+
+
+def _trained_mlp(data: CachedData, hidden: list[int] | None = None) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features, hidden=hidden or [64, 32]))
+    fit(model, data, TrainConfig(max_epochs=30, patience=3, batch_size=128))
+    return model
+
+
+def _accuracy(model: torch.nn.Module, data: CachedData) -> float:
+    with torch.no_grad():
+        return (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
+
+
+def test_mixed_precision_training_reaches_fp32_accuracy(digits: CachedData) -> None:
+    torch.manual_seed(0)
+    model = models.build(models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features))
+    fit(model, digits, TrainConfig(max_epochs=30, patience=3, batch_size=128, autocast=True))
+    assert next(model.parameters()).dtype == torch.float32  # weights stay fp32 under autocast
+    assert _accuracy(model, digits) > 0.9
+
+
+def test_distilled_student_is_half_as_wide_and_close_to_the_teacher(digits: CachedData) -> None:
+    teacher = _trained_mlp(digits)
+    spec = distill.student_spec(models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features, history=["early-stopping"]), 0.5)
+    assert spec.hidden == [32, 16] and spec.history == ["early-stopping", "distill:0.5"]
+    torch.manual_seed(0)
+    student = models.build(spec)
+    report, labelling_j = distill.distill(teacher, student, digits, TrainConfig(max_epochs=40, patience=3, batch_size=128), meter=ReplayMeter([0.5]))
+    assert labelling_j == 0.5 and report.energy_j == 0.5 * report.epochs_run
+    assert models.count_params(student) < models.count_params(teacher) / 2
+    assert _accuracy(student, digits) > _accuracy(teacher, digits) - 0.05
+
+
+def test_distillation_loss_is_zero_alpha_cross_entropy_and_needs_a_fraction() -> None:
+    teacher_out = torch.randn(8, 3)
+    y = torch.randint(0, 3, (8,))
+    out = torch.randn(8, 3)
+    hard_only = distill.distillation_loss(teacher_out, y, "classification", 4.0, alpha=0.0)
+    assert hard_only(out, torch.arange(8)).item() == pytest.approx(torch.nn.functional.cross_entropy(out, y).item())
+    soft_only = distill.distillation_loss(teacher_out, y, "classification", 4.0, alpha=1.0)
+    assert soft_only(teacher_out, torch.arange(8)).item() == pytest.approx(0.0, abs=1e-6)  # the teacher matches itself
+    with pytest.raises(ValueError, match="width_factor"):
+        distill.student_spec(models.ModelSpec(in_features=4, out_features=2), 1.5)
+
+
+def _scenario() -> Scenario:
+    return Scenario.model_validate(
+        {
+            "name": "rungs",
+            "training": {"max_epochs": 20, "patience": 2, "batch_size": 128, "fine_tune_epochs": 3},
+            "measurement": {"inference_batch_size": 128, "min_window_s": 0.01, "repeats_min": 2, "repeats_max": 2},
+        }
+    )
+
+
+def test_every_rung_runs_through_run_step_and_reloads(tmp_path: Path, digits_path: str) -> None:
+    scenario = _scenario()
+    meter = FixedPowerMeter(10.0)
+    history: list[CandidateResult] = []
+    steps = [
+        Step(kind=StepKind.BASELINE),
+        Step(kind=StepKind.EARLY_STOPPING, parent=0),
+        Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0),
+        Step(kind=StepKind.PRUNE, value=0.5, parent=1),
+        Step(kind=StepKind.DISTILL, value=0.5, parent=1),
+        Step(kind=StepKind.PRECISION, value="int8", parent=3),
+    ]
+    for step in steps:
+        result = run_step(scenario, step, history, digits_path, tmp_path, meter)
+        assert result.ok, result.rejected_reason
+        history.append(result)
+    lineages = [c.lineage for c in history]
+    assert lineages == [
+        [],
+        ["early-stopping"],
+        ["early-stopping", "mixed-precision:bf16"],
+        ["early-stopping", "prune:0.5"],
+        ["early-stopping", "distill:0.5"],
+        ["early-stopping", "prune:0.5", "precision:int8"],
+    ]
+    baseline = history[0]
+    for c in history:
+        assert c.accuracy is not None and c.accuracy > 0.85, (c.lineage, c.accuracy)
+        assert c.inference_repeats == 2 and c.analytic_inference_energy_j_per_1k is not None
+        model, spec = models.load(Path(c.model_dir or ""))
+        assert spec.history == c.lineage
+    # A child's training energy is its lineage: parent's plus its own fine-tuning / distillation.
+    assert history[3].train_energy_j > history[1].train_energy_j  # type: ignore[operator]
+    assert history[5].train_energy_j == history[3].train_energy_j
+    assert history[3].params < baseline.params / 2  # type: ignore[operator]
+    assert "macs_before" in history[3].tags and "teacher_params" in history[4].tags
+
+
+def test_calibration_is_measured_once_per_machine_and_cached(tmp_path: Path) -> None:
+    assert stabilise_allocator() in (True, False)
+    first = calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=256, window_s=0.02, repeats=1)
+    assert set(first.inference_ratio) == {"int8", "fp16", "bf16"} and set(first.train_ratio) == {"autocast"}
+    assert all(v > 0 for v in first.inference_ratio.values())
+    cached = list(tmp_path.glob("calibration-*.json"))
+    assert len(cached) == 1
+    assert calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=256) == first  # read back, not re-measured
