@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -64,6 +65,7 @@ def main() -> int:
         "energy_source": final.energy_source,
         "energy_estimated": final.estimated,
     }
+    logging.getLogger("prefect").setLevel(logging.WARNING)  # the ephemeral server's shutdown line must not follow the JSON
     print(outcome.table_md)
     print()
     print(f"{outcome.state}: {outcome.reason}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -11,7 +12,7 @@ import torch
 
 from tasks import compress, models
 from tasks import distill as distill_mod
-from tasks.data import load_cached
+from tasks.data import CachedData, load_cached
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
@@ -33,6 +34,16 @@ def _trained(result: CandidateResult, report: TrainReport) -> CandidateResult:
             "series": {"val_loss": report.val_losses, "train_loss": report.train_losses, "epoch_energy_j": report.epoch_energy_j},
         }
     )
+
+
+def _fine_tune(
+    model: torch.nn.Module, teacher: torch.nn.Module | None, data: CachedData, cfg: TrainConfig, scenario: Scenario, meter: EnergyMeter, label: str
+) -> tuple[TrainReport, float]:
+    """Train `model` on the labels, or on `teacher`'s soft labels when there is one."""
+    if teacher is None:
+        return fit(model, data, cfg, label=label, meter=meter), 0.0
+    ladder = scenario.ladder
+    return distill_mod.distill(teacher, model, data, cfg, ladder.distill_temperature, ladder.distill_alpha, meter=meter, label=label)
 
 
 def run_step(
@@ -72,6 +83,7 @@ def run_step(
                 early_stopping=early,
                 seed=training.seed,
                 autocast=mixed,
+                monitor=training.early_stopping_monitor,
             )
             if early:
                 spec = spec.model_copy(update={"history": ["early-stopping", "mixed-precision:bf16"] if mixed else ["early-stopping"]})
@@ -85,43 +97,32 @@ def run_step(
                 raise ValueError(f"parent #{parent.index} has no saved model")
             model, spec = models.load(Path(parent.model_dir))
             lineage_train_j, lineage_train_sem_j = parent.train_energy_j, parent.train_energy_sem_j
-            if step.kind == StepKind.PRUNE:
-                ratio = float(step.value)  # type: ignore[arg-type]
-                tags["macs_before"] = str(models.count_macs(model, data.n_features))
-                tags["params_before"] = str(models.count_params(model))
-                model, spec = compress.prune(model, spec, ratio)
+            if step.kind in (StepKind.PRUNE, StepKind.DISTILL):
+                if step.kind == StepKind.PRUNE:
+                    tags["macs_before"] = str(models.count_macs(model, data.n_features))
+                    tags["params_before"] = str(models.count_params(model))
+                    teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+                    model, spec = compress.prune(model, spec, float(step.value))  # type: ignore[arg-type]
+                    epochs = training.fine_tune_epochs
+                else:
+                    teacher, teacher_spec = model, spec
+                    spec = distill_mod.student_spec(teacher_spec, float(step.value))  # type: ignore[arg-type]
+                    torch.manual_seed(training.seed)
+                    model = models.build(spec)
+                    epochs = training.max_epochs
                 cfg = TrainConfig(
-                    max_epochs=training.fine_tune_epochs,
-                    patience=min(training.patience, training.fine_tune_epochs),
+                    max_epochs=epochs,
+                    patience=min(training.patience, epochs),
                     batch_size=training.batch_size,
                     seed=training.seed,
+                    monitor=training.early_stopping_monitor,
                 )
-                report = fit(model, data, cfg, label=f"#{index} {step.label} fine-tune", meter=meter)
-                spent_j += report.energy_j
-                lineage_train_j += report.energy_j
-                lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
-                result = _trained(result, report)
-            elif step.kind == StepKind.DISTILL:
-                factor = float(step.value)  # type: ignore[arg-type]
-                teacher, teacher_spec = model, spec
-                spec = distill_mod.student_spec(teacher_spec, factor)
-                torch.manual_seed(training.seed)
-                model = models.build(spec)
-                cfg = TrainConfig(max_epochs=training.max_epochs, patience=training.patience, batch_size=training.batch_size, seed=training.seed)
-                report, labelling_j = distill_mod.distill(
-                    models.to_precision(teacher, teacher_spec.precision),
-                    model,
-                    data,
-                    cfg,
-                    temperature=scenario.ladder.distill_temperature,
-                    alpha=scenario.ladder.distill_alpha,
-                    meter=meter,
-                    label=f"#{index} {step.label}",
-                )
+                report, labelling_j = _fine_tune(model, teacher, data, cfg, scenario, meter, f"#{index} {step.label}")
                 spent_j += report.energy_j + labelling_j
                 lineage_train_j += report.energy_j + labelling_j
                 lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
-                tags["teacher_params"] = str(models.count_params(teacher))
+                if teacher is not None:
+                    tags["teacher_params"] = str(models.count_params(teacher))
                 result = _trained(result, report)
             else:
                 precision = str(step.value)

@@ -31,6 +31,7 @@ class TrainConfig:
     seed: int = 0
     log_every_s: float = 5.0
     autocast: bool = False  # mixed precision: bf16 autocast on CPU (weights stay fp32)
+    monitor: str = "loss"  # early stopping watches "loss" or (classification) "accuracy", ties by loss
 
 
 @dataclass
@@ -104,6 +105,7 @@ def fit(
     x_val, y_val = data.x_val, _targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
+    best_score = (math.inf, math.inf)
     train_losses: list[float] = []
     val_losses: list[float] = []
     epoch_energy_j: list[float] = []
@@ -113,15 +115,18 @@ def fit(
     for epoch in range(1, cfg.max_epochs + 1):
         try:
             with epoch_meter.window(f"{label} epoch {epoch}") as handle:
-                val_loss, train_loss = _epoch(model, x, step_loss, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast)
+                val_loss, train_loss, val_acc = _epoch(
+                    model, x, step_loss, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast
+                )
         except DivergedError as exc:
             exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
             raise
         epoch_energy_j.append(handle.measurement.energy_j)
         train_losses.append(train_loss)
         val_losses.append(val_loss)
-        if val_loss < best_loss:
-            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+        score = (-val_acc, val_loss) if cfg.monitor == "accuracy" and val_acc is not None else (0.0, val_loss)
+        if score < best_score:
+            best_score, best_loss, best_epoch, best_state = score, val_loss, epoch, copy.deepcopy(model.state_dict())
         now = time.perf_counter()
         if now - last_log >= cfg.log_every_s:
             log.info("%s: epoch %d/%d val_loss %.4f (best %.4f @ %d)", label, epoch, cfg.max_epochs, val_loss, best_loss, best_epoch)
@@ -156,8 +161,8 @@ def _epoch(
     label: str,
     epoch: int,
     autocast: bool = False,
-) -> tuple[float, float]:
-    """One pass over the training split; returns (validation loss, mean training loss)."""
+) -> tuple[float, float, float | None]:
+    """One pass over the training split; returns (validation loss, mean training loss, validation accuracy)."""
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
@@ -174,7 +179,9 @@ def _epoch(
         total += loss.item() * len(idx)
     model.eval()
     with torch.no_grad():
-        val_loss = criterion(model(x_val), y_val).item()
+        val_out = model(x_val)
+        val_loss = criterion(val_out, y_val).item()
+        val_acc = (val_out.argmax(1) == y_val).float().mean().item() if val_out.shape[1] > 1 and y_val.dim() == 1 else None
     if not math.isfinite(val_loss):
         raise DivergedError(f"{label}: validation loss became {val_loss} at epoch {epoch}")
-    return val_loss, total / len(x)
+    return val_loss, total / len(x), val_acc
