@@ -83,6 +83,8 @@ def draw_pareto(ax: Any, history: list[CandidateResult], title: str) -> None:
     source = ok[0].energy_source if ok else "?"
     estimated = " (estimated)" if ok and ok[0].estimated else ""
     ax.set_xlabel(f"inference energy, J per 1k samples [{source}{estimated}]" if energy_read else "latency, ms per batch")
+    if ok and max(cost(c) or 0.0 for c in ok) > 5 * min(cost(c) or 1.0 for c in ok):
+        ax.set_xscale("log")  # a CNN next to pruned MLPs spans more than one order of magnitude
     ax.set_ylabel("test accuracy" if classification else "test RMSE")
     ax.set_title(title)
     ax.grid(alpha=0.3)
