@@ -90,11 +90,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _meters(_: argparse.Namespace) -> int:
-    from tasks.energy.select import available_meters, resolve_meter_name
+    from tasks.energy.select import auto_choice, available_meters
 
     for name, why in available_meters().items():
         print(f"{name:12s} {why}")
-    print(f"auto -> {resolve_meter_name('auto')}")
+    chosen, why = auto_choice()
+    print(f"auto -> {chosen}: {why}")
     return 0
 
 

@@ -114,6 +114,7 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
             "train_energy_j": c.train_energy_j,
             "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
             "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k,
+            "inference_energy_ci95_j_per_1k": c.inference_energy_ci95_j_per_1k,
             "inference_repeats": c.inference_repeats,
             "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
             "train_energy_sem_j": c.train_energy_sem_j,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tasks import models
+from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
 from thresholds.policy import Calibration
@@ -91,3 +92,13 @@ def calibrate(meter: EnergyMeter, cache_dir: Path, batch_size: int, window_s: fl
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(table.model_dump(), indent=2))
     return table
+
+
+def analytic_calibration(batch_size: int) -> Calibration:
+    """The rung table of a 45 nm target device, from the analytic model instead of a measurement."""
+    model = models.build(models.ModelSpec(in_features=40, out_features=10))
+    fp32 = analytic.inference_energy(model, "fp32", batch_size).energy_j_per_1k
+    return Calibration(
+        machine=f"analytic:{analytic.TABLE}",
+        inference_ratio={p: round(analytic.inference_energy(model, p, batch_size).energy_j_per_1k / fp32, 4) for p in PRECISIONS if p != "fp32"},
+    )

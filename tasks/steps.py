@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from registry import tracking
 from tasks import data as data_mod
 from tasks import models, report
-from tasks.calibrate import calibrate
+from tasks.calibrate import analytic_calibration, calibrate
 from tasks.candidate import run_step
 from tasks.data import load_cached
 from tasks.energy.base import EnergyMeter
@@ -59,7 +59,11 @@ def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: C
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str) -> Calibration:
     """Which rungs save energy on this machine (measured once, cached), logged to the loop's run."""
-    table = calibrate(_meter(scenario, meter), Path(cache_dir), scenario.measurement.inference_batch_size)
+    batch_size = scenario.measurement.inference_batch_size
+    if scenario.measurement.inference_target == "analytic-45nm":
+        table = analytic_calibration(batch_size)
+    else:
+        table = calibrate(_meter(scenario, meter), Path(cache_dir), batch_size)
     tracking.log_calibration(loop_run_id, table)
     return table
 

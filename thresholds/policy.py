@@ -69,6 +69,7 @@ class CandidateResult(BaseModel):
     train_energy_sem_j: float = 0.0  # its standard error (from epoch-to-epoch variation)
     inference_energy_j_per_1k: float | None = None
     inference_energy_sem_j_per_1k: float = 0.0  # standard error over the repeated windows
+    inference_energy_ci95_j_per_1k: float | None = None  # 95 % confidence half-width
     inference_repeats: int = 0
     analytic_inference_energy_j_per_1k: float | None = None  # target-device estimate from counted ops
     latency_ms_per_batch: float | None = None

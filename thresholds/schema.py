@@ -72,6 +72,9 @@ class Measurement(_Strict):
     subtract_idle: bool = Field(False, description="judge energy above the idle power measured before the loop")
     idle_window_s: float = Field(2.0, gt=0, le=600, description="seconds of idle measurement")
     codecarbon_country: str = Field("USA", min_length=3, max_length=3, description="ISO 3166-1 alpha-3 code")
+    inference_target: Literal["this-machine", "analytic-45nm"] = Field(
+        "this-machine", description="judge inference energy as measured here, or estimated for a 45 nm edge device"
+    )
 
     @model_validator(mode="after")
     def _repeats(self) -> Measurement:
@@ -135,6 +138,12 @@ class Scenario(_Strict):
     measurement: Measurement = Measurement()
     ladder: Ladder = Ladder()
     model: ModelSettings = ModelSettings()
+
+    @model_validator(mode="after")
+    def _analytic_needs_mlp(self) -> Scenario:
+        if self.measurement.inference_target == "analytic-45nm" and self.model.kind != "mlp":
+            raise ValueError("measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp'")
+        return self
 
 
 def _describe(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:

@@ -23,16 +23,22 @@ def available_meters() -> dict[str, str]:
     }
 
 
+def auto_choice() -> tuple[str, str]:
+    """What `auto` picks here, and why: a hardware counter before an estimate."""
+    gpus = gpu_count()
+    if gpus > 0:
+        return "nvml", f"{gpus} NVIDIA GPU(s) with an energy counter: a reading of the accelerator"
+    zones, status = discover()
+    if zones:
+        return "rapl", f"no NVIDIA GPU; RAPL {status}: a reading of the CPU packages"
+    return "codecarbon", f"no NVIDIA GPU and RAPL {status}: CodeCarbon's estimate is the best available"
+
+
 def resolve_meter_name(name: str) -> str:
     """`auto` -> the most direct reading this machine offers."""
     if name not in METER_NAMES:
         raise ValueError(f"meter = {name!r}: expected one of {', '.join(METER_NAMES)}")
-    if name != "auto":
-        return name
-    if gpu_count() > 0:
-        return "nvml"
-    zones, _ = discover()
-    return "rapl" if zones else "codecarbon"
+    return auto_choice()[0] if name == "auto" else name
 
 
 def make_meter(name: str = "auto", power_w: float = 10.0, country_iso_code: str = "USA") -> EnergyMeter:

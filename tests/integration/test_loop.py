@@ -97,3 +97,14 @@ def test_regression_csv_runs_end_to_end(mlflow_store: str, tmp_path: Path) -> No
     assert outcome.state in {"PASSED", "BUDGET_EXHAUSTED", "FAILED"}
     versions = _versions(MlflowClient(mlflow_store), "houses")
     assert all("rmse" in t for t in versions.values())
+
+
+def test_edge_target_uses_int8_that_this_cpu_would_skip(mlflow_store: str) -> None:
+    outcome = energy_loop(scenario=str(FIXTURES / "quick-edge.yaml"), dataset="digits", model_name="digits-edge")
+    assert outcome.state == "PASSED", outcome.reason
+    chosen = outcome.history[outcome.chosen or 0]
+    assert chosen.lineage[-1] == "precision:int8"
+    assert chosen.energy_source.endswith("+analytic:horowitz-isscc2014-45nm") and chosen.estimated
+    assert "measured_inference_energy_j_per_1k" in chosen.tags  # the local reading stays on record
+    run = MlflowClient(mlflow_store).get_run(outcome.loop_run_id)
+    assert run.data.tags["calibration.machine"] == "analytic:horowitz-isscc2014-45nm"

@@ -128,3 +128,11 @@ def test_calibration_is_measured_once_per_machine_and_cached(tmp_path: Path) -> 
     cached = list(tmp_path.glob("calibration-*.json"))
     assert len(cached) == 1
     assert calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=256) == first  # read back, not re-measured
+
+
+def test_analytic_calibration_says_int8_helps_on_a_45nm_device() -> None:
+    from tasks.calibrate import analytic_calibration
+
+    table = analytic_calibration(4096)
+    assert table.inference_ratio["int8"] < 0.1 < table.inference_ratio["fp16"] < 1.0
+    assert table.helps(table.inference_ratio, "int8", 3.0)

@@ -11,7 +11,7 @@ from thresholds import SCENARIO_DIR, scenario_path
 from thresholds.schema import load_scenario, parse_scenario
 
 
-@pytest.mark.parametrize("name", ["dev-cpu", "strict", "impossible"])
+@pytest.mark.parametrize("name", ["dev-cpu", "strict", "impossible", "paper", "edge-45nm"])
 def test_bundled_scenarios_load(name: str) -> None:
     scenario = load_scenario(scenario_path(name))
     assert scenario.name == name
@@ -74,3 +74,9 @@ def test_relative_and_absolute_targets_together() -> None:
     s = parse_scenario({"name": "x", "targets": {"max_inference_energy_j_per_1k": 0.5, "max_inference_energy_vs_baseline": 0.6}})
     assert s.targets.max_inference_energy_vs_baseline == 0.6
     assert s.targets.max_inference_energy_j_per_1k == 0.5
+
+
+def test_analytic_target_needs_an_mlp() -> None:
+    with pytest.raises(InputError, match="fully connected models only"):
+        parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"kind": "cnn1d"}})
+    assert load_scenario(scenario_path("edge-45nm")).measurement.inference_target == "analytic-45nm"
