@@ -336,11 +336,14 @@ def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: 
 
 
 def closest(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult | None:
-    """The candidate that missed the fewest targets (ties: lowest inference cost)."""
+    """The candidate closest to passing: quality targets met first, then fewest misses, then lowest cost."""
     ok = [c for c in history if c.ok]
     if not ok:
         return None
-    return min(ok, key=lambda c: (len(judge(scenario, c, history[0]).failed), cost(c) or float("inf"), c.index))
+    return min(
+        ok,
+        key=lambda c: (not quality_ok(scenario.targets, c, history[0]), len(judge(scenario, c, history[0]).failed), cost(c) or float("inf"), c.index),
+    )
 
 
 def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:

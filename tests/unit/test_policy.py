@@ -290,3 +290,11 @@ def test_payback_counts_every_joule_the_loop_spent() -> None:
     assert back.predictions_to_payback == pytest.approx(100_000)
     assert "pays back after 100,000 predictions" in back.summary()
     assert payback(history, history[0]).predictions_to_payback is None
+
+
+def test_closest_prefers_a_candidate_that_keeps_quality() -> None:
+    from thresholds.policy import closest
+
+    cheap_but_wrong = c(4, DI, 0.5, parent=3, acc=0.5, inf=0.3)  # cheapest, but 40 pt less accurate
+    best = closest(scenario(), [BASE, RECIPE, P3, P5, cheap_but_wrong])
+    assert best is not None and best.index == 3
