@@ -17,7 +17,7 @@ def _energy(c: CandidateResult) -> str:
     """Mean inference energy with its standard error over the repeated windows."""
     if c.inference_energy_j_per_1k is None:
         return "-"
-    if c.inference_repeats > 1:
+    if c.inference_repeats > 1 and c.inference_energy_sem_j_per_1k > 0:
         return f"{c.inference_energy_j_per_1k:.4g} ± {c.inference_energy_sem_j_per_1k:.2g} (n={c.inference_repeats})"
     return f"{c.inference_energy_j_per_1k:.4g}"
 
