@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tasks import compress, models
+from tasks import compress, models, quantize
 from tasks import distill as distill_mod
 from tasks.data import CachedData, load_cached
 from tasks.energy import analytic
@@ -18,7 +18,7 @@ from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError
 from tasks.evaluate import measure_inference, quality
-from tasks.train import TrainConfig, TrainReport, fit
+from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.policy import CandidateResult, Step, StepKind
 from thresholds.schema import Scenario
 
@@ -44,6 +44,43 @@ def _fine_tune(
         return fit(model, data, cfg, label=label, meter=meter), 0.0
     ladder = scenario.ladder
     return distill_mod.distill(teacher, model, data, cfg, ladder.distill_temperature, ladder.distill_alpha, meter=meter, label=label)
+
+
+def _prune(
+    model: torch.nn.Module,
+    spec: models.ModelSpec,
+    ratio: float,
+    teacher: torch.nn.Module | None,
+    data: CachedData,
+    scenario: Scenario,
+    meter: EnergyMeter,
+    label: str,
+) -> tuple[torch.nn.Module, models.ModelSpec, float]:
+    """Prune with the scenario's options; iterative schedules fine-tune between steps. Returns that energy too."""
+    ladder, training = scenario.ladder, scenario.training
+    steps = ladder.pruning_iterative_steps
+    epochs = max(1, training.fine_tune_epochs // steps)
+    cfg = TrainConfig(max_epochs=epochs, patience=epochs, batch_size=training.batch_size, seed=training.seed, monitor=training.early_stopping_monitor)
+    between_j = 0.0
+
+    def between(m: torch.nn.Module, i: int) -> None:
+        nonlocal between_j
+        report, labelling_j = _fine_tune(m, teacher, data, cfg, scenario, meter, f"{label} step {i + 1}/{steps}")
+        between_j += report.energy_j + labelling_j
+
+    n = min(256, len(data.x_train))
+    pruned, new_spec = compress.prune(
+        model,
+        spec,
+        ratio,
+        importance=ladder.pruning_importance,
+        global_pruning=ladder.pruning_global,
+        iterative_steps=steps,
+        batch=(data.x_train[:n], loss_targets(data.y_train[:n], data.task)),
+        loss_fn=loss_fn(data.task),
+        between_steps=between,
+    )
+    return pruned, new_spec, between_j
 
 
 def run_step(
@@ -102,7 +139,9 @@ def run_step(
                     tags["macs_before"] = str(models.count_macs(model, data.n_features))
                     tags["params_before"] = str(models.count_params(model))
                     teacher = copy.deepcopy(model) if training.distill_fine_tune else None
-                    model, spec = compress.prune(model, spec, float(step.value))  # type: ignore[arg-type]
+                    model, spec, between_j = _prune(model, spec, float(step.value), teacher, data, scenario, meter, f"#{index} {step.label}")  # type: ignore[arg-type]
+                    spent_j += between_j
+                    lineage_train_j += between_j
                     epochs = training.fine_tune_epochs
                 else:
                     teacher, teacher_spec = model, spec
@@ -123,6 +162,24 @@ def run_step(
                 lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
                 if teacher is not None:
                     tags["teacher_params"] = str(models.count_params(teacher))
+                result = _trained(result, report)
+            elif step.kind == StepKind.QAT:
+                teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+                quantize.attach(model)
+                epochs = training.fine_tune_epochs
+                cfg = TrainConfig(
+                    max_epochs=epochs,
+                    patience=min(training.patience, epochs),
+                    batch_size=training.batch_size,
+                    seed=training.seed,
+                    monitor=training.early_stopping_monitor,
+                )
+                report, labelling_j = _fine_tune(model, teacher, data, cfg, scenario, meter, f"#{index} {step.label}")
+                quantize.detach_snapped(model)
+                spent_j += report.energy_j + labelling_j
+                lineage_train_j += report.energy_j + labelling_j
+                lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
+                spec = spec.model_copy(update={"precision": "int8", "history": [*spec.history, "qat:int8"]})
                 result = _trained(result, report)
             else:
                 precision = str(step.value)

@@ -74,7 +74,7 @@ def loss_fn(task: str) -> nn.Module:
     return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
 
 
-def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
+def loss_targets(y: torch.Tensor, task: str) -> torch.Tensor:
     return y if task == "classification" else y.unsqueeze(1)
 
 
@@ -101,8 +101,8 @@ def fit(
     generator = torch.Generator().manual_seed(cfg.seed)
     criterion = loss_fn(data.task)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    x, y = data.x_train, _targets(data.y_train, data.task)
-    x_val, y_val = data.x_val, _targets(data.y_val, data.task)
+    x, y = data.x_train, loss_targets(data.y_train, data.task)
+    x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     best_score = (math.inf, math.inf)

@@ -11,6 +11,8 @@ Ladder, in order:
                          soft labels.
 6. `precision:p`       - the best fp32 candidate at lower precision (int8 / fp16 / bf16), unless
                          the machine's calibration shows that precision is not cheaper here.
+7. `qat:int8`          - when post-training int8 breaks an accuracy target, the same fp32 model
+                         fine-tuned with int8 fake quantization, then served at int8.
 
 A rung is *kept* (can become the base of later rungs) only when its measured cost (inference
 energy; training energy for mixed precision) fell by at least `ladder.min_gain_pct` and by more
@@ -38,6 +40,7 @@ class StepKind(StrEnum):
     MIXED_PRECISION = "mixed-precision"
     PRUNE = "prune"
     DISTILL = "distill"
+    QAT = "qat"
     PRECISION = "precision"
 
 
@@ -299,7 +302,7 @@ def _recipe(scenario: Scenario, history: list[CandidateResult]) -> CandidateResu
 
 def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
     """Lowest-cost kept candidate that is not a precision step (precisions do not stack)."""
-    pool = [c for c in history[1:] if c.step.kind != StepKind.PRECISION and kept(scenario, history, c)[0]]
+    pool = [c for c in history[1:] if c.step.kind not in (StepKind.PRECISION, StepKind.QAT) and kept(scenario, history, c)[0]]
     if not pool:
         return history[0]
     return min(pool, key=lambda c: (cost(c) or float("inf"), c.index))
@@ -332,6 +335,12 @@ def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: 
         if precision not in done and (use is None or use.helps(use.inference_ratio, precision, ladder.min_gain_pct)):
             parent = _best_fp32(scenario, history)
             return Next(step=Step(kind=StepKind.PRECISION, value=precision, parent=parent.index), why=f"run #{parent.index} at {precision}")
+    ptq = [c for c in history if c.step.kind == StepKind.PRECISION and c.step.value == "int8"]
+    if ladder.qat and ptq and not quality_ok(scenario.targets, ptq[-1], history[0]) and StepKind.QAT not in kinds:
+        parent_index = ptq[-1].step.parent if ptq[-1].step.parent is not None else 0
+        return Next(
+            step=Step(kind=StepKind.QAT, value="int8", parent=parent_index), why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}"
+        )
     return None
 
 

@@ -128,6 +128,15 @@ FULL_TABLE: list[tuple[str, list[CandidateResult], Calibration | None, tuple[str
         ("next", PC, 4),
     ),
     (
+        "int8 PTQ broke accuracy where int8 helps: quantization-aware training of its parent",
+        [
+            *[BASE, RECIPE, MP_SLOW, c(3, PR, 0.3, parent=1, acc=0.5), c(4, DI, 0.5, parent=1, inf=0.7)],
+            *[c(5, PC, "int8", parent=4, acc=0.8, inf=0.2), c(6, PC, "fp16", parent=4, inf=0.69)],
+        ],
+        INT8_HELPS,
+        ("next", StepKind.QAT, 4),
+    ),
+    (
         "calibration says no precision helps here: the ladder ends",
         [BASE, RECIPE, MP_SLOW, c(3, PR, 0.3, parent=1, acc=0.5), c(4, DI, 0.5, parent=1, inf=0.7)],
         INT8_HURTS,

@@ -136,3 +136,40 @@ def test_analytic_calibration_says_int8_helps_on_a_45nm_device() -> None:
     table = analytic_calibration(4096)
     assert table.inference_ratio["int8"] < 0.1 < table.inference_ratio["fp16"] < 1.0
     assert table.helps(table.inference_ratio, "int8", 3.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "label", "hidden"),
+    [
+        ({"pruning_importance": "taylor"}, "prune:0.5(taylor)", [32, 16]),
+        ({"pruning_global": True}, "prune:0.5(global)", None),
+        ({"pruning_iterative_steps": 2}, "prune:0.5(x2)", [32, 16]),
+    ],
+)
+def test_pruning_options_run_and_reload(tmp_path: Path, digits_path: str, options: dict[str, object], label: str, hidden: list[int] | None) -> None:
+    scenario = _scenario()
+    scenario = scenario.model_copy(update={"ladder": scenario.ladder.model_copy(update=options)})
+    meter = FixedPowerMeter(10.0)
+    history: list[CandidateResult] = []
+    for step in (Step(kind=StepKind.BASELINE), Step(kind=StepKind.EARLY_STOPPING, parent=0), Step(kind=StepKind.PRUNE, value=0.5, parent=1)):
+        history.append(run_step(scenario, step, history, digits_path, tmp_path, meter))
+    pruned = history[-1]
+    assert pruned.ok and pruned.lineage == ["early-stopping", label]
+    _, spec = models.load(Path(pruned.model_dir or ""))
+    assert sum(spec.hidden) < 96 * 0.6 and (hidden is None or spec.hidden == hidden)
+    assert pruned.accuracy is not None and pruned.accuracy > 0.8  # 3 fine-tune epochs only
+
+
+def test_quantization_aware_training_rung(tmp_path: Path, digits_path: str) -> None:
+    scenario = _scenario()
+    meter = FixedPowerMeter(10.0)
+    history: list[CandidateResult] = []
+    for step in (Step(kind=StepKind.BASELINE), Step(kind=StepKind.EARLY_STOPPING, parent=0), Step(kind=StepKind.QAT, value="int8", parent=1)):
+        history.append(run_step(scenario, step, history, digits_path, tmp_path, meter))
+    qat = history[-1]
+    assert qat.ok and qat.lineage == ["early-stopping", "qat:int8"]
+    model, spec = models.load(Path(qat.model_dir or ""))
+    assert spec.precision == "int8"
+    assert not any("parametrizations" in k for k in model.state_dict())  # fake quantizers removed before saving
+    assert qat.accuracy is not None and qat.accuracy > 0.85
+    assert qat.train_energy_j is not None and history[1].train_energy_j is not None and qat.train_energy_j > history[1].train_energy_j
