@@ -13,6 +13,7 @@ from tasks.steps import (
     abort_loop,
     calibrate_machine,
     close_loop,
+    confirm_full_test,
     deployment_hints,
     idle_power,
     log_candidate,
@@ -53,6 +54,7 @@ def energy_loop(
             candidate = run_candidate(settings, decision.step, history, data_path, work_dir, meter_name, idle_w)
             history.append(log_candidate(settings, loop_run_id, history, candidate))
             decision = plan_next(settings, history, calibration)
+        decision, history = confirm_full_test(settings, decision, history, data_path)
         hints = deployment_hints(settings, decision, history, data_path, meter_name)
         return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
     except BaseException as exc:

@@ -17,7 +17,7 @@ from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError
-from tasks.evaluate import measure_inference, quality
+from tasks.evaluate import measure_inference, quality, representative_subset
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.policy import CandidateResult, Step, StepKind
 from thresholds.schema import Scenario
@@ -185,7 +185,11 @@ def run_step(
                 precision = str(step.value)
                 spec = spec.model_copy(update={"precision": precision, "history": [*spec.history, f"precision:{precision}"]})
         predictor = models.to_precision(model, spec.precision)
-        q = quality(predictor, data)
+        subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
+        q = quality(predictor, data, subset)
+        tags["eval_samples"] = str(q.samples)
+        if q.accuracy_bound95 is not None:
+            tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
         measure_start = time.perf_counter()
         inference = measure_inference(
             predictor,

@@ -20,6 +20,32 @@ class Quality:
     accuracy: float | None  # classification, in [0, 1]
     rmse: float | None  # regression, in target units
     loss: float
+    samples: int = 0
+    accuracy_bound95: float | None = None  # half-width of the 95 % interval when evaluated on a subset
+
+
+def representative_subset(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Indices of a stratified sample of `size` rows (every class in proportion, at least one each)."""
+    if size <= 0 or size >= len(y):
+        return torch.arange(len(y))
+    generator = torch.Generator().manual_seed(seed)
+    if y.dtype.is_floating_point:  # regression: a plain random sample
+        return torch.randperm(len(y), generator=generator)[:size].sort().values
+    picked = []
+    for cls in torch.unique(y):
+        rows = torch.nonzero(y == cls).flatten()
+        take = max(1, round(size * len(rows) / len(y)))
+        picked.append(rows[torch.randperm(len(rows), generator=generator)[:take]])
+    return torch.cat(picked).sort().values
+
+
+def accuracy_bound95(accuracy: float, n: int, population: int) -> float:
+    """Normal-approximation 95 % half-width for an accuracy measured on n of `population` samples
+    without replacement (finite-population correction): the error bound of the subset."""
+    if n >= population:
+        return 0.0
+    fpc = math.sqrt((population - n) / (population - 1))
+    return 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 0.25 / n) / n) * fpc
 
 
 @dataclass(frozen=True)
@@ -36,15 +62,18 @@ class InferenceReport:
     measurement: Measurement  # the last window, for its provenance details
 
 
-def quality(model: nn.Module, data: CachedData) -> Quality:
+def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = None) -> Quality:
+    """Accuracy (or RMSE) on the test split, or on `subset` of it with its error bound."""
+    x, y = (data.x_test, data.y_test) if subset is None else (data.x_test[subset], data.y_test[subset])
     with torch.no_grad():
-        out = model(data.x_test)
+        out = model(x)
     if data.task == "classification":
-        loss = nn.functional.cross_entropy(out, data.y_test).item()
-        accuracy = (out.argmax(dim=1) == data.y_test).float().mean().item()
-        return Quality(accuracy=accuracy, rmse=None, loss=loss)
-    mse = nn.functional.mse_loss(out.squeeze(1), data.y_test).item()
-    return Quality(accuracy=None, rmse=math.sqrt(mse) * data.target_std, loss=mse)
+        loss = nn.functional.cross_entropy(out, y).item()
+        accuracy = (out.argmax(dim=1) == y).float().mean().item()
+        bound = accuracy_bound95(accuracy, len(y), len(data.y_test)) if subset is not None else None
+        return Quality(accuracy=accuracy, rmse=None, loss=loss, samples=len(y), accuracy_bound95=bound)
+    mse = nn.functional.mse_loss(out.squeeze(1), y).item()
+    return Quality(accuracy=None, rmse=math.sqrt(mse) * data.target_std, loss=mse, samples=len(y))
 
 
 def _batch_pool(x: torch.Tensor, batch_size: int) -> torch.Tensor:

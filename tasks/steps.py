@@ -22,8 +22,8 @@ from tasks.candidate import run_step
 from tasks.data import load_cached
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
-from tasks.evaluate import energy_by_batch_size, measure_idle_power_w
-from thresholds.policy import Calibration, CandidateResult, Final, Next, Step, closest, decide, judge, payback
+from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality
+from thresholds.policy import Calibration, CandidateResult, Final, Next, Step, closest, confirm_on_full, decide, judge, payback
 from thresholds.schema import Scenario
 
 
@@ -92,6 +92,20 @@ def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateR
     verdict = report.verdicts(scenario, [*history, candidate])[-1]
     run_id = tracking.log_candidate(loop_run_id, candidate, verdict)
     return candidate.model_copy(update={"run_id": run_id})
+
+
+@task(cache_policy=NO_CACHE)
+def confirm_full_test(scenario: Scenario, final: Final, history: list[CandidateResult], data_path: str) -> tuple[Final, list[CandidateResult]]:
+    """Before promotion: the chosen candidate and the baseline on the full test split."""
+    if not scenario.measurement.eval_subset or final.chosen is None:
+        return final, history
+    data = load_cached(data_path)
+    full: dict[int, tuple[float | None, float | None]] = {}
+    for index in {0, final.chosen}:
+        model, spec = models.load(Path(history[index].model_dir or ""))
+        q = quality(models.to_precision(model, spec.precision), data)
+        full[index] = (q.accuracy, q.rmse)
+    return confirm_on_full(scenario, final, history, full)
 
 
 BATCH_SIZES = [1, 16, 64, 256, 1024, 4096]

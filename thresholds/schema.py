@@ -72,6 +72,7 @@ class Measurement(_Strict):
     subtract_idle: bool = Field(False, description="judge energy above the idle power measured before the loop")
     idle_window_s: float = Field(2.0, gt=0, le=600, description="seconds of idle measurement")
     codecarbon_country: str = Field("USA", min_length=3, max_length=3, description="ISO 3166-1 alpha-3 code")
+    eval_subset: int = Field(0, ge=0, le=10_000_000, description="test samples evaluated during the loop (0 = all); the full split confirms before promotion")
     inference_target: Literal["this-machine", "analytic-45nm"] = Field(
         "this-machine", description="judge inference energy as measured here, or estimated for a 45 nm edge device"
     )

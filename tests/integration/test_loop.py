@@ -36,6 +36,10 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     assert int(tags["deployment.energy_optimal_batch_size"]) in (1, 16, 64, 256, 1024, 4096)
     assert "pays back after" in tags["payback"] or tags["payback"].startswith("no payback")
     assert "calibration.inference_ratio.int8" in client.get_run(outcome.loop_run_id).data.tags
+    chosen = outcome.history[outcome.chosen or 0]
+    assert "confirmed on the full test split" in outcome.reason
+    assert chosen.tags["eval_samples"] == "all" and "subset_accuracy" in chosen.tags
+    assert float(tags["accuracy"]) == pytest.approx(chosen.accuracy, abs=1e-5)  # the registry holds the full-split figure
     failing = [v for v, t in versions.items() if t["gates_passed"] == "false"]
     assert champion.version not in failing and failing  # the baseline never passes: it is the reference
     # Parent run finished, nested runs carry per-epoch curves, the table and the Pareto plot are artifacts.

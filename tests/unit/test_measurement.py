@@ -175,3 +175,23 @@ def test_pruned_model_analytic_estimate_drops_with_width() -> None:
     after = analytic.inference_energy(pruned, "fp32", 256).energy_j_per_1k
     assert after < 0.5 * before
     assert torch.is_tensor(next(pruned.parameters()))
+
+
+def test_representative_subset_is_stratified_and_deterministic() -> None:
+    from tasks.evaluate import representative_subset
+
+    y = torch.tensor([0] * 80 + [1] * 15 + [2] * 5)
+    idx = representative_subset(y, 20, seed=3)
+    counts = torch.bincount(y[idx], minlength=3).tolist()
+    assert counts == [16, 3, 1]  # proportional, every class present
+    assert torch.equal(idx, representative_subset(y, 20, seed=3))
+    assert len(representative_subset(y, 0)) == 100 and len(representative_subset(y, 1000)) == 100
+
+
+def test_accuracy_bound_of_a_subset() -> None:
+    from tasks.evaluate import accuracy_bound95
+
+    # p = 0.9 on 100 of 1000: 1.96 * sqrt(0.09 / 100) * sqrt(900 / 999)
+    assert accuracy_bound95(0.9, 100, 1000) == pytest.approx(1.96 * 0.03 * math.sqrt(900 / 999))
+    assert accuracy_bound95(0.9, 1000, 1000) == 0.0
+    assert accuracy_bound95(1.0, 50, 1000) > 0  # never a zero-width bound from a perfect subset score

@@ -307,3 +307,18 @@ def test_closest_prefers_a_candidate_that_keeps_quality() -> None:
     cheap_but_wrong = c(4, DI, 0.5, parent=3, acc=0.5, inf=0.3)  # cheapest, but 40 pt less accurate
     best = closest(scenario(), [BASE, RECIPE, P3, P5, cheap_but_wrong])
     assert best is not None and best.index == 3
+
+
+def test_a_pass_on_the_subset_must_hold_on_the_full_test_split() -> None:
+    from thresholds.policy import confirm_on_full
+
+    s = scenario(max_accuracy_drop_pt=1.0)
+    history = [BASE, c(1, ES, parent=0, acc=0.90, train=50.0)]
+    passed = Final(state=FinalState.PASSED, reason="#1 meets every target", chosen=1)
+    holds, updated = confirm_on_full(s, passed, history, {0: (0.91, None), 1: (0.905, None)})
+    assert holds.state == FinalState.PASSED and "confirmed on the full test split" in holds.reason
+    assert updated[1].accuracy == 0.905 and updated[1].tags["subset_accuracy"] == "0.9000"
+    breaks, _ = confirm_on_full(s, passed, history, {0: (0.93, None), 1: (0.90, None)})
+    assert breaks.state == FinalState.FAILED and "not on the full test split" in breaks.reason
+    unchanged, same = confirm_on_full(s, Final(state=FinalState.BUDGET_EXHAUSTED, reason="x"), history, {})
+    assert unchanged.state == FinalState.BUDGET_EXHAUSTED and same == history
