@@ -185,6 +185,8 @@ def run_step(
                 precision = str(step.value)
                 spec = spec.model_copy(update={"precision": precision, "history": [*spec.history, f"precision:{precision}"]})
         predictor = models.to_precision(model, spec.precision)
+        if spec.precision == "int8":
+            tags["int8_backend"] = models.int8_backend()
         subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
         q = quality(predictor, data, subset)
         tags["eval_samples"] = str(q.samples)

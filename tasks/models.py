@@ -96,12 +96,27 @@ class Predictor(nn.Module):
         return self.model(x.to(self.input_dtype)).float()
 
 
+def int8_backend() -> str:
+    """torchao's `quantize_` where it is installed (`pip install -e '.[torchao]'`), else torch.ao.
+
+    The choice is per environment, not per model: weights are saved in fp32 and quantized on
+    load, so a model reloads on either backend.
+    """
+    import importlib.util
+
+    return "torchao" if importlib.util.find_spec("torchao") is not None else "torch.ao"
+
+
 def to_precision(model: nn.Module, precision: Precision) -> Predictor:
     """Inference copy of an fp32 model at the requested precision (the original is untouched)."""
     import copy
 
     clone = copy.deepcopy(model).eval()
-    if precision == "int8":
+    if precision == "int8" and int8_backend() == "torchao":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        quantize_(clone, Int8DynamicActivationInt8WeightConfig())
+    elif precision == "int8":
         with warnings.catch_warnings():
             # torch.ao's dynamic quantization is deprecated in favour of torchao but still works on CPU.
             warnings.simplefilter("ignore")

@@ -89,3 +89,10 @@ def test_load_refuses_a_pickled_payload(tmp_path: Path) -> None:
     torch.save({"net.0.weight": Evil()}, tmp_path / "state_dict.pt")
     with pytest.raises(Exception, match="Weights only load failed"):
         models.load(tmp_path)
+
+
+def test_int8_backend_is_torchao_only_where_installed() -> None:
+    import importlib.util
+
+    expected = "torchao" if importlib.util.find_spec("torchao") else "torch.ao"
+    assert models.int8_backend() == expected
