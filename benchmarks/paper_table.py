@@ -50,7 +50,7 @@ def main() -> int:
         outcome = energy_loop(scenario=str(path), dataset=dataset, samples=samples, model_name=f"paper-{dataset}")
         history = outcome.history
         baseline = history[0]
-        optimized = history[outcome.chosen] if outcome.chosen is not None else closest(scenario, history)
+        optimized = history[outcome.chosen] if outcome.chosen is not None else closest(scenario, history, optimised_only=True)
         assert optimized is not None, "the loop trained no candidate"
         # The CNN is measured in this process with the same meter the loop used.
         cnn_scenario = scenario.model_copy(update={"model": scenario.model.model_copy(update={"kind": "cnn1d"})})

@@ -344,9 +344,12 @@ def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: 
     return None
 
 
-def closest(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult | None:
-    """The candidate closest to passing: quality targets met first, then fewest misses, then lowest cost."""
-    ok = [c for c in history if c.ok]
+def closest(scenario: Scenario, history: list[CandidateResult], optimised_only: bool = False) -> CandidateResult | None:
+    """The candidate closest to passing: quality targets met first, then fewest misses, then lowest cost.
+
+    `optimised_only` leaves out the baseline (to report the best optimisation even when none passed).
+    """
+    ok = [c for c in history[1 if optimised_only else 0 :] if c.ok]
     if not ok:
         return None
     return min(

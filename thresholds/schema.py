@@ -51,7 +51,7 @@ class Training(_Strict):
     fine_tune_epochs: int = Field(15, ge=1, le=10_000, description="epochs after each pruning step")
     seed: int = Field(0, ge=0, description="integer seed")
     early_stopping_monitor: Literal["loss", "accuracy"] = Field("loss", description="validation metric early stopping watches")
-    distill_fine_tune: bool = Field(True, description="fine-tune pruned models on the unpruned parent's soft labels")
+    distill_fine_tune: bool = Field(False, description="fine-tune pruned models on the unpruned parent's soft labels")
 
     @model_validator(mode="after")
     def _patience_fits(self) -> Training:
