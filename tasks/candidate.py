@@ -134,21 +134,24 @@ def run_step(
                 raise ValueError(f"parent #{parent.index} has no saved model")
             model, spec = models.load(Path(parent.model_dir))
             lineage_train_j, lineage_train_sem_j = parent.train_energy_j, parent.train_energy_sem_j
-            if step.kind in (StepKind.PRUNE, StepKind.DISTILL):
+            if step.kind in (StepKind.PRUNE, StepKind.DISTILL, StepKind.QAT):
+                # Pruning and QAT fine-tune the parent itself (optionally on its soft labels); distillation trains a new student.
+                teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+                epochs = training.fine_tune_epochs
                 if step.kind == StepKind.PRUNE:
                     tags["macs_before"] = str(models.count_macs(model, data.n_features))
                     tags["params_before"] = str(models.count_params(model))
-                    teacher = copy.deepcopy(model) if training.distill_fine_tune else None
                     model, spec, between_j = _prune(model, spec, float(step.value), teacher, data, scenario, meter, f"#{index} {step.label}")  # type: ignore[arg-type]
                     spent_j += between_j
                     lineage_train_j += between_j
-                    epochs = training.fine_tune_epochs
-                else:
+                elif step.kind == StepKind.DISTILL:
                     teacher, teacher_spec = model, spec
                     spec = distill_mod.student_spec(teacher_spec, float(step.value))  # type: ignore[arg-type]
                     torch.manual_seed(training.seed)
                     model = models.build(spec)
                     epochs = training.max_epochs
+                else:
+                    quantize.attach(model)
                 cfg = TrainConfig(
                     max_epochs=epochs,
                     patience=min(training.patience, epochs),
@@ -157,29 +160,14 @@ def run_step(
                     monitor=training.early_stopping_monitor,
                 )
                 report, labelling_j = _fine_tune(model, teacher, data, cfg, scenario, meter, f"#{index} {step.label}")
+                if step.kind == StepKind.QAT:
+                    quantize.detach_snapped(model)
+                    spec = spec.model_copy(update={"precision": "int8", "history": [*spec.history, "qat:int8"]})
                 spent_j += report.energy_j + labelling_j
                 lineage_train_j += report.energy_j + labelling_j
                 lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
                 if teacher is not None:
                     tags["teacher_params"] = str(models.count_params(teacher))
-                result = _trained(result, report)
-            elif step.kind == StepKind.QAT:
-                teacher = copy.deepcopy(model) if training.distill_fine_tune else None
-                quantize.attach(model)
-                epochs = training.fine_tune_epochs
-                cfg = TrainConfig(
-                    max_epochs=epochs,
-                    patience=min(training.patience, epochs),
-                    batch_size=training.batch_size,
-                    seed=training.seed,
-                    monitor=training.early_stopping_monitor,
-                )
-                report, labelling_j = _fine_tune(model, teacher, data, cfg, scenario, meter, f"#{index} {step.label}")
-                quantize.detach_snapped(model)
-                spent_j += report.energy_j + labelling_j
-                lineage_train_j += report.energy_j + labelling_j
-                lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
-                spec = spec.model_copy(update={"precision": "int8", "history": [*spec.history, "qat:int8"]})
                 result = _trained(result, report)
             else:
                 precision = str(step.value)

@@ -1,7 +1,8 @@
 """The loop's lifecycle steps as Prefect tasks: thin wrappers over the work in `tasks/` and `registry/`.
 
-Caching is off everywhere (`NO_CACHE`): energy is a measurement, never a cached result. Only
-the tracking calls, which are I/O, retry.
+Caching is off everywhere (`NO_CACHE`): energy is a measurement, never a cached result. The
+tracking calls do not retry yet: a blind retry of a half-done `create_run` + `log_batch` would
+leave a duplicate run, so retries wait for idempotent logging (reliability issue).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int 
     return str(data_mod.prepare(dataset, Path(cache_dir), target=target, samples=samples, task=task_type, seed=seed))  # type: ignore[arg-type]
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE)
 def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
     return tracking.open_loop(experiment, run_name, params, tags)
 
@@ -56,7 +57,7 @@ def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: C
     return decide(scenario, history, calibration)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE)
 def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str) -> Calibration:
     """Which rungs save energy on this machine (measured once, cached), logged to the loop's run."""
     batch_size = scenario.measurement.inference_batch_size
@@ -87,7 +88,7 @@ def run_candidate(
     return run_step(scenario, step, history, data_path, Path(work_dir), _meter(scenario, meter), idle_power_w)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE)
 def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateResult], candidate: CandidateResult) -> CandidateResult:
     verdict = report.verdicts(scenario, [*history, candidate])[-1]
     run_id = tracking.log_candidate(loop_run_id, candidate, verdict)
