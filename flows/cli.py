@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")
     sub.add_parser("meters", help="list the energy meters this machine offers and which `auto` picks")
+    promote = sub.add_parser("promote", help="move the champion alias to a version whose recorded gates passed")
+    promote.add_argument("model", help="registered model name")
+    promote.add_argument("version", help="model version number")
+    promote.add_argument("--force", action="store_true", help="promote even if its gates did not pass (needs --reason)")
+    promote.add_argument("--reason", default="", help="why, written to the version's tags (required with --force)")
+    show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
+    show.add_argument("model", help="registered model name")
     return parser
 
 
@@ -99,12 +106,64 @@ def _meters(_: argparse.Namespace) -> int:
     return 0
 
 
+def _promote(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from registry.tracking import PromotionRefused, promote
+
+    if not args.version.isdigit():
+        print(f"energy-loop: error: version = {args.version!r}: expected a version number such as 3", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        print(promote(args.model, args.version, force=args.force, reason=args.reason, user=os.environ.get("USER", "")))
+    except PromotionRefused as exc:
+        print(f"energy-loop: refused: {exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    except ValueError as exc:
+        print(f"energy-loop: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MlflowException as exc:
+        print(f"energy-loop: error: model = {args.model!r} version = {args.version!r}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+FIGURES = (
+    "accuracy",
+    "rmse",
+    "inference_energy_j_per_1k",
+    "train_energy_j",
+    "latency_ms_per_batch",
+    "energy_source",
+    "energy_estimated",
+    "compression_steps",
+    "payback",
+)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from registry.tracking import status
+
+    result = status(args.model)
+    if result["champion"] is None and result["challenger"] is None:
+        print(f"energy-loop: error: model = {args.model!r}: no registered versions with recorded gates", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for role in ("champion", "challenger"):
+        entry = result[role]
+        if entry is None:
+            print(f"{role:10s} none")
+            continue
+        figures = ", ".join(f"{k}={entry[k]}" for k in FIGURES if k in entry)
+        print(f"{role:10s} version {entry['version']}: {figures}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    handlers = {"run": _run, "validate": _validate, "meters": _meters}
+    handlers = {"run": _run, "validate": _validate, "meters": _meters, "promote": _promote, "status": _status}
     return handlers[args.command](args)
 
 

@@ -256,3 +256,56 @@ def log_calibration(loop_run_id: str, table: Calibration) -> None:
         for key, value in values.items():
             mc.set_tag(loop_run_id, f"calibration.{group}.{key}", f"{value:.4f}")
     mc.log_dict(loop_run_id, table.model_dump(), "calibration.json")
+
+
+class PromotionRefused(RuntimeError):
+    """The version's recorded gates do not allow promotion (use --force with a reason)."""
+
+
+def promote(model_name: str, version: str, force: bool = False, reason: str = "", user: str = "") -> str:
+    """Move `champion` to `version` if its recorded gates passed, or with `force` and a reason on record."""
+    from datetime import UTC, datetime
+
+    mc = client()
+    mv = mc.get_model_version(model_name, version)
+    tags = dict(mv.tags)
+    run_status = mc.get_run(mv.run_id).info.status if mv.run_id else "UNKNOWN"
+    problems = []
+    if tags.get("gates_passed") != "true":
+        problems.append(f"its recorded gates did not pass ({tags.get('verdict', 'no verdict recorded')})")
+    if run_status != "FINISHED":
+        problems.append(f"its run is {run_status}, not FINISHED")
+    if problems and not force:
+        raise PromotionRefused(f"version {version} of {model_name} cannot be champion: {'; '.join(problems)}")
+    if force and not reason.strip():
+        raise ValueError("reason = '': expected a non-empty reason for --force (it is written to the version's tags)")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    mc.set_model_version_tag(model_name, version, "promoted_at", now)
+    mc.set_model_version_tag(model_name, version, "promoted_by", user or "unknown")
+    if force:
+        mc.set_model_version_tag(model_name, version, "forced_promotion_reason", reason[:4000])
+        mc.set_model_version_tag(model_name, version, "forced_over", "; ".join(problems)[:4000] or "nothing")
+    mc.set_registered_model_alias(model_name, CHAMPION, version)
+    return f"champion of {model_name} is now version {version}" + (f" (forced: {reason})" if force else "")
+
+
+def status(model_name: str) -> dict[str, dict[str, str] | None]:
+    """The champion and the best passing challenger (lowest inference energy among other passing versions)."""
+    mc = client()
+    versions = mc.search_model_versions(f"name='{model_name}'")
+    champion = None
+    try:
+        champion = mc.get_model_version_by_alias(model_name, CHAMPION)
+    except Exception:  # no alias yet
+        champion = None
+    passing = [v for v in versions if v.tags.get("gates_passed") == "true" and (champion is None or v.version != champion.version)]
+
+    def energy(v: Any) -> float:
+        try:
+            return float(v.tags.get("inference_energy_j_per_1k", "inf"))
+        except ValueError:
+            return float("inf")
+
+    challenger = min(passing, key=energy) if passing else None
+    describe = lambda v: None if v is None else {"version": str(v.version), **dict(v.tags)}  # noqa: E731
+    return {"champion": describe(champion), "challenger": describe(challenger)}
