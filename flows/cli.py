@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -35,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("version", help="model version number")
     promote.add_argument("--force", action="store_true", help="promote even if its gates did not pass (needs --reason)")
     promote.add_argument("--reason", default="", help="why, written to the version's tags (required with --force)")
+    trigger = sub.add_parser("trigger", help="start a deployment run through the Prefect API (CI-triggered retraining)")
+    trigger.add_argument("--deployment", required=True, help="FLOW/DEPLOYMENT, e.g. energy-loop/dev-cpu")
+    trigger.add_argument("--param", action="append", default=[], metavar="K=V", help="flow parameter override (repeatable)")
+    trigger.add_argument("--wait", action="store_true", help="stream the run's state and exit 0 only if the loop ends PASSED")
+    trigger.add_argument("--poll-s", type=float, default=2.0, help="seconds between state polls (default 2)")
     show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
     show.add_argument("model", help="registered model name")
     return parser
@@ -128,6 +134,78 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+FLOW_PARAMETERS = ("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root")
+
+
+def _parse_params(pairs: list[str]) -> dict[str, object]:
+    """`k=v` pairs; integers stay integers. Raises ValueError naming the bad pair."""
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in FLOW_PARAMETERS:
+            raise ValueError(f"--param = {pair!r}: expected K=V with K one of {', '.join(FLOW_PARAMETERS)}")
+        params[key] = int(value) if value.isdigit() else value
+    return params
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    try:
+        params = _parse_params(args.param)
+    except ValueError as exc:
+        print(f"energy-loop: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not os.environ.get("PREFECT_API_URL"):
+        print("energy-loop: PREFECT_API_URL is not set: no server to trigger, running the flow in this process instead", file=sys.stderr)
+        missing = [k for k in ("scenario", "dataset") if k not in params]
+        if missing:
+            print(f"energy-loop: error: --param {missing[0]}=...: expected when running in process (no deployment defaults)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        argv = ["run", "--scenario", str(params["scenario"]), "--dataset", str(params["dataset"])]
+        for key, flag in (("target", "--target"), ("model_name", "--model-name"), ("samples", "--samples"), ("meter", "--meter")):
+            if key in params:
+                argv += [flag, str(params[key])]
+        return main(argv)
+    return _trigger_deployment(args.deployment, params, args.wait, args.poll_s)
+
+
+def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, poll_s: float) -> int:
+    import time as clock
+
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    from registry.tracking import loop_result
+
+    try:
+        flow_run: Any = run_deployment(name=deployment, parameters=params, timeout=0)  # sync outside an event loop
+    except Exception as exc:  # unknown deployment, server down: one line, not a traceback
+        print(f"energy-loop: error: deployment = {deployment!r}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"started flow run {flow_run.name} ({flow_run.id}) of {deployment}")
+    if not wait:
+        return 0
+    last = None
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run.id).state
+            if state is not None and state.name != last:
+                last = state.name
+                print(f"  {clock.strftime('%H:%M:%S')} {state.name}" + (f": {state.message}" if state.message else ""), flush=True)
+            if state is not None and state.is_final():
+                break
+            clock.sleep(poll_s)
+    if not state.is_completed():
+        print(f"energy-loop: flow run ended {state.name}: {state.message or 'no message'}", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    result = loop_result(str(flow_run.id))
+    if result is None:
+        print("energy-loop: the flow run completed but no loop run was found in MLflow (is MLFLOW_TRACKING_URI the worker's?)", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    loop_state, reason = result
+    print(f"{loop_state}: {reason}")
+    return EXIT_PASSED if loop_state == "PASSED" else EXIT_NOT_PASSED
+
+
 FIGURES = (
     "accuracy",
     "rmse",
@@ -163,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    handlers = {"run": _run, "validate": _validate, "meters": _meters, "promote": _promote, "status": _status}
+    handlers = {"run": _run, "validate": _validate, "meters": _meters, "promote": _promote, "status": _status, "trigger": _trigger}
     return handlers[args.command](args)
 
 

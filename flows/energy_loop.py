@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from tasks.energy.select import close_shared_meters, resolve_meter_name
 from tasks.steps import (
@@ -43,7 +44,7 @@ def energy_loop(
     work_dir = str(Path(work_root) / "runs" / loop_id)
     data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
-    tags = {"scenario": settings.name, "dataset": dataset, "meter": meter_name}
+    tags = {"scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or "")}
     loop_run_id = open_loop("energy-loop", f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
     try:

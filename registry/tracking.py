@@ -309,3 +309,16 @@ def status(model_name: str) -> dict[str, dict[str, str] | None]:
     challenger = min(passing, key=energy) if passing else None
     describe = lambda v: None if v is None else {"version": str(v.version), **dict(v.tags)}  # noqa: E731
     return {"champion": describe(champion), "challenger": describe(challenger)}
+
+
+def loop_result(flow_run_id: str, experiment: str = "energy-loop") -> tuple[str, str] | None:
+    """(loop.state, loop.reason) of the loop run a Prefect flow run opened, or None if there is none."""
+    mc = client()
+    exp = mc.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'", max_results=1)
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    return tags.get("loop.state", "UNKNOWN"), tags.get("loop.reason", "")

@@ -1,0 +1,150 @@
+"""Team setup on loopback: MLflow and Prefect servers on PostgreSQL, a process worker, `prefect deploy --all`
+from prefect.yaml, and `energy-loop trigger --wait`, checked through MlflowClient against the server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.servers]
+BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+PG = "postgres@127.0.0.1:5432"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} not up after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers."""
+    for sig, wait_s in ((15, 20.0), (9, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait_s)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    if shutil.which("psql") is None:
+        pytest.skip("no PostgreSQL client on this machine")
+    try:
+        _psql("select 1")
+    except subprocess.CalledProcessError:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    tmp = tmp_path_factory.mktemp("servers")
+    suffix = uuid.uuid4().hex[:8]
+    dbs = {"mlflow": f"el_mlflow_{suffix}", "prefect": f"el_prefect_{suffix}"}
+    for db in dbs.values():
+        _psql(f"create database {db}")
+    mlflow_port, prefect_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{PG}/{dbs['prefect']}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "ENERGY_LOOP_ROOT": str(ROOT),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp / f"{name}.log"
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc, log
+
+    try:
+        mlflow_proc, mlflow_log = start(
+            "mlflow",
+            [
+                str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                "--backend-store-uri", f"postgresql+psycopg2://{PG}/{dbs['mlflow']}",
+                "--artifacts-destination", (tmp / "artifacts").as_uri(), "--workers", "1",
+            ],
+        )  # fmt: skip
+        prefect_proc, prefect_log = start("prefect", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)])
+        _wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow_proc, mlflow_log)
+        _wait_http(f"http://127.0.0.1:{prefect_port}/api/health", 120, prefect_proc, prefect_log)
+        subprocess.run([str(BIN / "prefect"), "work-pool", "create", "energy-loop", "--type", "process"], env=env, cwd=ROOT, check=True, capture_output=True)
+        deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True)
+        assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+        start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "energy-loop", "--type", "process"])
+        yield env
+    finally:
+        for proc in reversed(procs):  # stop everything we started, even on failure
+            _stop(proc)
+        for db in dbs.values():
+            _psql(f"drop database if exists {db} with (force)")
+
+
+def test_trigger_a_deployment_and_read_the_registry_from_the_server(servers: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    result = subprocess.run(
+        [
+            str(BIN / "energy-loop"), "trigger", "--deployment", "energy-loop/dev-cpu", "--wait",
+            "--param", "scenario=tests/fixtures/quick.yaml", "--param", "dataset=digits", "--param", "model_name=server-digits",
+        ],
+        env=servers, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Completed" in result.stdout and "PASSED:" in result.stdout
+    client = MlflowClient(servers["MLFLOW_TRACKING_URI"])
+    versions = client.search_model_versions("name='server-digits'")
+    assert len(versions) >= 2
+    champion = client.get_model_version_by_alias("server-digits", "champion")
+    assert champion.tags["gates_passed"] == "true" and champion.tags["prefect.flow_run_id"]
+    assert client.get_run(champion.run_id).info.status == "FINISHED"
+    # The deployment carries the nightly schedule from prefect.yaml.
+    listed = subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "energy-loop/dev-cpu"], env=servers, cwd=ROOT, capture_output=True, text=True)
+    assert "0 2 * * *" in listed.stdout
+
+
+def test_trigger_reports_a_loop_that_does_not_pass(servers: dict[str, str]) -> None:
+    result = subprocess.run(
+        [
+            str(BIN / "energy-loop"), "trigger", "--deployment", "energy-loop/dev-cpu", "--wait",
+            "--param", "scenario=tests/fixtures/quick-impossible.yaml", "--param", "dataset=digits", "--param", "model_name=server-impossible",
+        ],
+        env=servers, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "BUDGET_EXHAUSTED:" in result.stdout
