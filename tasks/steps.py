@@ -13,6 +13,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from pydantic import BaseModel
 
 from registry import tracking
@@ -24,7 +25,7 @@ from tasks.data import load_cached
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality
-from thresholds.policy import Calibration, CandidateResult, Final, Next, Step, closest, confirm_on_full, decide, judge, payback
+from thresholds.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, decide, judge, payback
 from thresholds.schema import Scenario
 
 
@@ -166,6 +167,13 @@ def close_loop(
     markdown = f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{champion}\n\n{table}\n"
     key = "".join(ch if ch.isalnum() else "-" for ch in f"energy-loop-{model_name}".lower())
     create_markdown_artifact(markdown=markdown, key=key, description=f"{final.state.value}: {final.reason}"[:500])
+    if final.state != FinalState.PASSED:
+        # An automation on this event notifies the team (README: "Alerts").
+        emit_event(
+            event=f"energy-loop.loop.{final.state.value.lower()}",
+            resource={"prefect.resource.id": f"energy-loop.model.{model_name}", "prefect.resource.name": model_name},
+            payload={"reason": final.reason, "mlflow_run_id": loop_run_id},
+        )
     return LoopOutcome(
         state=final.state.value,
         reason=final.reason,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from mlflow import MlflowClient
@@ -62,7 +63,12 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
 
 
 def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_store: str) -> None:
-    outcome = energy_loop(scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible")
+    from prefect.events import emit_event
+
+    with mock.patch("tasks.steps.emit_event", autospec=emit_event) as emitted:
+        outcome = energy_loop(scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible")
+    assert emitted.call_args.kwargs["event"] == "energy-loop.loop.budget_exhausted"
+    assert emitted.call_args.kwargs["resource"]["prefect.resource.id"] == "energy-loop.model.digits-impossible"
     assert outcome.state == "BUDGET_EXHAUSTED"
     assert "used 3 of 3 iterations" in outcome.reason
     client = MlflowClient(mlflow_store)
