@@ -186,7 +186,13 @@ def close_loop(
     for c, verdict, passed in zip(history, verdicts, gates_passed, strict=True):
         if not (c.ok and c.run_id and c.model_dir):
             continue
-        extra = {**common_tags, "gates_passed": str(passed).lower(), "loop_run_id": loop_run_id, "loop_state": final.state.value}
+        extra = {
+            **common_tags,
+            "gates_passed": str(passed).lower(),
+            "loop_run_id": loop_run_id,
+            "loop_state": final.state.value,
+            "pareto_plot": f"runs:/{loop_run_id}/pareto.png",
+        }
         if hints and hints.get("candidate") == str(c.index):
             extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
         version = mc.create_model_version(model_name, source=f"runs:/{c.run_id}/model", run_id=c.run_id, tags=_version_tags(c, verdict, extra))
@@ -201,6 +207,10 @@ def close_loop(
         mc.log_artifact(loop_run_id, str(table))
     if plot_path is not None and plot_path.exists():
         mc.log_artifact(loop_run_id, str(plot_path))
+        # The version page links to its source run: put the Pareto plot there too for the chosen model.
+        chosen_run = history[final.chosen].run_id if final.chosen is not None else None
+        if chosen_run:
+            mc.log_artifact(chosen_run, str(plot_path))
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
     mc.set_tag(loop_run_id, "loop.champion", (f"moved to {promote}: " if promote else "unchanged: ") + record.champion_reason[:3900])

@@ -48,6 +48,8 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     assert parent.info.status == "FINISHED" and parent.data.tags["loop.state"] == "PASSED"
     artifacts = {a.path for a in client.list_artifacts(outcome.loop_run_id)}
     assert {"iterations.md", "pareto.png"} <= artifacts
+    assert tags["pareto_plot"] == f"runs:/{outcome.loop_run_id}/pareto.png"
+    assert "pareto.png" in {a.path for a in client.list_artifacts(champion.run_id)}  # the version page's source run
     first = outcome.history[0]
     assert first.run_id is not None
     assert len(client.get_metric_history(first.run_id, "val_loss")) == first.epochs_run
