@@ -8,6 +8,7 @@ crashed or interrupted loop leaves runs marked FAILED/KILLED and nothing registe
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,54 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
     """Create the parent run of a loop; return its run ID."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     params = flatten(params)
     c = client()
-    run = c.create_run(_experiment_id(c, experiment), run_name=run_name, tags=tags)
-    c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[RunTag("loop.state", "RUNNING")])
+    experiment_id = _experiment_id(c, experiment)
+    reap_orphans(experiment_id)
+    owner = {"loop.state": "RUNNING", "loop.host": socket.gethostname(), "loop.pid": str(os.getpid())}
+    run = c.create_run(experiment_id, run_name=run_name, tags={**tags, **owner})
+    c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return str(run.info.run_id)
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        return False
+    return False
+
+
+def reap_orphans(experiment_id: str, stale_after_s: float = 24 * 3600) -> list[str]:
+    """Mark loop runs whose process died (SIGKILL, OOM, power loss) FAILED, with their nested runs.
+
+    A loop run is orphaned when it is still RUNNING but its process is gone: checked directly
+    for runs started on this host, by age (`stale_after_s`) for runs from other hosts. Nothing
+    is registered or promoted for them: versions are registered only when a loop closes, and
+    `promote` refuses versions whose loop run did not finish.
+    """
+    import time
+
+    mc = client()
+    reaped = []
+    running = mc.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING' and tags.`loop.state` = 'RUNNING'", max_results=200)
+    for run in running:
+        tags = run.data.tags
+        pid, host = tags.get("loop.pid", ""), tags.get("loop.host", "")
+        here = host == socket.gethostname() and pid.isdigit()
+        age_s = time.time() - run.info.start_time / 1000
+        if (here and _process_gone(int(pid))) or (not here and age_s > stale_after_s):
+            reason = f"orphaned: process {pid or '?'} on {host or '?'} is gone (killed or crashed); found by a later loop"
+            nested = mc.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'")
+            for child in nested:
+                mc.set_terminated(child.info.run_id, status="FAILED")
+            abort_loop(run.info.run_id, reason, "FAILED")
+            reaped.append(str(run.info.run_id))
+    return reaped
 
 
 def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
@@ -285,6 +327,11 @@ def promote(model_name: str, version: str, force: bool = False, reason: str = ""
         problems.append(f"its recorded gates did not pass ({tags.get('verdict', 'no verdict recorded')})")
     if run_status != "FINISHED":
         problems.append(f"its run is {run_status}, not FINISHED")
+    loop_run = tags.get("loop_run_id")
+    if loop_run:
+        loop_status = mc.get_run(loop_run).info.status
+        if loop_status != "FINISHED":
+            problems.append(f"the loop that registered it is {loop_status}, not FINISHED")
     if problems and not force:
         raise PromotionRefused(f"version {version} of {model_name} cannot be champion: {'; '.join(problems)}")
     if force and not reason.strip():

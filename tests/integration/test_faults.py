@@ -1,0 +1,71 @@
+"""Faults injected for real: a loop process SIGKILLed mid-training is found and closed by the next loop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from registry.tracking import promote, reap_orphans
+from tests.conftest import FIXTURES
+from tests.integration.test_servers import BIN
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigkill_mid_loop_leaves_nothing_registered_and_is_reaped(mlflow_store: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    argv = [str(BIN / "energy-loop"), "run", "--scenario", str(FIXTURES / "killable.yaml"), "--dataset", "digits", "--model-name", "killed"]
+    log = tmp_path / "loop.log"
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    client = MlflowClient(mlflow_store)
+    try:
+        deadline = time.monotonic() + 180
+        loop_run = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            exp = client.get_experiment_by_name("energy-loop")
+            if exp is not None:
+                runs = client.search_runs([exp.experiment_id])
+                loops = [r for r in runs if "loop.pid" in r.data.tags]
+                done = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
+                if loops and done:  # the baseline is logged; the recipe is training now
+                    loop_run = loops[0]
+                    break
+            time.sleep(0.5)
+        assert loop_run is not None, log.read_text()[-3000:]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the loop and its ephemeral Prefect server
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+    assert client.get_run(loop_run.info.run_id).info.status == "RUNNING"  # nobody closed it
+    assert client.search_model_versions("name='killed'") == []  # versions are only registered when a loop closes
+
+    reaped = reap_orphans(loop_run.info.experiment_id)  # what the next loop does first
+    assert reaped == [loop_run.info.run_id]
+    closed = client.get_run(loop_run.info.run_id)
+    assert closed.info.status == "FAILED" and closed.data.tags["loop.reason"].startswith("orphaned: process")
+    children = client.search_runs([loop_run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{loop_run.info.run_id}'")
+    assert children and all(c.info.status in ("FINISHED", "FAILED") for c in children)
+    assert reap_orphans(loop_run.info.experiment_id) == []  # idempotent
+
+
+def test_a_version_from_a_loop_that_did_not_finish_cannot_be_promoted(mlflow_store: str) -> None:
+    client = MlflowClient(mlflow_store)
+    exp = client.create_experiment("faults")
+    loop = client.create_run(exp)
+    client.set_terminated(loop.info.run_id, status="FAILED")
+    candidate = client.create_run(exp, tags={"mlflow.parentRunId": loop.info.run_id})
+    client.set_terminated(candidate.info.run_id, status="FINISHED")
+    client.create_registered_model("half")
+    version = client.create_model_version(
+        "half", source=f"runs:/{candidate.info.run_id}/model", run_id=candidate.info.run_id, tags={"gates_passed": "true", "loop_run_id": loop.info.run_id}
+    )
+    with pytest.raises(Exception, match="the loop that registered it is FAILED"):
+        promote("half", str(version.version))
