@@ -62,6 +62,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"energy-loop: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
+    # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the loop fails.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from mlflow.exceptions import MlflowException
+
     from flows.energy_loop import energy_loop
 
     started = time.perf_counter()
@@ -79,6 +86,15 @@ def _run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"energy-loop: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MlflowException as exc:
+        # Tracking unreachable past the retry budget: the loop ends FAILED, nothing registered, no alias moved;
+        # the next loop closes its run as orphaned.
+        first = str(exc).splitlines()[0][:300]
+        print(
+            f"energy-loop: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_PASSED
     print()
     print(outcome.table_md)
     print()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -191,4 +191,8 @@ def close_loop(
 
 @task(cache_policy=NO_CACHE)
 def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
-    tracking.abort_loop(loop_run_id, reason, status)
+    """Best effort: when the tracking server itself is what failed, the next loop closes the run as orphaned."""
+    try:
+        tracking.abort_loop(loop_run_id, reason, status)
+    except Exception as exc:
+        get_run_logger().warning("could not mark loop run %s %s (%s); the next loop will close it as orphaned", loop_run_id, status, exc)

@@ -69,3 +69,68 @@ def test_a_version_from_a_loop_that_did_not_finish_cannot_be_promoted(mlflow_sto
     )
     with pytest.raises(Exception, match="the loop that registered it is FAILED"):
         promote("half", str(version.version))
+
+
+def test_tracking_server_killed_mid_loop_then_restarted(tmp_path: Path) -> None:
+    from tests.integration.test_servers import _free_port, _stop, _wait_http
+
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server_argv = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", (tmp_path / "artifacts").as_uri(),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+
+    def start_server(name: str) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"{name}.log"
+        server = subprocess.Popen(server_argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_http(f"{uri}/health", 120, server, log)
+        return server
+
+    server = start_server("server-1")
+    loop_log = tmp_path / "loop.log"
+    argv = [str(BIN / "energy-loop"), "run", "--scenario", str(FIXTURES / "killable.yaml"), "--dataset", "digits", "--model-name", "outage"]
+    loop = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=loop_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    client = MlflowClient(uri)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and loop.poll() is None:
+            exp = client.get_experiment_by_name("energy-loop")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if any("mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED" for r in runs):
+                break
+            time.sleep(0.5)
+        _stop(server)  # the tracking server goes away while the loop trains its next candidate
+        code = loop.wait(timeout=240)
+    finally:
+        _stop(loop)
+    output = loop_log.read_text()
+    assert code == 1, output[-3000:]
+    assert "FAILED: the tracking server" in output and "Traceback" not in output.split("energy-loop: FAILED")[-1]
+
+    server = start_server("server-2")
+    try:
+        rerun = subprocess.run(
+            [str(BIN / "energy-loop"), "run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", "digits", "--model-name", "outage"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+        exp = client.get_experiment_by_name("energy-loop")
+        loops = [r for r in client.search_runs([exp.experiment_id]) if "loop.pid" in r.data.tags]
+        assert sorted(r.info.status for r in loops) == ["FAILED", "FINISHED"]  # the interrupted loop was closed as orphaned
+        versions = client.search_model_versions("name='outage'")
+        finished_loop = next(r for r in loops if r.info.status == "FINISHED").info.run_id
+        assert versions and all(v.tags["loop_run_id"] == finished_loop for v in versions)  # nothing from the interrupted loop
+        assert all(client.get_run(v.run_id).info.status == "FINISHED" for v in versions)
+        champion = client.get_model_version_by_alias("outage", "champion")
+        assert champion.tags["gates_passed"] == "true"
+    finally:
+        _stop(server)
