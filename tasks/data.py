@@ -99,7 +99,7 @@ def _read_table(path: Path, target: str | None, task: TaskType) -> tuple[np.ndar
     bad = ~np.isfinite(x)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise InputError(f"column {features.columns[col]!r} row {row}", x[row, col], "a finite number (no NaN/inf)", where)
+        raise InputError(f"column {features.columns[col]!r} row {row}", float(x[row, col]), "a finite number (no NaN/inf)", where)
     y_series = frame[target]
     if y_series.isna().any():
         raise InputError(f"target column {target!r}", "NaN", "a value in every row", where)
