@@ -115,16 +115,17 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
             _psql(f"drop database if exists {db} with (force)")
 
 
+def _trigger(env: dict[str, str], scenario: str, model_name: str) -> subprocess.CompletedProcess[str]:
+    """The CI command: start the nightly deployment with overrides and wait for the loop's verdict."""
+    argv = [str(BIN / "energy-loop"), "trigger", "--deployment", "energy-loop/dev-cpu", "--wait"]
+    argv += ["--param", f"scenario={scenario}", "--param", "dataset=digits", "--param", f"model_name={model_name}"]
+    return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 def test_trigger_a_deployment_and_read_the_registry_from_the_server(servers: dict[str, str]) -> None:
     from mlflow import MlflowClient
 
-    result = subprocess.run(
-        [
-            str(BIN / "energy-loop"), "trigger", "--deployment", "energy-loop/dev-cpu", "--wait",
-            "--param", "scenario=tests/fixtures/quick.yaml", "--param", "dataset=digits", "--param", "model_name=server-digits",
-        ],
-        env=servers, cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = _trigger(servers, "tests/fixtures/quick.yaml", "server-digits")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Completed" in result.stdout and "PASSED:" in result.stdout
     client = MlflowClient(servers["MLFLOW_TRACKING_URI"])
@@ -139,12 +140,6 @@ def test_trigger_a_deployment_and_read_the_registry_from_the_server(servers: dic
 
 
 def test_trigger_reports_a_loop_that_does_not_pass(servers: dict[str, str]) -> None:
-    result = subprocess.run(
-        [
-            str(BIN / "energy-loop"), "trigger", "--deployment", "energy-loop/dev-cpu", "--wait",
-            "--param", "scenario=tests/fixtures/quick-impossible.yaml", "--param", "dataset=digits", "--param", "model_name=server-impossible",
-        ],
-        env=servers, cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = _trigger(servers, "tests/fixtures/quick-impossible.yaml", "server-impossible")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "BUDGET_EXHAUSTED:" in result.stdout
