@@ -34,7 +34,8 @@ def main() -> int:
     from tasks import report
     from tasks.candidate import run_step
     from tasks.data import prepare
-    from tasks.energy.select import close_shared_meters, resolve_meter_name, shared_meter
+    from tasks.energy.select import close_shared_meters, resolve_meter_name
+    from tasks.steps import scenario_meter
     from thresholds import scenario_path
     from thresholds.policy import CandidateResult, Step, StepKind, closest
     from thresholds.schema import load_scenario
@@ -55,8 +56,7 @@ def main() -> int:
         # The CNN is measured in this process with the same meter the loop used.
         cnn_scenario = scenario.model_copy(update={"model": scenario.model.model_copy(update={"kind": "cnn1d"})})
         data_path = str(prepare(dataset, Path(".energy-loop/cache"), samples=samples, seed=scenario.training.seed))
-        m = scenario.measurement
-        meter = shared_meter(resolve_meter_name(m.meter), m.fixed_power_w, m.codecarbon_country)
+        meter = scenario_meter(scenario, resolve_meter_name(scenario.measurement.meter))
         with tempfile.TemporaryDirectory() as tmp:
             cnn = run_step(cnn_scenario, Step(kind=StepKind.EARLY_STOPPING, parent=0), [], data_path, Path(tmp), meter)
         close_shared_meters()

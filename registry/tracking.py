@@ -192,14 +192,19 @@ class LoopRecord(BaseModel):
     champion_reason: str = ""
 
 
-def champion_tags(model_name: str) -> dict[str, str] | None:
+def _champion(mc: Any, model_name: str) -> Any | None:
+    """The version the `champion` alias points at, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        version = client().get_model_version_by_alias(model_name, CHAMPION)
+        return mc.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
-    return dict(version.tags)
+
+
+def champion_tags(model_name: str) -> dict[str, str] | None:
+    version = _champion(client(), model_name)
+    return None if version is None else dict(version.tags)
 
 
 def close_loop(
@@ -261,8 +266,8 @@ def close_loop(
     if promote is not None:
         mc.set_registered_model_alias(model_name, CHAMPION, promote)
         record.champion_moved = True
-    if champion_tags(model_name) is not None:
-        record.champion_version = str(mc.get_model_version_by_alias(model_name, CHAMPION).version)
+    current = _champion(mc, model_name)
+    record.champion_version = None if current is None else str(current.version)
     return record
 
 
@@ -350,11 +355,7 @@ def status(model_name: str) -> dict[str, dict[str, str] | None]:
     """The champion and the best passing challenger (lowest inference energy among other passing versions)."""
     mc = client()
     versions = mc.search_model_versions(f"name='{model_name}'")
-    champion = None
-    try:
-        champion = mc.get_model_version_by_alias(model_name, CHAMPION)
-    except Exception:  # no alias yet
-        champion = None
+    champion = _champion(mc, model_name)
     passing = [v for v in versions if v.tags.get("gates_passed") == "true" and (champion is None or v.version != champion.version)]
 
     def energy(v: Any) -> float:

@@ -136,7 +136,7 @@ def run_step(
             lineage_train_j, lineage_train_sem_j = parent.train_energy_j, parent.train_energy_sem_j
             if step.kind in (StepKind.PRUNE, StepKind.DISTILL, StepKind.QAT):
                 # Pruning and QAT fine-tune the parent itself (optionally on its soft labels); distillation trains a new student.
-                teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+                teacher = copy.deepcopy(model) if training.distill_fine_tune and step.kind != StepKind.DISTILL else None
                 epochs = training.fine_tune_epochs
                 if step.kind == StepKind.PRUNE:
                     tags["macs_before"] = str(models.count_macs(model, data.n_features))

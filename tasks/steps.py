@@ -21,7 +21,6 @@ from tasks import data as data_mod
 from tasks import models, report
 from tasks.calibrate import analytic_calibration, calibrate
 from tasks.candidate import run_step
-from tasks.data import load_cached
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality
@@ -59,18 +58,23 @@ def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: C
 
 
 @task(cache_policy=NO_CACHE)
-def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str) -> Calibration:
-    """Which rungs save energy on this machine (measured once, cached), logged to the loop's run."""
+def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str) -> Calibration | None:
+    """Which rungs save energy on this machine (measured once, cached), logged to the loop's run.
+
+    Not measured at all when the scenario switches calibration off: the policy would ignore it."""
+    if not scenario.ladder.use_calibration:
+        return None
     batch_size = scenario.measurement.inference_batch_size
     if scenario.measurement.inference_target == "analytic-45nm":
         table = analytic_calibration(batch_size)
     else:
-        table = calibrate(_meter(scenario, meter), Path(cache_dir), batch_size)
+        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size)
     tracking.log_calibration(loop_run_id, table)
     return table
 
 
-def _meter(scenario: Scenario, meter: str) -> EnergyMeter:
+def scenario_meter(scenario: Scenario, meter: str) -> EnergyMeter:
+    """The process's shared meter for `meter`, with the scenario's meter settings."""
     return shared_meter(meter, scenario.measurement.fixed_power_w, scenario.measurement.codecarbon_country)
 
 
@@ -79,14 +83,14 @@ def idle_power(scenario: Scenario, meter: str) -> float:
     """Idle power to subtract from inference windows, or 0 when the scenario does not ask for it."""
     if not scenario.measurement.subtract_idle:
         return 0.0
-    return measure_idle_power_w(_meter(scenario, meter), scenario.measurement.idle_window_s)
+    return measure_idle_power_w(scenario_meter(scenario, meter), scenario.measurement.idle_window_s)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="candidate-{step.label}")
 def run_candidate(
     scenario: Scenario, step: Step, history: list[CandidateResult], data_path: str, work_dir: str, meter: str, idle_power_w: float
 ) -> CandidateResult:
-    return run_step(scenario, step, history, data_path, Path(work_dir), _meter(scenario, meter), idle_power_w)
+    return run_step(scenario, step, history, data_path, Path(work_dir), scenario_meter(scenario, meter), idle_power_w)
 
 
 @task(cache_policy=NO_CACHE)
@@ -101,7 +105,7 @@ def confirm_full_test(scenario: Scenario, final: Final, history: list[CandidateR
     """Before promotion: the chosen candidate and the baseline on the full test split."""
     if not scenario.measurement.eval_subset or final.chosen is None:
         return final, history
-    data = load_cached(data_path)
+    data = data_mod.load_cached(data_path)
     full: dict[int, tuple[float | None, float | None]] = {}
     for index in {0, final.chosen}:
         model, spec = models.load(Path(history[index].model_dir or ""))
@@ -121,7 +125,9 @@ def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateRe
         return {}
     model, spec = models.load(Path(chosen.model_dir))
     window_s = min(scenario.measurement.min_window_s, 0.5)
-    by_size = energy_by_batch_size(models.to_precision(model, spec.precision), load_cached(data_path), _meter(scenario, meter), BATCH_SIZES, window_s)
+    by_size = energy_by_batch_size(
+        models.to_precision(model, spec.precision), data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s
+    )
     best = min(by_size, key=lambda size: by_size[size])
     back = payback(history, chosen)
     hints = {
