@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--task", dest="task_type", choices=["auto", "classification", "regression"], default="auto", help="task type of a file dataset")
     run.add_argument("--meter", choices=["auto", "codecarbon", "nvml", "rapl", "fixed-power", "null"], help="energy meter (default: the scenario's)")
     run.add_argument("--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)")
+    run.add_argument("--parallel", type=int, default=1, help="candidates trained at once on a local Dask cluster (default 1: in process)")
+    run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")
     sub.add_parser("meters", help="list the energy meters this machine offers and which `auto` picks")
@@ -58,6 +60,8 @@ def _run(args: argparse.Namespace) -> int:
         resolve_source(args.dataset)
         if args.samples is not None and args.samples < 20:
             raise InputError("--samples", args.samples, "an integer >= 20")
+        if not 1 <= args.parallel <= 64:
+            raise InputError("--parallel", args.parallel, "an integer from 1 to 64 (candidates trained at once)")
     except InputError as exc:
         print(f"energy-loop: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -82,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
             task_type=args.task_type,
             meter=args.meter,
             work_root=args.work_dir,
+            parallel=args.parallel,
+            dask_address=args.dask_address,
         )
     except InputError as exc:
         print(f"energy-loop: error: {exc}", file=sys.stderr)

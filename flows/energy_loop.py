@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.energy.select import close_shared_meters, resolve_meter_name
+from tasks.parallel import candidate_runner, run_all
 from tasks.steps import (
     LoopOutcome,
     abort_loop,
@@ -18,10 +19,11 @@ from tasks.steps import (
     deployment_hints,
     idle_power,
     log_candidate,
+    measure_candidate,
     open_loop,
     plan_next,
     prepare_data,
-    run_candidate,
+    train_candidate,
 )
 from thresholds.policy import CandidateResult, Final
 from thresholds.schema import load_scenario
@@ -37,6 +39,8 @@ def energy_loop(
     task_type: str = "auto",
     meter: str | None = None,
     work_root: str = ".energy-loop",
+    parallel: int = 1,
+    dask_address: str | None = None,
 ) -> LoopOutcome:
     settings = load_scenario(scenario)
     meter_name = resolve_meter_name(meter or settings.measurement.meter)
@@ -50,11 +54,20 @@ def energy_loop(
     try:
         idle_w = idle_power(settings, meter_name)
         calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
-        decision = plan_next(settings, history, calibration)
-        while not isinstance(decision, Final):
-            candidate = run_candidate(settings, decision.step, history, data_path, work_dir, meter_name, idle_w)
-            history.append(log_candidate(settings, loop_run_id, history, candidate))
-            decision = plan_next(settings, history, calibration)
+        with candidate_runner(parallel, dask_address) as runner:
+            decision = plan_next(settings, history, calibration, parallel)
+            while not isinstance(decision, Final):
+                calls = [
+                    dict(
+                        scenario=settings, step=n.step, history=history, index=len(history) + i, data_path=data_path,
+                        work_dir=work_dir, meter=meter_name, shared_cpu=runner is not None,
+                    )
+                    for i, n in enumerate(decision)
+                ]  # fmt: skip
+                for produced in run_all(runner, train_candidate, calls):
+                    candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w)
+                    history.append(log_candidate(settings, loop_run_id, history, candidate))
+                decision = plan_next(settings, history, calibration, parallel)
         decision, history = confirm_full_test(settings, decision, history, data_path)
         hints = deployment_hints(settings, decision, history, data_path, meter_name)
         return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)

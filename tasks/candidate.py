@@ -93,7 +93,25 @@ def run_step(
     idle_power_w: float = 0.0,
 ) -> CandidateResult:
     """Produce and measure candidate number `len(history)`; failures become a rejected result."""
-    index = len(history)
+    produced = produce_step(scenario, step, history, len(history), data_path, work_dir, meter)
+    return measure_step(scenario, produced, data_path, meter, idle_power_w)
+
+
+def produce_step(
+    scenario: Scenario,
+    step: Step,
+    history: list[CandidateResult],
+    index: int,
+    data_path: str,
+    work_dir: Path,
+    meter: EnergyMeter,
+) -> CandidateResult:
+    """Build or derive candidate `index`, train it and save it; its inference is measured later.
+
+    Only `history[step.parent]` is read, so candidates whose parents are already in `history`
+    can be produced in parallel (train in parallel, measure serially: see `measure_step`).
+    Failures become a rejected result.
+    """
     stabilise_allocator()
     started = time.perf_counter()
     data = load_cached(data_path)
@@ -172,6 +190,42 @@ def run_step(
             else:
                 precision = str(step.value)
                 spec = spec.model_copy(update={"precision": precision, "history": [*spec.history, f"precision:{precision}"]})
+        model_dir = models.save(model, spec, work_dir / f"candidate-{index}")
+        return result.model_copy(
+            update={
+                "lineage": spec.history,
+                "train_energy_j": lineage_train_j,
+                "train_energy_sem_j": lineage_train_sem_j,
+                "spent_energy_j": spent_j,
+                "model_dir": str(model_dir),
+                "wall_s": time.perf_counter() - started,
+                "tags": {**result.tags, **tags, **meter_tags(meter)},
+            }
+        )
+    except (DivergedError, MeterError) as exc:
+        log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
+        spent_j += getattr(exc, "partial_energy_j", 0.0)
+        return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started})
+
+
+def meter_tags(meter: EnergyMeter) -> dict[str, str]:
+    """How a meter attributes energy, when it is not the plain whole-machine reading."""
+    attribution = getattr(meter, "attribution", None)
+    return {"train_energy_attribution": str(attribution)} if attribution else {}
+
+
+def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, meter: EnergyMeter, idle_power_w: float = 0.0) -> CandidateResult:
+    """Score a produced candidate and measure its inference energy (alone on the machine)."""
+    if not produced.ok or produced.model_dir is None:
+        return produced
+    started = time.perf_counter()
+    index, step = produced.index, produced.step
+    data = load_cached(data_path)
+    training = scenario.training
+    tags: dict[str, str] = dict(produced.tags)
+    result = produced
+    try:
+        model, spec = models.load(Path(produced.model_dir))
         predictor = models.to_precision(model, spec.precision)
         if spec.precision == "int8":
             tags["int8_backend"] = models.int8_backend()
@@ -194,7 +248,6 @@ def run_step(
             idle_power_w=idle_power_w,
         )
         measure_s = time.perf_counter() - measure_start
-        spent_j += inference.total_energy_j
         inference_j, inference_sem_j = inference.energy_j_per_1k, inference.energy_sem_j_per_1k
         if spec.kind == "mlp":
             estimate = analytic.inference_energy(model, spec.precision, scenario.measurement.inference_batch_size)
@@ -210,29 +263,24 @@ def run_step(
         tags.update({f"energy.{k}": v for k, v in inference.measurement.details.items()})
         tags["inference_latency_ms_iqr"] = f"{inference.latency_ms_spread:.4f}"
         tags["inference_samples_measured"] = str(inference.samples)
-        model_dir = models.save(model, spec, work_dir / f"candidate-{index}")
         return result.model_copy(
             update={
-                "lineage": spec.history,
                 "accuracy": q.accuracy,
                 "rmse": q.rmse,
-                "train_energy_j": lineage_train_j,
                 "inference_energy_j_per_1k": inference_j,
                 "inference_energy_sem_j_per_1k": inference_sem_j,
                 "inference_energy_ci95_j_per_1k": inference.energy_ci95_j_per_1k if inference_sem_j else None,
                 "inference_repeats": inference.repeats,
-                "train_energy_sem_j": lineage_train_sem_j,
                 "latency_ms_per_batch": inference.latency_ms_per_batch,
-                "spent_energy_j": spent_j,
+                "spent_energy_j": produced.spent_energy_j + inference.total_energy_j,
                 "params": models.count_params(model),
                 "macs": models.count_macs(model, data.n_features),
-                "model_dir": str(model_dir),
                 "measure_s": measure_s,
-                "wall_s": time.perf_counter() - started,
+                "wall_s": produced.wall_s + time.perf_counter() - started,
                 "tags": tags,
             }
         )
-    except (DivergedError, MeterError) as exc:
+    except MeterError as exc:
         log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
-        spent_j += getattr(exc, "partial_energy_j", 0.0)
-        return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started})
+        partial_j = getattr(exc, "partial_energy_j", 0.0)
+        return produced.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": produced.spent_energy_j + partial_j})

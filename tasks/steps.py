@@ -7,6 +7,7 @@ leave a duplicate run, so retries wait for idempotent logging (reliability issue
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from registry import tracking
 from tasks import data as data_mod
 from tasks import models, report
 from tasks.calibrate import analytic_calibration, calibrate
-from tasks.candidate import run_step
+from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
+from tasks.energy.share import ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality
-from thresholds.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, decide, judge, payback
+from thresholds.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, judge, payback, plan_batch
 from thresholds.schema import Scenario
 
 
@@ -53,8 +55,9 @@ def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict
 
 
 @task(cache_policy=NO_CACHE)
-def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | Final:
-    return decide(scenario, history, calibration)
+def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None, width: int = 1) -> list[Next] | Final:
+    """The next step(s): one, or up to `width` that can train at once."""
+    return plan_batch(scenario, history, calibration, width)
 
 
 @task(cache_policy=NO_CACHE)
@@ -86,11 +89,28 @@ def idle_power(scenario: Scenario, meter: str) -> float:
     return measure_idle_power_w(scenario_meter(scenario, meter), scenario.measurement.idle_window_s)
 
 
-@task(cache_policy=NO_CACHE, task_run_name="candidate-{step.label}")
-def run_candidate(
-    scenario: Scenario, step: Step, history: list[CandidateResult], data_path: str, work_dir: str, meter: str, idle_power_w: float
+@task(cache_policy=NO_CACHE, task_run_name="train-#{index}-{step.label}")
+def train_candidate(
+    scenario: Scenario, step: Step, history: list[CandidateResult], index: int, data_path: str, work_dir: str, meter: str, shared_cpu: bool = False
 ) -> CandidateResult:
-    return run_step(scenario, step, history, data_path, Path(work_dir), scenario_meter(scenario, meter), idle_power_w)
+    """Build, train and save candidate `index` (on a Dask worker in parallel mode).
+
+    `shared_cpu`: other candidates train at the same time, so this process keeps one torch
+    thread and only its CPU share of the machine-level energy."""
+    energy_meter = scenario_meter(scenario, meter)
+    if shared_cpu:
+        import torch
+
+        torch.set_num_threads(1)
+        energy_meter = ProcessShareMeter(energy_meter)
+    produced = produce_step(scenario, step, history, index, data_path, Path(work_dir), energy_meter)
+    return produced.model_copy(update={"tags": {**produced.tags, "train_pid": str(os.getpid())}})
+
+
+@task(cache_policy=NO_CACHE, task_run_name="measure-#{produced.index}-{produced.step.label}")
+def measure_candidate(scenario: Scenario, produced: CandidateResult, data_path: str, meter: str, idle_power_w: float) -> CandidateResult:
+    """Quality and inference energy, measured serially in the flow's process."""
+    return measure_step(scenario, produced, data_path, scenario_meter(scenario, meter), idle_power_w)
 
 
 @task(cache_policy=NO_CACHE)

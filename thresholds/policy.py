@@ -373,9 +373,11 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
     baseline = history[0]
     if not baseline.ok:
         return Final(state=FinalState.FAILED, reason=f"baseline could not be trained: {baseline.rejected_reason}")
-    last = history[-1]
-    if len(history) > 1 and judge(scenario, last, baseline).passed:
-        return Final(state=FinalState.PASSED, reason=f"#{last.index} ({'+'.join(last.lineage)}) meets every target", chosen=last.index)
+    # Serially only the latest candidate can newly pass; a parallel batch may hold several: the cheapest wins.
+    passing = [c for c in history[1:] if c.ok and judge(scenario, c, baseline).passed]
+    if passing:
+        best = min(passing, key=lambda c: (cost(c) or float("inf"), c.index))
+        return Final(state=FinalState.PASSED, reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target", chosen=best.index)
     used = len(history)
     if used >= scenario.budget.max_iterations:
         return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"used {used} of {scenario.budget.max_iterations} iterations; {_why_not(scenario, history)}")
@@ -387,6 +389,45 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
     if step is None:
         return Final(state=FinalState.FAILED, reason=f"no rung left on the ladder; {_why_not(scenario, history)}")
     return step
+
+
+def _siblings(scenario: Scenario, history: list[CandidateResult], first: Step, calibration: Calibration | None) -> list[Step]:
+    """Steps of the same rung that do not depend on `first`'s result, in ladder order."""
+    ladder = scenario.ladder
+    use = calibration if ladder.use_calibration else None
+    kinds = {c.step.kind for c in history}
+    if first.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING):
+        # The recipe and its mixed-precision twin train from scratch: they need no parent's model.
+        out = [] if first.kind == StepKind.EARLY_STOPPING or StepKind.EARLY_STOPPING in kinds else [Step(kind=StepKind.EARLY_STOPPING, parent=0)]
+        if ladder.mixed_precision_training and StepKind.MIXED_PRECISION not in kinds:
+            if use is None or use.helps(use.train_ratio, "autocast", ladder.min_gain_pct):
+                out.append(Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0))
+        return out
+    if first.kind == StepKind.PRUNE:
+        return [Step(kind=StepKind.PRUNE, value=r, parent=first.parent) for r in ladder.pruning_ratios if r > float(first.value or 0)]
+    if first.kind == StepKind.DISTILL:
+        done = {float(c.step.value) for c in history if c.step.kind == StepKind.DISTILL and c.step.value is not None}
+        return [Step(kind=StepKind.DISTILL, value=f, parent=first.parent) for f in ladder.distill_width_factors if f not in done and f != first.value]
+    if first.kind == StepKind.PRECISION:
+        done_p = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
+        allowed = [p for p in ladder.precisions if use is None or use.helps(use.inference_ratio, p, ladder.min_gain_pct)]
+        return [Step(kind=StepKind.PRECISION, value=p, parent=first.parent) for p in allowed if p not in done_p and p != first.value]
+    return []
+
+
+def plan_batch(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None, width: int = 1) -> list[Next] | Final:
+    """Up to `width` steps that can be produced at once: `decide`'s next step, then the
+    steps of the same rung that do not need its result (e.g. the next pruning ratios).
+
+    Parallel mode trades energy for wall time: the serial ladder stops pruning at the first
+    ratio that breaks a target, a batch may already have trained the larger ones. The batch
+    never exceeds the remaining iteration budget."""
+    first = decide(scenario, history, calibration)
+    if isinstance(first, Final) or width <= 1:
+        return first if isinstance(first, Final) else [first]
+    room = scenario.budget.max_iterations - len(history)
+    steps = [first.step, *_siblings(scenario, history, first.step, calibration)][: max(1, min(width, room))]
+    return [first, *(Next(step=s, why=f"in parallel with {first.step.label}") for s in steps[1:])]
 
 
 def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, sigmas: float = 2.0) -> tuple[bool, str]:

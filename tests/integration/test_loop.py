@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from unittest import mock
 
@@ -62,6 +63,18 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     # The champion reloads with weights_only=True and reproduces the recorded accuracy's shape of output.
     model, spec = load_version("digits-quick", "@champion")
     assert spec.history == outcome.history[outcome.chosen or 0].lineage
+
+
+def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(mlflow_store: str) -> None:
+    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-parallel", parallel=2)
+    assert outcome.state == "PASSED", outcome.reason
+    assert len(outcome.history) >= 2
+    for c in outcome.history:
+        assert c.tags["train_energy_attribution"] == "process-cpu-share"  # only the worker's CPU share of the machine
+        assert c.tags["train_pid"] != str(os.getpid())  # trained on a Dask worker process
+        assert c.inference_repeats >= 1 and c.inference_energy_j_per_1k  # measured afterwards, in this process
+    client = MlflowClient(mlflow_store)
+    assert client.get_model_version_by_alias("digits-parallel", "champion").tags["gates_passed"] == "true"
 
 
 def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_store: str) -> None:

@@ -16,6 +16,7 @@ from thresholds.policy import (
     decide,
     gate,
     kept,
+    plan_batch,
 )
 from thresholds.schema import Scenario
 
@@ -322,3 +323,48 @@ def test_a_pass_on_the_subset_must_hold_on_the_full_test_split() -> None:
     assert breaks.state == FinalState.FAILED and "not on the full test split" in breaks.reason
     unchanged, same = confirm_on_full(s, Final(state=FinalState.BUDGET_EXHAUSTED, reason="x"), history, {})
     assert unchanged.state == FinalState.BUDGET_EXHAUSTED and same == history
+
+
+BATCH_TABLE: list[tuple[str, list[CandidateResult], Scenario, Calibration | None, int, list[str] | FinalState]] = [
+    ("width 1 is the serial ladder", [BASE, RECIPE], scenario(), None, 1, ["prune:0.3"]),
+    ("first batch: all three train from scratch", [], FULL, None, 3, ["baseline", "early-stopping", "mixed-precision:autocast"]),
+    ("calibration skips autocast in the first batch too", [], FULL, INT8_HURTS, 3, ["baseline", "early-stopping"]),
+    ("width caps the batch", [], FULL, None, 2, ["baseline", "early-stopping"]),
+    ("pruning ratios at once, all from the same base", [BASE, RECIPE], scenario(), None, 4, ["prune:0.3", "prune:0.5", "prune:0.7"]),
+    ("only ratios above the tried ones", [BASE, RECIPE, P3], scenario(), None, 4, ["prune:0.5", "prune:0.7"]),
+    (
+        "precisions the calibration allows, from the best fp32 model",
+        [BASE, RECIPE, MP_SLOW, c(3, PR, 0.3, parent=1, acc=0.5), c(4, DI, 0.5, parent=1, inf=0.7)],
+        FULL,
+        INT8_HELPS,
+        4,
+        ["precision:int8", "precision:fp16"],
+    ),
+    (
+        "never beyond the iteration budget",
+        [BASE, RECIPE],
+        scenario().model_copy(update={"budget": scenario().budget.model_copy(update={"max_iterations": 3})}),
+        None,
+        4,
+        ["prune:0.3"],
+    ),
+    ("a final state is returned as is", [BASE, RECIPE, c(2, PR, 0.3, parent=1, inf=0.4)], scenario(), None, 4, FinalState.PASSED),
+]
+
+
+@pytest.mark.parametrize(("history", "settings", "calibration", "width", "expected"), [r[1:] for r in BATCH_TABLE], ids=[r[0] for r in BATCH_TABLE])
+def test_plan_batch(history: list[CandidateResult], settings: Scenario, calibration: Calibration | None, width: int, expected: list[str] | FinalState) -> None:
+    batch = plan_batch(settings, history, calibration, width)
+    if isinstance(expected, FinalState):
+        assert isinstance(batch, Final) and batch.state == expected
+        return
+    assert isinstance(batch, list)
+    assert [n.step.label for n in batch] == expected
+    parents = {n.step.parent for n in batch if n.step.kind in (PR, DI, PC)}
+    assert len(parents) <= 1 and all(p is None or p < len(history) for p in parents)  # siblings never depend on each other
+
+
+def test_a_parallel_batch_with_several_passes_chooses_the_cheapest() -> None:
+    history = [BASE, RECIPE, c(2, PR, 0.3, parent=1, inf=0.45), c(3, PR, 0.5, parent=1, inf=0.35), c(4, PR, 0.7, parent=1, acc=0.5, inf=0.2)]
+    final = decide(scenario(), history)
+    assert isinstance(final, Final) and final.state == FinalState.PASSED and final.chosen == 3
