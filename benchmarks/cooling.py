@@ -1,0 +1,233 @@
+"""The cooling agent, measured twice: the energy it saves in the simulated room, and what it costs here.
+
+    python benchmarks/cooling.py [--eval-seeds 5] [--train-seeds 3] [--meter auto]
+
+1. seed: the paper's environment. The built-in cooling over one simulated year (518,400 minutes)
+   for each evaluation seed, against the paper's 1,977,614 units; DQN agents trained with the
+   reference recipe (one per training seed), each evaluated on every evaluation year beside
+   do-nothing and the band rule: energy, saving, minutes outside 18-24 C.
+2. room: the physical room. One agent trained with thresholds/cooling-room.yaml, evaluated on
+   every evaluation year against the 21 C thermostat, do-nothing and the best fixed setpoint.
+3. speed: the compiled year (compile time excluded: every kernel is warmed up first) vs the
+   paper's 1,407 steps/s and vs this repository's plain-Python reference loop.
+
+Training energy is measured with the project's meter (CodeCarbon's load x TDP estimate on a
+machine without RAPL: `energy_estimated` says so). Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PAPER_BUILTIN_UNITS = 1_977_614
+PAPER_AI_UNITS = 628_889
+PAPER_STEPS_PER_S = 1_407
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values)), "std": float(np.std(values))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval-seeds", type=int, default=5, help="simulated years per evaluation (default 5)")
+    parser.add_argument("--train-seeds", type=int, default=3, help="seed-environment agents trained (default 3)")
+    parser.add_argument("--meter", default=None, help="energy meter (default: the scenario's, auto)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the artifacts to MLflow")
+    args = parser.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+
+    from tasks.cooling import dqn, plots
+    from tasks.cooling.baselines import compare
+    from tasks.cooling.config import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
+    from tasks.cooling.fast_eval import Policy, reference_run, run, run_with_bar, seed_rule_actions, warm_up
+    from tasks.cooling.steps import inference_energy_j_per_year
+    from tasks.energy.select import close_shared_meters, resolve_meter_name, shared_meter
+    from thresholds.cooling import load
+
+    started = time.perf_counter()
+    compile_s = warm_up()
+    seed_s, room_s = load("cooling-seed"), load("cooling-room")
+    meter_name = resolve_meter_name(args.meter or room_s.measurement.meter)
+    meter = shared_meter(meter_name, room_s.measurement.fixed_power_w, room_s.measurement.codecarbon_country)
+    eval_seeds = [1000 + i for i in range(args.eval_seeds)]
+    out = Path(tempfile.mkdtemp(prefix="cooling-bench-"))
+    figures: dict[str, Any] = {}
+    log = lambda msg: print(f"  {msg}", file=sys.stderr)  # noqa: E731
+
+    # ---- 1. seed -------------------------------------------------------------------------------
+    scfg = seed_s.seed_env
+    seed_trajs = [dqn.make_trajectory(scfg, MINUTES_PER_YEAR, s) for s in eval_seeds]
+    _, _, idle = seed_rule_actions(scfg)
+    builtin_units, do_nothing_pct, rule_pct = [], [], []
+    for traj in seed_trajs:
+        nothing = run(scfg, traj, Policy.constant(idle)).totals
+        rule = run(scfg, traj, Policy.rule()).totals
+        builtin_units.append(nothing["builtin_energy_units"])
+        do_nothing_pct.append(100 * (1 - nothing["energy_units"] / nothing["builtin_energy_units"]))
+        rule_pct.append(100 * (1 - rule["energy_units"] / rule["builtin_energy_units"]))
+    seed_train_j, seed_agents = [], []
+    for train_seed in range(args.train_seeds):
+        cfg = DQNConfig(**{**seed_s.training.model_dump(exclude={"early_stopping_on"}), "seed": train_seed})
+        print(f"seed environment: training agent {train_seed + 1}/{args.train_seeds} (reference recipe)", file=sys.stderr)
+        with meter.window(f"seed-train-{train_seed}") as w:
+            result = dqn.train(scfg, cfg, seed_s.training.early_stopping_on, log=log)
+        seed_train_j.append(w.measurement.energy_j)
+        seed_agents.append((result, w.measurement))
+    per_agent: list[dict[str, float]] = []
+    for result, _ in seed_agents:
+        rows = [compare(scfg, traj, result.network.weights())[0] for traj in seed_trajs]
+        per_agent.append(
+            {
+                "ai_units": float(np.mean([c.rows[0].energy for c in rows])),
+                "saved_pct": float(np.mean([c.rows[0].saved_pct for c in rows])),
+                "ai_minutes_outside": float(np.mean([c.rows[0].minutes_outside_band for c in rows])),
+                "builtin_minutes_outside": float(np.mean([c.rows[1].minutes_outside_band for c in rows])),
+                "do_nothing_minutes_outside": float(np.mean([c.rows[2].minutes_outside_band for c in rows])),
+                "resets": float(np.mean([c.rows[0].safety_resets for c in rows])),
+            }
+        )
+    first = seed_agents[0][0].network
+    bar_run = run_with_bar(scfg, seed_trajs[0], Policy.network(first.weights()), "seed agent, one simulated year")
+    month = dqn.make_trajectory(scfg, MINUTES_PER_MONTH, eval_seeds[0])
+    t0 = time.perf_counter()
+    reference_run(scfg, month, Policy.network(first.weights()))
+    reference_steps_per_s = MINUTES_PER_MONTH / (time.perf_counter() - t0)
+    seed_inference_j, _ = inference_energy_j_per_year(seed_s, first, meter)
+    _, seed_runs = compare(scfg, seed_trajs[0], first.weights(), traces=True)
+    artifacts = [
+        plots.week_plot(seed_runs, scfg, out / "seed-week.png", seed_trajs[0].start_month, "seed environment: one week of July"),
+        plots.monthly_bars(seed_runs, out / "seed-monthly-energy.png", "energy units", "seed environment: energy per month"),
+    ]
+
+    # ---- 2. room -------------------------------------------------------------------------------
+    rcfg = room_s.room_env
+    print("room environment: training the agent (thresholds/cooling-room.yaml)", file=sys.stderr)
+    room_dqn = DQNConfig(**room_s.training.model_dump(exclude={"early_stopping_on"}))
+    with meter.window("room-train") as w:
+        room_result = dqn.train(rcfg, room_dqn, room_s.training.early_stopping_on, log=log)
+    room_train = w.measurement
+    room_net = room_result.network
+    room_rows = []
+    for i, s in enumerate(eval_seeds):
+        traj = dqn.make_trajectory(rcfg, MINUTES_PER_YEAR, s)
+        comparison, runs = compare(rcfg, traj, room_net.weights(), bar=(i == 0), traces=(i == 0))
+        room_rows.append(comparison)
+        if i == 0:
+            artifacts += [
+                plots.week_plot(runs, rcfg, out / "room-week.png", traj.start_month, "room: one week of July"),
+                plots.monthly_bars(runs, out / "room-monthly-energy.png", "kWh", "room: cooling electricity per month"),
+            ]
+            (out / "room-comparison.md").write_text(comparison.table())
+            artifacts.append(out / "room-comparison.md")
+    room_inference_j, _ = inference_energy_j_per_year(room_s, room_net, meter)
+    room_saved = [c.rows[0].saved_pct for c in room_rows]
+    vs_best = [100 * (1 - c.rows[0].energy / c.rows[3].energy) for c in room_rows]
+    room_steps = [c.agent_steps_per_s for c in room_rows]
+    close_shared_meters()
+
+    # ---- figures -------------------------------------------------------------------------------
+    builtin = _spread(builtin_units)
+    saved = _spread([a["saved_pct"] for a in per_agent])
+    figures = {
+        "seed_no_ai_energy": round(builtin["mean"], 1),
+        "seed_no_ai_energy_vs_paper_pct": round(100 * (builtin["mean"] / PAPER_BUILTIN_UNITS - 1), 3),
+        "seed_no_ai_energy_min": round(builtin["min"], 1),
+        "seed_no_ai_energy_max": round(builtin["max"], 1),
+        "seed_ai_energy": round(float(np.mean([a["ai_units"] for a in per_agent])), 1),
+        "seed_energy_saved_pct": round(saved["mean"], 2),
+        "seed_energy_saved_pct_min": round(saved["min"], 2),
+        "seed_energy_saved_pct_max": round(saved["max"], 2),
+        "seed_do_nothing_saved_pct": round(float(np.mean(do_nothing_pct)), 2),
+        "seed_band_rule_saved_pct": round(float(np.mean(rule_pct)), 2),
+        "seed_ai_minutes_outside_band": round(float(np.mean([a["ai_minutes_outside"] for a in per_agent])), 1),
+        "seed_no_ai_minutes_outside_band": round(float(np.mean([a["builtin_minutes_outside"] for a in per_agent])), 1),
+        "seed_do_nothing_minutes_outside_band": round(float(np.mean([a["do_nothing_minutes_outside"] for a in per_agent])), 1),
+        "seed_ai_safety_resets": round(float(np.mean([a["resets"] for a in per_agent])), 1),
+        "seed_train_energy_j": round(float(np.mean(seed_train_j)), 2),
+        "seed_train_s": round(float(np.mean([m.duration_s for _, m in seed_agents])), 2),
+        "seed_train_episodes": [r.episodes_run for r, _ in seed_agents],
+        "seed_inference_energy_j_per_year": round(seed_inference_j, 3),
+        "room_energy_saved_pct": round(float(np.mean(room_saved)), 2),
+        "room_energy_saved_pct_min": round(float(np.min(room_saved)), 2),
+        "room_energy_saved_pct_max": round(float(np.max(room_saved)), 2),
+        "room_vs_best_thermostat_pct": round(float(np.mean(vs_best)), 2),
+        "room_best_setpoint_c": [c.best_setpoint_c for c in room_rows],
+        "room_best_thermostat_saved_pct": round(float(np.mean([c.rows[3].saved_pct for c in room_rows])), 2),
+        "room_ai_energy_kwh": round(float(np.mean([c.rows[0].energy for c in room_rows])), 1),
+        "room_builtin_energy_kwh": round(float(np.mean([c.rows[1].energy for c in room_rows])), 1),
+        "room_ai_minutes_outside": int(sum(c.rows[0].minutes_outside_band for c in room_rows)),
+        "room_builtin_minutes_outside": int(sum(c.rows[1].minutes_outside_band for c in room_rows)),
+        "room_ai_degree_minutes_outside": round(float(sum(c.rows[0].degree_minutes_outside_band for c in room_rows)), 2),
+        "room_ai_failed_minutes": int(sum(c.rows[0].failed_minutes for c in room_rows)),
+        "room_do_nothing_minutes_outside": int(sum(c.rows[2].minutes_outside_band for c in room_rows)),
+        "room_train_energy_j": round(room_train.energy_j, 2),
+        "room_train_s": round(room_train.duration_s, 2),
+        "room_train_episodes": room_result.episodes_run,
+        "room_inference_energy_j_per_year": round(room_inference_j, 3),
+        "steps_per_s": round(bar_run.steps_per_s),
+        "speedup_vs_seed": round(bar_run.steps_per_s / PAPER_STEPS_PER_S, 1),
+        "room_steps_per_s": round(float(np.median(room_steps))),
+        "reference_loop_steps_per_s": round(reference_steps_per_s),
+        "compile_s_excluded": round(compile_s, 2),
+        "train_energy_j": round(float(np.sum(seed_train_j)) + room_train.energy_j, 2),
+        "energy_source": room_train.source,
+        "energy_estimated": room_train.estimated,
+        "eval_years": len(eval_seeds),
+        "train_seeds": args.train_seeds,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    (out / "cooling-benchmark.json").write_text(json.dumps(figures, indent=2))
+    artifacts.append(out / "cooling-benchmark.json")
+    if not args.no_mlflow:
+        from registry.cooling import log_benchmark
+
+        figures["mlflow_run_id"] = log_benchmark({k: str(v) for k, v in figures.items()}, artifacts)
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+    estimated = " (estimated)" if room_train.estimated else ""
+    print()
+    print(f"seed environment, {len(eval_seeds)} simulated years x {args.train_seeds} agents (paper: AI {PAPER_AI_UNITS:,}, no AI {PAPER_BUILTIN_UNITS:,}, 68 %)")
+    print(f"  built-in (no AI)     {builtin['mean']:>12,.0f} units  ({figures['seed_no_ai_energy_vs_paper_pct']:+.2f} % vs paper; {builtin['min']:,.0f}..{builtin['max']:,.0f})")
+    print(f"  agent (DQN)          {figures['seed_ai_energy']:>12,.0f} units  saved {saved['mean']:.1f} % ({saved['min']:.1f}..{saved['max']:.1f} over agents)")
+    print(f"  do-nothing           {'':>12}        saved {figures['seed_do_nothing_saved_pct']:.1f} %")
+    print(f"  band rule            {'':>12}        saved {figures['seed_band_rule_saved_pct']:.1f} %")
+    print(
+        f"  minutes outside 18-24 C: agent {figures['seed_ai_minutes_outside_band']:,.0f}, built-in {figures['seed_no_ai_minutes_outside_band']:,.0f}, "
+        f"do-nothing {figures['seed_do_nothing_minutes_outside_band']:,.0f} of {MINUTES_PER_YEAR:,}"
+    )
+    print(f"room environment, {len(eval_seeds)} simulated years, first year:")
+    print(room_rows[0].table())
+    print(
+        f"  mean saving vs 21 C thermostat {figures['room_energy_saved_pct']:.1f} % ({figures['room_energy_saved_pct_min']:.1f}..{figures['room_energy_saved_pct_max']:.1f}); "
+        f"vs best fixed setpoint {figures['room_vs_best_thermostat_pct']:+.1f} %; minutes outside 18-27 C: agent {figures['room_ai_minutes_outside']}, "
+        f"built-in {figures['room_builtin_minutes_outside']}"
+    )
+    print(
+        f"speed: {figures['steps_per_s']:,} steps/s compiled ({figures['speedup_vs_seed']}x the paper's 1,407; plain Python reference "
+        f"{figures['reference_loop_steps_per_s']:,} steps/s; {compile_s:.1f} s of compilation excluded)"
+    )
+    print(
+        f"training energy{estimated}: seed agent {figures['seed_train_energy_j']:.0f} J in {figures['seed_train_s']:.0f} s, "
+        f"room agent {figures['room_train_energy_j']:.0f} J in {figures['room_train_s']:.0f} s ({room_train.source}); "
+        f"inference per simulated year: seed {seed_inference_j:.2f} J, room {room_inference_j:.2f} J"
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The controllers every evaluation reports beside the agent, on the same trajectory.
+
+seed: built-in cooling (the paper's "no AI", computed inside the environment), do-nothing
+      (always the 0 degrees C action) and the band rule (cool above 24, heat below 18).
+room: built-in thermostat (21 degrees C, 1 K dead band), do-nothing (cooling off) and the best
+      fixed-setpoint thermostat: the setpoint sweep's lowest energy among setpoints whose
+      minutes outside the recommended band and failed minutes are no more than the built-in's.
+      The sweep is chosen on the evaluation trajectory itself, so it is an optimistic bar.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from tasks.cooling.config import RoomConfig, SeedConfig
+from tasks.cooling.fast_eval import Policy, RunResult, Weights, run, run_with_bar, seed_rule_actions
+from tasks.cooling.room import RoomTrajectory
+from tasks.cooling.seed import SeedTrajectory
+
+
+class Row(BaseModel):
+    controller: str
+    energy: float  # energy units (seed) or kWh of cooling electricity (room)
+    saved_pct: float  # vs the built-in cooling
+    minutes_outside_band: int
+    degree_minutes_outside_band: float
+    failed_minutes: int = 0  # room: outside the allowable range
+    safety_resets: int = 0  # seed: evaluation resets after leaving [-20, 80] C
+
+
+class Comparison(BaseModel):
+    env: str
+    minutes: int
+    energy_unit: str
+    rows: list[Row]
+    agent_steps_per_s: float
+    agent_seconds: float
+    best_setpoint_c: float | None = None
+    sweep: dict[str, float] = {}  # setpoint C -> kWh (room)
+
+    def row(self, controller: str) -> Row:
+        return next(r for r in self.rows if r.controller == controller)
+
+    def table(self) -> str:
+        head = f"| controller | energy ({self.energy_unit}) | saved vs built-in | minutes outside band | degree-minutes outside | failed/reset |"
+        lines = [head, "|---|---:|---:|---:|---:|---:|"]
+        for r in self.rows:
+            lines.append(
+                f"| {r.controller} | {r.energy:,.1f} | {r.saved_pct:.1f} % | {r.minutes_outside_band:,} | {r.degree_minutes_outside_band:,.1f} "
+                f"| {r.failed_minutes or r.safety_resets:,} |"
+            )
+        return "\n".join(lines)
+
+
+def _saved(energy: float, reference: float) -> float:
+    return 100.0 * (reference - energy) / reference if reference > 0 else 0.0
+
+
+def _seed_row(name: str, totals: dict[str, float], builtin_units: float) -> Row:
+    return Row(
+        controller=name,
+        energy=totals["energy_units"],
+        saved_pct=_saved(totals["energy_units"], builtin_units),
+        minutes_outside_band=int(totals["minutes_outside_band"]),
+        degree_minutes_outside_band=totals["degree_minutes_outside_band"],
+        safety_resets=int(totals["safety_resets"]),
+    )
+
+
+def _room_row(name: str, totals: dict[str, float], builtin_kwh: float) -> Row:
+    return Row(
+        controller=name,
+        energy=totals["energy_kwh"],
+        saved_pct=_saved(totals["energy_kwh"], builtin_kwh),
+        minutes_outside_band=int(totals["minutes_outside_band"]),
+        degree_minutes_outside_band=totals["degree_minutes_outside_band"],
+        failed_minutes=int(totals["failed_minutes"]),
+    )
+
+
+def setpoint_sweep(cfg: RoomConfig, traj: RoomTrajectory, step_k: float = 0.25) -> dict[float, dict[str, float]]:
+    """Totals of the staged thermostat at every setpoint whose dead band fits the recommended band."""
+    low = cfg.recommended_min_temperature_c + cfg.builtin_dead_band_k / 2
+    high = cfg.recommended_max_temperature_c - cfg.builtin_dead_band_k / 2
+    setpoints = np.round(np.arange(low, high + 1e-9, step_k), 4)
+    return {float(sp): run(cfg, traj, Policy.rule(float(sp), cfg.builtin_dead_band_k)).totals for sp in setpoints}
+
+
+def best_setpoint(sweep: dict[float, dict[str, float]], builtin: dict[str, float]) -> float:
+    """Lowest energy among setpoints no less safe than the built-in thermostat."""
+    safe = {
+        sp: t
+        for sp, t in sweep.items()
+        if t["minutes_outside_band"] <= builtin["minutes_outside_band"] and t["failed_minutes"] <= builtin["failed_minutes"]
+    }
+    pool = safe or sweep
+    return min(pool, key=lambda sp: pool[sp]["energy_kwh"])
+
+
+def compare(
+    cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, weights: Weights, bar: bool = False, traces: bool = False
+) -> tuple[Comparison, dict[str, RunResult]]:
+    """The agent and the baselines over one trajectory; with `traces`, the per-minute runs for plots."""
+    runner = (lambda policy, label: run_with_bar(cfg, traj, policy, label, keep_trace=traces)) if bar else (lambda policy, label: run(cfg, traj, policy, keep_trace=traces))
+    agent = runner(Policy.network(weights), "agent: one simulated period")
+    runs = {"agent": agent}
+    if isinstance(cfg, SeedConfig):
+        assert isinstance(traj, SeedTrajectory)
+        _, _, idle = seed_rule_actions(cfg)
+        runs["do-nothing"] = run(cfg, traj, Policy.constant(idle), keep_trace=traces)
+        runs["band rule"] = run(cfg, traj, Policy.rule(), keep_trace=traces)
+        a = agent.totals
+        builtin_units = a["builtin_energy_units"]
+        rows = [
+            _seed_row("agent (DQN)", a, builtin_units),
+            Row(
+                controller="built-in",
+                energy=builtin_units,
+                saved_pct=0.0,
+                minutes_outside_band=int(a["builtin_minutes_outside_band"]),
+                degree_minutes_outside_band=a["builtin_degree_minutes_outside_band"],
+            ),
+            _seed_row("do-nothing", runs["do-nothing"].totals, builtin_units),
+            _seed_row("band rule", runs["band rule"].totals, builtin_units),
+        ]
+        comparison = Comparison(
+            env="seed", minutes=agent.steps, energy_unit="energy units", rows=rows, agent_steps_per_s=agent.steps_per_s, agent_seconds=agent.seconds
+        )
+        return comparison, runs
+    assert isinstance(traj, RoomTrajectory)
+    runs["built-in"] = run(cfg, traj, Policy.rule(cfg.builtin_setpoint_c, cfg.builtin_dead_band_k), keep_trace=traces)
+    runs["do-nothing"] = run(cfg, traj, Policy.constant(0), keep_trace=traces)
+    sweep = setpoint_sweep(cfg, traj)
+    best = best_setpoint(sweep, runs["built-in"].totals)
+    runs["best thermostat"] = run(cfg, traj, Policy.rule(best, cfg.builtin_dead_band_k), keep_trace=traces)
+    builtin_kwh = runs["built-in"].totals["energy_kwh"]
+    rows = [
+        _room_row("agent (DQN)", agent.totals, builtin_kwh),
+        _room_row(f"built-in ({cfg.builtin_setpoint_c:g} C)", runs["built-in"].totals, builtin_kwh),
+        _room_row("do-nothing", runs["do-nothing"].totals, builtin_kwh),
+        _room_row(f"best thermostat ({best:g} C)", runs["best thermostat"].totals, builtin_kwh),
+    ]
+    comparison = Comparison(
+        env="room",
+        minutes=agent.steps,
+        energy_unit="kWh",
+        rows=rows,
+        agent_steps_per_s=agent.steps_per_s,
+        agent_seconds=agent.seconds,
+        best_setpoint_c=best,
+        sweep={f"{sp:g}": t["energy_kwh"] for sp, t in sweep.items()},
+    )
+    return comparison, runs

@@ -1,0 +1,293 @@
+"""The cooling loop's steps as Prefect tasks, and the plain work behind `run_attempt`.
+
+Caching is off everywhere (`NO_CACHE`): energy is a measurement. No retries: training is not
+idempotent and a blind retry of half-done tracking calls would duplicate runs. Tasks pass paths
+and plain records, never live models: an agent is a folder with its state dict and a JSON spec.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from registry import cooling as registry
+from tasks.cooling import dqn as dqn_mod
+from tasks.cooling import plots
+from tasks.cooling.baselines import Comparison, compare
+from tasks.cooling.config import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
+from tasks.cooling.fast_eval import Policy, run, warm_up
+from tasks.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
+from tasks.energy.base import EnergyMeter
+from tasks.energy.select import shared_meter
+from thresholds.cooling import CoolingScenario
+
+
+class Evaluation(BaseModel):
+    """An agent against the baselines over the scenario's evaluation trajectories (one per seed)."""
+
+    comparisons: list[Comparison]
+    energy_saved_pct: float  # mean over seeds
+    energy_saved_pct_min: float
+    energy_saved_pct_max: float
+    minutes_outside_band: int  # summed over seeds
+    builtin_minutes_outside_band: int
+    steps_per_s: float
+
+
+class CoolingOutcome(BaseModel):
+    state: str
+    reason: str
+    chosen: int | None
+    model_name: str
+    loop_run_id: str
+    champion_version: str | None
+    champion_moved: bool
+    champion_reason: str
+    versions: dict[int, str]
+    table_md: str
+    history: list[Attempt]
+
+
+def horizon_minutes(s: CoolingScenario) -> int:
+    return s.evaluation.days * MINUTES_PER_DAY if s.evaluation.days else s.evaluation.months * MINUTES_PER_MONTH
+
+
+def evaluate(s: CoolingScenario, net: dqn_mod.QNetwork, bar: bool = False) -> Evaluation:
+    cfg = s.env_config()
+    comparisons = []
+    for seed in s.evaluation.seeds:
+        traj = dqn_mod.make_trajectory(cfg, horizon_minutes(s), seed)
+        comparisons.append(compare(cfg, traj, net.weights(), bar=bar)[0])
+    saved = [c.rows[0].saved_pct for c in comparisons]
+    return Evaluation(
+        comparisons=comparisons,
+        energy_saved_pct=float(np.mean(saved)),
+        energy_saved_pct_min=float(min(saved)),
+        energy_saved_pct_max=float(max(saved)),
+        minutes_outside_band=sum(c.rows[0].minutes_outside_band for c in comparisons),
+        builtin_minutes_outside_band=sum(c.rows[1].minutes_outside_band for c in comparisons),
+        steps_per_s=float(np.median([c.agent_steps_per_s for c in comparisons])),
+    )
+
+
+def inference_energy_j_per_year(s: CoolingScenario, net: dqn_mod.QNetwork, meter: EnergyMeter) -> tuple[float, int]:
+    """Energy of the agent's compiled evaluation alone, repeated for at least `min_inference_window_s`,
+    scaled to one simulated year (518,400 decisions). Returns (J/year, simulated minutes measured)."""
+    cfg = s.env_config()
+    traj = dqn_mod.make_trajectory(cfg, min(horizon_minutes(s), MINUTES_PER_YEAR), s.evaluation.seeds[0])
+    policy = Policy.network(net.weights())
+    run(cfg, traj, policy)  # compiled and cached before the window opens
+    steps = 0
+    with meter.window("cooling-inference") as w:
+        start = time.perf_counter()
+        while time.perf_counter() - start < s.measurement.min_inference_window_s:
+            steps += run(cfg, traj, policy).steps
+    return w.measurement.energy_j / steps * MINUTES_PER_YEAR, steps
+
+
+def _dqn_config(s: CoolingScenario, step: Next) -> DQNConfig:
+    fields = s.training.model_dump(exclude={"early_stopping_on"})
+    fields.update(hidden_units=step.hidden_units, max_episodes=step.max_episodes, epsilon=step.epsilon)
+    return DQNConfig(**fields)
+
+
+def run_attempt_plain(s: CoolingScenario, step: Next, history: list[Attempt], work_dir: Path, meter: EnergyMeter, log: Any = print) -> tuple[Attempt, dict[str, Any]]:
+    """Train (or distil) one agent with its energy measured, save it, evaluate it. Returns the record and
+    the extra figures/series for the tracking run (also written to the agent folder as evaluation.json)."""
+    index = len(history)
+    cfg = s.env_config()
+    dqn = _dqn_config(s, step)
+    attempt = Attempt(index=index, kind=step.kind, hidden_units=step.hidden_units, max_episodes=step.max_episodes, epsilon=step.epsilon, parent=step.parent)
+    warm_up()  # compile outside the measured window
+    extra: dict[str, Any] = {"metrics": {}, "series": {}, "tags": {}}
+    started = time.perf_counter()
+    try:
+        with meter.window(f"cooling-train-{index}") as w:
+            if step.kind == Kind.DISTIL and step.parent is not None:
+                teacher, _ = dqn_mod.load_agent(Path(history[step.parent].agent_dir or ""))
+                net, mse = dqn_mod.distil(cfg, teacher, step.hidden_units, dqn.seed)
+                extra["metrics"]["distil_mse"] = mse
+                episodes = 0
+            else:
+                result = dqn_mod.train(cfg, dqn, s.training.early_stopping_on, log=log)
+                net, episodes = result.network, result.episodes_run
+                extra["series"] = {"episode_reward": result.episode_rewards, "validation_score": result.validation_scores}
+                extra["metrics"].update(gradient_steps=result.gradient_steps, env_steps=result.env_steps, best_episode=result.best_episode)
+    except Exception as exc:  # a crashed attempt is a record; the loop decides what comes next
+        log(f"attempt #{index} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+        return attempt.model_copy(update={"failed_reason": f"{type(exc).__name__}: {exc}"[:500]}), extra
+    m = w.measurement
+    own_j = m.energy_j
+    lineage_j = own_j + (history[step.parent].train_energy_j or 0.0 if step.kind == Kind.DISTIL and step.parent is not None else 0.0)
+    agent_dir = work_dir / f"attempt-{index}"
+    obs_dim, n_actions = dqn_mod.dims(cfg)
+    dqn_mod.save_agent(
+        agent_dir,
+        net,
+        {"env": s.env, "obs_dim": obs_dim, "n_actions": n_actions, "hidden_units": list(step.hidden_units), "kind": step.kind.value, "parameters": net.parameter_count()},
+    )
+    evaluation = evaluate(s, net)
+    inference_j, measured_minutes = inference_energy_j_per_year(s, net, meter)
+    attempt = attempt.model_copy(
+        update={
+            "energy_saved_pct": evaluation.energy_saved_pct,
+            "minutes_outside_band": evaluation.minutes_outside_band,
+            "builtin_minutes_outside_band": evaluation.builtin_minutes_outside_band,
+            "train_energy_j": lineage_j,
+            "spent_energy_j": own_j,
+            "inference_energy_j_per_year": inference_j,
+            "episodes_run": episodes,
+            "agent_dir": str(agent_dir),
+        }
+    )
+    extra["metrics"].update(
+        train_s=m.duration_s,
+        wall_s=time.perf_counter() - started,
+        steps_per_s=evaluation.steps_per_s,
+        energy_saved_pct_min=evaluation.energy_saved_pct_min,
+        energy_saved_pct_max=evaluation.energy_saved_pct_max,
+        inference_measured_minutes=measured_minutes,
+        parameters=net.parameter_count(),
+    )
+    extra["tags"] = {"energy_source": m.source, "energy_estimated": str(m.estimated).lower(), **{f"meter.{k}": v for k, v in m.details.items()}}
+    (agent_dir / "evaluation.json").write_text(evaluation.model_dump_json(indent=2))
+    (agent_dir / "comparison.md").write_text("\n\n".join(f"seed {sd}:\n\n{c.table()}" for sd, c in zip(s.evaluation.seeds, evaluation.comparisons, strict=True)))
+    log(f"attempt #{index} {step.kind.value} {step.hidden_units}: {summary(s.policy_targets(), attempt)}")
+    return attempt, extra
+
+
+def meter_for(s: CoolingScenario, meter_name: str) -> EnergyMeter:
+    return shared_meter(meter_name, s.measurement.fixed_power_w, s.measurement.codecarbon_country)
+
+
+def base_step(s: CoolingScenario) -> Next:
+    t = s.training
+    return Next(kind=Kind.TRAIN, hidden_units=t.hidden_units, max_episodes=t.max_episodes, epsilon=t.epsilon, parent=None, reason="the agent as configured")
+
+
+def verdict(s: CoolingScenario, a: Attempt) -> str:
+    return summary(s.policy_targets(), a)
+
+
+def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
+    head = "| # | step | hidden | episodes | epsilon | saved vs built-in | minutes outside (built-in) | train energy J | inference J/year | verdict |"
+    rows = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for a in history:
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        rows.append(
+            f"| {a.index} | {a.kind.value} | {a.hidden_units[0]}-{a.hidden_units[1]} | {a.episodes_run} | {a.epsilon:g} | {fmt(a.energy_saved_pct, '.1f')} % "
+            f"| {fmt(a.minutes_outside_band, ',')} ({fmt(a.builtin_minutes_outside_band, ',')}) | {fmt(a.train_energy_j, ',.1f')} "
+            f"| {fmt(a.inference_energy_j_per_year, ',.2f')} | {verdict(s, a)} |"
+        )
+    return "\n".join(rows)
+
+
+# ---- Prefect tasks ------------------------------------------------------------------------------
+
+
+@task(cache_policy=NO_CACHE)
+def open_loop(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    return registry.open_loop(run_name, params, tags)
+
+
+@task(cache_policy=NO_CACHE)
+def plan_next(s: CoolingScenario, history: list[Attempt]) -> Next | Final:
+    return decide(s.policy_targets(), s.policy_ladder(), base_step(s), history)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="attempt-{step.kind}")
+def run_attempt(s: CoolingScenario, step: Next, history: list[Attempt], work_dir: str, meter_name: str) -> Attempt:
+    logger = get_run_logger()
+    attempt, extra = run_attempt_plain(s, step, history, Path(work_dir), meter_for(s, meter_name), log=logger.info)
+    if attempt.agent_dir:
+        (Path(attempt.agent_dir) / "tracking.json").write_text(json.dumps(extra))
+    else:
+        failed_dir = Path(work_dir) / f"attempt-{attempt.index}-failed"
+        failed_dir.mkdir(parents=True, exist_ok=True)
+        (failed_dir / "tracking.json").write_text(json.dumps(extra))
+    return attempt
+
+
+@task(cache_policy=NO_CACHE)
+def log_attempt(s: CoolingScenario, loop_run_id: str, attempt: Attempt, work_dir: str) -> Attempt:
+    folder = Path(attempt.agent_dir) if attempt.agent_dir else Path(work_dir) / f"attempt-{attempt.index}-failed"
+    extra = json.loads((folder / "tracking.json").read_text()) if (folder / "tracking.json").exists() else {"metrics": {}, "series": {}, "tags": {}}
+    tags = {"environment": s.env, **extra.get("tags", {})}
+    run_id = registry.log_attempt(loop_run_id, attempt, verdict(s, attempt), extra.get("metrics", {}), extra.get("series", {}), tags)
+    return attempt.model_copy(update={"run_id": run_id})
+
+
+def _plots(s: CoolingScenario, attempt: Attempt | None, work_dir: Path) -> list[Path]:
+    if attempt is None or not attempt.agent_dir:
+        return []
+    net, _ = dqn_mod.load_agent(Path(attempt.agent_dir))
+    cfg = s.env_config()
+    traj = dqn_mod.make_trajectory(cfg, horizon_minutes(s), s.evaluation.seeds[0])
+    _, runs = compare(cfg, traj, net.weights(), traces=True)
+    unit = "energy units" if s.env == "seed" else "kWh"
+    title = f"{s.name}: attempt #{attempt.index} ({attempt.hidden_units[0]}-{attempt.hidden_units[1]})"
+    return [
+        plots.week_plot(runs, cfg, work_dir / "week.png", traj.start_month, f"{title}, one week"),
+        plots.monthly_bars(runs, work_dir / "monthly_energy.png", unit, f"{title}, energy per month"),
+    ]
+
+
+@task(cache_policy=NO_CACHE)
+def close_loop(s: CoolingScenario, final: Final, history: list[Attempt], loop_run_id: str, work_dir: str, common_tags: dict[str, str]) -> CoolingOutcome:
+    targets = s.policy_targets()
+    shown = history[final.chosen] if final.chosen is not None else next((a for a in reversed(history) if a.agent_dir), None)
+    artifacts = _plots(s, shown, Path(work_dir))
+    table = attempts_table(s, history)
+    if shown is not None and shown.agent_dir:
+        table += f"\n\nAttempt #{shown.index} against the baselines:\n\n" + (Path(shown.agent_dir) / "comparison.md").read_text()
+    summary_json = {"state": final.state.value, "reason": final.reason, "chosen": final.chosen, "attempts": [a.model_dump(mode="json") for a in history]}
+    record = registry.close_loop(
+        loop_run_id,
+        s.model_name,
+        final,
+        history,
+        [verdict(s, a) for a in history],
+        [passed(targets, a) for a in history],
+        table,
+        artifacts,
+        summary_json,
+        common_tags,
+    )
+    champion = (
+        f"champion moved to version {record.champion_version}: {record.champion_reason}"
+        if record.champion_moved
+        else f"champion unchanged ({record.champion_version or 'none'}){': ' + record.champion_reason if record.champion_reason else ''}"
+    )
+    create_markdown_artifact(markdown=f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{champion}\n\n{table}\n", key=f"cooling-loop-{s.env}", description=final.reason[:500])
+    return CoolingOutcome(
+        state=final.state.value,
+        reason=final.reason,
+        chosen=final.chosen,
+        model_name=s.model_name,
+        loop_run_id=loop_run_id,
+        champion_version=record.champion_version,
+        champion_moved=record.champion_moved,
+        champion_reason=champion,
+        versions=record.versions,
+        table_md=table,
+        history=history,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
+    """Best effort: if tracking itself failed, the next loop closes the run as orphaned."""
+    try:
+        registry.abort_loop(loop_run_id, reason, status)
+    except Exception as exc:
+        get_run_logger().warning("could not mark cooling loop run %s %s (%s)", loop_run_id, status, exc)
+
