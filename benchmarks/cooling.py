@@ -1,6 +1,6 @@
 """The cooling agent, measured twice: the energy it saves in the simulated room, and what it costs here.
 
-    python benchmarks/cooling.py [--eval-seeds 5] [--train-seeds 3] [--meter auto]
+    python benchmarks/cooling.py [--eval-seeds 5] [--train-seeds 5] [--meter auto]
 
 1. seed: the paper's environment. The built-in cooling over one simulated year (518,400 minutes)
    for each evaluation seed, against the paper's 1,977,614 units; DQN agents trained with the
@@ -43,7 +43,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-seeds", type=int, default=5, help="simulated years per evaluation (default 5)")
-    parser.add_argument("--train-seeds", type=int, default=3, help="seed-environment agents trained (default 3)")
+    parser.add_argument("--train-seeds", type=int, default=5, help="seed-environment agents trained (default 5)")
     parser.add_argument("--meter", default=None, help="energy meter (default: the scenario's, auto)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the artifacts to MLflow")
     args = parser.parse_args()
@@ -200,8 +200,13 @@ def main() -> int:
 
     estimated = " (estimated)" if room_train.estimated else ""
     print()
-    print(f"seed environment, {len(eval_seeds)} simulated years x {args.train_seeds} agents (paper: AI {PAPER_AI_UNITS:,}, no AI {PAPER_BUILTIN_UNITS:,}, 68 %)")
-    print(f"  built-in (no AI)     {builtin['mean']:>12,.0f} units  ({figures['seed_no_ai_energy_vs_paper_pct']:+.2f} % vs paper; {builtin['min']:,.0f}..{builtin['max']:,.0f})")
+    print(
+        f"seed environment, {len(eval_seeds)} simulated years x {args.train_seeds} agents (paper: AI {PAPER_AI_UNITS:,}, no AI {PAPER_BUILTIN_UNITS:,}, 68 %)"
+    )
+    print(
+        f"  built-in (no AI)     {builtin['mean']:>12,.0f} units  ({figures['seed_no_ai_energy_vs_paper_pct']:+.2f} % vs paper; "
+        f"{builtin['min']:,.0f}..{builtin['max']:,.0f})"
+    )
     print(f"  agent (DQN)          {figures['seed_ai_energy']:>12,.0f} units  saved {saved['mean']:.1f} % ({saved['min']:.1f}..{saved['max']:.1f} over agents)")
     print(f"  do-nothing           {'':>12}        saved {figures['seed_do_nothing_saved_pct']:.1f} %")
     print(f"  band rule            {'':>12}        saved {figures['seed_band_rule_saved_pct']:.1f} %")
@@ -212,7 +217,8 @@ def main() -> int:
     print(f"room environment, {len(eval_seeds)} simulated years, first year:")
     print(room_rows[0].table())
     print(
-        f"  mean saving vs 21 C thermostat {figures['room_energy_saved_pct']:.1f} % ({figures['room_energy_saved_pct_min']:.1f}..{figures['room_energy_saved_pct_max']:.1f}); "
+        f"  mean saving vs 21 C thermostat {figures['room_energy_saved_pct']:.1f} % "
+        f"({figures['room_energy_saved_pct_min']:.1f}..{figures['room_energy_saved_pct_max']:.1f}); "
         f"vs best fixed setpoint {figures['room_vs_best_thermostat_pct']:+.1f} %; minutes outside 18-27 C: agent {figures['room_ai_minutes_outside']}, "
         f"built-in {figures['room_builtin_minutes_outside']}"
     )

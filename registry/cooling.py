@@ -52,9 +52,17 @@ def log_attempt(loop_run_id: str, a: Attempt, verdict: str, metrics: dict[str, f
 
     mc = client()
     parent = mc.get_run(loop_run_id)
-    run = mc.create_run(parent.info.experiment_id, run_name=f"#{a.index} {a.kind.value} {a.hidden_units[0]}-{a.hidden_units[1]}", tags={"mlflow.parentRunId": loop_run_id})
+    run = mc.create_run(
+        parent.info.experiment_id, run_name=f"#{a.index} {a.kind.value} {a.hidden_units[0]}-{a.hidden_units[1]}", tags={"mlflow.parentRunId": loop_run_id}
+    )
     run_id = str(run.info.run_id)
-    params = {"kind": a.kind.value, "hidden_units": f"{a.hidden_units[0]}-{a.hidden_units[1]}", "max_episodes": a.max_episodes, "epsilon": a.epsilon, "parent": a.parent}
+    params = {
+        "kind": a.kind.value,
+        "hidden_units": f"{a.hidden_units[0]}-{a.hidden_units[1]}",
+        "max_episodes": a.max_episodes,
+        "epsilon": a.epsilon,
+        "parent": a.parent,
+    }
     found = [Metric(k, v, 0, 0) for k, v in _figures(a, metrics).items()]
     for name, values in series.items():
         found += [Metric(name, float(v), 0, step) for step, v in enumerate(values, start=1)]
@@ -111,6 +119,8 @@ def version_tags(a: Attempt, common: dict[str, str], passed: bool, verdict: str,
         {
             **common,
             "hidden_units": f"{a.hidden_units[0]}-{a.hidden_units[1]}",
+            "energy_source": a.energy_source,
+            "energy_estimated": str(a.energy_estimated).lower(),
             "attempt": str(a.index),
             "kind": a.kind.value,
             "gates_passed": str(passed).lower(),

@@ -62,6 +62,7 @@ class Training(_Strict):
     episode_minutes: int = Field(216_000, ge=10, le=5_184_000, description="minutes per episode")
     max_episodes: int = Field(40, ge=1, le=100_000, description="episodes at most")
     patience_episodes: int = Field(10, ge=1, le=100_000, description="episodes without improvement before stopping")
+    validation_days: int = Field(7, ge=1, le=360, description="days per validation period (one per season)")
     early_stopping_on: Literal["episode", "validation"] = Field("episode", description="reward watched by early stopping")
     seed: int = Field(0, ge=0, description="integer seed")
 

@@ -90,9 +90,7 @@ def setpoint_sweep(cfg: RoomConfig, traj: RoomTrajectory, step_k: float = 0.25) 
 def best_setpoint(sweep: dict[float, dict[str, float]], builtin: dict[str, float]) -> float:
     """Lowest energy among setpoints no less safe than the built-in thermostat."""
     safe = {
-        sp: t
-        for sp, t in sweep.items()
-        if t["minutes_outside_band"] <= builtin["minutes_outside_band"] and t["failed_minutes"] <= builtin["failed_minutes"]
+        sp: t for sp, t in sweep.items() if t["minutes_outside_band"] <= builtin["minutes_outside_band"] and t["failed_minutes"] <= builtin["failed_minutes"]
     }
     pool = safe or sweep
     return min(pool, key=lambda sp: pool[sp]["energy_kwh"])
@@ -102,7 +100,11 @@ def compare(
     cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, weights: Weights, bar: bool = False, traces: bool = False
 ) -> tuple[Comparison, dict[str, RunResult]]:
     """The agent and the baselines over one trajectory; with `traces`, the per-minute runs for plots."""
-    runner = (lambda policy, label: run_with_bar(cfg, traj, policy, label, keep_trace=traces)) if bar else (lambda policy, label: run(cfg, traj, policy, keep_trace=traces))
+    runner = (
+        (lambda policy, label: run_with_bar(cfg, traj, policy, label, keep_trace=traces))
+        if bar
+        else (lambda policy, label: run(cfg, traj, policy, keep_trace=traces))
+    )
     agent = runner(Policy.network(weights), "agent: one simulated period")
     runs = {"agent": agent}
     if isinstance(cfg, SeedConfig):

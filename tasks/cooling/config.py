@@ -153,7 +153,9 @@ class RoomConfig(_Strict):
         _twelve(self.monthly_mean_outside_temperature_c, "monthly_mean_outside_temperature_c")
         _ordered(self.recommended_min_temperature_c, self.recommended_max_temperature_c, "recommended_min_temperature_c", "recommended_max_temperature_c")
         _ordered(self.allowable_min_temperature_c, self.allowable_max_temperature_c, "allowable_min_temperature_c", "allowable_max_temperature_c")
-        if not (self.allowable_min_temperature_c <= self.recommended_min_temperature_c and self.recommended_max_temperature_c <= self.allowable_max_temperature_c):
+        if not (
+            self.allowable_min_temperature_c <= self.recommended_min_temperature_c and self.recommended_max_temperature_c <= self.allowable_max_temperature_c
+        ):
             raise ValueError(
                 f"recommended band [{self.recommended_min_temperature_c}, {self.recommended_max_temperature_c}] degrees C "
                 f"must lie inside the allowable range [{self.allowable_min_temperature_c}, {self.allowable_max_temperature_c}]"
@@ -188,6 +190,7 @@ class DQNConfig(_Strict):
     episode_minutes: int = Field(5 * MINUTES_PER_MONTH, ge=10, le=10 * MINUTES_PER_YEAR, description="minutes per training episode")
     max_episodes: int = Field(40, ge=1, le=100_000, description="episodes at most")
     patience_episodes: int = Field(10, ge=1, le=100_000, description="episodes without a better total reward before stopping")
+    validation_days: int = Field(7, ge=1, le=360, description="days per validation period (one per season) for early stopping on validation")
     seed: int = Field(0, ge=0, description="integer seed")
 
     @model_validator(mode="after")

@@ -51,7 +51,7 @@ class QNetwork(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(x)
 
     def weights(self) -> Weights:
         layers = [m for m in self.net if isinstance(m, nn.Linear)]
@@ -137,9 +137,7 @@ class TrainResult:
     validation_scores: list[float] = field(default_factory=list)
 
 
-def _td_step(
-    net: QNetwork, target: QNetwork | None, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], dqn: DQNConfig
-) -> float:
+def _td_step(net: QNetwork, target: QNetwork | None, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], dqn: DQNConfig) -> float:
     obs, act, rew, nxt, done = batch
     with torch.no_grad():
         q_next_online = net(nxt)
@@ -190,7 +188,7 @@ def _train(cfg: EnvConfig, dqn: DQNConfig, early_stopping_on: str, log: Callable
     memory = Replay(dqn.memory_transitions, obs_dim)
     k = dqn.train_every_steps
     bufs = (np.zeros((k, obs_dim)), np.zeros(k, dtype=np.int64), np.zeros(k), np.zeros((k, obs_dim)), np.zeros(k))
-    valid = validation_set(cfg, dqn.seed) if early_stopping_on == "validation" else []
+    valid = validation_set(cfg, dqn.seed, dqn.validation_days) if early_stopping_on == "validation" else []
     best_score, best_episode, best_state, since_best = -np.inf, 0, net.state_dict(), 0
     result = TrainResult(net, 0, 0, False, 0, 0, 0.0)
     for episode in range(1, dqn.max_episodes + 1):
@@ -222,9 +220,9 @@ def _train(cfg: EnvConfig, dqn: DQNConfig, early_stopping_on: str, log: Callable
         if improved:
             best_score, best_episode, since_best = current, episode, 0
             best_state = {key: v.clone() for key, v in net.state_dict().items()}
-        elif not valid or sim.t >= traj.minutes:
-            # Validation mode: episodes that end in a failure are warm-up (the agent cannot hold the room yet)
-            # and do not count towards patience; max_episodes still bounds them.
+        elif not valid or memory.count >= memory.size:
+            # Validation mode: episodes before the replay memory is full are warm-up (the first ones end in
+            # failures within minutes) and do not count towards patience; max_episodes still bounds them.
             since_best += 1
         log(
             f"episode {episode}/{dqn.max_episodes}: month {month + 1}, {sim.t:,} minutes, reward {total_reward:.2f}"

@@ -84,7 +84,7 @@ class Weights:
 
 
 @njit(cache=_CACHE)
-def _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q):  # type: ignore[no-untyped-def]
+def _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q):
     n1, n2, n3 = w1.shape[1], w2.shape[1], w3.shape[1]
     for i in range(n1):
         h1[i] = 0.0
@@ -129,14 +129,14 @@ def _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q):  # type: ignore[no-untyped-
 
 
 @njit(cache=_CACHE)
-def _seed_obs(p, x, s, t, out):  # type: ignore[no-untyped-def]
+def _seed_obs(p, x, s, t, out):
     out[0] = (s[0] - p[2]) / (p[3] - p[2])
     out[1] = (x[0, t] - p[6]) / (p[7] - p[6])
     out[2] = (x[1, t] - p[8]) / (p[9] - p[8])
 
 
 @njit(cache=_CACHE)
-def _seed_run(p, moves, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):  # type: ignore[no-untyped-def]
+def _seed_run(p, moves, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
     lo, hi, safe_lo, safe_hi = p[0], p[1], p[2], p[3]
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
@@ -223,21 +223,21 @@ def _seed_run(p, moves, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, 
 
 
 @njit(cache=_CACHE)
-def _free_kw(p, room, out):  # type: ignore[no-untyped-def]
+def _free_kw(p, room, out):
     if out > p[7]:
         return 0.0
     return p[8] * max(0.0, room - out - p[9])
 
 
 @njit(cache=_CACHE)
-def _cop(p, room, out):  # type: ignore[no-untyped-def]
+def _cop(p, room, out):
     evap = room - p[3]
     cond = max(out + p[4], p[5])
     return min(p[6], p[2] * (evap + 273.15) / max(cond - evap, 1.0))
 
 
 @njit(cache=_CACHE)
-def _room_obs(p, x, s, t, out):  # type: ignore[no-untyped-def]
+def _room_obs(p, x, s, t, out):
     o = x[0, t]
     out[0] = (s[0] - p[13]) / (p[14] - p[13])
     out[1] = (o - p[21]) / (p[22] - p[21])
@@ -248,7 +248,7 @@ def _room_obs(p, x, s, t, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=_CACHE)
-def _room_run(p, levels, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):  # type: ignore[no-untyped-def]
+def _room_run(p, levels, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
     obs = np.empty(6)

@@ -12,7 +12,7 @@ from tasks.cooling.fast_eval import RunResult
 WEEK = 7 * MINUTES_PER_DAY
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display; set here, not at import, so importing this module changes nothing

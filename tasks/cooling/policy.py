@@ -76,6 +76,8 @@ class Attempt(BaseModel):
     spent_energy_j: float = 0.0  # this attempt's own training + measurement
     inference_energy_j_per_year: float | None = None
     episodes_run: int = 0
+    energy_source: str = ""  # the meter behind the energy figures
+    energy_estimated: bool = True  # an estimate (load x TDP, fixed power), not a hardware reading
     agent_dir: str | None = None
     run_id: str | None = None
 
@@ -112,17 +114,41 @@ def checks(targets: Targets, a: Attempt) -> list[Check]:
         out.append(Check(name="trained", ok=False, detail=f"training failed: {a.failed_reason}"))
     if targets.min_energy_saved_pct is not None:
         v = a.energy_saved_pct
-        out.append(Check(name="saving", ok=v is not None and v >= targets.min_energy_saved_pct, detail=f"saved {fmt(v, '%')} (target >= {targets.min_energy_saved_pct:g} %)"))
+        out.append(
+            Check(
+                name="saving",
+                ok=v is not None and v >= targets.min_energy_saved_pct,
+                detail=f"saved {fmt(v, '%')} (target >= {targets.min_energy_saved_pct:g} %)",
+            )
+        )
     if targets.max_minutes_outside_band is not None:
         m = a.minutes_outside_band
-        out.append(Check(name="band", ok=m is not None and m <= targets.max_minutes_outside_band, detail=f"{fmt(m, 'min')} outside the band (target <= {targets.max_minutes_outside_band})"))
+        out.append(
+            Check(
+                name="band",
+                ok=m is not None and m <= targets.max_minutes_outside_band,
+                detail=f"{fmt(m, 'min')} outside the band (target <= {targets.max_minutes_outside_band})",
+            )
+        )
     if targets.max_minutes_outside_vs_builtin is not None:
         m, b = a.minutes_outside_band, a.builtin_minutes_outside_band
         ok = m is not None and b is not None and m <= b + targets.max_minutes_outside_vs_builtin
-        out.append(Check(name="band_vs_builtin", ok=ok, detail=f"{fmt(m, 'min')} outside the band vs built-in {fmt(b, 'min')} (allowed +{targets.max_minutes_outside_vs_builtin})"))
+        out.append(
+            Check(
+                name="band_vs_builtin",
+                ok=ok,
+                detail=f"{fmt(m, 'min')} outside the band vs built-in {fmt(b, 'min')} (allowed +{targets.max_minutes_outside_vs_builtin})",
+            )
+        )
     if targets.max_train_energy_j is not None:
         e = a.train_energy_j
-        out.append(Check(name="train_energy", ok=e is not None and e <= targets.max_train_energy_j, detail=f"training {fmt(e, 'J')} (target <= {targets.max_train_energy_j:g} J)"))
+        out.append(
+            Check(
+                name="train_energy",
+                ok=e is not None and e <= targets.max_train_energy_j,
+                detail=f"training {fmt(e, 'J')} (target <= {targets.max_train_energy_j:g} J)",
+            )
+        )
     if targets.max_inference_energy_j_per_year is not None:
         e = a.inference_energy_j_per_year
         out.append(
@@ -163,19 +189,28 @@ def decide(targets: Targets, ladder: Ladder, base: Next, history: list[Attempt])
     winners = [a for a in history if passed(targets, a)]
     if winners:
         best = min(winners, key=lambda a: (a.inference_energy_j_per_year if a.inference_energy_j_per_year is not None else float("inf"), -a.index))
-        return Final(state=FinalState.PASSED, chosen=best.index, reason=f"attempt #{best.index} ({best.kind.value}, {best.hidden_units[0]}-{best.hidden_units[1]}) meets every target")
+        return Final(
+            state=FinalState.PASSED,
+            chosen=best.index,
+            reason=f"attempt #{best.index} ({best.kind.value}, {best.hidden_units[0]}-{best.hidden_units[1]}) meets every target",
+        )
     last = history[-1]
     spent = sum(a.spent_energy_j for a in history)
     if len(history) >= ladder.max_attempts:
-        return Final(state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{len(history)} attempts used (max {ladder.max_attempts}); last: {summary(targets, last)}")
+        return Final(
+            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{len(history)} attempts used (max {ladder.max_attempts}); last: {summary(targets, last)}"
+        )
     if ladder.max_total_energy_j is not None and spent >= ladder.max_total_energy_j:
-        return Final(state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{spent:,.0f} J spent (max {ladder.max_total_energy_j:g} J); last: {summary(targets, last)}")
+        return Final(
+            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{spent:,.0f} J spent (max {ladder.max_total_energy_j:g} J); last: {summary(targets, last)}"
+        )
     if last.failed_reason and last.kind == Kind.TRAIN:
         return Final(state=FinalState.FAILED, chosen=None, reason=f"the first agent could not be trained: {last.failed_reason}")
     why = summary(targets, last)
     if not quality_ok(targets, last):
         if last.kind == Kind.DISTIL:
-            return Next(kind=Kind.SHRINK, hidden_units=last.hidden_units, max_episodes=history[last.parent or 0].max_episodes, epsilon=last.epsilon, parent=None,
+            episodes = history[last.parent or 0].max_episodes
+            return Next(kind=Kind.SHRINK, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=last.epsilon, parent=None,
                         reason=f"the distilled student missed quality ({why}): train that width from scratch")  # fmt: skip
         if last.kind == Kind.SHRINK:
             return Final(state=FinalState.FAILED, chosen=None, reason=f"no rung left: the smaller agent misses quality ({why})")

@@ -76,9 +76,7 @@ def trajectory(cfg: RoomConfig, minutes: int, seed: int | np.random.Generator, s
     daily = rng.normal(0.0, cfg.weather_day_noise_c, size=int(days[-1]) + 2) if cfg.weather_day_noise_c > 0 else np.zeros(int(days[-1]) + 2)
     frac = (t % MINUTES_PER_DAY) / MINUTES_PER_DAY
     weather = daily[days] + (daily[days + 1] - daily[days]) * frac
-    outside = np.asarray(cfg.monthly_mean_outside_temperature_c)[months] + cfg.daily_outside_amplitude_c * np.cos(
-        2 * np.pi * (hour - cfg.warmest_hour) / 24
-    )
+    outside = np.asarray(cfg.monthly_mean_outside_temperature_c)[months] + cfg.daily_outside_amplitude_c * np.cos(2 * np.pi * (hour - cfg.warmest_hour) / 24)
     outside = outside + weather
     profile = 1 + cfg.daily_load_amplitude_fraction * np.cos(2 * np.pi * (hour - cfg.busiest_hour) / 24)
     load = cfg.it_idle_power_kw + (cfg.it_power_kw_per_user * users + cfg.it_power_kw_per_mbps * rate) * profile
@@ -195,4 +193,3 @@ def cop_table(cfg: RoomConfig) -> str:
     for out in (0, 10, 20, 30):
         rows.append(f"{out:>10} " + " ".join(f"{chiller_cop(cfg, r, out):9.2f}" for r in (21, 24, 27)))
     return "\n".join(rows) + f"\nfree cooling at 10 C outside: {free_cooling_kw(cfg, 21, 10):.1f} kW (room 21), {free_cooling_kw(cfg, 27, 10):.1f} kW (room 27)"
-

@@ -49,7 +49,7 @@ def workload_walks(cfg: WorkloadConfig, minutes: int, rng: np.random.Generator) 
 
 
 @njit(cache=os.access(Path(__file__).parent, os.W_OK))
-def _clipped_walk(start, steps, low, high):  # type: ignore[no-untyped-def]
+def _clipped_walk(start, steps, low, high):
     """Clipping makes the walk path-dependent (a cumulative sum cannot express it): one compiled pass."""
     out = np.empty(steps.shape[0] + 1)
     out[0] = start

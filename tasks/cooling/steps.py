@@ -100,7 +100,9 @@ def _dqn_config(s: CoolingScenario, step: Next) -> DQNConfig:
     return DQNConfig(**fields)
 
 
-def run_attempt_plain(s: CoolingScenario, step: Next, history: list[Attempt], work_dir: Path, meter: EnergyMeter, log: Any = print) -> tuple[Attempt, dict[str, Any]]:
+def run_attempt_plain(
+    s: CoolingScenario, step: Next, history: list[Attempt], work_dir: Path, meter: EnergyMeter, log: Any = print
+) -> tuple[Attempt, dict[str, Any]]:
     """Train (or distil) one agent with its energy measured, save it, evaluate it. Returns the record and
     the extra figures/series for the tracking run (also written to the agent folder as evaluation.json)."""
     index = len(history)
@@ -133,7 +135,14 @@ def run_attempt_plain(s: CoolingScenario, step: Next, history: list[Attempt], wo
     dqn_mod.save_agent(
         agent_dir,
         net,
-        {"env": s.env, "obs_dim": obs_dim, "n_actions": n_actions, "hidden_units": list(step.hidden_units), "kind": step.kind.value, "parameters": net.parameter_count()},
+        {
+            "env": s.env,
+            "obs_dim": obs_dim,
+            "n_actions": n_actions,
+            "hidden_units": list(step.hidden_units),
+            "kind": step.kind.value,
+            "parameters": net.parameter_count(),
+        },
     )
     evaluation = evaluate(s, net)
     inference_j, measured_minutes = inference_energy_j_per_year(s, net, meter)
@@ -146,6 +155,8 @@ def run_attempt_plain(s: CoolingScenario, step: Next, history: list[Attempt], wo
             "spent_energy_j": own_j,
             "inference_energy_j_per_year": inference_j,
             "episodes_run": episodes,
+            "energy_source": m.source,
+            "energy_estimated": m.estimated,
             "agent_dir": str(agent_dir),
         }
     )
@@ -160,7 +171,9 @@ def run_attempt_plain(s: CoolingScenario, step: Next, history: list[Attempt], wo
     )
     extra["tags"] = {"energy_source": m.source, "energy_estimated": str(m.estimated).lower(), **{f"meter.{k}": v for k, v in m.details.items()}}
     (agent_dir / "evaluation.json").write_text(evaluation.model_dump_json(indent=2))
-    (agent_dir / "comparison.md").write_text("\n\n".join(f"seed {sd}:\n\n{c.table()}" for sd, c in zip(s.evaluation.seeds, evaluation.comparisons, strict=True)))
+    (agent_dir / "comparison.md").write_text(
+        "\n\n".join(f"seed {sd}:\n\n{c.table()}" for sd, c in zip(s.evaluation.seeds, evaluation.comparisons, strict=True))
+    )
     log(f"attempt #{index} {step.kind.value} {step.hidden_units}: {summary(s.policy_targets(), attempt)}")
     return attempt, extra
 
@@ -267,7 +280,11 @@ def close_loop(s: CoolingScenario, final: Final, history: list[Attempt], loop_ru
         if record.champion_moved
         else f"champion unchanged ({record.champion_version or 'none'}){': ' + record.champion_reason if record.champion_reason else ''}"
     )
-    create_markdown_artifact(markdown=f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{champion}\n\n{table}\n", key=f"cooling-loop-{s.env}", description=final.reason[:500])
+    create_markdown_artifact(
+        markdown=f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{champion}\n\n{table}\n",
+        key=f"cooling-loop-{s.env}",
+        description=final.reason[:500],
+    )
     return CoolingOutcome(
         state=final.state.value,
         reason=final.reason,
@@ -290,4 +307,3 @@ def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
         registry.abort_loop(loop_run_id, reason, status)
     except Exception as exc:
         get_run_logger().warning("could not mark cooling loop run %s %s (%s)", loop_run_id, status, exc)
-

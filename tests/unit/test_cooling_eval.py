@@ -97,7 +97,10 @@ def test_training_actor_records_consistent_transitions() -> None:
 
 
 def test_room_setpoint_sweep_prefers_the_warmest_safe_setpoint() -> None:
-    sweep = {21.0: {"energy_kwh": 10.0, "minutes_outside_band": 0.0, "failed_minutes": 0.0}, 26.0: {"energy_kwh": 7.0, "minutes_outside_band": 0.0, "failed_minutes": 0.0}}
+    sweep = {
+        21.0: {"energy_kwh": 10.0, "minutes_outside_band": 0.0, "failed_minutes": 0.0},
+        26.0: {"energy_kwh": 7.0, "minutes_outside_band": 0.0, "failed_minutes": 0.0},
+    }
     sweep[26.5] = {"energy_kwh": 6.0, "minutes_outside_band": 30.0, "failed_minutes": 0.0}
     assert best_setpoint(sweep, {"minutes_outside_band": 0.0, "failed_minutes": 0.0}) == 26.0
 
