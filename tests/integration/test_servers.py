@@ -1,13 +1,20 @@
 """Team setup on loopback: MLflow and Prefect servers on PostgreSQL, a process worker, `prefect deploy --all`
-from prefect.yaml, and `energy-loop trigger --wait`, checked through MlflowClient against the server."""
+from prefect.yaml, and `energy-loop trigger --wait`, checked through MlflowClient against the server.
+
+Both servers run with authentication on, as in the compose stack: MLflow's basic-auth app started by
+the stack's own `infra/mlflow-server.sh`, Prefect with `PREFECT_SERVER_API_AUTH_STRING`; credentials
+are generated per test session, none is stored in the repository."""
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -69,7 +76,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
     tmp = tmp_path_factory.mktemp("servers")
     suffix = uuid.uuid4().hex[:8]
-    dbs = {"mlflow": f"el_mlflow_{suffix}", "prefect": f"el_prefect_{suffix}"}
+    dbs = {"mlflow": f"el_mlflow_{suffix}", "auth": f"el_auth_{suffix}", "prefect": f"el_prefect_{suffix}"}
     for db in dbs.values():
         _psql(f"create database {db}")
     mlflow_port, prefect_port = _free_port(), _free_port()
@@ -82,7 +89,20 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
         "ENERGY_LOOP_ROOT": str(ROOT),
+        # Authentication, generated for this session: the servers read the first set, clients the second.
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        "MLFLOW_AUTH_DATABASE_URI": f"postgresql+psycopg2://{PG}/{dbs['auth']}",
+        "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{PG}/{dbs['mlflow']}",
+        "MLFLOW_ARTIFACTS_DESTINATION": (tmp / "artifacts").as_uri(),
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_PORT": str(mlflow_port),
+        "MLFLOW_BIN": str(BIN / "mlflow"),
+        "PREFECT_SERVER_API_AUTH_STRING": f"admin:{secrets.token_urlsafe(16)}",
     }
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    env["PREFECT_API_AUTH_STRING"] = env["PREFECT_SERVER_API_AUTH_STRING"]
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
@@ -92,14 +112,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         return proc, log
 
     try:
-        mlflow_proc, mlflow_log = start(
-            "mlflow",
-            [
-                str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                "--backend-store-uri", f"postgresql+psycopg2://{PG}/{dbs['mlflow']}",
-                "--artifacts-destination", (tmp / "artifacts").as_uri(), "--workers", "1",
-            ],
-        )  # fmt: skip
+        mlflow_proc, mlflow_log = start("mlflow", ["sh", str(ROOT / "infra" / "mlflow-server.sh"), "--workers", "1"])
         prefect_proc, prefect_log = start("prefect", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)])
         _wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow_proc, mlflow_log)
         _wait_http(f"http://127.0.0.1:{prefect_port}/api/health", 120, prefect_proc, prefect_log)
@@ -122,8 +135,38 @@ def _trigger(env: dict[str, str], scenario: str, model_name: str) -> subprocess.
     return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_trigger_a_deployment_and_read_the_registry_from_the_server(servers: dict[str, str]) -> None:
+def _status_without(url: str, auth: tuple[str, str] | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_both_servers_refuse_requests_without_credentials(servers: dict[str, str]) -> None:
+    mlflow_api = f"{servers['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _status_without(mlflow_api) == 401
+    assert _status_without(mlflow_api, ("admin", "wrong-password")) == 401
+    assert _status_without(mlflow_api, (servers["MLFLOW_TRACKING_USERNAME"], servers["MLFLOW_TRACKING_PASSWORD"])) == 200
+    prefect_api = f"{servers['PREFECT_API_URL']}/flows/filter"
+    request = urllib.request.Request(prefect_api, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    # The CLI without credentials: one line, exit 1, nothing registered.
+    anonymous = {k: v for k, v in servers.items() if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    result = subprocess.run([str(BIN / "energy-loop"), "status", "server-digits"], env=anonymous, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "401" in result.stderr and "not authenticated" in result.stderr, result.stderr[-2000:]
+
+
+def test_trigger_a_deployment_and_read_the_registry_from_the_server(servers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", servers["MLFLOW_TRACKING_USERNAME"])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", servers["MLFLOW_TRACKING_PASSWORD"])
 
     result = _trigger(servers, "tests/fixtures/quick.yaml", "server-digits")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
