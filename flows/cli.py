@@ -66,11 +66,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"energy-loop: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
-    # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the loop fails.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow.exceptions import MlflowException
 
     from flows.energy_loop import energy_loop
@@ -263,8 +258,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
+    # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the command fails.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     handlers = {"run": _run, "validate": _validate, "meters": _meters, "promote": _promote, "status": _status, "trigger": _trigger}
-    return handlers[args.command](args)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return handlers[args.command](args)
+    except MlflowException as exc:
+        # Unreachable or refusing tracking server (e.g. 401 without MLFLOW_TRACKING_USERNAME/PASSWORD): one line, exit 1.
+        first = str(exc).splitlines()[0][:300]
+        print(f"energy-loop: error: tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}: {first}", file=sys.stderr)
+        return EXIT_NOT_PASSED
 
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ crashed or interrupted loop leaves runs marked FAILED/KILLED and nothing registe
 from __future__ import annotations
 
 import os
+import random
 import socket
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +206,72 @@ def _champion(mc: Any, model_name: str) -> Any | None:
         return None
 
 
+class ChampionLockTimeout(RuntimeError):
+    """Another loop or promotion held the champion lock for longer than we wait."""
+
+
+def _lock_name(model_name: str) -> str:
+    return f"{model_name}--champion-lock"
+
+
+@contextmanager
+def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, wait_s: float = 90.0) -> Iterator[None]:
+    """Mutual exclusion for moving `champion`: compare-and-set on the alias.
+
+    MLflow has no conditional alias update, but creating a registered model is atomic (unique
+    name in the store), on sqlite and on a server alike: the lock is a registered model named
+    `<model>--champion-lock`, created to acquire and deleted to release. Whoever holds it re-reads
+    the current champion, decides, and moves the alias. A holder that died leaves a lock whose
+    lease (`expires_at` tag) runs out; the next waiter breaks it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = _lock_name(model_name)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            mc.create_registered_model(
+                name,
+                tags={"owner": owner, "host": socket.gethostname(), "pid": str(os.getpid()), "expires_at": f"{time.time() + lease_s:.3f}"},
+                description=f"Held while {owner} moves the champion alias of {model_name}; deleted when done.",
+            )
+            break
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+        try:
+            held = mc.get_registered_model(name)
+            expired = time.time() > float(held.tags.get("expires_at", "0"))
+        except MlflowException:
+            continue  # released between our two calls: try again at once
+        if expired:
+            try:
+                mc.delete_registered_model(name)
+            except MlflowException:
+                pass
+            continue
+        if time.monotonic() > deadline:
+            raise ChampionLockTimeout(f"champion lock of {model_name} held by {held.tags.get('owner', '?')} for more than {wait_s:g} s")
+        time.sleep(0.2 + random.random() * 0.3)
+    try:
+        yield
+    finally:
+        try:
+            mc.delete_registered_model(name)
+        except MlflowException:
+            pass
+
+
+def move_champion_if_better(mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str) -> tuple[bool, str]:
+    """Under the champion lock: re-read the champion, judge, move the alias only if `candidate` beats it."""
+    with champion_lock(mc, model_name, owner):
+        current = _champion(mc, model_name)
+        wins, reason = beats_champion(candidate, None if current is None else dict(current.tags), sigmas)
+        if wins:
+            mc.set_registered_model_alias(model_name, CHAMPION, version)
+        return wins, reason
+
+
 def champion_tags(model_name: str) -> dict[str, str] | None:
     version = _champion(client(), model_name)
     return None if version is None else dict(version.tags)
@@ -244,10 +314,7 @@ def close_loop(
             extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
         version = mc.create_model_version(model_name, source=f"runs:/{c.run_id}/model", run_id=c.run_id, tags=_version_tags(c, verdict, extra))
         record.versions[c.index] = str(version.version)
-    promote: str | None = None
-    if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions:
-        wins, record.champion_reason = beats_champion(history[final.chosen], champion_tags(model_name), sigmas)
-        promote = record.versions[final.chosen] if wins else None
+    chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "iterations.md"
         table.write_text(f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
@@ -260,12 +327,15 @@ def close_loop(
             mc.log_artifact(chosen_run, str(plot_path))
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
-    mc.set_tag(loop_run_id, "loop.champion", (f"moved to {promote}: " if promote else "unchanged: ") + record.champion_reason[:3900])
     mc.set_terminated(loop_run_id, status="FINISHED")
-    # The alias moves last, after the run is recorded as finished: anything that fails earlier leaves it where it was.
-    if promote is not None:
-        mc.set_registered_model_alias(model_name, CHAMPION, promote)
-        record.champion_moved = True
+    # The alias moves last, after the run is recorded as finished, and under the champion lock so that
+    # two loops finishing at once compare against the champion as it is, not as it was.
+    if chosen is not None:
+        record.champion_moved, record.champion_reason = move_champion_if_better(
+            mc, model_name, record.versions[chosen], history[chosen], sigmas, owner=f"loop run {loop_run_id}"
+        )
+    moved = f"moved to {record.versions[chosen]}: " if record.champion_moved and chosen is not None else "unchanged: "
+    mc.set_tag(loop_run_id, "loop.champion", moved + (record.champion_reason or final.state.value)[:3900])
     current = _champion(mc, model_name)
     record.champion_version = None if current is None else str(current.version)
     return record
@@ -347,7 +417,8 @@ def promote(model_name: str, version: str, force: bool = False, reason: str = ""
     if force:
         mc.set_model_version_tag(model_name, version, "forced_promotion_reason", reason[:4000])
         mc.set_model_version_tag(model_name, version, "forced_over", "; ".join(problems)[:4000] or "nothing")
-    mc.set_registered_model_alias(model_name, CHAMPION, version)
+    with champion_lock(mc, model_name, owner=f"promote by {user or 'unknown'}"):
+        mc.set_registered_model_alias(model_name, CHAMPION, version)
     return f"champion of {model_name} is now version {version}" + (f" (forced: {reason})" if force else "")
 
 
