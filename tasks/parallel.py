@@ -50,12 +50,21 @@ def candidate_runner(parallel: int, address: str | None = None) -> Iterator[Any 
             # One single-threaded process per slot: torch's intra-op threads would oversubscribe the cores.
             runner = DaskTaskRunner(cluster_kwargs={"n_workers": parallel, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
         with runner:
+            if not address:
+                # Start the workers and import the training stack now, so the first batch does not pay for it.
+                runner.client.run(_warm_worker)
             yield runner
     finally:
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = previous
+
+
+def _warm_worker() -> int:
+    import tasks.steps  # noqa: F401  (torch, the models and the meters)
+
+    return os.getpid()
 
 
 def run_all(runner: Any | None, task: Callable[..., Any], calls: Sequence[dict[str, Any]]) -> list[Any]:
