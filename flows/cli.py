@@ -87,6 +87,10 @@ def _run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"energy-loop: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:
+        # Disk full or an unwritable artifact location: the loop ended FAILED before registering anything.
+        print(f"energy-loop: FAILED: could not write {getattr(exc, 'filename', None) or 'an artifact'}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
     except MlflowException as exc:
         # Tracking unreachable past the retry budget: the loop ends FAILED, nothing registered, no alias moved;
         # the next loop closes its run as orphaned.

@@ -206,6 +206,20 @@ def _champion(mc: Any, model_name: str) -> Any | None:
         return None
 
 
+class IncompleteArtifact(RuntimeError):
+    """A candidate's model files are not all in the artifact store: it is not registered."""
+
+
+def _check_logged_model(mc: Any, run_id: str, model_dir: Path) -> None:
+    """Every file of the saved model is in the run's artifacts with its full size."""
+    logged = {Path(f.path).name: f.file_size for f in mc.list_artifacts(run_id, "model")}
+    for local in model_dir.iterdir():
+        size = local.stat().st_size
+        if logged.get(local.name) != size:
+            stored = logged.get(local.name)
+            raise IncompleteArtifact(f"run {run_id}: artifact model/{local.name} is {stored} bytes in the store, expected {size}: nothing registered")
+
+
 class ChampionLockTimeout(RuntimeError):
     """Another loop or promotion held the champion lock for longer than we wait."""
 
@@ -299,9 +313,24 @@ def close_loop(
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
+    # Artifacts first: a full disk or an unwritable store fails here, before any version exists.
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "iterations.md"
+        table.write_text(f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
+        mc.log_artifact(loop_run_id, str(table))
+    if plot_path is not None and plot_path.exists():
+        mc.log_artifact(loop_run_id, str(plot_path))
+        # The version page links to its source run: put the Pareto plot there too for the chosen model.
+        chosen_run = history[final.chosen].run_id if final.chosen is not None else None
+        if chosen_run:
+            mc.log_artifact(chosen_run, str(plot_path))
+    registrable = [c.ok and c.run_id is not None and c.model_dir is not None for c in history]
+    for c, ok in zip(history, registrable, strict=True):
+        if ok:  # all checked before the first version is created: none or all are registered
+            _check_logged_model(mc, str(c.run_id), Path(str(c.model_dir)))
     record = LoopRecord()
-    for c, verdict, passed in zip(history, verdicts, gates_passed, strict=True):
-        if not (c.ok and c.run_id and c.model_dir):
+    for c, verdict, passed, ok in zip(history, verdicts, gates_passed, registrable, strict=True):
+        if not ok:
             continue
         extra = {
             **common_tags,
@@ -315,16 +344,6 @@ def close_loop(
         version = mc.create_model_version(model_name, source=f"runs:/{c.run_id}/model", run_id=c.run_id, tags=_version_tags(c, verdict, extra))
         record.versions[c.index] = str(version.version)
     chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
-    with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "iterations.md"
-        table.write_text(f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
-        mc.log_artifact(loop_run_id, str(table))
-    if plot_path is not None and plot_path.exists():
-        mc.log_artifact(loop_run_id, str(plot_path))
-        # The version page links to its source run: put the Pareto plot there too for the chosen model.
-        chosen_run = history[final.chosen].run_id if final.chosen is not None else None
-        if chosen_run:
-            mc.log_artifact(chosen_run, str(plot_path))
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
     mc.set_terminated(loop_run_id, status="FINISHED")

@@ -134,3 +134,38 @@ def test_tracking_server_killed_mid_loop_then_restarted(tmp_path: Path) -> None:
         assert champion.tags["gates_passed"] == "true"
     finally:
         _stop(server)
+
+
+def _tiny_tmpfs(where: Path, size_kb: int) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("fault", ["disk-full", "unwritable"])
+def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, mlflow_store: str, tmp_path: Path, prefect_harness: None) -> None:
+    """The embedded store keeps artifacts in ./mlartifacts: make it a 96 KiB filesystem, or a plain file."""
+    import contextlib
+    import io
+
+    from flows.cli import main
+
+    artifacts = tmp_path / "mlartifacts"
+    if fault == "disk-full":
+        if not _tiny_tmpfs(artifacts, 96):
+            pytest.skip("cannot mount a tmpfs here (needs root); the unwritable case still runs")
+    else:
+        artifacts.write_text("a file where the artifact folder should be")  # writes fail even as root
+    try:
+        # Not capsys: Prefect's console log handler keeps the stream it first saw, and capsys closes its stream.
+        with contextlib.redirect_stderr(io.StringIO()) as stderr:
+            code = main(["run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", "digits", "--model-name", f"full-{fault}"])
+    finally:
+        if fault == "disk-full":
+            subprocess.run(["umount", str(artifacts)], capture_output=True)
+    err = stderr.getvalue().strip().splitlines()
+    assert code == 1
+    assert err and err[-1].startswith("energy-loop: FAILED: could not write") and ("No space left" in err[-1] or "Not a directory" in err[-1]), err[-3:]
+    client = MlflowClient(mlflow_store)
+    assert client.search_model_versions(f"name='full-{fault}'") == []  # no half-logged model registered
+    loops = client.search_runs([client.get_experiment_by_name("energy-loop").experiment_id], filter_string="tags.`loop.pid` != ''")
+    assert loops and all(r.info.status == "FAILED" for r in loops)
