@@ -59,7 +59,7 @@ def main() -> int:
 def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: int) -> dict[str, Any]:
     from tasks import data as data_mod
     from tasks.candidate import run_step
-    from tasks.energy.select import close_shared_meters, resolve_meter_name
+    from tasks.energy.select import close_shared_meters, make_meter, resolve_meter_name
     from tasks.parallel import candidate_runner, run_all
     from tasks.steps import measure_candidate, scenario_meter, train_candidate
     from thresholds import scenario_path
@@ -76,6 +76,10 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
             history.append(run_step(settings, step, history, data_path, Path(tmp) / "setup", meter))
         steps = [Step(kind=StepKind.PRUNE, value=r, parent=1) for r in RATIOS[:n]]
 
+        phases: dict[str, float] = {}
+        # A second meter of the same kind for the whole phase: the candidates' own windows may use the shared one.
+        phase_meter = make_meter(meter_name, settings.measurement.fixed_power_w, settings.measurement.codecarbon_country)
+
         def one_mode(runner: Any | None, work: str) -> tuple[list[CandidateResult], float, float]:
             calls = [
                 dict(
@@ -85,8 +89,10 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
                 for i, s in enumerate(steps)
             ]  # fmt: skip
             t0 = time.perf_counter()
-            produced = run_all(runner, train_candidate, calls)
+            with phase_meter.window(f"{work} train phase") as phase:
+                produced = run_all(runner, train_candidate, calls)
             train_s = time.perf_counter() - t0
+            phases[work] = phase.measurement.energy_j
             measured = [measure_candidate(settings, p, data_path, meter_name, 0.0) for p in produced]
             return measured, train_s, time.perf_counter() - t0
 
@@ -98,6 +104,7 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
             par, par_train_s, par_s = one_mode(runner, "parallel")
         total_s = time.perf_counter() - started
         close_shared_meters()
+        phase_meter.close()
 
     rows, agree = [], 0
     for s, p in zip(serial, par, strict=True):
@@ -114,6 +121,10 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
     for label, se, ss, pe, ps, ok, st, pt, sa, pa in rows:
         print(f"| {label} | {se:.4g} ± {ss:.2g} | {pe:.4g} ± {ps:.2g} | {'yes' if ok else 'NO'} | {st:.2f} | {pt:.2f} | {sa:.4f} / {pa:.4f} |")
     print()
+    print(
+        f"training energy: machine reading over the parallel phase {phases['parallel']:.1f} J vs the workers' attributed sum "
+        f"{sum(r[7] for r in rows):.1f} J (serial phase {phases['serial']:.1f} J)"
+    )
     print(f"training phase: serial {serial_train_s:.1f} s, parallel {par_train_s:.1f} s  -> {serial_train_s / par_train_s:.2f}x")
     print(f"train + measure: serial {serial_s:.1f} s, parallel {par_s:.1f} s  -> {serial_s / par_s:.2f}x (Dask cluster start {startup_s:.1f} s not included)")
     return {
@@ -126,8 +137,13 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
         "cluster_start_s": round(startup_s, 2),
         "speedup_with_cluster_start": round(serial_s / (par_s + startup_s), 3),
         "inference_energies_agree": agree,
+        # Within-run standard errors miss run-to-run drift; the signed differences show whether parallel mode biases them.
+        "inference_rel_diff_mean": round(sum(r[3] / r[1] - 1 for r in rows) / len(rows), 4),
+        "inference_rel_diff_max": round(max(abs(r[3] / r[1] - 1) for r in rows), 4),
         "serial_train_energy_j": round(sum(r[6] or 0.0 for r in rows), 2),
         "parallel_train_energy_j": round(sum(r[7] or 0.0 for r in rows), 2),
+        "parallel_phase_machine_energy_j": round(phases["parallel"], 2),
+        "serial_phase_machine_energy_j": round(phases["serial"], 2),
         "energy_source": serial[0].energy_source,
         "energy_estimated": serial[0].estimated,
         "wall_s": round(total_s, 1),

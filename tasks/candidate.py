@@ -218,6 +218,7 @@ def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, 
     """Score a produced candidate and measure its inference energy (alone on the machine)."""
     if not produced.ok or produced.model_dir is None:
         return produced
+    stabilise_allocator()  # also here: in parallel mode this process did not train the model
     started = time.perf_counter()
     index, step = produced.index, produced.step
     data = load_cached(data_path)
