@@ -155,6 +155,16 @@ def close_loop(
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
+    # Artifacts first: a full disk or an unwritable store fails here, before any version exists.
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "attempts.md"
+        table.write_text(f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
+        mc.log_artifact(loop_run_id, str(table))
+        (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        mc.log_artifact(loop_run_id, str(Path(tmp) / "summary.json"))
+    for path in artifacts:
+        if path.exists():
+            mc.log_artifact(loop_run_id, str(path))
     record = CoolingRecord()
     chosen_tags: dict[str, str] | None = None
     for a, verdict, ok in zip(history, verdicts, gates_passed, strict=True):
@@ -165,27 +175,20 @@ def close_loop(
         record.versions[a.index] = str(version.version)
         if final.chosen == a.index and ok:
             chosen_tags = tags
-    promote: str | None = None
-    if final.state == FinalState.PASSED and final.chosen in record.versions and chosen_tags is not None:
-        current = _champion(mc, model_name)
-        wins, record.champion_reason = beats(chosen_tags, None if current is None else dict(current.tags))
-        promote = record.versions[final.chosen] if wins else None
-    with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "attempts.md"
-        table.write_text(f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
-        mc.log_artifact(loop_run_id, str(table))
-        (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        mc.log_artifact(loop_run_id, str(Path(tmp) / "summary.json"))
-    for path in artifacts:
-        if path.exists():
-            mc.log_artifact(loop_run_id, str(path))
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
-    mc.set_tag(loop_run_id, "loop.champion", (f"moved to {promote}: " if promote else "unchanged: ") + record.champion_reason[:3900])
     mc.set_terminated(loop_run_id, status="FINISHED")
-    if promote is not None:  # last: anything failing before leaves the alias where it was
-        mc.set_registered_model_alias(model_name, CHAMPION, promote)
-        record.champion_moved = True
+    promote: str | None = None
+    if final.state == FinalState.PASSED and final.chosen in record.versions and chosen_tags is not None:
+        # Last, and under the registry's champion lock: judged against the champion as it is now.
+        with tracking.champion_lock(mc, model_name, owner=f"cooling loop run {loop_run_id}"):
+            current = _champion(mc, model_name)
+            wins, record.champion_reason = beats(chosen_tags, None if current is None else dict(current.tags))
+            if wins:
+                promote = record.versions[final.chosen]
+                mc.set_registered_model_alias(model_name, CHAMPION, promote)
+                record.champion_moved = True
+    mc.set_tag(loop_run_id, "loop.champion", (f"moved to {promote}: " if promote else "unchanged: ") + record.champion_reason[:3900])
     current = _champion(mc, model_name)
     record.champion_version = None if current is None else str(current.version)
     return record
