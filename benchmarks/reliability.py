@@ -6,7 +6,9 @@ Every malformed input of the corpus goes through the real CLI (`flows.cli.main`)
 fresh embedded MLflow store; it counts as clean when the CLI exits 2 with a one-line error
 and nothing was registered or left looking successful. The fault scenarios are the
 integration tests in tests/integration/test_faults.py (SIGKILL mid-loop, tracking server
-killed and restarted, promotion of an unfinished loop's version). Ends with one JSON line.
+killed and restarted, promotion of an unfinished loop's version, disk full and unwritable
+artifact store) and the champion-lock tests (four processes finishing at once, a crashed lock
+holder). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -132,7 +134,13 @@ def faults() -> tuple[int, int]:
                 Count.tried += 1
                 Count.survived += int(report.passed)
 
-    pytest.main(["-q", "-p", "no:warnings", str(ROOT / "tests/integration/test_faults.py")], plugins=[Count()])
+    promotion = ROOT / "tests/unit/test_promotion.py"
+    targets = [
+        str(ROOT / "tests/integration/test_faults.py"),
+        f"{promotion}::test_concurrent_loops_leave_the_best_version_as_champion",
+        f"{promotion}::test_a_stale_champion_lock_is_broken_after_its_lease",
+    ]
+    pytest.main(["-q", "-p", "no:warnings", *targets], plugins=[Count()])
     return Count.tried, Count.survived
 
 
