@@ -30,7 +30,8 @@ class TrainConfig:
     early_stopping: bool = True
     seed: int = 0
     log_every_s: float = 5.0
-    autocast: bool = False  # mixed precision: bf16 autocast on CPU (weights stay fp32)
+    autocast: bool = False  # mixed precision: bf16 autocast on CPU, fp16 + grad scaler on CUDA (weights stay fp32)
+    autocast_dtype: str | None = None  # "bf16" or "fp16" to override the device's default
     monitor: str = "loss"  # early stopping watches "loss" or (classification) "accuracy", ties by loss
 
 
@@ -110,13 +111,16 @@ def fit(
     val_losses: list[float] = []
     epoch_energy_j: list[float] = []
     epoch_meter = meter or NullMeter()
+    device_type = next(model.parameters()).device.type
+    amp_dtype, use_scaler = amp_settings(device_type, cfg.autocast, cfg.autocast_dtype)
+    scaler = torch.amp.GradScaler(device_type, enabled=use_scaler)
     start = last_log = time.perf_counter()
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
         try:
             with epoch_meter.window(f"{label} epoch {epoch}") as handle:
                 val_loss, train_loss, val_acc = _epoch(
-                    model, x, step_loss, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast
+                    model, x, step_loss, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype
                 )
         except DivergedError as exc:
             exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
@@ -148,6 +152,19 @@ def fit(
     )
 
 
+def amp_settings(device_type: str, enabled: bool, dtype: str | None = None) -> tuple[torch.dtype, bool]:
+    """(autocast dtype, whether to scale the loss) for a device.
+
+    bf16 keeps fp32's exponent range, so it trains without loss scaling (the CPU default: AMX /
+    AVX512-BF16 units); fp16 underflows small gradients, so it needs a GradScaler (the CUDA default,
+    where tensor cores run fp16)."""
+    chosen = dtype or ("fp16" if device_type == "cuda" else "bf16")
+    if chosen not in ("bf16", "fp16"):
+        raise ValueError(f"autocast_dtype = {chosen!r}: expected 'bf16' or 'fp16'")
+    torch_dtype = torch.float16 if chosen == "fp16" else torch.bfloat16
+    return torch_dtype, enabled and torch_dtype == torch.float16
+
+
 def _epoch(
     model: nn.Module,
     x: torch.Tensor,
@@ -161,6 +178,8 @@ def _epoch(
     label: str,
     epoch: int,
     autocast: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype = torch.bfloat16,
 ) -> tuple[float, float, float | None]:
     """One pass over the training split; returns (validation loss, mean training loss, validation accuracy)."""
     model.train()
@@ -169,13 +188,19 @@ def _epoch(
     for i in range(0, len(x), batch_size):
         idx = order[i : i + batch_size]
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
             out = model(x[idx])
         loss = step_loss(out.float(), idx)
         if not torch.isfinite(loss):
             raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
-        loss.backward()
-        optimizer.step()
+        if scaler is not None and scaler.is_enabled():
+            # fp16: scale the loss so small gradients survive; steps with inf/nan gradients are skipped.
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         total += loss.item() * len(idx)
     model.eval()
     with torch.no_grad():
