@@ -12,11 +12,12 @@ import torch
 
 from tasks import compress, models, quantize
 from tasks import distill as distill_mod
+from tasks import search as search_mod
 from tasks.data import CachedData, load_cached
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
-from tasks.errors import DivergedError, MeterError
+from tasks.errors import DivergedError, MeterError, RungNotApplicable
 from tasks.evaluate import measure_inference, quality, representative_subset
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.policy import CandidateResult, Step, StepKind
@@ -152,7 +153,14 @@ def produce_step(
                 raise ValueError(f"parent #{parent.index} has no saved model")
             model, spec = models.load(Path(parent.model_dir))
             lineage_train_j, lineage_train_sem_j = parent.train_energy_j, parent.train_energy_sem_j
-            if step.kind in (StepKind.PRUNE, StepKind.DISTILL, StepKind.QAT):
+            if step.kind == StepKind.SEARCH:
+                search_j, points = _search(scenario, history, spec, data, meter, f"#{index} search")
+                model, spec, front = points
+                spent_j += search_j
+                # Trained from scratch: the chosen model's lineage is the whole search that found it.
+                lineage_train_j, lineage_train_sem_j = search_j, 0.0
+                tags.update(front)
+            elif step.kind in (StepKind.PRUNE, StepKind.DISTILL, StepKind.QAT):
                 # Pruning and QAT fine-tune the parent itself (optionally on its soft labels); distillation trains a new student.
                 teacher = copy.deepcopy(model) if training.distill_fine_tune and step.kind != StepKind.DISTILL else None
                 epochs = training.fine_tune_epochs
@@ -202,10 +210,37 @@ def produce_step(
                 "tags": {**result.tags, **tags, **meter_tags(meter)},
             }
         )
-    except (DivergedError, MeterError) as exc:
+    except (DivergedError, MeterError, RungNotApplicable) as exc:
         log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
         spent_j += getattr(exc, "partial_energy_j", 0.0)
         return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started})
+
+
+def _search(
+    scenario: Scenario, history: list[CandidateResult], base: models.ModelSpec, data: CachedData, meter: EnergyMeter, label: str
+) -> tuple[float, tuple[torch.nn.Module, models.ModelSpec, dict[str, str]]]:
+    """The architecture-search rung: energy spent, and (chosen model, its spec, Pareto tags)."""
+    ladder, training = scenario.ladder, scenario.training
+    reference = history[0].analytic_inference_energy_j_per_1k
+    if base.kind != "mlp" or reference is None:
+        raise RungNotApplicable("architecture search needs an MLP baseline with an analytic energy estimate")
+    cap = reference * ladder.search_max_energy_vs_baseline
+    cfg = TrainConfig(
+        max_epochs=training.max_epochs, patience=training.patience, batch_size=training.batch_size, seed=training.seed, monitor=training.early_stopping_monitor
+    )
+    try:
+        model, spec, points, front, spent_j = search_mod.search(
+            base, ladder.search_hidden, cap, data, cfg, scenario.measurement.inference_batch_size, meter, label
+        )
+    except ValueError as exc:
+        raise RungNotApplicable(str(exc)) from None
+    tags = {
+        "search.cap_j_per_1k": f"{cap:.6g}",
+        "search.tried": str(len(points)),
+        "search.pareto": search_mod.as_json(front)[:4000],
+        "search.points": search_mod.as_json(points)[:4000],
+    }
+    return spent_j, (model, spec, tags)
 
 
 def meter_tags(meter: EnergyMeter) -> dict[str, str]:

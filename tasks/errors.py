@@ -25,3 +25,9 @@ class DivergedError(RuntimeError):
 
 class MeterError(RuntimeError):
     """An energy meter failed or returned a value that cannot be energy."""
+
+
+class RungNotApplicable(RuntimeError):
+    """A rung cannot produce a candidate here (e.g. no architecture fits the search's energy cap)."""
+
+    partial_energy_j: float = 0.0

@@ -14,6 +14,10 @@ Ladder, in order:
 7. `qat:int8`          - when post-training int8 breaks an accuracy target, the same fp32 model
                          fine-tuned with int8 fake quantization, then served at int8.
 
+Optional, between distillation and precision: `search` - an energy-aware architecture search over
+`ladder.search_hidden` under an analytic energy cap; the most accurate architecture of the
+Pareto set (validation accuracy vs estimated energy) becomes the candidate.
+
 A rung is *kept* (can become the base of later rungs) only when its measured cost (inference
 energy; training energy for mixed precision) fell by at least `ladder.min_gain_pct` and by more
 than the combined measurement noise, and it still meets the quality targets: nothing is
@@ -42,6 +46,7 @@ class StepKind(StrEnum):
     DISTILL = "distill"
     QAT = "qat"
     PRECISION = "precision"
+    SEARCH = "search"
 
 
 class Step(BaseModel):
@@ -330,6 +335,8 @@ def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: 
         if factor not in distilled:
             teacher = _best_fp32(scenario, history)
             return Next(step=Step(kind=StepKind.DISTILL, value=factor, parent=teacher.index), why=f"distil #{teacher.index} into a {factor:g}x student")
+    if ladder.search_hidden and StepKind.SEARCH not in kinds:
+        return Next(step=Step(kind=StepKind.SEARCH, parent=base.index), why=f"search {len(ladder.search_hidden)} architectures under the energy cap")
     done = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
     for precision in ladder.precisions:
         if precision not in done and (use is None or use.helps(use.inference_ratio, precision, ladder.min_gain_pct)):

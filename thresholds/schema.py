@@ -97,6 +97,21 @@ class Ladder(_Strict):
     distill_alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label loss")
     qat: bool = Field(True, description="quantization-aware training when int8 PTQ breaks an accuracy target")
     use_calibration: bool = Field(True, description="skip rungs the machine's calibration shows cannot save energy")
+    search_hidden: list[list[int]] = Field(
+        default_factory=list, description="MLP hidden widths to search, e.g. [[32, 16], [48], [16]]; empty: no search rung"
+    )
+    search_max_energy_vs_baseline: float = Field(
+        0.5, gt=0, le=1, description="energy cap of the search: analytic inference energy as a fraction of the baseline's"
+    )
+
+    @field_validator("search_hidden")
+    @classmethod
+    def _architectures(cls, value: list[list[int]]) -> list[list[int]]:
+        if len(value) > 16:
+            raise ValueError("at most 16 architectures (each is trained)")
+        if any(not 1 <= len(h) <= 4 or any(not 1 <= w <= 4096 for w in h) for h in value):
+            raise ValueError("each architecture is 1 to 4 hidden widths in [1, 4096]")
+        return value
 
     @field_validator("distill_width_factors")
     @classmethod

@@ -146,9 +146,21 @@ FULL_TABLE: list[tuple[str, list[CandidateResult], Calibration | None, tuple[str
 ]
 
 
+FULL_TABLE.append(
+    (
+        "search after distillation when the scenario lists architectures",
+        [BASE, RECIPE, MP_SLOW, c(3, PR, 0.3, parent=1, acc=0.5), c(4, DI, 0.5, parent=1, inf=0.7)],
+        None,
+        ("next", StepKind.SEARCH, 1),
+    )
+)
+SEARCHING = scenario({**LADDER, "search_hidden": [[32, 16], [16]]})
+
+
 @pytest.mark.parametrize(("history", "calibration", "expected"), [row[1:] for row in FULL_TABLE], ids=[row[0] for row in FULL_TABLE])
 def test_decide_full_ladder(history: list[CandidateResult], calibration: Calibration | None, expected: tuple[str, object, int | None]) -> None:
-    _check(decide(FULL, history, calibration), expected)
+    settings = SEARCHING if expected[1] == StepKind.SEARCH else FULL
+    _check(decide(settings, history, calibration), expected)
 
 
 def test_calibration_can_be_switched_off() -> None:

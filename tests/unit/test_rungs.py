@@ -195,3 +195,49 @@ def test_quantization_aware_training_rung(tmp_path: Path, digits_path: str) -> N
     assert not any("parametrizations" in k for k in model.state_dict())  # fake quantizers removed before saving
     assert qat.accuracy is not None and qat.accuracy > 0.85
     assert qat.train_energy_j is not None and history[1].train_energy_j is not None and qat.train_energy_j > history[1].train_energy_j
+
+
+def test_pareto_front_and_pick() -> None:
+    from tasks.search import Point, pareto_front, pick
+
+    a = Point(hidden=[64], val_accuracy=0.95, energy_j_per_1k=4.0, train_energy_j=1.0)
+    b = Point(hidden=[32], val_accuracy=0.93, energy_j_per_1k=2.0, train_energy_j=1.0)
+    c = Point(hidden=[48], val_accuracy=0.92, energy_j_per_1k=3.0, train_energy_j=1.0)  # dominated by b
+    d = Point(hidden=[8], val_accuracy=0.80, energy_j_per_1k=0.5, train_energy_j=1.0)
+    assert pareto_front([a, b, c, d]) == [d, b, a]
+    assert pick(pareto_front([a, b, c, d])) == a and pick([]) is None
+    twin = Point(hidden=[16, 16], val_accuracy=0.95, energy_j_per_1k=3.5, train_energy_j=1.0)
+    assert pick(pareto_front([a, twin])) == twin  # equally accurate: the cheaper one
+
+
+def test_architecture_search_rung_keeps_the_energy_cap(tmp_path: Path, digits_path: str) -> None:
+    import json
+
+    scenario = _scenario().model_copy(
+        update={"ladder": _scenario().ladder.model_copy(update={"search_hidden": [[16], [8, 8], [256, 256]], "search_max_energy_vs_baseline": 0.5})}
+    )
+    meter = FixedPowerMeter(10.0)
+    history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
+    history.append(run_step(scenario, Step(kind=StepKind.SEARCH, parent=0), history, digits_path, tmp_path, meter))
+    found = history[1]
+    assert found.ok, found.rejected_reason
+    cap = float(found.tags["search.cap_j_per_1k"])
+    assert cap == pytest.approx((history[0].analytic_inference_energy_j_per_1k or 0) * 0.5, rel=1e-5)
+    tried = json.loads(found.tags["search.points"])
+    assert [p["hidden"] for p in tried] == [[16], [8, 8]]  # 256-256 is over the cap: never trained
+    front = json.loads(found.tags["search.pareto"])
+    assert all(p["energy_j_per_1k"] <= cap for p in front)
+    model, spec = models.load(Path(found.model_dir or ""))
+    assert spec.hidden in [p["hidden"] for p in front] and spec.history[-1].startswith("search:")
+    assert (found.analytic_inference_energy_j_per_1k or 0) <= cap and (found.accuracy or 0) > 0.8
+    assert found.train_energy_j == pytest.approx(sum(p["train_energy_j"] for p in tried))  # the whole search is its cost
+
+
+def test_a_search_with_nothing_under_the_cap_is_rejected_not_fatal(tmp_path: Path, digits_path: str) -> None:
+    scenario = _scenario().model_copy(
+        update={"ladder": _scenario().ladder.model_copy(update={"search_hidden": [[512, 512]], "search_max_energy_vs_baseline": 0.1})}
+    )
+    meter = FixedPowerMeter(10.0)
+    history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
+    rejected = run_step(scenario, Step(kind=StepKind.SEARCH, parent=0), history, digits_path, tmp_path, meter)
+    assert not rejected.ok and "fits the energy cap" in (rejected.rejected_reason or "")

@@ -32,6 +32,8 @@ BAD: list[tuple[str, str, str]] = [
     ("ratio out of range", "name: x\nladder:\n  pruning_ratios: [0.3, 1.2]\n", "ladder.pruning_ratios"),
     ("ratios decreasing", "name: x\nladder:\n  pruning_ratios: [0.5, 0.3]\n", "strictly increasing"),
     ("unknown precision", "name: x\nladder:\n  precisions: [int4]\n", "ladder.precisions"),
+    ("search width zero", "name: x\nladder:\n  search_hidden: [[32, 0]]\n", "ladder.search_hidden"),
+    ("search cap above the baseline", "name: x\nladder:\n  search_max_energy_vs_baseline: 1.5\n", "ladder.search_max_energy_vs_baseline"),
     ("unknown meter", "name: x\nmeasurement:\n  meter: wattmeter\n", "measurement.meter"),
     ("patience beyond epochs", "name: x\ntraining:\n  max_epochs: 3\n  patience: 5\n", "patience"),
     ("list document", "- a\n- b\n", "document"),
