@@ -102,6 +102,9 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
         with candidate_runner(workers) as runner:
             startup_s = time.perf_counter() - t0
             par, par_train_s, par_s = one_mode(runner, "parallel")
+        # Control: the serial models measured once more, serially, with no cluster: how far two
+        # measurements of the same model drift apart anyway (run-to-run, not within-run, spread).
+        rerun = [measure_candidate(settings, p.model_copy(update={"inference_energy_j_per_1k": None}), data_path, meter_name, 0.0) for p in serial]
         total_s = time.perf_counter() - started
         close_shared_meters()
         phase_meter.close()
@@ -126,6 +129,11 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
         f"{sum(r[7] for r in rows):.1f} J (serial phase {phases['serial']:.1f} J)"
     )
     print(f"training phase: serial {serial_train_s:.1f} s, parallel {par_train_s:.1f} s  -> {serial_train_s / par_train_s:.2f}x")
+    print(
+        "inference energy, parallel vs serial: "
+        f"mean {sum(r[3] / r[1] - 1 for r in rows) / len(rows):+.1%}; the same serial models measured again: "
+        + ", ".join(f"{_rel(b, a):+.1%}" for a, b in zip(serial, rerun, strict=True))
+    )
     print(f"train + measure: serial {serial_s:.1f} s, parallel {par_s:.1f} s  -> {serial_s / par_s:.2f}x (Dask cluster start {startup_s:.1f} s not included)")
     return {
         "candidates": n,
@@ -140,6 +148,8 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
         # Within-run standard errors miss run-to-run drift; the signed differences show whether parallel mode biases them.
         "inference_rel_diff_mean": round(sum(r[3] / r[1] - 1 for r in rows) / len(rows), 4),
         "inference_rel_diff_max": round(max(abs(r[3] / r[1] - 1) for r in rows), 4),
+        "serial_rerun_rel_diff_mean": round(sum(_rel(b, a) for a, b in zip(serial, rerun, strict=True)) / len(rows), 4),
+        "serial_rerun_rel_diff_max": round(max(abs(_rel(b, a)) for a, b in zip(serial, rerun, strict=True)), 4),
         "serial_train_energy_j": round(sum(r[6] or 0.0 for r in rows), 2),
         "parallel_train_energy_j": round(sum(r[7] or 0.0 for r in rows), 2),
         "parallel_phase_machine_energy_j": round(phases["parallel"], 2),
@@ -148,6 +158,11 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
         "energy_estimated": serial[0].estimated,
         "wall_s": round(total_s, 1),
     }
+
+
+def _rel(b: Any, a: Any) -> float:
+    """Relative difference of two candidates' measured inference energies."""
+    return float(b.inference_energy_j_per_1k / a.inference_energy_j_per_1k - 1)
 
 
 if __name__ == "__main__":
