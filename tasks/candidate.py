@@ -37,6 +37,14 @@ def _trained(result: CandidateResult, report: TrainReport) -> CandidateResult:
     )
 
 
+def batch_factor(history: list[str]) -> int:
+    """The training batch multiplier a lineage was trained with (`batch:f` step), 1 when none."""
+    for step in reversed(history):
+        if step.startswith("batch:"):
+            return int(step.split(":", 1)[1])
+    return 1
+
+
 def _fine_tune(
     model: torch.nn.Module, teacher: torch.nn.Module | None, data: CachedData, cfg: TrainConfig, scenario: Scenario, meter: EnergyMeter, label: str
 ) -> tuple[TrainReport, float]:
@@ -61,7 +69,15 @@ def _prune(
     ladder, training = scenario.ladder, scenario.training
     steps = ladder.pruning_iterative_steps
     epochs = max(1, training.fine_tune_epochs // steps)
-    cfg = TrainConfig(max_epochs=epochs, patience=epochs, batch_size=training.batch_size, seed=training.seed, monitor=training.early_stopping_monitor)
+    inherited = batch_factor(spec.history)
+    cfg = TrainConfig(
+        max_epochs=epochs,
+        patience=epochs,
+        batch_size=training.batch_size * inherited,
+        lr=TrainConfig.lr * math.sqrt(inherited),
+        seed=training.seed,
+        monitor=training.early_stopping_monitor,
+    )
     between_j = 0.0
 
     def between(m: torch.nn.Module, i: int) -> None:
@@ -121,7 +137,7 @@ def produce_step(
     tags: dict[str, str] = {}
     result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
     try:
-        if step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION):
+        if step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION, StepKind.BATCH):
             spec = models.ModelSpec(
                 kind=scenario.model.kind,
                 in_features=data.n_features,
@@ -132,17 +148,20 @@ def produce_step(
             model = models.build(spec)
             early = step.kind != StepKind.BASELINE
             mixed = step.kind == StepKind.MIXED_PRECISION
+            factor = int(float(step.value or 1)) if step.kind == StepKind.BATCH else 1
             cfg = TrainConfig(
                 max_epochs=training.max_epochs,
                 patience=training.patience,
-                batch_size=training.batch_size,
+                batch_size=training.batch_size * factor,
+                lr=TrainConfig.lr * math.sqrt(factor),  # square-root scaling keeps the noise of each step comparable
                 early_stopping=early,
                 seed=training.seed,
                 autocast=mixed,
                 monitor=training.early_stopping_monitor,
             )
             if early:
-                spec = spec.model_copy(update={"history": ["early-stopping", "mixed-precision:bf16"] if mixed else ["early-stopping"]})
+                extra = ["mixed-precision:bf16"] if mixed else [f"batch:{factor}"] if factor > 1 else []
+                spec = spec.model_copy(update={"history": ["early-stopping", *extra]})
             report = fit(model, data, cfg, label=f"#{index} {step.label}", meter=meter)
             spent_j += report.energy_j
             lineage_train_j, lineage_train_sem_j = report.energy_j, report.energy_sem_j
@@ -178,10 +197,12 @@ def produce_step(
                     epochs = training.max_epochs
                 else:
                     quantize.attach(model)
+                inherited = batch_factor(spec.history)
                 cfg = TrainConfig(
                     max_epochs=epochs,
                     patience=min(training.patience, epochs),
-                    batch_size=training.batch_size,
+                    batch_size=training.batch_size * inherited,
+                    lr=TrainConfig.lr * math.sqrt(inherited),
                     seed=training.seed,
                     monitor=training.early_stopping_monitor,
                 )

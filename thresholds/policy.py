@@ -4,7 +4,10 @@ Ladder, in order:
 1. `baseline`          - the unoptimised reference: fixed `max_epochs`, fp32, no early stopping.
 2. `early-stopping`    - the same model trained with early stopping (the recipe).
 3. `mixed-precision:d` - the recipe trained under autocast; kept only if it measurably lowers
-                         training energy at equal quality. The kept recipe is the compression base.
+                         training energy at equal quality.
+   `batch:f`           - (optional) the recipe trained at batch size x f, learning rate x sqrt(f): fewer,
+                         larger steps; kept on the same terms. The kept recipe that cost least to
+                         train is the compression base, and its batch size carries to fine-tuning.
 4. `prune:r`           - structured pruning of the recipe at each ratio r (increasing), fine-tuned.
                          Stops at the first ratio that breaks an accuracy target.
 5. `distill:f`         - a student with each hidden width x f, trained on the best fp32 model's
@@ -42,6 +45,7 @@ class StepKind(StrEnum):
     BASELINE = "baseline"
     EARLY_STOPPING = "early-stopping"
     MIXED_PRECISION = "mixed-precision"
+    BATCH = "batch"
     PRUNE = "prune"
     DISTILL = "distill"
     QAT = "qat"
@@ -269,7 +273,7 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     baseline = history[0]
     if not quality_ok(scenario.targets, c, baseline):
         return False, "breaks an accuracy target"
-    if c.step.kind == StepKind.MIXED_PRECISION:
+    if c.step.kind in (StepKind.MIXED_PRECISION, StepKind.BATCH):
         return _training_gain(scenario, history, c)
     parent = history[c.step.parent] if c.step.parent is not None else baseline
     gain = gain_pct(parent, c)
@@ -297,11 +301,14 @@ def _training_gain(scenario: Scenario, history: list[CandidateResult], c: Candid
 
 
 def _recipe(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
-    """The base of compression: the mixed-precision recipe if kept, else early stopping, else the baseline."""
-    for kind in (StepKind.MIXED_PRECISION, StepKind.EARLY_STOPPING):
-        for c in history:
-            if c.step.kind == kind and c.ok and (kind == StepKind.EARLY_STOPPING or kept(scenario, history, c)[0]):
-                return c
+    """The base of compression: the kept training variant (mixed precision, larger batch) that cost
+    least to train, else early stopping, else the baseline."""
+    variants = [c for c in history if c.step.kind in (StepKind.MIXED_PRECISION, StepKind.BATCH) and c.ok and kept(scenario, history, c)[0]]
+    if variants:
+        return min(variants, key=lambda c: (c.train_energy_j or float("inf"), c.index))
+    for c in history:
+        if c.step.kind == StepKind.EARLY_STOPPING and c.ok:
+            return c
     return history[0]
 
 
@@ -322,6 +329,10 @@ def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: 
     if ladder.mixed_precision_training and StepKind.MIXED_PRECISION not in kinds:
         if use is None or use.helps(use.train_ratio, "autocast", ladder.min_gain_pct):
             return Next(step=Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0), why="train the recipe under autocast")
+    tried_batch = {float(c.step.value) for c in history if c.step.kind == StepKind.BATCH and c.step.value is not None}
+    for batch_factor in ladder.training_batch_factors:
+        if float(batch_factor) not in tried_batch:
+            return Next(step=Step(kind=StepKind.BATCH, value=float(batch_factor), parent=0), why=f"train the recipe at {batch_factor}x the batch size")
     base = _recipe(scenario, history)
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE]
     pruning_broke = any(not quality_ok(scenario.targets, c, history[0]) for c in pruned)
@@ -409,6 +420,8 @@ def _siblings(scenario: Scenario, history: list[CandidateResult], first: Step, c
         if ladder.mixed_precision_training and StepKind.MIXED_PRECISION not in kinds:
             if use is None or use.helps(use.train_ratio, "autocast", ladder.min_gain_pct):
                 out.append(Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0))
+        tried_batch = {float(c.step.value) for c in history if c.step.kind == StepKind.BATCH and c.step.value is not None}
+        out += [Step(kind=StepKind.BATCH, value=float(f), parent=0) for f in ladder.training_batch_factors if float(f) not in tried_batch]
         return out
     if first.kind == StepKind.PRUNE:
         return [Step(kind=StepKind.PRUNE, value=r, parent=first.parent) for r in ladder.pruning_ratios if r > float(first.value or 0)]

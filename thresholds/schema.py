@@ -97,12 +97,22 @@ class Ladder(_Strict):
     distill_alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label loss")
     qat: bool = Field(True, description="quantization-aware training when int8 PTQ breaks an accuracy target")
     use_calibration: bool = Field(True, description="skip rungs the machine's calibration shows cannot save energy")
+    training_batch_factors: list[int] = Field(
+        default_factory=list, description="recipe retrained at batch_size x factor (lr x sqrt(factor)), e.g. [4]; empty: no such rung"
+    )
     search_hidden: list[list[int]] = Field(
         default_factory=list, description="MLP hidden widths to search, e.g. [[32, 16], [48], [16]]; empty: no search rung"
     )
     search_max_energy_vs_baseline: float = Field(
         0.5, gt=0, le=1, description="energy cap of the search: analytic inference energy as a fraction of the baseline's"
     )
+
+    @field_validator("training_batch_factors")
+    @classmethod
+    def _batch_factors(cls, value: list[int]) -> list[int]:
+        if any(not 2 <= f <= 64 for f in value) or value != sorted(set(value)):
+            raise ValueError("factors must be strictly increasing integers in [2, 64]")
+        return value
 
     @field_validator("search_hidden")
     @classmethod

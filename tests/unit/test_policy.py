@@ -155,6 +155,20 @@ FULL_TABLE.append(
     )
 )
 SEARCHING = scenario({**LADDER, "search_hidden": [[32, 16], [16]]})
+BT = StepKind.BATCH
+BATCHING = scenario({**LADDER, "training_batch_factors": [4]})
+BATCH_TABLE_ROWS: list[tuple[str, list[CandidateResult], tuple[str, object, int | None]]] = [
+    ("after mixed precision: the recipe at a larger batch", [BASE, RECIPE, MP_SLOW], ("next", BT, 0)),
+    ("a cheaper larger-batch recipe is the compression base", [BASE, RECIPE, MP_SLOW, c(3, BT, 4.0, parent=0, train=25.0)], ("next", PR, 3)),
+    ("a larger batch that saves nothing is not kept", [BASE, RECIPE, MP_SLOW, c(3, BT, 4.0, parent=0, train=55.0)], ("next", PR, 1)),
+    ("the cheapest kept variant wins", [BASE, RECIPE, MP_FAST, c(3, BT, 4.0, parent=0, train=25.0)], ("next", PR, 3)),
+    ("a larger batch that loses accuracy is not kept", [BASE, RECIPE, MP_SLOW, c(3, BT, 4.0, parent=0, acc=0.8, train=20.0)], ("next", PR, 1)),
+]
+
+
+@pytest.mark.parametrize(("history", "expected"), [r[1:] for r in BATCH_TABLE_ROWS], ids=[r[0] for r in BATCH_TABLE_ROWS])
+def test_training_batch_rung(history: list[CandidateResult], expected: tuple[str, object, int | None]) -> None:
+    _check(decide(BATCHING, history), expected)
 
 
 @pytest.mark.parametrize(("history", "calibration", "expected"), [row[1:] for row in FULL_TABLE], ids=[row[0] for row in FULL_TABLE])

@@ -241,3 +241,17 @@ def test_a_search_with_nothing_under_the_cap_is_rejected_not_fatal(tmp_path: Pat
     history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
     rejected = run_step(scenario, Step(kind=StepKind.SEARCH, parent=0), history, digits_path, tmp_path, meter)
     assert not rejected.ok and "fits the energy cap" in (rejected.rejected_reason or "")
+
+
+def test_larger_batch_recipe_and_its_children_train_at_that_batch(tmp_path: Path, digits_path: str) -> None:
+    from tasks.candidate import batch_factor
+
+    assert batch_factor(["early-stopping", "batch:4", "prune:0.5"]) == 4 and batch_factor(["early-stopping"]) == 1
+    scenario = _scenario()
+    meter = FixedPowerMeter(10.0)
+    history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
+    history.append(run_step(scenario, Step(kind=StepKind.BATCH, value=4.0, parent=0), history, digits_path, tmp_path, meter))
+    big = history[1]
+    assert big.ok and big.lineage == ["early-stopping", "batch:4"] and (big.accuracy or 0) > 0.8
+    history.append(run_step(scenario, Step(kind=StepKind.PRUNE, value=0.5, parent=1), history, digits_path, tmp_path, meter))
+    assert history[2].lineage[:2] == ["early-stopping", "batch:4"] and batch_factor(history[2].lineage) == 4
