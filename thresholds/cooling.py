@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.cooling.config import RoomConfig, SeedConfig
@@ -18,6 +17,7 @@ from tasks.cooling.policy import Ladder as PolicyLadder
 from tasks.cooling.policy import Targets as PolicyTargets
 from tasks.errors import InputError
 from thresholds import SCENARIO_DIR
+from thresholds.schema import input_error, read_yaml
 
 MAX_BYTES = 256 * 1024
 BUNDLED = ("cooling-room", "cooling-seed")
@@ -116,19 +116,6 @@ class CoolingScenario(_Strict):
         return PolicyLadder(max_attempts=self.budget.max_attempts, max_total_energy_j=self.budget.max_total_energy_j, **self.ladder.model_dump())
 
 
-def _describe(loc: tuple[int | str, ...]) -> str:
-    current: type[BaseModel] | None = CoolingScenario
-    description = ""
-    for part in loc:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            break
-        info = current.model_fields[part]
-        description = info.description or ""
-        annotation = info.annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return description
-
-
 def parse(raw: object, where: str = "scenario") -> CoolingScenario:
     """Validate a parsed YAML document; raise a one-line `InputError`."""
     if not isinstance(raw, dict):
@@ -136,17 +123,7 @@ def parse(raw: object, where: str = "scenario") -> CoolingScenario:
     try:
         return CoolingScenario.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc) or "document"
-        msg = str(err["msg"]).removeprefix("Input should be ").removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "a value (this field is required)"
-        elif err["type"] == "extra_forbidden":
-            msg = "no such key (check spelling; see thresholds/cooling-room.yaml)"
-        unit = _describe(loc)
-        value = err.get("input") if err["type"] != "missing" else None
-        raise InputError(field, value, f"{msg} ({unit})" if unit else msg, where) from None
+        raise input_error(CoolingScenario, exc, where, "thresholds/cooling-room.yaml") from None
 
 
 def path_of(name_or_path: str) -> Path:
@@ -160,13 +137,5 @@ def load(name_or_path: str | Path) -> CoolingScenario:
     p = path_of(str(name_or_path))
     if not p.is_file():
         raise InputError("scenario", str(name_or_path), f"an existing YAML file or one of {', '.join(BUNDLED)}")
-    if p.stat().st_size > MAX_BYTES:
-        raise InputError("scenario size", p.stat().st_size, f"at most {MAX_BYTES} bytes", str(p))
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError("encoding", p.name, "a UTF-8 text file", str(p)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"line {mark.line + 1}" if mark else "document", getattr(exc, "problem", None) or "invalid YAML", "valid YAML", str(p)) from None
+    raw = read_yaml(p, MAX_BYTES)
     return parse(raw, str(p))

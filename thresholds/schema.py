@@ -100,9 +100,7 @@ class Ladder(_Strict):
     training_batch_factors: list[int] = Field(
         default_factory=list, description="recipe retrained at batch_size x factor (lr x sqrt(factor)), e.g. [4]; empty: no such rung"
     )
-    search_hidden: list[list[int]] = Field(
-        default_factory=list, description="MLP hidden widths to search, e.g. [[32, 16], [48], [16]]; empty: no search rung"
-    )
+    search_hidden: list[list[int]] = Field(default_factory=list, description="MLP hidden widths to search, e.g. [[32, 16], [48], [16]]; empty: no search rung")
     search_max_energy_vs_baseline: float = Field(
         0.5, gt=0, le=1, description="energy cap of the search: analytic inference energy as a fraction of the baseline's"
     )
@@ -190,38 +188,30 @@ def _describe(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     return description
 
 
-def parse_scenario(raw: object, where: str = "scenario") -> Scenario:
-    """Validate an already-parsed YAML document; raise a one-line `InputError`."""
-    if not isinstance(raw, dict):
-        raise InputError("document", type(raw).__name__, "a mapping of scenario sections (name, targets, budget, ...)", where)
-    try:
-        return Scenario.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc) or "document"
-        unit = _describe(Scenario, loc)
-        msg = err["msg"] or "a valid value"
-        for prefix in ("Input should be ", "Value error, "):
-            msg = msg.removeprefix(prefix)
-        if err["type"] == "missing":
-            msg = "a value (this field is required)"
-        elif err["type"] == "extra_forbidden":
-            msg = "no such key (check spelling; see thresholds/dev-cpu.yaml)"
-        expected = f"{msg} ({unit})" if unit else msg
-        value = err.get("input") if err["type"] != "missing" else None
-        raise InputError(field, value, expected, where) from None
+def input_error(model: type[BaseModel], exc: ValidationError, where: str, example: str) -> InputError:
+    """The first validation error as one line: field, value, what was expected (with its unit)."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    field = ".".join(str(p) for p in loc) or "document"
+    unit = _describe(model, loc)
+    msg = err["msg"] or "a valid value"
+    for prefix in ("Input should be ", "Value error, "):
+        msg = msg.removeprefix(prefix)
+    if err["type"] == "missing":
+        msg = "a value (this field is required)"
+    elif err["type"] == "extra_forbidden":
+        msg = f"no such key (check spelling; see {example})"
+    expected = f"{msg} ({unit})" if unit else msg
+    value = err.get("input") if err["type"] != "missing" else None
+    return InputError(field, value, expected, where)
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("scenario", str(p), "an existing YAML file (e.g. thresholds/dev-cpu.yaml)")
-    if p.stat().st_size > MAX_SCENARIO_BYTES:
-        raise InputError("scenario size", p.stat().st_size, f"at most {MAX_SCENARIO_BYTES} bytes", str(p))
+def read_yaml(p: Path, max_bytes: int = MAX_SCENARIO_BYTES) -> object:
+    """A small UTF-8 YAML file, parsed; every way it can be unreadable is one `InputError` line."""
+    if p.stat().st_size > max_bytes:
+        raise InputError("scenario size", p.stat().st_size, f"at most {max_bytes} bytes", str(p))
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise InputError("encoding", p.name, "a UTF-8 text file", str(p)) from None
     except yaml.YAMLError as exc:
@@ -229,4 +219,21 @@ def load_scenario(path: str | Path) -> Scenario:
         position = f"line {mark.line + 1}" if mark else "document"
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise InputError(position, problem, "valid YAML", str(p)) from None
-    return parse_scenario(raw, str(p))
+
+
+def parse_scenario(raw: object, where: str = "scenario") -> Scenario:
+    """Validate an already-parsed YAML document; raise a one-line `InputError`."""
+    if not isinstance(raw, dict):
+        raise InputError("document", type(raw).__name__, "a mapping of scenario sections (name, targets, budget, ...)", where)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise input_error(Scenario, exc, where, "thresholds/dev-cpu.yaml") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("scenario", str(p), "an existing YAML file (e.g. thresholds/dev-cpu.yaml)")
+    return parse_scenario(read_yaml(p), str(p))
