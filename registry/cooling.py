@@ -9,7 +9,6 @@ registers nothing, and the alias moves last, only to a version whose gates passe
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +84,6 @@ class CoolingRecord(BaseModel):
     champion_reason: str = ""
 
 
-def _champion(mc: Any, model_name: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mc.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
-
-
 def beats(candidate: dict[str, str], champion: dict[str, str] | None) -> tuple[bool, str]:
     """Pure: does a passing version take `champion`? Same environment: it must save at least as much.
     A seed-environment agent never displaces a room agent (the room is the pipeline's default)."""
@@ -147,21 +137,12 @@ def close_loop(
     common_tags: dict[str, str],
 ) -> CoolingRecord:
     """Register each attempt that produced an agent, end the run, then move `champion` if earned."""
-    from mlflow.exceptions import MlflowException
 
     mc = client()
-    try:
-        mc.create_registered_model(model_name, description="Server-room cooling agents (DQN) produced by the cooling loop.")
-    except MlflowException as exc:
-        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-            raise
+    tracking.ensure_registered_model(mc, model_name, "Server-room cooling agents (DQN) produced by the cooling loop.")
     # Artifacts first: a full disk or an unwritable store fails here, before any version exists.
-    with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "attempts.md"
-        table.write_text(f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
-        mc.log_artifact(loop_run_id, str(table))
-        (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        mc.log_artifact(loop_run_id, str(Path(tmp) / "summary.json"))
+    tracking.log_text(mc, loop_run_id, "attempts.md", f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
+    tracking.log_text(mc, loop_run_id, "summary.json", json.dumps(summary, indent=2, default=str))
     for path in artifacts:
         if path.exists():
             mc.log_artifact(loop_run_id, str(path))
@@ -182,14 +163,14 @@ def close_loop(
     if final.state == FinalState.PASSED and final.chosen in record.versions and chosen_tags is not None:
         # Last, and under the registry's champion lock: judged against the champion as it is now.
         with tracking.champion_lock(mc, model_name, owner=f"cooling loop run {loop_run_id}"):
-            current = _champion(mc, model_name)
+            current = tracking.champion_version(mc, model_name)
             wins, record.champion_reason = beats(chosen_tags, None if current is None else dict(current.tags))
             if wins:
                 promote = record.versions[final.chosen]
                 mc.set_registered_model_alias(model_name, CHAMPION, promote)
                 record.champion_moved = True
     mc.set_tag(loop_run_id, "loop.champion", (f"moved to {promote}: " if promote else "unchanged: ") + record.champion_reason[:3900])
-    current = _champion(mc, model_name)
+    current = tracking.champion_version(mc, model_name)
     record.champion_version = None if current is None else str(current.version)
     return record
 

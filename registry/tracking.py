@@ -196,7 +196,7 @@ class LoopRecord(BaseModel):
     champion_reason: str = ""
 
 
-def _champion(mc: Any, model_name: str) -> Any | None:
+def champion_version(mc: Any, model_name: str) -> Any | None:
     """The version the `champion` alias points at, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
@@ -279,7 +279,7 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
 def move_champion_if_better(mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str) -> tuple[bool, str]:
     """Under the champion lock: re-read the champion, judge, move the alias only if `candidate` beats it."""
     with champion_lock(mc, model_name, owner):
-        current = _champion(mc, model_name)
+        current = champion_version(mc, model_name)
         wins, reason = beats_champion(candidate, None if current is None else dict(current.tags), sigmas)
         if wins:
             mc.set_registered_model_alias(model_name, CHAMPION, version)
@@ -287,8 +287,27 @@ def move_champion_if_better(mc: Any, model_name: str, version: str, candidate: C
 
 
 def champion_tags(model_name: str) -> dict[str, str] | None:
-    version = _champion(client(), model_name)
+    version = champion_version(client(), model_name)
     return None if version is None else dict(version.tags)
+
+
+def ensure_registered_model(mc: Any, name: str, description: str) -> None:
+    """Create the registered model unless it exists (two loops may race to create it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mc.create_registered_model(name, description=description)
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+
+
+def log_text(mc: Any, run_id: str, filename: str, text: str) -> None:
+    """One text file as an artifact of `run_id`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        path.write_text(text)
+        mc.log_artifact(run_id, str(path))
 
 
 def close_loop(
@@ -305,19 +324,11 @@ def close_loop(
     hints: dict[str, str] | None = None,
 ) -> LoopRecord:
     """Register every candidate that produced a model, move `champion` if earned, end the run."""
-    from mlflow.exceptions import MlflowException
 
     mc = client()
-    try:
-        mc.create_registered_model(model_name, description="Models produced by the energy feedback loop.")
-    except MlflowException as exc:
-        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-            raise
+    ensure_registered_model(mc, model_name, "Models produced by the energy feedback loop.")
     # Artifacts first: a full disk or an unwritable store fails here, before any version exists.
-    with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "iterations.md"
-        table.write_text(f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
-        mc.log_artifact(loop_run_id, str(table))
+    log_text(mc, loop_run_id, "iterations.md", f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
     if plot_path is not None and plot_path.exists():
         mc.log_artifact(loop_run_id, str(plot_path))
         # The version page links to its source run: put the Pareto plot there too for the chosen model.
@@ -355,7 +366,7 @@ def close_loop(
         )
     moved = f"moved to {record.versions[chosen]}: " if record.champion_moved and chosen is not None else "unchanged: "
     mc.set_tag(loop_run_id, "loop.champion", moved + (record.champion_reason or final.state.value)[:3900])
-    current = _champion(mc, model_name)
+    current = champion_version(mc, model_name)
     record.champion_version = None if current is None else str(current.version)
     return record
 
@@ -445,7 +456,7 @@ def status(model_name: str) -> dict[str, dict[str, str] | None]:
     """The champion and the best passing challenger (lowest inference energy among other passing versions)."""
     mc = client()
     versions = mc.search_model_versions(f"name='{model_name}'")
-    champion = _champion(mc, model_name)
+    champion = champion_version(mc, model_name)
     passing = [v for v in versions if v.tags.get("gates_passed") == "true" and (champion is None or v.version != champion.version)]
 
     def energy(v: Any) -> float:
