@@ -100,6 +100,11 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_PASSED
+    return print_outcome(outcome, started)
+
+
+def print_outcome(outcome: Any, started: float) -> int:
+    """A finished loop's table and verdict (energy or cooling loop); its exit code."""
     print()
     print(outcome.table_md)
     print()

@@ -19,10 +19,12 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.cli import print_outcome
 from tasks.cooling.policy import Attempt, Final
-from tasks.cooling.steps import CoolingOutcome, abort_loop, close_loop, log_attempt, open_loop, plan_next, run_attempt
+from tasks.cooling.steps import CoolingOutcome, close_loop, log_attempt, open_loop, plan_next, run_attempt
 from tasks.energy.select import METER_NAMES, close_shared_meters, resolve_meter_name
 from tasks.errors import InputError
+from tasks.steps import abort_loop  # the same best-effort close of the parent run as the energy loop
 from thresholds.cooling import CoolingScenario, load, parse
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
@@ -98,13 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     started = time.perf_counter()
     outcome = cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir)
-    print()
-    print(outcome.table_md)
-    print()
-    print(f"{outcome.state}: {outcome.reason}")
-    print(outcome.champion_reason)
-    print(f"model {outcome.model_name}, versions {outcome.versions}, MLflow run {outcome.loop_run_id}, {time.perf_counter() - started:.1f} s")
-    return EXIT_PASSED if outcome.state == "PASSED" else EXIT_NOT_PASSED
+    return print_outcome(outcome, started)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,6 @@ def open_loop(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> st
     return tracking.open_loop(EXPERIMENT, run_name, params, tags)
 
 
-def abort_loop(loop_run_id: str, reason: str, status: str = "FAILED") -> None:
-    tracking.abort_loop(loop_run_id, reason, status)
-
-
 def _figures(a: Attempt, extra: dict[str, float]) -> dict[str, float]:
     values: dict[str, float | int | None] = {
         "energy_saved_pct": a.energy_saved_pct,

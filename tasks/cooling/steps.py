@@ -298,12 +298,3 @@ def close_loop(s: CoolingScenario, final: Final, history: list[Attempt], loop_ru
         table_md=table,
         history=history,
     )
-
-
-@task(cache_policy=NO_CACHE)
-def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
-    """Best effort: if tracking itself failed, the next loop closes the run as orphaned."""
-    try:
-        registry.abort_loop(loop_run_id, reason, status)
-    except Exception as exc:
-        get_run_logger().warning("could not mark cooling loop run %s %s (%s)", loop_run_id, status, exc)
