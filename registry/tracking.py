@@ -251,7 +251,9 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
             )
             break
         except MlflowException as exc:
-            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            # On a lost race the sqlite store re-reads the name after its unique-constraint error; if the
+            # holder released in between, that read says RESOURCE_DOES_NOT_EXIST: contended, not an error.
+            if not any(code in str(exc.error_code) for code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")):
                 raise
         try:
             held = mc.get_registered_model(name)
