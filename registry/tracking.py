@@ -210,14 +210,14 @@ class IncompleteArtifact(RuntimeError):
     """A candidate's model files are not all in the artifact store: it is not registered."""
 
 
-def _check_logged_model(mc: Any, run_id: str, model_dir: Path) -> None:
-    """Every file of the saved model is in the run's artifacts with its full size."""
-    logged = {Path(f.path).name: f.file_size for f in mc.list_artifacts(run_id, "model")}
+def check_logged_model(mc: Any, run_id: str, model_dir: Path, artifact_path: str = "model") -> None:
+    """Every file of the saved model is in the run's artifacts (under `artifact_path`) with its full size."""
+    logged = {Path(f.path).name: f.file_size for f in mc.list_artifacts(run_id, artifact_path)}
     for local in model_dir.iterdir():
         size = local.stat().st_size
         if logged.get(local.name) != size:
             stored = logged.get(local.name)
-            raise IncompleteArtifact(f"run {run_id}: artifact model/{local.name} is {stored} bytes in the store, expected {size}: nothing registered")
+            raise IncompleteArtifact(f"run {run_id}: artifact {artifact_path}/{local.name} is {stored} bytes in the store, expected {size}: nothing registered")
 
 
 class ChampionLockTimeout(RuntimeError):
@@ -340,7 +340,7 @@ def close_loop(
     registrable = [c.ok and c.run_id is not None and c.model_dir is not None for c in history]
     for c, ok in zip(history, registrable, strict=True):
         if ok:  # all checked before the first version is created: none or all are registered
-            _check_logged_model(mc, str(c.run_id), Path(str(c.model_dir)))
+            check_logged_model(mc, str(c.run_id), Path(str(c.model_dir)))
     record = LoopRecord()
     for c, verdict, passed, ok in zip(history, verdicts, gates_passed, registrable, strict=True):
         if not ok:
@@ -472,13 +472,13 @@ def status(model_name: str) -> dict[str, dict[str, str] | None]:
     return {"champion": describe(champion), "challenger": describe(challenger)}
 
 
-def loop_result(flow_run_id: str, experiment: str = "energy-loop") -> tuple[str, str] | None:
-    """(loop.state, loop.reason) of the loop run a Prefect flow run opened, or None if there is none."""
+def loop_result(flow_run_id: str) -> tuple[str, str] | None:
+    """(loop.state, loop.reason) of the loop run a Prefect flow run opened, in any pipeline's experiment, or None."""
     mc = client()
-    exp = mc.get_experiment_by_name(experiment)
-    if exp is None:
+    experiment_ids = [e.experiment_id for e in mc.search_experiments()]
+    if not experiment_ids:
         return None
-    runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'", max_results=1)
+    runs = mc.search_runs(experiment_ids, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' and tags.`loop.state` != ''", max_results=1)
     if not runs:
         return None
     tags = runs[0].data.tags
