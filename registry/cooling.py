@@ -142,10 +142,14 @@ def close_loop(
     for path in artifacts:
         if path.exists():
             mc.log_artifact(loop_run_id, str(path))
+    registrable = [bool(a.run_id and a.agent_dir and not a.failed_reason) for a in history]
+    for a, ok in zip(history, registrable, strict=True):
+        if ok:  # all checked before the first version is created: none or all are registered
+            tracking.check_logged_model(mc, str(a.run_id), Path(str(a.agent_dir)), "agent")
     record = CoolingRecord()
     chosen_tags: dict[str, str] | None = None
-    for a, verdict, ok in zip(history, verdicts, gates_passed, strict=True):
-        if not (a.run_id and a.agent_dir and not a.failed_reason):
+    for a, verdict, ok, registers in zip(history, verdicts, gates_passed, registrable, strict=True):
+        if not registers:
             continue
         tags = version_tags(a, common_tags, ok, verdict, loop_run_id, final)
         version = mc.create_model_version(model_name, source=f"runs:/{a.run_id}/agent", run_id=a.run_id, tags=tags)
