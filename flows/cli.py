@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
@@ -65,14 +65,11 @@ def _run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"energy-loop: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from mlflow.exceptions import MlflowException
-
     from flows.energy_loop import energy_loop
 
-    started = time.perf_counter()
-    try:
-        outcome = energy_loop(
+    return run_loop(
+        "energy-loop",
+        lambda: energy_loop(
             scenario=str(path),
             dataset=args.dataset,
             target=args.target,
@@ -83,20 +80,33 @@ def _run(args: argparse.Namespace) -> int:
             work_root=args.work_dir,
             parallel=args.parallel,
             dask_address=args.dask_address,
-        )
+        ),
+    )
+
+
+def run_loop(prog: str, loop: Callable[[], Any]) -> int:
+    """Run a pipeline's flow: the one error path of every loop command. Its table and verdict, or one line."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.errors import InputError
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    started = time.perf_counter()
+    try:
+        outcome = loop()
     except InputError as exc:
-        print(f"energy-loop: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
         # Disk full or an unwritable artifact location: the loop ended FAILED before registering anything.
-        print(f"energy-loop: FAILED: could not write {getattr(exc, 'filename', None) or 'an artifact'}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: FAILED: could not write {getattr(exc, 'filename', None) or 'an artifact'}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_NOT_PASSED
     except MlflowException as exc:
         # Tracking unreachable past the retry budget: the loop ends FAILED, nothing registered, no alias moved;
         # the next loop closes its run as orphaned.
         first = str(exc).splitlines()[0][:300]
         print(
-            f"energy-loop: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}",
+            f"{prog}: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}",
             file=sys.stderr,
         )
         return EXIT_NOT_PASSED

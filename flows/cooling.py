@@ -9,9 +9,7 @@ Exit 0 PASSED, 1 not passed, 2 bad input (one line on stderr). Wiring only: the 
 
 import argparse
 import logging
-import os
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.cli import print_outcome
+from flows.cli import run_loop
 from tasks.cooling.policy import Attempt, Final
 from tasks.cooling.steps import CoolingOutcome, close_loop, log_attempt, open_loop, plan_next, run_attempt
 from tasks.energy.select import METER_NAMES, close_shared_meters, resolve_meter_name
@@ -97,10 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"energy-cooling: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    started = time.perf_counter()
-    outcome = cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir)
-    return print_outcome(outcome, started)
+    return run_loop(
+        "energy-cooling",
+        lambda: cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir),
+    )
 
 
 if __name__ == "__main__":

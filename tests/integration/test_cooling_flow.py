@@ -80,3 +80,25 @@ def test_cli_bad_input_exits_2_with_one_line(argv: list[str], needle: str, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("fault", ["unwritable-store", "tracking-unreachable"])
+def test_cli_turns_store_and_tracking_failures_into_one_line(fault: str, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import io
+
+    if fault == "unwritable-store":
+        (tmp_path / "mlartifacts").write_text("a file where the artifact folder should be")
+        expected = "energy-cooling: FAILED: could not write"
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        expected = "energy-cooling: FAILED: the tracking server at http://127.0.0.1:9"
+    # Not capsys: Prefect's console log handler keeps the stream it first saw, and capsys closes its stream.
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        code = main(["run", "--scenario", str(QUICK), "--days", "1"])
+    err = stderr.getvalue().strip().splitlines()
+    assert code == 1
+    assert err and err[-1].startswith(expected), err[-3:]
+    if fault == "unwritable-store":
+        assert MlflowClient(mlflow_store).search_model_versions(f"name='{MODEL}'") == []
