@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +26,7 @@ import pytest
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.servers]
-BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+BIN = Path(sysconfig.get_path("scripts"))  # beside the running interpreter: any venv, or none
 PG = "postgres@127.0.0.1:5432"
 
 
