@@ -52,11 +52,11 @@ def main() -> int:
 
     from tasks.cooling import dqn, plots
     from tasks.cooling.baselines import compare
-    from tasks.cooling.config import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
     from tasks.cooling.fast_eval import Policy, reference_run, run, run_with_bar, seed_rule_actions, warm_up
-    from tasks.cooling.steps import inference_energy_j_per_year
+    from tasks.cooling.stages import inference_energy_j_per_year
     from tasks.energy.select import close_shared_meters, resolve_meter_name, shared_meter
-    from thresholds.cooling import load
+    from thresholds.cooling.env import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
+    from thresholds.cooling.schema import load
 
     started = time.perf_counter()
     compile_s = warm_up()

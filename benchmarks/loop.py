@@ -31,8 +31,8 @@ def main() -> int:
 
     from flows.energy_loop import energy_loop
     from thresholds import scenario_path
-    from thresholds.policy import closest
-    from thresholds.schema import load_scenario
+    from thresholds.energy.policy import closest
+    from thresholds.energy.schema import load_scenario
 
     path = scenario_path(args.scenario)
     started = time.perf_counter()

@@ -35,10 +35,10 @@ def main() -> int:
     from tasks.candidate import run_step
     from tasks.data import prepare
     from tasks.energy.select import close_shared_meters, resolve_meter_name
-    from tasks.steps import scenario_meter
+    from tasks.stages import scenario_meter
     from thresholds import scenario_path
-    from thresholds.policy import CandidateResult, Step, StepKind, closest
-    from thresholds.schema import load_scenario
+    from thresholds.energy.policy import CandidateResult, Step, StepKind, closest
+    from thresholds.energy.schema import load_scenario
 
     path = scenario_path(args.scenario)
     scenario = load_scenario(path)
@@ -109,7 +109,7 @@ def main() -> int:
     fig.savefig(png, dpi=120)
     plt.close(fig)
 
-    from registry.tracking import log_benchmark
+    from registry.core import log_benchmark
 
     run_id = log_benchmark("paper-table", {"scenario": scenario.name, "mnist1d_samples": str(args.mnist1d_samples)}, [md, png])
     logging.getLogger("prefect").setLevel(logging.WARNING)  # keep the JSON line last

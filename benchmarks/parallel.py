@@ -61,10 +61,10 @@ def _compare(scenario_name: str, dataset: str, samples: int, n: int, workers: in
     from tasks.candidate import run_step
     from tasks.energy.select import close_shared_meters, make_meter, resolve_meter_name
     from tasks.parallel import candidate_runner, run_all
-    from tasks.steps import measure_candidate, scenario_meter, train_candidate
+    from tasks.stages import measure_candidate, scenario_meter, train_candidate
     from thresholds import scenario_path
-    from thresholds.policy import CandidateResult, Step, StepKind
-    from thresholds.schema import load_scenario
+    from thresholds.energy.policy import CandidateResult, Step, StepKind
+    from thresholds.energy.schema import load_scenario
 
     settings = load_scenario(scenario_path(scenario_name))
     meter_name = resolve_meter_name(settings.measurement.meter)

@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.data import resolve_source
     from tasks.errors import InputError
     from thresholds import scenario_path
-    from thresholds.schema import load_scenario
+    from thresholds.energy.schema import load_scenario
 
     path = scenario_path(args.scenario)
     try:
@@ -127,7 +127,7 @@ def print_outcome(outcome: Any, started: float) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from tasks.errors import InputError
     from thresholds import scenario_path
-    from thresholds.schema import load_scenario
+    from thresholds.energy.schema import load_scenario
 
     try:
         scenario = load_scenario(scenario_path(args.scenario))
@@ -151,7 +151,7 @@ def _meters(_: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
-    from registry.tracking import PromotionRefused, promote
+    from registry.core import PromotionRefused, promote
 
     if not args.version.isdigit():
         print(f"energy-loop: error: version = {args.version!r}: expected a version number such as 3", file=sys.stderr)
@@ -210,7 +210,7 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
     from prefect import get_client
     from prefect.deployments import run_deployment
 
-    from registry.tracking import loop_result
+    from registry.core import loop_result
 
     try:
         flow_run: Any = run_deployment(name=deployment, parameters=params, timeout=0)  # sync outside an event loop
@@ -256,7 +256,7 @@ FIGURES = (
 
 
 def _status(args: argparse.Namespace) -> int:
-    from registry.tracking import status
+    from registry.core import status
 
     result = status(args.model)
     if result["champion"] is None and result["challenger"] is None:

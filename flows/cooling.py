@@ -18,12 +18,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.cli import run_loop
-from tasks.cooling.policy import Attempt, Final
-from tasks.cooling.steps import CoolingOutcome, close_loop, log_attempt, open_loop, plan_next, run_attempt
+from tasks.cooling.stages import CoolingOutcome, close_loop, log_attempt, open_loop, plan_next, run_attempt
 from tasks.energy.select import METER_NAMES, close_shared_meters, resolve_meter_name
 from tasks.errors import InputError
-from tasks.steps import abort_loop  # the same best-effort close of the parent run as the energy loop
-from thresholds.cooling import CoolingScenario, load, parse
+from tasks.stages import abort_loop  # the same best-effort close of the parent run as the energy loop
+from thresholds.cooling.policy import Attempt, Final
+from thresholds.cooling.schema import CoolingScenario, load, parse
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 
 from tasks.energy.select import close_shared_meters, resolve_meter_name
 from tasks.parallel import candidate_runner, run_all
-from tasks.steps import (
+from tasks.stages import (
     LoopOutcome,
     abort_loop,
     calibrate_machine,
@@ -25,8 +25,8 @@ from tasks.steps import (
     prepare_data,
     train_candidate,
 )
-from thresholds.policy import CandidateResult, Final
-from thresholds.schema import load_scenario
+from thresholds.energy.policy import CandidateResult, Final
+from thresholds.energy.schema import load_scenario
 
 
 @flow(name="energy-loop", log_prints=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from registry import tracking
-from registry.tracking import _experiment_id, client, flatten
-from tasks.cooling.policy import Attempt, Final, FinalState
+from registry import core as tracking
+from registry.core import _experiment_id, client, flatten
+from thresholds.cooling.policy import Attempt, Final, FinalState
 
 EXPERIMENT = "cooling-loop"
 CHAMPION = tracking.CHAMPION

@@ -22,7 +22,7 @@ from tasks import models
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
-from thresholds.policy import Calibration
+from thresholds.energy.policy import Calibration
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 

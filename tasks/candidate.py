@@ -20,8 +20,8 @@ from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
 from tasks.evaluate import measure_inference, quality, representative_subset
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
-from thresholds.policy import CandidateResult, Step, StepKind
-from thresholds.schema import Scenario
+from thresholds.energy.policy import CandidateResult, Step, StepKind
+from thresholds.energy.schema import Scenario
 
 log = logging.getLogger(__name__)
 

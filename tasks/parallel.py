@@ -76,7 +76,7 @@ def candidate_runner(parallel: int, address: str | None = None) -> Iterator[Any 
 
 
 def _warm_worker() -> int:
-    import tasks.steps  # noqa: F401  (torch, the models and the meters)
+    import tasks.stages  # noqa: F401  (torch, the models and the meters)
 
     return os.getpid()
 

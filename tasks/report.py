@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from thresholds.policy import CandidateResult, cost, judge, kept
-from thresholds.schema import Scenario
+from thresholds.energy.policy import CandidateResult, cost, judge, kept
+from thresholds.energy.schema import Scenario
 
 
 def _fmt(value: float | None, spec: str) -> str:

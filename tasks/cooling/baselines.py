@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from tasks.cooling.config import RoomConfig, SeedConfig
 from tasks.cooling.fast_eval import Policy, RunResult, Weights, run, run_with_bar, seed_rule_actions
 from tasks.cooling.room import RoomTrajectory
 from tasks.cooling.seed import SeedTrajectory
+from thresholds.cooling.env import RoomConfig, SeedConfig
 
 
 class Row(BaseModel):

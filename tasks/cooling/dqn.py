@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from tasks.cooling import room, seed
-from tasks.cooling.config import MINUTES_PER_DAY, MINUTES_PER_MONTH, DQNConfig, RoomConfig, SeedConfig
 from tasks.cooling.fast_eval import ROOM_OBS, SEED_OBS, Policy, Simulation, Weights, run
+from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, DQNConfig, RoomConfig, SeedConfig
 
 EnvName = Literal["seed", "room"]
 EnvConfig = SeedConfig | RoomConfig

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from tasks.cooling.config import RoomConfig, SeedConfig
 from tasks.cooling.room import OBS_OUTSIDE_RANGE_C, RoomEnv, RoomTrajectory, max_it_load_kw, thermostat_action
 from tasks.cooling.seed import SeedEnv, SeedTrajectory
+from thresholds.cooling.env import RoomConfig, SeedConfig
 
 
 def _cache_writable() -> bool:

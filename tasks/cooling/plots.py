@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.cooling.config import MINUTES_PER_DAY, MINUTES_PER_MONTH, RoomConfig, SeedConfig
 from tasks.cooling.fast_eval import RunResult
+from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, RoomConfig, SeedConfig
 
 WEEK = 7 * MINUTES_PER_DAY
 

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.cooling.config import MINUTES_PER_DAY, MINUTES_PER_MONTH, RoomConfig
 from tasks.cooling.seed import workload_walks
+from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, RoomConfig
 
 KELVIN = 273.15
 DT_S = 60.0

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from tasks.cooling.config import MINUTES_PER_MONTH, SeedConfig, WorkloadConfig
+from thresholds.cooling.env import MINUTES_PER_MONTH, SeedConfig, WorkloadConfig
 
 
 def workload_walks(cfg: WorkloadConfig, minutes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

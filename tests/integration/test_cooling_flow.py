@@ -60,7 +60,7 @@ def test_missed_saving_escalates_then_exhausts_the_budget_without_a_champion(mlf
 
 
 def test_a_crash_marks_the_loop_failed_and_registers_nothing(mlflow_store: str) -> None:
-    with mock.patch("tasks.cooling.steps.evaluate", side_effect=RuntimeError("simulated crash")), pytest.raises(RuntimeError):
+    with mock.patch("tasks.cooling.stages.evaluate", side_effect=RuntimeError("simulated crash")), pytest.raises(RuntimeError):
         cooling_loop(scenario=str(QUICK), days=1)
     client = MlflowClient(mlflow_store)
     runs = client.search_runs([client.get_experiment_by_name("cooling-loop").experiment_id], filter_string="tags.`loop.state` = 'FAILED'")

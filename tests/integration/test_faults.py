@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from registry.tracking import promote, reap_orphans
+from registry.core import promote, reap_orphans
 from tests.conftest import FIXTURES
 from tests.integration.test_servers import BIN
 

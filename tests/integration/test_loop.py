@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from flows.cli import main
 from flows.energy_loop import energy_loop
-from registry.tracking import load_version
+from registry.core import load_version
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -80,7 +80,7 @@ def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(ml
 def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_store: str) -> None:
     from prefect.events import emit_event
 
-    with mock.patch("tasks.steps.emit_event", autospec=emit_event) as emitted:
+    with mock.patch("tasks.stages.emit_event", autospec=emit_event) as emitted:
         outcome = energy_loop(scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible")
     assert emitted.call_args.kwargs["event"] == "energy-loop.loop.budget_exhausted"
     assert emitted.call_args.kwargs["resource"]["prefect.resource.id"] == "energy-loop.model.digits-impossible"

@@ -9,8 +9,8 @@ import pytest
 
 from tasks.cooling import dqn, room, seed
 from tasks.cooling.baselines import best_setpoint, compare
-from tasks.cooling.config import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig, RoomConfig, SeedConfig
 from tasks.cooling.fast_eval import Policy, Simulation, Weights, reference_run, run, warm_up
+from thresholds.cooling.env import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig, RoomConfig, SeedConfig
 
 
 @pytest.fixture(scope="module", autouse=True)

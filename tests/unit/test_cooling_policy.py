@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from registry.cooling import beats
-from tasks.cooling.policy import Attempt, Final, FinalState, Kind, Ladder, Next, Targets, checks, decide
+from thresholds.cooling.policy import Attempt, Final, FinalState, Kind, Ladder, Next, Targets, checks, decide
 
 TARGETS = Targets(min_energy_saved_pct=25.0, max_minutes_outside_vs_builtin=0, max_train_energy_j=1000.0, max_inference_energy_j_per_year=10.0)
 LADDER = Ladder(max_attempts=5, max_total_energy_j=5000.0, episode_growth=2.0, epsilon_factor=0.5, min_epsilon=0.05, shrink_factor=0.5, min_hidden_units=8)

@@ -8,8 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from registry import cooling as registry
-from registry.tracking import IncompleteArtifact
-from tasks.cooling.policy import Attempt, Final, FinalState, Kind
+from registry.core import IncompleteArtifact
+from thresholds.cooling.policy import Attempt, Final, FinalState, Kind
 
 
 def _attempt(index: int, agent_dir: Path) -> Attempt:

@@ -9,7 +9,7 @@ import pytest
 from tasks.errors import InputError
 from tests.conftest import FIXTURES
 from thresholds import SCENARIO_DIR
-from thresholds.cooling import load, parse, path_of
+from thresholds.cooling.schema import load, parse, path_of
 
 
 @pytest.mark.parametrize(("name", "env"), [("cooling-room", "room"), ("cooling-seed", "seed")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from registry.tracking import loop_result
+from registry.core import loop_result
 
 
 @pytest.mark.parametrize("experiment", ["energy-loop", "cooling-loop"])

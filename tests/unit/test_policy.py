@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thresholds.policy import (
+from thresholds.energy.policy import (
     Calibration,
     CandidateResult,
     Final,
@@ -18,7 +18,7 @@ from thresholds.policy import (
     kept,
     plan_batch,
 )
-from thresholds.schema import Scenario
+from thresholds.energy.schema import Scenario
 
 B, ES, PR, PC = StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.PRUNE, StepKind.PRECISION
 MP, DI = StepKind.MIXED_PRECISION, StepKind.DISTILL
@@ -318,7 +318,7 @@ def test_energy_gates_judge_the_unfavourable_side_of_the_noise() -> None:
 
 
 def test_payback_counts_every_joule_the_loop_spent() -> None:
-    from thresholds.policy import payback
+    from thresholds.energy.policy import payback
 
     history = [c(0, B, inf=2.0, spent=30.0), c(1, ES, parent=0, inf=1.5, spent=20.0)]
     back = payback(history, history[1])
@@ -329,7 +329,7 @@ def test_payback_counts_every_joule_the_loop_spent() -> None:
 
 
 def test_closest_prefers_a_candidate_that_keeps_quality() -> None:
-    from thresholds.policy import closest
+    from thresholds.energy.policy import closest
 
     cheap_but_wrong = c(4, DI, 0.5, parent=3, acc=0.5, inf=0.3)  # cheapest, but 40 pt less accurate
     best = closest(scenario(), [BASE, RECIPE, P3, P5, cheap_but_wrong])
@@ -337,7 +337,7 @@ def test_closest_prefers_a_candidate_that_keeps_quality() -> None:
 
 
 def test_a_pass_on_the_subset_must_hold_on_the_full_test_split() -> None:
-    from thresholds.policy import confirm_on_full
+    from thresholds.energy.policy import confirm_on_full
 
     s = scenario(max_accuracy_drop_pt=1.0)
     history = [BASE, c(1, ES, parent=0, acc=0.90, train=50.0)]

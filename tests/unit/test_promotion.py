@@ -74,8 +74,8 @@ def _race(uri: str, version: str, energy: float, start_at: float, out: Any) -> N
     """One 'loop' finishing: judge against the champion as it is now, move the alias if better."""
     import time as _time
 
-    from registry.tracking import move_champion_if_better
-    from thresholds.policy import CandidateResult, Step, StepKind
+    from registry.core import move_champion_if_better
+    from thresholds.energy.policy import CandidateResult, Step, StepKind
 
     candidate = CandidateResult(
         index=1, step=Step(kind=StepKind.PRUNE, value=0.5, parent=0), accuracy=0.9, inference_energy_j_per_1k=energy, energy_source="fixed", params=100
@@ -115,7 +115,7 @@ def test_concurrent_loops_leave_the_best_version_as_champion(registry: MlflowCli
 def test_a_stale_champion_lock_is_broken_after_its_lease(registry: MlflowClient) -> None:
     import time
 
-    from registry.tracking import champion_lock
+    from registry.core import champion_lock
 
     registry.create_registered_model("m--champion-lock", tags={"owner": "a crashed loop", "expires_at": f"{time.time() - 1:.3f}"})
     with champion_lock(registry, "m", owner="me", wait_s=5):
@@ -126,7 +126,7 @@ def test_a_stale_champion_lock_is_broken_after_its_lease(registry: MlflowClient)
 def test_a_held_champion_lock_makes_others_wait_then_time_out(registry: MlflowClient) -> None:
     import time
 
-    from registry.tracking import ChampionLockTimeout, champion_lock
+    from registry.core import ChampionLockTimeout, champion_lock
 
     registry.create_registered_model("m--champion-lock", tags={"owner": "a running loop", "expires_at": f"{time.time() + 60:.3f}"})
     started = time.monotonic()

@@ -15,8 +15,8 @@ from tasks.data import CachedData, load_cached, prepare
 from tasks.energy.runtime import stabilise_allocator
 from tasks.energy.simple import FixedPowerMeter, ReplayMeter
 from tasks.train import TrainConfig, fit
-from thresholds.policy import CandidateResult, Step, StepKind
-from thresholds.schema import Scenario
+from thresholds.energy.policy import CandidateResult, Step, StepKind
+from thresholds.energy.schema import Scenario
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from tasks.errors import InputError
 from thresholds import SCENARIO_DIR, scenario_path
-from thresholds.schema import load_scenario, parse_scenario
+from thresholds.energy.schema import load_scenario, parse_scenario
 
 
 @pytest.mark.parametrize("name", ["dev-cpu", "strict", "impossible", "paper", "edge-45nm"])

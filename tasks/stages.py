@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel
 
-from registry import tracking
+from registry import core as tracking
 from tasks import data as data_mod
 from tasks import models, report
 from tasks.calibrate import analytic_calibration, calibrate
@@ -26,8 +26,8 @@ from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
 from tasks.energy.share import ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality
-from thresholds.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, judge, payback, plan_batch
-from thresholds.schema import Scenario
+from thresholds.energy.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, judge, payback, plan_batch
+from thresholds.energy.schema import Scenario
 
 
 class LoopOutcome(BaseModel):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from thresholds.policy import Calibration, CandidateResult, Final, FinalState, beats_champion
+from thresholds.energy.policy import Calibration, CandidateResult, Final, FinalState, beats_champion
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 CHAMPION = "champion"

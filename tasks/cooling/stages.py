@@ -23,12 +23,12 @@ from registry import cooling as registry
 from tasks.cooling import dqn as dqn_mod
 from tasks.cooling import plots
 from tasks.cooling.baselines import Comparison, compare
-from tasks.cooling.config import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
 from tasks.cooling.fast_eval import Policy, run, warm_up
-from tasks.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
-from thresholds.cooling import CoolingScenario
+from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
+from thresholds.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
+from thresholds.cooling.schema import CoolingScenario
 
 
 class Evaluation(BaseModel):

@@ -38,7 +38,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from tasks.energy.stats import significantly_less
-from thresholds.schema import Scenario, Targets
+from thresholds.energy.schema import Scenario, Targets
 
 
 class StepKind(StrEnum):

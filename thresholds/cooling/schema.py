@@ -12,12 +12,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.cooling.config import RoomConfig, SeedConfig
-from tasks.cooling.policy import Ladder as PolicyLadder
-from tasks.cooling.policy import Targets as PolicyTargets
 from tasks.errors import InputError
 from thresholds import SCENARIO_DIR
-from thresholds.schema import input_error, read_yaml
+from thresholds.cooling.env import RoomConfig, SeedConfig
+from thresholds.cooling.policy import Ladder as PolicyLadder
+from thresholds.cooling.policy import Targets as PolicyTargets
+from thresholds.energy.schema import input_error, read_yaml
 
 MAX_BYTES = 256 * 1024
 BUNDLED = ("cooling-room", "cooling-seed")

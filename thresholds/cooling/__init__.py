@@ -1,0 +1,1 @@
+"""The cooling loop's scenario schema, environment settings and escalation policy."""

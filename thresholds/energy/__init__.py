@@ -1,0 +1,1 @@
+"""The energy loop's scenario schema and escalation policy."""
