@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from tasks.errors import InputError
+from thresholds.errors import InputError
 
 BUILTIN_DATASETS = ("mnist1d", "digits")
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")

@@ -1,20 +1,10 @@
-"""Errors with one-line messages that name the field, the value and what was expected."""
+"""What can go wrong while the work runs: each error is a rejected candidate, not a crash.
+
+Bad user input is `thresholds.errors.InputError` (re-exported here for older imports)."""
 
 from __future__ import annotations
 
-
-class InputError(ValueError):
-    """Bad user input (scenario, dataset, CLI argument). CLIs exit 2 on it."""
-
-    def __init__(self, field: str, value: object, expected: str, where: str = "") -> None:
-        self.field = field
-        self.value = value
-        self.expected = expected
-        prefix = f"{where}: " if where else ""
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        super().__init__(f"{prefix}{field} = {shown}: expected {expected}")
+from thresholds.errors import InputError as InputError
 
 
 class DivergedError(RuntimeError):

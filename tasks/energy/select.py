@@ -5,8 +5,7 @@ from __future__ import annotations
 from tasks.energy.base import EnergyMeter
 from tasks.energy.nvml import gpu_count
 from tasks.energy.rapl import discover
-
-METER_NAMES = ("auto", "codecarbon", "nvml", "rapl", "fixed-power", "null")
+from thresholds.core import METER_NAMES
 
 
 def available_meters() -> dict[str, str]:

@@ -60,8 +60,3 @@ def repeat_until_stable(measure_once: Callable[[], float], min_repeats: int, max
         if len(values) >= max(min_repeats, 2) and Repeated(tuple(values)).rel_ci95 <= target_rel_ci:
             break
     return Repeated(tuple(values))
-
-
-def significantly_less(a: float, a_err: float, b: float, b_err: float, sigmas: float = 2.0) -> bool:
-    """True when `a` is below `b` by more than `sigmas` combined standard errors."""
-    return a + sigmas * math.hypot(a_err, b_err) < b

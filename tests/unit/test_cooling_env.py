@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tasks.cooling import room, seed
-from tasks.errors import InputError
-from thresholds.cooling.env import MINUTES_PER_MONTH, RoomConfig, SeedConfig, WorkloadConfig, validated
+from thresholds.cooling.env import MINUTES_PER_MONTH, RoomConfig, SeedConfig, WorkloadConfig
+from thresholds.errors import InputError, validated
 
 
 def seed_traj(intrinsic: list[float], users: list[float] | None = None, rate: list[float] | None = None) -> seed.SeedTrajectory:

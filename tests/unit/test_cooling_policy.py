@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from registry.cooling import beats
-from thresholds.cooling.policy import Attempt, Final, FinalState, Kind, Ladder, Next, Targets, checks, decide
+from thresholds.cooling.policy import Attempt, Kind, Next, beats_champion, checks, decide
+from thresholds.cooling.schema import Budget, CoolingScenario, Ladder, Targets, Training
+from thresholds.core import Final, FinalState
 
 TARGETS = Targets(min_energy_saved_pct=25.0, max_minutes_outside_vs_builtin=0, max_train_energy_j=1000.0, max_inference_energy_j_per_year=10.0)
-LADDER = Ladder(max_attempts=5, max_total_energy_j=5000.0, episode_growth=2.0, epsilon_factor=0.5, min_epsilon=0.05, shrink_factor=0.5, min_hidden_units=8)
-BASE = Next(kind=Kind.TRAIN, hidden_units=(64, 32), max_episodes=40, epsilon=0.3, parent=None, reason="base")
+SCENARIO = CoolingScenario(
+    name="table",
+    targets=TARGETS,
+    budget=Budget(max_attempts=5, max_total_energy_j=5000.0),
+    ladder=Ladder(episode_growth=2.0, epsilon_factor=0.5, min_epsilon=0.05, shrink_factor=0.5, min_hidden_units=8),
+    training=Training(hidden_units=(64, 32), max_episodes=40, epsilon=0.3),
+)
 
 
 def a(
@@ -76,7 +82,7 @@ TABLE: list[tuple[str, list[Attempt], Kind | FinalState, tuple[tuple[int, int], 
 def test_escalation_table(
     case: str, history: list[Attempt], expected: Kind | FinalState, settings: tuple[tuple[int, int], int, float, int | None] | None
 ) -> None:
-    decision = decide(TARGETS, LADDER, BASE, history)
+    decision = decide(SCENARIO, history)
     if isinstance(expected, FinalState):
         assert isinstance(decision, Final), decision
         assert decision.state == expected
@@ -89,7 +95,7 @@ def test_escalation_table(
 
 def test_passed_chooses_the_cheapest_passing_agent_at_inference() -> None:
     history = [a(0, inference=8.0), a(1, R, inference=3.0), a(2, R, inference=3.0)]
-    decision = decide(TARGETS, LADDER, BASE, history)
+    decision = decide(SCENARIO, history)
     assert isinstance(decision, Final) and decision.chosen == 2  # ties go to the latest
 
 
@@ -110,4 +116,4 @@ def test_missing_figures_fail_their_gates() -> None:
     ],
 )
 def test_champion_rule(candidate: dict[str, str], champion: dict[str, str] | None, wins: bool) -> None:
-    assert beats(candidate, champion)[0] is wins
+    assert beats_champion(candidate, champion)[0] is wins

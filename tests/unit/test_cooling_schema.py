@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import InputError
 from tests.conftest import FIXTURES
 from thresholds import SCENARIO_DIR
 from thresholds.cooling.schema import load, parse, path_of
+from thresholds.errors import InputError
 
 
 @pytest.mark.parametrize(("name", "env"), [("cooling-room", "room"), ("cooling-seed", "seed")])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tasks.data import load_cached, prepare
-from tasks.errors import InputError
+from thresholds.errors import InputError
 
 
 def test_digits_is_split_deterministically_and_standardised(tmp_path: Path) -> None:

@@ -14,10 +14,11 @@ from tasks.data import load_cached, prepare
 from tasks.energy import analytic
 from tasks.energy.rapl import RaplMeter, counter_delta_uj, discover
 from tasks.energy.simple import ReplayMeter
-from tasks.energy.stats import Repeated, repeat_until_stable, significantly_less
+from tasks.energy.stats import Repeated, repeat_until_stable
 from tasks.errors import MeterError
 from tasks.evaluate import measure_inference
 from tasks.train import TrainConfig, fit
+from thresholds.core import significantly_less
 
 
 def _zone(root: Path, name: str, label: str, energy_uj: int, max_uj: int = 262_143_328_850) -> Path:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import InputError
 from thresholds import SCENARIO_DIR, scenario_path
 from thresholds.energy.schema import load_scenario, parse_scenario
+from thresholds.errors import InputError
 
 
 @pytest.mark.parametrize("name", ["dev-cpu", "strict", "impossible", "paper", "edge-45nm"])

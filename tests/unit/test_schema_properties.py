@@ -12,8 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.errors import InputError
 from thresholds.energy.schema import Scenario, load_scenario, parse_scenario
+from thresholds.errors import InputError
 
 SECTIONS = ["targets", "budget", "training", "measurement", "ladder", "model"]
 FIELDS = {name: sorted(getattr(Scenario.model_fields[name].annotation, "model_fields", {})) for name in SECTIONS}

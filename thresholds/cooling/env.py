@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from tasks.errors import InputError
+from thresholds.core import Section
 
 MINUTES_PER_DAY = 24 * 60
 MINUTES_PER_MONTH = 30 * MINUTES_PER_DAY
@@ -20,16 +20,12 @@ MINUTES_PER_YEAR = 12 * MINUTES_PER_MONTH  # the paper's year: 12 x 30 x 24 x 60
 SEED_MONTHLY_TEMPERATURE_C = (1.0, 5.0, 7.0, 10.0, 11.0, 20.0, 23.0, 24.0, 22.0, 10.0, 5.0, 1.0)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-
 def _ordered(low: float, high: float, low_name: str, high_name: str) -> None:
     if not low < high:
         raise ValueError(f"{low_name} ({low}) must be below {high_name} ({high})")
 
 
-class WorkloadConfig(_Strict):
+class WorkloadConfig(Section):
     """Users and data rate: bounded integer random walks, one step per minute (as in the reference)."""
 
     initial_users: int = Field(10, ge=0, description="users at minute 0")
@@ -58,7 +54,7 @@ def _twelve(values: tuple[float, ...], name: str) -> None:
         raise ValueError(f"{name} has {len(values)} values: expected 12 monthly values in degrees C, Jan..Dec")
 
 
-class SeedConfig(_Strict):
+class SeedConfig(Section):
     """The paper's server model (see tasks/cooling/seed.py for the equations)."""
 
     workload: WorkloadConfig = WorkloadConfig()
@@ -110,7 +106,7 @@ class SeedConfig(_Strict):
         return (self.optimal_min_temperature_c + self.optimal_max_temperature_c) / 2
 
 
-class RoomConfig(_Strict):
+class RoomConfig(Section):
     """A lumped-capacitance server room with an economiser and a chiller (see tasks/cooling/room.py)."""
 
     workload: WorkloadConfig = WorkloadConfig()
@@ -174,7 +170,7 @@ class RoomConfig(_Strict):
         return self
 
 
-class DQNConfig(_Strict):
+class DQNConfig(Section):
     """The agent: the paper's small network and the reference's DQN recipe, with a few documented knobs."""
 
     hidden_units: tuple[int, int] = Field((64, 32), description="neurons in the two hidden layers")
@@ -198,16 +194,3 @@ class DQNConfig(_Strict):
         if any(not 1 <= w <= 4096 for w in self.hidden_units):
             raise ValueError(f"hidden_units {list(self.hidden_units)}: expected two widths in 1..4096 neurons")
         return self
-
-
-def validated(model: type[BaseModel], raw: object, where: str) -> BaseModel:
-    """Validate `raw` into `model`; raise a one-line InputError naming the field and the value."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "document"
-        msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
-        if err["type"] == "extra_forbidden":
-            msg = "no such key (check spelling)"
-        raise InputError(field, err.get("input"), msg, where) from None

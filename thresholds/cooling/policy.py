@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from thresholds.cooling.schema import CoolingScenario, Targets
+from thresholds.core import Check, Final, FinalState
 
 
 class Kind(StrEnum):
@@ -29,34 +32,6 @@ class Kind(StrEnum):
     RETRAIN = "retrain"
     DISTIL = "distil"
     SHRINK = "shrink"
-
-
-class FinalState(StrEnum):
-    PASSED = "PASSED"
-    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
-    FAILED = "FAILED"
-
-
-class Targets(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    min_energy_saved_pct: float | None = None
-    max_minutes_outside_band: int | None = None
-    max_minutes_outside_vs_builtin: int | None = None
-    max_train_energy_j: float | None = None
-    max_inference_energy_j_per_year: float | None = None
-
-
-class Ladder(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    max_attempts: int = 4
-    max_total_energy_j: float | None = None
-    episode_growth: float = 2.0
-    epsilon_factor: float = 0.5
-    min_epsilon: float = 0.05
-    shrink_factor: float = 0.5
-    min_hidden_units: int = 4
 
 
 class Attempt(BaseModel):
@@ -82,24 +57,12 @@ class Attempt(BaseModel):
     run_id: str | None = None
 
 
-class Check(BaseModel):
-    name: str
-    ok: bool
-    detail: str
-
-
 class Next(BaseModel):
     kind: Kind
     hidden_units: tuple[int, int]
     max_episodes: int
     epsilon: float
     parent: int | None
-    reason: str
-
-
-class Final(BaseModel):
-    state: FinalState
-    chosen: int | None
     reason: str
 
 
@@ -182,10 +145,17 @@ def _half(widths: tuple[int, int], factor: float, floor: int) -> tuple[int, int]
     return None if smaller == widths or smaller[0] > widths[0] or smaller[1] > widths[1] else smaller
 
 
-def decide(targets: Targets, ladder: Ladder, base: Next, history: list[Attempt]) -> Next | Final:
-    """The next attempt, or the loop's final state. `base` is the first attempt's settings."""
+def base_step(scenario: CoolingScenario) -> Next:
+    """The first attempt: the agent as the scenario configures it."""
+    t = scenario.training
+    return Next(kind=Kind.TRAIN, hidden_units=t.hidden_units, max_episodes=t.max_episodes, epsilon=t.epsilon, parent=None, reason="the agent as configured")
+
+
+def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
+    """The next attempt, or the loop's final state."""
     if not history:
-        return base
+        return base_step(scenario)
+    targets, ladder, budget = scenario.targets, scenario.ladder, scenario.budget
     winners = [a for a in history if passed(targets, a)]
     if winners:
         best = min(winners, key=lambda a: (a.inference_energy_j_per_year if a.inference_energy_j_per_year is not None else float("inf"), -a.index))
@@ -196,13 +166,13 @@ def decide(targets: Targets, ladder: Ladder, base: Next, history: list[Attempt])
         )
     last = history[-1]
     spent = sum(a.spent_energy_j for a in history)
-    if len(history) >= ladder.max_attempts:
+    if len(history) >= budget.max_attempts:
         return Final(
-            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{len(history)} attempts used (max {ladder.max_attempts}); last: {summary(targets, last)}"
+            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{len(history)} attempts used (max {budget.max_attempts}); last: {summary(targets, last)}"
         )
-    if ladder.max_total_energy_j is not None and spent >= ladder.max_total_energy_j:
+    if budget.max_total_energy_j is not None and spent >= budget.max_total_energy_j:
         return Final(
-            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{spent:,.0f} J spent (max {ladder.max_total_energy_j:g} J); last: {summary(targets, last)}"
+            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{spent:,.0f} J spent (max {budget.max_total_energy_j:g} J); last: {summary(targets, last)}"
         )
     if last.failed_reason and last.kind == Kind.TRAIN:
         return Final(state=FinalState.FAILED, chosen=None, reason=f"the first agent could not be trained: {last.failed_reason}")
@@ -229,3 +199,22 @@ def decide(targets: Targets, ladder: Ladder, base: Next, history: list[Attempt])
                     reason=f"distil #{last.index} into {smaller[0]}-{smaller[1]}: {why}")  # fmt: skip
     return Next(kind=Kind.SHRINK, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon, parent=None,
                 reason=f"train a smaller {smaller[0]}-{smaller[1]} agent from scratch: {why}")  # fmt: skip
+
+
+def beats_champion(candidate: dict[str, str], champion: dict[str, str] | None) -> tuple[bool, str]:
+    """Does a passing version take `champion` (both given as version tags)? Same environment: it must save at
+    least as much. A seed-environment agent never displaces a room agent (the room is the pipeline's default)."""
+    if champion is None:
+        return True, "no champion yet"
+    env, current_env = candidate.get("environment"), champion.get("environment")
+    if env != current_env:
+        if current_env == "room":
+            return False, f"the champion is a room agent; a {env} agent does not replace it"
+        return True, f"a {env} agent replaces the {current_env} champion"
+    try:
+        new, old = float(candidate["energy_saved_pct"]), float(champion.get("energy_saved_pct", "-inf"))
+    except (KeyError, ValueError):
+        return False, "the candidate has no recorded saving"
+    if new >= old:
+        return True, f"saves {new:.2f} % vs the champion's {old:.2f} %"
+    return False, f"saves {new:.2f} %, less than the champion's {old:.2f} %"

@@ -33,11 +33,13 @@ assumed to save energy. Final states:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.energy.stats import significantly_less
+from thresholds.core import Check, Final, FinalState, significantly_less
 from thresholds.energy.schema import Scenario, Targets
 
 
@@ -105,12 +107,6 @@ class CandidateResult(BaseModel):
         return self.rejected_reason is None
 
 
-class Check(BaseModel):
-    name: str
-    ok: bool
-    detail: str
-
-
 class GateReport(BaseModel):
     checks: list[Check]
 
@@ -125,12 +121,6 @@ class GateReport(BaseModel):
     def summary(self) -> str:
         bad = self.failed
         return "meets every target" if not bad else "; ".join(c.detail for c in bad)
-
-
-class FinalState(StrEnum):
-    PASSED = "PASSED"
-    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
-    FAILED = "FAILED"
 
 
 class Calibration(BaseModel):
@@ -148,12 +138,6 @@ class Calibration(BaseModel):
 class Next(BaseModel):
     step: Step
     why: str
-
-
-class Final(BaseModel):
-    state: FinalState
-    reason: str
-    chosen: int | None = None  # candidate index that passed
 
 
 def _max(check: str, value: float | None, limit: float | None, unit: str) -> Check | None:
@@ -320,46 +304,140 @@ def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateR
     return min(pool, key=lambda c: (cost(c) or float("inf"), c.index))
 
 
-def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | None:
+def _early_stopping(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    if any(c.step.kind == StepKind.EARLY_STOPPING for c in history):
+        return None
+    return Next(step=Step(kind=StepKind.EARLY_STOPPING, parent=0), why="train the recipe with early stopping")
+
+
+def _mixed_precision_allowed(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> bool:
     ladder = scenario.ladder
-    kinds = [c.step.kind for c in history]
-    use = calibration if ladder.use_calibration else None
-    if StepKind.EARLY_STOPPING not in kinds:
-        return Next(step=Step(kind=StepKind.EARLY_STOPPING, parent=0), why="train the recipe with early stopping")
-    if ladder.mixed_precision_training and StepKind.MIXED_PRECISION not in kinds:
-        if use is None or use.helps(use.train_ratio, "autocast", ladder.min_gain_pct):
-            return Next(step=Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0), why="train the recipe under autocast")
-    tried_batch = {float(c.step.value) for c in history if c.step.kind == StepKind.BATCH and c.step.value is not None}
-    for batch_factor in ladder.training_batch_factors:
-        if float(batch_factor) not in tried_batch:
-            return Next(step=Step(kind=StepKind.BATCH, value=float(batch_factor), parent=0), why=f"train the recipe at {batch_factor}x the batch size")
-    base = _recipe(scenario, history)
+    if not ladder.mixed_precision_training or any(c.step.kind == StepKind.MIXED_PRECISION for c in history):
+        return False
+    return use is None or use.helps(use.train_ratio, "autocast", ladder.min_gain_pct)
+
+
+def _mixed_precision(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    if not _mixed_precision_allowed(scenario, history, use):
+        return None
+    return Next(step=Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0), why="train the recipe under autocast")
+
+
+def _batch_factors_left(scenario: Scenario, history: list[CandidateResult]) -> list[int]:
+    tried = {float(c.step.value) for c in history if c.step.kind == StepKind.BATCH and c.step.value is not None}
+    return [f for f in scenario.ladder.training_batch_factors if float(f) not in tried]
+
+
+def _batch(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    left = _batch_factors_left(scenario, history)
+    if not left:
+        return None
+    return Next(step=Step(kind=StepKind.BATCH, value=float(left[0]), parent=0), why=f"train the recipe at {left[0]}x the batch size")
+
+
+def _recipe_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+    """The recipe and its mixed-precision and batch twins train from scratch: they need no parent's model."""
+    kinds = {c.step.kind for c in history}
+    out = [] if first.kind == StepKind.EARLY_STOPPING or StepKind.EARLY_STOPPING in kinds else [Step(kind=StepKind.EARLY_STOPPING, parent=0)]
+    if _mixed_precision_allowed(scenario, history, use):
+        out.append(Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0))
+    return out + [Step(kind=StepKind.BATCH, value=float(f), parent=0) for f in _batch_factors_left(scenario, history)]
+
+
+def _prune(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE]
-    pruning_broke = any(not quality_ok(scenario.targets, c, history[0]) for c in pruned)
+    if any(not quality_ok(scenario.targets, c, history[0]) for c in pruned):
+        return None  # a ratio broke an accuracy target: larger ones would too
+    base = _recipe(scenario, history)
     tried = {float(c.step.value) for c in pruned if c.step.value is not None}
-    if not pruning_broke:
-        for ratio in ladder.pruning_ratios:
-            if ratio not in tried and all(ratio > t for t in tried):
-                return Next(step=Step(kind=StepKind.PRUNE, value=ratio, parent=base.index), why=f"prune {ratio:.0%} of channels of #{base.index}")
-    distilled = {float(c.step.value) for c in history if c.step.kind == StepKind.DISTILL and c.step.value is not None}
-    for factor in ladder.distill_width_factors:
-        if factor not in distilled:
+    for ratio in scenario.ladder.pruning_ratios:
+        if ratio not in tried and all(ratio > t for t in tried):
+            return Next(step=Step(kind=StepKind.PRUNE, value=ratio, parent=base.index), why=f"prune {ratio:.0%} of channels of #{base.index}")
+    return None
+
+
+def _prune_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+    return [Step(kind=StepKind.PRUNE, value=r, parent=first.parent) for r in scenario.ladder.pruning_ratios if r > float(first.value or 0)]
+
+
+def _distilled(history: list[CandidateResult]) -> set[float]:
+    return {float(c.step.value) for c in history if c.step.kind == StepKind.DISTILL and c.step.value is not None}
+
+
+def _distill(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    done = _distilled(history)
+    for factor in scenario.ladder.distill_width_factors:
+        if factor not in done:
             teacher = _best_fp32(scenario, history)
             return Next(step=Step(kind=StepKind.DISTILL, value=factor, parent=teacher.index), why=f"distil #{teacher.index} into a {factor:g}x student")
-    if ladder.search_hidden and StepKind.SEARCH not in kinds:
-        return Next(step=Step(kind=StepKind.SEARCH, parent=base.index), why=f"search {len(ladder.search_hidden)} architectures under the energy cap")
-    done = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
-    for precision in ladder.precisions:
-        if precision not in done and (use is None or use.helps(use.inference_ratio, precision, ladder.min_gain_pct)):
-            parent = _best_fp32(scenario, history)
-            return Next(step=Step(kind=StepKind.PRECISION, value=precision, parent=parent.index), why=f"run #{parent.index} at {precision}")
-    ptq = [c for c in history if c.step.kind == StepKind.PRECISION and c.step.value == "int8"]
-    if ladder.qat and ptq and not quality_ok(scenario.targets, ptq[-1], history[0]) and StepKind.QAT not in kinds:
-        parent_index = ptq[-1].step.parent if ptq[-1].step.parent is not None else 0
-        return Next(
-            step=Step(kind=StepKind.QAT, value="int8", parent=parent_index), why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}"
-        )
     return None
+
+
+def _distill_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+    done = _distilled(history)
+    return [Step(kind=StepKind.DISTILL, value=f, parent=first.parent) for f in scenario.ladder.distill_width_factors if f not in done and f != first.value]
+
+
+def _search(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    ladder = scenario.ladder
+    if not ladder.search_hidden or any(c.step.kind == StepKind.SEARCH for c in history):
+        return None
+    base = _recipe(scenario, history)
+    return Next(step=Step(kind=StepKind.SEARCH, parent=base.index), why=f"search {len(ladder.search_hidden)} architectures under the energy cap")
+
+
+def _precisions_left(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> list[str]:
+    ladder = scenario.ladder
+    done = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
+    return [p for p in ladder.precisions if p not in done and (use is None or use.helps(use.inference_ratio, p, ladder.min_gain_pct))]
+
+
+def _precision(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    left = _precisions_left(scenario, history, use)
+    if not left:
+        return None
+    parent = _best_fp32(scenario, history)
+    return Next(step=Step(kind=StepKind.PRECISION, value=left[0], parent=parent.index), why=f"run #{parent.index} at {left[0]}")
+
+
+def _precision_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+    return [Step(kind=StepKind.PRECISION, value=p, parent=first.parent) for p in _precisions_left(scenario, history, use) if p != first.value]
+
+
+def _qat(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    ptq = [c for c in history if c.step.kind == StepKind.PRECISION and c.step.value == "int8"]
+    if not scenario.ladder.qat or not ptq or quality_ok(scenario.targets, ptq[-1], history[0]) or any(c.step.kind == StepKind.QAT for c in history):
+        return None
+    parent_index = ptq[-1].step.parent if ptq[-1].step.parent is not None else 0
+    return Next(step=Step(kind=StepKind.QAT, value="int8", parent=parent_index), why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}")
+
+
+class Rung(NamedTuple):
+    """One kind of ladder step: its next step given the history (None: nothing left of it), and optionally
+    the steps of the same rung that can train alongside a first one (parallel mode)."""
+
+    kind: StepKind
+    next: Callable[[Scenario, list[CandidateResult], Calibration | None], Next | None]
+    siblings: Callable[[Scenario, list[CandidateResult], Step, Calibration | None], list[Step]] | None = None
+
+
+# The ladder, in order. Adding a rung: a StepKind, an entry here, its producer in tasks/candidate.py.
+RUNGS: tuple[Rung, ...] = (
+    Rung(StepKind.BASELINE, lambda scenario, history, use: None, _recipe_siblings),  # `decide` measures it first
+    Rung(StepKind.EARLY_STOPPING, _early_stopping, _recipe_siblings),
+    Rung(StepKind.MIXED_PRECISION, _mixed_precision),
+    Rung(StepKind.BATCH, _batch),
+    Rung(StepKind.PRUNE, _prune, _prune_siblings),
+    Rung(StepKind.DISTILL, _distill, _distill_siblings),
+    Rung(StepKind.SEARCH, _search),
+    Rung(StepKind.PRECISION, _precision, _precision_siblings),
+    Rung(StepKind.QAT, _qat),
+)
+
+
+def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | None:
+    use = calibration if scenario.ladder.use_calibration else None
+    return next((n for rung in RUNGS if (n := rung.next(scenario, history, use)) is not None), None)
 
 
 def closest(scenario: Scenario, history: list[CandidateResult], optimised_only: bool = False) -> CandidateResult | None:
@@ -411,28 +489,9 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
 
 def _siblings(scenario: Scenario, history: list[CandidateResult], first: Step, calibration: Calibration | None) -> list[Step]:
     """Steps of the same rung that do not depend on `first`'s result, in ladder order."""
-    ladder = scenario.ladder
-    use = calibration if ladder.use_calibration else None
-    kinds = {c.step.kind for c in history}
-    if first.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING):
-        # The recipe and its mixed-precision twin train from scratch: they need no parent's model.
-        out = [] if first.kind == StepKind.EARLY_STOPPING or StepKind.EARLY_STOPPING in kinds else [Step(kind=StepKind.EARLY_STOPPING, parent=0)]
-        if ladder.mixed_precision_training and StepKind.MIXED_PRECISION not in kinds:
-            if use is None or use.helps(use.train_ratio, "autocast", ladder.min_gain_pct):
-                out.append(Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0))
-        tried_batch = {float(c.step.value) for c in history if c.step.kind == StepKind.BATCH and c.step.value is not None}
-        out += [Step(kind=StepKind.BATCH, value=float(f), parent=0) for f in ladder.training_batch_factors if float(f) not in tried_batch]
-        return out
-    if first.kind == StepKind.PRUNE:
-        return [Step(kind=StepKind.PRUNE, value=r, parent=first.parent) for r in ladder.pruning_ratios if r > float(first.value or 0)]
-    if first.kind == StepKind.DISTILL:
-        done = {float(c.step.value) for c in history if c.step.kind == StepKind.DISTILL and c.step.value is not None}
-        return [Step(kind=StepKind.DISTILL, value=f, parent=first.parent) for f in ladder.distill_width_factors if f not in done and f != first.value]
-    if first.kind == StepKind.PRECISION:
-        done_p = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
-        allowed = [p for p in ladder.precisions if use is None or use.helps(use.inference_ratio, p, ladder.min_gain_pct)]
-        return [Step(kind=StepKind.PRECISION, value=p, parent=first.parent) for p in allowed if p not in done_p and p != first.value]
-    return []
+    rung = next(r for r in RUNGS if r.kind == first.kind)
+    use = calibration if scenario.ladder.use_calibration else None
+    return [] if rung.siblings is None else rung.siblings(scenario, history, first, use)
 
 
 def plan_batch(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None, width: int = 1) -> list[Next] | Final:

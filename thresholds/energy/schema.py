@@ -10,21 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from tasks.errors import InputError
+from thresholds.core import MeterName, StrictSection, read_yaml
+from thresholds.errors import InputError, input_error
 
-MAX_SCENARIO_BYTES = 256 * 1024
 LowPrecision = Literal["int8", "fp16", "bf16"]
 LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-
-
-class Targets(_Strict):
+class Targets(StrictSection):
     """Every target is optional; a candidate passes when it meets all that are set."""
 
     min_accuracy: float | None = Field(None, ge=0, le=1, description="fraction in [0, 1]")
@@ -39,12 +34,12 @@ class Targets(_Strict):
     max_latency_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline")
 
 
-class Budget(_Strict):
+class Budget(StrictSection):
     max_iterations: int = Field(8, ge=1, le=100, description="candidates, baseline included")
     max_total_energy_j: float | None = Field(None, gt=0, description="joules over the whole loop")
 
 
-class Training(_Strict):
+class Training(StrictSection):
     max_epochs: int = Field(60, ge=1, le=10_000, description="epochs")
     patience: int = Field(5, ge=1, le=1_000, description="epochs without validation improvement")
     batch_size: int = Field(64, ge=1, le=1_000_000, description="samples")
@@ -60,8 +55,8 @@ class Training(_Strict):
         return self
 
 
-class Measurement(_Strict):
-    meter: Literal["auto", "codecarbon", "nvml", "rapl", "fixed-power", "null"] = "auto"
+class Measurement(StrictSection):
+    meter: MeterName = "auto"
     fixed_power_w: float = Field(10.0, gt=0, le=100_000, description="watts, for the fixed-power meter")
     inference_batch_size: int = Field(1024, ge=1, le=1_000_000, description="samples per batch")
     min_window_s: float = Field(1.0, gt=0, le=3_600, description="seconds per inference window")
@@ -84,7 +79,7 @@ class Measurement(_Strict):
         return self
 
 
-class Ladder(_Strict):
+class Ladder(StrictSection):
     pruning_ratios: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], description="channel fractions in (0, 1)")
     precisions: list[LowPrecision] = Field(default_factory=lambda: list(LOW_PRECISIONS))
     min_gain_pct: float = Field(3.0, ge=0, le=100, description="percent an escalation must save to be kept")
@@ -145,7 +140,7 @@ class Ladder(_Strict):
         return value
 
 
-class ModelSettings(_Strict):
+class ModelSettings(StrictSection):
     kind: Literal["mlp", "cnn1d"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="neurons per hidden layer")
 
@@ -157,7 +152,7 @@ class ModelSettings(_Strict):
         return value
 
 
-class Scenario(_Strict):
+class Scenario(StrictSection):
     name: str = Field(min_length=1, max_length=100)
     description: str = ""
     targets: Targets = Targets()
@@ -172,53 +167,6 @@ class Scenario(_Strict):
         if self.measurement.inference_target == "analytic-45nm" and self.model.kind != "mlp":
             raise ValueError("measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp'")
         return self
-
-
-def _describe(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
-    """The unit/range description of the field at `loc`, if the schema has one."""
-    current: type[BaseModel] | None = model
-    description = ""
-    for part in loc:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            break
-        info = current.model_fields[part]
-        description = info.description or ""
-        annotation = info.annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return description
-
-
-def input_error(model: type[BaseModel], exc: ValidationError, where: str, example: str) -> InputError:
-    """The first validation error as one line: field, value, what was expected (with its unit)."""
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    field = ".".join(str(p) for p in loc) or "document"
-    unit = _describe(model, loc)
-    msg = err["msg"] or "a valid value"
-    for prefix in ("Input should be ", "Value error, "):
-        msg = msg.removeprefix(prefix)
-    if err["type"] == "missing":
-        msg = "a value (this field is required)"
-    elif err["type"] == "extra_forbidden":
-        msg = f"no such key (check spelling; see {example})"
-    expected = f"{msg} ({unit})" if unit else msg
-    value = err.get("input") if err["type"] != "missing" else None
-    return InputError(field, value, expected, where)
-
-
-def read_yaml(p: Path, max_bytes: int = MAX_SCENARIO_BYTES) -> object:
-    """A small UTF-8 YAML file, parsed; every way it can be unreadable is one `InputError` line."""
-    if p.stat().st_size > max_bytes:
-        raise InputError("scenario size", p.stat().st_size, f"at most {max_bytes} bytes", str(p))
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError("encoding", p.name, "a UTF-8 text file", str(p)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        position = f"line {mark.line + 1}" if mark else "document"
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InputError(position, problem, "valid YAML", str(p)) from None
 
 
 def parse_scenario(raw: object, where: str = "scenario") -> Scenario:
