@@ -1,4 +1,11 @@
-"""`energy-loop`: run the loop, validate a scenario, list meters. Exit 0 PASSED, 1 not passed, 2 bad input."""
+"""`energy-loop`: one command for both pipelines. Exit 0 PASSED, 1 not passed, 2 bad input (one line).
+
+    energy-loop run|validate|meters|promote|status|trigger ...    the energy loop
+    energy-loop cooling run|validate ...                          the cooling agent (`energy-cooling` is an alias)
+
+A subcommand is a parser plus its handler (`set_defaults(handler=...)`); every loop runs through
+`run_loop`, the one error path.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +20,14 @@ from typing import Any
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
+    from thresholds.core import METER_NAMES
+
     parser = argparse.ArgumentParser(
-        prog="energy-loop",
+        prog=prog,
         description="Train a model, measure its energy, gate it against thresholds and escalate compression until it passes.",
     )
+    parser.set_defaults(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the energy feedback loop (a Prefect flow)")
     run.add_argument("--scenario", required=True, help="thresholds YAML file, or a bundled name: dev-cpu, strict, impossible")
@@ -26,33 +36,54 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")
     run.add_argument("--samples", type=int, help="number of samples to use (mnist1d generates this many; default 5000)")
     run.add_argument("--task", dest="task_type", choices=["auto", "classification", "regression"], default="auto", help="task type of a file dataset")
-    run.add_argument("--meter", choices=["auto", "codecarbon", "nvml", "rapl", "fixed-power", "null"], help="energy meter (default: the scenario's)")
+    run.add_argument("--meter", choices=METER_NAMES, help="energy meter (default: the scenario's)")
     run.add_argument("--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)")
     run.add_argument("--parallel", type=int, default=1, help="candidates trained at once on a local Dask cluster (default 1: in process)")
     run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
+    run.set_defaults(handler=_run)
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")
-    sub.add_parser("meters", help="list the energy meters this machine offers and which `auto` picks")
+    check.set_defaults(handler=_validate)
+    sub.add_parser("meters", help="list the energy meters this machine offers and which `auto` picks").set_defaults(handler=_meters)
     promote = sub.add_parser("promote", help="move the champion alias to a version whose recorded gates passed")
     promote.add_argument("model", help="registered model name")
     promote.add_argument("version", help="model version number")
     promote.add_argument("--force", action="store_true", help="promote even if its gates did not pass (needs --reason)")
     promote.add_argument("--reason", default="", help="why, written to the version's tags (required with --force)")
+    promote.set_defaults(handler=_promote)
     trigger = sub.add_parser("trigger", help="start a deployment run through the Prefect API (CI-triggered retraining)")
     trigger.add_argument("--deployment", required=True, help="FLOW/DEPLOYMENT, e.g. energy-loop/dev-cpu")
     trigger.add_argument("--param", action="append", default=[], metavar="K=V", help="flow parameter override (repeatable)")
     trigger.add_argument("--wait", action="store_true", help="stream the run's state and exit 0 only if the loop ends PASSED")
     trigger.add_argument("--poll-s", type=float, default=2.0, help="seconds between state polls (default 2)")
+    trigger.set_defaults(handler=_trigger)
     show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
     show.add_argument("model", help="registered model name")
+    show.set_defaults(handler=_status)
+    _cooling_parsers(sub.add_parser("cooling", help="the cooling agent's pipeline (train, gate, register a DQN)"), METER_NAMES)
     return parser
+
+
+def _cooling_parsers(cooling: argparse.ArgumentParser, meter_names: tuple[str, ...]) -> None:
+    sub = cooling.add_subparsers(dest="cooling_command", required=True)
+    run = sub.add_parser("run", help="run the cooling loop (a Prefect flow)")
+    run.add_argument("--scenario", required=True, help="cooling-room, cooling-seed, or a path to a thresholds YAML file")
+    run.add_argument("--env", choices=["seed", "room"], help="environment (default: the scenario's)")
+    run.add_argument("--months", type=int, help="evaluation period in 30-day months (default: the scenario's)")
+    run.add_argument("--days", type=int, help="evaluation period in days (short runs)")
+    run.add_argument("--meter", choices=meter_names, help="energy meter (default: the scenario's)")
+    run.add_argument("--work-dir", default=".energy-loop", help="folder for agents and plots (default .energy-loop)")
+    run.set_defaults(handler=_cooling_run)
+    check = sub.add_parser("validate", help="validate a cooling scenario file and print it")
+    check.add_argument("scenario")
+    check.set_defaults(handler=_cooling_validate)
 
 
 def _run(args: argparse.Namespace) -> int:
     from tasks.data import resolve_source
-    from tasks.errors import InputError
     from thresholds import scenario_path
     from thresholds.energy.schema import load_scenario
+    from thresholds.errors import InputError
 
     path = scenario_path(args.scenario)
     try:
@@ -63,12 +94,11 @@ def _run(args: argparse.Namespace) -> int:
         if not 1 <= args.parallel <= 64:
             raise InputError("--parallel", args.parallel, "an integer from 1 to 64 (candidates trained at once)")
     except InputError as exc:
-        print(f"energy-loop: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input(args.prog, exc)
     from flows.energy_loop import energy_loop
 
     return run_loop(
-        "energy-loop",
+        args.prog,
         lambda: energy_loop(
             scenario=str(path),
             dataset=args.dataset,
@@ -88,15 +118,14 @@ def run_loop(prog: str, loop: Callable[[], Any]) -> int:
     """Run a pipeline's flow: the one error path of every loop command. Its table and verdict, or one line."""
     from mlflow.exceptions import MlflowException
 
-    from tasks.errors import InputError
+    from thresholds.errors import InputError
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     started = time.perf_counter()
     try:
         outcome = loop()
     except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input(prog, exc)
     except OSError as exc:
         # Disk full or an unwritable artifact location: the loop ended FAILED before registering anything.
         print(f"{prog}: FAILED: could not write {getattr(exc, 'filename', None) or 'an artifact'}: {exc.strerror or exc}", file=sys.stderr)
@@ -113,6 +142,46 @@ def run_loop(prog: str, loop: Callable[[], Any]) -> int:
     return print_outcome(outcome, started)
 
 
+def _cooling_run(args: argparse.Namespace) -> int:
+    from thresholds.cooling.schema import settings_for
+    from thresholds.errors import InputError
+
+    try:
+        settings_for(args.scenario, args.env, args.months, args.days)  # fail fast, before any run is opened
+    except InputError as exc:
+        return bad_input(args.prog, exc)
+    from flows.cooling import cooling_loop
+
+    return run_loop(
+        args.prog,
+        lambda: cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir),
+    )
+
+
+def _cooling_validate(args: argparse.Namespace) -> int:
+    from thresholds.cooling.schema import load
+
+    return _show_scenario(args.prog, lambda: load(args.scenario))
+
+
+def bad_input(prog: str, exc: Exception) -> int:
+    """Bad input: one line naming the field, the value and what was expected; exit 2."""
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _show_scenario(prog: str, load: Callable[[], Any]) -> int:
+    """Validate a scenario and print it as JSON, or say in one line what is wrong with it."""
+    from thresholds.errors import InputError
+
+    try:
+        scenario = load()
+    except InputError as exc:
+        return bad_input(prog, exc)
+    print(scenario.model_dump_json(indent=2))
+    return 0
+
+
 def print_outcome(outcome: Any, started: float) -> int:
     """A finished loop's table and verdict (energy or cooling loop); its exit code."""
     print()
@@ -125,17 +194,10 @@ def print_outcome(outcome: Any, started: float) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from tasks.errors import InputError
     from thresholds import scenario_path
     from thresholds.energy.schema import load_scenario
 
-    try:
-        scenario = load_scenario(scenario_path(args.scenario))
-    except InputError as exc:
-        print(f"energy-loop: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(scenario.model_dump_json(indent=2))
-    return 0
+    return _show_scenario(args.prog, lambda: load_scenario(scenario_path(args.scenario)))
 
 
 def _meters(_: argparse.Namespace) -> int:
@@ -162,15 +224,14 @@ def _promote(args: argparse.Namespace) -> int:
         print(f"energy-loop: refused: {exc}", file=sys.stderr)
         return EXIT_NOT_PASSED
     except ValueError as exc:
-        print(f"energy-loop: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input("energy-loop", exc)
     except MlflowException as exc:
         print(f"energy-loop: error: model = {args.model!r} version = {args.version!r}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
 
-FLOW_PARAMETERS = ("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root")
+FLOW_PARAMETERS = ("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root", "env", "months", "days")  # both flows
 
 
 def _parse_params(pairs: list[str]) -> dict[str, object]:
@@ -188,8 +249,7 @@ def _trigger(args: argparse.Namespace) -> int:
     try:
         params = _parse_params(args.param)
     except ValueError as exc:
-        print(f"energy-loop: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input("energy-loop", exc)
     if not os.environ.get("PREFECT_API_URL"):
         print("energy-loop: PREFECT_API_URL is not set: no server to trigger, running the flow in this process instead", file=sys.stderr)
         missing = [k for k in ("scenario", "dataset") if k not in params]
@@ -272,26 +332,30 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
+    args = _parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils"):
+    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
     # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the command fails.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    handlers = {"run": _run, "validate": _validate, "meters": _meters, "promote": _promote, "status": _status, "trigger": _trigger}
     from mlflow.exceptions import MlflowException
 
     try:
-        return handlers[args.command](args)
+        return int(args.handler(args))
     except MlflowException as exc:
         # Unreachable or refusing tracking server (e.g. 401 without MLFLOW_TRACKING_USERNAME/PASSWORD): one line, exit 1.
         first = str(exc).splitlines()[0][:300]
-        print(f"energy-loop: error: tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}: {first}", file=sys.stderr)
+        print(f"{args.prog}: error: tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}: {first}", file=sys.stderr)
         return EXIT_NOT_PASSED
+
+
+def cooling_main(argv: Sequence[str] | None = None) -> int:
+    """`energy-cooling ARGS`: the alias of `energy-loop cooling ARGS`."""
+    return main(["cooling", *(sys.argv[1:] if argv is None else argv)], prog="energy-cooling")
 
 
 if __name__ == "__main__":

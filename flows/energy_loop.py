@@ -8,11 +8,11 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.energy.select import close_shared_meters, resolve_meter_name
+from registry.energy import EXPERIMENT
+from tasks.energy.select import resolve_meter_name
+from tasks.loop import LoopOutcome, aborting, open_loop
 from tasks.parallel import candidate_runner, run_all
 from tasks.stages import (
-    LoopOutcome,
-    abort_loop,
     calibrate_machine,
     close_loop,
     confirm_full_test,
@@ -20,7 +20,6 @@ from tasks.stages import (
     idle_power,
     log_candidate,
     measure_candidate,
-    open_loop,
     plan_next,
     prepare_data,
     train_candidate,
@@ -49,9 +48,9 @@ def energy_loop(
     data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {"scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or "")}
-    loop_run_id = open_loop("energy-loop", f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
+    loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
-    try:
+    with aborting(loop_run_id):
         idle_w = idle_power(settings, meter_name)
         calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
         with candidate_runner(parallel, dask_address) as runner:
@@ -71,9 +70,3 @@ def energy_loop(
         decision, history = confirm_full_test(settings, decision, history, data_path)
         hints = deployment_hints(settings, decision, history, data_path, meter_name)
         return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
-    except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        abort_loop(loop_run_id, f"{type(exc).__name__}: {exc}", status)
-        raise
-    finally:
-        close_shared_meters()

@@ -1,8 +1,10 @@
-"""Runs, model versions, tags and aliases in MLflow.
+"""The registry core both pipelines stand on: runs, model versions, tags and aliases in MLflow.
 
 One parent run per loop and one nested run per candidate. Model versions are registered
-only once the loop reaches a named final state, and the `champion` alias moves last, so a
-crashed or interrupted loop leaves runs marked FAILED/KILLED and nothing registered.
+only once the loop reaches a named final state (`close_loop`: artifacts, every model file
+checked in the store, all versions, the run finished, then `champion` moved under the lock),
+so a crashed or interrupted loop leaves runs marked FAILED/KILLED and nothing registered.
+What a pipeline logs and how it judges a champion is in registry/<pipeline>.py.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import random
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from thresholds.energy.policy import Calibration, CandidateResult, Final, FinalState, beats_champion
+from thresholds.core import Final, FinalState
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 CHAMPION = "champion"
@@ -111,82 +113,34 @@ def reap_orphans(experiment_id: str, stale_after_s: float = 24 * 3600) -> list[s
     return reaped
 
 
-def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
-    figures: dict[str, object] = {
-        "accuracy": c.accuracy,
-        "rmse": c.rmse,
-        "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
-        "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k if c.inference_repeats else None,
-        "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
-        "train_energy_j": c.train_energy_j,
-        "train_energy_sem_j": c.train_energy_sem_j if c.train_energy_j is not None else None,
-        "latency_ms_per_batch": c.latency_ms_per_batch,
-        "params": c.params,
-        "macs": c.macs,
-    }
-    tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures.items() if v is not None}
-    tags.update(
-        {
-            "energy_source": c.energy_source,
-            "energy_estimated": str(c.estimated).lower(),
-            "compression_steps": "+".join(c.lineage) or "none",
-            "candidate": str(c.index),
-            "verdict": verdict[:4000],
-        }
-    )
-    tags.update(extra)
-    return tags
-
-
-def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
-    """Nested run with params, metrics, per-epoch curves, tags and the model files."""
+def log_nested_run(
+    loop_run_id: str,
+    run_name: str,
+    params: dict[str, str],
+    metrics: Mapping[str, float | int | None],
+    series: dict[str, list[float]],
+    tags: dict[str, str],
+    model_dir: str | None,
+    artifact_path: str,
+    ok: bool,
+) -> str:
+    """One candidate's nested run: params, figures, per-epoch/episode curves, tags and its model files."""
     from mlflow.entities import Metric, Param, RunTag
 
     mc = client()
     parent = mc.get_run(loop_run_id)
-    run = mc.create_run(
-        parent.info.experiment_id,
-        run_name=f"#{c.index} {c.step.label}",
-        tags={"mlflow.parentRunId": loop_run_id},
-    )
-    run_id = run.info.run_id
-    params = {"step": c.step.label, "parent": str(c.step.parent), "compression_steps": "+".join(c.lineage) or "none"}
-    now = 0
-    metrics = [
-        Metric(k, float(v), now, 0)
-        for k, v in {
-            "accuracy": c.accuracy,
-            "rmse": c.rmse,
-            "train_energy_j": c.train_energy_j,
-            "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
-            "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k,
-            "inference_energy_ci95_j_per_1k": c.inference_energy_ci95_j_per_1k,
-            "inference_repeats": c.inference_repeats,
-            "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
-            "train_energy_sem_j": c.train_energy_sem_j,
-            "latency_ms_per_batch": c.latency_ms_per_batch,
-            "spent_energy_j": c.spent_energy_j,
-            "params": c.params,
-            "macs": c.macs,
-            "epochs_run": c.epochs_run,
-            "epochs_saved": c.epochs_saved,
-            "train_s": c.train_s,
-            "measure_s": c.measure_s,
-        }.items()
-        if v is not None
-    ]
-    for name, values in c.series.items():
-        metrics += [Metric(name, float(v), now, step) for step, v in enumerate(values, start=1)]
-    tags = {**_version_tags(c, verdict, {}), **{f"detail.{k}": v for k, v in c.tags.items()}}
-    if c.rejected_reason:
-        tags["rejected_reason"] = c.rejected_reason[:4000]
-    mc.log_batch(run_id, metrics=metrics[:1000], params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()])
-    for start in range(1000, len(metrics), 1000):
-        mc.log_batch(run_id, metrics=metrics[start : start + 1000])
-    if c.model_dir:
-        mc.log_artifacts(run_id, c.model_dir, artifact_path="model")
-    mc.set_terminated(run_id, status="FINISHED" if c.ok else "FAILED")
-    return str(run_id)
+    run = mc.create_run(parent.info.experiment_id, run_name=run_name, tags={"mlflow.parentRunId": loop_run_id})
+    run_id = str(run.info.run_id)
+    found = [Metric(k, float(v), 0, 0) for k, v in metrics.items() if v is not None]
+    for name, values in series.items():
+        found += [Metric(name, float(v), 0, step) for step, v in enumerate(values, start=1)]
+    mc.log_batch(run_id, metrics=found[:1000], params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()])
+    for start in range(1000, len(found), 1000):
+        mc.log_batch(run_id, metrics=found[start : start + 1000])
+    if model_dir and Path(model_dir).is_dir():
+        mc.log_artifacts(run_id, model_dir, artifact_path=artifact_path)
+    mc.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+    return run_id
 
 
 class LoopRecord(BaseModel):
@@ -278,16 +232,6 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
             pass
 
 
-def move_champion_if_better(mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str) -> tuple[bool, str]:
-    """Under the champion lock: re-read the champion, judge, move the alias only if `candidate` beats it."""
-    with champion_lock(mc, model_name, owner):
-        current = champion_version(mc, model_name)
-        wins, reason = beats_champion(candidate, None if current is None else dict(current.tags), sigmas)
-        if wins:
-            mc.set_registered_model_alias(model_name, CHAMPION, version)
-        return wins, reason
-
-
 def champion_tags(model_name: str) -> dict[str, str] | None:
     version = champion_version(client(), model_name)
     return None if version is None else dict(version.tags)
@@ -312,50 +256,52 @@ def log_text(mc: Any, run_id: str, filename: str, text: str) -> None:
         mc.log_artifact(run_id, str(path))
 
 
+def move_champion(mc: Any, model_name: str, version: str, beats: Callable[[dict[str, str] | None], tuple[bool, str]], owner: str) -> tuple[bool, str]:
+    """Under the champion lock: re-read the champion, judge with `beats(champion tags or None)`, move the alias only if it wins."""
+    with champion_lock(mc, model_name, owner):
+        current = champion_version(mc, model_name)
+        wins, reason = beats(None if current is None else dict(current.tags))
+        if wins:
+            mc.set_registered_model_alias(model_name, CHAMPION, version)
+        return wins, reason
+
+
+class VersionSpec(BaseModel):
+    """A model version to register: the candidate's index, its run, the model folder logged under `artifact_path`."""
+
+    index: int
+    run_id: str
+    model_dir: str
+    artifact_path: str
+    tags: dict[str, str]
+
+
 def close_loop(
     loop_run_id: str,
     model_name: str,
+    description: str,
     final: Final,
-    history: list[CandidateResult],
-    sigmas: float,
-    verdicts: list[str],
-    gates_passed: list[bool],
-    table_md: str,
-    plot_path: Path | None,
-    common_tags: dict[str, str],
-    hints: dict[str, str] | None = None,
+    texts: dict[str, str],
+    files: list[Path],
+    versions: list[VersionSpec],
+    beats: Callable[[dict[str, str] | None], tuple[bool, str]],
 ) -> LoopRecord:
-    """Register every candidate that produced a model, move `champion` if earned, end the run."""
-
+    """Every pipeline's closing sequence: artifacts, then every model file checked in the store, then all versions,
+    then the run marked finished, then `champion` moved under the lock if the chosen version `beats` it."""
     mc = client()
-    ensure_registered_model(mc, model_name, "Models produced by the energy feedback loop.")
+    ensure_registered_model(mc, model_name, description)
     # Artifacts first: a full disk or an unwritable store fails here, before any version exists.
-    log_text(mc, loop_run_id, "iterations.md", f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n")
-    if plot_path is not None and plot_path.exists():
-        mc.log_artifact(loop_run_id, str(plot_path))
-        # The version page links to its source run: put the Pareto plot there too for the chosen model.
-        chosen_run = history[final.chosen].run_id if final.chosen is not None else None
-        if chosen_run:
-            mc.log_artifact(chosen_run, str(plot_path))
-    registrable = [c.ok and c.run_id is not None and c.model_dir is not None for c in history]
-    for c, ok in zip(history, registrable, strict=True):
-        if ok:  # all checked before the first version is created: none or all are registered
-            check_logged_model(mc, str(c.run_id), Path(str(c.model_dir)))
+    for filename, text in texts.items():
+        log_text(mc, loop_run_id, filename, text)
+    for path in files:
+        if path.exists():
+            mc.log_artifact(loop_run_id, str(path))
+    for spec in versions:  # all checked before the first version is created: none or all are registered
+        check_logged_model(mc, spec.run_id, Path(spec.model_dir), spec.artifact_path)
     record = LoopRecord()
-    for c, verdict, passed, ok in zip(history, verdicts, gates_passed, registrable, strict=True):
-        if not ok:
-            continue
-        extra = {
-            **common_tags,
-            "gates_passed": str(passed).lower(),
-            "loop_run_id": loop_run_id,
-            "loop_state": final.state.value,
-            "pareto_plot": f"runs:/{loop_run_id}/pareto.png",
-        }
-        if hints and hints.get("candidate") == str(c.index):
-            extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
-        version = mc.create_model_version(model_name, source=f"runs:/{c.run_id}/model", run_id=c.run_id, tags=_version_tags(c, verdict, extra))
-        record.versions[c.index] = str(version.version)
+    for spec in versions:
+        version = mc.create_model_version(model_name, source=f"runs:/{spec.run_id}/{spec.artifact_path}", run_id=spec.run_id, tags=spec.tags)
+        record.versions[spec.index] = str(version.version)
     chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
@@ -363,9 +309,7 @@ def close_loop(
     # The alias moves last, after the run is recorded as finished, and under the champion lock so that
     # two loops finishing at once compare against the champion as it is, not as it was.
     if chosen is not None:
-        record.champion_moved, record.champion_reason = move_champion_if_better(
-            mc, model_name, record.versions[chosen], history[chosen], sigmas, owner=f"loop run {loop_run_id}"
-        )
+        record.champion_moved, record.champion_reason = move_champion(mc, model_name, record.versions[chosen], beats, owner=f"loop run {loop_run_id}")
     moved = f"moved to {record.versions[chosen]}: " if record.champion_moved and chosen is not None else "unchanged: "
     mc.set_tag(loop_run_id, "loop.champion", moved + (record.champion_reason or final.state.value)[:3900])
     current = champion_version(mc, model_name)
@@ -381,17 +325,13 @@ def abort_loop(loop_run_id: str, reason: str, status: str = "FAILED") -> None:
     mc.set_terminated(loop_run_id, status=status)
 
 
-def load_version(model_name: str, ref: str) -> tuple[Any, Any]:
-    """Download a registered version (`3` or `@champion`) and rebuild it with `weights_only=True`."""
+def download_version(model_name: str, ref: str, dst_dir: Path) -> Path:
+    """Download a registered version (`3` or `@champion`) into `dst_dir`; returns the model folder."""
     import mlflow
-
-    from tasks import models
 
     uri = f"models:/{model_name}/{ref.lstrip('@')}" if not ref.startswith("@") else f"models:/{model_name}@{ref[1:]}"
     mlflow.set_tracking_uri(tracking_uri())
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        return models.load(Path(local))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst_dir)))
 
 
 def log_benchmark(experiment: str, params: dict[str, str], artifacts: list[Path]) -> str:
@@ -405,16 +345,6 @@ def log_benchmark(experiment: str, params: dict[str, str], artifacts: list[Path]
         mc.log_artifact(run.info.run_id, str(path))
     mc.set_terminated(run.info.run_id, status="FINISHED")
     return str(run.info.run_id)
-
-
-def log_calibration(loop_run_id: str, table: Calibration) -> None:
-    """The machine's rung table as tags of the loop run (and a JSON artifact)."""
-    mc = client()
-    mc.set_tag(loop_run_id, "calibration.machine", table.machine[:4000])
-    for group, values in (("inference_ratio", table.inference_ratio), ("train_ratio", table.train_ratio)):
-        for key, value in values.items():
-            mc.set_tag(loop_run_id, f"calibration.{group}.{key}", f"{value:.4f}")
-    mc.log_dict(loop_run_id, table.model_dump(), "calibration.json")
 
 
 class PromotionRefused(RuntimeError):

@@ -156,3 +156,13 @@ def load(directory: Path) -> tuple[nn.Module, ModelSpec]:
     model = build(spec)
     model.load_state_dict(torch.load(directory / "state_dict.pt", weights_only=True))
     return model.eval(), spec
+
+
+def load_version(model_name: str, ref: str) -> tuple[nn.Module, ModelSpec]:
+    """A registered version (`3` or `@champion`), downloaded from the registry and rebuilt with `weights_only=True`."""
+    import tempfile
+
+    from registry.core import download_version
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return load(download_version(model_name, ref, Path(tmp)))

@@ -1,4 +1,4 @@
-"""The loop's lifecycle steps as Prefect tasks: thin wrappers over the work in `tasks/` and `registry/`.
+"""The energy loop's stages (Prefect tasks): thin wrappers over the work in `tasks/` and `registry/energy.py`.
 
 Caching is off everywhere (`NO_CACHE`): energy is a measurement, never a cached result. The
 tracking calls do not retry yet: a blind retry of a half-done `create_run` + `log_batch` would
@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from pydantic import BaseModel
 
-from registry import core as tracking
+from registry import energy as registry
 from tasks import data as data_mod
 from tasks import models, report
 from tasks.calibrate import analytic_calibration, calibrate
@@ -26,32 +23,14 @@ from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
 from tasks.energy.share import ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality
+from tasks.loop import LoopOutcome, outcome
 from thresholds.energy.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, judge, payback, plan_batch
 from thresholds.energy.schema import Scenario
-
-
-class LoopOutcome(BaseModel):
-    state: str
-    reason: str
-    chosen: int | None
-    model_name: str
-    loop_run_id: str
-    champion_version: str | None
-    champion_moved: bool
-    champion_reason: str
-    versions: dict[int, str]
-    table_md: str
-    history: list[CandidateResult]
 
 
 @task(cache_policy=NO_CACHE)
 def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int | None, task_type: str, seed: int) -> str:
     return str(data_mod.prepare(dataset, Path(cache_dir), target=target, samples=samples, task=task_type, seed=seed))  # type: ignore[arg-type]
-
-
-@task(cache_policy=NO_CACHE)
-def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    return tracking.open_loop(experiment, run_name, params, tags)
 
 
 @task(cache_policy=NO_CACHE)
@@ -72,7 +51,7 @@ def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_i
         table = analytic_calibration(batch_size)
     else:
         table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size)
-    tracking.log_calibration(loop_run_id, table)
+    registry.log_calibration(loop_run_id, table)
     return table
 
 
@@ -116,7 +95,7 @@ def measure_candidate(scenario: Scenario, produced: CandidateResult, data_path: 
 @task(cache_policy=NO_CACHE)
 def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateResult], candidate: CandidateResult) -> CandidateResult:
     verdict = report.verdicts(scenario, [*history, candidate])[-1]
-    run_id = tracking.log_candidate(loop_run_id, candidate, verdict)
+    run_id = registry.log_candidate(loop_run_id, candidate, verdict)
     return candidate.model_copy(update={"run_id": run_id})
 
 
@@ -182,17 +161,9 @@ def close_loop(
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []
     plot = report.pareto_plot(history, Path(work_dir) / "pareto.png", f"{model_name}: {final.state.value}") if history else None
-    record = tracking.close_loop(
+    record = registry.close_loop(
         loop_run_id, model_name, final, history, scenario.measurement.significance_sigmas, verdicts, passed, table, plot, common_tags, hints
     )
-    champion = (
-        f"champion moved to version {record.champion_version}: {record.champion_reason}"
-        if record.champion_moved
-        else f"champion unchanged ({record.champion_version or 'none'}){': ' + record.champion_reason if record.champion_reason else ''}"
-    )
-    markdown = f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{champion}\n\n{table}\n"
-    key = "".join(ch if ch.isalnum() else "-" for ch in f"energy-loop-{model_name}".lower())
-    create_markdown_artifact(markdown=markdown, key=key, description=f"{final.state.value}: {final.reason}"[:500])
     if final.state != FinalState.PASSED:
         # An automation on this event notifies the team (README: "Alerts").
         emit_event(
@@ -200,25 +171,4 @@ def close_loop(
             resource={"prefect.resource.id": f"energy-loop.model.{model_name}", "prefect.resource.name": model_name},
             payload={"reason": final.reason, "mlflow_run_id": loop_run_id},
         )
-    return LoopOutcome(
-        state=final.state.value,
-        reason=final.reason,
-        chosen=final.chosen,
-        model_name=model_name,
-        loop_run_id=loop_run_id,
-        champion_version=record.champion_version,
-        champion_moved=record.champion_moved,
-        champion_reason=champion,
-        versions=record.versions,
-        table_md=table,
-        history=history,
-    )
-
-
-@task(cache_policy=NO_CACHE)
-def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
-    """Best effort: when the tracking server itself is what failed, the next loop closes the run as orphaned."""
-    try:
-        tracking.abort_loop(loop_run_id, reason, status)
-    except Exception as exc:
-        get_run_logger().warning("could not mark loop run %s %s (%s); the next loop will close it as orphaned", loop_run_id, status, exc)
+    return outcome("Energy loop", f"energy-loop-{model_name}", final, record, model_name, loop_run_id, table, history)

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
@@ -23,9 +22,10 @@ from registry import cooling as registry
 from tasks.cooling import dqn as dqn_mod
 from tasks.cooling import plots
 from tasks.cooling.baselines import Comparison, compare
-from tasks.cooling.fast_eval import Policy, run, warm_up
+from tasks.cooling.fast_eval import Controller, run, warm_up
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
+from tasks.loop import LoopOutcome, outcome
 from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
 from thresholds.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
 from thresholds.cooling.schema import CoolingScenario
@@ -41,20 +41,6 @@ class Evaluation(BaseModel):
     minutes_outside_band: int  # summed over seeds
     builtin_minutes_outside_band: int
     steps_per_s: float
-
-
-class CoolingOutcome(BaseModel):
-    state: str
-    reason: str
-    chosen: int | None
-    model_name: str
-    loop_run_id: str
-    champion_version: str | None
-    champion_moved: bool
-    champion_reason: str
-    versions: dict[int, str]
-    table_md: str
-    history: list[Attempt]
 
 
 def horizon_minutes(s: CoolingScenario) -> int:
@@ -84,13 +70,13 @@ def inference_energy_j_per_year(s: CoolingScenario, net: dqn_mod.QNetwork, meter
     scaled to one simulated year (518,400 decisions). Returns (J/year, simulated minutes measured)."""
     cfg = s.env_config()
     traj = dqn_mod.make_trajectory(cfg, min(horizon_minutes(s), MINUTES_PER_YEAR), s.evaluation.seeds[0])
-    policy = Policy.network(net.weights())
-    run(cfg, traj, policy)  # compiled and cached before the window opens
+    controller = Controller.network(net.weights())
+    run(cfg, traj, controller)  # compiled and cached before the window opens
     steps = 0
     with meter.window("cooling-inference") as w:
         start = time.perf_counter()
         while time.perf_counter() - start < s.measurement.min_inference_window_s:
-            steps += run(cfg, traj, policy).steps
+            steps += run(cfg, traj, controller).steps
     return w.measurement.energy_j / steps * MINUTES_PER_YEAR, steps
 
 
@@ -174,7 +160,7 @@ def run_attempt_plain(
     (agent_dir / "comparison.md").write_text(
         "\n\n".join(f"seed {sd}:\n\n{c.table()}" for sd, c in zip(s.evaluation.seeds, evaluation.comparisons, strict=True))
     )
-    log(f"attempt #{index} {step.kind.value} {step.hidden_units}: {summary(s.policy_targets(), attempt)}")
+    log(f"attempt #{index} {step.kind.value} {step.hidden_units}: {summary(s.targets, attempt)}")
     return attempt, extra
 
 
@@ -182,13 +168,8 @@ def meter_for(s: CoolingScenario, meter_name: str) -> EnergyMeter:
     return shared_meter(meter_name, s.measurement.fixed_power_w, s.measurement.codecarbon_country)
 
 
-def base_step(s: CoolingScenario) -> Next:
-    t = s.training
-    return Next(kind=Kind.TRAIN, hidden_units=t.hidden_units, max_episodes=t.max_episodes, epsilon=t.epsilon, parent=None, reason="the agent as configured")
-
-
 def verdict(s: CoolingScenario, a: Attempt) -> str:
-    return summary(s.policy_targets(), a)
+    return summary(s.targets, a)
 
 
 def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
@@ -208,13 +189,8 @@ def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def open_loop(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    return registry.open_loop(run_name, params, tags)
-
-
-@task(cache_policy=NO_CACHE)
 def plan_next(s: CoolingScenario, history: list[Attempt]) -> Next | Final:
-    return decide(s.policy_targets(), s.policy_ladder(), base_step(s), history)
+    return decide(s, history)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="attempt-{step.kind}")
@@ -255,8 +231,7 @@ def _plots(s: CoolingScenario, attempt: Attempt | None, work_dir: Path) -> list[
 
 
 @task(cache_policy=NO_CACHE)
-def close_loop(s: CoolingScenario, final: Final, history: list[Attempt], loop_run_id: str, work_dir: str, common_tags: dict[str, str]) -> CoolingOutcome:
-    targets = s.policy_targets()
+def close_loop(s: CoolingScenario, final: Final, history: list[Attempt], loop_run_id: str, work_dir: str, common_tags: dict[str, str]) -> LoopOutcome:
     shown = history[final.chosen] if final.chosen is not None else next((a for a in reversed(history) if a.agent_dir), None)
     artifacts = _plots(s, shown, Path(work_dir))
     table = attempts_table(s, history)
@@ -269,32 +244,10 @@ def close_loop(s: CoolingScenario, final: Final, history: list[Attempt], loop_ru
         final,
         history,
         [verdict(s, a) for a in history],
-        [passed(targets, a) for a in history],
+        [passed(s.targets, a) for a in history],
         table,
         artifacts,
         summary_json,
         common_tags,
     )
-    champion = (
-        f"champion moved to version {record.champion_version}: {record.champion_reason}"
-        if record.champion_moved
-        else f"champion unchanged ({record.champion_version or 'none'}){': ' + record.champion_reason if record.champion_reason else ''}"
-    )
-    create_markdown_artifact(
-        markdown=f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{champion}\n\n{table}\n",
-        key=f"cooling-loop-{s.env}",
-        description=final.reason[:500],
-    )
-    return CoolingOutcome(
-        state=final.state.value,
-        reason=final.reason,
-        chosen=final.chosen,
-        model_name=s.model_name,
-        loop_run_id=loop_run_id,
-        champion_version=record.champion_version,
-        champion_moved=record.champion_moved,
-        champion_reason=champion,
-        versions=record.versions,
-        table_md=table,
-        history=history,
-    )
+    return outcome("Cooling loop", f"cooling-loop-{s.env}", final, record, s.model_name, loop_run_id, table, history)

@@ -9,7 +9,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from flows.cooling import cooling_loop, main
+from flows.cli import cooling_main as main
+from flows.cli import main as energy_loop_main
+from flows.cooling import cooling_loop
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -102,3 +104,11 @@ def test_cli_turns_store_and_tracking_failures_into_one_line(fault: str, mlflow_
     assert err and err[-1].startswith(expected), err[-3:]
     if fault == "unwritable-store":
         assert MlflowClient(mlflow_store).search_model_versions(f"name='{MODEL}'") == []
+
+
+def test_energy_loop_cooling_is_the_same_command(capsys: pytest.CaptureFixture[str], mlflow_store: str) -> None:
+    assert energy_loop_main(["cooling", "run", "--scenario", "cooling-nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("energy-loop: error: scenario = 'cooling-nowhere'") and len(err.splitlines()) == 1
+    assert energy_loop_main(["cooling", "validate", "cooling-room"]) == 0
+    assert '"env": "room"' in capsys.readouterr().out

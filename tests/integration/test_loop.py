@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from flows.cli import main
 from flows.energy_loop import energy_loop
-from registry.core import load_version
+from tasks.models import load_version
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

@@ -74,7 +74,7 @@ def _race(uri: str, version: str, energy: float, start_at: float, out: Any) -> N
     """One 'loop' finishing: judge against the champion as it is now, move the alias if better."""
     import time as _time
 
-    from registry.core import move_champion_if_better
+    from registry.energy import move_champion_if_better
     from thresholds.energy.policy import CandidateResult, Step, StepKind
 
     candidate = CandidateResult(

@@ -1,0 +1,131 @@
+"""What the energy loop writes to MLflow: one nested run per candidate, its version tags, the
+machine's calibration, and the loop's close through the registry core (`registry/core.py`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from registry.core import LoopRecord, VersionSpec, client, log_nested_run, move_champion
+from registry.core import close_loop as close_any_loop
+from thresholds.core import Final
+from thresholds.energy.policy import Calibration, CandidateResult, beats_champion
+
+EXPERIMENT = "energy-loop"
+
+
+def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
+    """A candidate's figures as tags: on its nested run, and on its model version."""
+    figures: dict[str, object] = {
+        "accuracy": c.accuracy,
+        "rmse": c.rmse,
+        "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
+        "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k if c.inference_repeats else None,
+        "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
+        "train_energy_j": c.train_energy_j,
+        "train_energy_sem_j": c.train_energy_sem_j if c.train_energy_j is not None else None,
+        "latency_ms_per_batch": c.latency_ms_per_batch,
+        "params": c.params,
+        "macs": c.macs,
+    }
+    tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures.items() if v is not None}
+    tags.update(
+        {
+            "energy_source": c.energy_source,
+            "energy_estimated": str(c.estimated).lower(),
+            "compression_steps": "+".join(c.lineage) or "none",
+            "candidate": str(c.index),
+            "verdict": verdict[:4000],
+        }
+    )
+    tags.update(extra)
+    return tags
+
+
+def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
+    """Nested run with params, metrics, per-epoch curves, tags and the model files."""
+    params = {"step": c.step.label, "parent": str(c.step.parent), "compression_steps": "+".join(c.lineage) or "none"}
+    metrics = {
+        "accuracy": c.accuracy,
+        "rmse": c.rmse,
+        "train_energy_j": c.train_energy_j,
+        "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
+        "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k,
+        "inference_energy_ci95_j_per_1k": c.inference_energy_ci95_j_per_1k,
+        "inference_repeats": c.inference_repeats,
+        "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
+        "train_energy_sem_j": c.train_energy_sem_j,
+        "latency_ms_per_batch": c.latency_ms_per_batch,
+        "spent_energy_j": c.spent_energy_j,
+        "params": c.params,
+        "macs": c.macs,
+        "epochs_run": c.epochs_run,
+        "epochs_saved": c.epochs_saved,
+        "train_s": c.train_s,
+        "measure_s": c.measure_s,
+    }
+    tags = {**version_tags(c, verdict, {}), **{f"detail.{k}": v for k, v in c.tags.items()}}
+    if c.rejected_reason:
+        tags["rejected_reason"] = c.rejected_reason[:4000]
+    return log_nested_run(loop_run_id, f"#{c.index} {c.step.label}", params, metrics, c.series, tags, c.model_dir, "model", c.ok)
+
+
+def move_champion_if_better(mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str) -> tuple[bool, str]:
+    """Under the champion lock: re-read the champion, judge, move the alias only if `candidate` beats it."""
+    return move_champion(mc, model_name, version, lambda champion: beats_champion(candidate, champion, sigmas), owner)
+
+
+def close_loop(
+    loop_run_id: str,
+    model_name: str,
+    final: Final,
+    history: list[CandidateResult],
+    sigmas: float,
+    verdicts: list[str],
+    gates_passed: list[bool],
+    table_md: str,
+    plot_path: Path | None,
+    common_tags: dict[str, str],
+    hints: dict[str, str] | None = None,
+) -> LoopRecord:
+    """Register every candidate that produced a model, end the run, move `champion` if earned."""
+    files = [plot_path] if plot_path is not None else []
+    chosen_run = history[final.chosen].run_id if final.chosen is not None else None
+    if plot_path is not None and plot_path.exists() and chosen_run:
+        # The version page links to its source run: put the Pareto plot there too for the chosen model.
+        client().log_artifact(chosen_run, str(plot_path))
+    versions = []
+    for c, verdict, passed in zip(history, verdicts, gates_passed, strict=True):
+        if not (c.ok and c.run_id is not None and c.model_dir is not None):
+            continue
+        extra = {
+            **common_tags,
+            "gates_passed": str(passed).lower(),
+            "loop_run_id": loop_run_id,
+            "loop_state": final.state.value,
+            "pareto_plot": f"runs:/{loop_run_id}/pareto.png",
+        }
+        if hints and hints.get("candidate") == str(c.index):
+            extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
+        versions.append(VersionSpec(index=c.index, run_id=c.run_id, model_dir=c.model_dir, artifact_path="model", tags=version_tags(c, verdict, extra)))
+    chosen = history[final.chosen] if final.chosen is not None else None
+    return close_any_loop(
+        loop_run_id,
+        model_name,
+        "Models produced by the energy feedback loop.",
+        final,
+        {"iterations.md": f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n"},
+        files,
+        versions,
+        lambda champion: beats_champion(chosen, champion, sigmas) if chosen is not None else (False, "no candidate chosen"),
+    )
+
+
+def log_calibration(loop_run_id: str, table: Calibration) -> None:
+    """The machine's rung table as tags of the loop run (and a JSON artifact)."""
+    mc = client()
+    mc.set_tag(loop_run_id, "calibration.machine", table.machine[:4000])
+    for group, values in (("inference_ratio", table.inference_ratio), ("train_ratio", table.train_ratio)):
+        for key, value in values.items():
+            mc.set_tag(loop_run_id, f"calibration.{group}.{key}", f"{value:.4f}")
+    mc.log_dict(loop_run_id, table.model_dump(), "calibration.json")
