@@ -1,4 +1,9 @@
-"""One iteration of the loop: build or derive a model, train it, measure it, save it."""
+"""One iteration of the loop: build or derive a model, train it, measure it, save it.
+
+Each rung kind has one producer here (`@producer(StepKind.X)`): a function from the `Production`
+(scenario, step, history, data, meter) to the model it `Made`. The policy's rung table
+(thresholds/energy/policy.py) decides which rung comes next; this table makes it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -21,7 +29,7 @@ from tasks.errors import DivergedError, MeterError, RungNotApplicable
 from tasks.evaluate import measure_inference, quality, representative_subset
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.energy.policy import CandidateResult, Step, StepKind
-from thresholds.energy.schema import Scenario
+from thresholds.energy.schema import Scenario, Training
 
 log = logging.getLogger(__name__)
 
@@ -45,61 +53,6 @@ def batch_factor(history: list[str]) -> int:
     return 1
 
 
-def _fine_tune(
-    model: torch.nn.Module, teacher: torch.nn.Module | None, data: CachedData, cfg: TrainConfig, scenario: Scenario, meter: EnergyMeter, label: str
-) -> tuple[TrainReport, float]:
-    """Train `model` on the labels, or on `teacher`'s soft labels when there is one."""
-    if teacher is None:
-        return fit(model, data, cfg, label=label, meter=meter), 0.0
-    ladder = scenario.ladder
-    return distill_mod.distill(teacher, model, data, cfg, ladder.distill_temperature, ladder.distill_alpha, meter=meter, label=label)
-
-
-def _prune(
-    model: torch.nn.Module,
-    spec: models.ModelSpec,
-    ratio: float,
-    teacher: torch.nn.Module | None,
-    data: CachedData,
-    scenario: Scenario,
-    meter: EnergyMeter,
-    label: str,
-) -> tuple[torch.nn.Module, models.ModelSpec, float]:
-    """Prune with the scenario's options; iterative schedules fine-tune between steps. Returns that energy too."""
-    ladder, training = scenario.ladder, scenario.training
-    steps = ladder.pruning_iterative_steps
-    epochs = max(1, training.fine_tune_epochs // steps)
-    inherited = batch_factor(spec.history)
-    cfg = TrainConfig(
-        max_epochs=epochs,
-        patience=epochs,
-        batch_size=training.batch_size * inherited,
-        lr=TrainConfig.lr * math.sqrt(inherited),
-        seed=training.seed,
-        monitor=training.early_stopping_monitor,
-    )
-    between_j = 0.0
-
-    def between(m: torch.nn.Module, i: int) -> None:
-        nonlocal between_j
-        report, labelling_j = _fine_tune(m, teacher, data, cfg, scenario, meter, f"{label} step {i + 1}/{steps}")
-        between_j += report.energy_j + labelling_j
-
-    n = min(256, len(data.x_train))
-    pruned, new_spec = compress.prune(
-        model,
-        spec,
-        ratio,
-        importance=ladder.pruning_importance,
-        global_pruning=ladder.pruning_global,
-        iterative_steps=steps,
-        batch=(data.x_train[:n], loss_targets(data.y_train[:n], data.task)),
-        loss_fn=loss_fn(data.task),
-        between_steps=between,
-    )
-    return pruned, new_spec, between_j
-
-
 def run_step(
     scenario: Scenario,
     step: Step,
@@ -114,6 +67,204 @@ def run_step(
     return measure_step(scenario, produced, data_path, meter, idle_power_w)
 
 
+def train_config(training: Training, epochs: int, patience: int, batch_factor: int = 1, early_stopping: bool = True, autocast: bool = False) -> TrainConfig:
+    """The one place a rung's training settings are built: the scenario's recipe at `batch_factor` x the batch size."""
+    return TrainConfig(
+        max_epochs=epochs,
+        patience=patience,
+        batch_size=training.batch_size * batch_factor,
+        lr=TrainConfig.lr * math.sqrt(batch_factor),  # square-root scaling keeps the noise of each step comparable
+        early_stopping=early_stopping,
+        seed=training.seed,
+        autocast=autocast,
+        monitor=training.early_stopping_monitor,
+    )
+
+
+@dataclass
+class Production:
+    """One candidate being produced: what its rung reads, and the energy and tags it has added up so far."""
+
+    scenario: Scenario
+    step: Step
+    history: list[CandidateResult]
+    index: int
+    data: CachedData
+    meter: EnergyMeter
+    spent_j: float = 0.0
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"#{self.index} {self.step.label}"
+
+    def parent(self) -> tuple[torch.nn.Module, models.ModelSpec, CandidateResult]:
+        """The model this rung starts from (`step.parent`), its spec and its record."""
+        parent = self.history[self.step.parent if self.step.parent is not None else 0]
+        if parent.model_dir is None or parent.train_energy_j is None:
+            raise ValueError(f"parent #{parent.index} has no saved model")
+        model, spec = models.load(Path(parent.model_dir))
+        return model, spec, parent
+
+    def train(self, model: torch.nn.Module, cfg: TrainConfig, teacher: torch.nn.Module | None = None, label: str | None = None) -> tuple[TrainReport, float]:
+        """Train `model` on the labels, or on `teacher`'s soft labels; returns the report and the labelling energy."""
+        if teacher is None:
+            report, labelling_j = fit(model, self.data, cfg, label=label or self.label, meter=self.meter), 0.0
+        else:
+            ladder = self.scenario.ladder
+            report, labelling_j = distill_mod.distill(
+                teacher, model, self.data, cfg, ladder.distill_temperature, ladder.distill_alpha, meter=self.meter, label=label or self.label
+            )
+        self.spent_j += report.energy_j + labelling_j
+        return report, labelling_j
+
+
+class Made(NamedTuple):
+    """What a rung's producer returns: the model, its spec, the energy of its whole lineage, its main training run."""
+
+    model: torch.nn.Module
+    spec: models.ModelSpec
+    lineage_j: float
+    lineage_sem_j: float
+    report: TrainReport | None = None
+
+
+Producer = Callable[[Production], Made]
+PRODUCERS: dict[StepKind, Producer] = {}
+
+
+def producer(*kinds: StepKind) -> Callable[[Producer], Producer]:
+    """Register the function that produces candidates of these rung kinds (one per kind)."""
+
+    def register(fn: Producer) -> Producer:
+        for kind in kinds:
+            PRODUCERS[kind] = fn
+        return fn
+
+    return register
+
+
+@producer(StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION, StepKind.BATCH)
+def from_scratch(p: Production) -> Made:
+    """The baseline (fixed epochs) and the recipe: early stopping, optionally under autocast or at a larger batch."""
+    scenario, training, kind = p.scenario, p.scenario.training, p.step.kind
+    spec = models.ModelSpec(kind=scenario.model.kind, in_features=p.data.n_features, out_features=p.data.out_features, hidden=list(scenario.model.hidden))
+    torch.manual_seed(training.seed)
+    model = models.build(spec)
+    early = kind != StepKind.BASELINE
+    mixed = kind == StepKind.MIXED_PRECISION
+    factor = int(float(p.step.value or 1)) if kind == StepKind.BATCH else 1
+    if early:
+        extra = ["mixed-precision:bf16"] if mixed else [f"batch:{factor}"] if factor > 1 else []
+        spec = spec.model_copy(update={"history": ["early-stopping", *extra]})
+    report, _ = p.train(model, train_config(training, training.max_epochs, training.patience, factor, early_stopping=early, autocast=mixed))
+    return Made(model, spec, report.energy_j, report.energy_sem_j, report)
+
+
+def _fine_tuned(p: Production, model: torch.nn.Module, spec: models.ModelSpec, teacher: torch.nn.Module | None, epochs: int, parent: CandidateResult) -> Made:
+    """Train a derived model (pruned, student, fake-quantized) on top of its parent's lineage."""
+    training = p.scenario.training
+    report, _ = p.train(model, train_config(training, epochs, min(training.patience, epochs), batch_factor(spec.history)), teacher)
+    if teacher is not None:
+        p.tags["teacher_params"] = str(models.count_params(teacher))
+    lineage_j = (parent.train_energy_j or 0.0) + p.spent_j  # everything this rung trained, on top of the parent's lineage
+    return Made(model, spec, lineage_j, math.hypot(parent.train_energy_sem_j, report.energy_sem_j), report)
+
+
+@producer(StepKind.PRUNE)
+def prune(p: Production) -> Made:
+    """Structured pruning of the parent at ratio `step.value` (iterative schedules fine-tune between steps), then a fine-tune."""
+    model, spec, parent = p.parent()
+    ladder, training = p.scenario.ladder, p.scenario.training
+    teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+    p.tags["macs_before"] = str(models.count_macs(model, p.data.n_features))
+    p.tags["params_before"] = str(models.count_params(model))
+    steps = ladder.pruning_iterative_steps
+    epochs = max(1, training.fine_tune_epochs // steps)
+    between_cfg = train_config(training, epochs, epochs, batch_factor(spec.history))
+
+    def between(m: torch.nn.Module, i: int) -> None:
+        p.train(m, between_cfg, teacher, f"{p.label} step {i + 1}/{steps}")
+
+    n = min(256, len(p.data.x_train))
+    model, spec = compress.prune(
+        model,
+        spec,
+        float(p.step.value),  # type: ignore[arg-type]
+        importance=ladder.pruning_importance,
+        global_pruning=ladder.pruning_global,
+        iterative_steps=steps,
+        batch=(p.data.x_train[:n], loss_targets(p.data.y_train[:n], p.data.task)),
+        loss_fn=loss_fn(p.data.task),
+        between_steps=between,
+    )
+    return _fine_tuned(p, model, spec, teacher, training.fine_tune_epochs, parent)
+
+
+@producer(StepKind.DISTILL)
+def distill(p: Production) -> Made:
+    """A student with every hidden width x `step.value`, trained on the parent's soft labels."""
+    teacher, teacher_spec, parent = p.parent()
+    spec = distill_mod.student_spec(teacher_spec, float(p.step.value))  # type: ignore[arg-type]
+    torch.manual_seed(p.scenario.training.seed)
+    return _fine_tuned(p, models.build(spec), spec, teacher, p.scenario.training.max_epochs, parent)
+
+
+@producer(StepKind.QAT)
+def qat(p: Production) -> Made:
+    """Quantization-aware training of the parent (int8 fake-quantized weights), then served at int8."""
+    model, spec, parent = p.parent()
+    teacher = copy.deepcopy(model) if p.scenario.training.distill_fine_tune else None
+    quantize.attach(model)
+    made = _fine_tuned(p, model, spec, teacher, p.scenario.training.fine_tune_epochs, parent)
+    quantize.detach_snapped(model)
+    return made._replace(spec=spec.model_copy(update={"precision": "int8", "history": [*spec.history, "qat:int8"]}))
+
+
+@producer(StepKind.PRECISION)
+def precision(p: Production) -> Made:
+    """The parent served at a lower precision (`step.value`: int8, fp16, bf16); nothing is trained."""
+    model, spec, parent = p.parent()
+    value = str(p.step.value)
+    spec = spec.model_copy(update={"precision": value, "history": [*spec.history, f"precision:{value}"]})
+    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j)
+
+
+@producer(StepKind.SEARCH)
+def search(p: Production) -> Made:
+    """Energy-aware architecture search: MLP widths trained with the recipe under an analytic energy cap; the
+    Pareto set goes to the tags, its most accurate member is the candidate. Its lineage is the whole search."""
+    _, base, _ = p.parent()
+    ladder, training = p.scenario.ladder, p.scenario.training
+    reference = p.history[0].analytic_inference_energy_j_per_1k
+    if base.kind != "mlp" or reference is None:
+        raise RungNotApplicable("architecture search needs an MLP baseline with an analytic energy estimate")
+    cap = reference * ladder.search_max_energy_vs_baseline
+    try:
+        model, spec, points, front, search_j = search_mod.search(
+            base,
+            ladder.search_hidden,
+            cap,
+            p.data,
+            train_config(training, training.max_epochs, training.patience),
+            p.scenario.measurement.inference_batch_size,
+            p.meter,
+            f"#{p.index} search",
+        )
+    except ValueError as exc:
+        raise RungNotApplicable(str(exc)) from None
+    p.spent_j += search_j
+    p.tags.update(
+        {
+            "search.cap_j_per_1k": f"{cap:.6g}",
+            "search.tried": str(len(points)),
+            "search.pareto": search_mod.as_json(front)[:4000],
+            "search.points": search_mod.as_json(points)[:4000],
+        }
+    )
+    return Made(model, spec, search_j, 0.0)
+
+
 def produce_step(
     scenario: Scenario,
     step: Step,
@@ -123,7 +274,7 @@ def produce_step(
     work_dir: Path,
     meter: EnergyMeter,
 ) -> CandidateResult:
-    """Build or derive candidate `index`, train it and save it; its inference is measured later.
+    """Build or derive candidate `index` with its rung's producer, train it and save it; its inference is measured later.
 
     Only `history[step.parent]` is read, so candidates whose parents are already in `history`
     can be produced in parallel (train in parallel, measure serially: see `measure_step`).
@@ -131,137 +282,28 @@ def produce_step(
     """
     stabilise_allocator()
     started = time.perf_counter()
-    data = load_cached(data_path)
-    training = scenario.training
-    spent_j = 0.0
-    tags: dict[str, str] = {}
+    p = Production(scenario=scenario, step=step, history=history, index=index, data=load_cached(data_path), meter=meter)
     result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
     try:
-        if step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION, StepKind.BATCH):
-            spec = models.ModelSpec(
-                kind=scenario.model.kind,
-                in_features=data.n_features,
-                out_features=data.out_features,
-                hidden=list(scenario.model.hidden),
-            )
-            torch.manual_seed(training.seed)
-            model = models.build(spec)
-            early = step.kind != StepKind.BASELINE
-            mixed = step.kind == StepKind.MIXED_PRECISION
-            factor = int(float(step.value or 1)) if step.kind == StepKind.BATCH else 1
-            cfg = TrainConfig(
-                max_epochs=training.max_epochs,
-                patience=training.patience,
-                batch_size=training.batch_size * factor,
-                lr=TrainConfig.lr * math.sqrt(factor),  # square-root scaling keeps the noise of each step comparable
-                early_stopping=early,
-                seed=training.seed,
-                autocast=mixed,
-                monitor=training.early_stopping_monitor,
-            )
-            if early:
-                extra = ["mixed-precision:bf16"] if mixed else [f"batch:{factor}"] if factor > 1 else []
-                spec = spec.model_copy(update={"history": ["early-stopping", *extra]})
-            report = fit(model, data, cfg, label=f"#{index} {step.label}", meter=meter)
-            spent_j += report.energy_j
-            lineage_train_j, lineage_train_sem_j = report.energy_j, report.energy_sem_j
-            result = _trained(result, report)
-        else:
-            parent = history[step.parent if step.parent is not None else 0]
-            if parent.model_dir is None or parent.train_energy_j is None:
-                raise ValueError(f"parent #{parent.index} has no saved model")
-            model, spec = models.load(Path(parent.model_dir))
-            lineage_train_j, lineage_train_sem_j = parent.train_energy_j, parent.train_energy_sem_j
-            if step.kind == StepKind.SEARCH:
-                search_j, points = _search(scenario, history, spec, data, meter, f"#{index} search")
-                model, spec, front = points
-                spent_j += search_j
-                # Trained from scratch: the chosen model's lineage is the whole search that found it.
-                lineage_train_j, lineage_train_sem_j = search_j, 0.0
-                tags.update(front)
-            elif step.kind in (StepKind.PRUNE, StepKind.DISTILL, StepKind.QAT):
-                # Pruning and QAT fine-tune the parent itself (optionally on its soft labels); distillation trains a new student.
-                teacher = copy.deepcopy(model) if training.distill_fine_tune and step.kind != StepKind.DISTILL else None
-                epochs = training.fine_tune_epochs
-                if step.kind == StepKind.PRUNE:
-                    tags["macs_before"] = str(models.count_macs(model, data.n_features))
-                    tags["params_before"] = str(models.count_params(model))
-                    model, spec, between_j = _prune(model, spec, float(step.value), teacher, data, scenario, meter, f"#{index} {step.label}")  # type: ignore[arg-type]
-                    spent_j += between_j
-                    lineage_train_j += between_j
-                elif step.kind == StepKind.DISTILL:
-                    teacher, teacher_spec = model, spec
-                    spec = distill_mod.student_spec(teacher_spec, float(step.value))  # type: ignore[arg-type]
-                    torch.manual_seed(training.seed)
-                    model = models.build(spec)
-                    epochs = training.max_epochs
-                else:
-                    quantize.attach(model)
-                inherited = batch_factor(spec.history)
-                cfg = TrainConfig(
-                    max_epochs=epochs,
-                    patience=min(training.patience, epochs),
-                    batch_size=training.batch_size * inherited,
-                    lr=TrainConfig.lr * math.sqrt(inherited),
-                    seed=training.seed,
-                    monitor=training.early_stopping_monitor,
-                )
-                report, labelling_j = _fine_tune(model, teacher, data, cfg, scenario, meter, f"#{index} {step.label}")
-                if step.kind == StepKind.QAT:
-                    quantize.detach_snapped(model)
-                    spec = spec.model_copy(update={"precision": "int8", "history": [*spec.history, "qat:int8"]})
-                spent_j += report.energy_j + labelling_j
-                lineage_train_j += report.energy_j + labelling_j
-                lineage_train_sem_j = math.hypot(lineage_train_sem_j, report.energy_sem_j)
-                if teacher is not None:
-                    tags["teacher_params"] = str(models.count_params(teacher))
-                result = _trained(result, report)
-            else:
-                precision = str(step.value)
-                spec = spec.model_copy(update={"precision": precision, "history": [*spec.history, f"precision:{precision}"]})
-        model_dir = models.save(model, spec, work_dir / f"candidate-{index}")
+        made = PRODUCERS[step.kind](p)
+        if made.report is not None:
+            result = _trained(result, made.report)
+        model_dir = models.save(made.model, made.spec, work_dir / f"candidate-{index}")
         return result.model_copy(
             update={
-                "lineage": spec.history,
-                "train_energy_j": lineage_train_j,
-                "train_energy_sem_j": lineage_train_sem_j,
-                "spent_energy_j": spent_j,
+                "lineage": made.spec.history,
+                "train_energy_j": made.lineage_j,
+                "train_energy_sem_j": made.lineage_sem_j,
+                "spent_energy_j": p.spent_j,
                 "model_dir": str(model_dir),
                 "wall_s": time.perf_counter() - started,
-                "tags": {**result.tags, **tags, **meter_tags(meter)},
+                "tags": {**result.tags, **p.tags, **meter_tags(meter)},
             }
         )
     except (DivergedError, MeterError, RungNotApplicable) as exc:
         log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
-        spent_j += getattr(exc, "partial_energy_j", 0.0)
+        spent_j = p.spent_j + getattr(exc, "partial_energy_j", 0.0)
         return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started})
-
-
-def _search(
-    scenario: Scenario, history: list[CandidateResult], base: models.ModelSpec, data: CachedData, meter: EnergyMeter, label: str
-) -> tuple[float, tuple[torch.nn.Module, models.ModelSpec, dict[str, str]]]:
-    """The architecture-search rung: energy spent, and (chosen model, its spec, Pareto tags)."""
-    ladder, training = scenario.ladder, scenario.training
-    reference = history[0].analytic_inference_energy_j_per_1k
-    if base.kind != "mlp" or reference is None:
-        raise RungNotApplicable("architecture search needs an MLP baseline with an analytic energy estimate")
-    cap = reference * ladder.search_max_energy_vs_baseline
-    cfg = TrainConfig(
-        max_epochs=training.max_epochs, patience=training.patience, batch_size=training.batch_size, seed=training.seed, monitor=training.early_stopping_monitor
-    )
-    try:
-        model, spec, points, front, spent_j = search_mod.search(
-            base, ladder.search_hidden, cap, data, cfg, scenario.measurement.inference_batch_size, meter, label
-        )
-    except ValueError as exc:
-        raise RungNotApplicable(str(exc)) from None
-    tags = {
-        "search.cap_j_per_1k": f"{cap:.6g}",
-        "search.tried": str(len(points)),
-        "search.pareto": search_mod.as_json(front)[:4000],
-        "search.points": search_mod.as_json(points)[:4000],
-    }
-    return spent_j, (model, spec, tags)
 
 
 def meter_tags(meter: EnergyMeter) -> dict[str, str]:
