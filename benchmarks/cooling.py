@@ -52,7 +52,7 @@ def main() -> int:
 
     from tasks.cooling import dqn, plots
     from tasks.cooling.baselines import compare
-    from tasks.cooling.fast_eval import Policy, reference_run, run, run_with_bar, seed_rule_actions, warm_up
+    from tasks.cooling.fast_eval import Controller, reference_run, run, run_with_bar, seed_rule_actions, warm_up
     from tasks.cooling.stages import inference_energy_j_per_year
     from tasks.energy.select import close_shared_meters, resolve_meter_name, shared_meter
     from thresholds.cooling.env import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
@@ -74,8 +74,8 @@ def main() -> int:
     _, _, idle = seed_rule_actions(scfg)
     builtin_units, do_nothing_pct, rule_pct = [], [], []
     for traj in seed_trajs:
-        nothing = run(scfg, traj, Policy.constant(idle)).totals
-        rule = run(scfg, traj, Policy.rule()).totals
+        nothing = run(scfg, traj, Controller.constant(idle)).totals
+        rule = run(scfg, traj, Controller.rule()).totals
         builtin_units.append(nothing["builtin_energy_units"])
         do_nothing_pct.append(100 * (1 - nothing["energy_units"] / nothing["builtin_energy_units"]))
         rule_pct.append(100 * (1 - rule["energy_units"] / rule["builtin_energy_units"]))
@@ -101,10 +101,10 @@ def main() -> int:
             }
         )
     first = seed_agents[0][0].network
-    bar_run = run_with_bar(scfg, seed_trajs[0], Policy.network(first.weights()), "seed agent, one simulated year")
+    bar_run = run_with_bar(scfg, seed_trajs[0], Controller.network(first.weights()), "seed agent, one simulated year")
     month = dqn.make_trajectory(scfg, MINUTES_PER_MONTH, eval_seeds[0])
     t0 = time.perf_counter()
-    reference_run(scfg, month, Policy.network(first.weights()))
+    reference_run(scfg, month, Controller.network(first.weights()))
     reference_steps_per_s = MINUTES_PER_MONTH / (time.perf_counter() - t0)
     seed_inference_j, _ = inference_energy_j_per_year(seed_s, first, meter)
     _, seed_runs = compare(scfg, seed_trajs[0], first.weights(), traces=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from tasks.cooling.fast_eval import Policy, RunResult, Weights, run, run_with_bar, seed_rule_actions
+from tasks.cooling.fast_eval import Controller, RunResult, Weights, run, run_with_bar, seed_rule_actions
 from tasks.cooling.room import RoomTrajectory
 from tasks.cooling.seed import SeedTrajectory
 from thresholds.cooling.env import RoomConfig, SeedConfig
@@ -84,7 +84,7 @@ def setpoint_sweep(cfg: RoomConfig, traj: RoomTrajectory, step_k: float = 0.25) 
     low = cfg.recommended_min_temperature_c + cfg.builtin_dead_band_k / 2
     high = cfg.recommended_max_temperature_c - cfg.builtin_dead_band_k / 2
     setpoints = np.round(np.arange(low, high + 1e-9, step_k), 4)
-    return {float(sp): run(cfg, traj, Policy.rule(float(sp), cfg.builtin_dead_band_k)).totals for sp in setpoints}
+    return {float(sp): run(cfg, traj, Controller.rule(float(sp), cfg.builtin_dead_band_k)).totals for sp in setpoints}
 
 
 def best_setpoint(sweep: dict[float, dict[str, float]], builtin: dict[str, float]) -> float:
@@ -101,17 +101,17 @@ def compare(
 ) -> tuple[Comparison, dict[str, RunResult]]:
     """The agent and the baselines over one trajectory; with `traces`, the per-minute runs for plots."""
     runner = (
-        (lambda policy, label: run_with_bar(cfg, traj, policy, label, keep_trace=traces))
+        (lambda controller, label: run_with_bar(cfg, traj, controller, label, keep_trace=traces))
         if bar
-        else (lambda policy, label: run(cfg, traj, policy, keep_trace=traces))
+        else (lambda controller, label: run(cfg, traj, controller, keep_trace=traces))
     )
-    agent = runner(Policy.network(weights), "agent: one simulated period")
+    agent = runner(Controller.network(weights), "agent: one simulated period")
     runs = {"agent": agent}
     if isinstance(cfg, SeedConfig):
         assert isinstance(traj, SeedTrajectory)
         _, _, idle = seed_rule_actions(cfg)
-        runs["do-nothing"] = run(cfg, traj, Policy.constant(idle), keep_trace=traces)
-        runs["band rule"] = run(cfg, traj, Policy.rule(), keep_trace=traces)
+        runs["do-nothing"] = run(cfg, traj, Controller.constant(idle), keep_trace=traces)
+        runs["band rule"] = run(cfg, traj, Controller.rule(), keep_trace=traces)
         a = agent.totals
         builtin_units = a["builtin_energy_units"]
         rows = [
@@ -131,11 +131,11 @@ def compare(
         )
         return comparison, runs
     assert isinstance(traj, RoomTrajectory)
-    runs["built-in"] = run(cfg, traj, Policy.rule(cfg.builtin_setpoint_c, cfg.builtin_dead_band_k), keep_trace=traces)
-    runs["do-nothing"] = run(cfg, traj, Policy.constant(0), keep_trace=traces)
+    runs["built-in"] = run(cfg, traj, Controller.rule(cfg.builtin_setpoint_c, cfg.builtin_dead_band_k), keep_trace=traces)
+    runs["do-nothing"] = run(cfg, traj, Controller.constant(0), keep_trace=traces)
     sweep = setpoint_sweep(cfg, traj)
     best = best_setpoint(sweep, runs["built-in"].totals)
-    runs["best thermostat"] = run(cfg, traj, Policy.rule(best, cfg.builtin_dead_band_k), keep_trace=traces)
+    runs["best thermostat"] = run(cfg, traj, Controller.rule(best, cfg.builtin_dead_band_k), keep_trace=traces)
     builtin_kwh = runs["built-in"].totals["energy_kwh"]
     rows = [
         _room_row("agent (DQN)", agent.totals, builtin_kwh),

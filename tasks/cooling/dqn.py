@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from tasks.cooling import room, seed
-from tasks.cooling.fast_eval import ROOM_OBS, SEED_OBS, Policy, Simulation, Weights, run
+from tasks.cooling.fast_eval import ROOM_OBS, SEED_OBS, Controller, Simulation, Weights, run
 from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, DQNConfig, RoomConfig, SeedConfig
 
 EnvName = Literal["seed", "room"]
@@ -88,7 +88,7 @@ def score(cfg: EnvConfig, trajs: list[seed.SeedTrajectory | room.RoomTrajectory]
     """Greedy evaluation-mode score: the room's reward (energy + comfort penalties); the seed's saving in units."""
     total = 0.0
     for traj in trajs:
-        t = run(cfg, traj, Policy.network(weights)).totals
+        t = run(cfg, traj, Controller.network(weights)).totals
         total += t["reward"] if isinstance(cfg, RoomConfig) else t["builtin_energy_units"] - t["energy_units"]
     return total
 
@@ -195,7 +195,7 @@ def _train(cfg: EnvConfig, dqn: DQNConfig, early_stopping_on: str, log: Callable
         month = int(rng.integers(12))
         minutes = dqn.episode_minutes
         traj = make_trajectory(cfg.for_training() if isinstance(cfg, SeedConfig) else cfg, minutes, rng, month)
-        sim = Simulation(cfg, traj, Policy.network(net.weights()), train=True)
+        sim = Simulation(cfg, traj, Controller.network(net.weights()), train=True)
         total_reward, losses = 0.0, []
         while not sim.done:
             # While the memory is filling, update more often (down to every minute, as the reference does):
@@ -255,7 +255,7 @@ def distil(
         states = []
         for month in (0, 3, 6, 9):
             traj = make_trajectory(cfg, minutes // 4, rng, month)
-            sim = Simulation(cfg, traj, Policy.network(teacher.weights()), train=False)
+            sim = Simulation(cfg, traj, Controller.network(teacher.weights()), train=False)
             n = traj.minutes
             bufs = (np.zeros((n, obs_dim)), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros((n, obs_dim)), np.zeros(n))
             steps = sim.advance(n, 0.1, rng.random(n), rng.integers(n_actions, size=n), bufs)

@@ -136,7 +136,7 @@ def _seed_obs(p, x, s, t, out):
 
 
 @njit(cache=_CACHE)
-def _seed_run(p, moves, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
+def _seed_run(p, moves, x, s, n, controller, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
     lo, hi, safe_lo, safe_hi = p[0], p[1], p[2], p[3]
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
@@ -150,12 +150,12 @@ def _seed_run(p, moves, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, 
         if s[9] != 0.0 or t + 1 >= x.shape[1]:
             break
         _seed_obs(p, x, s, t, obs)
-        if policy == 0:
+        if controller == 0:
             if eps > 0.0 and u_explore[k] < eps:
                 a = a_explore[k]
             else:
                 a = _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q)
-        elif policy == 1:
+        elif controller == 1:
             a = int(pp[0])
         else:
             a = int(pp[1]) if s[0] > hi else (int(pp[2]) if s[0] < lo else int(pp[3]))
@@ -248,7 +248,7 @@ def _room_obs(p, x, s, t, out):
 
 
 @njit(cache=_CACHE)
-def _room_run(p, levels, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
+def _room_run(p, levels, x, s, n, controller, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
     obs = np.empty(6)
@@ -262,13 +262,13 @@ def _room_run(p, levels, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1,
         if s[9] != 0.0 or t + 1 >= x.shape[1]:
             break
         room = s[0]
-        if policy == 0:
+        if controller == 0:
             _room_obs(p, x, s, t, obs)
             if eps > 0.0 and u_explore[k] < eps:
                 a = a_explore[k]
             else:
                 a = _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q)
-        elif policy == 1:
+        elif controller == 1:
             a = int(pp[0])
         else:
             a = int(s[8])
@@ -278,7 +278,7 @@ def _room_run(p, levels, x, s, n, policy, pp, eps, u_explore, a_explore, w1, b1,
                 a = max(a - 1, 0)
         s[8] = a
         if record:
-            if policy != 0:
+            if controller != 0:
                 _room_obs(p, x, s, t, obs)
             for j in range(6):
                 obs_buf[k, j] = obs[j]
@@ -376,7 +376,7 @@ def room_params(cfg: RoomConfig, train: bool) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Policy:
+class Controller:
     """What controls the agent's room: the network (greedy), a constant action, or the rule of the env.
 
     Rule: seed - the band rule (strongest cooling above the band, strongest heating below, else
@@ -390,15 +390,15 @@ class Policy:
     dead_band_k: float = 1.0
 
     @classmethod
-    def network(cls, weights: Weights) -> Policy:
+    def network(cls, weights: Weights) -> Controller:
         return cls(NETWORK, weights=weights)
 
     @classmethod
-    def constant(cls, action: int) -> Policy:
+    def constant(cls, action: int) -> Controller:
         return cls(CONSTANT, action=action)
 
     @classmethod
-    def rule(cls, setpoint_c: float = 21.0, dead_band_k: float = 1.0) -> Policy:
+    def rule(cls, setpoint_c: float = 21.0, dead_band_k: float = 1.0) -> Controller:
         return cls(RULE, setpoint_c=setpoint_c, dead_band_k=dead_band_k)
 
 
@@ -410,19 +410,19 @@ def seed_rule_actions(cfg: SeedConfig) -> tuple[int, int, int]:
     return cool, heat, idle
 
 
-def _policy_params(env: str, cfg: SeedConfig | RoomConfig, policy: Policy) -> np.ndarray:
+def _controller_params(env: str, cfg: SeedConfig | RoomConfig, controller: Controller) -> np.ndarray:
     if isinstance(cfg, SeedConfig):
         cool, heat, idle = seed_rule_actions(cfg)
-        return np.array([policy.action, cool, heat, idle], dtype=np.float64)
-    return np.array([policy.action, policy.setpoint_c, policy.dead_band_k], dtype=np.float64)
+        return np.array([controller.action, cool, heat, idle], dtype=np.float64)
+    return np.array([controller.action, controller.setpoint_c, controller.dead_band_k], dtype=np.float64)
 
 
 class Simulation:
     """One run of one controller over one trajectory, advanced in compiled chunks."""
 
-    def __init__(self, cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, policy: Policy, train: bool = False) -> None:
+    def __init__(self, cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, controller: Controller, train: bool = False) -> None:
         self.cfg = cfg
-        self.policy = policy
+        self.controller = controller
         self.x = traj.as_array()
         self.minutes = traj.minutes
         if isinstance(cfg, SeedConfig):
@@ -442,8 +442,8 @@ class Simulation:
             self.s[0] = cfg.initial_temperature_c
             self.kernel = _room_run
             self.obs_dim = ROOM_OBS
-        self.pp = _policy_params(self.env, cfg, policy)
-        w = policy.weights
+        self.pp = _controller_params(self.env, cfg, controller)
+        w = controller.weights
         self.w = (w.w1, w.b1, w.w2, w.b2, w.w3, w.b3)
 
     @property
@@ -468,7 +468,7 @@ class Simulation:
             buffers = (EMPTY2, EMPTY_I, EMPTY1, EMPTY2, EMPTY1)
         if eps > 0.0 and (len(u_explore) < n or len(a_explore) < n):
             raise ValueError(f"u_explore/a_explore hold {min(len(u_explore), len(a_explore))} draws: expected at least n = {n}")
-        return int(self.kernel(self.p, self.actions, self.x, self.s, n, self.policy.kind, self.pp, eps, u_explore, a_explore, *self.w, *buffers, trace))
+        return int(self.kernel(self.p, self.actions, self.x, self.s, n, self.controller.kind, self.pp, eps, u_explore, a_explore, *self.w, *buffers, trace))
 
     def totals(self) -> dict[str, float]:
         s = self.s
@@ -513,13 +513,13 @@ class RunResult:
 def run(
     cfg: SeedConfig | RoomConfig,
     traj: SeedTrajectory | RoomTrajectory,
-    policy: Policy,
+    controller: Controller,
     keep_trace: bool = False,
     chunk_minutes: int = 10_800,
     progress: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Evaluate one controller over the whole trajectory (evaluation rules: no early end)."""
-    sim = Simulation(cfg, traj, policy, train=False)
+    sim = Simulation(cfg, traj, controller, train=False)
     trace = np.zeros((4 if isinstance(cfg, SeedConfig) else 2, traj.minutes)) if keep_trace else EMPTY2
     steps = 0
     start = time.perf_counter()
@@ -536,14 +536,16 @@ def run(
     return RunResult(sim.totals(), steps, seconds, trace if keep_trace else None)
 
 
-def run_with_bar(cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, policy: Policy, label: str, keep_trace: bool = False) -> RunResult:
+def run_with_bar(
+    cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, controller: Controller, label: str, keep_trace: bool = False
+) -> RunResult:
     """`run` with a progress bar on stderr (rich, installed with Prefect); plain when not a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task(label, total=traj.minutes)
-        result = run(cfg, traj, policy, keep_trace=keep_trace, progress=lambda n: bar.advance(task, n))
+        result = run(cfg, traj, controller, keep_trace=keep_trace, progress=lambda n: bar.advance(task, n))
     if not sys.stderr.isatty():
         print(f"{label}: {result.steps:,} minutes in {result.seconds:.2f} s ({result.steps_per_s:,.0f} steps/s)", file=sys.stderr)
     return result
@@ -558,9 +560,9 @@ def warm_up() -> float:
     for cfg, traj, obs in ((scfg, seed.trajectory(scfg, 5, 0), SEED_OBS), (rcfg, room.trajectory(rcfg, 5, 0), ROOM_OBS)):
         n_actions = len(cfg.action_moves_c) if isinstance(cfg, SeedConfig) else len(cfg.cooling_levels_kw)
         w = Weights.from_linear([(np.zeros((2, obs)), np.zeros(2)), (np.zeros((2, 2)), np.zeros(2)), (np.zeros((n_actions, 2)), np.zeros(n_actions))])
-        for policy in (Policy.network(w), Policy.constant(0), Policy.rule()):
-            run(cfg, traj, policy, keep_trace=True)
-        sim = Simulation(cfg, traj, Policy.network(w), train=True)
+        for controller in (Controller.network(w), Controller.constant(0), Controller.rule()):
+            run(cfg, traj, controller, keep_trace=True)
+        sim = Simulation(cfg, traj, Controller.network(w), train=True)
         bufs = (np.zeros((5, obs)), np.zeros(5, dtype=np.int64), np.zeros(5), np.zeros((5, obs)), np.zeros(5))
         sim.advance(5, 0.5, np.full(5, 0.1), np.zeros(5, dtype=np.int64), bufs)
     return time.perf_counter() - start
@@ -569,7 +571,7 @@ def warm_up() -> float:
 # ---- the plain reference ------------------------------------------------------------------------
 
 
-def reference_run(cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, policy: Policy) -> dict[str, float]:
+def reference_run(cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, controller: Controller) -> dict[str, float]:
     """The same evaluation as `run`, one Python step at a time through SeedEnv / RoomEnv."""
     if isinstance(cfg, SeedConfig):
         assert isinstance(traj, SeedTrajectory)
@@ -577,10 +579,10 @@ def reference_run(cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTraje
         cool, heat, idle = seed_rule_actions(cfg)
         obs = senv.observe()
         while not senv.done:
-            if policy.kind == NETWORK:
-                a = policy.weights.greedy(obs)
-            elif policy.kind == CONSTANT:
-                a = policy.action
+            if controller.kind == NETWORK:
+                a = controller.weights.greedy(obs)
+            elif controller.kind == CONSTANT:
+                a = controller.action
             else:
                 temp = senv.temperature_ai_c
                 a = cool if temp > cfg.optimal_max_temperature_c else (heat if temp < cfg.optimal_min_temperature_c else idle)
@@ -601,12 +603,12 @@ def reference_run(cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTraje
     level = 0
     obs = renv.observe()
     while not renv.done:
-        if policy.kind == NETWORK:
-            level = policy.weights.greedy(obs)
-        elif policy.kind == CONSTANT:
-            level = policy.action
+        if controller.kind == NETWORK:
+            level = controller.weights.greedy(obs)
+        elif controller.kind == CONSTANT:
+            level = controller.action
         else:
-            level = thermostat_action(cfg, level, renv.temperature_c, policy.setpoint_c, policy.dead_band_k)
+            level = thermostat_action(cfg, level, renv.temperature_c, controller.setpoint_c, controller.dead_band_k)
         obs, _, _ = renv.step(level)
     rt = renv.totals
     return {

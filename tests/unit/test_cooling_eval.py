@@ -9,7 +9,7 @@ import pytest
 
 from tasks.cooling import dqn, room, seed
 from tasks.cooling.baselines import best_setpoint, compare
-from tasks.cooling.fast_eval import Policy, Simulation, Weights, reference_run, run, warm_up
+from tasks.cooling.fast_eval import Controller, Simulation, Weights, reference_run, run, warm_up
 from thresholds.cooling.env import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig, RoomConfig, SeedConfig
 
 
@@ -34,11 +34,11 @@ def assert_equal_totals(fast: dict[str, float], reference: dict[str, float]) -> 
         assert fast[key] == pytest.approx(expected, rel=1e-9, abs=1e-9), key
 
 
-@pytest.mark.parametrize("policy", ["network", "rule", "constant"])
-def test_seed_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(policy: str) -> None:
+@pytest.mark.parametrize("controller", ["network", "rule", "constant"])
+def test_seed_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(controller: str) -> None:
     cfg = SeedConfig()
     traj = seed.trajectory(cfg, MINUTES_PER_MONTH, 11, start_month=5)
-    chosen = {"network": Policy.network(random_weights(3, 5, 1)), "rule": Policy.rule(), "constant": Policy.constant(1)}[policy]
+    chosen = {"network": Controller.network(random_weights(3, 5, 1)), "rule": Controller.rule(), "constant": Controller.constant(1)}[controller]
     fast = run(cfg, traj, chosen).totals
     reference = reference_run(cfg, traj, chosen)
     assert fast["minutes"] == MINUTES_PER_MONTH
@@ -46,11 +46,11 @@ def test_seed_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(policy:
     assert reference["safety_resets"] > 0  # the month exercises the evaluation reset
 
 
-@pytest.mark.parametrize("policy", ["network", "thermostat"])
-def test_room_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(policy: str) -> None:
+@pytest.mark.parametrize("controller", ["network", "thermostat"])
+def test_room_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(controller: str) -> None:
     cfg = RoomConfig()
     traj = room.trajectory(cfg, MINUTES_PER_MONTH, 12, start_month=6)
-    chosen = Policy.network(random_weights(6, 7, 2)) if policy == "network" else Policy.rule(24.0, 1.0)
+    chosen = Controller.network(random_weights(6, 7, 2)) if controller == "network" else Controller.rule(24.0, 1.0)
     fast = run(cfg, traj, chosen).totals
     assert_equal_totals(fast, reference_run(cfg, traj, chosen))
     assert fast["energy_kwh"] > 0
@@ -59,16 +59,16 @@ def test_room_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(policy:
 def test_chunked_runs_and_traces_do_not_change_the_result() -> None:
     cfg = SeedConfig()
     traj = seed.trajectory(cfg, 10_000, 3)
-    policy = Policy.network(random_weights(3, 5, 4))
-    whole = run(cfg, traj, policy, chunk_minutes=10_000)
-    pieces = run(cfg, traj, policy, chunk_minutes=333, keep_trace=True)
+    controller = Controller.network(random_weights(3, 5, 4))
+    whole = run(cfg, traj, controller, chunk_minutes=10_000)
+    pieces = run(cfg, traj, controller, chunk_minutes=333, keep_trace=True)
     assert whole.totals == pieces.totals
     assert pieces.trace is not None and pieces.trace[1, -1] == pytest.approx(whole.totals["energy_units"])
 
 
 def test_seed_builtin_year_is_within_3_pct_of_the_paper_over_5_seeds() -> None:
     cfg = SeedConfig()
-    totals = [run(cfg, seed.trajectory(cfg, MINUTES_PER_YEAR, s), Policy.constant(2)).totals["builtin_energy_units"] for s in range(5)]
+    totals = [run(cfg, seed.trajectory(cfg, MINUTES_PER_YEAR, s), Controller.constant(2)).totals["builtin_energy_units"] for s in range(5)]
     assert abs(np.mean(totals) / 1_977_614 - 1) <= 0.03
     assert max(totals) - min(totals) < 0.02 * np.mean(totals)
 
@@ -84,7 +84,7 @@ def test_do_nothing_beats_the_paper_agent_while_the_room_sits_outside_the_band()
 def test_training_actor_records_consistent_transitions() -> None:
     cfg = SeedConfig().for_training()
     traj = seed.trajectory(cfg, 500, 9)
-    sim = Simulation(cfg, traj, Policy.network(random_weights(3, 5, 7)), train=True)
+    sim = Simulation(cfg, traj, Controller.network(random_weights(3, 5, 7)), train=True)
     n = 50
     bufs = (np.zeros((n, 3)), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros((n, 3)), np.zeros(n))
     rng = np.random.default_rng(0)
@@ -120,6 +120,6 @@ def test_dqn_trains_saves_and_reloads_with_weights_only(tmp_path: Path) -> None:
 def test_compiled_year_is_fast() -> None:
     cfg = SeedConfig()
     traj = seed.trajectory(cfg, MINUTES_PER_YEAR, 0)
-    result = run(cfg, traj, Policy.network(random_weights(3, 5, 8)))
+    result = run(cfg, traj, Controller.network(random_weights(3, 5, 8)))
     # The benchmark reports the real figure (>= 500,000 steps/s); a loose floor here survives a busy CI machine.
     assert result.steps_per_s > 100_000
