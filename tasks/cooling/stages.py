@@ -1,4 +1,4 @@
-"""The cooling loop's steps as Prefect tasks, and the plain work behind `run_attempt`.
+"""The cooling loop's stages (Prefect tasks), and the plain work behind `run_attempt`.
 
 Caching is off everywhere (`NO_CACHE`): energy is a measurement. No retries: training is not
 idempotent and a blind retry of half-done tracking calls would duplicate runs. Tasks pass paths
