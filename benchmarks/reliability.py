@@ -134,7 +134,7 @@ def faults() -> tuple[int, int]:
                 Count.tried += 1
                 Count.survived += int(report.passed)
 
-    promotion = ROOT / "tests/unit/test_promotion.py"
+    promotion = ROOT / "tests/registry/test_promotion.py"
     targets = [
         str(ROOT / "tests/integration/test_faults.py"),
         f"{promotion}::test_concurrent_loops_leave_the_best_version_as_champion",
