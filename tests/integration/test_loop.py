@@ -189,7 +189,7 @@ def test_regression_csv_with_a_linear_target_passes(mlflow_store: str, tmp_path:
     versions = _versions(client, "linear")
     assert len(versions) == len(outcome.history) and all("rmse" in t and "accuracy" not in t for t in versions.values())
     champion = client.get_model_version_by_alias("linear", "champion")
-    assert champion.version == outcome.champion_version and versions[champion.version]["gates_passed"] == "true"
+    assert str(champion.version) == outcome.champion_version and versions[champion.version]["gates_passed"] == "true"
     assert float(versions[champion.version]["rmse"]) == pytest.approx(chosen.rmse, rel=1e-4)
 
 

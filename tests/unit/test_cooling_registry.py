@@ -99,5 +99,6 @@ def test_a_loop_that_did_not_pass_registers_but_never_moves_the_champion(state: 
     client = MlflowClient(mlflow_store)
     _close(_passing_loop(tmp_path, 10.0))
     loop_run_id, history, _ = _passing_loop(tmp_path, 90.0)
-    record = cooling.close_loop(loop_run_id, MODEL, Final(state=state, chosen=None, reason="no"), history, ["miss"], [False], "", [], {}, {})
+    final = Final(state=state, chosen=None, reason="no")
+    record = cooling.close_loop(loop_run_id, MODEL, final, history, ["miss"], [False], "", [], {}, {"environment": "room"})  # would win on saving alone
     assert not record.champion_moved and record.versions == {0: "2"} and _champion(client) == "1"
