@@ -72,24 +72,31 @@ def test_missed_saving_escalates_then_exhausts_the_budget_without_a_champion(mlf
     assert outcome.champion_version is None and not outcome.champion_moved
 
 
-def test_an_agent_too_costly_to_run_is_distilled_then_shrunk(mlflow_store: str, tmp_path: Path) -> None:
-    """No agent can meet a 1 uJ/year inference budget: the quality the first agent reaches sends the loop to
-    `distil` (into 4-2); the 4-2 student, regressing the teacher's Q-values, misses the quality gate, so the
-    loop trains 4-2 from scratch (`shrink`); the three attempts use the budget."""
-    scenario = _variant(tmp_path, targets__max_inference_energy_j_per_year=1e-6, budget__max_attempts=3, ladder__shrink_factor=0.25, ladder__min_hidden_units=1)
-    outcome = cooling_loop(scenario=scenario, days=2)
-    targets = settings_for(scenario, days=2).policy_targets()
-    train, distil, shrink = outcome.history
-    assert (train.kind, distil.kind, shrink.kind) == (Kind.TRAIN, Kind.DISTIL, Kind.SHRINK)
-    assert quality_ok(targets, train) and not passed(targets, train)  # only the inference budget is missed
-    assert distil.parent == 0 and distil.hidden_units == shrink.hidden_units == (4, 2) and not quality_ok(targets, distil)
-    assert distil.train_energy_j is not None and train.train_energy_j is not None and distil.train_energy_j > train.train_energy_j  # lineage
-    assert shrink.parent is None and shrink.episodes_run >= 1  # trained from scratch, not distilled
-    assert outcome.state == "BUDGET_EXHAUSTED" and outcome.reason.startswith("3 attempts used (max 3)")
+def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_shrunk(mlflow_store: str, tmp_path: Path) -> None:
+    """The first agent meets the quality gate; what it misses picks the rung. A 1 uJ/year inference budget:
+    `distil` it into a 1-1 student (its Q-values regressed, its lineage's training energy includes the
+    teacher's), which cannot shrink further. A 1 uJ training budget: `shrink`, a smaller agent trained
+    from scratch. No agent can meet either budget, so nothing is crowned."""
     client = MlflowClient(mlflow_store)
+    ladder = {"ladder__shrink_factor": 0.05, "ladder__min_hidden_units": 1, "budget__max_attempts": 4}
+    costly_to_run = _variant(tmp_path, targets__max_inference_energy_j_per_year=1e-6, **ladder)
+    outcome = cooling_loop(scenario=costly_to_run, days=2)
+    targets = settings_for(costly_to_run, days=2).policy_targets()
+    train, distil = outcome.history
+    assert (train.kind, distil.kind) == (Kind.TRAIN, Kind.DISTIL) and quality_ok(targets, train) and not passed(targets, train)
+    assert distil.parent == 0 and distil.hidden_units == (1, 1) and distil.episodes_run == 0  # regressed, not trained by RL
+    assert distil.train_energy_j is not None and train.train_energy_j is not None and distil.train_energy_j > train.train_energy_j  # lineage
+    assert outcome.state == "FAILED" and "1-1 cannot shrink further" in outcome.reason and outcome.champion_version is None
     versions = {v.tags["kind"]: v.tags for v in client.search_model_versions(f"name='{MODEL}'")}
-    assert set(versions) == {"train", "distil", "shrink"} and all(t["gates_passed"] == "false" for t in versions.values())
-    assert versions["distil"]["hidden_units"] == "4-2" and outcome.champion_version is None
+    assert set(versions) == {"train", "distil"} and versions["distil"]["hidden_units"] == "1-1"
+
+    costly_to_train = _variant(tmp_path, targets__max_train_energy_j=1e-6, **{**ladder, "budget__max_attempts": 2})
+    outcome = cooling_loop(scenario=costly_to_train, days=2)
+    train, shrink = outcome.history
+    assert (train.kind, shrink.kind) == (Kind.TRAIN, Kind.SHRINK) and quality_ok(settings_for(costly_to_train, days=2).policy_targets(), train)
+    assert shrink.parent is None and shrink.hidden_units == (1, 1) and shrink.episodes_run >= 1  # trained from scratch
+    assert outcome.state == "BUDGET_EXHAUSTED" and outcome.champion_version is None
+    assert all(v.tags["gates_passed"] == "false" for v in client.search_model_versions(f"name='{MODEL}'"))
 
 
 def test_a_crash_marks_the_loop_failed_and_registers_nothing(mlflow_store: str) -> None:
