@@ -12,6 +12,22 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 
 
+def in_ci() -> bool:
+    """True under CI (`CI=true`, as GitHub Actions and most CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require(available: bool, what_to_install: str) -> None:
+    """A prerequisite of the calling test: skip on a developer's machine, fail under CI=true, where a
+    skipped test would silently drop what it is the only test of. `what_to_install` says what is
+    missing and how to get it, e.g. "psql (apt-get install postgresql-client)"."""
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and this test needs {what_to_install}", pytrace=False)
+    pytest.skip(f"needs {what_to_install}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # No network here: Prefect must not try to send analytics.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

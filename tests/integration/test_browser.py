@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from flows.energy_loop import energy_loop
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, require
 from tests.integration.test_servers import BIN, _free_port, _stop, _wait_http
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the background-networking flags Chromium keeps dialling out, which this network refuses.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -27,8 +27,9 @@ def _render(url: str, profile: Path, screenshot: Path) -> str:
     return subprocess.run([*args, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(mlflow_store: str, tmp_path: Path) -> None:
+def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(mlflow_store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    require(CHROMIUM is not None, "Debian's chromium (apt-get install chromium; .ci/run installs it)")
+    request.getfixturevalue("prefect_harness")  # only once Chromium is known to be there (the harness takes ~15 s)
     outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-ui")
     assert outcome.state == "PASSED" and outcome.champion_version
     port = _free_port()

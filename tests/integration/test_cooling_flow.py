@@ -12,7 +12,10 @@ from mlflow import MlflowClient
 from flows.cli import cooling_main as main
 from flows.cli import main as energy_loop_main
 from flows.cooling import cooling_loop
+from tasks.cooling.stages import Evaluation
 from tests.conftest import FIXTURES
+from thresholds.cooling.policy import Attempt, Kind, checks, passed, quality_ok
+from thresholds.cooling.schema import settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 QUICK = FIXTURES / "cooling-quick.yaml"
@@ -29,7 +32,7 @@ def _variant(tmp_path: Path, **changes: object) -> str:
     return str(path)
 
 
-def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(mlflow_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--scenario", str(QUICK), "--days", "2"]) == 0
     client = MlflowClient(mlflow_store)
     versions = {v.version: dict(v.tags) for v in client.search_model_versions(f"name='{MODEL}'")}
@@ -47,10 +50,21 @@ def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(mlflo
     assert {"agent/agent.pt", "agent/spec.json"} <= {a.path for a in client.list_artifacts(attempt_run, "agent")}
     assert client.get_metric_history(attempt_run, "episode_reward")
     assert "PASSED" in capsys.readouterr().out
+    # The gate has teeth: the agent used less electricity than the thermostat without leaving the band more,
+    # while the do-nothing controller, judged on the same simulated days by the same gate, misses it.
+    targets = settings_for(str(QUICK), days=2).targets
+    assert float(tags["energy_saved_pct"]) >= 2.0 and float(tags["minutes_outside_band"]) <= float(tags["builtin_minutes_outside_band"])
+    evaluation = Evaluation.model_validate_json(Path(client.download_artifacts(attempt_run, "agent/evaluation.json", str(tmp_path))).read_text())
+    rows = [c.row("do-nothing") for c in evaluation.comparisons]
+    do_nothing = Attempt(index=0, kind=Kind.TRAIN, hidden_units=(1, 1), max_episodes=0, epsilon=0.0, train_energy_j=0.0, inference_energy_j_per_year=0.0,
+                         energy_saved_pct=sum(r.saved_pct for r in rows) / len(rows), minutes_outside_band=sum(r.minutes_outside_band for r in rows),
+                         builtin_minutes_outside_band=evaluation.builtin_minutes_outside_band)  # fmt: skip
+    assert not passed(targets, do_nothing) and do_nothing.energy_saved_pct == pytest.approx(100.0)
+    assert [c.name for c in checks(targets, do_nothing) if not c.ok] == ["band_vs_builtin"]
 
 
 def test_missed_saving_escalates_then_exhausts_the_budget_without_a_champion(mlflow_store: str, tmp_path: Path) -> None:
-    scenario = _variant(tmp_path, targets__min_energy_saved_pct=100.0)
+    scenario = _variant(tmp_path, targets__min_energy_saved_pct=100.0, training__max_episodes=2)
     outcome = cooling_loop(scenario=scenario, days=2)
     assert outcome.state == "BUDGET_EXHAUSTED"
     assert [a.kind.value for a in outcome.history] == ["train", "retrain"]
@@ -59,6 +73,33 @@ def test_missed_saving_escalates_then_exhausts_the_budget_without_a_champion(mlf
     versions = client.search_model_versions(f"name='{MODEL}'")
     assert len(versions) == 2 and all(v.tags["gates_passed"] == "false" for v in versions)
     assert outcome.champion_version is None and not outcome.champion_moved
+
+
+def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_shrunk(mlflow_store: str, tmp_path: Path) -> None:
+    """The first agent meets the quality gate; what it misses picks the rung. A 1 uJ/year inference budget:
+    `distil` it into a 1-1 student (its Q-values regressed, its lineage's training energy includes the
+    teacher's), which cannot shrink further. A 1 uJ training budget: `shrink`, a smaller agent trained
+    from scratch. No agent can meet either budget, so nothing is crowned."""
+    client = MlflowClient(mlflow_store)
+    ladder = {"ladder__shrink_factor": 0.05, "ladder__min_hidden_units": 1, "budget__max_attempts": 4}
+    costly_to_run = _variant(tmp_path, targets__max_inference_energy_j_per_year=1e-6, **ladder)
+    outcome = cooling_loop(scenario=costly_to_run, days=2)
+    targets = settings_for(costly_to_run, days=2).targets
+    train, distil = outcome.history
+    assert (train.kind, distil.kind) == (Kind.TRAIN, Kind.DISTIL) and quality_ok(targets, train) and not passed(targets, train)
+    assert distil.parent == 0 and distil.hidden_units == (1, 1) and distil.episodes_run == 0  # regressed, not trained by RL
+    assert distil.train_energy_j is not None and train.train_energy_j is not None and distil.train_energy_j > train.train_energy_j  # lineage
+    assert outcome.state == "FAILED" and "1-1 cannot shrink further" in outcome.reason and outcome.champion_version is None
+    versions = {v.tags["kind"]: v.tags for v in client.search_model_versions(f"name='{MODEL}'")}
+    assert set(versions) == {"train", "distil"} and versions["distil"]["hidden_units"] == "1-1"
+
+    costly_to_train = _variant(tmp_path, targets__max_train_energy_j=1e-6, **{**ladder, "budget__max_attempts": 2})
+    outcome = cooling_loop(scenario=costly_to_train, days=2)
+    train, shrink = outcome.history
+    assert (train.kind, shrink.kind) == (Kind.TRAIN, Kind.SHRINK) and quality_ok(settings_for(costly_to_train, days=2).targets, train)
+    assert shrink.parent is None and shrink.hidden_units == (1, 1) and shrink.episodes_run >= 1  # trained from scratch
+    assert outcome.state == "BUDGET_EXHAUSTED" and outcome.champion_version is None
+    assert all(v.tags["gates_passed"] == "false" for v in client.search_model_versions(f"name='{MODEL}'"))
 
 
 def test_a_crash_marks_the_loop_failed_and_registers_nothing(mlflow_store: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from registry.core import promote, reap_orphans
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, require
 from tests.integration.test_servers import BIN
 
 pytestmark = pytest.mark.integration
@@ -138,11 +139,17 @@ def test_tracking_server_killed_mid_loop_then_restarted(tmp_path: Path) -> None:
 
 def _tiny_tmpfs(where: Path, size_kb: int) -> bool:
     where.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        return False
     return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)], capture_output=True).returncode == 0
 
 
+# Each fault names its own error: a full disk is ENOSPC, a file where the folder should be is ENOTDIR.
+EXPECTED_ERROR = {"disk-full": "No space left on device", "unwritable": "Not a directory"}
+
+
 @pytest.mark.parametrize("fault", ["disk-full", "unwritable"])
-def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, mlflow_store: str, tmp_path: Path, prefect_harness: None) -> None:
+def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, mlflow_store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The embedded store keeps artifacts in ./mlartifacts: make it a 96 KiB filesystem, or a plain file."""
     import contextlib
     import io
@@ -151,10 +158,11 @@ def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, ml
 
     artifacts = tmp_path / "mlartifacts"
     if fault == "disk-full":
-        if not _tiny_tmpfs(artifacts, 96):
-            pytest.skip("cannot mount a tmpfs here (needs root); the unwritable case still runs")
+        mounted = _tiny_tmpfs(artifacts, 96)
+        require(mounted, "root and util-linux's mount, to mount a 96 KiB tmpfs (run the tests as root, or in a container with CAP_SYS_ADMIN)")
     else:
         artifacts.write_text("a file where the artifact folder should be")  # writes fail even as root
+    request.getfixturevalue("prefect_harness")
     try:
         # Not capsys: Prefect's console log handler keeps the stream it first saw, and capsys closes its stream.
         with contextlib.redirect_stderr(io.StringIO()) as stderr:
@@ -164,7 +172,10 @@ def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, ml
             subprocess.run(["umount", str(artifacts)], capture_output=True)
     err = stderr.getvalue().strip().splitlines()
     assert code == 1
-    assert err and err[-1].startswith("energy-loop: FAILED: could not write") and ("No space left" in err[-1] or "Not a directory" in err[-1]), err[-3:]
+    assert err and err[-1].startswith("energy-loop: FAILED: could not write"), err[-3:]
+    assert EXPECTED_ERROR[fault] in err[-1], err[-3:]
+    other = next(e for f, e in EXPECTED_ERROR.items() if f != fault)
+    assert other not in err[-1], err[-3:]
     client = MlflowClient(mlflow_store)
     assert client.search_model_versions(f"name='full-{fault}'") == []  # no half-logged model registered
     loops = client.search_runs([client.get_experiment_by_name("energy-loop").experiment_id], filter_string="tags.`loop.pid` != ''")

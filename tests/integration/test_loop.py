@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from unittest import mock
+from typing import Any
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.cli import main
 from flows.energy_loop import energy_loop
+from tasks.data import load_cached, prepare
+from tasks.evaluate import quality
 from tasks.models import load_version
 from tests.conftest import FIXTURES
 
@@ -38,7 +42,8 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     assert int(tags["deployment.energy_optimal_batch_size"]) in (1, 16, 64, 256, 1024, 4096)
     assert "pays back after" in tags["payback"] or tags["payback"].startswith("no payback")
     assert "calibration.inference_ratio.int8" in client.get_run(outcome.loop_run_id).data.tags
-    chosen = outcome.history[outcome.chosen or 0]
+    assert outcome.chosen is not None
+    chosen = outcome.history[outcome.chosen]
     assert "confirmed on the full test split" in outcome.reason
     assert chosen.tags["eval_samples"] == "all" and "subset_accuracy" in chosen.tags
     assert float(tags["accuracy"]) == pytest.approx(chosen.accuracy, abs=1e-5)  # the registry holds the full-split figure
@@ -60,9 +65,12 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     for key in ("inference_energy_sem_j_per_1k", "train_energy_sem_j", "analytic_inference_energy_j_per_1k"):
         assert key in tags, key
     assert int(client.get_run(first.run_id).data.metrics["inference_repeats"]) >= 3
-    # The champion reloads with weights_only=True and reproduces the recorded accuracy's shape of output.
+    # The champion reloads with weights_only=True and reproduces the accuracy recorded for it on the full test split.
     model, spec = load_version("digits-quick", "@champion")
-    assert spec.history == outcome.history[outcome.chosen or 0].lineage
+    assert spec.history == chosen.lineage
+    digits = load_cached(str(prepare("digits", Path(mlflow_store.removeprefix("sqlite:///")).parent / "reload-data")))
+    reloaded = quality(model, digits)
+    assert reloaded.samples == len(digits.y_test) and reloaded.accuracy == pytest.approx(float(tags["accuracy"]), abs=1e-4)
 
 
 def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(mlflow_store: str) -> None:
@@ -77,21 +85,44 @@ def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(ml
     assert client.get_model_version_by_alias("digits-parallel", "champion").tags["gates_passed"] == "true"
 
 
-def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_store: str) -> None:
-    from prefect.events import emit_event
+def _events(name: str, resource_id: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Events named `name` on `resource_id`, read back from the Prefect server's events API (they arrive asynchronously)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
 
-    with mock.patch("tasks.stages.emit_event", autospec=emit_event) as emitted:
-        outcome = energy_loop(scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible")
-    assert emitted.call_args.kwargs["event"] == "energy-loop.loop.budget_exhausted"
-    assert emitted.call_args.kwargs["resource"]["prefect.resource.id"] == "energy-loop.model.digits-impossible"
+    query = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}, "occurred": {"since": "2020-01-01T00:00:00Z"}}, "limit": 50}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=query, timeout=10)
+        response.raise_for_status()
+        found: list[dict[str, Any]] = response.json()["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_store: str) -> None:
+    outcome = energy_loop(scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible")
     assert outcome.state == "BUDGET_EXHAUSTED"
     assert "used 3 of 3 iterations" in outcome.reason
+    # The alert went to the Prefect server for real: an automation matching it would fire.
+    events = _events("energy-loop.loop.budget_exhausted", "energy-loop.model.digits-impossible")
+    assert len(events) == 1, events
+    assert events[0]["payload"] == {"reason": outcome.reason, "mlflow_run_id": outcome.loop_run_id}
+    assert events[0]["resource"]["prefect.resource.name"] == "digits-impossible"
     client = MlflowClient(mlflow_store)
     versions = _versions(client, "digits-impossible")
     assert len(versions) == 3 and all(t["gates_passed"] == "false" for t in versions.values())
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("digits-impossible", "champion")
     assert client.get_run(outcome.loop_run_id).data.tags["loop.state"] == "BUDGET_EXHAUSTED"
+
+
+def test_a_passing_loop_emits_no_alert(mlflow_store: str) -> None:
+    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-no-alert")
+    assert outcome.state == "PASSED", outcome.reason
+    for state in ("budget_exhausted", "failed"):
+        assert _events(f"energy-loop.loop.{state}", "energy-loop.model.digits-no-alert", timeout_s=5) == []
 
 
 def test_cli_exit_codes_and_bad_file_inside_the_flow(mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,21 +138,72 @@ def test_cli_exit_codes_and_bad_file_inside_the_flow(mlflow_store: str, tmp_path
     assert client.search_model_versions("name='bad'") == []
 
 
-def test_regression_csv_runs_end_to_end(mlflow_store: str, tmp_path: Path) -> None:
+def test_trigger_without_a_prefect_server_runs_the_flow_in_this_process(
+    mlflow_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    argv = ["trigger", "--deployment", "energy-loop/dev-cpu", "--param", f"scenario={FIXTURES / 'quick.yaml'}", "--param", "dataset=digits"]
+    assert main([*argv[:3], "--param", "dataset=digits"]) == 2  # no deployment defaults in process: the scenario is required
+    assert "--param scenario=...: expected when running in process" in capsys.readouterr().err
+    assert main([*argv, "--param", "model_name=triggered", "--wait"]) == 0
+    captured = capsys.readouterr()
+    assert "PREFECT_API_URL is not set: no server to trigger, running the flow in this process instead" in captured.err
+    assert "PASSED:" in captured.out
+    client = MlflowClient(mlflow_store)
+    champion = client.get_model_version_by_alias("triggered", "champion")  # the --param overrides reached the flow
+    loop = client.get_run(champion.tags["loop_run_id"])
+    assert loop.data.tags["loop.pid"] == str(os.getpid()) and loop.data.tags["loop.state"] == "PASSED"
+
+
+def _regression_csv(tmp_path: Path, learnable: bool) -> Path:
+    """400 rows, 5 features; the target is linear in them (plus 0.1 noise), or pure noise no model can predict."""
     import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 5))
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)])
-    frame["price"] = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + rng.normal(scale=0.1, size=400) + 100
-    path = tmp_path / "houses.csv"
+    signal = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) if learnable else 0.0
+    frame["price"] = signal + rng.normal(scale=0.1 if learnable else 1.0, size=400) + 100
+    path = tmp_path / ("linear.csv" if learnable else "noise.csv")
     frame.to_csv(path, index=False)
-    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset=str(path), target="price", model_name="houses")
-    assert outcome.history[0].rmse is not None and outcome.history[0].accuracy is None
-    assert outcome.state in {"PASSED", "BUDGET_EXHAUSTED", "FAILED"}
-    versions = _versions(MlflowClient(mlflow_store), "houses")
-    assert all("rmse" in t for t in versions.values())
+    return path
+
+
+def _regression_scenario(tmp_path: Path, max_rmse: float) -> str:
+    path = tmp_path / f"regression-{max_rmse}.yaml"
+    raw = yaml.safe_load((FIXTURES / "quick.yaml").read_text())
+    raw.update(name="regression", targets={"max_rmse": max_rmse}, budget={"max_iterations": 3})
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_regression_csv_with_a_linear_target_passes(mlflow_store: str, tmp_path: Path) -> None:
+    # The target's spread is ~3.8 and its noise 0.1: an RMSE of 1.0 is within reach of the first early-stopped model.
+    outcome = energy_loop(scenario=_regression_scenario(tmp_path, 1.0), dataset=str(_regression_csv(tmp_path, True)), target="price", model_name="linear")
+    assert outcome.state == "PASSED", outcome.reason
+    assert outcome.chosen is not None and outcome.chosen >= 1  # the baseline is the reference, never the answer
+    chosen = outcome.history[outcome.chosen]
+    assert chosen.accuracy is None and chosen.rmse is not None and chosen.rmse <= 1.0
+    client = MlflowClient(mlflow_store)
+    versions = _versions(client, "linear")
+    assert len(versions) == len(outcome.history) and all("rmse" in t and "accuracy" not in t for t in versions.values())
+    champion = client.get_model_version_by_alias("linear", "champion")
+    assert str(champion.version) == outcome.champion_version and versions[champion.version]["gates_passed"] == "true"
+    assert float(versions[champion.version]["rmse"]) == pytest.approx(chosen.rmse, rel=1e-4)
+
+
+def test_regression_csv_with_an_unpredictable_target_exhausts_the_budget(mlflow_store: str, tmp_path: Path) -> None:
+    # Pure noise of spread 1.0: no model gets near an RMSE of 0.5 on unseen rows.
+    outcome = energy_loop(scenario=_regression_scenario(tmp_path, 0.5), dataset=str(_regression_csv(tmp_path, False)), target="price", model_name="noise")
+    assert outcome.state == "BUDGET_EXHAUSTED", outcome.reason
+    assert "used 3 of 3 iterations" in outcome.reason
+    assert len(outcome.history) == 3 and all(c.rmse is not None and c.rmse > 0.5 for c in outcome.history)
+    client = MlflowClient(mlflow_store)
+    versions = _versions(client, "noise")
+    assert len(versions) == 3 and all(t["gates_passed"] == "false" and float(t["rmse"]) > 0.5 for t in versions.values())
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("noise", "champion")
 
 
 def test_edge_target_uses_int8_that_this_cpu_would_skip(mlflow_store: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require
 
 pytestmark = [pytest.mark.integration, pytest.mark.servers]
 BIN = Path(sysconfig.get_path("scripts"))  # beside the running interpreter: any venv, or none
@@ -67,14 +67,19 @@ def _psql(sql: str) -> None:
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    if shutil.which("psql") is None:
-        pytest.skip("no PostgreSQL client on this machine")
+def _postgres_answers() -> bool:
     try:
         _psql("select 1")
     except subprocess.CalledProcessError:
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    # The only tests of `trigger --wait`, `prefect deploy --all` and live authentication: under CI they must run.
+    require(shutil.which("psql") is not None, "the PostgreSQL client psql (apt-get install postgresql-client)")
+    require(_postgres_answers(), f"a PostgreSQL 15 server on {PG} with trust auth for user postgres (apt-get install postgresql)")
     tmp = tmp_path_factory.mktemp("servers")
     suffix = uuid.uuid4().hex[:8]
     dbs = {"mlflow": f"el_mlflow_{suffix}", "auth": f"el_auth_{suffix}", "prefect": f"el_prefect_{suffix}"}

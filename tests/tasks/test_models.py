@@ -91,8 +91,19 @@ def test_load_refuses_a_pickled_payload(tmp_path: Path) -> None:
         models.load(tmp_path)
 
 
-def test_int8_backend_is_torchao_only_where_installed() -> None:
+def test_int8_backend_is_torchao_only_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    expected = "torchao" if importlib.util.find_spec("torchao") else "torch.ao"
-    assert models.int8_backend() == expected
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec_with(torchao: bool) -> object:
+        return lambda name, *args: (object() if torchao else None) if name == "torchao" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec_with(torchao=False))
+    assert models.int8_backend() == "torch.ao"
+    # Without torchao, INT8 is torch.ao's dynamic quantization: every Linear is replaced by its quantized twin.
+    quantized = models.to_precision(models.build(models.ModelSpec(in_features=4, out_features=2)), "int8")
+    linears = [type(m) for m in quantized.modules() if "Linear" in type(m).__name__]
+    assert linears and all(t.__module__.startswith("torch.ao.nn.quantized") for t in linears), linears
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec_with(torchao=True))
+    assert models.int8_backend() == "torchao"
