@@ -7,7 +7,7 @@ pickle, so a model's inputs can be rebuilt and audited anywhere.
 
 Rules (constants below):
 - numeric columns: missing values become the training median; booleans become 0/1;
-  datetimes become seconds since the epoch;
+  datetimes (or ISO date text) become seconds since the epoch;
 - text / categorical columns: missing values become the most frequent level; one-hot up to
   `ONE_HOT_MAX_LEVELS` levels, ordinal beyond it (levels ranked by training frequency);
 - constant columns and ID-like columns (every value distinct: text, or integers named like an
@@ -16,7 +16,8 @@ Rules (constants below):
 
 Bad tables are refused by `check_table` with one `InputError` line: no target column, a target
 missing in every row, a feature column with no value at all, a mostly numeric column with stray
-text (`'?'` in an age column), more than `MAX_CATEGORY_LEVELS` levels in a text column.
+text (`'?'` in an age column), more than `MAX_CATEGORY_LEVELS` levels in a text column whose
+values repeat (all distinct is an ID: dropped).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ FILE_NAME = "preprocessing.json"
 MIN_ROWS = 20
 MAX_AUTO_CLASSES = 50  # an integer target with more distinct values is read as regression
 ONE_HOT_MAX_LEVELS = 16  # more levels than this: one ordinal column instead of one column per level
-MAX_CATEGORY_LEVELS = 1_000  # more than this in a text column is refused (unless named like an ID)
+MAX_CATEGORY_LEVELS = 1_000  # more than this in a text column is refused (unless named like an ID, or all distinct)
 NUMERIC_SHARE_WITH_STRAY_TEXT = 0.9  # a text column this numeric is a number column with a typo
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|index)$|^unnamed: ?\d+$|[a-z]Id$|^id[_\s.-]", re.IGNORECASE)
 Task = Literal["classification", "regression"]
@@ -85,14 +86,22 @@ def _stray_text(series: pd.Series) -> tuple[int, object] | None:
     return int(series.index.get_loc(bad)), present.loc[bad]
 
 
+def _is_date_text(present: pd.Series) -> bool:
+    """Text in which every value is an ISO date or timestamp ('2012-01-01', '2012-01-01T10:00')."""
+    textual = pd.api.types.is_string_dtype(present) or pd.api.types.is_object_dtype(present)
+    if present.empty or not textual or not all(isinstance(v, str) and ("-" in v or "/" in v) for v in present.iloc[:50]):
+        return False
+    return bool(pd.to_datetime(present, format="ISO8601", errors="coerce", utc=True).notna().all())
+
+
+def _seconds(series: pd.Series) -> pd.Series:
+    """Datetimes, or ISO date text, as seconds since 1970 UTC (NaN where missing or unreadable)."""
+    stamps = pd.to_datetime(series, format="ISO8601", errors="coerce", utc=True)
+    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype(np.float64)
+
+
 def _as_numbers(series: pd.Series) -> pd.Series:
-    """Numeric, boolean or datetime values as float64 (NaN where missing)."""
-    if pd.api.types.is_datetime64_any_dtype(series):
-        stamps = pd.to_datetime(series, utc=True)
-        out = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-        return out.astype(np.float64)
-    if _is_bool_column(series):
-        return series.map(lambda v: np.nan if pd.isna(v) else float(bool(v))).astype(np.float64)
+    """Numbers as float64 (NaN where missing or not a number)."""
     return pd.to_numeric(series, errors="coerce").astype(np.float64)
 
 
@@ -135,7 +144,7 @@ def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tup
                 row = int(np.argmax(infinite))
                 raise InputError(f"column {column!r} row {row}", float(values[row]), "a finite number or an empty cell for a missing value", where)
             continue
-        if _is_bool_column(series) or pd.api.types.is_datetime64_any_dtype(series):
+        if _is_bool_column(series) or pd.api.types.is_datetime64_any_dtype(series) or _is_date_text(series.dropna()):
             continue
         try:
             levels = _levels(series)
@@ -146,7 +155,7 @@ def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tup
         if stray is not None:
             row, value = stray
             raise InputError(f"column {column!r} row {row}", value, "a number like the rest of the column (leave the cell empty if it is missing)", where)
-        if n_levels > MAX_CATEGORY_LEVELS and not _looks_like_id(column):
+        if n_levels > MAX_CATEGORY_LEVELS and n_levels < series.notna().sum() and not _looks_like_id(column):
             raise InputError(
                 f"column {column!r}",
                 f"{n_levels} distinct values",
@@ -188,7 +197,10 @@ class ColumnPlan:
     def encode(self, series: pd.Series) -> np.ndarray:
         """(rows, outputs) float64 block, missing values imputed."""
         if self.kind in ("numeric", "boolean", "datetime"):
-            numbers = _as_numbers(series) if self.kind != "boolean" else _booleans(series, self.name)
+            if self.kind == "boolean":
+                numbers = _booleans(series, self.name)
+            else:
+                numbers = _seconds(series) if self.kind == "datetime" else _as_numbers(series)
             return numbers.fillna(float(self.fill)).to_numpy(dtype=np.float64)[:, None]
         text = _levels(series).fillna(self.fill)
         if self.kind == "onehot":
@@ -255,8 +267,9 @@ class TablePreprocessor:
                 continue
             if _is_bool_column(series):
                 plan = ColumnPlan(name, "boolean", float(_booleans(present, name).mode().iloc[0]))
-            elif pd.api.types.is_datetime64_any_dtype(series):
-                plan = ColumnPlan(name, "datetime", float(_as_numbers(present).median()))
+            elif pd.api.types.is_datetime64_any_dtype(series) or _is_date_text(present):
+                plan = ColumnPlan(name, "datetime", float(_seconds(present).median()))
+                encoded.append(f"{name!r} (dates, as seconds since 1970)")
             elif pd.api.types.is_numeric_dtype(series) or pd.to_numeric(present, errors="coerce").notna().all():
                 numbers = _as_numbers(series)
                 if _integer_id(name, numbers):

@@ -145,3 +145,16 @@ def test_rows_without_a_target_are_dropped_with_a_note() -> None:
     frame = _table(y=["u", "v"] * 15 + [None] * 10)
     checked, notes = check_table(frame, "y")
     assert len(checked) == 30 and notes == ["dropped 10 of 40 rows whose target 'y' is missing"]
+
+
+def test_iso_date_text_becomes_seconds_and_distinct_text_past_the_cap_is_an_id() -> None:
+    n = 1_500
+    days = pd.date_range("2012-01-01", periods=n, freq="D")
+    frame = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "note": [f"n{i}" for i in range(n)], "t": np.arange(n) % 9, "y": ["a", "b", "c"] * (n // 3)})
+    checked, _ = check_table(frame, "y")  # 1,500 distinct dates and notes: not refused as categories
+    pre = TablePreprocessor.fit(checked, "y")
+    assert {p.name: p.kind for p in pre.columns} == {"date": "datetime", "t": "numeric"}
+    assert pre.dropped == {"note": "ID-like (every value distinct)"}
+    x = pre.transform(pd.DataFrame({"date": ["2012-01-01", "2016-02-08", None], "t": [1, 2, 3]}))
+    step = pre.output_columns.index("date")
+    assert x[0, step] < x[1, step] and np.isfinite(x).all()  # ordered in time; the missing date takes the median
