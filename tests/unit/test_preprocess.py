@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from tasks.data import CachedData
 from tasks.errors import InputError
 from tasks.preprocess import MAX_CATEGORY_LEVELS, ONE_HOT_MAX_LEVELS, TablePreprocessor, check_table
 
@@ -158,3 +160,30 @@ def test_iso_date_text_becomes_seconds_and_distinct_text_past_the_cap_is_an_id()
     x = pre.transform(pd.DataFrame({"date": ["2012-01-01", "2016-02-08", None], "t": [1, 2, 3]}))
     step = pre.output_columns.index("date")
     assert x[0, step] < x[1, step] and np.isfinite(x).all()  # ordered in time; the missing date takes the median
+
+
+def _cached(y_train: list[int], labels: tuple[str, ...]) -> CachedData:
+    empty = torch.zeros((0, 1))
+    y = torch.tensor(y_train)
+    return CachedData("t", "classification", 1, len(labels), empty, y, empty, y, empty, y, labels, 0.0, 1.0)
+
+
+def test_auto_quality_metric_follows_the_class_balance_and_the_scenario_can_choose() -> None:
+    from tasks.evaluate import IMBALANCE_RATIO, resolve_quality_metric
+
+    balanced = _cached([0] * 10 + [1] * 8, ("a", "b"))
+    skewed = _cached([0] * 10 + [1] * (int(10 * IMBALANCE_RATIO) - 1), ("a", "b"))
+    assert resolve_quality_metric("auto", balanced)[0] == "accuracy"
+    metric, why = resolve_quality_metric("auto", skewed)
+    assert metric == "balanced_accuracy" and "smallest class 'b' has 4 training rows" in why
+    assert resolve_quality_metric("macro_f1", balanced)[0] == "macro_f1"
+
+
+def test_balanced_accuracy_and_macro_f1_do_not_reward_ignoring_the_small_class() -> None:
+    from tasks.evaluate import score
+
+    truth = torch.tensor([0] * 9 + [1])
+    always_big = torch.zeros(10, dtype=torch.int64)
+    assert score("accuracy", always_big, truth) == pytest.approx(0.9)
+    assert score("balanced_accuracy", always_big, truth) == pytest.approx(0.5)
+    assert score("macro_f1", always_big, truth) == pytest.approx((2 * 0.9 / 1.9 + 0.0) / 2)
