@@ -179,7 +179,7 @@ def prepare(
     else:
         index = {label: i for i, label in enumerate(labels)}
         train, val, test = _split(np.array([index[str(v)] for v in frame[target]]), kind, seed, val_fraction, test_fraction)
-    pre = TablePreprocessor.fit(frame.iloc[train], target, task=kind, class_labels=labels)
+    pre = TablePreprocessor.fit(frame.iloc[np.sort(train)], target, task=kind, class_labels=labels)  # in table order: a row number still rises
     pre.notes[:0] = notes
     x, y = pre.transform(frame), pre.encode_target(frame[target])
     y_dtype = torch.int64 if kind == "classification" else torch.float32

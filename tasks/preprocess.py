@@ -11,7 +11,7 @@ Rules (constants below):
 - text / categorical columns: missing values become the most frequent level; one-hot up to
   `ONE_HOT_MAX_LEVELS` levels, ordinal beyond it (levels ranked by training frequency);
 - constant columns and ID-like columns (every value distinct: text, or integers named like an
-  ID or running 0..n) are dropped, with a note;
+  ID or rising row after row, such as a row number) are dropped, with a note;
 - every output column is standardised with the training mean and standard deviation.
 
 Bad tables are refused by `check_table` with one `InputError` line: no target column, a target
@@ -395,11 +395,11 @@ class TablePreprocessor:
 
 
 def _integer_id(name: str, numbers: pd.Series) -> bool:
-    """Integers, every one distinct, and named like an ID or running 0..n-1 / 1..n (a row number)."""
+    """Integers, every one distinct, and named like an ID or rising row after row (a row number or key)."""
     values = numbers.dropna()
     if len(values) < 2 or not bool(np.all(np.mod(values, 1) == 0)) or values.nunique() != len(values):
         return False
-    return _looks_like_id(name) or float(values.max() - values.min()) == len(values) - 1
+    return _looks_like_id(name) or (len(values) >= MIN_ROWS and bool(values.is_monotonic_increasing))
 
 
 def _notes(dropped: dict[str, str], encoded: list[str], imputed: list[str], rows: int) -> list[str]:

@@ -187,3 +187,11 @@ def test_balanced_accuracy_and_macro_f1_do_not_reward_ignoring_the_small_class()
     assert score("accuracy", always_big, truth) == pytest.approx(0.9)
     assert score("balanced_accuracy", always_big, truth) == pytest.approx(0.5)
     assert score("macro_f1", always_big, truth) == pytest.approx((2 * 0.9 / 1.9 + 0.0) / 2)
+
+
+def test_a_rising_integer_is_a_row_number_but_distinct_unordered_integers_are_a_feature() -> None:
+    rng = np.random.default_rng(2)
+    n = 60
+    frame = pd.DataFrame({"row": np.arange(n) * 3 + 7, "age": rng.permutation(np.arange(20, 20 + n)), "y": ["a", "b"] * (n // 2)})
+    pre = TablePreprocessor.fit(frame.iloc[np.sort(rng.choice(n, 40, replace=False))], "y")  # training rows, in table order
+    assert pre.dropped == {"row": "ID-like (every value distinct)"} and [p.name for p in pre.columns] == ["age"]
