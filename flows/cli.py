@@ -40,6 +40,7 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     run.add_argument("--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)")
     run.add_argument("--parallel", type=int, default=1, help="candidates trained at once on a local Dask cluster (default 1: in process)")
     run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
+    run.add_argument("--verbose", action="store_true", help="show the traceback behind an error (errors are one line otherwise)")
     run.set_defaults(handler=_run)
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")
@@ -87,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
 
     path = scenario_path(args.scenario)
     try:
-        load_scenario(path)  # fail fast, before any server or run is started
+        settings = load_scenario(path)  # fail fast, before any server or run is started
         resolve_source(args.dataset)
         if args.samples is not None and args.samples < 20:
             raise InputError("--samples", args.samples, "an integer >= 20")
@@ -95,6 +96,9 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError("--parallel", args.parallel, "an integer from 1 to 64 (candidates trained at once)")
     except InputError as exc:
         return bad_input(args.prog, exc)
+    code = _prepare_data(args, settings)
+    if code is not None:
+        return code
     from flows.energy_loop import energy_loop
 
     return run_loop(
@@ -180,6 +184,42 @@ def _show_scenario(prog: str, load: Callable[[], Any]) -> int:
         return bad_input(prog, exc)
     print(scenario.model_dump_json(indent=2))
     return 0
+
+
+def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
+    """Validate and preprocess the data before the flow starts (the flow reuses the cached result),
+    so a data error is one line and never a flow traceback. Prints what preparing did; an exit code on error."""
+    import traceback
+    from pathlib import Path
+
+    from tasks.data import load_cached, prepare
+    from tasks.evaluate import resolve_quality_metric
+    from thresholds.errors import InputError
+
+    try:
+        cache = prepare(args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, settings.training.seed)
+        data = load_cached(str(cache))
+    except Exception as exc:  # every failure preparing the data is one line; --verbose adds the traceback
+        if args.verbose:
+            traceback.print_exc()
+        if isinstance(exc, InputError):
+            return bad_input(args.prog, exc)
+        if isinstance(exc, OSError):
+            print(f"{args.prog}: error: could not write the data cache in {args.work_dir}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_NOT_PASSED
+        first = (str(exc).splitlines() or [""])[0][:300]
+        print(f"{args.prog}: error: dataset = {args.dataset!r}: could not be prepared ({type(exc).__name__}: {first}); --verbose shows why", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
+    print(
+        f"Data {data.name}: {rows} rows, {data.n_features} model inputs, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else "")
+    )
+    for note in data.notes:
+        print(f"  - {note}")
+    if data.task == "classification":
+        metric, why = resolve_quality_metric(settings.targets.quality_metric, data)
+        print(f"  - quality metric: {metric} ({why})")
+    return None
 
 
 def print_outcome(outcome: Any, started: float) -> int:

@@ -16,6 +16,7 @@ from tasks.stages import (
     calibrate_machine,
     close_loop,
     confirm_full_test,
+    data_tags,
     deployment_hints,
     idle_power,
     log_candidate,
@@ -47,7 +48,10 @@ def energy_loop(
     work_dir = str(Path(work_root) / "runs" / loop_id)
     data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
-    tags = {"scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or "")}
+    tags = {
+        "scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or ""),
+        **data_tags(settings, data_path),
+    }  # fmt: skip
     loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
     with aborting(loop_run_id):

@@ -26,7 +26,7 @@ from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
-from tasks.evaluate import measure_inference, quality, representative_subset
+from tasks.evaluate import measure_inference, quality, representative_subset, resolve_quality_metric
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.energy.policy import CandidateResult, Step, StepKind
 from thresholds.energy.schema import Scenario, Training
@@ -289,6 +289,7 @@ def produce_step(
         if made.report is not None:
             result = _trained(result, made.report)
         model_dir = models.save(made.model, made.spec, work_dir / f"candidate-{index}")
+        p.data.write_preprocessing(model_dir)  # the model's raw-table inputs, logged with its files
         return result.model_copy(
             update={
                 "lineage": made.spec.history,
@@ -329,8 +330,10 @@ def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, 
         if spec.precision == "int8":
             tags["int8_backend"] = models.int8_backend()
         subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
-        q = quality(predictor, data, subset)
+        metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data)
+        q = quality(predictor, data, subset, metric)
         tags["eval_samples"] = str(q.samples)
+        tags["quality_metric"] = metric if data.task == "classification" else "rmse"
         if q.accuracy_bound95 is not None:
             tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
         measure_start = time.perf_counter()

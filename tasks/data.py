@@ -1,8 +1,11 @@
-"""Load a dataset, split it deterministically and pre-cache it as tensors.
+"""Load a dataset, validate and preprocess it, split it deterministically and pre-cache it as tensors.
 
-Built in: `mnist1d` (generated offline by the mnist1d package) and sklearn's bundled
-`digits`; any CSV or Parquet file with a named target column. Features are standardised
-with training-split statistics; the cached file is read with `weights_only=True`.
+Built in: `mnist1d` (generated offline by the mnist1d package) and sklearn's bundled `digits`,
+`iris`, `wine`, `breast_cancer` (classification) and `diabetes` (regression); any CSV or Parquet
+file with a named target column. Every table goes through `tasks.preprocess`: checked for data
+errors (one line each, before any flow starts), imputed, encoded and standardised with
+training-split statistics. The fitted preprocessing travels in the cache and is written beside
+every model as `preprocessing.json`; the cached file is read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -10,21 +13,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from tasks.preprocess import FILE_NAME, MIN_ROWS, TablePreprocessor, check_table, class_labels_of, infer_task
 from thresholds.errors import InputError
 
-BUILTIN_DATASETS = ("mnist1d", "digits")
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+BUILTIN_DATASETS = ("mnist1d", *SKLEARN_DATASETS)
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 TaskType = Literal["auto", "classification", "regression"]
-_CACHE_VERSION = 1
-MIN_ROWS = 20
-MAX_AUTO_CLASSES = 50
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,21 +47,33 @@ class CachedData:
     class_labels: tuple[str, ...]
     target_mean: float
     target_std: float
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # TablePreprocessor.to_dict()
+    notes: tuple[str, ...] = ()  # what preparing the data did (dropped rows/columns, imputation, encoding)
 
     @property
     def out_features(self) -> int:
         return self.n_classes if self.task == "classification" else 1
 
+    def write_preprocessing(self, directory: Path) -> Path:
+        """`preprocessing.json` beside a model: what turns a raw table row into this model's input."""
+        path = directory / FILE_NAME
+        path.write_text(json.dumps(self.preprocessing, indent=2))
+        return path
 
-def _raw_builtin(name: str, samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    if name == "digits":
-        from sklearn.datasets import load_digits
 
-        bunch = load_digits()
-        x, y = bunch.data.astype(np.float32), bunch.target
-        if samples is not None:
-            x, y = x[:samples], y[:samples]
-        return x, y, "classification"
+def _builtin_frame(name: str, samples: int | None, seed: int) -> tuple[Any, str, TaskType]:
+    """(frame, target column, task) of a built-in dataset."""
+    import pandas as pd
+
+    if name in SKLEARN_DATASETS:
+        from sklearn import datasets
+
+        bunch = getattr(datasets, f"load_{name}")(as_frame=True)
+        frame = bunch.frame
+        task: TaskType = "regression" if name == "diabetes" else "classification"
+        if task == "classification" and name != "digits":
+            frame["target"] = np.asarray(bunch.target_names)[bunch.target.to_numpy()]
+        return (frame.iloc[:samples] if samples is not None else frame), "target", task
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -66,59 +81,35 @@ def _raw_builtin(name: str, samples: int | None, seed: int) -> tuple[np.ndarray,
     args.seed = seed
     data = make_dataset(args)
     x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
-    y = np.concatenate([data["y"], data["y_test"]])
-    return x, y, "classification"
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
+    frame["label"] = np.concatenate([data["y"], data["y_test"]])
+    return frame, "label", "classification"
 
 
-def _read_table(path: Path, target: str | None, task: TaskType) -> tuple[np.ndarray, np.ndarray, str, tuple[str, ...]]:
+def _read_table(path: Path) -> Any:
     import pandas as pd
 
     where = f"dataset {path}"
+    if path.stat().st_size == 0:
+        raise InputError("file", path.name, f"a table with a header row and at least {MIN_ROWS} rows (the file is empty)", where)
     try:
-        frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+        return pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
     except UnicodeDecodeError as exc:
         raise InputError("encoding", str(exc.reason), "a UTF-8 text file", where) from None
     except Exception as exc:  # pandas raises many types; one line for the user is what matters
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError("file", path.name, f"a readable CSV/Parquet table ({first})", where) from None
-    if target is None:
-        raise InputError("target", None, f"the name of the target column (--target), one of {list(frame.columns)[:10]}", where)
-    if target not in frame.columns:
-        raise InputError("target", target, f"one of the columns {list(frame.columns)[:10]}", where)
-    if len(frame) < MIN_ROWS:
-        raise InputError("rows", len(frame), f"at least {MIN_ROWS} rows", where)
-    features = frame.drop(columns=[target])
-    if features.shape[1] == 0:
-        raise InputError("columns", list(frame.columns), "at least one feature column besides the target", where)
-    for column in features.columns:
-        series = features[column]
-        if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
-            sample = series.dropna().iloc[0] if series.notna().any() else None
-            raise InputError(f"column {column!r}", sample, "numeric feature values", where)
-    x = features.to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise InputError(f"column {features.columns[col]!r} row {row}", float(x[row, col]), "a finite number (no NaN/inf)", where)
-    y_series = frame[target]
-    if y_series.isna().any():
-        raise InputError(f"target column {target!r}", "NaN", "a value in every row", where)
-    if task == "auto":
-        numeric = pd.api.types.is_numeric_dtype(y_series) and not pd.api.types.is_bool_dtype(y_series)
-        integral = numeric and bool(np.all(np.mod(y_series.to_numpy(dtype=np.float64), 1) == 0))
-        few = y_series.nunique() <= MAX_AUTO_CLASSES
-        task = "classification" if (not numeric or (integral and few)) else "regression"
-    if task == "classification":
-        labels = tuple(str(v) for v in sorted(y_series.unique(), key=lambda v: (str(type(v)), v)))
-        index = {label: i for i, label in enumerate(labels)}
-        y = np.array([index[str(v)] for v in y_series], dtype=np.int64)
-        return x.astype(np.float32), y, "classification", labels
-    if not pd.api.types.is_numeric_dtype(y_series):
-        raise InputError(f"target column {target!r}", y_series.iloc[0], "numbers for a regression target", where)
-    y_float = y_series.to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(y_float)):
-        raise InputError(f"target column {target!r}", "inf", "finite numbers", where)
-    return x.astype(np.float32), y_float.astype(np.float32), "regression", ()
+
+
+def _regression_target(series: Any, target: str, where: str) -> np.ndarray:
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        raise InputError(f"target column {target!r}", series.iloc[0], "numbers for a regression target", where)
+    values = series.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"target column {target!r}", float(values[~np.isfinite(values)][0]), "finite numbers", where)
+    return values
 
 
 def _split(y: np.ndarray, task: str, seed: int, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, ...]:
@@ -154,7 +145,9 @@ def prepare(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
 ) -> Path:
-    """Load, validate, split and standardise once; return the path of the cached tensor file."""
+    """Load, validate, preprocess, split and standardise once; return the path of the cached tensor file.
+
+    Every data error is an `InputError` raised here, so a CLI calls this before starting a flow."""
     if samples is not None and samples < MIN_ROWS:
         raise InputError("samples", samples, f"an integer >= {MIN_ROWS}")
     name, path = resolve_source(dataset)
@@ -167,26 +160,28 @@ def prepare(
     if cache_path.exists():
         return cache_path
 
-    labels: tuple[str, ...]
+    where = f"dataset {dataset}"
     if path is None:
-        x, y, kind = _raw_builtin(name, samples, seed)
-        labels = tuple(str(c) for c in sorted(set(y.tolist())))
+        frame, target, task = _builtin_frame(name, samples, seed)
     else:
-        x, y, kind, labels = _read_table(path, target, task)
+        frame = _read_table(path)
         if samples is not None:
-            x, y = x[:samples], y[:samples]
+            frame = frame.iloc[:samples]
+    frame, notes = check_table(frame, target, where)
+    assert target is not None  # check_table refuses a table without one
+    kind = infer_task(frame[target], task)
+    labels = class_labels_of(frame[target]) if kind == "classification" else []
     if kind == "classification" and len(labels) < 2:
-        raise InputError("target", target or name, "at least 2 distinct classes", f"dataset {dataset}")
-    train, val, test = _split(y, kind, seed, val_fraction, test_fraction)
-    mean = x[train].mean(axis=0)
-    std = x[train].std(axis=0)
-    std[std == 0] = 1.0  # constant columns: keep them at zero instead of dividing by zero
-    x = (x - mean) / std
-    target_mean, target_std = 0.0, 1.0
+        raise InputError("target", target, "at least 2 distinct classes", where)
     if kind == "regression":
-        target_mean = float(y[train].mean())
-        target_std = float(y[train].std()) or 1.0
-        y = (y - target_mean) / target_std
+        values = _regression_target(frame[target], target, where)
+        train, val, test = _split(values, kind, seed, val_fraction, test_fraction)
+    else:
+        index = {label: i for i, label in enumerate(labels)}
+        train, val, test = _split(np.array([index[str(v)] for v in frame[target]]), kind, seed, val_fraction, test_fraction)
+    pre = TablePreprocessor.fit(frame.iloc[np.sort(train)], target, task=kind, class_labels=labels)  # in table order: a row number still rises
+    pre.notes[:0] = notes
+    x, y = pre.transform(frame), pre.encode_target(frame[target])
     y_dtype = torch.int64 if kind == "classification" else torch.float32
     payload = {
         "meta": {
@@ -195,8 +190,9 @@ def prepare(
             "n_features": int(x.shape[1]),
             "n_classes": len(labels) if kind == "classification" else 1,
             "class_labels": list(labels),
-            "target_mean": target_mean,
-            "target_std": target_std,
+            "target_mean": pre.target_mean,
+            "target_std": pre.target_std,
+            "preprocessing_json": json.dumps(pre.to_dict()),
         },
         **{f"x_{s}": torch.tensor(x[i], dtype=torch.float32) for s, i in (("train", train), ("val", val), ("test", test))},
         **{f"y_{s}": torch.tensor(y[i], dtype=y_dtype) for s, i in (("train", train), ("val", val), ("test", test))},
@@ -221,5 +217,7 @@ def load_cached(cache_path: str) -> CachedData:
         class_labels=tuple(meta["class_labels"]),
         target_mean=meta["target_mean"],
         target_std=meta["target_std"],
+        preprocessing=json.loads(meta["preprocessing_json"]),
+        notes=tuple(json.loads(meta["preprocessing_json"])["notes"]),
         **{k: payload[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
     )

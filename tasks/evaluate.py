@@ -6,6 +6,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -22,6 +23,38 @@ class Quality:
     loss: float
     samples: int = 0
     accuracy_bound95: float | None = None  # half-width of the 95 % interval when evaluated on a subset
+
+
+QualityMetric = Literal["accuracy", "balanced_accuracy", "macro_f1"]
+# `quality_metric: auto` judges by balanced accuracy when the smallest class has fewer training rows
+# than this fraction of the largest: plain accuracy would let a model ignore the small classes.
+IMBALANCE_RATIO = 0.5
+
+
+def resolve_quality_metric(choice: str, data: CachedData) -> tuple[QualityMetric, str]:
+    """The classification metric the gates judge (stored in the `accuracy` figures) and why."""
+    if data.task != "classification":
+        return "accuracy", "regression: judged by RMSE"
+    counts = torch.bincount(data.y_train, minlength=data.n_classes)
+    smallest, largest = int(counts.min()), int(counts.max())
+    ratio = smallest / largest if largest else 1.0
+    shape = f"smallest class {data.class_labels[int(counts.argmin())]!r} has {smallest} training rows, {ratio:.0%} of the largest's {largest}"
+    if choice != "auto":
+        return choice, f"set by the scenario ({shape})"  # type: ignore[return-value]
+    if ratio < IMBALANCE_RATIO:
+        return "balanced_accuracy", f"auto: imbalanced classes ({shape} < {IMBALANCE_RATIO:.0%})"
+    return "accuracy", f"auto: balanced enough classes ({shape})"
+
+
+def score(metric: QualityMetric, predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """Accuracy, balanced accuracy (mean recall over the classes present) or macro-F1."""
+    if metric == "accuracy":
+        return (predicted == truth).float().mean().item()
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    if metric == "balanced_accuracy":
+        return float(balanced_accuracy_score(truth.numpy(), predicted.numpy()))
+    return float(f1_score(truth.numpy(), predicted.numpy(), average="macro", labels=sorted(set(truth.tolist())), zero_division=0))
 
 
 def representative_subset(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
@@ -62,14 +95,14 @@ class InferenceReport:
     measurement: Measurement  # the last window, for its provenance details
 
 
-def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = None) -> Quality:
-    """Accuracy (or RMSE) on the test split, or on `subset` of it with its error bound."""
+def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = None, metric: QualityMetric = "accuracy") -> Quality:
+    """`metric` (or RMSE) on the test split, or on `subset` of it with its error bound."""
     x, y = (data.x_test, data.y_test) if subset is None else (data.x_test[subset], data.y_test[subset])
     with torch.no_grad():
         out = model(x)
     if data.task == "classification":
         loss = nn.functional.cross_entropy(out, y).item()
-        accuracy = (out.argmax(dim=1) == y).float().mean().item()
+        accuracy = score(metric, out.argmax(dim=1), y)
         bound = accuracy_bound95(accuracy, len(y), len(data.y_test)) if subset is not None else None
         return Quality(accuracy=accuracy, rmse=None, loss=loss, samples=len(y), accuracy_bound95=bound)
     mse = nn.functional.mse_loss(out.squeeze(1), y).item()

@@ -40,11 +40,14 @@ def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
 
 def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
     quality_head = "accuracy" if any(c.accuracy is not None for c in history) else "rmse"
+    # A scenario or an imbalanced table may judge balanced accuracy or macro-F1: the accuracy targets then read that.
+    metric = next((c.tags["quality_metric"] for c in history if c.tags.get("quality_metric")), quality_head)
     sources = sorted({f"{c.energy_source}{' (estimated)' if c.estimated else ' (measured)'}" for c in history if c.ok})
+    judged = f" Quality: {metric} (the accuracy targets judge it)." if metric not in ("accuracy", "rmse") else ""
     rows = [
-        f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated windows.",
+        f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated windows.{judged}",
         "",
-        f"| # | steps | {quality_head} | train J | inference J/1k | latency ms/batch | params | verdict |",
+        f"| # | steps | {metric} | train J | inference J/1k | latency ms/batch | params | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for c, verdict in zip(history, verdicts(scenario, history), strict=True):

@@ -22,7 +22,7 @@ from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
 from tasks.energy.share import ProcessShareMeter
-from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality
+from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, resolve_quality_metric
 from tasks.loop import LoopOutcome, outcome
 from thresholds.energy.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, judge, payback, plan_batch
 from thresholds.energy.schema import Scenario
@@ -31,6 +31,17 @@ from thresholds.energy.schema import Scenario
 @task(cache_policy=NO_CACHE)
 def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int | None, task_type: str, seed: int) -> str:
     return str(data_mod.prepare(dataset, Path(cache_dir), target=target, samples=samples, task=task_type, seed=seed))  # type: ignore[arg-type]
+
+
+@task(cache_policy=NO_CACHE)
+def data_tags(scenario: Scenario, data_path: str) -> dict[str, str]:
+    """What preparing the data did and which quality metric the gates judge: loop-run and version tags."""
+    data = data_mod.load_cached(data_path)
+    metric, why = resolve_quality_metric(scenario.targets.quality_metric, data)
+    tags = {"quality_metric": metric if data.task == "classification" else "rmse", "quality_metric_reason": why[:4000]}
+    if data.notes:
+        tags["data.notes"] = "; ".join(data.notes)[:4000]
+    return tags
 
 
 @task(cache_policy=NO_CACHE)
@@ -105,10 +116,11 @@ def confirm_full_test(scenario: Scenario, final: Final, history: list[CandidateR
     if not scenario.measurement.eval_subset or final.chosen is None:
         return final, history
     data = data_mod.load_cached(data_path)
+    metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data)
     full: dict[int, tuple[float | None, float | None]] = {}
     for index in {0, final.chosen}:
         model, spec = models.load(Path(history[index].model_dir or ""))
-        q = quality(models.to_precision(model, spec.precision), data)
+        q = quality(models.to_precision(model, spec.precision), data, metric=metric)
         full[index] = (q.accuracy, q.rmse)
     return confirm_on_full(scenario, final, history, full)
 

@@ -130,10 +130,10 @@ def test_cli_exit_codes_and_bad_file_inside_the_flow(mlflow_store: str, tmp_path
     out = capsys.readouterr().out
     assert "BUDGET_EXHAUSTED" in out and "| # | steps |" in out
     bad = tmp_path / "bad.csv"
-    bad.write_text("a,b,label\n" + "x,2,0\n1,2,1\n" * 15)
+    bad.write_text("a,b,label\n" + "1,2,0\n2,2,1\n" * 15 + "?,2,1\n")  # a number column with stray text
     assert main(["run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", str(bad), "--target", "label", "--model-name", "bad"]) == 2
     err = capsys.readouterr().err
-    assert "column 'a'" in err
+    assert "column 'a' row 30 = '?'" in err
     client = MlflowClient(mlflow_store)
     assert client.search_model_versions("name='bad'") == []
 
@@ -215,3 +215,55 @@ def test_edge_target_uses_int8_that_this_cpu_would_skip(mlflow_store: str) -> No
     assert "measured_inference_energy_j_per_1k" in chosen.tags  # the local reading stays on record
     run = MlflowClient(mlflow_store).get_run(outcome.loop_run_id)
     assert run.data.tags["calibration.machine"] == "analytic:horowitz-isscc2014-45nm"
+
+
+def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version(mlflow_store: str, tmp_path: Path) -> None:
+    import json
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from tasks import models
+    from tasks.data import load_cached, prepare
+    from tasks.preprocess import TablePreprocessor
+
+    rng = np.random.default_rng(0)
+    n = 400
+    size = rng.normal(40, 5, n)
+    frame = pd.DataFrame(
+        {
+            "id": [f"row-{i}" for i in range(n)],
+            "size": np.where(rng.random(n) < 0.1, np.nan, size),
+            "island": rng.choice(["Biscoe", "Dream", None], size=n),
+            "tagged": rng.choice([True, False], size=n),
+            "site": "north",
+            "kind": np.where(size > 46, "rare", "common"),  # about 1 in 9 rows: judged by balanced accuracy
+        }
+    )
+    path = tmp_path / "animals.csv"
+    frame.to_csv(path, index=False)
+    assert main(["run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", str(path), "--target", "kind", "--model-name", "animals"]) in (0, 1)
+    client = MlflowClient(mlflow_store)
+    versions = client.search_model_versions("name='animals'")
+    assert versions
+    loop_run = client.get_run(versions[0].tags["loop_run_id"])
+    assert loop_run.data.tags["quality_metric"] == "balanced_accuracy"
+    assert "constant column: 'site'" in loop_run.data.tags["data.notes"] and "'id'" in loop_run.data.tags["data.notes"]
+    data = load_cached(str(prepare(str(path), Path(".energy-loop/cache"), "kind")))  # the loop's own cache entry
+    mlflow.set_tracking_uri(mlflow_store)
+    for version in versions:
+        assert version.tags["quality_metric"] == "balanced_accuracy"
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/animals/{version.version}", dst_path=str(tmp_path / str(version.version))))
+        saved = json.loads((local / "preprocessing.json").read_text())
+        assert saved == data.preprocessing
+        model, spec = models.load(local)
+        pre = TablePreprocessor.from_dict(saved)
+        raw = pre.transform(pd.read_csv(path))  # a raw row of the table, as a caller would send it
+        assert raw.shape[1] == spec.in_features
+        with torch.no_grad():
+            predicted = pre.decode(models.to_precision(model, spec.precision)(torch.tensor(raw)).numpy())
+        assert set(predicted) <= {"common", "rare"} and (predicted == frame["kind"].to_numpy()).mean() > 0.8
+    table = Path(client.download_artifacts(loop_run.info.run_id, "iterations.md", str(tmp_path))).read_text()
+    assert "| balanced_accuracy |" in table and "Quality: balanced_accuracy" in table

@@ -32,6 +32,9 @@ class Targets(StrictSection):
     max_train_energy_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline")
     max_latency_ms_per_batch: float | None = Field(None, ge=0, description="milliseconds")
     max_latency_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline")
+    quality_metric: Literal["auto", "accuracy", "balanced_accuracy", "macro_f1"] = Field(
+        "auto", description="what the accuracy targets judge; auto: balanced accuracy when the smallest class < 50 % of the largest"
+    )
 
 
 class Budget(StrictSection):
