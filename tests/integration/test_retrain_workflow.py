@@ -62,6 +62,7 @@ def _dispatch(ci_secrets: dict[str, str], tmp_path: Path, scenario: str, model_n
 
 def test_the_job_passes_when_the_loop_passes(ci_secrets: dict[str, str], registry: Any, tmp_path: Path) -> None:
     result = _dispatch(ci_secrets, tmp_path, "tests/fixtures/quick.yaml", "ci-digits")
+    print(result.output)  # the job's log, shown by pytest when the test fails (or with -rA)
     assert result.returncode == 0, result.output[-4000:]
     assert [step.name for step in result.steps] == [step["name"] for step in job()["steps"] if "run" in step]
     assert "Completed" in result.output and "PASSED:" in result.output
@@ -71,6 +72,7 @@ def test_the_job_passes_when_the_loop_passes(ci_secrets: dict[str, str], registr
 
 def test_the_job_fails_when_the_scenario_cannot_be_met(ci_secrets: dict[str, str], registry: Any, tmp_path: Path) -> None:
     result = _dispatch(ci_secrets, tmp_path, "tests/fixtures/quick-impossible.yaml", "ci-impossible")
+    print(result.output)
     assert result.returncode == 1, result.output[-4000:]
     assert result.failed_step == RETRAIN_STEP
     assert "BUDGET_EXHAUSTED:" in result.output
@@ -81,6 +83,7 @@ def test_the_job_fails_when_the_scenario_cannot_be_met(ci_secrets: dict[str, str
 @pytest.mark.parametrize("missing", sorted(secret_names().values()))
 def test_a_missing_secret_stops_the_job_in_one_line(missing: str, ci_secrets: dict[str, str], tmp_path: Path) -> None:
     result = run_job({**ci_secrets, missing: ""}, {}, tmp_path, install=INSTALL)  # GitHub's value for an unset secret
+    print(result.output)
     assert result.returncode != 0
     assert result.failed_step == "Check the secrets" and len(result.steps) == 1, result.output  # nothing installed or started
     lines = result.output.strip().splitlines()
