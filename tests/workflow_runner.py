@@ -53,8 +53,9 @@ def secret_names() -> dict[str, str]:
     names: dict[str, str] = {}
     for key, value in job()["env"].items():
         match = EXPRESSION.fullmatch(str(value))
-        if match and SECRET.fullmatch(match[1]):
-            names[key] = SECRET.fullmatch(match[1])[1]  # type: ignore[index]
+        secret = SECRET.fullmatch(match[1]) if match else None
+        if secret:
+            names[key] = secret[1]
     return names
 
 
