@@ -60,6 +60,7 @@ def _dispatch(ci_secrets: dict[str, str], tmp_path: Path, scenario: str, model_n
     return run_job(ci_secrets, inputs, tmp_path, install=INSTALL)
 
 
+@pytest.mark.timeout(900)  # a loop through the worker, and with RETRAIN_WORKFLOW_INSTALL=real an install
 def test_the_job_passes_when_the_loop_passes(ci_secrets: dict[str, str], registry: Any, tmp_path: Path) -> None:
     result = _dispatch(ci_secrets, tmp_path, "tests/fixtures/quick.yaml", "ci-digits")
     print(result.output)  # the job's log, shown by pytest when the test fails (or with -rA)
@@ -70,6 +71,7 @@ def test_the_job_passes_when_the_loop_passes(ci_secrets: dict[str, str], registr
     assert champion.tags["gates_passed"] == "true"
 
 
+@pytest.mark.timeout(900)  # a loop through the worker, and with RETRAIN_WORKFLOW_INSTALL=real an install
 def test_the_job_fails_when_the_scenario_cannot_be_met(ci_secrets: dict[str, str], registry: Any, tmp_path: Path) -> None:
     result = _dispatch(ci_secrets, tmp_path, "tests/fixtures/quick-impossible.yaml", "ci-impossible")
     print(result.output)
