@@ -13,7 +13,8 @@ test: setup
 	$(VENV)/bin/pytest
 
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy flows tasks thresholds registry benchmarks
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy flows tasks thresholds registry benchmarks \
+		&& $(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml && $(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
 bench: setup
 	$(VENV)/bin/python benchmarks/loop.py --scenario dev-cpu --dataset mnist1d
