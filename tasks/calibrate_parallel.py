@@ -10,7 +10,9 @@ N (2, 4, 8, ... up to the cores), the same N jobs run
 
 alternating, `repeats` times, each batch inside one window of the loop's meter. The idle power
 the meter reads is measured too: the constant part a parallel phase splits equally. The table
-is cached by machine, meter, workload and width, like the rung calibration.
+is cached by machine, meter, workload and cores, like the rung calibration, but in a folder
+of the machine rather than of one work dir (`ENERGY_LOOP_CACHE_DIR`, else ~/.cache/energy-loop):
+it costs a Dask cluster start per width, tens of seconds on a busy machine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from tasks.parallel import QUIET_DASK, cores, local_cluster_kwargs, quiet_dask_l
 from tasks.train import TrainConfig, fit
 from thresholds.parallel import ParallelCalibration, WidthTrial, threads_per_worker
 from thresholds.schema import Scenario
+
+
+def machine_cache_dir() -> Path:
+    return Path(os.environ.get("ENERGY_LOOP_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "energy-loop")
 
 
 def widths_to_try(n_cores: int, limit: int = 8) -> list[int]:
@@ -66,12 +72,15 @@ def _workload(scenario: Scenario, data_path: str) -> tuple[str, str]:
     return spec.model_dump_json(), described
 
 
-def calibrate_parallel(meter: EnergyMeter, scenario: Scenario, data_path: str, cache_dir: Path, job_s: float = 0.5, repeats: int = 2) -> ParallelCalibration:
+def calibrate_parallel(
+    meter: EnergyMeter, scenario: Scenario, data_path: str, cache_dir: Path | None = None, job_s: float = 0.3, repeats: int = 2
+) -> ParallelCalibration:
     """This machine's parallel table for this workload, measured now or read from the cache."""
     n_cores = cores()
     spec_json, workload = _workload(scenario, data_path)
     machine = _machine()
     key = hashlib.sha256(f"{machine}|{meter.source}|{workload}|{n_cores}".encode()).hexdigest()[:16]
+    cache_dir = cache_dir or machine_cache_dir()
     path = cache_dir / f"parallel-calibration-{key}.json"
     if path.exists():
         return ParallelCalibration.model_validate_json(path.read_text())

@@ -160,7 +160,9 @@ def attribute_phase(
     """Replace the provisional CPU-second figures of the candidates trained on this host by their
     part of the machine-level `reading`; the parts sum to the reading."""
     here = [i for i, c in enumerate(produced) if c.tags.get("train_host") == host and "train_cpu_s" in c.tags]
-    splits = split_phase_energy(reading.energy_j, reading.duration_s, idle_power_w, [float(produced[i].tags["train_cpu_s"]) for i in here])
+    cpu_s = [float(produced[i].tags["train_cpu_s"]) for i in here]
+    wall_s = [float(produced[i].tags.get("train_wall_s", "0")) for i in here]
+    splits = split_phase_energy(reading.energy_j, reading.duration_s, idle_power_w, cpu_s, wall_s)
     out = list(produced)
     for i, part in zip(here, splits, strict=True):
         c = produced[i]

@@ -126,14 +126,14 @@ def train_candidate(
             energy_meter = CpuTimeMeter(energy_meter.source)
         else:
             tags["train_energy_attribution"] = f"worker-host-windows: {host}'s machine-level meter, whole machine counted"
-    cpu0 = time.process_time()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     produced = produce_step(scenario, step, history, index, data_path, Path(work_dir), energy_meter)
-    tags.update({"train_pid": str(os.getpid()), "train_cpu_s": f"{time.process_time() - cpu0:.4f}"})
+    tags.update({"train_pid": str(os.getpid()), "train_cpu_s": f"{time.process_time() - cpu0:.4f}", "train_wall_s": f"{time.perf_counter() - wall0:.4f}"})
     return produced.model_copy(update={"tags": {**produced.tags, **tags}})
 
 
 @task(cache_policy=NO_CACHE)
-def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path: str, cache_dir: str, loop_run_id: str, address: str | None) -> ScaleOut:
+def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path: str, loop_run_id: str, address: str | None) -> ScaleOut:
     """How many candidates of a rung train at once: forced, the slots of the given cluster, or
     (`auto`) the width calibration measured to save both wall time and energy here."""
     wanted = requested_width(requested)
@@ -144,7 +144,7 @@ def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path
         slots, threads = cluster_shape(address)
         choice = WidthChoice(width=wanted or slots, threads_per_worker=threads, why=f"{wanted or slots} at once on the Dask cluster at {address}")
     elif wanted is None and scenario.ladder.use_calibration and n_cores > 1:
-        table = calibrate_parallel(energy_meter, scenario, data_path, Path(cache_dir))
+        table = calibrate_parallel(energy_meter, scenario, data_path)
         choice = parallel_width(table, None, n_cores)
     else:
         choice = parallel_width(None, wanted, n_cores)

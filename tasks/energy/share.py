@@ -5,13 +5,17 @@ packages, a fixed power) sees all of them at once, plus the Dask scheduler, the 
 threads and the idle draw of the machine. One window around the whole phase reads it once;
 `split_phase_energy` then gives candidate i
 
-    energy_j[i] = busy_j × cpu_s[i] / Σ cpu_s  +  constant_j / n
+    energy_j[i] = busy_j × cpu_s[i] / Σ cpu_s  +  constant_j × wall_s[i] / Σ wall_s
 
 where `constant_j = min(reading, idle_power_w × phase_s)` is what the machine draws doing
 nothing (RAM, uncore, idle cores: the constant part of a load × TDP model, all of a fixed
-power) and `busy_j` the rest. The parts sum to the reading by construction, so a parallel
-loop can no longer report cheaper training than the machine spent. An attribution, never a
-reading: the figures stay labelled `estimated` and their version carries how it was made.
+power) and `busy_j` the rest. The constant part is shared equally per second a candidate held
+its worker: an equal share when they ran side by side throughout; a recipe that stopped early
+does not pay for the baseline that kept the machine on after it (with a strictly equal share,
+early stopping could never show a training saving next to its baseline). The parts sum to the
+reading by construction, so a parallel loop can no longer report cheaper training than the
+machine spent. An attribution, never a reading: the figures stay labelled `estimated` and
+their version carries how it was made.
 
 During the phase each worker times its epochs in CPU seconds (`CpuTimeMeter`): the shape of
 its training (epoch-to-epoch spread, per-epoch curve), rescaled to joules once its share of
@@ -55,35 +59,46 @@ class PhaseSplit:
 
     energy_j: float
     busy_j: float  # its CPU share of the busy part
-    constant_j: float  # its equal share of the idle / constant part
+    constant_j: float  # its time share of the idle / constant part
     cpu_share: float
+    time_share: float
 
     def tags(self, machine_energy_j: float, phase_s: float, idle_power_w: float, candidates: int) -> dict[str, str]:
         return {
             "train_energy_attribution": ATTRIBUTION,
-            "train_energy_attribution.rule": "busy energy by CPU share + an equal share of idle power x phase time",
+            "train_energy_attribution.rule": "busy energy by CPU share + idle power x phase time by share of worker time",
             "train_energy_attribution.machine_energy_j": f"{machine_energy_j:.4f}",
             "train_energy_attribution.phase_s": f"{phase_s:.3f}",
             "train_energy_attribution.idle_power_w": f"{idle_power_w:.3f}",
             "train_energy_attribution.candidates": str(candidates),
             "train_energy_attribution.cpu_share": f"{self.cpu_share:.4f}",
+            "train_energy_attribution.time_share": f"{self.time_share:.4f}",
             "train_energy_attribution.busy_j": f"{self.busy_j:.4f}",
             "train_energy_attribution.constant_j": f"{self.constant_j:.4f}",
         }
 
 
-def split_phase_energy(machine_energy_j: float, phase_s: float, idle_power_w: float, cpu_s: Sequence[float]) -> list[PhaseSplit]:
+def split_phase_energy(machine_energy_j: float, phase_s: float, idle_power_w: float, cpu_s: Sequence[float], wall_s: Sequence[float]) -> list[PhaseSplit]:
     """Split one machine-level reading among the candidates that ran in the phase.
 
     Every joule of the reading goes to some candidate: the parts sum to `machine_energy_j`.
-    With no CPU time on record the busy part is split equally too."""
+    Without CPU (or wall) time on record, that part is split equally."""
     n = len(cpu_s)
     if n == 0:
         return []
-    if machine_energy_j < 0 or phase_s < 0 or idle_power_w < 0 or any(c < 0 for c in cpu_s):
-        raise ValueError(f"split_phase_energy({machine_energy_j}, {phase_s}, {idle_power_w}, {list(cpu_s)}): expected non-negative figures")
+    if len(wall_s) != n:
+        raise ValueError(f"split_phase_energy: {n} CPU times but {len(wall_s)} wall times: expected one of each per candidate")
+    if machine_energy_j < 0 or phase_s < 0 or idle_power_w < 0 or any(t < 0 for t in (*cpu_s, *wall_s)):
+        raise ValueError(f"split_phase_energy({machine_energy_j}, {phase_s}, {idle_power_w}, {list(cpu_s)}, {list(wall_s)}): expected non-negative figures")
     constant_j = min(machine_energy_j, idle_power_w * phase_s)
     busy_j = machine_energy_j - constant_j
-    total_cpu_s = sum(cpu_s)
-    shares = [c / total_cpu_s for c in cpu_s] if total_cpu_s > 0 else [1.0 / n] * n
-    return [PhaseSplit(energy_j=busy_j * s + constant_j / n, busy_j=busy_j * s, constant_j=constant_j / n, cpu_share=s) for s in shares]
+    cpu, held = _shares(cpu_s), _shares(wall_s)
+    return [
+        PhaseSplit(energy_j=busy_j * c + constant_j * t, busy_j=busy_j * c, constant_j=constant_j * t, cpu_share=c, time_share=t)
+        for c, t in zip(cpu, held, strict=True)
+    ]
+
+
+def _shares(values: Sequence[float]) -> list[float]:
+    total = sum(values)
+    return [v / total for v in values] if total > 0 else [1.0 / len(values)] * len(values)

@@ -21,12 +21,19 @@ def _phase_reading(energy_j: float, hold_s: float = 0.05):  # type: ignore[no-un
 
 
 def test_split_gives_busy_energy_by_cpu_share_and_the_constant_part_equally() -> None:
-    parts = split_phase_energy(machine_energy_j=100.0, phase_s=4.0, idle_power_w=5.0, cpu_s=[3.0, 1.0])
-    # constant 5 W x 4 s = 20 J, 10 J each; busy 80 J split 3:1.
+    parts = split_phase_energy(machine_energy_j=100.0, phase_s=4.0, idle_power_w=5.0, cpu_s=[3.0, 1.0], wall_s=[4.0, 4.0])
+    # constant 5 W x 4 s = 20 J, 10 J each (both held a worker throughout); busy 80 J split 3:1.
     assert [p.constant_j for p in parts] == [10.0, 10.0]
     assert [p.busy_j for p in parts] == [60.0, 20.0]
     assert [p.energy_j for p in parts] == [70.0, 30.0]
     assert sum(p.energy_j for p in parts) == pytest.approx(100.0)
+
+
+def test_a_candidate_that_stopped_early_pays_the_constant_part_only_for_its_own_time() -> None:
+    # Fixed power (everything constant): the baseline ran 6 s, the early-stopping recipe 1 s beside it.
+    baseline, recipe = split_phase_energy(machine_energy_j=120.0, phase_s=6.0, idle_power_w=20.0, cpu_s=[6.0, 1.0], wall_s=[6.0, 1.0])
+    assert recipe.energy_j / baseline.energy_j == pytest.approx(1 / 6)  # as serially: 20 J vs 120 J
+    assert baseline.energy_j + recipe.energy_j == pytest.approx(120.0)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +46,7 @@ def test_split_gives_busy_energy_by_cpu_share_and_the_constant_part_equally() ->
     ],
 )
 def test_parts_always_sum_to_the_reading(reading_j: float, phase_s: float, idle_w: float, cpu_s: list[float]) -> None:
-    parts = split_phase_energy(reading_j, phase_s, idle_w, cpu_s)
+    parts = split_phase_energy(reading_j, phase_s, idle_w, cpu_s, wall_s=[phase_s] * len(cpu_s))
     assert len(parts) == len(cpu_s)
     assert sum(p.energy_j for p in parts) == pytest.approx(reading_j, rel=1e-9, abs=1e-12)
     assert all(p.energy_j >= 0 for p in parts)
@@ -47,8 +54,10 @@ def test_parts_always_sum_to_the_reading(reading_j: float, phase_s: float, idle_
 
 def test_split_rejects_negative_figures() -> None:
     with pytest.raises(ValueError, match="non-negative"):
-        split_phase_energy(10.0, 1.0, 1.0, [1.0, -0.5])
-    assert split_phase_energy(10.0, 1.0, 1.0, []) == []
+        split_phase_energy(10.0, 1.0, 1.0, [1.0, -0.5], [1.0, 1.0])
+    with pytest.raises(ValueError, match="one of each"):
+        split_phase_energy(10.0, 1.0, 1.0, [1.0, 0.5], [1.0])
+    assert split_phase_energy(10.0, 1.0, 1.0, [], []) == []
 
 
 def test_cpu_time_meter_reads_this_process_cpu_seconds() -> None:
@@ -65,7 +74,7 @@ def test_cpu_time_meter_reads_this_process_cpu_seconds() -> None:
 
 
 def _produced(
-    index: int, step: Step, cpu_s: float, window_cpu_s: list[float], inherited_j: float = 0.0, sem: float = 0.0, host: str = "here"
+    index: int, step: Step, cpu_s: float, window_cpu_s: list[float], inherited_j: float = 0.0, sem: float = 0.0, host: str = "here", wall_s: float = 4.0
 ) -> CandidateResult:
     own = sum(window_cpu_s)
     return CandidateResult(
@@ -76,7 +85,7 @@ def _produced(
         spent_energy_j=own,
         energy_source="replay:phase",
         series={"epoch_energy_j": window_cpu_s, "val_loss": [1.0] * len(window_cpu_s)},
-        tags={"train_host": host, "train_cpu_s": str(cpu_s)},
+        tags={"train_host": host, "train_cpu_s": str(cpu_s), "train_wall_s": str(wall_s)},
     )
 
 
@@ -86,7 +95,7 @@ def test_attribute_phase_replaces_provisional_cpu_seconds_by_joules_that_add_up(
     history = [CandidateResult(index=0, step=Step(kind=StepKind.BASELINE), train_energy_j=80.0), parent]
     produced = [
         _produced(2, Step(kind=StepKind.PRUNE, value=0.3, parent=1), cpu_s=3.0, window_cpu_s=[1.0, 1.0], inherited_j=40.0, sem=5.0),
-        _produced(3, Step(kind=StepKind.PRUNE, value=0.5, parent=1), cpu_s=1.0, window_cpu_s=[0.5, 0.25], inherited_j=40.0, sem=3.0),
+        _produced(3, Step(kind=StepKind.PRUNE, value=0.5, parent=1), cpu_s=1.0, window_cpu_s=[0.5, 0.25], inherited_j=40.0, sem=3.0, wall_s=1.0),
         _produced(4, Step(kind=StepKind.PRUNE, value=0.7, parent=1), cpu_s=2.0, window_cpu_s=[1.0], inherited_j=40.0, host="elsewhere"),
     ]
     idle_w = 10.0
@@ -96,8 +105,9 @@ def test_attribute_phase_replaces_provisional_cpu_seconds_by_joules_that_add_up(
     # The attributed energies sum to the machine's reading over the phase (within 5 %; here exactly).
     assert sum(own_j) == pytest.approx(reading.energy_j, rel=0.05)
     constant_j = idle_w * reading.duration_s
-    assert own_j[0] == pytest.approx((120.0 - constant_j) * 0.75 + constant_j / 2)
-    assert own_j[1] == pytest.approx((120.0 - constant_j) * 0.25 + constant_j / 2)
+    # Busy energy 3:1 by CPU time; the constant part 4:1 by the time each held its worker.
+    assert own_j[0] == pytest.approx((120.0 - constant_j) * 0.75 + constant_j * 0.8)
+    assert own_j[1] == pytest.approx((120.0 - constant_j) * 0.25 + constant_j * 0.2)
     for c, j in zip(here, own_j, strict=True):
         assert c.train_energy_j == pytest.approx(40.0 + j)  # the parent's joules stay in the lineage
         assert sum(c.series["epoch_energy_j"]) == pytest.approx(j)  # the curve keeps its shape, in joules
