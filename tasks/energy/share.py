@@ -17,9 +17,11 @@ reading by construction, so a parallel loop can no longer report cheaper trainin
 machine spent. An attribution, never a reading: the figures stay labelled `estimated` and
 their version carries how it was made.
 
-During the phase each worker times its epochs in CPU seconds (`CpuTimeMeter`): the shape of
-its training (epoch-to-epoch spread, per-epoch curve), rescaled to joules once its share of
-the reading is known.
+During the phase each worker times its training windows (epochs) in CPU and wall seconds
+(`CpuTimeMeter`): the shares come from the training itself, as a serial loop counts only its
+training windows, while the rest of the phase (task start, data loading, saving) is still in
+the reading and so split in the same proportions. The per-epoch figures keep their shape
+(epoch-to-epoch spread, curve) and are rescaled to joules once the share is known.
 """
 
 from __future__ import annotations
@@ -45,12 +47,17 @@ class CpuTimeMeter(EnergyMeter):
     def __init__(self, source: str) -> None:
         self.source = source
         self._cpu0 = 0.0
+        self.cpu_s = 0.0  # totals over every window: the candidate's share of the phase
+        self.wall_s = 0.0
 
     def _begin(self, label: str) -> None:
         self._cpu0 = time.process_time()
 
     def _end(self, duration_s: float) -> tuple[float, dict[str, str]]:
-        return time.process_time() - self._cpu0, {"provisional_unit": self.provisional_unit}
+        cpu_s = time.process_time() - self._cpu0
+        self.cpu_s += cpu_s
+        self.wall_s += duration_s
+        return cpu_s, {"provisional_unit": self.provisional_unit}
 
 
 @dataclass(frozen=True)

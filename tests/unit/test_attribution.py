@@ -68,15 +68,17 @@ def test_cpu_time_meter_reads_this_process_cpu_seconds() -> None:
             pass
     with meter.window("sleep") as idle:
         time.sleep(0.2)
+    assert meter.cpu_s == pytest.approx(w.measurement.energy_j + idle.measurement.energy_j)
+    assert meter.wall_s == pytest.approx(w.measurement.duration_s + idle.measurement.duration_s)
     assert 0.1 <= w.measurement.energy_j <= w.measurement.duration_s * 1.05
     assert idle.measurement.energy_j < 0.05
     assert w.measurement.source == "codecarbon" and w.measurement.details["provisional_unit"] == "cpu_s"
 
 
 def _produced(
-    index: int, step: Step, cpu_s: float, window_cpu_s: list[float], inherited_j: float = 0.0, sem: float = 0.0, host: str = "here", wall_s: float = 4.0
+    index: int, step: Step, window_cpu_s: list[float], inherited_j: float = 0.0, sem: float = 0.0, host: str = "here", wall_s: float = 4.0
 ) -> CandidateResult:
-    own = sum(window_cpu_s)
+    own = cpu_s = sum(window_cpu_s)  # as a worker's CpuTimeMeter reports it
     return CandidateResult(
         index=index,
         step=step,
@@ -94,9 +96,9 @@ def test_attribute_phase_replaces_provisional_cpu_seconds_by_joules_that_add_up(
     parent = CandidateResult(index=1, step=Step(kind=StepKind.EARLY_STOPPING, parent=0), train_energy_j=40.0, train_energy_sem_j=3.0)
     history = [CandidateResult(index=0, step=Step(kind=StepKind.BASELINE), train_energy_j=80.0), parent]
     produced = [
-        _produced(2, Step(kind=StepKind.PRUNE, value=0.3, parent=1), cpu_s=3.0, window_cpu_s=[1.0, 1.0], inherited_j=40.0, sem=5.0),
-        _produced(3, Step(kind=StepKind.PRUNE, value=0.5, parent=1), cpu_s=1.0, window_cpu_s=[0.5, 0.25], inherited_j=40.0, sem=3.0, wall_s=1.0),
-        _produced(4, Step(kind=StepKind.PRUNE, value=0.7, parent=1), cpu_s=2.0, window_cpu_s=[1.0], inherited_j=40.0, host="elsewhere"),
+        _produced(2, Step(kind=StepKind.PRUNE, value=0.3, parent=1), window_cpu_s=[2.0, 1.0], inherited_j=40.0, sem=5.0),
+        _produced(3, Step(kind=StepKind.PRUNE, value=0.5, parent=1), window_cpu_s=[0.5, 0.5], inherited_j=40.0, sem=3.0, wall_s=1.0),
+        _produced(4, Step(kind=StepKind.PRUNE, value=0.7, parent=1), window_cpu_s=[1.0], inherited_j=40.0, host="elsewhere"),
     ]
     idle_w = 10.0
     out = attribute_phase(produced, history, reading, idle_power_w=idle_w, host="here")
@@ -114,8 +116,11 @@ def test_attribute_phase_replaces_provisional_cpu_seconds_by_joules_that_add_up(
         assert c.tags["train_energy_attribution"] == ATTRIBUTION
         assert float(c.tags["train_energy_attribution.machine_energy_j"]) == pytest.approx(120.0)
         assert c.tags["train_energy_attribution.candidates"] == "2"
+        assert float(c.tags["train_energy_attribution.busy_j"]) + float(c.tags["train_energy_attribution.constant_j"]) == pytest.approx(
+            c.spent_energy_j, abs=1e-3
+        )
         assert c.estimated and c.energy_source == "replay:phase"
-    # The own part's spread is rescaled with it, the parent's is kept: 4 J of own spread over 2 CPU s.
-    assert here[0].train_energy_sem_j == pytest.approx(math.hypot(3.0, 4.0 * own_j[0] / 2.0))
+    # The own part's spread is rescaled with it, the parent's is kept: 4 units of own spread over 3 CPU s.
+    assert here[0].train_energy_sem_j == pytest.approx(math.hypot(3.0, 4.0 * own_j[0] / 3.0))
     # A candidate trained on another host is not in this machine's reading: left as its worker measured it.
     assert out[2] == produced[2]
