@@ -37,7 +37,6 @@ QUIET_DASK = {
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.scheduler.work-stealing-interval": "1s",
 }
-RETRIES_ON_LOST_WORKER = 2
 
 
 class ScaleOut(WidthChoice):
@@ -111,29 +110,13 @@ def warm_worker() -> int:
 def run_all(runner: Any | None, task: Callable[..., Any], calls: Sequence[dict[str, Any]]) -> list[Any]:
     """Call a Prefect task once per parameter set: on the runner at once, or one after another.
 
-    A worker that dies mid-task loses that candidate only: it is submitted again and runs on
-    another worker (the flow keeps the one result per candidate, so nothing is logged twice)."""
+    A worker that dies mid-task loses that candidate only: the Dask scheduler runs it again on
+    another worker (`distributed.scheduler.allowed-failures`), and the flow keeps one result
+    per candidate, so nothing is logged or registered twice."""
     if runner is None:
         return [task(**params) for params in calls]
     futures = [runner.submit(task, parameters=params) for params in calls]
-    results = []
-    for params, future in zip(calls, futures, strict=True):
-        for attempt in range(RETRIES_ON_LOST_WORKER + 1):
-            try:
-                results.append(future.result())
-                break
-            except Exception as exc:
-                if attempt == RETRIES_ON_LOST_WORKER or not _lost_worker(exc):
-                    raise
-                log.warning("a Dask worker was lost while training (%s): submitting that candidate again", type(exc).__name__)
-                future = runner.submit(task, parameters=params)
-    return results
-
-
-def _lost_worker(exc: BaseException) -> bool:
-    """The worker process died (killed, out of memory), as opposed to the task itself failing."""
-    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
-    return bool(names & {"KilledWorker", "CommClosedError", "FutureCancelledError", "CancelledError"}) or "KilledWorker" in str(exc)
+    return [future.result() for future in futures]
 
 
 def train_rung(
