@@ -8,7 +8,8 @@ N (2, 4, 8, ... up to the cores), the same N jobs run
 - at once, on a local Dask cluster of N worker processes with torch threads = cores / N each
   (what `--parallel N` does),
 
-alternating, `repeats` times, each batch inside one window of the loop's meter. The idle power
+alternating, `repeats` times, each batch inside one window of the loop's meter; parallel must
+win every (serial, parallel) pair, not only the mean. The idle power
 the meter reads is measured too: the constant part a parallel phase splits equally. The table
 is cached by machine, meter, workload and cores, like the rung calibration, but in a folder
 of the machine rather than of one work dir (`ENERGY_LOOP_CACHE_DIR`, else ~/.cache/energy-loop):
@@ -73,7 +74,7 @@ def _workload(scenario: Scenario, data_path: str) -> tuple[str, str]:
 
 
 def calibrate_parallel(
-    meter: EnergyMeter, scenario: Scenario, data_path: str, cache_dir: Path | None = None, job_s: float = 0.3, repeats: int = 2
+    meter: EnergyMeter, scenario: Scenario, data_path: str, cache_dir: Path | None = None, job_s: float = 0.3, repeats: int = 3
 ) -> ParallelCalibration:
     """This machine's parallel table for this workload, measured now or read from the cache."""
     n_cores = cores()
@@ -132,7 +133,9 @@ def _measure_width(meter: EnergyMeter, width: int, threads: int, repeats: int, j
                 par_s.append(time.perf_counter() - started)
             par_j.append(window.measurement.energy_j)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    # One disturbed window must not decide: parallel has to win every pair, not only on average.
+    losses = sum(not (p_s < s_s and p_j < s_j) for s_s, s_j, p_s, p_j in zip(serial_s, serial_j, par_s, par_j, strict=True))
     return (
-        WidthTrial(workers=1, threads_per_worker=n_cores, wall_s=mean(serial_s), energy_j=mean(serial_j)),
-        WidthTrial(workers=width, threads_per_worker=threads, wall_s=mean(par_s), energy_j=mean(par_j)),
+        WidthTrial(workers=1, threads_per_worker=n_cores, wall_s=mean(serial_s), energy_j=mean(serial_j), repeats=repeats),
+        WidthTrial(workers=width, threads_per_worker=threads, wall_s=mean(par_s), energy_j=mean(par_j), repeats=repeats, losses=losses),
     )

@@ -18,8 +18,10 @@ class WidthTrial(BaseModel):
 
     workers: int = Field(ge=1)
     threads_per_worker: int = Field(ge=1)
-    wall_s: float = Field(ge=0)
+    wall_s: float = Field(ge=0)  # mean over the repeats
     energy_j: float = Field(ge=0)
+    repeats: int = Field(0, ge=0)
+    losses: int = Field(0, ge=0)  # paired repeats (serial, then parallel) where parallel was not both faster and cheaper
 
 
 class ParallelCalibration(BaseModel):
@@ -69,7 +71,8 @@ def threads_per_worker(cores: int, width: int) -> int:
 
 def parallel_width(calibration: ParallelCalibration | None, requested: int | None, cores: int) -> WidthChoice:
     """The width to train rungs at: `requested` when forced, else the measured width that saved
-    both wall time and energy (the lowest energy among those; then the fastest), else serial."""
+    both wall time and energy, on average and in every paired repeat (the lowest energy among
+    those; then the fastest), else serial."""
     if requested is not None:
         why = "serial (--parallel 1)" if requested == 1 else f"forced by --parallel {requested}"
         return WidthChoice(width=requested, threads_per_worker=threads_per_worker(cores, requested), why=why)
@@ -83,8 +86,10 @@ def parallel_width(calibration: ParallelCalibration | None, requested: int | Non
         speedup, energy = calibration.speedup(width), calibration.energy_ratio(width)
         if speedup is None or energy is None:
             continue
-        tried.append(f"{width} workers: {speedup:.2f}x wall, {energy:.2f}x energy")
-        if speedup > 1.0 and energy < 1.0:
+        trial = calibration.parallel[width]
+        lost = f", lost {trial.losses} of {trial.repeats} paired repeats" if trial.losses else ""
+        tried.append(f"{width} workers: {speedup:.2f}x faster, {energy:.2f}x the energy{lost}")
+        if speedup > 1.0 and energy < 1.0 and calibration.parallel[width].losses == 0:
             saving.append((energy, -speedup, width))
     if not saving:
         measured = "; ".join(tried) if tried else "no width measured"

@@ -126,3 +126,30 @@ def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(dask_clust
     for v in versions:
         if "train_host" in {k.removeprefix("detail.") for k in client.get_run(v.run_id).data.tags}:
             assert v.tags["train_energy_attribution"] == "machine-phase-split"  # the workers share this machine
+
+
+def test_parallel_calibration_measures_both_modes_under_the_meter_and_caches_them(tmp_path: Path) -> None:
+    from tasks import data as data_mod
+    from tasks.calibrate_parallel import calibrate_parallel
+    from tasks.energy.simple import FixedPowerMeter, ReplayMeter
+    from tasks.parallel import cores
+    from thresholds.parallel import parallel_width
+    from thresholds.schema import load_scenario
+
+    scenario = load_scenario(FIXTURES / "quick.yaml")
+    data_path = str(data_mod.prepare("digits", tmp_path / "data", seed=scenario.training.seed))
+    meter = FixedPowerMeter(20.0)
+    table = calibrate_parallel(meter, scenario, data_path, tmp_path / "cache", job_s=0.05, repeats=2)
+    n = cores()
+    assert table.cores == n and table.meter == meter.source and table.idle_power_w == pytest.approx(20.0)
+    assert sorted(table.parallel) == sorted(table.serial) and (2 in table.parallel) == (n >= 2)
+    for width, trial in table.parallel.items():
+        assert (trial.workers, trial.threads_per_worker, trial.repeats) == (width, max(1, n // width), 2)
+        assert 0 <= trial.losses <= 2
+        for t in (trial, table.serial[width]):
+            assert t.wall_s > 0 and t.energy_j == pytest.approx(20.0 * t.wall_s, rel=0.05)  # read under the meter
+    # Cached per machine, meter and workload: a second call measures nothing (a replay meter would read 1 J).
+    again = calibrate_parallel(ReplayMeter([1.0], source=meter.source), scenario, data_path, tmp_path / "cache", job_s=0.05, repeats=2)
+    assert again == table
+    choice = parallel_width(table, None, n)
+    assert choice.width == 1 or (table.speedup(choice.width) or 0) > 1 and (table.energy_ratio(choice.width) or 2) < 1

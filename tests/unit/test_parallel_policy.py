@@ -8,7 +8,7 @@ from tasks.calibrate_parallel import widths_to_try
 from thresholds.parallel import ParallelCalibration, WidthTrial, parallel_width, requested_width, threads_per_worker
 
 
-def _table(cores: int, trials: dict[int, tuple[float, float, float, float]]) -> ParallelCalibration:
+def _table(cores: int, trials: dict[int, tuple[float, float, float, float]], losses: int = 0) -> ParallelCalibration:
     """width -> (serial wall s, serial J, parallel wall s, parallel J)."""
     return ParallelCalibration(
         machine="test",
@@ -18,7 +18,7 @@ def _table(cores: int, trials: dict[int, tuple[float, float, float, float]]) -> 
         idle_power_w=5.0,
         epochs_per_job=3,
         serial={w: WidthTrial(workers=1, threads_per_worker=cores, wall_s=t[0], energy_j=t[1]) for w, t in trials.items()},
-        parallel={w: WidthTrial(workers=w, threads_per_worker=cores // w, wall_s=t[2], energy_j=t[3]) for w, t in trials.items()},
+        parallel={w: WidthTrial(workers=w, threads_per_worker=cores // w, wall_s=t[2], energy_j=t[3], repeats=3, losses=losses) for w, t in trials.items()},
     )
 
 
@@ -46,6 +46,12 @@ def test_auto_picks_only_a_width_that_saved_both_time_and_energy(
         assert table.speedup(width) > 1.0 and table.energy_ratio(width) < 1.0  # type: ignore[operator]
     else:
         assert choice.why.startswith("serial")
+
+
+def test_a_saving_on_average_that_lost_one_paired_repeat_is_not_trusted() -> None:
+    table = _table(2, {2: (4.0, 100.0, 2.5, 90.0)}, losses=1)
+    choice = parallel_width(table, None, 2)
+    assert choice.width == 1 and "lost 1 of 3 paired repeats" in choice.why
 
 
 def test_forced_and_unmeasured_widths() -> None:
