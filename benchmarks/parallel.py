@@ -44,8 +44,8 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=4, help=f"pruning ratios from {RATIOS}")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    if not 1 <= args.candidates <= len(RATIOS):
-        print(f"parallel.py: error: --candidates = {args.candidates}: expected 1..{len(RATIOS)}", file=sys.stderr)
+    if not 2 <= args.candidates <= len(RATIOS):  # one candidate has nothing to run beside: it trains in process
+        print(f"parallel.py: error: --candidates = {args.candidates}: expected 2..{len(RATIOS)}", file=sys.stderr)
         return 2
     if args.workers < 2:
         print(f"parallel.py: error: --workers = {args.workers}: expected an integer >= 2", file=sys.stderr)
