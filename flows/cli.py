@@ -38,7 +38,12 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     run.add_argument("--task", dest="task_type", choices=["auto", "classification", "regression"], default="auto", help="task type of a file dataset")
     run.add_argument("--meter", choices=METER_NAMES, help="energy meter (default: the scenario's)")
     run.add_argument("--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)")
-    run.add_argument("--parallel", type=int, default=1, help="candidates trained at once on a local Dask cluster (default 1: in process)")
+    run.add_argument(
+        "--parallel",
+        default="auto",
+        help="candidates of a rung trained at once on Dask workers: auto (default: only where calibration measured it saving "
+        "both wall time and energy here), or N to force N (1: serial, in process)",
+    )
     run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
     run.add_argument("--verbose", action="store_true", help="show the traceback behind an error (errors are one line otherwise)")
     run.set_defaults(handler=_run)
@@ -85,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     from thresholds import scenario_path
     from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
+    from thresholds.parallel import requested_width
 
     path = scenario_path(args.scenario)
     try:
@@ -92,8 +98,10 @@ def _run(args: argparse.Namespace) -> int:
         resolve_source(args.dataset)
         if args.samples is not None and args.samples < 20:
             raise InputError("--samples", args.samples, "an integer >= 20")
-        if not 1 <= args.parallel <= 64:
-            raise InputError("--parallel", args.parallel, "an integer from 1 to 64 (candidates trained at once)")
+        try:
+            requested_width(args.parallel)
+        except ValueError:
+            raise InputError("--parallel", args.parallel, "auto or an integer from 1 to 64 (candidates trained at once)") from None
     except InputError as exc:
         return bad_input(args.prog, exc)
     code = _prepare_data(args, settings)

@@ -11,9 +11,10 @@ from prefect.runtime import flow_run
 from registry.energy import EXPERIMENT
 from tasks.energy.select import resolve_meter_name
 from tasks.loop import LoopOutcome, aborting, open_loop
-from tasks.parallel import candidate_runner, run_all
+from tasks.parallel import candidate_runner, train_rung
 from tasks.stages import (
     calibrate_machine,
+    choose_width,
     close_loop,
     confirm_full_test,
     data_tags,
@@ -23,6 +24,7 @@ from tasks.stages import (
     measure_candidate,
     plan_next,
     prepare_data,
+    scenario_meter,
     train_candidate,
 )
 from thresholds.energy.policy import CandidateResult, Final
@@ -39,7 +41,7 @@ def energy_loop(
     task_type: str = "auto",
     meter: str | None = None,
     work_root: str = ".energy-loop",
-    parallel: int = 1,
+    parallel: int | str = "auto",
     dask_address: str | None = None,
 ) -> LoopOutcome:
     settings = load_scenario(scenario)
@@ -57,20 +59,18 @@ def energy_loop(
     with aborting(loop_run_id):
         idle_w = idle_power(settings, meter_name)
         calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
-        with candidate_runner(parallel, dask_address) as runner:
-            decision = plan_next(settings, history, calibration, parallel)
+        scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
+        with candidate_runner(scale.width, dask_address) as runner:
+            decision = plan_next(settings, history, calibration, scale.width)
             while not isinstance(decision, Final):
                 calls = [
-                    dict(
-                        scenario=settings, step=n.step, history=history, index=len(history) + i, data_path=data_path,
-                        work_dir=work_dir, meter=meter_name, shared_cpu=runner is not None,
-                    )
+                    dict(scenario=settings, step=n.step, history=history, index=len(history) + i, data_path=data_path, work_dir=work_dir, meter=meter_name)
                     for i, n in enumerate(decision)
-                ]  # fmt: skip
-                for produced in run_all(runner, train_candidate, calls):
+                ]
+                for produced in train_rung(runner, train_candidate, calls, history, scenario_meter(settings, meter_name), scale):
                     candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w)
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
-                decision = plan_next(settings, history, calibration, parallel)
+                decision = plan_next(settings, history, calibration, scale.width)
         decision, history = confirm_full_test(settings, decision, history, data_path)
         hints = deployment_hints(settings, decision, history, data_path, meter_name)
         return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)

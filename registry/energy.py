@@ -38,6 +38,8 @@ def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dic
             "verdict": verdict[:4000],
         }
     )
+    # How a training figure was attributed when it was not a plain reading (candidates trained in parallel).
+    tags.update({k: v for k, v in c.tags.items() if k.startswith("train_energy_attribution")})
     tags.update(extra)
     return tags
 
@@ -129,3 +131,12 @@ def log_calibration(loop_run_id: str, table: Calibration) -> None:
         for key, value in values.items():
             mc.set_tag(loop_run_id, f"calibration.{group}.{key}", f"{value:.4f}")
     mc.log_dict(loop_run_id, table.model_dump(), "calibration.json")
+
+
+def log_parallel(loop_run_id: str, choice: dict[str, Any], table: dict[str, Any] | None) -> None:
+    """The loop's width and why as tags of the loop run; the parallel calibration as a JSON artifact."""
+    mc = client()
+    for key in ("width", "threads_per_worker", "why", "idle_power_w"):
+        mc.set_tag(loop_run_id, f"parallel.{key}", str(choice[key])[:4000])
+    if table is not None:
+        mc.log_dict(loop_run_id, table, "parallel-calibration.json")

@@ -18,14 +18,17 @@ from registry import energy as registry
 from tasks import data as data_mod
 from tasks import models, report
 from tasks.calibrate import analytic_calibration, calibrate
+from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
-from tasks.energy.share import ProcessShareMeter
+from tasks.energy.share import CpuTimeMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, resolve_quality_metric
 from tasks.loop import LoopOutcome, outcome
+from tasks.parallel import ScaleOut, cluster_shape, cores
 from thresholds.energy.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, judge, payback, plan_batch
 from thresholds.energy.schema import Scenario
+from thresholds.parallel import WidthChoice, parallel_width, requested_width
 
 
 @task(cache_policy=NO_CACHE)
@@ -81,20 +84,66 @@ def idle_power(scenario: Scenario, meter: str) -> float:
 
 @task(cache_policy=NO_CACHE, task_run_name="train-#{index}-{step.label}")
 def train_candidate(
-    scenario: Scenario, step: Step, history: list[CandidateResult], index: int, data_path: str, work_dir: str, meter: str, shared_cpu: bool = False
+    scenario: Scenario,
+    step: Step,
+    history: list[CandidateResult],
+    index: int,
+    data_path: str,
+    work_dir: str,
+    meter: str,
+    phase_host: str | None = None,
+    threads: int | None = None,
 ) -> CandidateResult:
     """Build, train and save candidate `index` (on a Dask worker in parallel mode).
 
-    `shared_cpu`: other candidates train at the same time, so this process keeps one torch
-    thread and only its CPU share of the machine-level energy."""
+    `phase_host`: other candidates train at the same time and the flow on that host reads the
+    machine over the whole phase; a worker there times its windows in CPU seconds (its share is
+    computed afterwards, `tasks.parallel.attribute_phase`). A worker on another host counts its
+    own machine's windows. `threads`: torch threads for this worker (cores / workers)."""
+    import socket
+
     energy_meter = scenario_meter(scenario, meter)
-    if shared_cpu:
+    tags: dict[str, str] = {}
+    if threads:
         import torch
 
-        torch.set_num_threads(1)
-        energy_meter = ProcessShareMeter(energy_meter)
+        torch.set_num_threads(threads)
+    if phase_host is not None:
+        host = socket.gethostname()
+        tags["train_host"] = host
+        if host == phase_host:
+            energy_meter = CpuTimeMeter(energy_meter.source)
+        else:
+            tags["train_energy_attribution"] = f"worker-host-windows: {host}'s machine-level meter, whole machine counted"
     produced = produce_step(scenario, step, history, index, data_path, Path(work_dir), energy_meter)
-    return produced.model_copy(update={"tags": {**produced.tags, "train_pid": str(os.getpid())}})
+    tags["train_pid"] = str(os.getpid())
+    if isinstance(energy_meter, CpuTimeMeter):  # its training windows, for its share of the phase
+        tags.update({"train_cpu_s": f"{energy_meter.cpu_s:.4f}", "train_wall_s": f"{energy_meter.wall_s:.4f}"})
+    return produced.model_copy(update={"tags": {**produced.tags, **tags}})
+
+
+@task(cache_policy=NO_CACHE)
+def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path: str, loop_run_id: str, address: str | None) -> ScaleOut:
+    """How many candidates of a rung train at once: forced, the slots of the given cluster, or
+    (`auto`) the width calibration measured to save both wall time and energy here."""
+    wanted = requested_width(requested)
+    n_cores = cores()
+    energy_meter = scenario_meter(scenario, meter)
+    table = None
+    if address:
+        slots, threads = cluster_shape(address)
+        choice = WidthChoice(width=wanted or slots, threads_per_worker=threads, why=f"{wanted or slots} at once on the Dask cluster at {address}")
+    elif wanted is None and scenario.ladder.use_calibration and n_cores > 1:
+        table = calibrate_parallel(energy_meter, scenario, data_path)
+        choice = parallel_width(table, None, n_cores)
+    else:
+        choice = parallel_width(None, wanted, n_cores)
+    idle_w = 0.0
+    if choice.width > 1 or address:
+        idle_w = table.idle_power_w if table is not None else measure_idle_power_w(energy_meter, scenario.measurement.idle_window_s)
+    scale = ScaleOut(**choice.model_dump(), idle_power_w=idle_w, address=address)
+    registry.log_parallel(loop_run_id, scale.model_dump(mode="json"), None if table is None else table.model_dump(mode="json"))
+    return scale
 
 
 @task(cache_policy=NO_CACHE, task_run_name="measure-#{produced.index}-{produced.step.label}")

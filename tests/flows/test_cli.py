@@ -16,6 +16,8 @@ from flows.cli import main
         (["run", "--scenario", "dev-cpu", "--dataset", "imagenet"], "dataset = 'imagenet'"),
         (["run", "--scenario", "dev-cpu", "--dataset", "missing.csv"], "existing .csv"),
         (["run", "--scenario", "dev-cpu", "--dataset", "digits", "--samples", "3"], "--samples = 3"),
+        (["run", "--scenario", "dev-cpu", "--dataset", "digits", "--parallel", "many"], "--parallel = 'many'"),
+        (["run", "--scenario", "dev-cpu", "--dataset", "digits", "--parallel", "0"], "--parallel = '0': expected auto or an integer"),
         (["validate", "nope.yaml"], "expected an existing YAML file"),
     ],
 )

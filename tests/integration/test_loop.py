@@ -77,12 +77,30 @@ def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(ml
     outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-parallel", parallel=2)
     assert outcome.state == "PASSED", outcome.reason
     assert len(outcome.history) >= 2
+    on_workers = [c for c in outcome.history if "train_host" in c.tags]
+    assert len(on_workers) >= 2  # the first rung: baseline and recipe at once
     for c in outcome.history:
-        assert c.tags["train_energy_attribution"] == "process-cpu-share"  # only the worker's CPU share of the machine
-        assert c.tags["train_pid"] != str(os.getpid())  # trained on a Dask worker process
+        # A rung of one candidate has nothing to run beside: it trains in this process, its energy read directly.
+        assert (c.tags["train_pid"] != str(os.getpid())) == (c in on_workers)
         assert c.inference_repeats >= 1 and c.inference_energy_j_per_1k  # measured afterwards, in this process
     client = MlflowClient(mlflow_store)
     assert client.get_model_version_by_alias("digits-parallel", "champion").tags["gates_passed"] == "true"
+    assert client.get_run(outcome.loop_run_id).data.tags["parallel.width"] == "2"
+    # Every version trained in a parallel phase says how its figure was attributed, and the
+    # attributed parts of one phase add up to the machine's reading over it (within 5 %).
+    phases: dict[tuple[str, str, str], list[float]] = {}
+    for tags in _versions(client, "digits-parallel").values():
+        if int(tags["candidate"]) not in {c.index for c in on_workers}:
+            assert "train_energy_attribution" not in tags
+            continue
+        assert tags["train_energy_attribution"] == "machine-phase-split", tags
+        key = tuple(tags[f"train_energy_attribution.{k}"] for k in ("machine_energy_j", "phase_s", "candidates"))
+        phases.setdefault(key, []).append(float(tags["train_energy_attribution.busy_j"]) + float(tags["train_energy_attribution.constant_j"]))
+        assert float(tags["train_energy_j"]) >= float(tags["train_energy_attribution.busy_j"])
+    for (machine_j, phase_s, candidates), parts in phases.items():
+        assert len(parts) == int(candidates)
+        assert sum(parts) == pytest.approx(float(machine_j), rel=0.05)
+        assert float(machine_j) == pytest.approx(20.0 * float(phase_s), rel=0.05)  # the fixed 20 W meter over the phase
 
 
 def _events(name: str, resource_id: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -177,26 +175,3 @@ def test_nvml_on_a_real_gpu() -> None:
         torch.cuda.synchronize()
     meter.close()
     assert w.measurement.energy_j > 0
-
-
-def test_process_share_meter_keeps_only_this_process_share(tmp_path: Path) -> None:
-    from tasks.energy.share import ProcessShareMeter, cpu_share, machine_busy_cpu_s
-    from tasks.energy.simple import FixedPowerMeter
-
-    assert cpu_share(1.0, 2.0) == 0.5 and cpu_share(3.0, 2.0) == 1.0 and cpu_share(0.0, 0.0) == 1.0
-    stat = tmp_path / "stat"
-    # user nice system idle iowait irq softirq steal guest guest_nice (ticks)
-    stat.write_text("cpu  100 0 50 1000 20 0 10 0 0 0\ncpu0 50 0 25 500 10 0 5 0 0 0\n")
-    assert machine_busy_cpu_s(stat) == pytest.approx(160 / os.sysconf("SC_CLK_TCK"))
-    assert machine_busy_cpu_s(tmp_path / "missing") is None
-
-    meter = ProcessShareMeter(FixedPowerMeter(10.0))
-    with meter.window("spin") as w:
-        deadline = time.perf_counter() + 0.3
-        while time.perf_counter() < deadline:
-            pass
-    m = w.measurement
-    share = float(m.details["cpu_share"])
-    assert m.details["attribution"] == "process-cpu-share" and 0.0 < share <= 1.0
-    assert m.energy_j == pytest.approx(float(m.details["machine_energy_j"]) * share, rel=1e-3)
-    assert m.estimated
