@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from registry import mlflow_model
 from thresholds.policy import Calibration, CandidateResult, Final, FinalState, beats_champion
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -111,8 +112,9 @@ def reap_orphans(experiment_id: str, stale_after_s: float = 24 * 3600) -> list[s
     return reaped
 
 
-def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
-    figures: dict[str, object] = {
+def _figures(c: CandidateResult) -> dict[str, float]:
+    """A version's figures: its tags, and its logged model's metrics."""
+    figures: dict[str, float | int | None] = {
         "accuracy": c.accuracy,
         "rmse": c.rmse,
         "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
@@ -124,7 +126,11 @@ def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> di
         "params": c.params,
         "macs": c.macs,
     }
-    tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures.items() if v is not None}
+    return {k: v for k, v in figures.items() if v is not None}
+
+
+def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
+    tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in _figures(c).items()}
     tags.update(
         {
             "energy_source": c.energy_source,
@@ -183,8 +189,9 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
     mc.log_batch(run_id, metrics=metrics[:1000], params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()])
     for start in range(1000, len(metrics), 1000):
         mc.log_batch(run_id, metrics=metrics[start : start + 1000])
-    if c.model_dir:
-        mc.log_artifacts(run_id, c.model_dir, artifact_path="model")
+    if c.model_dir:  # a standard MLflow model; the run's step-0 metrics become its metrics
+        model_tags = {k: tags[k] for k in ("energy_source", "energy_estimated", "compression_steps", "candidate")}
+        mlflow_model.log_model(mc, run_id, Path(c.model_dir), tags=model_tags)
     mc.set_terminated(run_id, status="FINISHED" if c.ok else "FAILED")
     return str(run_id)
 
@@ -206,18 +213,16 @@ def champion_version(mc: Any, model_name: str) -> Any | None:
         return None
 
 
-class IncompleteArtifact(RuntimeError):
-    """A candidate's model files are not all in the artifact store: it is not registered."""
+IncompleteArtifact = mlflow_model.IncompleteArtifact
 
 
-def _check_logged_model(mc: Any, run_id: str, model_dir: Path) -> None:
-    """Every file of the saved model is in the run's artifacts with its full size."""
-    logged = {Path(f.path).name: f.file_size for f in mc.list_artifacts(run_id, "model")}
-    for local in model_dir.iterdir():
-        size = local.stat().st_size
-        if logged.get(local.name) != size:
-            stored = logged.get(local.name)
-            raise IncompleteArtifact(f"run {run_id}: artifact model/{local.name} is {stored} bytes in the store, expected {size}: nothing registered")
+def _check_logged_model(mc: Any, run_id: str, model_dir: Path) -> str:
+    """The run's logged model, every file of it in the store at full size; return its ID."""
+    model_id = mlflow_model.logged_model_id(mc, run_id)
+    if model_id is None:
+        raise IncompleteArtifact(f"run {run_id}: no logged model: nothing registered")
+    mlflow_model.check_logged(mc, model_id, model_dir)
+    return model_id
 
 
 class ChampionLockTimeout(RuntimeError):
@@ -338,9 +343,10 @@ def close_loop(
         if chosen_run:
             mc.log_artifact(chosen_run, str(plot_path))
     registrable = [c.ok and c.run_id is not None and c.model_dir is not None for c in history]
+    model_ids = {}
     for c, ok in zip(history, registrable, strict=True):
         if ok:  # all checked before the first version is created: none or all are registered
-            _check_logged_model(mc, str(c.run_id), Path(str(c.model_dir)))
+            model_ids[c.index] = _check_logged_model(mc, str(c.run_id), Path(str(c.model_dir)))
     record = LoopRecord()
     for c, verdict, passed, ok in zip(history, verdicts, gates_passed, registrable, strict=True):
         if not ok:
@@ -354,7 +360,9 @@ def close_loop(
         }
         if hints and hints.get("candidate") == str(c.index):
             extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
-        version = mc.create_model_version(model_name, source=f"runs:/{c.run_id}/model", run_id=c.run_id, tags=_version_tags(c, verdict, extra))
+        tags = _version_tags(c, verdict, extra)
+        mlflow_model.attach_figures(mc, str(c.run_id), model_ids[c.index], _figures(c))
+        version = mc.create_model_version(model_name, source=f"models:/{model_ids[c.index]}", run_id=c.run_id, tags=tags, model_id=model_ids[c.index])
         record.versions[c.index] = str(version.version)
     chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
@@ -383,15 +391,10 @@ def abort_loop(loop_run_id: str, reason: str, status: str = "FAILED") -> None:
 
 def load_version(model_name: str, ref: str) -> tuple[Any, Any]:
     """Download a registered version (`3` or `@champion`) and rebuild it with `weights_only=True`."""
-    import mlflow
-
     from tasks import models
 
-    uri = f"models:/{model_name}/{ref.lstrip('@')}" if not ref.startswith("@") else f"models:/{model_name}@{ref[1:]}"
-    mlflow.set_tracking_uri(tracking_uri())
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        return models.load(Path(local))
+        return models.load(mlflow_model.download_model_dir(client(), model_name, ref, Path(tmp)))
 
 
 def log_benchmark(experiment: str, params: dict[str, str], artifacts: list[Path]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tasks import compress, models, quantize
+from tasks import compress, models, quantize, serving
 from tasks import distill as distill_mod
 from tasks import search as search_mod
 from tasks.data import CachedData, load_cached
@@ -220,6 +220,7 @@ def produce_step(
                 precision = str(step.value)
                 spec = spec.model_copy(update={"precision": precision, "history": [*spec.history, f"precision:{precision}"]})
         model_dir = models.save(model, spec, work_dir / f"candidate-{index}")
+        serving.save_input_spec(serving.input_spec(data), model_dir)  # what a deployed version takes and returns
         return result.model_copy(
             update={
                 "lineage": spec.history,

@@ -22,7 +22,7 @@ from tasks.errors import InputError
 BUILTIN_DATASETS = ("mnist1d", "digits")
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 TaskType = Literal["auto", "classification", "regression"]
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 MIN_ROWS = 20
 MAX_AUTO_CLASSES = 50
 
@@ -44,6 +44,11 @@ class CachedData:
     class_labels: tuple[str, ...]
     target_mean: float
     target_std: float
+    # The raw input a deployed model takes (tasks/serving.py): column names and dtypes, standardisation.
+    feature_names: tuple[str, ...] = ()
+    feature_dtypes: tuple[str, ...] = ()
+    feature_mean: tuple[float, ...] = ()
+    feature_std: tuple[float, ...] = ()
 
     @property
     def out_features(self) -> int:
@@ -70,7 +75,7 @@ def _raw_builtin(name: str, samples: int | None, seed: int) -> tuple[np.ndarray,
     return x, y, "classification"
 
 
-def _read_table(path: Path, target: str | None, task: TaskType) -> tuple[np.ndarray, np.ndarray, str, tuple[str, ...]]:
+def _read_table(path: Path, target: str | None, task: TaskType) -> tuple[np.ndarray, np.ndarray, str, tuple[str, ...], dict[str, str]]:
     import pandas as pd
 
     where = f"dataset {path}"
@@ -95,6 +100,7 @@ def _read_table(path: Path, target: str | None, task: TaskType) -> tuple[np.ndar
         if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
             sample = series.dropna().iloc[0] if series.notna().any() else None
             raise InputError(f"column {column!r}", sample, "numeric feature values", where)
+    columns = {str(name): str(features[name].dtype) for name in features.columns}
     x = features.to_numpy(dtype=np.float64)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -112,13 +118,13 @@ def _read_table(path: Path, target: str | None, task: TaskType) -> tuple[np.ndar
         labels = tuple(str(v) for v in sorted(y_series.unique(), key=lambda v: (str(type(v)), v)))
         index = {label: i for i, label in enumerate(labels)}
         y = np.array([index[str(v)] for v in y_series], dtype=np.int64)
-        return x.astype(np.float32), y, "classification", labels
+        return x.astype(np.float32), y, "classification", labels, columns
     if not pd.api.types.is_numeric_dtype(y_series):
         raise InputError(f"target column {target!r}", y_series.iloc[0], "numbers for a regression target", where)
     y_float = y_series.to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(y_float)):
         raise InputError(f"target column {target!r}", "inf", "finite numbers", where)
-    return x.astype(np.float32), y_float.astype(np.float32), "regression", ()
+    return x.astype(np.float32), y_float.astype(np.float32), "regression", (), columns
 
 
 def _split(y: np.ndarray, task: str, seed: int, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, ...]:
@@ -171,8 +177,9 @@ def prepare(
     if path is None:
         x, y, kind = _raw_builtin(name, samples, seed)
         labels = tuple(str(c) for c in sorted(set(y.tolist())))
+        columns = {f"x{i}": "float64" for i in range(x.shape[1])}
     else:
-        x, y, kind, labels = _read_table(path, target, task)
+        x, y, kind, labels, columns = _read_table(path, target, task)
         if samples is not None:
             x, y = x[:samples], y[:samples]
     if kind == "classification" and len(labels) < 2:
@@ -197,6 +204,10 @@ def prepare(
             "class_labels": list(labels),
             "target_mean": target_mean,
             "target_std": target_std,
+            "feature_names": list(columns),
+            "feature_dtypes": list(columns.values()),
+            "feature_mean": mean.astype(float).tolist(),
+            "feature_std": std.astype(float).tolist(),
         },
         **{f"x_{s}": torch.tensor(x[i], dtype=torch.float32) for s, i in (("train", train), ("val", val), ("test", test))},
         **{f"y_{s}": torch.tensor(y[i], dtype=y_dtype) for s, i in (("train", train), ("val", val), ("test", test))},
@@ -221,5 +232,9 @@ def load_cached(cache_path: str) -> CachedData:
         class_labels=tuple(meta["class_labels"]),
         target_mean=meta["target_mean"],
         target_std=meta["target_std"],
+        feature_names=tuple(meta["feature_names"]),
+        feature_dtypes=tuple(meta["feature_dtypes"]),
+        feature_mean=tuple(meta["feature_mean"]),
+        feature_std=tuple(meta["feature_std"]),
         **{k: payload[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
     )

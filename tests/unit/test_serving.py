@@ -1,0 +1,138 @@
+"""The deployable scorer and the models-from-code pyfunc: predictions equal the torch model's output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from registry import mlflow_model
+from tasks import models, serving
+from tasks.errors import InputError
+
+COLUMNS = ["a", "b", "c", "d"]
+
+
+def _saved(tmp_path: Path, task: str = "classification", precision: models.Precision = "fp32", kind: str = "mlp") -> tuple[Path, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    raw = pd.DataFrame(rng.normal(5.0, 3.0, size=(50, len(COLUMNS))), columns=COLUMNS)
+    raw["d"] = rng.integers(0, 10, size=50)  # an integer column, as CSV tables have
+    out = 3 if task == "classification" else 1
+    spec = models.ModelSpec(kind=kind, in_features=len(COLUMNS), out_features=out, hidden=[8, 4], precision=precision)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    model_dir = models.save(models.build(spec), spec, tmp_path / "model")
+    mean, std = raw.mean().to_numpy(), raw.std().to_numpy()
+    serving.save_input_spec(
+        serving.InputSpec(
+            columns=COLUMNS,
+            dtypes=[str(t) for t in raw.dtypes],
+            feature_mean=mean.tolist(),
+            feature_std=std.tolist(),
+            task=task,  # type: ignore[arg-type]
+            class_labels=["cat", "dog", "eel"] if task == "classification" else [],
+            target_mean=100.0,
+            target_std=10.0,
+            example=raw.head(3).to_numpy(dtype=float).tolist(),
+        ),
+        model_dir,
+    )
+    return model_dir, raw
+
+
+def _torch_output(model_dir: Path, raw: pd.DataFrame) -> torch.Tensor:
+    """The reference: the saved model at its precision on hand-standardised features."""
+    model, spec = models.load(model_dir)
+    spec_in = serving.InputSpec.model_validate_json((model_dir / serving.INPUT_FILE).read_text())
+    x = (raw[COLUMNS].to_numpy(dtype=np.float32) - np.float32(spec_in.feature_mean)) / np.float32(spec_in.feature_std)
+    with torch.no_grad():
+        return models.to_precision(model, spec.precision)(torch.from_numpy(x.astype(np.float32)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_scorer_classification_equals_softmax_of_the_torch_model(tmp_path: Path, precision: models.Precision) -> None:
+    model_dir, raw = _saved(tmp_path, precision=precision)
+    out = serving.Scorer(model_dir).predict(raw)
+    probabilities = torch.softmax(_torch_output(model_dir, raw), dim=1).numpy()
+    assert list(out.columns) == ["prediction", "probability_cat", "probability_dog", "probability_eel"]
+    np.testing.assert_allclose(out[["probability_cat", "probability_dog", "probability_eel"]].to_numpy(), probabilities, rtol=1e-5, atol=1e-6)
+    assert list(out["prediction"]) == [["cat", "dog", "eel"][i] for i in probabilities.argmax(axis=1)]
+
+
+def test_scorer_regression_returns_the_target_in_its_own_units(tmp_path: Path) -> None:
+    model_dir, raw = _saved(tmp_path, task="regression")
+    out = serving.Scorer(model_dir).predict(raw)
+    expected = _torch_output(model_dir, raw)[:, 0].double().numpy() * 10.0 + 100.0
+    np.testing.assert_allclose(out["prediction"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_pyfunc_from_code_predicts_what_the_torch_model_does(tmp_path: Path) -> None:
+    import mlflow
+
+    model_dir, raw = _saved(tmp_path, kind="cnn1d")
+    mlflow.pyfunc.save_model(
+        tmp_path / "pyfunc", python_model=str(mlflow_model.PYFUNC_CODE), artifacts={"model": str(model_dir)}, pip_requirements=["torch"]
+    )
+    assert not list((tmp_path / "pyfunc").rglob("*.pkl"))  # models-from-code: nothing pickled
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    out = loaded.predict(raw)
+    probabilities = torch.softmax(_torch_output(model_dir, raw), dim=1).numpy()
+    np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), probabilities, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="columns"):
+        loaded.predict(raw.drop(columns=["b"]))
+
+
+def test_check_names_missing_extra_and_mistyped_columns_in_one_line(tmp_path: Path) -> None:
+    model_dir, raw = _saved(tmp_path)
+    scorer = serving.Scorer(model_dir)
+    scorer.check(raw)
+    cases = {
+        "missing 1": raw.drop(columns=["c"]),
+        "remove the extra": raw.assign(extra=1.0),
+        "expected numbers .* got dtype": raw.assign(b=["x"] * len(raw)),
+        "at least one row": raw.iloc[:0],
+    }
+    for expected, frame in cases.items():
+        with pytest.raises(InputError, match=expected) as info:
+            scorer.check(frame, where="input t.csv")
+        assert "\n" not in str(info.value) and str(info.value).startswith("input t.csv: ")
+
+
+def test_read_table_refuses_empty_and_header_only_files(tmp_path: Path) -> None:
+    empty, header = tmp_path / "empty.csv", tmp_path / "header.csv"
+    empty.write_text("")
+    header.write_text("a,b,c,d\n")
+    for path, expected in ((empty, "file is empty"), (header, "header only"), (tmp_path / "x.json", "a .csv or .parquet"), (tmp_path / "no.csv", "existing")):
+        with pytest.raises(InputError, match=expected):
+            serving.read_table(path)
+
+
+def test_write_table_writes_whole_files_only(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"prediction": ["a", "b"]})
+    for name in ("out.csv", "out.parquet"):
+        serving.write_table(frame, tmp_path / name)
+    assert pd.read_parquet(tmp_path / "out.parquet").equals(frame)
+    assert pd.read_csv(tmp_path / "out.csv").equals(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.parquet"]  # no temporary left
+
+
+def test_model_references_and_meter_settings() -> None:
+    assert mlflow_model.parse_ref("m@champion") == ("m", "@champion")
+    assert mlflow_model.parse_ref("m/3") == ("m", "3")
+    assert mlflow_model.parse_ref("team/m") == ("team/m", "@champion")
+    assert mlflow_model.model_uri("m", "@champion") == "models:/m@champion" and mlflow_model.model_uri("m", "3") == "models:/m/3"
+    assert serving.meter_setting({"meter": "fixed-power", "energy_source": "fixed-power:20W"}) == ("fixed-power", 20.0)
+    assert serving.meter_setting({"meter": "codecarbon", "energy_source": "codecarbon:machine"}) == ("codecarbon", 10.0)
+    assert serving.meter_setting({}) == ("auto", 10.0)
+
+
+def test_score_measures_one_window_over_every_batch() -> None:
+    from tasks.energy.simple import ReplayMeter
+
+    frame = pd.DataFrame({"a": range(10)})
+    seen: list[int] = []
+    out, report = serving.score(lambda f: f.rename(columns={"a": "prediction"}), frame, 4, ReplayMeter([2.0]), seen.append)
+    assert seen == [4, 8, 10] and list(out["prediction"]) == list(range(10))
+    assert report.rows == 10 and report.energy_j_per_1k == pytest.approx(200.0)
