@@ -346,7 +346,7 @@ def _predict(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils"):
+    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "mlflow.pyfunc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
     # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the command fails.

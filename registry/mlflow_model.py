@@ -122,7 +122,7 @@ def resolve_version(mc: Any, name: str, ref: str) -> Any:
     except MlflowException:
         pass
     try:
-        known = [v.version for v in mc.search_model_versions(f"name='{name}'", max_results=20)]
+        known = [str(v.version) for v in mc.search_model_versions(f"name='{name}'", max_results=20)]
     except MlflowException:
         known = []
     if not known:

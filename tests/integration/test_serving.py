@@ -104,7 +104,9 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_
     mc = MlflowClient(mlflow_store)
     champion = mc.get_model_version_by_alias("digits-serve", "champion")
     # A standard MLflow 3 logged model, with the version's figures as its metrics and its energy source as a tag.
-    logged = mc.get_logged_model(champion.model_id)
+    assert champion.source.startswith("models:/m-")  # the sqlite registry keeps the logged model in the source, not in model_id
+    logged = mc.get_logged_model(champion.source.removeprefix("models:/"))
+    assert logged.experiment_id == mc.get_experiment_by_name("energy-loop").experiment_id and logged.source_run_id == champion.run_id
     metrics = {m.key: m.value for m in logged.metrics or []}
     for key in ("accuracy", "inference_energy_j_per_1k", "inference_energy_sem_j_per_1k", "train_energy_j", "train_energy_sem_j"):
         assert metrics[key] == pytest.approx(float(champion.tags[key]), rel=1e-5), key
@@ -125,7 +127,8 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_
     port = _free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits-serve@champion", "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store},
+        # MLflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as when it is activated.
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
