@@ -79,8 +79,9 @@ def check_logged(mc: Any, model_id: str, model_dir: Path) -> None:
     for local in model_dir.iterdir():
         size = local.stat().st_size
         if nested.get(local.name) != size:
+            stored_size = nested.get(local.name)
             raise IncompleteArtifact(
-                f"logged model {model_id}: artifact {model_dir.name}/{local.name} is {nested.get(local.name)} bytes in the store, expected {size}: nothing registered"
+                f"logged model {model_id}: {model_dir.name}/{local.name} is {stored_size} bytes in the store, expected {size}: nothing registered"
             )
 
 

@@ -126,7 +126,8 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_
     # `mlflow models serve` on loopback, POST /invocations.
     port = _free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits-serve@champion", "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits-serve@champion", "--env-manager", "local"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
         # MLflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as when it is activated.
         env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         stdout=subprocess.DEVNULL,

@@ -72,9 +72,7 @@ def test_pyfunc_from_code_predicts_what_the_torch_model_does(tmp_path: Path) -> 
     import mlflow
 
     model_dir, raw = _saved(tmp_path, kind="cnn1d")
-    mlflow.pyfunc.save_model(
-        tmp_path / "pyfunc", python_model=str(mlflow_model.PYFUNC_CODE), artifacts={"model": str(model_dir)}, pip_requirements=["torch"]
-    )
+    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=str(mlflow_model.PYFUNC_CODE), artifacts={"model": str(model_dir)}, pip_requirements=["torch"])
     assert not list((tmp_path / "pyfunc").rglob("*.pkl"))  # models-from-code: nothing pickled
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     out = loaded.predict(raw)
