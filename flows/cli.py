@@ -326,7 +326,11 @@ def _predict(args: argparse.Namespace) -> int:
         return bad(f"input {source}: {str(exc).splitlines()[0][:300]}")
     finally:
         meter.close()
-    serving.write_table(predictions, target)
+    try:
+        serving.write_table(predictions, target)
+    except OSError as exc:
+        print(f"energy-loop: FAILED: could not write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
     details = {
         "rows": str(report.rows),
         "batch_size": str(report.batch_size),
