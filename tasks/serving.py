@@ -102,7 +102,12 @@ class Scorer:
     def example(self) -> pd.DataFrame:
         """Raw rows in the training table's dtypes (the MLflow input example)."""
         frame = pd.DataFrame(self.input.example, columns=self.input.columns)
-        return frame.astype({c: (d if _kind(d) == "number" else "float64") for c, d in zip(self.input.columns, self.input.dtypes, strict=True)})
+        for column, dtype in zip(self.input.columns, self.input.dtypes, strict=True):
+            if dtype in ("bool", "boolean"):
+                frame[column] = frame[column] > 0.5
+            elif dtype.lower().startswith(("int", "uint")):  # rows were un-standardised in floating point: round, never truncate
+                frame[column] = frame[column].round().astype(dtype)
+        return frame
 
     def check(self, frame: pd.DataFrame, where: str = "input") -> None:
         """Raise one `InputError` line for a frame the model cannot score."""

@@ -134,3 +134,12 @@ def test_score_measures_one_window_over_every_batch() -> None:
     out, report = serving.score(lambda f: f.rename(columns={"a": "prediction"}), frame, 4, ReplayMeter([2.0]), seen.append)
     assert seen == [4, 8, 10] and list(out["prediction"]) == list(range(10))
     assert report.rows == 10 and report.energy_j_per_1k == pytest.approx(200.0)
+
+
+def test_input_example_keeps_the_training_dtypes(tmp_path: Path) -> None:
+    model_dir, raw = _saved(tmp_path)
+    spec = serving.InputSpec.model_validate_json((model_dir / serving.INPUT_FILE).read_text())
+    (model_dir / serving.INPUT_FILE).write_text(spec.model_copy(update={"example": (raw.head(3).to_numpy(dtype=float) - 1e-9).tolist()}).model_dump_json())
+    example = serving.Scorer(model_dir).example()
+    assert str(example["d"].dtype) == "int64" and example["d"].tolist() == raw["d"].head(3).tolist()  # rounded, not truncated
+    assert str(example["a"].dtype) == "float64"
