@@ -87,9 +87,11 @@ class Scorer:
             from tasks.preprocess import TablePreprocessor  # type: ignore[import-not-found,unused-ignore]  # lazy: only tables have one
 
             self.preprocessor = TablePreprocessor.from_dict(json.loads(pre_path.read_text()))
-        columns = list(self.preprocessor.input_columns) if self.preprocessor is not None else self.input.columns
-        dtypes = list(self.preprocessor.input_dtypes) if self.preprocessor is not None else self.input.dtypes
-        self.columns: dict[str, str] = dict(zip(columns, dtypes, strict=True))
+        self.columns: dict[str, str] = dict(zip(self.input.columns, self.input.dtypes, strict=True))
+        if self.preprocessor is not None:  # the raw table's columns, before preprocessing
+            dtypes = self.preprocessor.input_dtypes
+            raw = dtypes if isinstance(dtypes, dict) else dict(zip(self.preprocessor.input_columns, dtypes, strict=True))
+            self.columns = {str(c): str(raw[c]) for c in self.preprocessor.input_columns}
         self._mean = np.asarray(self.input.feature_mean, dtype=np.float32)
         self._std = np.asarray(self.input.feature_std, dtype=np.float32)
 

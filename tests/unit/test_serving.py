@@ -143,3 +143,37 @@ def test_input_example_keeps_the_training_dtypes(tmp_path: Path) -> None:
     example = serving.Scorer(model_dir).example()
     assert str(example["d"].dtype) == "int64" and example["d"].tolist() == raw["d"].head(3).tolist()  # rounded, not truncated
     assert str(example["a"].dtype) == "float64"
+
+
+def test_a_tables_preprocessing_runs_inside_predict_before_standardisation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract with tasks/preprocess.py: from_dict, transform(frame) -> float32, input_columns, input_dtypes."""
+    import sys
+    import types
+
+    class Doubling:
+        input_columns = ["a", "b", "c", "d", "colour"]
+        input_dtypes = {"a": "float64", "b": "float64", "c": "float64", "d": "int64", "colour": "str"}
+
+        def __init__(self, factor: float) -> None:
+            self.factor = factor
+
+        @classmethod
+        def from_dict(cls, d: dict[str, float]) -> Doubling:
+            return cls(d["factor"])
+
+        def transform(self, frame: pd.DataFrame) -> np.ndarray:
+            return frame[COLUMNS].to_numpy(dtype=np.float32) * self.factor
+
+    module = types.ModuleType("tasks.preprocess")
+    module.TablePreprocessor = Doubling  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tasks.preprocess", module)
+    model_dir, raw = _saved(tmp_path)
+    (model_dir / serving.PREPROCESSING_FILE).write_text('{"factor": 2.0}')
+    scorer = serving.Scorer(model_dir)
+    frame = raw.assign(colour="red")
+    scorer.check(frame)  # a text column is fine where the preprocessing takes one
+    with pytest.raises(InputError, match="missing 1"):
+        scorer.check(raw)
+    out = scorer.predict(frame)
+    expected = torch.softmax(_torch_output(model_dir, raw * 2), dim=1).numpy()
+    np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), expected, rtol=1e-5, atol=1e-6)
