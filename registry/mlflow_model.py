@@ -29,6 +29,13 @@ def _use(mc: Any) -> None:
     mlflow.set_tracking_uri(mc.tracking_uri)
 
 
+def _new_logged_model(mc: Any, run_id: str, name: str, tags: dict[str, str]) -> str:
+    """A logged model in the run's experiment (left to `Model.log`, it lands in the default experiment)."""
+    _use(mc)
+    run = mc.get_run(run_id)
+    return str(mc.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, params=run.data.params).model_id)
+
+
 def log_model(mc: Any, run_id: str, model_dir: Path, tags: dict[str, str]) -> str:
     """Log `model_dir` as the run's MLflow model; return the logged model's ID."""
     import mlflow
@@ -36,18 +43,14 @@ def log_model(mc: Any, run_id: str, model_dir: Path, tags: dict[str, str]) -> st
 
     from tasks.serving import Scorer
 
-    _use(mc)
     scorer = Scorer(model_dir)
     example = scorer.example()
-    run = mc.get_run(run_id)
-    # Created here, in the run's experiment: left to `Model.log`, it lands in the default experiment.
-    logged = mc.create_logged_model(run.info.experiment_id, name=ARTIFACT, source_run_id=run_id, tags=tags, params=run.data.params)
     info = Model.log(
         artifact_path=None,
         name=ARTIFACT,
         flavor=mlflow.pyfunc,
         run_id=run_id,
-        model_id=logged.model_id,
+        model_id=_new_logged_model(mc, run_id, ARTIFACT, tags),
         python_model=str(PYFUNC_CODE),
         artifacts={ARTIFACT: str(model_dir)},
         signature=infer_signature(example, scorer.predict(example)),
@@ -57,11 +60,30 @@ def log_model(mc: Any, run_id: str, model_dir: Path, tags: dict[str, str]) -> st
     return str(info.model_id)
 
 
+def log_onnx(mc: Any, run_id: str, onnx_path: Path, tags: dict[str, str]) -> str:
+    """An exported ONNX graph as a second logged model of the run (MLflow's onnx flavour); return its ID."""
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import Model
+
+    info = Model.log(
+        artifact_path=None,
+        name="onnx",
+        flavor=mlflow.onnx,
+        run_id=run_id,
+        model_id=_new_logged_model(mc, run_id, "onnx", tags),
+        onnx_model=onnx.load(str(onnx_path)),
+        pip_requirements=[f"{name}=={installed(name)}" for name in ("onnx", "onnxruntime", "mlflow", "numpy")],
+    )
+    return str(info.model_id)
+
+
 def logged_model_id(mc: Any, run_id: str) -> str | None:
     """The logged model a candidate's run produced, or None."""
     outputs = mc.get_run(run_id).outputs
     models = [] if outputs is None else outputs.model_outputs
-    return str(models[-1].model_id) if models else None
+    pyfuncs = [m.model_id for m in models if mc.get_logged_model(m.model_id).name == ARTIFACT]
+    return str(pyfuncs[-1]) if pyfuncs else None
 
 
 class IncompleteArtifact(RuntimeError):

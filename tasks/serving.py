@@ -84,7 +84,7 @@ class Scorer:
         self.preprocessor: Any = None
         pre_path = model_dir / PREPROCESSING_FILE
         if pre_path.exists():
-            from tasks.preprocess import TablePreprocessor  # type: ignore[import-not-found,unused-ignore]  # lazy: only tables have one
+            from tasks.preprocess import TablePreprocessor  # lazy: only tables have one
 
             self.preprocessor = TablePreprocessor.from_dict(json.loads(pre_path.read_text()))
         self.columns: dict[str, str] = dict(zip(self.input.columns, self.input.dtypes, strict=True))
