@@ -67,6 +67,12 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     show.add_argument("model", help="registered model name")
     show.set_defaults(handler=_status)
     _cooling_parsers(sub.add_parser("cooling", help="the cooling agent's pipeline (train, gate, register a DQN)"), METER_NAMES)
+    score = sub.add_parser("predict", help="batch-score a CSV/Parquet file with a registered version, measuring its energy")
+    score.add_argument("model", help="NAME@ALIAS, NAME/VERSION, or NAME (its champion)")
+    score.add_argument("--input", required=True, help="a .csv or .parquet file with the model's input columns")
+    score.add_argument("--output", required=True, help="where to write the predictions (.csv or .parquet)")
+    score.add_argument("--batch-size", type=int, help="rows per batch (default: the version's deployment.energy_optimal_batch_size)")
+    score.set_defaults(handler=_predict)
     return parser
 
 
@@ -354,6 +360,7 @@ FIGURES = (
     "accuracy",
     "rmse",
     "inference_energy_j_per_1k",
+    "observed.inference_energy_j_per_1k",
     "train_energy_j",
     "latency_ms_per_batch",
     "energy_source",
@@ -380,10 +387,89 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_PREDICT_BATCH = 1024
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Score a table at the version's energy-optimal batch size; log the energy it measured to the version."""
+    from pathlib import Path
+
+    from mlflow.exceptions import MlflowException
+
+    from registry import mlflow_model
+    from registry.core import client
+    from tasks import serving
+    from tasks.energy.select import make_meter
+    from thresholds.errors import InputError
+
+    def bad(message: str) -> int:
+        print(f"{args.prog}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    source, target = Path(args.input), Path(args.output)
+    if args.batch_size is not None and args.batch_size < 1:
+        return bad(f"--batch-size = {args.batch_size}: expected an integer >= 1")
+    try:
+        serving.check_output_path(target)
+        frame = serving.read_table(source)
+    except InputError as exc:
+        return bad(str(exc))
+    mc = client()
+    name, ref = mlflow_model.parse_ref(args.model)
+    try:
+        version = mlflow_model.resolve_version(mc, name, ref)
+    except LookupError as exc:
+        return bad(str(exc))
+    tags = dict(version.tags)
+    recorded = tags.get(mlflow_model.BATCH_SIZE_TAG, "")
+    batch_size = args.batch_size or (int(recorded) if recorded.isdigit() else DEFAULT_PREDICT_BATCH)
+    pyfunc = mlflow_model.load_pyfunc(mc, name, str(version.version))
+    try:
+        pyfunc.unwrap_python_model().scorer.check(frame, where=f"input {source}")
+    except InputError as exc:
+        return bad(str(exc))
+    meter_name, power_w = serving.meter_setting(tags)
+    meter = make_meter(meter_name, power_w)
+    why = "recorded energy-optimal" if args.batch_size is None and recorded.isdigit() else "given" if args.batch_size else "default"
+    print(f"scoring {len(frame)} rows with {name} version {version.version} at batch size {batch_size} ({why}), meter {meter.source}", file=sys.stderr)
+
+    def progress(done: int) -> None:
+        filled = 30 * done // len(frame)
+        end = "\n" if done == len(frame) else ""
+        print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{len(frame)} rows", end=end, file=sys.stderr, flush=True)
+
+    try:
+        predictions, report = serving.score(pyfunc.predict, frame, batch_size, meter, progress)
+    except MlflowException as exc:  # the signature refused a value (e.g. a fraction in an integer column)
+        print(file=sys.stderr)
+        return bad(f"input {source}: {str(exc).splitlines()[0][:300]}")
+    finally:
+        meter.close()
+    try:
+        serving.write_table(predictions, target)
+    except OSError as exc:
+        print(f"{args.prog}: FAILED: could not write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    details = {
+        "rows": str(report.rows),
+        "batch_size": str(report.batch_size),
+        "energy_source": report.source,
+        "energy_estimated": str(report.estimated).lower(),
+        "duration_s": f"{report.duration_s:.4g}",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    mlflow_model.record_observed(mc, name, str(version.version), report.energy_j_per_1k, details)
+    loop = tags.get("inference_energy_j_per_1k", "not recorded")
+    label = "estimated" if report.estimated else "measured"
+    print(f"wrote {report.rows} predictions to {target} in {report.duration_s:.2f} s")
+    print(f"energy: {report.energy_j_per_1k:.6g} J per 1k predictions ({label}, {report.source}); the loop measured {loop} J per 1k")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     args = _parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "numba"):
+    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "numba", "mlflow.pyfunc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
     # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the command fails.

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from registry import mlflow_model
 from thresholds.core import Final, FinalState
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -123,8 +124,10 @@ def log_nested_run(
     model_dir: str | None,
     artifact_path: str,
     ok: bool,
+    log_model: Callable[[Any, str], None] | None = None,
 ) -> str:
-    """One candidate's nested run: params, figures, per-epoch/episode curves, tags and its model files."""
+    """One candidate's nested run: params, figures, per-epoch/episode curves, tags and its model files
+    (as plain artifacts under `artifact_path`, or through `log_model(client, run_id)` as an MLflow model)."""
     from mlflow.entities import Metric, Param, RunTag
 
     mc = client()
@@ -137,7 +140,9 @@ def log_nested_run(
     mc.log_batch(run_id, metrics=found[:1000], params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()])
     for start in range(1000, len(found), 1000):
         mc.log_batch(run_id, metrics=found[start : start + 1000])
-    if model_dir and Path(model_dir).is_dir():
+    if log_model is not None:
+        log_model(mc, run_id)
+    elif model_dir and Path(model_dir).is_dir():
         mc.log_artifacts(run_id, model_dir, artifact_path=artifact_path)
     mc.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
     return run_id
@@ -160,8 +165,7 @@ def champion_version(mc: Any, model_name: str) -> Any | None:
         return None
 
 
-class IncompleteArtifact(RuntimeError):
-    """A candidate's model files are not all in the artifact store: it is not registered."""
+IncompleteArtifact = mlflow_model.IncompleteArtifact
 
 
 def check_logged_model(mc: Any, run_id: str, model_dir: Path, artifact_path: str = "model") -> None:
@@ -274,6 +278,8 @@ class VersionSpec(BaseModel):
     model_dir: str
     artifact_path: str
     tags: dict[str, str]
+    model_id: str | None = None  # an MLflow logged model (registered from `models:/<id>`); else the run's artifact folder
+    figures: dict[str, float] = {}  # attached to the logged model as its metrics
 
 
 def close_loop(
@@ -297,10 +303,18 @@ def close_loop(
         if path.exists():
             mc.log_artifact(loop_run_id, str(path))
     for spec in versions:  # all checked before the first version is created: none or all are registered
-        check_logged_model(mc, spec.run_id, Path(spec.model_dir), spec.artifact_path)
+        if spec.model_id is not None:
+            mlflow_model.check_logged(mc, spec.model_id, Path(spec.model_dir))
+        else:
+            check_logged_model(mc, spec.run_id, Path(spec.model_dir), spec.artifact_path)
     record = LoopRecord()
     for spec in versions:
-        version = mc.create_model_version(model_name, source=f"runs:/{spec.run_id}/{spec.artifact_path}", run_id=spec.run_id, tags=spec.tags)
+        if spec.model_id is not None:
+            mlflow_model.attach_figures(mc, spec.run_id, spec.model_id, spec.figures)
+            source, model_id = f"models:/{spec.model_id}", spec.model_id
+        else:
+            source, model_id = f"runs:/{spec.run_id}/{spec.artifact_path}", None
+        version = mc.create_model_version(model_name, source=source, run_id=spec.run_id, tags=spec.tags, model_id=model_id)
         record.versions[spec.index] = str(version.version)
     chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
     mc.set_tag(loop_run_id, "loop.state", final.state.value)

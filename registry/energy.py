@@ -4,8 +4,9 @@ machine's calibration, and the loop's close through the registry core (`registry
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from registry import mlflow_model
 from registry.core import LoopRecord, VersionSpec, client, log_nested_run, move_champion
 from registry.core import close_loop as close_any_loop
 from thresholds.core import Final
@@ -14,9 +15,9 @@ from thresholds.energy.policy import Calibration, CandidateResult, beats_champio
 EXPERIMENT = "energy-loop"
 
 
-def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
-    """A candidate's figures as tags: on its nested run, and on its model version."""
-    figures: dict[str, object] = {
+def figures(c: CandidateResult) -> dict[str, float]:
+    """A candidate's figures: its version's tags, and its logged model's metrics."""
+    found: dict[str, float | int | None] = {
         "accuracy": c.accuracy,
         "rmse": c.rmse,
         "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
@@ -28,7 +29,12 @@ def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dic
         "params": c.params,
         "macs": c.macs,
     }
-    tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures.items() if v is not None}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
+    """A candidate's figures as tags: on its nested run, and on its model version."""
+    tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures(c).items()}
     tags.update(
         {
             "energy_source": c.energy_source,
@@ -44,8 +50,18 @@ def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dic
     return tags
 
 
-def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
-    """Nested run with params, metrics, per-epoch curves, tags and the model files."""
+class Serving(NamedTuple):
+    """What makes a candidate's folder a standard MLflow model: the models-from-code file that serves it,
+    and a few raw input rows with the model's output for them (the input example and the signature)."""
+
+    code_path: Path
+    example: Any
+    example_output: Any
+
+
+def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: Serving | None = None) -> str:
+    """Nested run with params, metrics, per-epoch curves and tags; the model folder as an MLflow model when
+    `serving` says how it is served, else as plain files."""
     params = {"step": c.step.label, "parent": str(c.step.parent), "compression_steps": "+".join(c.lineage) or "none"}
     metrics = {
         "accuracy": c.accuracy,
@@ -69,7 +85,14 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
     tags = {**version_tags(c, verdict, {}), **{f"detail.{k}": v for k, v in c.tags.items()}}
     if c.rejected_reason:
         tags["rejected_reason"] = c.rejected_reason[:4000]
-    return log_nested_run(loop_run_id, f"#{c.index} {c.step.label}", params, metrics, c.series, tags, c.model_dir, "model", c.ok)
+    log_model = None
+    if serving is not None and c.model_dir:
+        model_dir, model_tags = Path(c.model_dir), {k: tags[k] for k in ("energy_source", "energy_estimated", "compression_steps", "candidate")}
+
+        def log_model(mc: Any, run_id: str) -> None:  # the run's step-0 metrics become the logged model's metrics
+            mlflow_model.log_model(mc, run_id, model_dir, model_tags, serving.code_path, serving.example, serving.example_output)
+
+    return log_nested_run(loop_run_id, f"#{c.index} {c.step.label}", params, metrics, c.series, tags, c.model_dir, "model", c.ok, log_model)
 
 
 def move_champion_if_better(mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str) -> tuple[bool, str]:
@@ -109,7 +132,13 @@ def close_loop(
         }
         if hints and hints.get("candidate") == str(c.index):
             extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
-        versions.append(VersionSpec(index=c.index, run_id=c.run_id, model_dir=c.model_dir, artifact_path="model", tags=version_tags(c, verdict, extra)))
+        model_id = mlflow_model.logged_model_id(client(), c.run_id)  # None: logged as plain files
+        versions.append(
+            VersionSpec(
+                index=c.index, run_id=c.run_id, model_dir=c.model_dir, artifact_path="model", tags=version_tags(c, verdict, extra), model_id=model_id,
+                figures=figures(c),
+            )
+        )  # fmt: skip
     chosen = history[final.chosen] if final.chosen is not None else None
     return close_any_loop(
         loop_run_id,

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from tasks import compress, models, quantize
+from tasks import compress, models, quantize, serving
 from tasks import distill as distill_mod
 from tasks import search as search_mod
 from tasks.data import CachedData, load_cached
@@ -290,6 +290,7 @@ def produce_step(
             result = _trained(result, made.report)
         model_dir = models.save(made.model, made.spec, work_dir / f"candidate-{index}")
         p.data.write_preprocessing(model_dir)  # the model's raw-table inputs, logged with its files
+        serving.save_input_spec(serving.input_spec(p.data), model_dir)  # what a deployed version takes and returns
         return result.model_copy(
             update={
                 "lineage": made.spec.history,

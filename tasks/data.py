@@ -27,7 +27,7 @@ SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 BUILTIN_DATASETS = ("mnist1d", *SKLEARN_DATASETS)
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 TaskType = Literal["auto", "classification", "regression"]
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class CachedData:
     target_std: float
     preprocessing: dict[str, Any] = field(default_factory=dict)  # TablePreprocessor.to_dict()
     notes: tuple[str, ...] = ()  # what preparing the data did (dropped rows/columns, imputation, encoding)
+    raw_example: tuple[dict[str, Any], ...] = ()  # a few raw rows as the table had them (the serving input example)
 
     @property
     def out_features(self) -> int:
@@ -193,6 +194,8 @@ def prepare(
             "target_mean": pre.target_mean,
             "target_std": pre.target_std,
             "preprocessing_json": json.dumps(pre.to_dict()),
+            # A few raw test rows (every column but the target): a deployed model's input example.
+            "raw_example_json": frame.drop(columns=[target]).iloc[np.sort(test)[:5]].to_json(orient="records", date_format="iso"),
         },
         **{f"x_{s}": torch.tensor(x[i], dtype=torch.float32) for s, i in (("train", train), ("val", val), ("test", test))},
         **{f"y_{s}": torch.tensor(y[i], dtype=y_dtype) for s, i in (("train", train), ("val", val), ("test", test))},
@@ -219,5 +222,6 @@ def load_cached(cache_path: str) -> CachedData:
         target_std=meta["target_std"],
         preprocessing=json.loads(meta["preprocessing_json"]),
         notes=tuple(json.loads(meta["preprocessing_json"])["notes"]),
+        raw_example=tuple(json.loads(meta.get("raw_example_json", "[]"))),
         **{k: payload[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
     )

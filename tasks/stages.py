@@ -16,7 +16,7 @@ from prefect.events import emit_event
 
 from registry import energy as registry
 from tasks import data as data_mod
-from tasks import models, report
+from tasks import models, report, serving
 from tasks.calibrate import analytic_calibration, calibrate
 from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, produce_step
@@ -155,7 +155,7 @@ def measure_candidate(scenario: Scenario, produced: CandidateResult, data_path: 
 @task(cache_policy=NO_CACHE)
 def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateResult], candidate: CandidateResult) -> CandidateResult:
     verdict = report.verdicts(scenario, [*history, candidate])[-1]
-    run_id = registry.log_candidate(loop_run_id, candidate, verdict)
+    run_id = registry.log_candidate(loop_run_id, candidate, verdict, serving.mlflow_serving(candidate.model_dir) if candidate.ok else None)
     return candidate.model_copy(update={"run_id": run_id})
 
 

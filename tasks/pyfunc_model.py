@@ -1,0 +1,33 @@
+"""The pyfunc of every registered version, written as MLflow models-from-code.
+
+MLflow copies this file into the model and runs it on load: nothing is unpickled. The weights
+come from the model's `model` artifact (state dict + JSON specs) through `tasks.serving.Scorer`,
+which reads them with `torch.load(weights_only=True)`. It needs this project installed in the
+serving environment (`--env-manager local` from its virtualenv, or its image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+
+class EnergyLoopModel(PythonModel):
+    """Raw table in (the training table's feature columns), class label + probabilities or a value out."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        from tasks.serving import Scorer
+
+        self.scorer = Scorer(Path(context.artifacts["model"]))
+
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        self.scorer.check(frame)
+        return self.scorer.predict(frame)
+
+
+mlflow.models.set_model(EnergyLoopModel())
