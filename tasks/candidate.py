@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +21,7 @@ from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
-from tasks.evaluate import measure_inference, quality, representative_subset
+from tasks.evaluate import InferenceReport, measure_inference, measure_inference_paired, quality, representative_subset
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.policy import CandidateResult, Step, StepKind
 from thresholds.schema import Scenario
@@ -111,7 +114,7 @@ def run_step(
 ) -> CandidateResult:
     """Produce and measure candidate number `len(history)`; failures become a rejected result."""
     produced = produce_step(scenario, step, history, len(history), data_path, work_dir, meter)
-    return measure_step(scenario, produced, data_path, meter, idle_power_w)
+    return measure_step(scenario, produced, data_path, meter, idle_power_w, history[0].model_dir if history else None)
 
 
 def produce_step(
@@ -137,7 +140,14 @@ def produce_step(
     tags: dict[str, str] = {}
     result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
     try:
-        if step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION, StepKind.BATCH):
+        if step.kind in TRAINING_MOVES:
+            made = TRAINING_MOVES[step.kind](scenario, step, history, data, meter, f"#{index} {step.label}")
+            model, spec = made.model, made.spec
+            spent_j += made.spent_j
+            lineage_train_j, lineage_train_sem_j = made.lineage_train_j, made.lineage_train_sem_j
+            result = _trained(result, made.report)
+            tags.update(made.tags)
+        elif step.kind in (StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION, StepKind.BATCH):
             spec = models.ModelSpec(
                 kind=scenario.model.kind,
                 in_features=data.n_features,
@@ -237,6 +247,137 @@ def produce_step(
         return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started})
 
 
+@dataclass
+class Made:
+    """What a training-cost move produced: the model, its energy and the lineage's training energy."""
+
+    model: torch.nn.Module
+    spec: models.ModelSpec
+    report: TrainReport  # the last training phase (its curves go to the candidate's run)
+    spent_j: float  # energy this iteration spent training
+    lineage_train_j: float  # energy to produce this model from scratch
+    lineage_train_sem_j: float
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _recipe_config(scenario: Scenario, lineage: list[str], max_epochs: int, patience: int) -> TrainConfig:
+    """The recipe's training settings (batch factor and autocast of `lineage`) for `max_epochs`."""
+    training = scenario.training
+    factor = batch_factor(lineage)
+    return TrainConfig(
+        max_epochs=max_epochs,
+        patience=min(patience, max_epochs),
+        batch_size=training.batch_size * factor,
+        lr=TrainConfig.lr * math.sqrt(factor),
+        seed=training.seed,
+        autocast="mixed-precision:bf16" in lineage,
+        monitor=training.early_stopping_monitor,
+    )
+
+
+def _prune_once(model: torch.nn.Module, spec: models.ModelSpec, ratio: float, data: CachedData, scenario: Scenario) -> tuple[torch.nn.Module, models.ModelSpec]:
+    """One-shot pruning with the scenario's importance (no fine-tune between steps)."""
+    n = min(256, len(data.x_train))
+    return compress.prune(
+        model,
+        spec,
+        ratio,
+        importance=scenario.ladder.pruning_importance,
+        global_pruning=scenario.ladder.pruning_global,
+        batch=(data.x_train[:n], loss_targets(data.y_train[:n], data.task)),
+        loss_fn=loss_fn(data.task),
+    )
+
+
+def produce_prune_early(scenario: Scenario, step: Step, history: list[CandidateResult], data: CachedData, meter: EnergyMeter, label: str) -> Made:
+    """`prune-early:r`: train the recipe for `training.prune_at_epoch` epochs, prune r of the channels,
+    and keep training the pruned model with early stopping: no separate fine-tune."""
+    training = scenario.training
+    recipe_lineage = _recipe_from_lineage(history[step.parent if step.parent is not None else 0].lineage)
+    at = min(training.prune_at_epoch, training.max_epochs - 1)
+    spec = models.ModelSpec(kind=scenario.model.kind, in_features=data.n_features, out_features=data.out_features, hidden=list(scenario.model.hidden))
+    torch.manual_seed(training.seed)
+    model = models.build(spec)
+    warm = _recipe_config(scenario, recipe_lineage, max(1, at), training.patience)
+    first = fit(model, data, dataclasses.replace(warm, early_stopping=False), label=f"{label} epochs 1-{at}", meter=meter)
+    model, spec = _prune_once(model, spec, float(step.value), data, scenario)  # type: ignore[arg-type]
+    rest = fit(model, data, _recipe_config(scenario, recipe_lineage, max(1, training.max_epochs - at), training.patience), label=f"{label} pruned", meter=meter)
+    spent_j = first.energy_j + rest.energy_j
+    history_steps = [*recipe_lineage, f"prune-early:{float(step.value):g}@{at}"]  # type: ignore[arg-type]
+    return Made(
+        model=model,
+        spec=spec.model_copy(update={"history": history_steps}),
+        report=rest,
+        spent_j=spent_j,
+        lineage_train_j=spent_j,
+        lineage_train_sem_j=math.hypot(first.energy_sem_j, rest.energy_sem_j),
+        tags={"prune_at_epoch": str(at), "epochs_before_pruning": str(first.epochs_run)},
+    )
+
+
+def produce_prune_es(scenario: Scenario, step: Step, history: list[CandidateResult], data: CachedData, meter: EnergyMeter, label: str) -> Made:
+    """`prune-es:r/Nep`: prune the parent (the recipe) once and fine-tune with early stopping for at
+    most `step.epochs`, the budget the training target leaves."""
+    parent = history[step.parent if step.parent is not None else 0]
+    if parent.model_dir is None or parent.train_energy_j is None:
+        raise RungNotApplicable(f"parent #{parent.index} has no saved model")
+    model, spec = models.load(Path(parent.model_dir))
+    teacher = copy.deepcopy(model) if scenario.training.distill_fine_tune else None
+    model, spec = _prune_once(model, spec, float(step.value), data, scenario)  # type: ignore[arg-type]
+    epochs = max(1, step.epochs or scenario.training.fine_tune_epochs)
+    cfg = _recipe_config(scenario, spec.history, epochs, scenario.training.patience)
+    report, labelling_j = _fine_tune(model, teacher, data, cfg, scenario, meter, label)
+    spent_j = report.energy_j + labelling_j
+    history_steps = [*spec.history[:-1], f"prune-es:{float(step.value):g}/{epochs}ep"]  # type: ignore[arg-type]
+    return Made(
+        model=model,
+        spec=spec.model_copy(update={"history": history_steps}),
+        report=report,
+        spent_j=spent_j,
+        lineage_train_j=parent.train_energy_j + spent_j,
+        lineage_train_sem_j=math.hypot(parent.train_energy_sem_j, report.energy_sem_j),
+        tags={"fine_tune_budget_epochs": str(epochs)},
+    )
+
+
+def produce_scratch(scenario: Scenario, step: Step, history: list[CandidateResult], data: CachedData, meter: EnergyMeter, label: str) -> Made:
+    """`scratch`: the parent's (compressed or searched) architecture, fp32, trained from scratch with
+    early stopping at the recipe's settings. Its lineage is this training alone: the architecture is
+    now known, so reproducing the model needs nothing else (the loop's total counts the search)."""
+    parent = history[step.parent if step.parent is not None else 0]
+    if parent.model_dir is None:
+        raise RungNotApplicable(f"parent #{parent.index} has no saved model")
+    _, parent_spec = models.load(Path(parent.model_dir))
+    recipe = _recipe_from_lineage(parent_spec.history)
+    widths = "-".join(str(w) for w in (parent_spec.hidden if parent_spec.kind == "mlp" else parent_spec.channels))
+    spec = parent_spec.model_copy(update={"precision": "fp32", "history": [*recipe, f"scratch:{widths}"]})
+    torch.manual_seed(scenario.training.seed)
+    model = models.build(spec)
+    report = fit(model, data, _recipe_config(scenario, recipe, scenario.training.max_epochs, scenario.training.patience), label=label, meter=meter)
+    return Made(
+        model=model,
+        spec=spec,
+        report=report,
+        spent_j=report.energy_j,
+        lineage_train_j=report.energy_j,
+        lineage_train_sem_j=report.energy_sem_j,
+        tags={"architecture_from": f"#{parent.index}"},
+    )
+
+
+def _recipe_from_lineage(lineage: list[str]) -> list[str]:
+    """The training-recipe steps of a lineage (early stopping, mixed precision, batch factor)."""
+    return [s for s in lineage if s == "early-stopping" or s.startswith(("mixed-precision:", "batch:"))] or ["early-stopping"]
+
+
+MoveProducer = Callable[[Scenario, Step, list[CandidateResult], CachedData, EnergyMeter, str], Made]
+TRAINING_MOVES: dict[StepKind, MoveProducer] = {
+    StepKind.PRUNE_EARLY: produce_prune_early,
+    StepKind.PRUNE_ES: produce_prune_es,
+    StepKind.SCRATCH: produce_scratch,
+}
+
+
 def _search(
     scenario: Scenario, history: list[CandidateResult], base: models.ModelSpec, data: CachedData, meter: EnergyMeter, label: str
 ) -> tuple[float, tuple[torch.nn.Module, models.ModelSpec, dict[str, str]]]:
@@ -270,7 +411,48 @@ def meter_tags(meter: EnergyMeter) -> dict[str, str]:
     return {"train_energy_attribution": str(attribution)} if attribution else {}
 
 
-def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, meter: EnergyMeter, idle_power_w: float = 0.0) -> CandidateResult:
+def _measure_inference(
+    scenario: Scenario, predictor: torch.nn.Module, data: CachedData, meter: EnergyMeter, label: str, idle_power_w: float, reference_dir: str | None
+) -> tuple[InferenceReport, dict[str, object], float]:
+    """The candidate's inference report; with a reference model (the baseline) and
+    `measurement.paired`, measured in ABBA windows interleaved with it, plus the paired-ratio
+    fields of the result and the energy the reference's windows spent."""
+    m = scenario.measurement
+    common = dict(batch_size=m.inference_batch_size, min_window_s=m.min_window_s, label=label, target_rel_ci=m.target_rel_ci, idle_power_w=idle_power_w)
+    if m.paired and reference_dir and m.inference_target == "this-machine" and meter.source != "null":
+        ref_model, ref_spec = models.load(Path(reference_dir))
+        reference = models.to_precision(ref_model, ref_spec.precision)
+        pairs_min = max(2, m.repeats_min + m.repeats_min % 2)  # whole ABBA blocks
+        try:
+            mine, theirs, paired = measure_inference_paired(
+                predictor,
+                reference,
+                data,
+                meter,
+                pairs_min=pairs_min,
+                pairs_max=max(pairs_min, m.repeats_max),
+                **common,  # type: ignore[arg-type]
+            )
+        except ValueError as exc:  # a window read no energy above idle: nothing to pair
+            log.warning("%s: paired measurement unavailable (%s); measured alone", label, exc)
+        else:
+            low, high = paired.ci95
+            fields: dict[str, object] = {
+                "inference_ratio_vs_baseline": paired.ratio,
+                "inference_ratio_log_sem": paired.log_sem,
+                "inference_ratio_ci95_low": low,
+                "inference_ratio_ci95_high": high,
+                "inference_pairs": paired.n,
+                "tags": {"inference_paired_with": reference_dir, "inference_reference_j_per_1k": f"{theirs.energy_j_per_1k:.6g}"},
+            }
+            return mine, fields, theirs.total_energy_j
+    alone = measure_inference(predictor, data, meter, repeats_min=m.repeats_min, repeats_max=m.repeats_max, **common)  # type: ignore[arg-type]
+    return alone, {}, 0.0
+
+
+def measure_step(
+    scenario: Scenario, produced: CandidateResult, data_path: str, meter: EnergyMeter, idle_power_w: float = 0.0, reference_dir: str | None = None
+) -> CandidateResult:
     """Score a produced candidate and measure its inference energy (alone on the machine)."""
     if not produced.ok or produced.model_dir is None:
         return produced
@@ -292,18 +474,11 @@ def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, 
         if q.accuracy_bound95 is not None:
             tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
         measure_start = time.perf_counter()
-        inference = measure_inference(
-            predictor,
-            data,
-            meter,
-            batch_size=scenario.measurement.inference_batch_size,
-            min_window_s=scenario.measurement.min_window_s,
-            label=f"#{index} {step.label} inference",
-            repeats_min=scenario.measurement.repeats_min,
-            repeats_max=scenario.measurement.repeats_max,
-            target_rel_ci=scenario.measurement.target_rel_ci,
-            idle_power_w=idle_power_w,
+        inference, paired_fields, reference_j = _measure_inference(
+            scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
         )
+        tags.update(paired_fields.pop("tags", {}))  # type: ignore[call-overload]
+        result = result.model_copy(update=paired_fields)
         measure_s = time.perf_counter() - measure_start
         inference_j, inference_sem_j = inference.energy_j_per_1k, inference.energy_sem_j_per_1k
         if spec.kind == "mlp":
@@ -329,7 +504,7 @@ def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, 
                 "inference_energy_ci95_j_per_1k": inference.energy_ci95_j_per_1k if inference_sem_j else None,
                 "inference_repeats": inference.repeats,
                 "latency_ms_per_batch": inference.latency_ms_per_batch,
-                "spent_energy_j": produced.spent_energy_j + inference.total_energy_j,
+                "spent_energy_j": produced.spent_energy_j + inference.total_energy_j + reference_j,
                 "params": models.count_params(model),
                 "macs": models.count_macs(model, data.n_features),
                 "measure_s": measure_s,

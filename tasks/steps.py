@@ -102,15 +102,28 @@ def train_candidate(
         import torch
 
         torch.set_num_threads(1)
+    if shared_cpu or attribute_by_process(scenario, energy_meter):
         energy_meter = ProcessShareMeter(energy_meter)
     produced = produce_step(scenario, step, history, index, data_path, Path(work_dir), energy_meter)
     return produced.model_copy(update={"tags": {**produced.tags, "train_pid": str(os.getpid())}})
 
 
+def attribute_by_process(scenario: Scenario, meter: EnergyMeter) -> bool:
+    """Whether training energy is this process's CPU share of the reading: machine-level meters
+    (CodeCarbon, RAPL, fixed power) count every process on the machine; NVML reads the GPU."""
+    setting = scenario.measurement.train_attribution
+    if setting != "auto":
+        return setting == "process"
+    return meter.source.startswith(("codecarbon", "rapl", "fixed-power"))
+
+
 @task(cache_policy=NO_CACHE, task_run_name="measure-#{produced.index}-{produced.step.label}")
-def measure_candidate(scenario: Scenario, produced: CandidateResult, data_path: str, meter: str, idle_power_w: float) -> CandidateResult:
-    """Quality and inference energy, measured serially in the flow's process."""
-    return measure_step(scenario, produced, data_path, scenario_meter(scenario, meter), idle_power_w)
+def measure_candidate(
+    scenario: Scenario, produced: CandidateResult, data_path: str, meter: str, idle_power_w: float, reference_dir: str | None = None
+) -> CandidateResult:
+    """Quality and inference energy, measured serially in the flow's process (paired with the
+    reference model, the baseline, in ABBA windows when given)."""
+    return measure_step(scenario, produced, data_path, scenario_meter(scenario, meter), idle_power_w, reference_dir)
 
 
 @task(cache_policy=NO_CACHE)
