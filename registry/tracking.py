@@ -123,6 +123,8 @@ def _version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> di
         "latency_ms_per_batch": c.latency_ms_per_batch,
         "params": c.params,
         "macs": c.macs,
+        "inference_ratio_vs_baseline": c.inference_ratio_vs_baseline,
+        "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
     }
     tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures.items() if v is not None}
     tags.update(
@@ -172,6 +174,10 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str) -> str:
             "epochs_saved": c.epochs_saved,
             "train_s": c.train_s,
             "measure_s": c.measure_s,
+            "inference_ratio_vs_baseline": c.inference_ratio_vs_baseline,
+            "inference_ratio_ci95_low": c.inference_ratio_ci95_low,
+            "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
+            "inference_pairs": c.inference_pairs or None,
         }.items()
         if v is not None
     ]
@@ -359,6 +365,8 @@ def close_loop(
     chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
+    if final.unreachable:
+        mc.set_tag(loop_run_id, "loop.unreachable", final.unreachable)  # the target no rung left could reach
     mc.set_terminated(loop_run_id, status="FINISHED")
     # The alias moves last, after the run is recorded as finished, and under the champion lock so that
     # two loops finishing at once compare against the champion as it is, not as it was.

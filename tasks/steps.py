@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from registry import tracking
 from tasks import data as data_mod
 from tasks import models, report
-from tasks.calibrate import analytic_calibration, calibrate
+from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
@@ -42,6 +42,7 @@ class LoopOutcome(BaseModel):
     versions: dict[int, str]
     table_md: str
     history: list[CandidateResult]
+    unreachable: str | None = None  # the target the loop showed no rung could reach
 
 
 @task(cache_policy=NO_CACHE)
@@ -71,7 +72,7 @@ def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_i
     if scenario.measurement.inference_target == "analytic-45nm":
         table = analytic_calibration(batch_size)
     else:
-        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size)
+        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size, shared_dir=machine_cache_dir())
     tracking.log_calibration(loop_run_id, table)
     return table
 
@@ -157,9 +158,11 @@ def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateRe
     if chosen is None or chosen.model_dir is None or len(history) < 2:
         return {}
     model, spec = models.load(Path(chosen.model_dir))
-    window_s = min(scenario.measurement.min_window_s, 0.5)
+    # One short window per size: the sizes differ by orders of magnitude in energy per sample, so the
+    # argmin needs no repeats (6 sizes x 2 windows x 0.5 s was 6 s of wall time outside training).
+    window_s = min(scenario.measurement.min_window_s, 0.2)
     by_size = energy_by_batch_size(
-        models.to_precision(model, spec.precision), data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s
+        models.to_precision(model, spec.precision), data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1
     )
     best = min(by_size, key=lambda size: by_size[size])
     back = payback(history, chosen)
@@ -225,6 +228,7 @@ def close_loop(
         versions=record.versions,
         table_md=table,
         history=history,
+        unreachable=final.unreachable,
     )
 
 
