@@ -26,7 +26,7 @@ it, and every step names the target that drove it (`Step.target`):
   recipe after `training.prune_at_epoch` epochs and keep training: no separate fine-tune),
   `prune-es:r` (prune the recipe and fine-tune with early stopping on the epochs the target
   leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
-- accuracy: back off - a pruning ratio that met the energy targets but broke accuracy is
+- accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
   followed by the ratio halfway back to the last one that kept it.
 
 When no rung left can reach a target the loop ends FAILED with `Final.unreachable` naming it
@@ -442,13 +442,14 @@ def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateRe
 
 
 def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
-    """Accuracy back-off: a pruning ratio that met every energy target but broke a quality target
-    is followed, once, by the ratio halfway back to the largest one that kept quality."""
+    """Accuracy back-off: a pruning ratio that met every inference target but broke a quality target
+    is followed, once, by the ratio halfway back to the largest one that kept quality (a training
+    miss it may also have is left to the training-cost moves)."""
     baseline = history[0]
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE and c.ok and c.step.value is not None]
     for broken in pruned:
         misses = missed_targets(scenario, broken, baseline)
-        if not misses or any(m not in QUALITY_TARGETS for m in misses):
+        if not any(m in QUALITY_TARGETS for m in misses) or any(m in INFERENCE_TARGETS for m in misses):
             continue
         ratio = float(broken.step.value)  # type: ignore[arg-type]
         values = {c.index: float(c.step.value) for c in pruned}  # type: ignore[arg-type]
@@ -458,7 +459,7 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
             continue  # backed off once below this ratio already
         mid = round((good + ratio) / 2, 3)
         parent = broken.step.parent if broken.step.parent is not None else 0
-        why = f"{misses[0]}: prune:{ratio:g} met the energy targets but broke it; back off to {mid:g}"
+        why = f"{misses[0]}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
         return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, target=misses[0]), why=why, target=misses[0])
     return None
 

@@ -110,7 +110,7 @@ class Ladder(_Strict):
         0.5, gt=0, le=1, description="energy cap of the search: analytic inference energy as a fraction of the baseline's"
     )
     training_moves: bool = Field(True, description="answer a missed training-energy target with moves that cut the lineage's training cost")
-    accuracy_backoff: bool = Field(True, description="when a pruning ratio meets the energy targets but breaks accuracy, try the ratio halfway back")
+    accuracy_backoff: bool = Field(True, description="when a pruning ratio meets the inference targets but breaks accuracy, try the ratio halfway back")
 
     @field_validator("training_batch_factors")
     @classmethod

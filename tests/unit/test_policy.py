@@ -457,11 +457,25 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         "train_energy_vs_baseline",
     ),
     (
-        "accuracy: 70% met the energy target but broke accuracy, back off to 60%",
+        "accuracy: 70% met the inference target but broke accuracy, back off to 60%",
         [BASE, RECIPE, P3, P5, P7_BAD],
         scenario({**SHORT, "accuracy_backoff": True}),
         ("next", PR, 1),
         "accuracy_drop_pt",
+    ),
+    (
+        "a training miss does not stop the back-off: the training-cost moves come after",
+        [BASE, RECIPE, TP3, c(3, PR, 0.5, parent=1, inf=0.8, train=140.0), c(4, PR, 0.7, parent=1, acc=0.5, inf=0.3, train=150.0)],
+        TRAIN_AWARE,
+        ("next", PR, 1),
+        "accuracy_drop_pt",
+    ),
+    (
+        "no back-off from a ratio that still missed inference",
+        [BASE, RECIPE, P3, c(3, PR, 0.5, parent=1, acc=0.5, inf=0.6)],
+        scenario({**SHORT, "accuracy_backoff": True}),
+        ("next", PC, 2),
+        "inference_energy_vs_baseline",
     ),
     (
         "backed off once: on to precision from the best kept model",
