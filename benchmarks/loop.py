@@ -31,12 +31,18 @@ def main() -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     from flows.energy_loop import energy_loop
+    from flows.prefect_api import start_api_in_background
+    from tasks.data import prepare
     from thresholds import scenario_path
     from thresholds.policy import closest
     from thresholds.schema import load_scenario
 
     path = scenario_path(args.scenario)
     started, started_epoch_s = time.perf_counter(), time.time()
+    # The ephemeral Prefect server starts while the data is prepared (the flow's own preparation then hits the cache).
+    api = start_api_in_background()
+    prepare(args.dataset, Path(".energy-loop") / "cache", samples=args.samples, seed=load_scenario(path).training.seed)
+    api.result()
     outcome = energy_loop(scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name)
     wall_s = time.perf_counter() - started
 
