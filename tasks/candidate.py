@@ -192,7 +192,7 @@ def produce_step(
             elif step.kind in (StepKind.PRUNE, StepKind.DISTILL, StepKind.QAT):
                 # Pruning and QAT fine-tune the parent itself (optionally on its soft labels); distillation trains a new student.
                 teacher = copy.deepcopy(model) if training.distill_fine_tune and step.kind != StepKind.DISTILL else None
-                epochs = training.fine_tune_epochs
+                epochs = step.epochs or training.fine_tune_epochs  # a longer fine-tune when backing off for accuracy
                 if step.kind == StepKind.PRUNE:
                     tags["macs_before"] = str(models.count_macs(model, data.n_features))
                     tags["params_before"] = str(models.count_params(model))

@@ -442,25 +442,29 @@ def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateRe
 
 
 def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
-    """Accuracy back-off: a pruning ratio that met every inference target but broke a quality target
-    is followed, once, by the ratio halfway back to the largest one that kept quality (a training
-    miss it may also have is left to the training-cost moves)."""
+    """Accuracy back-off from a pruning ratio that met every inference target but broke a quality
+    target (a training miss it may also have is left to the training-cost moves): first, once, the
+    ratio halfway back to the largest one that kept quality; then, once per ratio, the same ratio
+    with a fine-tune twice as long."""
     baseline = history[0]
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE and c.ok and c.step.value is not None]
+    values = {c.index: float(c.step.value) for c in pruned}  # type: ignore[arg-type]
     for broken in pruned:
         misses = missed_targets(scenario, broken, baseline)
         if not any(m in QUALITY_TARGETS for m in misses) or any(m in INFERENCE_TARGETS for m in misses):
             continue
-        ratio = float(broken.step.value)  # type: ignore[arg-type]
-        values = {c.index: float(c.step.value) for c in pruned}  # type: ignore[arg-type]
-        good = max((values[c.index] for c in pruned if values[c.index] < ratio and quality_ok(scenario.targets, c, baseline)), default=0.0)
-        below = max((r for r in scenario.ladder.pruning_ratios if r < ratio), default=0.0)
-        if any(below < v < ratio for v in values.values()):
-            continue  # backed off once below this ratio already
-        mid = round((good + ratio) / 2, 3)
+        ratio, target = values[broken.index], next(m for m in misses if m in QUALITY_TARGETS)
         parent = broken.step.parent if broken.step.parent is not None else 0
-        why = f"{misses[0]}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
-        return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, target=misses[0]), why=why, target=misses[0])
+        below = max((r for r in scenario.ladder.pruning_ratios if r < ratio), default=0.0)
+        if ratio in scenario.ladder.pruning_ratios and not any(below < v < ratio for v in values.values()):
+            good = max((values[c.index] for c in pruned if values[c.index] < ratio and quality_ok(scenario.targets, c, baseline)), default=0.0)
+            mid = round((good + ratio) / 2, 3)
+            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
+            return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, target=target), why=why, target=target)
+        if not any(c.step.kind == StepKind.PRUNE and c.step.epochs is not None and c.step.value == broken.step.value for c in history):
+            epochs = 2 * scenario.training.fine_tune_epochs
+            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} epochs instead"
+            return Next(step=Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, epochs=epochs, target=target), why=why, target=target)
     return None
 
 

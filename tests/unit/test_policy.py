@@ -405,6 +405,7 @@ TP3 = c(2, PR, 0.3, parent=1, inf=0.8, train=140.0)
 TP5 = c(3, PR, 0.5, parent=1, inf=0.5, train=140.0)  # meets inference; pruning's fine-tune pushed the lineage to 1.4x
 PE5_BROKE = c(4, PE, 0.5, parent=1, acc=0.85, inf=0.5, train=60.0)
 PES5 = c(5, PES, 0.5, parent=1, inf=0.5, train=125.0)
+LONG7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, epochs=30, target="accuracy_drop_pt")})
 TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object, int | None], str | None]] = [
     ("inference and training missed: compression goes on, for inference", [BASE, RECIPE, TP3], TRAIN_AWARE, ("next", PR, 1), "inference_energy_vs_baseline"),
     (
@@ -478,8 +479,15 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         "inference_energy_vs_baseline",
     ),
     (
-        "backed off once: on to precision from the best kept model",
+        "the halfway ratio missed inference: the broken ratio again with a fine-tune twice as long",
         [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)],
+        scenario({**SHORT, "accuracy_backoff": True}),
+        ("next", PR, 1),
+        "accuracy_drop_pt",
+    ),
+    (
+        "backed off both ways: on to precision from the best kept model",
+        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), LONG7_BAD],
         scenario({**SHORT, "accuracy_backoff": True}),
         ("next", PC, 5),
         "inference_energy_vs_baseline",
@@ -556,3 +564,12 @@ def test_each_verdict_names_the_target_that_drove_the_next_move() -> None:
     lines = verdicts(TRAIN_AWARE, history)
     assert "next: prune-early:0.5 for train_energy_vs_baseline" in lines[3]
     assert lines[4].startswith("PASS")
+
+
+def test_the_longer_fine_tune_doubles_the_scenarios_epochs_and_comes_once() -> None:
+    s = scenario({**SHORT, "accuracy_backoff": True})
+    step = decide(s, [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)]).step  # type: ignore[union-attr]
+    assert step.value == 0.7 and step.epochs == 2 * s.training.fine_tune_epochs and step.label == "prune:0.7/30ep"
+    halfway_broke = [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, acc=0.8, inf=0.5), LONG7_BAD]
+    again = decide(s, halfway_broke).step  # type: ignore[union-attr]
+    assert (again.value, again.epochs) == (0.6, 30)  # the halfway ratio broke too: its own longer fine-tune, not another halving
