@@ -27,7 +27,8 @@ it, and every step names the target that drove it (`Step.target`):
   `prune-es:r` (prune the recipe and fine-tune with early stopping on the epochs the target
   leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
-  followed by the ratio halfway back to the last one that kept it.
+  followed by the ratio halfway back to the last one that kept it, then by the same ratio with a
+  fine-tune twice as long (`Step.epochs`).
 
 When no rung left can reach a target the loop ends FAILED with `Final.unreachable` naming it
 (reason "unreachable: <target>: ..."), without spending the rest of the budget: for training
