@@ -64,7 +64,7 @@ def energy_loop(
                     for i, n in enumerate(decision)
                 ]  # fmt: skip
                 for produced in run_all(runner, train_candidate, calls):
-                    candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w)
+                    candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w, history[0].model_dir if history else None)
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
                 decision = plan_next(settings, history, calibration, parallel)
         decision, history = confirm_full_test(settings, decision, history, data_path)
