@@ -68,7 +68,7 @@ def energy_loop(
                     for i, n in enumerate(decision)
                 ]
                 for produced in train_rung(runner, train_candidate, calls, history, scenario_meter(settings, meter_name), scale):
-                    candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w)
+                    candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w, history[0].model_dir if history else None)
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
                 decision = plan_next(settings, history, calibration, scale.width)
         decision, history = confirm_full_test(settings, decision, history, data_path)

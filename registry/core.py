@@ -319,6 +319,8 @@ def close_loop(
     chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
+    if final.unreachable:
+        mc.set_tag(loop_run_id, "loop.unreachable", final.unreachable)  # the target no rung left could reach
     mc.set_terminated(loop_run_id, status="FINISHED")
     # The alias moves last, after the run is recorded as finished, and under the champion lock so that
     # two loops finishing at once compare against the champion as it is, not as it was.

@@ -28,6 +28,8 @@ def figures(c: CandidateResult) -> dict[str, float]:
         "latency_ms_per_batch": c.latency_ms_per_batch,
         "params": c.params,
         "macs": c.macs,
+        "inference_ratio_vs_baseline": c.inference_ratio_vs_baseline,
+        "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
     }
     return {k: v for k, v in found.items() if v is not None}
 
@@ -81,6 +83,10 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: S
         "epochs_saved": c.epochs_saved,
         "train_s": c.train_s,
         "measure_s": c.measure_s,
+        "inference_ratio_vs_baseline": c.inference_ratio_vs_baseline,
+        "inference_ratio_ci95_low": c.inference_ratio_ci95_low,
+        "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
+        "inference_pairs": c.inference_pairs or None,
     }
     tags = {**version_tags(c, verdict, {}), **{f"detail.{k}": v for k, v in c.tags.items()}}
     if c.rejected_reason:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -54,14 +55,32 @@ def _energy_per_call(meter: EnergyMeter, fn: object, window_s: float, repeats: i
     return sorted(per_call)[len(per_call) // 2]  # median: robust to one disturbed window
 
 
-def calibrate(meter: EnergyMeter, cache_dir: Path, batch_size: int, window_s: float = 0.3, repeats: int = 3) -> Calibration:
-    """The machine's calibration table, measured now or read from the cache."""
+def machine_cache_dir() -> Path:
+    """Where calibrations are kept for every loop on this machine (whatever its work dir):
+    `$ENERGY_LOOP_CACHE_DIR`, else `$XDG_CACHE_HOME/energy-loop`, else `~/.cache/energy-loop`."""
+    if os.environ.get("ENERGY_LOOP_CACHE_DIR"):
+        return Path(os.environ["ENERGY_LOOP_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "energy-loop"
+
+
+def calibrate(meter: EnergyMeter, cache_dir: Path, batch_size: int, window_s: float = 0.3, repeats: int = 3, shared_dir: Path | None = None) -> Calibration:
+    """The machine's calibration table, read from `cache_dir` or the machine-wide `shared_dir`, else
+    measured now and written to both (the shared one best effort)."""
     stabilise_allocator()
     machine = _machine()
     key = hashlib.sha256(f"{machine}|{meter.source}|{batch_size}".encode()).hexdigest()[:16]
     path = cache_dir / f"calibration-{key}.json"
-    if path.exists():
-        return Calibration.model_validate_json(path.read_text())
+    shared = shared_dir / path.name if shared_dir is not None else None
+    for known in (path, shared):
+        if known is not None and known.exists():
+            try:
+                table = Calibration.model_validate_json(known.read_text())
+            except (OSError, ValueError):
+                continue  # unreadable or from an older schema: measure afresh
+            if known != path:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(known.read_text())
+            return table
     torch.manual_seed(0)
     base = models.build(models.ModelSpec(in_features=40, out_features=10)).eval()
     x = torch.randn(batch_size, 40)
@@ -91,6 +110,12 @@ def calibrate(meter: EnergyMeter, cache_dir: Path, batch_size: int, window_s: fl
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(table.model_dump(), indent=2))
+    if shared is not None:
+        try:
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            shared.write_text(path.read_text())
+        except OSError:
+            pass  # a read-only home: the work dir's copy still serves this work dir
     return table
 
 

@@ -26,7 +26,7 @@ from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
-from tasks.evaluate import measure_inference, quality, representative_subset, resolve_quality_metric
+from tasks.evaluate import InferenceReport, measure_inference, measure_inference_paired, quality, representative_subset, resolve_quality_metric
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.energy.policy import CandidateResult, Step, StepKind
 from thresholds.energy.schema import Scenario, Training
@@ -64,7 +64,7 @@ def run_step(
 ) -> CandidateResult:
     """Produce and measure candidate number `len(history)`; failures become a rejected result."""
     produced = produce_step(scenario, step, history, len(history), data_path, work_dir, meter)
-    return measure_step(scenario, produced, data_path, meter, idle_power_w)
+    return measure_step(scenario, produced, data_path, meter, idle_power_w, history[0].model_dir if history else None)
 
 
 def train_config(training: Training, epochs: int, patience: int, batch_factor: int = 1, early_stopping: bool = True, autocast: bool = False) -> TrainConfig:
@@ -144,13 +144,19 @@ def producer(*kinds: StepKind) -> Callable[[Producer], Producer]:
     return register
 
 
+def _fresh(p: Production) -> tuple[torch.nn.Module, models.ModelSpec]:
+    """The scenario's architecture, freshly initialised from the training seed."""
+    scenario = p.scenario
+    spec = models.ModelSpec(kind=scenario.model.kind, in_features=p.data.n_features, out_features=p.data.out_features, hidden=list(scenario.model.hidden))
+    torch.manual_seed(scenario.training.seed)
+    return models.build(spec), spec
+
+
 @producer(StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.MIXED_PRECISION, StepKind.BATCH)
 def from_scratch(p: Production) -> Made:
     """The baseline (fixed epochs) and the recipe: early stopping, optionally under autocast or at a larger batch."""
-    scenario, training, kind = p.scenario, p.scenario.training, p.step.kind
-    spec = models.ModelSpec(kind=scenario.model.kind, in_features=p.data.n_features, out_features=p.data.out_features, hidden=list(scenario.model.hidden))
-    torch.manual_seed(training.seed)
-    model = models.build(spec)
+    training, kind = p.scenario.training, p.step.kind
+    model, spec = _fresh(p)
     early = kind != StepKind.BASELINE
     mixed = kind == StepKind.MIXED_PRECISION
     factor = int(float(p.step.value or 1)) if kind == StepKind.BATCH else 1
@@ -161,10 +167,12 @@ def from_scratch(p: Production) -> Made:
     return Made(model, spec, report.energy_j, report.energy_sem_j, report)
 
 
-def _fine_tuned(p: Production, model: torch.nn.Module, spec: models.ModelSpec, teacher: torch.nn.Module | None, epochs: int, parent: CandidateResult) -> Made:
+def _fine_tuned(
+    p: Production, model: torch.nn.Module, spec: models.ModelSpec, teacher: torch.nn.Module | None, epochs: int, parent: CandidateResult, autocast: bool = False
+) -> Made:
     """Train a derived model (pruned, student, fake-quantized) on top of its parent's lineage."""
     training = p.scenario.training
-    report, _ = p.train(model, train_config(training, epochs, min(training.patience, epochs), batch_factor(spec.history)), teacher)
+    report, _ = p.train(model, train_config(training, epochs, min(training.patience, epochs), batch_factor(spec.history), autocast=autocast), teacher)
     if teacher is not None:
         p.tags["teacher_params"] = str(models.count_params(teacher))
     lineage_j = (parent.train_energy_j or 0.0) + p.spent_j  # everything this rung trained, on top of the parent's lineage
@@ -186,8 +194,18 @@ def prune(p: Production) -> Made:
     def between(m: torch.nn.Module, i: int) -> None:
         p.train(m, between_cfg, teacher, f"{p.label} step {i + 1}/{steps}")
 
+    model, spec = _pruned(p, model, spec, steps, between)
+    epochs = p.step.epochs or training.fine_tune_epochs  # a longer fine-tune when backing off for accuracy
+    return _fine_tuned(p, model, spec, teacher, epochs, parent)
+
+
+def _pruned(
+    p: Production, model: torch.nn.Module, spec: models.ModelSpec, steps: int = 1, between: Callable[[torch.nn.Module, int], None] | None = None
+) -> tuple[torch.nn.Module, models.ModelSpec]:
+    """`model` with `step.value` of its channels pruned by the scenario's importance (in `steps`, `between` them)."""
+    ladder = p.scenario.ladder
     n = min(256, len(p.data.x_train))
-    model, spec = compress.prune(
+    return compress.prune(
         model,
         spec,
         float(p.step.value),  # type: ignore[arg-type]
@@ -198,7 +216,69 @@ def prune(p: Production) -> Made:
         loss_fn=loss_fn(p.data.task),
         between_steps=between,
     )
-    return _fine_tuned(p, model, spec, teacher, training.fine_tune_epochs, parent)
+
+
+# Training-cost moves: chosen by the policy for a missed training-energy target (`_training_move` in
+# thresholds/energy/policy.py); they cut what the lineage costs to train, not what the model costs to run.
+
+
+def _recipe_of(lineage: list[str]) -> list[str]:
+    """The training-recipe steps of a lineage (early stopping, mixed precision, batch factor)."""
+    return [s for s in lineage if s == "early-stopping" or s.startswith(("mixed-precision:", "batch:"))] or ["early-stopping"]
+
+
+def _recipe_config(training: Training, recipe: list[str], epochs: int, early_stopping: bool = True) -> TrainConfig:
+    """The recipe's training settings (batch factor and autocast of `recipe`) for `epochs`."""
+    autocast = "mixed-precision:bf16" in recipe
+    return train_config(training, epochs, min(training.patience, epochs), batch_factor(recipe), early_stopping=early_stopping, autocast=autocast)
+
+
+@producer(StepKind.PRUNE_EARLY)
+def prune_early(p: Production) -> Made:
+    """`prune-early:r`: train the recipe for `training.prune_at_epoch` epochs, prune r of the channels,
+    and keep training the pruned model with early stopping: no separate fine-tune."""
+    training = p.scenario.training
+    recipe = _recipe_of(p.history[p.step.parent if p.step.parent is not None else 0].lineage)
+    at = min(training.prune_at_epoch, training.max_epochs - 1)
+    model, spec = _fresh(p)
+    first, _ = p.train(model, _recipe_config(training, recipe, max(1, at), early_stopping=False), label=f"{p.label} epochs 1-{at}")
+    model, spec = _pruned(p, model, spec)
+    rest, _ = p.train(model, _recipe_config(training, recipe, max(1, training.max_epochs - at)), label=f"{p.label} pruned")
+    p.tags.update({"prune_at_epoch": str(at), "epochs_before_pruning": str(first.epochs_run)})
+    spec = spec.model_copy(update={"history": [*recipe, f"prune-early:{float(p.step.value):g}@{at}"]})  # type: ignore[arg-type]
+    return Made(model, spec, p.spent_j, math.hypot(first.energy_sem_j, rest.energy_sem_j), rest)
+
+
+@producer(StepKind.PRUNE_ES)
+def prune_es(p: Production) -> Made:
+    """`prune-es:r/Nep`: prune the parent (the recipe) once and fine-tune with early stopping for at
+    most `step.epochs`, the budget the training target leaves."""
+    model, spec, parent = p.parent()
+    training = p.scenario.training
+    teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+    model, spec = _pruned(p, model, spec)
+    epochs = max(1, p.step.epochs or training.fine_tune_epochs)
+    p.tags["fine_tune_budget_epochs"] = str(epochs)
+    made = _fine_tuned(p, model, spec, teacher, epochs, parent, autocast="mixed-precision:bf16" in spec.history)
+    history = [*spec.history[:-1], f"prune-es:{float(p.step.value):g}/{epochs}ep"]  # type: ignore[arg-type]
+    return made._replace(spec=spec.model_copy(update={"history": history}))
+
+
+@producer(StepKind.SCRATCH)
+def scratch(p: Production) -> Made:
+    """`scratch`: the parent's (compressed or searched) architecture, fp32, trained from scratch with
+    early stopping at the recipe's settings. Its lineage is this training alone: the architecture is
+    now known, so reproducing the model needs nothing else (the loop's total counts the search)."""
+    _, parent_spec, parent = p.parent()
+    training = p.scenario.training
+    recipe = _recipe_of(parent_spec.history)
+    widths = "-".join(str(w) for w in (parent_spec.hidden if parent_spec.kind == "mlp" else parent_spec.channels))
+    spec = parent_spec.model_copy(update={"precision": "fp32", "history": [*recipe, f"scratch:{widths}"]})
+    torch.manual_seed(training.seed)
+    model = models.build(spec)
+    report, _ = p.train(model, _recipe_config(training, recipe, training.max_epochs))
+    p.tags["architecture_from"] = f"#{parent.index}"
+    return Made(model, spec, report.energy_j, report.energy_sem_j, report)
 
 
 @producer(StepKind.DISTILL)
@@ -314,7 +394,48 @@ def meter_tags(meter: EnergyMeter) -> dict[str, str]:
     return {"train_energy_attribution": str(attribution)} if attribution else {}
 
 
-def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, meter: EnergyMeter, idle_power_w: float = 0.0) -> CandidateResult:
+def _measure_inference(
+    scenario: Scenario, predictor: torch.nn.Module, data: CachedData, meter: EnergyMeter, label: str, idle_power_w: float, reference_dir: str | None
+) -> tuple[InferenceReport, dict[str, object], float]:
+    """The candidate's inference report; with a reference model (the baseline) and
+    `measurement.paired`, measured in ABBA windows interleaved with it, plus the paired-ratio
+    fields of the result and the energy the reference's windows spent."""
+    m = scenario.measurement
+    common = dict(batch_size=m.inference_batch_size, min_window_s=m.min_window_s, label=label, target_rel_ci=m.target_rel_ci, idle_power_w=idle_power_w)
+    if m.paired and reference_dir and m.inference_target == "this-machine" and meter.source != "null":
+        ref_model, ref_spec = models.load(Path(reference_dir))
+        reference = models.to_precision(ref_model, ref_spec.precision)
+        pairs_min = max(2, m.repeats_min + m.repeats_min % 2)  # whole ABBA blocks
+        try:
+            mine, theirs, paired = measure_inference_paired(
+                predictor,
+                reference,
+                data,
+                meter,
+                pairs_min=pairs_min,
+                pairs_max=max(pairs_min, m.repeats_max),
+                **common,  # type: ignore[arg-type]
+            )
+        except ValueError as exc:  # a window read no energy above idle: nothing to pair
+            log.warning("%s: paired measurement unavailable (%s); measured alone", label, exc)
+        else:
+            low, high = paired.ci95
+            fields: dict[str, object] = {
+                "inference_ratio_vs_baseline": paired.ratio,
+                "inference_ratio_log_sem": paired.log_sem,
+                "inference_ratio_ci95_low": low,
+                "inference_ratio_ci95_high": high,
+                "inference_pairs": paired.n,
+                "tags": {"inference_paired_with": reference_dir, "inference_reference_j_per_1k": f"{theirs.energy_j_per_1k:.6g}"},
+            }
+            return mine, fields, theirs.total_energy_j
+    alone = measure_inference(predictor, data, meter, repeats_min=m.repeats_min, repeats_max=m.repeats_max, **common)  # type: ignore[arg-type]
+    return alone, {}, 0.0
+
+
+def measure_step(
+    scenario: Scenario, produced: CandidateResult, data_path: str, meter: EnergyMeter, idle_power_w: float = 0.0, reference_dir: str | None = None
+) -> CandidateResult:
     """Score a produced candidate and measure its inference energy (alone on the machine)."""
     if not produced.ok or produced.model_dir is None:
         return produced
@@ -338,18 +459,11 @@ def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, 
         if q.accuracy_bound95 is not None:
             tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
         measure_start = time.perf_counter()
-        inference = measure_inference(
-            predictor,
-            data,
-            meter,
-            batch_size=scenario.measurement.inference_batch_size,
-            min_window_s=scenario.measurement.min_window_s,
-            label=f"#{index} {step.label} inference",
-            repeats_min=scenario.measurement.repeats_min,
-            repeats_max=scenario.measurement.repeats_max,
-            target_rel_ci=scenario.measurement.target_rel_ci,
-            idle_power_w=idle_power_w,
+        inference, paired_fields, reference_j = _measure_inference(
+            scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
         )
+        tags.update(paired_fields.pop("tags", {}))  # type: ignore[call-overload]
+        result = result.model_copy(update=paired_fields)
         measure_s = time.perf_counter() - measure_start
         inference_j, inference_sem_j = inference.energy_j_per_1k, inference.energy_sem_j_per_1k
         if spec.kind == "mlp":
@@ -375,7 +489,7 @@ def measure_step(scenario: Scenario, produced: CandidateResult, data_path: str, 
                 "inference_energy_ci95_j_per_1k": inference.energy_ci95_j_per_1k if inference_sem_j else None,
                 "inference_repeats": inference.repeats,
                 "latency_ms_per_batch": inference.latency_ms_per_batch,
-                "spent_energy_j": produced.spent_energy_j + inference.total_energy_j,
+                "spent_energy_j": produced.spent_energy_j + inference.total_energy_j + reference_j,
                 "params": models.count_params(model),
                 "macs": models.count_macs(model, data.n_features),
                 "measure_s": measure_s,

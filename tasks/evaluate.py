@@ -13,7 +13,8 @@ from torch import nn
 
 from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter, Measurement
-from tasks.energy.stats import repeat_until_stable
+from tasks.energy.paired import PairedRatio, measure_paired
+from tasks.energy.stats import Repeated, repeat_until_stable
 
 
 @dataclass(frozen=True)
@@ -134,42 +135,88 @@ def measure_inference(
     Long windows keep short runs from being lost in meter noise; repeats give the spread.
     """
     pool = _batch_pool(data.x_test, batch_size)
-    starts = list(range(0, len(pool) - batch_size + 1, batch_size))
-    latencies_ms: list[float] = []
-    windows: list[Measurement] = []
+    windows = _Windows(model, pool, meter, batch_size, min_window_s, label, min_batches, idle_power_w)
+    with torch.inference_mode():
+        windows.warm_up(warmup_batches)
+        stats = repeat_until_stable(windows.one, repeats_min, repeats_max, target_rel_ci)
+    return windows.report(stats)
 
-    def one_window() -> float:
-        with meter.window(f"{label} {len(windows) + 1}") as window:
+
+class _Windows:
+    """Measured inference windows of one model: each runs batches for at least `min_window_s`."""
+
+    def __init__(
+        self, model: nn.Module, pool: torch.Tensor, meter: EnergyMeter, batch_size: int, min_window_s: float, label: str, min_batches: int, idle_power_w: float
+    ) -> None:
+        self.model, self.pool, self.meter, self.batch_size = model, pool, meter, batch_size
+        self.min_window_s, self.label, self.min_batches, self.idle_power_w = min_window_s, label, min_batches, idle_power_w
+        self.starts = list(range(0, len(pool) - batch_size + 1, batch_size))
+        self.latencies_ms: list[float] = []
+        self.windows: list[Measurement] = []
+
+    def warm_up(self, batches: int) -> None:
+        for i in range(batches):
+            s = self.starts[i % len(self.starts)]
+            self.model(self.pool[s : s + self.batch_size])
+
+    def one(self) -> float:
+        """One window; returns its energy (above idle) per 1,000 predictions."""
+        batch_size, starts, pool = self.batch_size, self.starts, self.pool
+        with self.meter.window(f"{self.label} {len(self.windows) + 1}") as window:
             begin = time.perf_counter()
             n = 0
-            while n < min_batches or time.perf_counter() - begin < min_window_s:
+            while n < self.min_batches or time.perf_counter() - begin < self.min_window_s:
                 s = starts[n % len(starts)]
                 t0 = time.perf_counter()
-                model(pool[s : s + batch_size])
-                latencies_ms.append((time.perf_counter() - t0) * 1000)
+                self.model(pool[s : s + batch_size])
+                self.latencies_ms.append((time.perf_counter() - t0) * 1000)
                 n += 1
-        windows.append(window.measurement)
-        above_idle_j = max(window.measurement.energy_j - idle_power_w * window.measurement.duration_s, 0.0)
+        self.windows.append(window.measurement)
+        above_idle_j = max(window.measurement.energy_j - self.idle_power_w * window.measurement.duration_s, 0.0)
         return above_idle_j / (n * batch_size) * 1000
 
+    def report(self, stats: Repeated) -> InferenceReport:
+        latencies_ms, windows, batch_size = self.latencies_ms, self.windows, self.batch_size
+        q = statistics.quantiles(latencies_ms, n=4)
+        return InferenceReport(
+            energy_j_per_1k=stats.mean,
+            energy_sem_j_per_1k=stats.sem,
+            energy_ci95_j_per_1k=stats.ci95 if stats.n > 1 else 0.0,
+            repeats=stats.n,
+            latency_ms_per_batch=statistics.median(latencies_ms),
+            latency_ms_spread=q[2] - q[0],
+            batch_size=batch_size,
+            samples=len(latencies_ms) * batch_size,
+            total_energy_j=sum(w.energy_j for w in windows),
+            measurement=windows[-1],
+        )
+
+
+def measure_inference_paired(
+    model: nn.Module,
+    reference: nn.Module,
+    data: CachedData,
+    meter: EnergyMeter,
+    batch_size: int,
+    min_window_s: float,
+    label: str = "inference",
+    warmup_batches: int = 5,
+    min_batches: int = 20,
+    pairs_min: int = 2,
+    pairs_max: int = 8,
+    target_rel_ci: float = 0.05,
+    idle_power_w: float = 0.0,
+) -> tuple[InferenceReport, InferenceReport, PairedRatio]:
+    """`model` and `reference` measured in alternating ABBA windows (see `tasks.energy.paired`):
+    the report of each, and the paired ratio model / reference the gates judge."""
+    pool = _batch_pool(data.x_test, batch_size)
+    mine = _Windows(model, pool, meter, batch_size, min_window_s, label, min_batches, idle_power_w)
+    theirs = _Windows(reference, pool, meter, batch_size, min_window_s, f"{label} reference", min_batches, idle_power_w)
     with torch.inference_mode():
-        for i in range(warmup_batches):
-            s = starts[i % len(starts)]
-            model(pool[s : s + batch_size])
-        stats = repeat_until_stable(one_window, repeats_min, repeats_max, target_rel_ci)
-    q = statistics.quantiles(latencies_ms, n=4)
-    return InferenceReport(
-        energy_j_per_1k=stats.mean,
-        energy_sem_j_per_1k=stats.sem,
-        energy_ci95_j_per_1k=stats.ci95 if stats.n > 1 else 0.0,
-        repeats=stats.n,
-        latency_ms_per_batch=statistics.median(latencies_ms),
-        latency_ms_spread=q[2] - q[0],
-        batch_size=batch_size,
-        samples=len(latencies_ms) * batch_size,
-        total_energy_j=sum(w.energy_j for w in windows),
-        measurement=windows[-1],
-    )
+        mine.warm_up(warmup_batches)
+        theirs.warm_up(warmup_batches)
+        paired = measure_paired(theirs.one, mine.one, pairs_min, pairs_max, target_rel_ci)
+    return mine.report(Repeated(paired.candidate)), theirs.report(Repeated(paired.reference)), paired
 
 
 def measure_idle_power_w(meter: EnergyMeter, window_s: float) -> float:

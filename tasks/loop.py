@@ -40,6 +40,7 @@ class LoopOutcome(BaseModel):
     versions: dict[int, str]
     table_md: str
     history: list[Any]
+    unreachable: str | None = None  # the target the loop showed no step left could reach (FAILED)
 
 
 @task(cache_policy=NO_CACHE)
@@ -94,4 +95,5 @@ def outcome(title: str, artifact_key: str, final: Final, record: LoopRecord, mod
         versions=record.versions,
         table_md=table,
         history=history,
+        unreachable=final.unreachable,
     )

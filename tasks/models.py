@@ -165,4 +165,8 @@ def load_version(model_name: str, ref: str) -> tuple[nn.Module, ModelSpec]:
     from registry.core import download_version
 
     with tempfile.TemporaryDirectory() as tmp:
-        return load(download_version(model_name, ref, Path(tmp)))
+        local = download_version(model_name, ref, Path(tmp))
+        found = next(local.rglob("spec.json"), None)  # a logged MLflow model keeps the folder under artifacts/model/
+        if found is None:
+            raise FileNotFoundError(f"{model_name} {ref}: no spec.json in the version's artifacts")
+        return load(found.parent)

@@ -34,6 +34,9 @@ def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
         if c.index > 1:
             keep, why = kept(scenario, history, c)
             verdict += f" | {'kept' if keep else 'not kept'}: {why}"
+        following = [n.step for n in history if n.index == c.index + 1 and n.step.target]
+        if following:
+            verdict += f" | next: {following[0].label} for {following[0].target}"
         out.append(verdict)
     return out
 

@@ -17,12 +17,12 @@ from prefect.events import emit_event
 from registry import energy as registry
 from tasks import data as data_mod
 from tasks import models, report, serving
-from tasks.calibrate import analytic_calibration, calibrate
+from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
-from tasks.energy.share import CpuTimeMeter
+from tasks.energy.share import CpuTimeMeter, ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, resolve_quality_metric
 from tasks.loop import LoopOutcome, outcome
 from tasks.parallel import ScaleOut, cluster_shape, cores
@@ -64,7 +64,7 @@ def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_i
     if scenario.measurement.inference_target == "analytic-45nm":
         table = analytic_calibration(batch_size)
     else:
-        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size)
+        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size, shared_dir=machine_cache_dir())
     registry.log_calibration(loop_run_id, table)
     return table
 
@@ -115,6 +115,8 @@ def train_candidate(
             energy_meter = CpuTimeMeter(energy_meter.source)
         else:
             tags["train_energy_attribution"] = f"worker-host-windows: {host}'s machine-level meter, whole machine counted"
+    elif attribute_by_process(scenario, energy_meter):  # serial, but other processes share the machine-level reading
+        energy_meter = ProcessShareMeter(energy_meter)
     produced = produce_step(scenario, step, history, index, data_path, Path(work_dir), energy_meter)
     tags["train_pid"] = str(os.getpid())
     if isinstance(energy_meter, CpuTimeMeter):  # its training windows, for its share of the phase
@@ -146,10 +148,22 @@ def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path
     return scale
 
 
+def attribute_by_process(scenario: Scenario, meter: EnergyMeter) -> bool:
+    """Whether training energy is this process's CPU share of the reading: machine-level meters
+    (CodeCarbon, RAPL, fixed power) count every process on the machine; NVML reads the GPU."""
+    setting = scenario.measurement.train_attribution
+    if setting != "auto":
+        return setting == "process"
+    return meter.source.startswith(("codecarbon", "rapl", "fixed-power"))
+
+
 @task(cache_policy=NO_CACHE, task_run_name="measure-#{produced.index}-{produced.step.label}")
-def measure_candidate(scenario: Scenario, produced: CandidateResult, data_path: str, meter: str, idle_power_w: float) -> CandidateResult:
-    """Quality and inference energy, measured serially in the flow's process."""
-    return measure_step(scenario, produced, data_path, scenario_meter(scenario, meter), idle_power_w)
+def measure_candidate(
+    scenario: Scenario, produced: CandidateResult, data_path: str, meter: str, idle_power_w: float, reference_dir: str | None = None
+) -> CandidateResult:
+    """Quality and inference energy, measured serially in the flow's process (paired with the
+    reference model, the baseline, in ABBA windows when given)."""
+    return measure_step(scenario, produced, data_path, scenario_meter(scenario, meter), idle_power_w, reference_dir)
 
 
 @task(cache_policy=NO_CACHE)
@@ -184,9 +198,11 @@ def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateRe
     if chosen is None or chosen.model_dir is None or len(history) < 2:
         return {}
     model, spec = models.load(Path(chosen.model_dir))
-    window_s = min(scenario.measurement.min_window_s, 0.5)
+    # One short window per size: the sizes differ by orders of magnitude in energy per sample, so the
+    # argmin needs no repeats (6 sizes x 2 windows x 0.5 s was 6 s of wall time outside training).
+    window_s = min(scenario.measurement.min_window_s, 0.2)
     by_size = energy_by_batch_size(
-        models.to_precision(model, spec.precision), data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s
+        models.to_precision(model, spec.precision), data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1
     )
     best = min(by_size, key=lambda size: by_size[size])
     back = payback(history, chosen)

@@ -41,11 +41,12 @@ class FinalState(StrEnum):
 
 
 class Final(BaseModel):
-    """The state a loop ends in, why, and the candidate it chose (PASSED only)."""
+    """The state a loop ends in, why, the candidate it chose (PASSED only) and the target shown unreachable (FAILED)."""
 
     state: FinalState
     reason: str
     chosen: int | None = None
+    unreachable: str | None = None  # the target (gate check name) no step left can reach
 
 
 class Check(BaseModel):

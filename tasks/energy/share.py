@@ -17,6 +17,10 @@ reading by construction, so a parallel loop can no longer report cheaper trainin
 machine spent. An attribution, never a reading: the figures stay labelled `estimated` and
 their version carries how it was made.
 
+A serial loop on a machine that other processes share keeps only its own part of each window
+(`ProcessShareMeter`): `energy_j = machine_energy_j × own_cpu_s / machine_busy_cpu_s`, with the
+machine's non-idle CPU time read from `/proc/stat`.
+
 During the phase each worker times its training windows (epochs) in CPU and wall seconds
 (`CpuTimeMeter`): the shares come from the training itself, as a serial loop counts only its
 training windows, while the rest of the phase (task start, data loading, saving) is still in
@@ -26,11 +30,16 @@ the reading and so split in the same proportions. The per-epoch figures keep the
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
-from tasks.energy.base import EnergyMeter
+from tasks.energy.base import EnergyMeter, Window
+
+_PROC_STAT = Path("/proc/stat")
 
 ATTRIBUTION = "machine-phase-split"
 
@@ -109,3 +118,59 @@ def split_phase_energy(machine_energy_j: float, phase_s: float, idle_power_w: fl
 def _shares(values: Sequence[float]) -> list[float]:
     total = sum(values)
     return [v / total for v in values] if total > 0 else [1.0 / len(values)] * len(values)
+
+
+def machine_busy_cpu_s(stat: Path = _PROC_STAT) -> float | None:
+    """Non-idle CPU seconds of the whole machine since boot, or None where unreadable."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already in user.
+    busy = sum(ticks[:8]) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(own_cpu_s: float, machine_busy_s: float) -> float:
+    """This process's share of the machine's busy CPU time, clipped to [0, 1]."""
+    if machine_busy_s <= 0:
+        return 1.0
+    return min(1.0, max(0.0, own_cpu_s / machine_busy_s))
+
+
+class ProcessShareMeter(EnergyMeter):
+    """Wraps a machine-level meter and keeps only this process's CPU share of each window (serial loops)."""
+
+    attribution = "process-cpu-share"
+    estimated = True
+
+    def __init__(self, inner: EnergyMeter) -> None:
+        self.inner = inner
+        self.source = inner.source
+        self._own0 = 0.0
+        self._busy0: float | None = None
+        self._window: AbstractContextManager[Window] | None = None
+        self._handle: Window | None = None
+
+    def _begin(self, label: str) -> None:
+        self._window = self.inner.window(label)
+        self._handle = self._window.__enter__()
+        self._own0, self._busy0 = time.process_time(), machine_busy_cpu_s()
+
+    def _end(self, duration_s: float) -> tuple[float, dict[str, str]]:
+        own_s = time.process_time() - self._own0
+        busy1 = machine_busy_cpu_s()
+        assert self._window is not None and self._handle is not None, "window ended before it began"
+        self._window.__exit__(None, None, None)
+        measured = self._handle.measurement
+        if self._busy0 is None or busy1 is None:
+            return measured.energy_j, {**measured.details, "attribution": "unavailable: no /proc/stat, whole machine counted"}
+        share = cpu_share(own_s, busy1 - self._busy0)
+        details = {**measured.details, "attribution": self.attribution, "cpu_share": f"{share:.6f}", "machine_energy_j": f"{measured.energy_j:.6f}"}
+        return measured.energy_j * share, details
+
+    def close(self) -> None:
+        self.inner.close()

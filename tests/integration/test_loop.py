@@ -274,7 +274,7 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
     for version in versions:
         assert version.tags["quality_metric"] == "balanced_accuracy"
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/animals/{version.version}", dst_path=str(tmp_path / str(version.version))))
-        saved = json.loads((local / "preprocessing.json").read_text())
+        saved = json.loads(next(local.rglob("preprocessing.json")).read_text())  # inside the MLflow model's `model` artifact
         assert saved == data.preprocessing
         model, spec = models.load(local)
         pre = TablePreprocessor.from_dict(saved)

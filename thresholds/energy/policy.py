@@ -17,6 +17,24 @@ Ladder, in order:
 7. `qat:int8`          - when post-training int8 breaks an accuracy target, the same fp32 model
                          fine-tuned with int8 fake quantization, then served at int8.
 
+Target-aware: each missed target of the candidate closest to passing picks the moves that can fix
+it, and every step names the target that drove it (`Step.target`):
+
+- inference energy or latency: the compression ladder above;
+- training energy: moves that cut the *lineage's* training cost (compression only adds to it):
+  the training variants above, then for a compressed model `prune-early:r` (prune inside the
+  recipe after `training.prune_at_epoch` epochs and keep training: no separate fine-tune),
+  `prune-es:r` (prune the recipe and fine-tune with early stopping on the epochs the target
+  leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
+- accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
+  followed by the ratio halfway back to the last one that kept it, then by the same ratio with a
+  fine-tune twice as long (`Step.epochs`).
+
+When no rung left can reach a target the loop ends FAILED with `Final.unreachable` naming it
+(reason "unreachable: <target>: ..."), without spending the rest of the budget: for training
+energy as soon as every rung left would derive from a model whose lineage already costs more
+than the target (derived rungs only add training), otherwise when the ladder is exhausted.
+
 Optional, between distillation and precision: `search` - an energy-aware architecture search over
 `ladder.search_hidden` under an analytic energy cap; the most accurate architecture of the
 Pareto set (validation accuracy vs estimated energy) becomes the candidate.
@@ -33,6 +51,7 @@ assumed to save energy. Final states:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from enum import StrEnum
 from typing import NamedTuple
@@ -53,6 +72,14 @@ class StepKind(StrEnum):
     QAT = "qat"
     PRECISION = "precision"
     SEARCH = "search"
+    PRUNE_EARLY = "prune-early"  # prune inside the recipe at `training.prune_at_epoch`, keep training
+    PRUNE_ES = "prune-es"  # prune the recipe, fine-tune with early stopping on `Step.epochs` at most
+    SCRATCH = "scratch"  # the parent's architecture trained from scratch with early stopping
+
+
+QUALITY_TARGETS = ("trained", "accuracy", "accuracy_drop_pt", "rmse", "rmse_increase_pct")
+INFERENCE_TARGETS = ("inference_energy_j_per_1k", "inference_energy_vs_baseline", "latency_ms_per_batch", "latency_vs_baseline")
+TRAINING_TARGETS = ("train_energy_j", "train_energy_vs_baseline")
 
 
 class Step(BaseModel):
@@ -61,13 +88,16 @@ class Step(BaseModel):
     kind: StepKind
     value: float | str | None = None  # pruning ratio or precision name
     parent: int | None = None  # index of the candidate this step starts from
+    epochs: int | None = None  # fine-tuning budget in epochs (prune-es)
+    target: str | None = None  # the missed target (gate check name) that drove this step
 
     @property
     def label(self) -> str:
+        budget = f"/{self.epochs}ep" if self.epochs is not None else ""
         if self.value is None:
-            return self.kind.value
+            return f"{self.kind.value}{budget}"
         shown = f"{self.value:g}" if isinstance(self.value, float) else self.value
-        return f"{self.kind.value}:{shown}"
+        return f"{self.kind.value}:{shown}{budget}"
 
 
 class CandidateResult(BaseModel):
@@ -101,6 +131,13 @@ class CandidateResult(BaseModel):
     wall_s: float = 0.0
     series: dict[str, list[float]] = {}  # per-epoch curves, logged with their step
     tags: dict[str, str] = {}  # provenance details (meter assumptions, MACs before pruning)
+    # Paired (ABBA) measurement against the baseline: geometric mean of the per-pair ratios, the
+    # standard error of the mean log ratio, its 95 % CI as ratios, and the number of pairs.
+    inference_ratio_vs_baseline: float | None = None
+    inference_ratio_log_sem: float = 0.0
+    inference_ratio_ci95_low: float | None = None
+    inference_ratio_ci95_high: float | None = None
+    inference_pairs: int = 0
 
     @property
     def ok(self) -> bool:
@@ -138,6 +175,7 @@ class Calibration(BaseModel):
 class Next(BaseModel):
     step: Step
     why: str
+    target: str | None = None  # the missed target that drove this step
 
 
 def _max(check: str, value: float | None, limit: float | None, unit: str) -> Check | None:
@@ -167,6 +205,18 @@ def _ratio_upper(value: float | None, err: float, base: float | None, base_err: 
     return _ratio(value + sigmas * err, low if low > 0 else None)
 
 
+def _inference_ratio_judged(c: CandidateResult, baseline: CandidateResult, sigmas: float) -> float | None:
+    """The inference ratio the gate judges: from the paired windows when measured so (the upper end
+    of its 95 % CI, or the point ratio at `sigmas` 0), else from the two separate means."""
+    if c.inference_ratio_vs_baseline is not None:
+        if sigmas > 0 and c.inference_ratio_ci95_high is not None:
+            return c.inference_ratio_ci95_high
+        return c.inference_ratio_vs_baseline
+    return _ratio_upper(
+        c.inference_energy_j_per_1k, c.inference_energy_sem_j_per_1k, baseline.inference_energy_j_per_1k, baseline.inference_energy_sem_j_per_1k, sigmas
+    )
+
+
 def gate(targets: Targets, c: CandidateResult, baseline: CandidateResult, sigmas: float = 0.0) -> GateReport:
     """Every target that is set, checked against the candidate (and the baseline for relative ones).
 
@@ -177,11 +227,10 @@ def gate(targets: Targets, c: CandidateResult, baseline: CandidateResult, sigmas
         return GateReport(checks=[Check(name="trained", ok=False, detail=f"rejected: {c.rejected_reason}")])
     checks = _quality_checks(targets, c, baseline)
     inf, inf_err = c.inference_energy_j_per_1k, c.inference_energy_sem_j_per_1k
-    base_inf, base_inf_err = baseline.inference_energy_j_per_1k, baseline.inference_energy_sem_j_per_1k
     train, train_err = c.train_energy_j, c.train_energy_sem_j
     for item in (
         _max("inference_energy_j_per_1k", _upper(inf, inf_err, sigmas), targets.max_inference_energy_j_per_1k, " J"),
-        _max("inference_energy_vs_baseline", _ratio_upper(inf, inf_err, base_inf, base_inf_err, sigmas), targets.max_inference_energy_vs_baseline, "x"),
+        _max("inference_energy_vs_baseline", _inference_ratio_judged(c, baseline, sigmas), targets.max_inference_energy_vs_baseline, "x"),
         _max("train_energy_j", _upper(train, train_err, sigmas), targets.max_train_energy_j, " J"),
         _max(
             "train_energy_vs_baseline",
@@ -260,6 +309,9 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     if c.step.kind in (StepKind.MIXED_PRECISION, StepKind.BATCH):
         return _training_gain(scenario, history, c)
     parent = history[c.step.parent] if c.step.parent is not None else baseline
+    paired = _paired_gain(scenario, parent, c)
+    if paired is not None:
+        return paired
     gain = gain_pct(parent, c)
     if gain is None:
         return False, "no inference cost measured"
@@ -269,6 +321,23 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     if not significantly_less(cost(c) or 0.0, cost_err(c), cost(parent) or 0.0, cost_err(parent), sigmas):
         return False, f"saved {gain:.1f}% vs #{parent.index}, within {sigmas:g} combined standard errors: noise, not a gain"
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index}"
+
+
+def _paired_gain(scenario: Scenario, parent: CandidateResult, c: CandidateResult) -> tuple[bool, str] | None:
+    """`kept`'s inference test on the paired ratios (both measured against the baseline), when there are."""
+    mine, theirs = c.inference_ratio_vs_baseline, parent.inference_ratio_vs_baseline
+    if parent.index == 0 and mine is not None:
+        theirs = 1.0
+    if mine is None or theirs is None or mine <= 0 or theirs <= 0:
+        return None
+    gain = (1 - mine / theirs) * 100
+    sigmas = scenario.measurement.significance_sigmas
+    if gain < scenario.ladder.min_gain_pct:
+        return False, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired) on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)"
+    their_sem = parent.inference_ratio_log_sem if parent.index else 0.0
+    if not math.log(mine) + sigmas * math.hypot(c.inference_ratio_log_sem, their_sem) < math.log(theirs):
+        return False, f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: noise, not a gain"
+    return True, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired)"
 
 
 def _training_gain(scenario: Scenario, history: list[CandidateResult], c: CandidateResult) -> tuple[bool, str]:
@@ -347,7 +416,8 @@ def _recipe_siblings(scenario: Scenario, history: list[CandidateResult], first: 
 def _prune(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE]
     if any(not quality_ok(scenario.targets, c, history[0]) for c in pruned):
-        return None  # a ratio broke an accuracy target: larger ones would too
+        # A ratio broke an accuracy target: larger ones would too. Back off from it instead, if allowed.
+        return _backoff(scenario, history) if scenario.ladder.accuracy_backoff else None
     base = _recipe(scenario, history)
     tried = {float(c.step.value) for c in pruned if c.step.value is not None}
     for ratio in scenario.ladder.pruning_ratios:
@@ -357,7 +427,8 @@ def _prune(scenario: Scenario, history: list[CandidateResult], use: Calibration 
 
 
 def _prune_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
-    return [Step(kind=StepKind.PRUNE, value=r, parent=first.parent) for r in scenario.ladder.pruning_ratios if r > float(first.value or 0)]
+    tried = {float(c.step.value) for c in history if c.step.kind == StepKind.PRUNE and c.step.value is not None}
+    return [Step(kind=StepKind.PRUNE, value=r, parent=first.parent) for r in scenario.ladder.pruning_ratios if r > float(first.value or 0) and r not in tried]
 
 
 def _distilled(history: list[CandidateResult]) -> set[float]:
@@ -412,6 +483,11 @@ def _qat(scenario: Scenario, history: list[CandidateResult], use: Calibration | 
     return Next(step=Step(kind=StepKind.QAT, value="int8", parent=parent_index), why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}")
 
 
+def _training_moves_only(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    """Rungs that only `_training_move` chooses (they answer a missed training target, not the ladder)."""
+    return None
+
+
 class Rung(NamedTuple):
     """One kind of ladder step: its next step given the history (None: nothing left of it), and optionally
     the steps of the same rung that can train alongside a first one (parallel mode)."""
@@ -432,12 +508,157 @@ RUNGS: tuple[Rung, ...] = (
     Rung(StepKind.SEARCH, _search),
     Rung(StepKind.PRECISION, _precision, _precision_siblings),
     Rung(StepKind.QAT, _qat),
+    # Training-cost moves: `_training_move` picks them for a missed training-energy target; walking the ladder passes over them.
+    Rung(StepKind.PRUNE_EARLY, _training_moves_only),
+    Rung(StepKind.PRUNE_ES, _training_moves_only),
+    Rung(StepKind.SCRATCH, _training_moves_only),
 )
 
 
-def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | None:
+def _compression_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | None:
+    """The next rung of the ladder (what lowers inference cost), in ladder order."""
     use = calibration if scenario.ladder.use_calibration else None
     return next((n for rung in RUNGS if (n := rung.next(scenario, history, use)) is not None), None)
+
+
+def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateResult) -> list[str]:
+    """Names of the gate checks `c` fails, in gate order."""
+    return [x.name for x in judge(scenario, c, baseline).failed]
+
+
+def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
+    """Accuracy back-off from a pruning ratio that met every inference target but broke a quality
+    target (a training miss it may also have is left to the training-cost moves): first, once, the
+    ratio halfway back to the largest one that kept quality; then, once per ratio, the same ratio
+    with a fine-tune twice as long."""
+    baseline = history[0]
+    pruned = [c for c in history if c.step.kind == StepKind.PRUNE and c.ok and c.step.value is not None]
+    values = {c.index: float(c.step.value) for c in pruned}  # type: ignore[arg-type]
+    for broken in pruned:
+        misses = missed_targets(scenario, broken, baseline)
+        if not any(m in QUALITY_TARGETS for m in misses) or any(m in INFERENCE_TARGETS for m in misses):
+            continue
+        ratio, target = values[broken.index], next(m for m in misses if m in QUALITY_TARGETS)
+        parent = broken.step.parent if broken.step.parent is not None else 0
+        below = max((r for r in scenario.ladder.pruning_ratios if r < ratio), default=0.0)
+        if ratio in scenario.ladder.pruning_ratios and not any(below < v < ratio for v in values.values()):
+            good = max((values[c.index] for c in pruned if values[c.index] < ratio and quality_ok(scenario.targets, c, baseline)), default=0.0)
+            mid = round((good + ratio) / 2, 3)
+            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
+            return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, target=target), why=why, target=target)
+        if not any(c.step.kind == StepKind.PRUNE and c.step.epochs is not None and c.step.value == broken.step.value for c in history):
+            epochs = 2 * scenario.training.fine_tune_epochs
+            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} epochs instead"
+            return Next(step=Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, epochs=epochs, target=target), why=why, target=target)
+    return None
+
+
+def train_limit_j(targets: Targets, baseline: CandidateResult) -> float | None:
+    """The training energy (J) the scenario allows, absolute or relative to the baseline."""
+    limits = [targets.max_train_energy_j] if targets.max_train_energy_j is not None else []
+    if targets.max_train_energy_vs_baseline is not None and baseline.train_energy_j:
+        limits.append(targets.max_train_energy_vs_baseline * baseline.train_energy_j)
+    return min(limits) if limits else None
+
+
+def fine_tune_budget_epochs(scenario: Scenario, history: list[CandidateResult], pruned: CandidateResult) -> int | None:
+    """Fine-tuning epochs the training target leaves after `pruned`'s parent, at the fine-tuning cost
+    per epoch `pruned` showed (80 % of what is left, for the gate's noise margin); None when unknown."""
+    limit = train_limit_j(scenario.targets, history[0])
+    if limit is None or pruned.step.parent is None or pruned.train_energy_j is None:
+        return None
+    parent = history[pruned.step.parent]
+    if parent.train_energy_j is None:
+        return None
+    steps = scenario.ladder.pruning_iterative_steps if pruned.step.kind == StepKind.PRUNE else 1
+    epochs_run = (pruned.epochs_run or scenario.training.fine_tune_epochs) * steps
+    per_epoch_j = (pruned.train_energy_j - parent.train_energy_j) / max(1, epochs_run)
+    if per_epoch_j <= 0:
+        return None
+    return min(scenario.training.fine_tune_epochs, math.floor(0.8 * (limit - parent.train_energy_j) / per_epoch_j))
+
+
+COMPRESSED = (StepKind.PRUNE, StepKind.PRUNE_EARLY, StepKind.PRUNE_ES, StepKind.DISTILL, StepKind.SEARCH)
+
+
+def _training_move(scenario: Scenario, history: list[CandidateResult], focus: CandidateResult, target: str, calibration: Calibration | None) -> Next | None:
+    """The next move that can cut the training cost of `focus`'s lineage, or None when none is left."""
+    ladder = scenario.ladder
+    use = calibration if ladder.use_calibration else None
+
+    def move(step: Step, why: str) -> Next:
+        return Next(step=step.model_copy(update={"target": target}), why=f"{target}: {why}", target=target)
+
+    for variant in (_mixed_precision, _batch):  # the recipe's training variants first: they cost least to try
+        found = variant(scenario, history, use)
+        if found is not None:
+            return move(found.step, found.why)
+    if not ladder.training_moves or focus.step.kind not in COMPRESSED:
+        return None
+    done = {(c.step.kind, c.step.value, c.step.parent) for c in history}
+    if focus.step.kind in (StepKind.PRUNE, StepKind.PRUNE_ES) and focus.step.value is not None:
+        ratio = float(focus.step.value)
+        recipe = _recipe(scenario, history)
+        if not any(c.step.kind == StepKind.PRUNE_EARLY and c.step.value == ratio for c in history):
+            at = scenario.training.prune_at_epoch
+            return move(
+                Step(kind=StepKind.PRUNE_EARLY, value=ratio, parent=recipe.index), f"prune {ratio:.0%} inside the recipe after epoch {at} and keep training"
+            )
+        parent = focus.step.parent if focus.step.parent is not None else recipe.index
+        epochs = fine_tune_budget_epochs(scenario, history, focus)
+        if epochs is not None and epochs >= 1 and not any(c.step.kind == StepKind.PRUNE_ES and c.step.value == ratio for c in history):
+            why = f"prune {ratio:.0%} of #{parent} and fine-tune with early stopping for at most the {epochs} epochs the target leaves"
+            return move(Step(kind=StepKind.PRUNE_ES, value=ratio, parent=parent, epochs=epochs), why)
+    if (StepKind.SCRATCH, None, focus.index) not in done and focus.step.kind != StepKind.SCRATCH:
+        return move(Step(kind=StepKind.SCRATCH, parent=focus.index), f"train #{focus.index}'s architecture from scratch with early stopping")
+    return None
+
+
+def _lineage_floor_j(scenario: Scenario, history: list[CandidateResult]) -> float | None:
+    """The least training energy a rung left on the compression ladder could produce a model for:
+    pruning starts from the recipe and adds at least the cheapest fine-tune seen so far; distillation
+    and precision start from the best fp32 model. Derived rungs only add training to their parent's."""
+    base, best = _recipe(scenario, history), _best_fp32(scenario, history)
+    extras = [
+        c.train_energy_j - (history[c.step.parent].train_energy_j or 0.0)
+        for c in history
+        if c.step.kind == StepKind.PRUNE and c.ok and c.train_energy_j is not None and c.step.parent is not None
+    ]
+    if base.train_energy_j is None or best.train_energy_j is None:
+        return None
+    return min(base.train_energy_j + max(0.0, min(extras, default=0.0)), best.train_energy_j)
+
+
+def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | Final | None:
+    """The move for the target the closest candidate misses: compression for inference energy or
+    latency, training-cost moves for training energy; a Final when a target is shown unreachable."""
+    kinds = {c.step.kind for c in history}
+    if StepKind.EARLY_STOPPING not in kinds:
+        return _compression_rung(scenario, history, calibration)
+    baseline = history[0]
+    focus = closest(scenario, history) or baseline
+    misses = missed_targets(scenario, focus, baseline)
+    inference = [m for m in misses if m in INFERENCE_TARGETS]
+    training = [m for m in misses if m in TRAINING_TARGETS]
+    if training and not inference:
+        found = _training_move(scenario, history, focus, training[0], calibration)
+        if found is not None:
+            return found
+        floor, limit = _lineage_floor_j(scenario, history), train_limit_j(scenario.targets, baseline)
+        search_pending = bool(scenario.ladder.search_hidden) and StepKind.SEARCH not in kinds
+        if floor is not None and limit is not None and floor > limit and not search_pending:
+            reason = (
+                f"unreachable: {training[0]}: no training-cost move left, and every rung left derives from a model whose "
+                f"training already cost {floor:.4g} J > {limit:.4g} J allowed; {_why_not(scenario, history)}"
+            )
+            return Final(state=FinalState.FAILED, reason=reason, unreachable=training[0])
+    rung = _compression_rung(scenario, history, calibration)
+    if rung is None or rung.target is not None:
+        return rung
+    if not misses:
+        return rung
+    target = (inference or training or misses)[0]
+    return Next(step=rung.step.model_copy(update={"target": target}), why=f"{target}: {rung.why}", target=target)
 
 
 def closest(scenario: Scenario, history: list[CandidateResult], optimised_only: bool = False) -> CandidateResult | None:
@@ -483,7 +704,12 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
         return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"spent {spent:.1f} J of {limit:g} J; {_why_not(scenario, history)}")
     step = _next_rung(scenario, history, calibration)
     if step is None:
-        return Final(state=FinalState.FAILED, reason=f"no rung left on the ladder; {_why_not(scenario, history)}")
+        nearest = closest(scenario, history)
+        misses = missed_targets(scenario, nearest, baseline) if nearest is not None else []
+        why = _why_not(scenario, history)
+        if not misses:
+            return Final(state=FinalState.FAILED, reason=f"no rung left on the ladder; {why}")
+        return Final(state=FinalState.FAILED, reason=f"unreachable: {misses[0]}: no rung left on the ladder can reach it; {why}", unreachable=misses[0])
     return step
 
 

@@ -50,6 +50,7 @@ class Training(StrictSection):
     seed: int = Field(0, ge=0, description="integer seed")
     early_stopping_monitor: Literal["loss", "accuracy"] = Field("loss", description="validation metric early stopping watches")
     distill_fine_tune: bool = Field(False, description="fine-tune pruned models on the unpruned parent's soft labels")
+    prune_at_epoch: int = Field(5, ge=1, le=10_000, description="epoch of the recipe after which the prune-early rung prunes, then keeps training")
 
     @model_validator(mode="after")
     def _patience_fits(self) -> Training:
@@ -73,6 +74,10 @@ class Measurement(StrictSection):
     eval_subset: int = Field(0, ge=0, le=10_000_000, description="test samples evaluated during the loop (0 = all); the full split confirms before promotion")
     inference_target: Literal["this-machine", "analytic-45nm"] = Field(
         "this-machine", description="judge inference energy as measured here, or estimated for a 45 nm edge device"
+    )
+    paired: bool = Field(True, description="measure each candidate in ABBA windows interleaved with the baseline; gates judge the ratio's CI")
+    train_attribution: Literal["auto", "process", "machine"] = Field(
+        "auto", description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level meters), or the whole machine"
     )
 
     @model_validator(mode="after")
@@ -102,6 +107,8 @@ class Ladder(StrictSection):
     search_max_energy_vs_baseline: float = Field(
         0.5, gt=0, le=1, description="energy cap of the search: analytic inference energy as a fraction of the baseline's"
     )
+    training_moves: bool = Field(True, description="answer a missed training-energy target with moves that cut the lineage's training cost")
+    accuracy_backoff: bool = Field(True, description="when a pruning ratio meets the inference targets but breaks accuracy, try the ratio halfway back")
 
     @field_validator("training_batch_factors")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,29 @@ def test_attribute_phase_replaces_provisional_cpu_seconds_by_joules_that_add_up(
     assert here[0].train_energy_sem_j == pytest.approx(math.hypot(3.0, 4.0 * own_j[0] / 3.0))
     # A candidate trained on another host is not in this machine's reading: left as its worker measured it.
     assert out[2] == produced[2]
+
+
+def test_process_share_meter_keeps_only_this_process_cpu_share(tmp_path: Path) -> None:
+    """Serial loops on a shared machine: the machine's reading times this process's share of its busy CPU time."""
+    import os
+    import time
+
+    from tasks.energy.share import ProcessShareMeter, cpu_share, machine_busy_cpu_s
+    from tasks.energy.simple import FixedPowerMeter
+
+    assert cpu_share(1.0, 2.0) == 0.5 and cpu_share(3.0, 2.0) == 1.0 and cpu_share(0.0, 0.0) == 1.0
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice (ticks)
+    stat.write_text("cpu  100 0 50 1000 20 0 10 0 0 0\ncpu0 50 0 25 500 10 0 5 0 0 0\n")
+    assert machine_busy_cpu_s(stat) == pytest.approx(160 / os.sysconf("SC_CLK_TCK"))
+    assert machine_busy_cpu_s(tmp_path / "missing") is None
+
+    meter = ProcessShareMeter(FixedPowerMeter(10.0))
+    with meter.window("spin") as w:
+        deadline = time.perf_counter() + 0.3
+        while time.perf_counter() < deadline:
+            pass
+    m = w.measurement
+    share = float(m.details["cpu_share"])
+    assert m.details["attribution"] == "process-cpu-share" and 0.0 < share <= 1.0
+    assert m.energy_j == pytest.approx(float(m.details["machine_energy_j"]) * share, rel=1e-3, abs=1e-5) and m.estimated

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from thresholds.energy.policy import (
@@ -25,7 +27,7 @@ MP, DI = StepKind.MIXED_PRECISION, StepKind.DISTILL
 
 
 LADDER = {"pruning_ratios": [0.3, 0.5, 0.7], "precisions": ["int8", "fp16"], "min_gain_pct": 3.0}
-SHORT = {**LADDER, "mixed_precision_training": False, "distill_width_factors": []}
+SHORT = {**LADDER, "mixed_precision_training": False, "distill_width_factors": [], "accuracy_backoff": False}
 
 
 def scenario(ladder: dict[str, object] | None = None, **targets: float) -> Scenario:
@@ -394,3 +396,180 @@ def test_a_parallel_batch_with_several_passes_chooses_the_cheapest() -> None:
     history = [BASE, RECIPE, c(2, PR, 0.3, parent=1, inf=0.45), c(3, PR, 0.5, parent=1, inf=0.35), c(4, PR, 0.7, parent=1, acc=0.5, inf=0.2)]
     final = decide(scenario(), history)
     assert isinstance(final, Final) and final.state == FinalState.PASSED and final.chosen == 3
+
+
+# Target-aware escalation: each missed target picks the moves that can fix it.
+PE, PES, SC = StepKind.PRUNE_EARLY, StepKind.PRUNE_ES, StepKind.SCRATCH
+TRAIN_AWARE = scenario({**SHORT, "accuracy_backoff": True}, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.75, max_train_energy_vs_baseline=1.2)
+TP3 = c(2, PR, 0.3, parent=1, inf=0.8, train=140.0)
+TP5 = c(3, PR, 0.5, parent=1, inf=0.5, train=140.0)  # meets inference; pruning's fine-tune pushed the lineage to 1.4x
+PE5_BROKE = c(4, PE, 0.5, parent=1, acc=0.85, inf=0.5, train=60.0)
+PES5 = c(5, PES, 0.5, parent=1, inf=0.5, train=125.0)
+LONG7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, epochs=30, target="accuracy_drop_pt")})
+TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object, int | None], str | None]] = [
+    ("inference and training missed: compression goes on, for inference", [BASE, RECIPE, TP3], TRAIN_AWARE, ("next", PR, 1), "inference_energy_vs_baseline"),
+    (
+        "only training missed: prune inside the recipe instead of more compression",
+        [BASE, RECIPE, TP3, TP5],
+        TRAIN_AWARE,
+        ("next", PE, 1),
+        "train_energy_vs_baseline",
+    ),
+    (
+        "prune-early broke accuracy: prune and fine-tune on the budget the target leaves",
+        [BASE, RECIPE, TP3, TP5, PE5_BROKE],
+        TRAIN_AWARE,
+        ("next", PES, 1),
+        "train_energy_vs_baseline",
+    ),
+    (
+        "budgeted fine-tune still too costly: the architecture from scratch",
+        [BASE, RECIPE, TP3, TP5, PE5_BROKE, PES5],
+        TRAIN_AWARE,
+        ("next", SC, 3),
+        "train_energy_vs_baseline",
+    ),
+    (
+        "no training move left and every rung left derives from too costly a lineage: unreachable, budget unspent",
+        [BASE, RECIPE, TP3, TP5, PE5_BROKE, PES5, c(6, SC, parent=3, acc=0.8, inf=0.5, train=40.0)],
+        TRAIN_AWARE,
+        ("final", FinalState.FAILED, None),
+        "train_energy_vs_baseline",
+    ),
+    (
+        "prune-early meets every target",
+        [BASE, RECIPE, TP3, TP5, c(4, PE, 0.5, parent=1, inf=0.5, train=60.0)],
+        TRAIN_AWARE,
+        ("final", FinalState.PASSED, 4),
+        None,
+    ),
+    (
+        "the recipe itself costs more than the target and nothing is compressed: unreachable at once",
+        [BASE, RECIPE],
+        scenario(SHORT, max_train_energy_vs_baseline=0.3),
+        ("final", FinalState.FAILED, None),
+        "train_energy_vs_baseline",
+    ),
+    (
+        "a larger-batch recipe is tried first for a training miss",
+        [BASE, RECIPE],
+        scenario({**SHORT, "training_batch_factors": [4]}, max_train_energy_vs_baseline=0.3),
+        ("next", BT, 0),
+        "train_energy_vs_baseline",
+    ),
+    (
+        "accuracy: 70% met the inference target but broke accuracy, back off to 60%",
+        [BASE, RECIPE, P3, P5, P7_BAD],
+        scenario({**SHORT, "accuracy_backoff": True}),
+        ("next", PR, 1),
+        "accuracy_drop_pt",
+    ),
+    (
+        "a training miss does not stop the back-off: the training-cost moves come after",
+        [BASE, RECIPE, TP3, c(3, PR, 0.5, parent=1, inf=0.8, train=140.0), c(4, PR, 0.7, parent=1, acc=0.5, inf=0.3, train=150.0)],
+        TRAIN_AWARE,
+        ("next", PR, 1),
+        "accuracy_drop_pt",
+    ),
+    (
+        "no back-off from a ratio that still missed inference",
+        [BASE, RECIPE, P3, c(3, PR, 0.5, parent=1, acc=0.5, inf=0.6)],
+        scenario({**SHORT, "accuracy_backoff": True}),
+        ("next", PC, 2),
+        "inference_energy_vs_baseline",
+    ),
+    (
+        "the halfway ratio missed inference: the broken ratio again with a fine-tune twice as long",
+        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)],
+        scenario({**SHORT, "accuracy_backoff": True}),
+        ("next", PR, 1),
+        "accuracy_drop_pt",
+    ),
+    (
+        "backed off both ways: on to precision from the best kept model",
+        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), LONG7_BAD],
+        scenario({**SHORT, "accuracy_backoff": True}),
+        ("next", PC, 5),
+        "inference_energy_vs_baseline",
+    ),
+    (
+        "ladder exhausted: unreachable names the inference target",
+        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PC, "int8", parent=3, inf=1.2), c(6, PC, "fp16", parent=3, inf=1.1)],
+        scenario(),
+        ("final", FinalState.FAILED, None),
+        "inference_energy_vs_baseline",
+    ),
+]
+
+
+@pytest.mark.parametrize(("history", "settings", "expected", "target"), [r[1:] for r in TARGET_TABLE], ids=[r[0] for r in TARGET_TABLE])
+def test_each_missed_target_picks_its_moves(
+    history: list[CandidateResult], settings: Scenario, expected: tuple[str, object, int | None], target: str | None
+) -> None:
+    decision = decide(settings, history)
+    _check(decision, expected)
+    if isinstance(decision, Next):
+        assert decision.target == target and decision.step.target == target
+        assert decision.why.startswith(f"{target}: ")
+    else:
+        assert decision.unreachable == target
+        if target is not None:
+            assert decision.reason.startswith(f"unreachable: {target}: ")
+
+
+def test_the_fine_tune_budget_is_what_the_training_target_leaves() -> None:
+    from thresholds.energy.policy import fine_tune_budget_epochs
+
+    # limit 1.2 x 100 J = 120 J; the recipe used 50 J; pruning's fine-tune cost 90 J over 15 epochs = 6 J/epoch
+    assert fine_tune_budget_epochs(TRAIN_AWARE, [BASE, RECIPE, TP3, TP5], TP5) == math.floor(0.8 * 70 / 6)
+    step = decide(TRAIN_AWARE, [BASE, RECIPE, TP3, TP5, PE5_BROKE]).step  # type: ignore[union-attr]
+    assert step.epochs == 9 and step.label == "prune-es:0.5/9ep"
+    assert fine_tune_budget_epochs(scenario(), [BASE, RECIPE, TP3, TP5], TP5) is None  # no training target, no budget
+
+
+def test_gates_judge_the_paired_ratio_confidence_interval() -> None:
+    targets = scenario(max_inference_energy_vs_baseline=0.75).targets
+    # Separate means say 0.9x (drift between the two measurements); the pairs say 0.70x, CI [0.66, 0.74].
+    paired = c(1, ES, inf=0.9).model_copy(
+        update={"inference_ratio_vs_baseline": 0.70, "inference_ratio_ci95_low": 0.66, "inference_ratio_ci95_high": 0.74, "inference_ratio_log_sem": 0.02}
+    )
+    assert gate(targets, paired, BASE, sigmas=2.0).passed
+    wide = paired.model_copy(update={"inference_ratio_ci95_high": 0.80})
+    report = gate(targets, wide, BASE, sigmas=2.0)
+    assert not report.passed and "inference_energy_vs_baseline 0.8x > 0.75x" in report.summary()
+    assert gate(targets, wide, BASE, sigmas=0.0).passed  # the point ratio, without the noise margin
+
+
+@pytest.mark.parametrize(
+    ("child_ratio", "child_sem", "keep", "why"),
+    [(0.6, 0.02, True, "saved 25.0% inference cost vs #1 (paired)"), (0.75, 0.05, False, "noise, not a gain"), (0.79, 0.0, False, "saved 1.2%")],
+)
+def test_kept_compares_paired_ratios_when_both_have_them(child_ratio: float, child_sem: float, keep: bool, why: str) -> None:
+    parent = RECIPE.model_copy(update={"inference_ratio_vs_baseline": 0.8, "inference_ratio_log_sem": 0.02})
+    child = c(2, PR, 0.3, parent=1, inf=5.0).model_copy(update={"inference_ratio_vs_baseline": child_ratio, "inference_ratio_log_sem": child_sem})
+    ok, reason = kept(scenario(), [BASE, parent, child], child)
+    assert ok is keep and why in reason
+
+
+def test_each_verdict_names_the_target_that_drove_the_next_move() -> None:
+    from tasks.report import verdicts
+
+    history = [
+        BASE,
+        RECIPE,
+        TP3,
+        TP5,
+        c(4, PE, 0.5, parent=1, inf=0.5, train=60.0).model_copy(update={"step": Step(kind=PE, value=0.5, parent=1, target="train_energy_vs_baseline")}),
+    ]
+    lines = verdicts(TRAIN_AWARE, history)
+    assert "next: prune-early:0.5 for train_energy_vs_baseline" in lines[3]
+    assert lines[4].startswith("PASS")
+
+
+def test_the_longer_fine_tune_doubles_the_scenarios_epochs_and_comes_once() -> None:
+    s = scenario({**SHORT, "accuracy_backoff": True})
+    step = decide(s, [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)]).step  # type: ignore[union-attr]
+    assert step.value == 0.7 and step.epochs == 2 * s.training.fine_tune_epochs and step.label == "prune:0.7/30ep"
+    halfway_broke = [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, acc=0.8, inf=0.5), LONG7_BAD]
+    again = decide(s, halfway_broke).step  # type: ignore[union-attr]
+    assert (again.value, again.epochs) == (0.6, 30)  # the halfway ratio broke too: its own longer fine-tune, not another halving

@@ -1,0 +1,86 @@
+"""Paired (ABBA) measurement: a candidate's energy relative to a reference, from alternating windows.
+
+Two models measured minutes apart differ by drift as much as by design: the machine's thermal
+state, other processes, the allocator's history. Measured in alternating windows in the same
+process, both members of a pair see the same drift, and the ratio of the pair cancels it. The
+order is ABBA (reference, candidate, candidate, reference, ...): within each block of two pairs a
+linear trend cancels too. The ratio is judged on the log scale: the mean of the per-pair log
+ratios, its standard error and a Student-t 95 % interval, turned back into ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tasks.energy.stats import t_quantile_975
+
+REFERENCE, CANDIDATE = "A", "B"
+
+
+def abba_order(pairs: int) -> list[str]:
+    """Window order for `pairs` pairs (rounded up to whole ABBA blocks): A B B A A B B A ..."""
+    blocks = math.ceil(pairs / 2)
+    return [REFERENCE, CANDIDATE, CANDIDATE, REFERENCE] * blocks
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """Per-window energies of the reference and the candidate, pair by pair (same units)."""
+
+    reference: tuple[float, ...]
+    candidate: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.candidate)
+
+    @property
+    def log_ratios(self) -> tuple[float, ...]:
+        return tuple(math.log(c / r) for r, c in zip(self.reference, self.candidate, strict=True))
+
+    @property
+    def ratio(self) -> float:
+        """Geometric mean of the per-pair ratios (candidate / reference)."""
+        return math.exp(statistics.fmean(self.log_ratios))
+
+    @property
+    def log_sem(self) -> float:
+        """Standard error of the mean log ratio (about the ratio's relative standard error)."""
+        return statistics.stdev(self.log_ratios) / math.sqrt(self.n) if self.n > 1 else 0.0
+
+    @property
+    def log_ci95(self) -> float:
+        """Half-width of the 95 % interval of the mean log ratio (inf for one pair: unknown)."""
+        return t_quantile_975(self.n - 1) * self.log_sem if self.n > 1 else math.inf
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        mean, half = statistics.fmean(self.log_ratios), self.log_ci95
+        return math.exp(mean - half), math.exp(mean + half)
+
+
+def measure_paired(
+    measure_reference: Callable[[], float], measure_candidate: Callable[[], float], pairs_min: int, pairs_max: int, target_rel_ci: float
+) -> PairedRatio:
+    """Alternate the two measurements in ABBA blocks until the 95 % interval of the log ratio is
+    within `target_rel_ci` (after at least `pairs_min` pairs), or `pairs_max` pairs were measured.
+
+    Each callable measures one window and returns a positive energy (e.g. J per 1k predictions).
+    """
+    if not 1 <= pairs_min <= pairs_max:
+        raise ValueError(f"pairs: expected 1 <= pairs_min ({pairs_min}) <= pairs_max ({pairs_max})")
+    reference: list[float] = []
+    candidate: list[float] = []
+    while len(candidate) < pairs_max:
+        for who in abba_order(2)[: 4 if pairs_max - len(candidate) >= 2 else 2]:
+            value = measure_reference() if who == REFERENCE else measure_candidate()
+            if not value > 0:
+                raise ValueError(f"paired measurement: a window read {value!r}: expected a positive energy (a meter that reads nothing cannot be paired)")
+            (reference if who == REFERENCE else candidate).append(value)
+        done = PairedRatio(tuple(reference), tuple(candidate))
+        if done.n >= max(pairs_min, 2) and done.log_ci95 <= target_rel_ci:
+            break
+    return PairedRatio(tuple(reference), tuple(candidate))

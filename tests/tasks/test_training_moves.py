@@ -1,0 +1,59 @@
+"""The training-cost moves on a tiny model: prune inside the recipe, prune with a budgeted
+early-stopped fine-tune, and a compressed architecture trained from scratch; lineage energies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks import models
+from tasks.candidate import run_step
+from tasks.data import prepare
+from tasks.energy.simple import FixedPowerMeter
+from thresholds.energy.policy import CandidateResult, Step, StepKind
+from thresholds.energy.schema import Scenario
+
+
+def test_training_cost_moves_run_reload_and_count_their_lineage(tmp_path: Path) -> None:
+    digits_path = str(prepare("digits", tmp_path / "data"))
+    scenario = Scenario.model_validate(
+        {
+            "name": "moves",
+            "training": {"max_epochs": 20, "patience": 2, "batch_size": 128, "fine_tune_epochs": 6, "prune_at_epoch": 3},
+            "measurement": {"inference_batch_size": 128, "min_window_s": 0.01, "repeats_min": 2, "repeats_max": 2},
+        }
+    )
+    meter = FixedPowerMeter(10.0)
+    history: list[CandidateResult] = []
+    steps = [
+        Step(kind=StepKind.BASELINE),
+        Step(kind=StepKind.EARLY_STOPPING, parent=0),
+        Step(kind=StepKind.PRUNE, value=0.5, parent=1),
+        Step(kind=StepKind.PRUNE_EARLY, value=0.5, parent=1, target="train_energy_vs_baseline"),
+        Step(kind=StepKind.PRUNE_ES, value=0.5, parent=1, epochs=2, target="train_energy_vs_baseline"),
+        Step(kind=StepKind.SCRATCH, parent=2, target="train_energy_vs_baseline"),
+    ]
+    for step in steps:
+        result = run_step(scenario, step, history, digits_path, tmp_path, meter)
+        assert result.ok, result.rejected_reason
+        history.append(result)
+    assert [c.lineage for c in history[3:]] == [
+        ["early-stopping", "prune-early:0.5@3"],
+        ["early-stopping", "prune-es:0.5/2ep"],
+        ["early-stopping", "scratch:32-16"],
+    ]
+    recipe, pruned, early, budgeted, scratch = history[1:]
+    for c in history[3:]:
+        assert c.accuracy is not None and c.accuracy > 0.8, (c.lineage, c.accuracy)
+        assert c.params == pruned.params  # the same pruned architecture, three ways
+        _, spec = models.load(Path(c.model_dir or ""))
+        assert spec.history == c.lineage and spec.hidden == [32, 16]
+        assert c.inference_ratio_vs_baseline is not None and c.inference_pairs == 2  # measured paired with the baseline
+    # Pruning inside the recipe has no separate fine-tune: its lineage is its own training, the epochs before pruning included.
+    assert early.train_energy_j > sum(early.series["epoch_energy_j"]) > 0  # type: ignore[operator]
+    assert early.tags["prune_at_epoch"] == "3" and early.tags["epochs_before_pruning"] == "3"
+    # The budgeted fine-tune adds at most 2 epochs to the recipe's lineage; the scratch model's lineage is its own training.
+    assert budgeted.train_energy_j > recipe.train_energy_j and (budgeted.epochs_run or 0) <= 2  # type: ignore[operator]
+    assert scratch.train_energy_j == pytest.approx(sum(scratch.series["epoch_energy_j"]))
+    assert scratch.tags["architecture_from"] == "#2"
