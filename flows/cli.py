@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from flows import webhook
+
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -45,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     trigger.add_argument("--poll-s", type=float, default=2.0, help="seconds between state polls (default 2)")
     show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
     show.add_argument("model", help="registered model name")
+    webhook.add_parser(sub)
     return parser
 
 
@@ -272,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    handlers = {"run": _run, "validate": _validate, "meters": _meters, "promote": _promote, "status": _status, "trigger": _trigger}
+    handlers = {"run": _run, "validate": _validate, "meters": _meters, "promote": _promote, "status": _status, "trigger": _trigger, "webhook": webhook.main}
     from mlflow.exceptions import MlflowException
 
     try:

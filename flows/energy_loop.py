@@ -49,6 +49,7 @@ def energy_loop(
     data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {"scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or "")}
+    tags["promotion_mode"] = settings.promotion  # read by the webhook receiver when champion is moved by hand
     loop_run_id = open_loop("energy-loop", f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
     try:

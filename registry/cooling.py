@@ -164,6 +164,7 @@ def close_loop(
             if wins:
                 promote = record.versions[final.chosen]
                 mc.set_registered_model_alias(model_name, CHAMPION, promote)
+                tracking.record_gated_champion(mc, model_name, promote)
                 record.champion_moved = True
     mc.set_tag(loop_run_id, "loop.champion", (f"moved to {promote}: " if promote else "unchanged: ") + record.champion_reason[:3900])
     current = tracking.champion_version(mc, model_name)

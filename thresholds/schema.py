@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import InputError
+from thresholds.promotion import PromotionMode
 
 MAX_SCENARIO_BYTES = 256 * 1024
 LowPrecision = Literal["int8", "fp16", "bf16"]
@@ -166,6 +167,9 @@ class Scenario(_Strict):
     measurement: Measurement = Measurement()
     ladder: Ladder = Ladder()
     model: ModelSettings = ModelSettings()
+    promotion: PromotionMode = Field(
+        "warn", description="when champion is moved by hand to a version whose gates did not pass: warn (tag it, emit an event) or enforce (also move it back)"
+    )
 
     @model_validator(mode="after")
     def _analytic_needs_mlp(self) -> Scenario:
