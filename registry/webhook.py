@@ -73,7 +73,11 @@ def _epoch_s(iso: str | None) -> float | None:
 
 
 def guard_alias(model_name: str, alias: str, version: str, owner: str = "webhook receiver") -> GuardRecord:
-    """Judge `alias` just set on `version` of `model_name` and act on it (see the module docstring)."""
+    """Judge `alias` just set on `version` of `model_name` and act on it (see the module docstring).
+
+    Every MLflow request costs (a password check per request on a server with basic auth): read what
+    the decision needs, move the alias under the champion lock, then write the record once.
+    """
     if alias != CHAMPION:
         return GuardRecord(model_name, version, guard_champion(alias, version, [], "warn", None, False))
     mc = client()
@@ -81,22 +85,19 @@ def guard_alias(model_name: str, alias: str, version: str, owner: str = "webhook
     tags = dict(mv.tags)
     problems = version_gate_problems(mc, mv)
     last_gated = mc.get_registered_model(model_name).tags.get(LAST_GATED_CHAMPION)
-    last_tags: dict[str, str] = {}
-    if last_gated and last_gated != version:
-        last_tags = dict(mc.get_model_version(model_name, last_gated).tags)
+    if not problems:
+        record = GuardRecord(model_name, version, guard_champion(alias, version, [], "warn", last_gated, False))
+        if last_gated != version:  # set by hand (the loop and `promote` record their own); re-checked under the lock
+            with champion_lock(mc, model_name, owner=owner):
+                current = champion_version(mc, model_name)
+                if current is not None and str(current.version) == version:
+                    record_gated_champion(mc, model_name, version)
+        return record
+    last_tags = dict(mc.get_model_version(model_name, last_gated).tags) if last_gated and last_gated != version else {}
     mode = promotion_mode(tags, last_tags)
     forced = forced_recently(tags, time.time(), _epoch_s(tags.get("promoted_at")))
     guard = guard_champion(alias, version, problems, mode, last_gated, forced)
-    at = datetime.now(UTC).isoformat(timespec="seconds")
-    record = GuardRecord(model_name, version, guard, mode, problems, at)
-    if guard.action == "gated":
-        with champion_lock(mc, model_name, owner=owner):
-            current = champion_version(mc, model_name)
-            if current is not None and str(current.version) == version:
-                record_gated_champion(mc, model_name, version)
-        return record
-    # What happened and when, before any alias moves: a failure here makes MLflow retry the delivery.
-    _record(mc, record)
+    record = GuardRecord(model_name, version, guard, mode, problems, datetime.now(UTC).isoformat(timespec="seconds"))
     if guard.action in ("revert", "remove"):
         with champion_lock(mc, model_name, owner=owner):
             current = champion_version(mc, model_name)
@@ -106,7 +107,7 @@ def guard_alias(model_name: str, alias: str, version: str, owner: str = "webhook
                 mc.set_registered_model_alias(model_name, CHAMPION, guard.restore_version)
             else:
                 mc.delete_registered_model_alias(model_name, CHAMPION)
-        _record(mc, record)
+    _record(mc, record)
     return record
 
 
@@ -114,7 +115,6 @@ def _record(mc: Any, record: GuardRecord) -> None:
     """Tags on the version and on the registered model: when, what was wrong, what the receiver did, why."""
     values = {
         f"{TAG_PREFIX}.at": record.at,
-        f"{TAG_PREFIX}.problems": "; ".join(record.problems)[:4000],
         f"{TAG_PREFIX}.action": record.guard.action,
         f"{TAG_PREFIX}.reason": record.guard.reason[:4000],
         f"{TAG_PREFIX}.promotion_mode": record.mode,
