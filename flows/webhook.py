@@ -13,6 +13,7 @@ Prefect event `energy-loop.champion.ungated` on the resource `energy-loop.model.
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (`Request`, imported
 # inside create_app to keep the CLI fast) at definition time.
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -113,6 +114,7 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
     act: Callable[[str, str, str], Any] = guard
     app = FastAPI(title="energy-loop webhook receiver", docs_url=None, redoc_url=None, openapi_url=None)
     seen: OrderedDict[str, None] = OrderedDict()  # recent delivery IDs: a redelivered or replayed event acts once
+    inflight: dict[str, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
 
     def answer(status: int, detail: str, **extra: Any) -> JSONResponse:
         return JSONResponse({"detail": detail, **extra}, status_code=status)
@@ -161,24 +163,37 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
             return answer(400, f"malformed event: {exc}")
         if event is None:
             return answer(200, "ignored: not a model_version_alias.created event")
-        name, alias, version = event
+        if delivery_id in inflight:  # MLflow gave up waiting (30 s) and redelivered: answer as the first one will
+            status, content = await asyncio.shield(inflight[delivery_id])
+            return JSONResponse(content, status_code=status)
+        inflight[delivery_id] = asyncio.get_running_loop().create_future()
+        status, content = 503, {"detail": "the receiver failed; retry"}
+        try:
+            status, content = await run_in_threadpool(handle, delivery_id, *event)
+        finally:
+            inflight.pop(delivery_id).set_result((status, content))
+        if status == 200:
+            seen[delivery_id] = None
+            while len(seen) > 10_000:
+                seen.popitem(last=False)
+        return JSONResponse(content, status_code=status)
+
+    def handle(delivery_id: str, name: str, alias: str, version: str) -> tuple[int, dict[str, Any]]:
+        """Guard the alias; (HTTP status, answer). 503 makes MLflow redeliver later."""
         from mlflow.exceptions import MlflowException
 
         from registry.tracking import ChampionLockTimeout
 
         try:
-            record = await run_in_threadpool(act, name, alias, version)
+            record = act(name, alias, version)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code):
-                return answer(200, f"ignored: {name} version {version} does not exist (deleted since?)")
+                return 200, {"detail": f"ignored: {name} version {version} does not exist (deleted since?)"}
             log.error("delivery %s: MLflow failed: %s (503, MLflow will retry)", delivery_id, str(exc).splitlines()[0][:300])
-            return answer(503, "MLflow could not be read or written; retry")
+            return 503, {"detail": "MLflow could not be read or written; retry"}
         except ChampionLockTimeout as exc:
             log.error("delivery %s: %s (503, MLflow will retry)", delivery_id, exc)
-            return answer(503, str(exc))
-        seen[delivery_id] = None
-        while len(seen) > 10_000:
-            seen.popitem(last=False)
+            return 503, {"detail": str(exc)}
         if record.guard.action not in ("ignore", "gated"):
             try:
                 emit(record)
@@ -186,7 +201,7 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
                 log.error("could not emit %s: %s", UNGATED_EVENT, exc)
         if record.guard.action != "ignore":
             log.info("%s@%s -> version %s: %s: %s", name, alias, version, record.guard.action, record.guard.reason)
-        return answer(200, record.guard.reason, action=record.guard.action, restored_version=record.guard.restore_version)
+        return 200, {"detail": record.guard.reason, "action": record.guard.action, "restored_version": record.guard.restore_version}
 
     return app
 
