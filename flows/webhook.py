@@ -106,6 +106,7 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
 
     if guard is None:
         from registry.webhook import guard_alias
@@ -149,6 +150,8 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
         except _TooLarge:
             log.warning("refused a delivery from %s: body over %d bytes (413)", client, MAX_BODY_BYTES)
             return answer(413, f"request body over {MAX_BODY_BYTES} bytes")
+        except ClientDisconnect:
+            return answer(400, "the client went away before sending the whole body")
         if not signature_ok(secret, delivery_id, timestamp, body, signature):
             log.warning("refused a delivery from %s: bad signature (401)", client)
             return answer(401, "bad signature")
@@ -222,6 +225,9 @@ def serve(host: str, port: int) -> int:
     secret = read_secret()
     if not os.environ.get("PREFECT_API_URL"):
         log.warning("PREFECT_API_URL is not set: ungated promotions are tagged in MLflow but no Prefect event is emitted")
+    else:
+        import prefect.events  # noqa: F401  (imported now, not while MLflow waits on the first delivery)
+    import registry.webhook  # noqa: F401  (mlflow too)
     log.info("guarding champion: MLflow webhooks to http://%s:%d%s (tracking %s)", host, port, PATH, os.environ.get("MLFLOW_TRACKING_URI", "sqlite"))
     uvicorn.run(create_app(secret), host=host, port=port, log_level="warning", access_log=False)
     return 0
