@@ -228,6 +228,7 @@ def serve(host: str, port: int) -> int:
     else:
         import prefect.events  # noqa: F401  (imported now, not while MLflow waits on the first delivery)
     import registry.webhook  # noqa: F401  (mlflow too)
+
     log.info("guarding champion: MLflow webhooks to http://%s:%d%s (tracking %s)", host, port, PATH, os.environ.get("MLFLOW_TRACKING_URI", "sqlite"))
     uvicorn.run(create_app(secret), host=host, port=port, log_level="warning", access_log=False)
     return 0

@@ -176,17 +176,29 @@ def guard_tags(client: Any, name: str, version: str) -> dict[str, str]:
     return {k: v for k, v in client.get_model_version(name, version).tags.items() if k.startswith("ungated_champion.")}
 
 
+def model_record(client: Any, name: str) -> dict[str, str]:
+    """The registered model's tags once the receiver wrote its last one (`ungated_champion.version`), else {}."""
+    tags = dict(client.get_registered_model(name).tags)
+    return tags if "ungated_champion.version" in tags else {}
+
+
+def recorded(client: Any, name: str, version: str) -> dict[str, str]:
+    """The receiver's tags on the version once all are written (one request each), else {}."""
+    tags = guard_tags(client, name, version)
+    return tags if {f"ungated_champion.{k}" for k in ("at", "action", "reason", "promotion_mode")} <= set(tags) else {}
+
+
 def test_enforce_moves_champion_back_to_the_last_gated_version(server: Any) -> None:
     name, gated = make_model(server, gated_mode="enforce")
     wait_for(lambda: server.get_registered_model(name).tags.get("last_gated_champion") == gated, "promote records the gated champion")
     ungated = add_version(server, name, gates_passed=False, mode="enforce")
     server.set_registered_model_alias(name, "champion", ungated)  # what the UI's alias editor calls
     wait_for(lambda: champion(server, name) == gated, "champion moved back to the gated version")
-    tags = wait_for(lambda: guard_tags(server, name, ungated), "the reverted version is tagged")  # written right after the move
+    tags = wait_for(lambda: recorded(server, name, ungated), "the reverted version is tagged")  # written right after the move
     assert tags["ungated_champion.action"] == "revert" and tags["ungated_champion.promotion_mode"] == "enforce"
     assert f"moved back to version {gated}" in tags["ungated_champion.reason"] and "accuracy 0.41" in tags["ungated_champion.reason"]
     assert abs(time.time() - time.mktime(time.strptime(tags["ungated_champion.at"][:19], "%Y-%m-%dT%H:%M:%S")) + time.timezone) < 120
-    model_tags = server.get_registered_model(name).tags
+    model_tags = wait_for(lambda: model_record(server, name), "the registered model is tagged")
     assert model_tags["ungated_champion.version"] == ungated and model_tags["ungated_champion.action"] == "revert"
     assert model_tags["last_gated_champion"] == gated
 
@@ -195,11 +207,11 @@ def test_warn_tags_the_version_and_leaves_the_alias(server: Any, guarded: dict[s
     name, _ = make_model(server)
     ungated = add_version(server, name, gates_passed=False, mode="warn")
     server.set_registered_model_alias(name, "champion", ungated)
-    tags = wait_for(lambda: guard_tags(server, name, ungated), "the ungated promotion is tagged")
+    tags = wait_for(lambda: recorded(server, name, ungated), "the ungated promotion is tagged")
     assert tags["ungated_champion.action"] == "warn" and "left in place" in tags["ungated_champion.reason"]
     time.sleep(2)  # and nothing moves it afterwards
     assert champion(server, name) == ungated
-    assert server.get_registered_model(name).tags["ungated_champion.version"] == ungated
+    assert wait_for(lambda: model_record(server, name), "the registered model is tagged")["ungated_champion.version"] == ungated
     events = wait_for(lambda: prefect_events(name), "the Prefect event energy-loop.champion.ungated")
     assert events[0]["payload"]["version"] == ungated and events[0]["payload"]["action"] == "warn"
 
@@ -220,7 +232,7 @@ def test_enforce_without_an_earlier_gated_champion_removes_the_alias(server: Any
     ungated = add_version(server, name, gates_passed=False, mode="enforce")
     server.set_registered_model_alias(name, "champion", ungated)
     wait_for(lambda: champion(server, name) is None, "the alias removed")
-    assert wait_for(lambda: guard_tags(server, name, ungated), "the version tagged")["ungated_champion.action"] == "remove"
+    assert wait_for(lambda: recorded(server, name, ungated), "the version tagged")["ungated_champion.action"] == "remove"
 
 
 def test_bad_or_missing_signatures_get_401_and_change_nothing(server: Any, guarded: dict[str, str]) -> None:
@@ -345,7 +357,7 @@ def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(se
             return "champion" in driver.find_element(By.TAG_NAME, "body").text
 
         # The UI really set the alias (the server saw it), then the receiver moved it back: visible on the gated version's page.
-        wait_for(lambda: guard_tags(server, name, ungated).get("ungated_champion.action") == "revert", "the UI's alias reached the receiver")
+        wait_for(lambda: recorded(server, name, ungated).get("ungated_champion.action") == "revert", "the UI's alias reached the receiver")
         wait_for(page_shows_the_guard, "the champion alias back on the gated version's page")
         print(f"champion back on version {gated} in the UI {time.monotonic() - saved_at:.1f} s after the alias was saved")
         driver.get(page)
