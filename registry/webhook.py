@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from registry.tracking import (
     LAST_GATED_CHAMPION,
     champion_lock,
@@ -93,7 +95,12 @@ def guard_alias(model_name: str, alias: str, version: str, owner: str = "webhook
                 if current is not None and str(current.version) == version:
                     record_gated_champion(mc, model_name, version)
         return record
-    last_tags = dict(mc.get_model_version(model_name, last_gated).tags) if last_gated and last_gated != version else {}
+    last_tags: dict[str, str] = {}
+    if last_gated and last_gated != version:
+        try:
+            last_tags = dict(mc.get_model_version(model_name, last_gated).tags)
+        except MlflowException:  # deleted since: nothing to move back to
+            last_gated = None
     mode = promotion_mode(tags, last_tags)
     forced = forced_recently(tags, time.time(), _epoch_s(tags.get("promoted_at")))
     guard = guard_champion(alias, version, problems, mode, last_gated, forced)
