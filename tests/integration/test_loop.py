@@ -35,6 +35,8 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     champion = client.get_model_version_by_alias("digits-quick", "champion")
     tags = versions[champion.version]
     assert tags["gates_passed"] == "true"
+    # What the webhook receiver reads: the scenario's promotion mode, and the champion to move back to.
+    assert tags["promotion_mode"] == "warn" and client.get_registered_model("digits-quick").tags["last_gated_champion"] == str(champion.version)
     assert tags["compression_steps"].startswith("early-stopping")
     for key in ("accuracy", "inference_energy_j_per_1k", "train_energy_j", "latency_ms_per_batch", "energy_source", "energy_estimated"):
         assert key in tags, key
