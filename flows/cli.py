@@ -2,6 +2,7 @@
 
     energy-loop run|validate|meters|promote|status|trigger ...    the energy loop
     energy-loop cooling run|validate ...                          the cooling agent (`energy-cooling` is an alias)
+    energy-loop webhook serve|register ...                        the champion guard (MLflow registry webhooks)
 
 A subcommand is a parser plus its handler (`set_defaults(handler=...)`); every loop runs through
 `run_loop`, the one error path.
@@ -73,6 +74,7 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     score.add_argument("--output", required=True, help="where to write the predictions (.csv or .parquet)")
     score.add_argument("--batch-size", type=int, help="rows per batch (default: the version's deployment.energy_optimal_batch_size)")
     score.set_defaults(handler=_predict)
+    _webhook_parsers(sub.add_parser("webhook", help="guard the champion alias: the receiver of MLflow registry webhooks, and its registration"))
     return parser
 
 
@@ -89,6 +91,21 @@ def _cooling_parsers(cooling: argparse.ArgumentParser, meter_names: tuple[str, .
     check = sub.add_parser("validate", help="validate a cooling scenario file and print it")
     check.add_argument("scenario")
     check.set_defaults(handler=_cooling_validate)
+
+
+def _webhook_parsers(hook: argparse.ArgumentParser) -> None:
+    from flows.webhook import PATH, SECRET_ENV, WEBHOOK_NAME
+
+    sub = hook.add_subparsers(dest="webhook_command", required=True)
+    serve = sub.add_parser("serve", help=f"run the receiver (FastAPI; secret from {SECRET_ENV})")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: loopback only)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.set_defaults(handler=_webhook_serve)
+    register = sub.add_parser("register", help=f"create or update the alias webhook on the MLflow server (secret from {SECRET_ENV})")
+    register.add_argument("--url", required=True, help=f"the receiver as the MLflow server reaches it, e.g. http://127.0.0.1:8765{PATH}")
+    register.add_argument("--name", default=WEBHOOK_NAME, help=f"webhook name; an existing one is updated (default {WEBHOOK_NAME})")
+    register.add_argument("--no-test", dest="test", action="store_false", help="skip the signed test delivery")
+    register.set_defaults(handler=_webhook_register)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -262,6 +279,27 @@ def _meters(_: argparse.Namespace) -> int:
     chosen, why = auto_choice()
     print(f"auto -> {chosen}: {why}")
     return 0
+
+
+def _webhook_serve(args: argparse.Namespace) -> int:
+    from flows.webhook import check_port, read_secret, serve
+
+    try:
+        secret, port = read_secret(), check_port(args.port)
+    except ValueError as exc:
+        return bad_input(args.prog, exc)
+    return serve(secret, args.host, port)
+
+
+def _webhook_register(args: argparse.Namespace) -> int:
+    from flows.webhook import check_registration, read_secret, register
+
+    try:
+        secret = read_secret()
+        check_registration(args.url)
+    except ValueError as exc:
+        return bad_input(args.prog, exc)
+    return register(secret, args.url, args.name, args.test)
 
 
 def _promote(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ def energy_loop(
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
         "scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or ""),
+        "promotion_mode": settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),
     }  # fmt: skip
     loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)

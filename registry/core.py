@@ -23,9 +23,10 @@ from pydantic import BaseModel
 
 from registry import mlflow_model
 from thresholds.core import Final, FinalState
+from thresholds.promotion import CHAMPION, gate_problems
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-CHAMPION = "champion"
+LAST_GATED_CHAMPION = "last_gated_champion"  # registered-model tag: the version to move `champion` back to
 
 
 def tracking_uri() -> str:
@@ -260,6 +261,11 @@ def log_text(mc: Any, run_id: str, filename: str, text: str) -> None:
         mc.log_artifact(run_id, str(path))
 
 
+def record_gated_champion(mc: Any, model_name: str, version: str) -> None:
+    """Remember the last champion that passed its gates: the webhook receiver moves `champion` back to it."""
+    mc.set_registered_model_tag(model_name, LAST_GATED_CHAMPION, version)
+
+
 def move_champion(mc: Any, model_name: str, version: str, beats: Callable[[dict[str, str] | None], tuple[bool, str]], owner: str) -> tuple[bool, str]:
     """Under the champion lock: re-read the champion, judge with `beats(champion tags or None)`, move the alias only if it wins."""
     with champion_lock(mc, model_name, owner):
@@ -267,6 +273,7 @@ def move_champion(mc: Any, model_name: str, version: str, beats: Callable[[dict[
         wins, reason = beats(None if current is None else dict(current.tags))
         if wins:
             mc.set_registered_model_alias(model_name, CHAMPION, version)
+            record_gated_champion(mc, model_name, version)
         return wins, reason
 
 
@@ -367,24 +374,26 @@ class PromotionRefused(RuntimeError):
     """The version's recorded gates do not allow promotion (use --force with a reason)."""
 
 
+def version_gate_problems(mc: Any, mv: Any) -> list[str]:
+    """Why version `mv` may not be champion (empty: it may), from its tags and the runs behind it."""
+    from mlflow.exceptions import MlflowException
+
+    def status_of(run_id: str | None) -> str:
+        try:
+            return str(mc.get_run(run_id).info.status) if run_id else "UNKNOWN"
+        except MlflowException:
+            return "DELETED"
+
+    tags = dict(mv.tags)
+    return gate_problems(tags, status_of(mv.run_id), status_of(tags["loop_run_id"]) if tags.get("loop_run_id") else None)
+
+
 def promote(model_name: str, version: str, force: bool = False, reason: str = "", user: str = "") -> str:
     """Move `champion` to `version` if its recorded gates passed, or with `force` and a reason on record."""
     from datetime import UTC, datetime
 
     mc = client()
-    mv = mc.get_model_version(model_name, version)
-    tags = dict(mv.tags)
-    run_status = mc.get_run(mv.run_id).info.status if mv.run_id else "UNKNOWN"
-    problems = []
-    if tags.get("gates_passed") != "true":
-        problems.append(f"its recorded gates did not pass ({tags.get('verdict', 'no verdict recorded')})")
-    if run_status != "FINISHED":
-        problems.append(f"its run is {run_status}, not FINISHED")
-    loop_run = tags.get("loop_run_id")
-    if loop_run:
-        loop_status = mc.get_run(loop_run).info.status
-        if loop_status != "FINISHED":
-            problems.append(f"the loop that registered it is {loop_status}, not FINISHED")
+    problems = version_gate_problems(mc, mc.get_model_version(model_name, version))
     if problems and not force:
         raise PromotionRefused(f"version {version} of {model_name} cannot be champion: {'; '.join(problems)}")
     if force and not reason.strip():
@@ -397,6 +406,8 @@ def promote(model_name: str, version: str, force: bool = False, reason: str = ""
         mc.set_model_version_tag(model_name, version, "forced_over", "; ".join(problems)[:4000] or "nothing")
     with champion_lock(mc, model_name, owner=f"promote by {user or 'unknown'}"):
         mc.set_registered_model_alias(model_name, CHAMPION, version)
+        if not problems:
+            record_gated_champion(mc, model_name, version)
     return f"champion of {model_name} is now version {version}" + (f" (forced: {reason})" if force else "")
 
 

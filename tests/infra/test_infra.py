@@ -77,3 +77,21 @@ def test_deployments_carry_schedules_and_the_work_pool() -> None:
     for d in deployments.values():
         assert d["work_pool"]["name"] == "energy-loop"
         assert d["entrypoint"].startswith("flows/")
+
+
+def test_the_champion_guard_runs_in_the_stack_and_registers_its_webhook() -> None:
+    services = _compose()["services"]
+    receiver, register = services["webhook"], services["webhook-register"]
+    assert receiver["command"][:3] == ["energy-loop", "webhook", "serve"] and "/health" in " ".join(receiver["healthcheck"]["test"])
+    assert receiver["ports"] == ["127.0.0.1:${WEBHOOK_PORT:-8765}:8765"]
+    assert register["restart"] == "no" and register["depends_on"]["webhook"]["condition"] == "service_healthy"
+    port = receiver["command"][receiver["command"].index("--port") + 1]
+    assert register["command"][:3] == ["energy-loop", "webhook", "register"] and f"http://webhook:{port}/webhooks/mlflow" in register["command"]
+    for service in (receiver, register):  # the same secret on both sides, from infra/.env only
+        assert service["environment"]["ENERGY_LOOP_WEBHOOK_SECRET"].startswith("${ENERGY_LOOP_WEBHOOK_SECRET:?")
+        assert service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    mlflow = services["mlflow"]["environment"]
+    assert mlflow["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"].startswith("${MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY:?")
+    assert mlflow["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http,https" and mlflow["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    example = _env_example()
+    assert "CHANGE-ME" in example["ENERGY_LOOP_WEBHOOK_SECRET"] and "CHANGE-ME" in example["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]

@@ -35,6 +35,8 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     champion = client.get_model_version_by_alias("digits-quick", "champion")
     tags = versions[champion.version]
     assert tags["gates_passed"] == "true"
+    # What the webhook receiver reads: the scenario's promotion mode, and the champion to move back to.
+    assert tags["promotion_mode"] == "warn" and client.get_registered_model("digits-quick").tags["last_gated_champion"] == str(champion.version)
     assert tags["compression_steps"].startswith("early-stopping")
     for key in ("accuracy", "inference_energy_j_per_1k", "train_energy_j", "latency_ms_per_batch", "energy_source", "energy_estimated"):
         assert key in tags, key
@@ -274,14 +276,18 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
     for version in versions:
         assert version.tags["quality_metric"] == "balanced_accuracy"
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/animals/{version.version}", dst_path=str(tmp_path / str(version.version))))
-        saved = json.loads(next(local.rglob("preprocessing.json")).read_text())  # inside the MLflow model's `model` artifact
+        folder = next(local.rglob("preprocessing.json")).parent  # the model folder, inside the MLflow model's artifacts
+        saved = json.loads((folder / "preprocessing.json").read_text())
         assert saved == data.preprocessing
-        model, spec = models.load(local)
+        model, spec = models.load(folder)
         pre = TablePreprocessor.from_dict(saved)
         raw = pre.transform(pd.read_csv(path))  # a raw row of the table, as a caller would send it
         assert raw.shape[1] == spec.in_features
         with torch.no_grad():
             predicted = pre.decode(models.to_precision(model, spec.precision)(torch.tensor(raw)).numpy())
         assert set(predicted) <= {"common", "rare"} and (predicted == frame["kind"].to_numpy()).mean() > 0.8
+        # The registered MLflow model takes the raw rows (text, gaps, the dropped columns) and applies the same preprocessing.
+        served = mlflow.pyfunc.load_model(f"models:/animals/{version.version}").predict(pd.read_csv(path).drop(columns=["kind"]))
+        assert list(served["prediction"]) == [str(v) for v in predicted]
     table = Path(client.download_artifacts(loop_run.info.run_id, "iterations.md", str(tmp_path))).read_text()
     assert "| balanced_accuracy |" in table and "Quality: balanced_accuracy" in table

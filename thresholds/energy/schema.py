@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from thresholds.core import MeterName, StrictSection, read_yaml
 from thresholds.errors import InputError, input_error
+from thresholds.promotion import PromotionMode
 
 LowPrecision = Literal["int8", "fp16", "bf16"]
 LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
@@ -171,6 +172,9 @@ class Scenario(StrictSection):
     measurement: Measurement = Measurement()
     ladder: Ladder = Ladder()
     model: ModelSettings = ModelSettings()
+    promotion: PromotionMode = Field(
+        "warn", description="when champion is moved by hand to a version whose gates did not pass: warn (tag it, emit an event) or enforce (also move it back)"
+    )
 
     @model_validator(mode="after")
     def _analytic_needs_mlp(self) -> Scenario:

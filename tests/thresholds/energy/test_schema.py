@@ -82,3 +82,10 @@ def test_analytic_target_needs_an_mlp() -> None:
     with pytest.raises(InputError, match="fully connected models only"):
         parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"kind": "cnn1d"}})
     assert load_scenario(scenario_path("edge-45nm")).measurement.inference_target == "analytic-45nm"
+
+
+def test_the_scenario_names_its_promotion_mode() -> None:
+    assert parse_scenario({"name": "x"}).promotion == "warn"
+    assert parse_scenario({"name": "x", "promotion": "enforce"}).promotion == "enforce"
+    with pytest.raises(Exception, match="promotion"):
+        parse_scenario({"name": "x", "promotion": "block"})
