@@ -41,7 +41,7 @@ def energy_loop(
     task_type: str = "auto",
     meter: str | None = None,
     work_root: str = ".energy-loop",
-    parallel: int | str = "auto",
+    parallel: int | str = 1,
     dask_address: str | None = None,
 ) -> LoopOutcome:
     settings = load_scenario(scenario)
