@@ -50,6 +50,12 @@ class CachedData:
     preprocessing: dict[str, Any] = field(default_factory=dict)  # TablePreprocessor.to_dict()
     notes: tuple[str, ...] = ()  # what preparing the data did (dropped rows/columns, imputation, encoding)
     raw_example: tuple[dict[str, Any], ...] = ()  # a few raw rows as the table had them (the serving input example)
+    sample_shape: tuple[int, ...] = ()  # one sample's shape without the batch dimension; () means a table row (n_features,)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """What a model factory is called with: `(F,)` for tables, `(C, H, W)` for images, `(T, F)` for sequences."""
+        return self.sample_shape or (self.n_features,)
 
     @property
     def out_features(self) -> int:

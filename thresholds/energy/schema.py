@@ -153,6 +153,11 @@ class Ladder(StrictSection):
 
 class ModelSettings(StrictSection):
     kind: Literal["mlp", "cnn1d"] = "mlp"
+    factory: str | None = Field(
+        None,
+        description="a user's model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) -> nn.Module; "
+        "overrides kind (also --model on the command line)",
+    )
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="neurons per hidden layer")
 
     @field_validator("hidden")
