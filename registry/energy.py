@@ -30,6 +30,8 @@ def figures(c: CandidateResult) -> dict[str, float]:
         "macs": c.macs,
         "inference_ratio_vs_baseline": c.inference_ratio_vs_baseline,
         "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
+        "train_ratio_vs_baseline": c.train_ratio_vs_baseline,  # priced by work (thresholds/energy/training_cost.py)
+        "train_ratio_sem": c.train_ratio_sem if c.train_ratio_vs_baseline is not None else None,
     }
     return {k: v for k, v in found.items() if v is not None}
 
@@ -87,6 +89,8 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: S
         "inference_ratio_ci95_low": c.inference_ratio_ci95_low,
         "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
         "inference_pairs": c.inference_pairs or None,
+        "train_ratio_vs_baseline": c.train_ratio_vs_baseline,
+        "train_ratio_sem": c.train_ratio_sem if c.train_ratio_vs_baseline is not None else None,
     }
     tags = {**version_tags(c, verdict, {}), **{f"detail.{k}": v for k, v in c.tags.items()}}
     if c.rejected_reason:

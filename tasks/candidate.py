@@ -8,6 +8,7 @@ Each rung kind has one producer here (`@producer(StepKind.X)`): a function from 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import time
@@ -28,8 +29,9 @@ from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
 from tasks.evaluate import InferenceReport, measure_inference, measure_inference_paired, quality, representative_subset, resolve_quality_metric
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
-from thresholds.energy.policy import CandidateResult, Step, StepKind
+from thresholds.energy.policy import CandidateResult, Step, StepKind, price_training
 from thresholds.energy.schema import Scenario, Training
+from thresholds.energy.training_cost import TrainSegment
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ def run_step(
 ) -> CandidateResult:
     """Produce and measure candidate number `len(history)`; failures become a rejected result."""
     produced = produce_step(scenario, step, history, len(history), data_path, work_dir, meter)
-    return measure_step(scenario, produced, data_path, meter, idle_power_w, history[0].model_dir if history else None)
+    measured = measure_step(scenario, produced, data_path, meter, idle_power_w, history[0].model_dir if history else None)
+    return price_training(history, measured)
 
 
 def train_config(training: Training, epochs: int, patience: int, batch_factor: int = 1, early_stopping: bool = True, autocast: bool = False) -> TrainConfig:
@@ -93,6 +96,7 @@ class Production:
     meter: EnergyMeter
     spent_j: float = 0.0
     tags: dict[str, str] = field(default_factory=dict)
+    segments: list[TrainSegment] = field(default_factory=list)  # the training runs of this production
 
     @property
     def label(self) -> str:
@@ -116,7 +120,30 @@ class Production:
                 teacher, model, self.data, cfg, ladder.distill_temperature, ladder.distill_alpha, meter=self.meter, label=label or self.label
             )
         self.spent_j += report.energy_j + labelling_j
+        work = work_key(model, cfg, teacher is not None)
+        self.segments.append(
+            TrainSegment(
+                origin=self.index,
+                run=len(self.segments),
+                work=work,
+                epochs=report.epochs_run,
+                energy_j=report.energy_j + labelling_j,
+                energy_sem_j=report.energy_sem_j,
+            )
+        )
         return report, labelling_j
+
+    def lineage(self, parent: CandidateResult | None = None) -> list[TrainSegment]:
+        """The training runs behind the model this production made: its parent's, then its own."""
+        return [*(parent.train_segments if parent is not None else []), *self.segments]
+
+
+def work_key(model: torch.nn.Module, cfg: TrainConfig, distilled: bool) -> str:
+    """What makes two training epochs the same work: the parameter shapes (the architecture as trained),
+    the batch size, autocast and whether the labels come from a teacher."""
+    shapes = ";".join("x".join(map(str, p.shape)) for p in model.parameters())
+    digest = hashlib.sha256(shapes.encode()).hexdigest()[:10]
+    return f"{digest}/bs{cfg.batch_size}/{'autocast' if cfg.autocast else 'fp32'}/{'teacher' if distilled else 'labels'}"
 
 
 class Made(NamedTuple):
@@ -127,6 +154,7 @@ class Made(NamedTuple):
     lineage_j: float
     lineage_sem_j: float
     report: TrainReport | None = None
+    segments: list[TrainSegment] | None = None  # the lineage's training runs; None: this production's own
 
 
 Producer = Callable[[Production], Made]
@@ -176,7 +204,7 @@ def _fine_tuned(
     if teacher is not None:
         p.tags["teacher_params"] = str(models.count_params(teacher))
     lineage_j = (parent.train_energy_j or 0.0) + p.spent_j  # everything this rung trained, on top of the parent's lineage
-    return Made(model, spec, lineage_j, math.hypot(parent.train_energy_sem_j, report.energy_sem_j), report)
+    return Made(model, spec, lineage_j, math.hypot(parent.train_energy_sem_j, report.energy_sem_j), report, p.lineage(parent))
 
 
 @producer(StepKind.PRUNE)
@@ -307,7 +335,7 @@ def precision(p: Production) -> Made:
     model, spec, parent = p.parent()
     value = str(p.step.value)
     spec = spec.model_copy(update={"precision": value, "history": [*spec.history, f"precision:{value}"]})
-    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j)
+    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments)
 
 
 @producer(StepKind.SEARCH)
@@ -376,6 +404,7 @@ def produce_step(
                 "lineage": made.spec.history,
                 "train_energy_j": made.lineage_j,
                 "train_energy_sem_j": made.lineage_sem_j,
+                "train_segments": made.segments if made.segments is not None else p.lineage(),
                 "spent_energy_j": p.spent_j,
                 "model_dir": str(model_dir),
                 "wall_s": time.perf_counter() - started,

@@ -41,14 +41,21 @@ def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
     return out
 
 
+def _train(c: CandidateResult) -> str:
+    measured = _fmt(c.train_energy_j, ".2f")
+    return measured if c.train_ratio_vs_baseline is None else f"{measured} (x{c.train_ratio_vs_baseline:.3f})"
+
+
 def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
     quality_head = "accuracy" if any(c.accuracy is not None for c in history) else "rmse"
     # A scenario or an imbalanced table may judge balanced accuracy or macro-F1: the accuracy targets then read that.
     metric = next((c.tags["quality_metric"] for c in history if c.tags.get("quality_metric")), quality_head)
     sources = sorted({f"{c.energy_source}{' (estimated)' if c.estimated else ' (measured)'}" for c in history if c.ok})
+    priced = any(c.train_ratio_vs_baseline is not None for c in history)
     judged = f" Quality: {metric} (the accuracy targets judge it)." if metric not in ("accuracy", "rmse") else ""
     rows = [
-        f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated windows.{judged}",
+        f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated windows.{judged}"
+        + (" Train J: as measured; (xR): the lineage's cost over the baseline's, priced by work, which the training gates judge." if priced else ""),
         "",
         f"| # | steps | {metric} | train J | inference J/1k | latency ms/batch | params | verdict |",
         "|---|---|---|---|---|---|---|---|",
@@ -56,7 +63,7 @@ def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
     for c, verdict in zip(history, verdicts(scenario, history), strict=True):
         q = c.accuracy if quality_head == "accuracy" else c.rmse
         rows.append(
-            f"| {c.index} | {'+'.join(c.lineage) or c.step.label} | {_fmt(q, '.4f')} | {_fmt(c.train_energy_j, '.2f')} | "
+            f"| {c.index} | {'+'.join(c.lineage) or c.step.label} | {_fmt(q, '.4f')} | {_train(c)} | "
             f"{_energy(c)} | {_fmt(c.latency_ms_per_batch, '.3f')} | {_fmt(c.params, 'd')} | {verdict} |"
         )
     return "\n".join(rows)

@@ -26,7 +26,20 @@ from tasks.energy.share import CpuTimeMeter, ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, resolve_quality_metric
 from tasks.loop import LoopOutcome, outcome
 from tasks.parallel import ScaleOut, cluster_shape, cores
-from thresholds.energy.policy import Calibration, CandidateResult, Final, FinalState, Next, Step, closest, confirm_on_full, judge, payback, plan_batch
+from thresholds.energy.policy import (
+    Calibration,
+    CandidateResult,
+    Final,
+    FinalState,
+    Next,
+    Step,
+    closest,
+    confirm_on_full,
+    judge,
+    payback,
+    plan_batch,
+    price_training,
+)
 from thresholds.energy.schema import Scenario
 from thresholds.parallel import WidthChoice, parallel_width, requested_width
 
@@ -168,6 +181,8 @@ def measure_candidate(
 
 @task(cache_policy=NO_CACHE)
 def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateResult], candidate: CandidateResult) -> CandidateResult:
+    """Price the candidate's training by work against what the loop has run so far, judge it, log it."""
+    candidate = price_training(history, candidate)
     verdict = report.verdicts(scenario, [*history, candidate])[-1]
     run_id = registry.log_candidate(loop_run_id, candidate, verdict, serving.mlflow_serving(candidate.model_dir) if candidate.ok else None)
     return candidate.model_copy(update={"run_id": run_id})

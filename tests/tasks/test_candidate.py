@@ -288,3 +288,28 @@ def test_larger_batch_recipe_and_its_children_train_at_that_batch(tmp_path: Path
     assert big.accuracy is not None and big.accuracy > 0.8
     history.append(run_step(scenario, Step(kind=StepKind.PRUNE, value=0.5, parent=1), history, digits_path, tmp_path, meter))
     assert history[2].lineage[:2] == ["early-stopping", "batch:4"] and batch_factor(history[2].lineage) == 4
+
+
+def test_lineages_record_their_training_runs_by_kind_of_work(tmp_path: Path, digits_path: str) -> None:
+    """The baseline and the recipe train the same work (their epochs are priced alike); a pruned model's
+    lineage is its parent's runs plus its fine-tune, on a different architecture; precision trains nothing."""
+    scenario = _scenario()
+    meter = FixedPowerMeter(10.0)
+    history: list[CandidateResult] = []
+    steps = (
+        Step(kind=StepKind.BASELINE),
+        Step(kind=StepKind.EARLY_STOPPING, parent=0),
+        Step(kind=StepKind.PRUNE, value=0.5, parent=1),
+        Step(kind=StepKind.PRECISION, value="fp16", parent=2),
+    )
+    for step in steps:
+        history.append(run_step(scenario, step, history, digits_path, tmp_path, meter))
+    base, recipe, pruned, half = history
+    assert [s.origin for s in base.train_segments] == [0] and [s.origin for s in recipe.train_segments] == [1]
+    assert base.train_segments[0].work == recipe.train_segments[0].work
+    assert base.train_segments[0].epochs == base.epochs_run and recipe.train_segments[0].epochs == recipe.epochs_run
+    assert pruned.train_segments[0] == recipe.train_segments[0] and pruned.train_segments[-1].work != recipe.train_segments[0].work
+    assert half.train_segments == pruned.train_segments
+    assert base.train_ratio_vs_baseline == pytest.approx(1.0)
+    assert recipe.train_ratio_vs_baseline == pytest.approx(recipe.train_segments[0].epochs / base.train_segments[0].epochs)
+    assert pruned.train_ratio_vs_baseline is not None and pruned.train_ratio_vs_baseline > recipe.train_ratio_vs_baseline

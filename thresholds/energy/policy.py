@@ -30,6 +30,11 @@ it, and every step names the target that drove it (`Step.target`):
   followed by the ratio halfway back to the last one that kept it, then by the same ratio with a
   fine-tune twice as long (`Step.epochs`).
 
+Training energy is judged priced by work (`price_training`, thresholds/energy/training_cost.py): each
+run of a lineage costs the pooled per-epoch energy of its kind of work, so the recipe's epochs cost
+what the baseline's identical epochs cost, and meter drift between two runs of the same work does not
+decide a training target.
+
 When no rung left can reach a target the loop ends FAILED with `Final.unreachable` naming it
 (reason "unreachable: <target>: ..."), without spending the rest of the budget: for training
 energy as soon as every rung left would derive from a model whose lineage already costs more
@@ -60,6 +65,7 @@ from pydantic import BaseModel, ConfigDict
 
 from thresholds.core import Check, Final, FinalState, significantly_less
 from thresholds.energy.schema import Scenario, Targets
+from thresholds.energy.training_cost import TrainSegment, epoch_prices, priced_ratio
 
 
 class StepKind(StrEnum):
@@ -111,6 +117,11 @@ class CandidateResult(BaseModel):
     rmse: float | None = None
     train_energy_j: float | None = None  # energy to produce this model from scratch (its lineage)
     train_energy_sem_j: float = 0.0  # its standard error (from epoch-to-epoch variation)
+    train_segments: list[TrainSegment] = []  # the lineage's training runs, by kind of work
+    # The lineage's training cost over the baseline's, both priced by work (training_cost.py), and its
+    # standard error: what the training-energy gates judge, when set (`price_training`).
+    train_ratio_vs_baseline: float | None = None
+    train_ratio_sem: float = 0.0
     inference_energy_j_per_1k: float | None = None
     inference_energy_sem_j_per_1k: float = 0.0  # standard error over the repeated windows
     inference_energy_ci95_j_per_1k: float | None = None  # 95 % confidence half-width
@@ -205,6 +216,34 @@ def _ratio_upper(value: float | None, err: float, base: float | None, base_err: 
     return _ratio(value + sigmas * err, low if low > 0 else None)
 
 
+def price_training(history: list[CandidateResult], c: CandidateResult) -> CandidateResult:
+    """`c` with its training cost priced by work against the baseline (`history[0]`, or `c` itself
+    when it is the baseline), at the per-epoch prices pooled over every run so far."""
+    baseline = history[0] if history else c
+    prices = epoch_prices(s for r in [*history, c] for s in r.train_segments)
+    priced = priced_ratio(c.train_segments, baseline.train_segments, prices)
+    if priced is None:
+        return c
+    ratio, sem = priced
+    return c.model_copy(update={"train_ratio_vs_baseline": ratio, "train_ratio_sem": sem})
+
+
+def train_cost_j(c: CandidateResult, baseline: CandidateResult) -> float | None:
+    """The lineage's training energy the policy reasons with: priced by work in the baseline's joules
+    when priced (`price_training`), else as measured."""
+    if c.train_ratio_vs_baseline is not None and baseline.train_energy_j is not None:
+        return c.train_ratio_vs_baseline * baseline.train_energy_j
+    return c.train_energy_j
+
+
+def _train_ratio_judged(c: CandidateResult, baseline: CandidateResult, sigmas: float) -> float | None:
+    """The training ratio the gate judges: priced by work (at `sigmas` standard errors up) when priced,
+    else the two measured figures at their pessimistic bounds."""
+    if c.train_ratio_vs_baseline is not None:
+        return c.train_ratio_vs_baseline + sigmas * c.train_ratio_sem
+    return _ratio_upper(c.train_energy_j, c.train_energy_sem_j, baseline.train_energy_j, baseline.train_energy_sem_j, sigmas)
+
+
 def _inference_ratio_judged(c: CandidateResult, baseline: CandidateResult, sigmas: float) -> float | None:
     """The inference ratio the gate judges: from the paired windows when measured so (the upper end
     of its 95 % CI, or the point ratio at `sigmas` 0), else from the two separate means."""
@@ -232,12 +271,7 @@ def gate(targets: Targets, c: CandidateResult, baseline: CandidateResult, sigmas
         _max("inference_energy_j_per_1k", _upper(inf, inf_err, sigmas), targets.max_inference_energy_j_per_1k, " J"),
         _max("inference_energy_vs_baseline", _inference_ratio_judged(c, baseline, sigmas), targets.max_inference_energy_vs_baseline, "x"),
         _max("train_energy_j", _upper(train, train_err, sigmas), targets.max_train_energy_j, " J"),
-        _max(
-            "train_energy_vs_baseline",
-            _ratio_upper(train, train_err, baseline.train_energy_j, baseline.train_energy_sem_j, sigmas),
-            targets.max_train_energy_vs_baseline,
-            "x",
-        ),
+        _max("train_energy_vs_baseline", _train_ratio_judged(c, baseline, sigmas), targets.max_train_energy_vs_baseline, "x"),
         _max("latency_ms_per_batch", c.latency_ms_per_batch, targets.max_latency_ms_per_batch, " ms"),
         _max("latency_vs_baseline", _ratio(c.latency_ms_per_batch, baseline.latency_ms_per_batch), targets.max_latency_vs_baseline, "x"),
     ):
@@ -564,18 +598,20 @@ def train_limit_j(targets: Targets, baseline: CandidateResult) -> float | None:
 def fine_tune_budget_epochs(scenario: Scenario, history: list[CandidateResult], pruned: CandidateResult) -> int | None:
     """Fine-tuning epochs the training target leaves after `pruned`'s parent, at the fine-tuning cost
     per epoch `pruned` showed (80 % of what is left, for the gate's noise margin); None when unknown."""
-    limit = train_limit_j(scenario.targets, history[0])
-    if limit is None or pruned.step.parent is None or pruned.train_energy_j is None:
+    baseline = history[0]
+    limit = train_limit_j(scenario.targets, baseline)
+    pruned_j = train_cost_j(pruned, baseline)
+    if limit is None or pruned.step.parent is None or pruned_j is None:
         return None
-    parent = history[pruned.step.parent]
-    if parent.train_energy_j is None:
+    parent_j = train_cost_j(history[pruned.step.parent], baseline)
+    if parent_j is None:
         return None
     steps = scenario.ladder.pruning_iterative_steps if pruned.step.kind == StepKind.PRUNE else 1
     epochs_run = (pruned.epochs_run or scenario.training.fine_tune_epochs) * steps
-    per_epoch_j = (pruned.train_energy_j - parent.train_energy_j) / max(1, epochs_run)
+    per_epoch_j = (pruned_j - parent_j) / max(1, epochs_run)
     if per_epoch_j <= 0:
         return None
-    return min(scenario.training.fine_tune_epochs, math.floor(0.8 * (limit - parent.train_energy_j) / per_epoch_j))
+    return min(scenario.training.fine_tune_epochs, math.floor(0.8 * (limit - parent_j) / per_epoch_j))
 
 
 COMPRESSED = (StepKind.PRUNE, StepKind.PRUNE_EARLY, StepKind.PRUNE_ES, StepKind.DISTILL, StepKind.SEARCH)
@@ -618,15 +654,20 @@ def _lineage_floor_j(scenario: Scenario, history: list[CandidateResult]) -> floa
     """The least training energy a rung left on the compression ladder could produce a model for:
     pruning starts from the recipe and adds at least the cheapest fine-tune seen so far; distillation
     and precision start from the best fp32 model. Derived rungs only add training to their parent's."""
-    base, best = _recipe(scenario, history), _best_fp32(scenario, history)
+    base, best, baseline = _recipe(scenario, history), _best_fp32(scenario, history), history[0]
+
+    def cost_j(c: CandidateResult) -> float | None:
+        return train_cost_j(c, baseline)
+
     extras = [
-        c.train_energy_j - (history[c.step.parent].train_energy_j or 0.0)
+        (cost_j(c) or 0.0) - (cost_j(history[c.step.parent]) or 0.0)
         for c in history
-        if c.step.kind == StepKind.PRUNE and c.ok and c.train_energy_j is not None and c.step.parent is not None
+        if c.step.kind == StepKind.PRUNE and c.ok and cost_j(c) is not None and c.step.parent is not None
     ]
-    if base.train_energy_j is None or best.train_energy_j is None:
+    base_j, best_j = cost_j(base), cost_j(best)
+    if base_j is None or best_j is None:
         return None
-    return min(base.train_energy_j + max(0.0, min(extras, default=0.0)), best.train_energy_j)
+    return min(base_j + max(0.0, min(extras, default=0.0)), best_j)
 
 
 def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | Final | None:
