@@ -61,7 +61,8 @@ def main() -> int:
         "final_state": outcome.state,
         "final_candidate": "+".join(final.lineage) or final.step.label,
         "inference_energy_ratio": ratio(final.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
-        "train_energy_ratio": ratio(final.train_energy_j, baseline.train_energy_j),
+        "train_energy_ratio": ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
+        "train_energy_ratio_priced": final.train_ratio_vs_baseline,  # priced by work: what the gate judged
         "latency_ratio": ratio(final.latency_ms_per_batch, baseline.latency_ms_per_batch),
         "accuracy_delta_pt": None if final.accuracy is None or baseline.accuracy is None else round((final.accuracy - baseline.accuracy) * 100, 2),
         "baseline_accuracy": baseline.accuracy,

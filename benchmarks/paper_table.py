@@ -69,7 +69,8 @@ def main() -> int:
         results[dataset] = {
             "final_state": outcome.state,
             "optimized_steps": "+".join(optimized.lineage),
-            "train_energy_ratio": ratio(optimized.train_energy_j, baseline.train_energy_j),
+            "train_energy_ratio": ratio(optimized.train_energy_j, baseline.train_energy_j),  # as measured
+            "train_energy_ratio_priced": optimized.train_ratio_vs_baseline,  # priced by work: what the gate judged
             "inference_energy_ratio": ratio(optimized.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
             "accuracy_delta_pt": round(((optimized.accuracy or 0) - (baseline.accuracy or 0)) * 100, 2),
             "baseline_accuracy": round(baseline.accuracy or 0, 4),
