@@ -81,6 +81,7 @@ def train_config(training: Training, epochs: int, patience: int, batch_factor: i
         seed=training.seed,
         autocast=autocast,
         monitor=training.early_stopping_monitor,
+        min_delta_pct=training.early_stopping_min_delta_pct,
     )
 
 

@@ -33,6 +33,7 @@ class TrainConfig:
     autocast: bool = False  # mixed precision: bf16 autocast on CPU, fp16 + grad scaler on CUDA (weights stay fp32)
     autocast_dtype: str | None = None  # "bf16" or "fp16" to override the device's default
     monitor: str = "loss"  # early stopping watches "loss" or (classification) "accuracy", ties by loss
+    min_delta_pct: float = 0.0  # a loss improvement smaller than this (relative) does not reset the patience
 
 
 @dataclass
@@ -106,7 +107,8 @@ def fit(
     x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
-    best_score = (math.inf, math.inf)
+    best_score = patience_score = (math.inf, math.inf)
+    patience_epoch = 0
     train_losses: list[float] = []
     val_losses: list[float] = []
     epoch_energy_j: list[float] = []
@@ -131,11 +133,14 @@ def fit(
         score = (-val_acc, val_loss) if cfg.monitor == "accuracy" and val_acc is not None else (0.0, val_loss)
         if score < best_score:
             best_score, best_loss, best_epoch, best_state = score, val_loss, epoch, copy.deepcopy(model.state_dict())
+        if _significant(score, patience_score, cfg.min_delta_pct):
+            # On a plateau, tiny improvements would reset the patience for ever: only real ones count.
+            patience_score, patience_epoch = score, epoch
         now = time.perf_counter()
         if now - last_log >= cfg.log_every_s:
             log.info("%s: epoch %d/%d val_loss %.4f (best %.4f @ %d)", label, epoch, cfg.max_epochs, val_loss, best_loss, best_epoch)
             last_log = now
-        if cfg.early_stopping and epoch - best_epoch >= cfg.patience:
+        if cfg.early_stopping and epoch - patience_epoch >= cfg.patience:
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -150,6 +155,14 @@ def fit(
         val_losses=val_losses,
         epoch_energy_j=epoch_energy_j,
     )
+
+
+def _significant(score: tuple[float, float], reference: tuple[float, float], min_delta_pct: float) -> bool:
+    """Whether `score` (lower is better: (-accuracy or 0, loss)) improves on `reference` by more than the
+    minimum: any higher accuracy, or at equal accuracy a loss lower by more than `min_delta_pct` percent."""
+    if score[0] != reference[0]:
+        return score[0] < reference[0]
+    return score[1] < reference[1] * (1 - min_delta_pct / 100) if math.isfinite(reference[1]) else score[1] < reference[1]
 
 
 def amp_settings(device_type: str, enabled: bool, dtype: str | None = None) -> tuple[torch.dtype, bool]:

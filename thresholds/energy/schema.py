@@ -50,6 +50,9 @@ class Training(StrictSection):
     fine_tune_epochs: int = Field(15, ge=1, le=10_000, description="epochs after each pruning step")
     seed: int = Field(0, ge=0, description="integer seed")
     early_stopping_monitor: Literal["loss", "accuracy"] = Field("loss", description="validation metric early stopping watches")
+    early_stopping_min_delta_pct: float = Field(
+        0.0, ge=0, lt=100, description="percent: a smaller relative validation-loss improvement does not reset the patience"
+    )
     distill_fine_tune: bool = Field(False, description="fine-tune pruned models on the unpruned parent's soft labels")
     prune_at_epoch: int = Field(5, ge=1, le=10_000, description="epoch of the recipe after which the prune-early rung prunes, then keeps training")
 
