@@ -84,3 +84,44 @@ def measure_paired(
         if done.n >= max(pairs_min, 2) and done.log_ci95 <= target_rel_ci:
             break
     return PairedRatio(tuple(reference), tuple(candidate))
+
+
+@dataclass(frozen=True)
+class AcrossSizes:
+    """Paired ratios measured at several serving batch sizes, judged as one: the geometric mean of the
+    per-size ratios, so each size the workload is served at weighs the same (a gain at batch 1 is not
+    drowned by a loss-free batch 4096, nor the reverse). Its log standard error combines the sizes'
+    (independent windows), its 95 % interval takes Welch-Satterthwaite degrees of freedom. One size:
+    exactly that size's `PairedRatio` figures. The worst size stays on record beside it (`worst`)."""
+
+    parts: tuple[PairedRatio, ...]
+
+    @property
+    def n(self) -> int:
+        return sum(p.n for p in self.parts)
+
+    @property
+    def ratio(self) -> float:
+        return math.exp(statistics.fmean(math.log(p.ratio) for p in self.parts))
+
+    @property
+    def worst(self) -> float:
+        return max(p.ratio for p in self.parts)
+
+    @property
+    def log_sem(self) -> float:
+        return math.sqrt(sum(p.log_sem**2 for p in self.parts)) / len(self.parts)
+
+    @property
+    def log_ci95(self) -> float:
+        if any(p.n < 2 for p in self.parts):
+            return math.inf
+        variances = [p.log_sem**2 for p in self.parts]
+        spread = sum(v**2 / (p.n - 1) for v, p in zip(variances, self.parts, strict=True))
+        dof = sum(variances) ** 2 / spread if spread > 0 else sum(p.n - 1 for p in self.parts)
+        return t_quantile_975(max(1, math.floor(dof + 1e-9))) * self.log_sem
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        mean, half = math.log(self.ratio), self.log_ci95
+        return math.exp(mean - half), math.exp(mean + half)
