@@ -178,3 +178,14 @@ def record_observed(mc: Any, name: str, version: str, energy_j_per_1k: float, de
     mc.set_model_version_tag(name, version, OBSERVED_ENERGY_TAG, f"{energy_j_per_1k:.6g}")
     for key, value in details.items():
         mc.set_model_version_tag(name, version, f"observed.{key}", value[:4000])
+
+
+def log_onnx_benchmark(experiment: str, params: dict[str, str], graphs: dict[str, Path]) -> str:
+    """A benchmark's run holding each ONNX graph as a logged model of MLflow's onnx flavour (tagged with its label)."""
+    from registry.core import client, log_benchmark
+
+    run_id = log_benchmark(experiment, params, [])
+    mc = client()
+    for label, path in graphs.items():
+        log_onnx(mc, run_id, path, tags={"model": label})
+    return run_id
