@@ -101,3 +101,8 @@ def test_serving_batch_sizes_default_to_the_single_measurement_batch_size() -> N
     assert parse_scenario({"name": "x", "measurement": {"inference_batch_size": 512}}).measurement.batch_sizes_served == [512]
     served = parse_scenario({"name": "x", "measurement": {"serving_batch_sizes": [1, 64]}}).measurement
     assert served.batch_sizes_served == [1, 64] and served.inference_batch_size == 1024  # the analytic estimate's size stays
+
+
+def test_the_onnxruntime_rung_is_on_the_ladder_unless_the_scenario_empties_it() -> None:
+    assert parse_scenario({"name": "x"}).ladder.onnx_runtime == ["fp32", "int8"]
+    assert parse_scenario({"name": "x", "ladder": {"onnx_runtime": []}}).ladder.onnx_runtime == []
