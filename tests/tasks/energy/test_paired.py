@@ -90,10 +90,10 @@ def test_one_serving_size_judges_exactly_as_before_and_several_take_the_geometri
     both = AcrossSizes((b1, b64))
     assert both.n == 6 and both.worst == pytest.approx(b64.ratio)
     assert both.ratio == pytest.approx(math.sqrt(b1.ratio * b64.ratio))
-    assert both.log_sem == pytest.approx(math.hypot(b1.log_sem, b64.log_sem) / 2)
-    v1, v64 = b1.log_sem**2, b64.log_sem**2
-    dof = (v1 + v64) ** 2 / (v1**2 / 3 + v64**2 / 1)  # Welch-Satterthwaite
-    assert both.log_ci95 == pytest.approx(t_quantile_975(math.floor(dof)) * both.log_sem)
+    deviations = [r - statistics.fmean(part.log_ratios) for part in (b1, b64) for r in part.log_ratios]
+    pooled_variance = sum(d * d for d in deviations) / (3 + 1)  # pooled over the sizes: (4 - 1) + (2 - 1) degrees of freedom
+    assert both.log_sem == pytest.approx(math.sqrt(pooled_variance * (1 / 4 + 1 / 2)) / 2)
+    assert both.log_ci95 == pytest.approx(t_quantile_975(4) * both.log_sem)
     low, high = both.ci95
     assert low < both.ratio < high
 
