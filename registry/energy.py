@@ -48,8 +48,9 @@ def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dic
             "verdict": verdict[:4000],
         }
     )
-    # How a training figure was attributed when it was not a plain reading (candidates trained in parallel).
-    tags.update({k: v for k, v in c.tags.items() if k.startswith("train_energy_attribution")})
+    # How a training figure was attributed when it was not a plain reading (candidates trained in parallel),
+    # and which runtime, precision and batch sizes the inference figures belong to (`serving.runtime`, ...).
+    tags.update({k: v for k, v in c.tags.items() if k.startswith(("train_energy_attribution", "serving."))})
     tags.update(extra)
     return tags
 
@@ -61,6 +62,8 @@ class Serving(NamedTuple):
     code_path: Path
     example: Any
     example_output: Any
+    requirements: tuple[str, ...] = ()  # packages the served runtime needs beyond torch's (e.g. onnxruntime)
+    onnx_path: Path | None = None  # the graph an onnxruntime version serves: logged with MLflow's onnx flavour too
 
 
 def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: Serving | None = None) -> str:
@@ -97,10 +100,14 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: S
         tags["rejected_reason"] = c.rejected_reason[:4000]
     log_model = None
     if serving is not None and c.model_dir:
-        model_dir, model_tags = Path(c.model_dir), {k: tags[k] for k in ("energy_source", "energy_estimated", "compression_steps", "candidate")}
+        model_dir = Path(c.model_dir)
+        shown = ("energy_source", "energy_estimated", "compression_steps", "candidate", "serving.runtime", "serving.precision")
+        model_tags: dict[str, str] = {k: tags[k] for k in shown if k in tags}
 
         def log_model(mc: Any, run_id: str) -> None:  # the run's step-0 metrics become the logged model's metrics
-            mlflow_model.log_model(mc, run_id, model_dir, model_tags, serving.code_path, serving.example, serving.example_output)
+            mlflow_model.log_model(mc, run_id, model_dir, model_tags, serving.code_path, serving.example, serving.example_output, serving.requirements)
+            if serving.onnx_path is not None:
+                mlflow_model.log_onnx(mc, run_id, serving.onnx_path, model_tags)
 
     return log_nested_run(loop_run_id, f"#{c.index} {c.step.label}", params, metrics, c.series, tags, c.model_dir, "model", c.ok, log_model)
 

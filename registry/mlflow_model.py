@@ -36,9 +36,11 @@ def _new_logged_model(mc: Any, run_id: str, name: str, tags: dict[str, str]) -> 
     return str(mc.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, params=run.data.params).model_id)
 
 
-def log_model(mc: Any, run_id: str, model_dir: Path, tags: dict[str, str], code_path: Path, example: Any, example_output: Any) -> str:
+def log_model(
+    mc: Any, run_id: str, model_dir: Path, tags: dict[str, str], code_path: Path, example: Any, example_output: Any, requirements: tuple[str, ...] = ()
+) -> str:
     """Log `model_dir` as the run's MLflow model served by `code_path`, with the signature of `example` -> `example_output`
-    (raw input rows and what the model returns for them); return the logged model's ID."""
+    (raw input rows and what the model returns for them) and `requirements` beyond torch's; return the logged model's ID."""
     import mlflow
     from mlflow.models import Model, infer_signature
 
@@ -52,7 +54,7 @@ def log_model(mc: Any, run_id: str, model_dir: Path, tags: dict[str, str], code_
         artifacts={ARTIFACT: str(model_dir)},
         signature=infer_signature(example, example_output),
         input_example=example,
-        pip_requirements=[f"{name}=={installed(name)}" for name in REQUIREMENTS],
+        pip_requirements=[f"{name}=={installed(name)}" for name in (*REQUIREMENTS, *requirements)],
     )
     return str(info.model_id)
 
@@ -176,3 +178,14 @@ def record_observed(mc: Any, name: str, version: str, energy_j_per_1k: float, de
     mc.set_model_version_tag(name, version, OBSERVED_ENERGY_TAG, f"{energy_j_per_1k:.6g}")
     for key, value in details.items():
         mc.set_model_version_tag(name, version, f"observed.{key}", value[:4000])
+
+
+def log_onnx_benchmark(experiment: str, params: dict[str, str], graphs: dict[str, Path]) -> str:
+    """A benchmark's run holding each ONNX graph as a logged model of MLflow's onnx flavour (tagged with its label)."""
+    from registry.core import client, log_benchmark
+
+    run_id = log_benchmark(experiment, params, [])
+    mc = client()
+    for label, path in graphs.items():
+        log_onnx(mc, run_id, path, tags={"model": label})
+    return run_id

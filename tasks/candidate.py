@@ -19,15 +19,16 @@ from typing import NamedTuple
 
 import torch
 
-from tasks import compress, models, quantize, serving
+from tasks import compress, models, onnx_runtime, quantize, serving
 from tasks import distill as distill_mod
 from tasks import search as search_mod
 from tasks.data import CachedData, load_cached
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
+from tasks.energy.paired import AcrossSizes
 from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
-from tasks.evaluate import InferenceReport, measure_inference, measure_inference_paired, quality, representative_subset, resolve_quality_metric
+from tasks.evaluate import InferenceReport, across_sizes, measure_inference, measure_inference_paired, quality, representative_subset, resolve_quality_metric
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.energy.policy import CandidateResult, Step, StepKind, price_training
 from thresholds.energy.schema import Scenario, Training
@@ -156,6 +157,7 @@ class Made(NamedTuple):
     lineage_sem_j: float
     report: TrainReport | None = None
     segments: list[TrainSegment] | None = None  # the lineage's training runs; None: this production's own
+    finish: Callable[[Path], None] | None = None  # writes what the rung adds to the saved model folder
 
 
 Producer = Callable[[Production], Made]
@@ -374,6 +376,30 @@ def search(p: Production) -> Made:
     return Made(model, spec, search_j, 0.0)
 
 
+@producer(StepKind.ORT)
+def ort(p: Production) -> Made:
+    """The parent exported to ONNX and served under onnxruntime at `step.value` (fp32, or int8 by
+    onnxruntime's dynamic quantization); nothing is trained. Its measurement (`measure_step`) runs the
+    session, and `kept` keeps it only on a measured gain over its torch parent."""
+    missing = onnx_runtime.unavailable()
+    if missing:
+        raise RungNotApplicable(f"the onnxruntime rung {missing}")
+    model, spec, parent = p.parent()
+    if spec.precision != "fp32":
+        raise RungNotApplicable(f"the onnxruntime rung exports fp32 models; #{parent.index} is {spec.precision}")
+    precision = str(p.step.value)
+
+    def finish(model_dir: Path) -> None:
+        try:
+            onnx_runtime.save_for_onnxruntime(model_dir, precision)
+        except Exception as exc:  # the exporter and the quantizer raise many types: the rung does not apply to this model
+            first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise RungNotApplicable(f"ONNX export of #{parent.index} at {precision} failed: {first}") from None
+
+    spec = spec.model_copy(update={"history": [*spec.history, f"ort:{precision}"]})
+    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments, finish=finish)
+
+
 def produce_step(
     scenario: Scenario,
     step: Step,
@@ -398,6 +424,8 @@ def produce_step(
         if made.report is not None:
             result = _trained(result, made.report)
         model_dir = models.save(made.model, made.spec, work_dir / f"candidate-{index}")
+        if made.finish is not None:
+            made.finish(model_dir)
         p.data.write_preprocessing(model_dir)  # the model's raw-table inputs, logged with its files
         serving.save_input_spec(serving.input_spec(p.data), model_dir)  # what a deployed version takes and returns
         return result.model_copy(
@@ -427,40 +455,56 @@ def meter_tags(meter: EnergyMeter) -> dict[str, str]:
 def _measure_inference(
     scenario: Scenario, predictor: torch.nn.Module, data: CachedData, meter: EnergyMeter, label: str, idle_power_w: float, reference_dir: str | None
 ) -> tuple[InferenceReport, dict[str, object], float]:
-    """The candidate's inference report; with a reference model (the baseline) and
-    `measurement.paired`, measured in ABBA windows interleaved with it, plus the paired-ratio
-    fields of the result and the energy the reference's windows spent."""
+    """The candidate's inference report at the scenario's serving batch sizes (one figure across them:
+    `across_sizes`); with a reference model (the baseline) and `measurement.paired`, measured in ABBA
+    windows interleaved with it at each size, plus the paired-ratio fields of the result and the energy
+    the reference's windows spent. Several sizes share the windows one size would get (at least two
+    pairs each), so measuring at more sizes costs little more time."""
     m = scenario.measurement
-    common = dict(batch_size=m.inference_batch_size, min_window_s=m.min_window_s, label=label, target_rel_ci=m.target_rel_ci, idle_power_w=idle_power_w)
+    sizes = m.batch_sizes_served
+    common = dict(min_window_s=m.min_window_s, target_rel_ci=m.target_rel_ci, idle_power_w=idle_power_w)
+
+    def at(b: int) -> str:
+        return label if len(sizes) == 1 else f"{label} b{b}"
+
     if m.paired and reference_dir and m.inference_target == "this-machine" and meter.source != "null":
         ref_model, ref_spec = models.load(Path(reference_dir))
-        reference = models.to_precision(ref_model, ref_spec.precision)
-        pairs_min = max(2, m.repeats_min + m.repeats_min % 2)  # whole ABBA blocks
+        reference = onnx_runtime.predictor(Path(reference_dir), ref_model, ref_spec)
+        per_size_min = math.ceil(m.repeats_min / len(sizes))
+        pairs_min = max(2, per_size_min + per_size_min % 2)  # whole ABBA blocks
+        pairs_max = max(pairs_min, math.ceil(m.repeats_max / len(sizes)))
         try:
-            mine, theirs, paired = measure_inference_paired(
-                predictor,
-                reference,
-                data,
-                meter,
-                pairs_min=pairs_min,
-                pairs_max=max(pairs_min, m.repeats_max),
-                **common,  # type: ignore[arg-type]
-            )
+            measured = [
+                measure_inference_paired(predictor, reference, data, meter, batch_size=b, label=at(b), pairs_min=pairs_min, pairs_max=pairs_max, **common)  # type: ignore[arg-type]
+                for b in sizes
+            ]
         except ValueError as exc:  # a window read no energy above idle: nothing to pair
             log.warning("%s: paired measurement unavailable (%s); measured alone", label, exc)
         else:
+            paired = AcrossSizes(tuple(r for _, _, r in measured))
+            theirs = across_sizes([t for _, t, _ in measured])
             low, high = paired.ci95
+            tags = {"inference_paired_with": reference_dir, "inference_reference_j_per_1k": f"{theirs.energy_j_per_1k:.6g}"}
+            if len(sizes) > 1:
+                tags["inference_ratio_worst_size"] = f"{paired.worst:.6g}"
+                tags.update({f"inference_ratio_at_batch_{b}": f"{r.ratio:.6g}" for b, (_, _, r) in zip(sizes, measured, strict=True)})
+                tags.update({f"inference_j_per_1k_at_batch_{b}": f"{mine.energy_j_per_1k:.6g}" for b, (mine, _, _) in zip(sizes, measured, strict=True)})
             fields: dict[str, object] = {
                 "inference_ratio_vs_baseline": paired.ratio,
                 "inference_ratio_log_sem": paired.log_sem,
                 "inference_ratio_ci95_low": low,
                 "inference_ratio_ci95_high": high,
                 "inference_pairs": paired.n,
-                "tags": {"inference_paired_with": reference_dir, "inference_reference_j_per_1k": f"{theirs.energy_j_per_1k:.6g}"},
+                "tags": tags,
             }
-            return mine, fields, theirs.total_energy_j
-    alone = measure_inference(predictor, data, meter, repeats_min=m.repeats_min, repeats_max=m.repeats_max, **common)  # type: ignore[arg-type]
-    return alone, {}, 0.0
+            return across_sizes([mine for mine, _, _ in measured]), fields, theirs.total_energy_j
+    repeats_max = max(m.repeats_min, math.ceil(m.repeats_max / len(sizes)))
+    alone = [
+        measure_inference(predictor, data, meter, batch_size=b, label=at(b), repeats_min=m.repeats_min, repeats_max=repeats_max, **common)  # type: ignore[arg-type]
+        for b in sizes
+    ]
+    per_size = {f"inference_j_per_1k_at_batch_{b}": f"{r.energy_j_per_1k:.6g}" for b, r in zip(sizes, alone, strict=True)} if len(sizes) > 1 else {}
+    return across_sizes(alone), {"tags": per_size} if per_size else {}, 0.0
 
 
 def measure_step(
@@ -478,8 +522,11 @@ def measure_step(
     result = produced
     try:
         model, spec = models.load(Path(produced.model_dir))
-        predictor = models.to_precision(model, spec.precision)
-        if spec.precision == "int8":
+        predictor = onnx_runtime.predictor(Path(produced.model_dir), model, spec)
+        runtime = onnx_runtime.runtime_of(Path(produced.model_dir))
+        tags.update({"serving.runtime": runtime.runtime, "serving.precision": runtime.precision})
+        tags["serving.batch_sizes"] = ",".join(str(b) for b in scenario.measurement.batch_sizes_served)
+        if runtime.runtime == "torch" and spec.precision == "int8":
             tags["int8_backend"] = models.int8_backend()
         subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
         metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data)
@@ -497,7 +544,7 @@ def measure_step(
         measure_s = time.perf_counter() - measure_start
         inference_j, inference_sem_j = inference.energy_j_per_1k, inference.energy_sem_j_per_1k
         if spec.kind == "mlp":
-            estimate = analytic.inference_energy(model, spec.precision, scenario.measurement.inference_batch_size)
+            estimate = analytic.inference_energy(model, runtime.precision, scenario.measurement.inference_batch_size)
             tags["analytic_table"] = estimate.table
             result = result.model_copy(update={"analytic_inference_energy_j_per_1k": estimate.energy_j_per_1k})
             if scenario.measurement.inference_target == "analytic-45nm":

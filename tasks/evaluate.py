@@ -219,6 +219,33 @@ def measure_inference_paired(
     return mine.report(Repeated(paired.candidate)), theirs.report(Repeated(paired.reference)), paired
 
 
+def across_sizes(reports: list[InferenceReport]) -> InferenceReport:
+    """Reports of one model at several serving batch sizes as one figure, as the gates judge them: the
+    geometric mean of the per-size energies (its standard error by the delta method), the latency of the
+    smallest size (online serving's), the windows and energy of all. One report: itself."""
+    if len(reports) == 1:
+        return reports[0]
+    smallest = min(reports, key=lambda r: r.batch_size)
+    energies = [r.energy_j_per_1k for r in reports]
+    if min(energies) > 0:
+        mean = math.exp(statistics.fmean(math.log(e) for e in energies))
+        sem = mean * math.sqrt(sum((r.energy_sem_j_per_1k / r.energy_j_per_1k) ** 2 for r in reports)) / len(reports)
+    else:  # a meter that reads nothing: no energy to average, the latency decides (`policy.cost`)
+        mean, sem = 0.0, 0.0
+    return InferenceReport(
+        energy_j_per_1k=mean,
+        energy_sem_j_per_1k=sem,
+        energy_ci95_j_per_1k=1.96 * sem,
+        repeats=sum(r.repeats for r in reports),
+        latency_ms_per_batch=smallest.latency_ms_per_batch,
+        latency_ms_spread=smallest.latency_ms_spread,
+        batch_size=smallest.batch_size,
+        samples=sum(r.samples for r in reports),
+        total_energy_j=sum(r.total_energy_j for r in reports),
+        measurement=reports[-1].measurement,
+    )
+
+
 def measure_idle_power_w(meter: EnergyMeter, window_s: float) -> float:
     """Power the machine draws doing nothing, to subtract from measured windows."""
     with meter.window("idle") as window:

@@ -4,18 +4,76 @@ Needs `pip install -e '.[onnx]'`. The fp32 graph is exported (torch.export-based
 dynamic batch dimension); INT8 is onnxruntime's dynamic quantization of that graph.
 `OrtModule` is an `nn.Module` whose forward runs the session, so the loop's inference
 measurement (`tasks.evaluate.measure_inference`) measures it exactly as it measures torch.
+
+A candidate of the `ort` rung is its parent's model folder plus `model.onnx` (the graph it serves)
+and `runtime.json` (which runtime and precision its energy figures belong to). `predictor` is what
+every consumer of a model folder runs: the loop's measurement and the MLflow pyfunc (through
+`tasks.serving.Scorer`), so a version serves with the runtime it was measured under.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from tasks import models
 
 INPUT, OUTPUT = "x", "logits"
+ONNX_FILE = "model.onnx"  # the graph an onnxruntime candidate serves, inside its model folder
+RUNTIME_FILE = "runtime.json"
+NEEDED = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: torch's exporter
+
+
+class Runtime(BaseModel):
+    """Which runtime serves a model folder, at which precision; its energy figures belong to this pair."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: Literal["torch", "onnxruntime"] = "torch"
+    precision: str = "fp32"
+
+
+def unavailable() -> str | None:
+    """Why the onnxruntime rung cannot run here (a missing package), or None."""
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    return f"needs {', '.join(missing)}: pip install -e '.[onnx]'" if missing else None
+
+
+def runtime_of(model_dir: Path) -> Runtime:
+    """The folder's `runtime.json`, or torch at the saved spec's precision."""
+    recorded = model_dir / RUNTIME_FILE
+    if recorded.is_file():
+        return Runtime.model_validate(json.loads(recorded.read_text()))
+    spec = models.ModelSpec.model_validate(json.loads((model_dir / "spec.json").read_text()))
+    return Runtime(precision=spec.precision)
+
+
+def save_for_onnxruntime(model_dir: Path, precision: str) -> Runtime:
+    """Export the saved model to `model.onnx` (fp32, or int8 by onnxruntime's dynamic quantization)
+    beside its weights, and record the runtime."""
+    target = model_dir / ONNX_FILE
+    if precision == "int8":
+        fp32 = export(model_dir, model_dir / "fp32.onnx")
+        quantize_int8(fp32, target)
+        fp32.unlink()
+    else:
+        export(model_dir, target)
+    runtime = Runtime(runtime="onnxruntime", precision=precision)
+    (model_dir / RUNTIME_FILE).write_text(runtime.model_dump_json(indent=2))
+    return runtime
+
+
+def predictor(model_dir: Path, model: nn.Module, spec: models.ModelSpec) -> nn.Module:
+    """What serves the folder: an onnxruntime session on its `model.onnx`, or `model` at its torch precision."""
+    if runtime_of(model_dir).runtime == "onnxruntime":
+        return OrtModule(model_dir / ONNX_FILE)
+    return models.to_precision(model, spec.precision)
 
 
 def export(model_dir: Path, path: Path) -> Path:

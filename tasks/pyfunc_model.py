@@ -2,7 +2,8 @@
 
 MLflow copies this file into the model and runs it on load: nothing is unpickled. The weights
 come from the model's `model` artifact (state dict + JSON specs) through `tasks.serving.Scorer`,
-which reads them with `torch.load(weights_only=True)`. It needs this project installed in the
+which reads them with `torch.load(weights_only=True)`; a version of the `ort` rung serves its
+`model.onnx` with an onnxruntime session instead (`tasks.onnx_runtime.predictor`). It needs this project installed in the
 serving environment (`--env-manager local` from its virtualenv, or its image).
 """
 

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from tasks import models
+from tasks import models, onnx_runtime
 from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter
 from tasks.errors import InputError
@@ -77,7 +77,8 @@ class Scorer:
         from tasks.preprocess import TablePreprocessor
 
         model, self.spec = models.load(model_dir)
-        self.model = models.to_precision(model, self.spec.precision)
+        self.runtime = onnx_runtime.runtime_of(model_dir)
+        self.model = onnx_runtime.predictor(model_dir, model, self.spec)  # an onnxruntime session when the version was measured under one
         self.input = InputSpec.model_validate(json.loads((model_dir / INPUT_FILE).read_text()))
         self.preprocessor = TablePreprocessor.from_dict(json.loads((model_dir / PREPROCESSING_FILE).read_text()))
         dtypes = self.preprocessor.input_dtypes
@@ -147,6 +148,8 @@ def mlflow_serving(model_dir: str | None) -> Any:
         return None
     scorer = Scorer(Path(model_dir))
     example = scorer.example()
+    if scorer.runtime.runtime == "onnxruntime":
+        return Serving(PYFUNC_CODE, example, scorer.predict(example), ("onnx", "onnxruntime"), Path(model_dir) / onnx_runtime.ONNX_FILE)
     return Serving(PYFUNC_CODE, example, scorer.predict(example))
 
 

@@ -16,7 +16,7 @@ from prefect.events import emit_event
 
 from registry import energy as registry
 from tasks import data as data_mod
-from tasks import models, report, serving
+from tasks import models, onnx_runtime, report, serving
 from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, produce_step
@@ -197,8 +197,9 @@ def confirm_full_test(scenario: Scenario, final: Final, history: list[CandidateR
     metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data)
     full: dict[int, tuple[float | None, float | None]] = {}
     for index in {0, final.chosen}:
-        model, spec = models.load(Path(history[index].model_dir or ""))
-        q = quality(models.to_precision(model, spec.precision), data, metric=metric)
+        model_dir = Path(history[index].model_dir or "")
+        model, spec = models.load(model_dir)
+        q = quality(onnx_runtime.predictor(model_dir, model, spec), data, metric=metric)
         full[index] = (q.accuracy, q.rmse)
     return confirm_on_full(scenario, final, history, full)
 
@@ -216,9 +217,8 @@ def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateRe
     # One short window per size: the sizes differ by orders of magnitude in energy per sample, so the
     # argmin needs no repeats (6 sizes x 2 windows x 0.5 s was 6 s of wall time outside training).
     window_s = min(scenario.measurement.min_window_s, 0.2)
-    by_size = energy_by_batch_size(
-        models.to_precision(model, spec.precision), data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1
-    )
+    served = onnx_runtime.predictor(Path(chosen.model_dir), model, spec)
+    by_size = energy_by_batch_size(served, data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1)
     best = min(by_size, key=lambda size: by_size[size])
     back = payback(history, chosen)
     hints = {

@@ -84,3 +84,49 @@ def measure_paired(
         if done.n >= max(pairs_min, 2) and done.log_ci95 <= target_rel_ci:
             break
     return PairedRatio(tuple(reference), tuple(candidate))
+
+
+@dataclass(frozen=True)
+class AcrossSizes:
+    """Paired ratios measured at several serving batch sizes, judged as one: the geometric mean of the
+    per-size ratios, so each size the workload is served at weighs the same (a gain at batch 1 is not
+    drowned by a size where nothing changes, nor the reverse). The sizes share the windows one size
+    would get, so each has few pairs: the noise of a log ratio is estimated once, pooled over the
+    sizes (each pair's deviation from its own size's mean; sum(n - 1) degrees of freedom), as the
+    sizes are measured alike. One size: exactly that size's `PairedRatio` figures. The worst size
+    stays on record beside it (`worst`)."""
+
+    parts: tuple[PairedRatio, ...]
+
+    @property
+    def n(self) -> int:
+        return sum(p.n for p in self.parts)
+
+    @property
+    def dof(self) -> int:
+        return sum(p.n - 1 for p in self.parts)
+
+    @property
+    def ratio(self) -> float:
+        return math.exp(statistics.fmean(math.log(p.ratio) for p in self.parts))
+
+    @property
+    def worst(self) -> float:
+        return max(p.ratio for p in self.parts)
+
+    @property
+    def log_sem(self) -> float:
+        """Standard error of the mean over sizes of the per-size mean log ratios, from the pooled variance."""
+        if self.dof < 1:
+            return 0.0
+        squares = sum((r - statistics.fmean(p.log_ratios)) ** 2 for p in self.parts for r in p.log_ratios)
+        return math.sqrt(squares / self.dof * sum(1 / p.n for p in self.parts)) / len(self.parts)
+
+    @property
+    def log_ci95(self) -> float:
+        return t_quantile_975(self.dof) * self.log_sem if self.dof >= 1 else math.inf
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        mean, half = math.log(self.ratio), self.log_ci95
+        return math.exp(mean - half), math.exp(mean + half)

@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from registry import mlflow_model
 from registry.core import client as tracking_client
 from tasks import data as data_mod
-from tasks import models, serving
+from tasks import models, onnx_runtime, serving
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.integration]
@@ -72,6 +72,7 @@ KINDS: dict[str, dict[str, object]] = {
     "bf16": {"precision": "bf16", "history": ["early-stopping", "precision:bf16"]},
     "qat": {"precision": "int8", "history": ["early-stopping", "qat:int8"]},
     "cnn1d": {"kind": "cnn1d"},
+    "onnxruntime": {"history": ["early-stopping", "ort:fp32"]},  # served from model.onnx by onnxruntime
 }
 
 
@@ -89,12 +90,16 @@ def test_every_model_kind_registers_as_an_mlflow_model_and_loads(mlflow_store: s
         model_dir = models.save(models.build(spec), spec, tmp_path / kind)
         serving.save_input_spec(serving.input_spec(data), model_dir)
         data.write_preprocessing(model_dir)
+        if kind == "onnxruntime" and onnx_runtime.unavailable() is None:
+            onnx_runtime.save_for_onnxruntime(model_dir, "fp32")
         logged = serving.mlflow_serving(str(model_dir))
         model_id = mlflow_model.log_model(mc, run.info.run_id, model_dir, {"kind": kind}, logged.code_path, logged.example, logged.example_output)
         mlflow_model.check_logged(mc, model_id, model_dir)
         version = mc.create_model_version("kinds", source=f"models:/{model_id}", run_id=run.info.run_id, model_id=model_id)
         loaded = mlflow.pyfunc.load_model(f"models:/kinds/{version.version}")
         assert loaded.metadata.signature.inputs.input_names() == list(data.preprocessing["input_columns"]), kind
+        served_by = type(loaded.unwrap_python_model().scorer.model)
+        assert (served_by is onnx_runtime.OrtModule) == ((model_dir / onnx_runtime.ONNX_FILE).is_file()), kind
         out = loaded.predict(raw)
         probabilities = torch.softmax(_expected_logits(data, model_dir, raw).float(), dim=1).numpy()
         np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), probabilities, rtol=1e-5, atol=1e-6, err_msg=kind)

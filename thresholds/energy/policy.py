@@ -16,6 +16,9 @@ Ladder, in order:
                          the machine's calibration shows that precision is not cheaper here.
 7. `qat:int8`          - when post-training int8 breaks an accuracy target, the same fp32 model
                          fine-tuned with int8 fake quantization, then served at int8.
+8. `ort:p`             - the best fp32 candidate exported to ONNX and served under onnxruntime at each
+                         of `ladder.onnx_runtime` (fp32, int8 by onnxruntime's dynamic quantization);
+                         kept, like every rung, only on a measured gain over its torch parent.
 
 Target-aware: each missed target of the candidate closest to passing picks the moves that can fix
 it, and every step names the target that drove it (`Step.target`):
@@ -81,6 +84,7 @@ class StepKind(StrEnum):
     PRUNE_EARLY = "prune-early"  # prune inside the recipe at `training.prune_at_epoch`, keep training
     PRUNE_ES = "prune-es"  # prune the recipe, fine-tune with early stopping on `Step.epochs` at most
     SCRATCH = "scratch"  # the parent's architecture trained from scratch with early stopping
+    ORT = "ort"  # the parent exported to ONNX and served under onnxruntime (`Step.value`: fp32 or int8)
 
 
 QUALITY_TARGETS = ("trained", "accuracy", "accuracy_drop_pt", "rmse", "rmse_increase_pct")
@@ -401,7 +405,7 @@ def _recipe(scenario: Scenario, history: list[CandidateResult]) -> CandidateResu
 
 def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
     """Lowest-cost kept candidate that is not a precision step (precisions do not stack)."""
-    pool = [c for c in history[1:] if c.step.kind not in (StepKind.PRECISION, StepKind.QAT) and kept(scenario, history, c)[0]]
+    pool = [c for c in history[1:] if c.step.kind not in (StepKind.PRECISION, StepKind.QAT, StepKind.ORT) and kept(scenario, history, c)[0]]
     if not pool:
         return history[0]
     return min(pool, key=lambda c: (cost(c) or float("inf"), c.index))
@@ -517,6 +521,23 @@ def _qat(scenario: Scenario, history: list[CandidateResult], use: Calibration | 
     return Next(step=Step(kind=StepKind.QAT, value="int8", parent=parent_index), why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}")
 
 
+def _ort_left(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
+    done = {str(c.step.value) for c in history if c.step.kind == StepKind.ORT}
+    return [p for p in scenario.ladder.onnx_runtime if p not in done]
+
+
+def _ort(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    left = _ort_left(scenario, history)
+    if not left:
+        return None
+    parent = _best_fp32(scenario, history)
+    return Next(step=Step(kind=StepKind.ORT, value=left[0], parent=parent.index), why=f"serve #{parent.index} under onnxruntime at {left[0]}")
+
+
+def _ort_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+    return [Step(kind=StepKind.ORT, value=p, parent=first.parent) for p in _ort_left(scenario, history) if p != first.value]
+
+
 def _training_moves_only(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     """Rungs that only `_training_move` chooses (they answer a missed training target, not the ladder)."""
     return None
@@ -542,6 +563,7 @@ RUNGS: tuple[Rung, ...] = (
     Rung(StepKind.SEARCH, _search),
     Rung(StepKind.PRECISION, _precision, _precision_siblings),
     Rung(StepKind.QAT, _qat),
+    Rung(StepKind.ORT, _ort, _ort_siblings),
     # Training-cost moves: `_training_move` picks them for a missed training-energy target; walking the ladder passes over them.
     Rung(StepKind.PRUNE_EARLY, _training_moves_only),
     Rung(StepKind.PRUNE_ES, _training_moves_only),

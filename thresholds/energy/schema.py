@@ -18,6 +18,8 @@ from thresholds.promotion import PromotionMode
 
 LowPrecision = Literal["int8", "fp16", "bf16"]
 LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
+OrtPrecision = Literal["fp32", "int8"]
+ORT_PRECISIONS: tuple[OrtPrecision, ...] = ("fp32", "int8")
 
 
 class Targets(StrictSection):
@@ -67,6 +69,11 @@ class Measurement(StrictSection):
     meter: MeterName = "auto"
     fixed_power_w: float = Field(10.0, gt=0, le=100_000, description="watts, for the fixed-power meter")
     inference_batch_size: int = Field(1024, ge=1, le=1_000_000, description="samples per batch")
+    serving_batch_sizes: list[int] | None = Field(
+        None,
+        description="batch sizes the workload is served at, e.g. [1, 64]: inference energy is measured and judged at each "
+        "(the geometric mean of the per-size figures); unset: inference_batch_size alone",
+    )
     min_window_s: float = Field(1.0, gt=0, le=3_600, description="seconds per inference window")
     repeats_min: int = Field(3, ge=1, le=100, description="inference windows at least")
     repeats_max: int = Field(8, ge=1, le=1_000, description="inference windows at most")
@@ -83,6 +90,18 @@ class Measurement(StrictSection):
     train_attribution: Literal["auto", "process", "machine"] = Field(
         "auto", description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level meters), or the whole machine"
     )
+
+    @field_validator("serving_batch_sizes")
+    @classmethod
+    def _serving_sizes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not 1 <= len(value) <= 8 or any(not 1 <= b <= 1_000_000 for b in value) or value != sorted(set(value))):
+            raise ValueError("1 to 8 strictly increasing batch sizes in [1, 1000000], e.g. [1, 64]")
+        return value
+
+    @property
+    def batch_sizes_served(self) -> list[int]:
+        """The batch sizes inference energy is measured and judged at."""
+        return list(self.serving_batch_sizes or [self.inference_batch_size])
 
     @model_validator(mode="after")
     def _repeats(self) -> Measurement:
@@ -103,6 +122,9 @@ class Ladder(StrictSection):
     distill_temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the soft labels")
     distill_alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label loss")
     qat: bool = Field(True, description="quantization-aware training when int8 PTQ breaks an accuracy target")
+    onnx_runtime: list[OrtPrecision] = Field(
+        default_factory=lambda: list(ORT_PRECISIONS), description="serve the best fp32 model under onnxruntime at these precisions; empty: no such rung"
+    )
     use_calibration: bool = Field(True, description="skip rungs the machine's calibration shows cannot save energy")
     training_batch_factors: list[int] = Field(
         default_factory=list, description="recipe retrained at batch_size x factor (lr x sqrt(factor)), e.g. [4]; empty: no such rung"
@@ -146,7 +168,7 @@ class Ladder(StrictSection):
             raise ValueError("ratios must be strictly increasing")
         return value
 
-    @field_validator("precisions")
+    @field_validator("precisions", "onnx_runtime")
     @classmethod
     def _precisions(cls, value: list[str]) -> list[str]:
         if len(value) != len(set(value)):

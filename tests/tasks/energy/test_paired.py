@@ -12,10 +12,10 @@ import pytest
 
 from tasks import models
 from tasks.data import load_cached, prepare
-from tasks.energy.paired import PairedRatio, abba_order, measure_paired
+from tasks.energy.paired import AcrossSizes, PairedRatio, abba_order, measure_paired
 from tasks.energy.simple import ReplayMeter
 from tasks.energy.stats import t_quantile_975
-from tasks.evaluate import measure_inference_paired
+from tasks.evaluate import across_sizes, measure_inference, measure_inference_paired
 
 
 def test_abba_order_alternates_in_whole_blocks() -> None:
@@ -80,3 +80,33 @@ def test_two_models_measured_in_interleaved_windows_on_a_replayed_meter(tmp_path
     assert mine.energy_j_per_1k == pytest.approx(statistics.fmean([3.0, 3.3]) * per_1k) and mine.repeats == 4
     assert theirs.energy_j_per_1k == pytest.approx(statistics.fmean([4.0, 4.4]) * per_1k)
     assert mine.total_energy_j == pytest.approx(2 * (3.0 + 3.3)) and theirs.total_energy_j == pytest.approx(2 * (4.0 + 4.4))
+
+
+def test_one_serving_size_judges_exactly_as_before_and_several_take_the_geometric_mean() -> None:
+    b1 = PairedRatio(reference=(2.0, 2.0, 4.0, 1.0), candidate=(1.0, 1.2, 1.6, 0.6))
+    alone = AcrossSizes((b1,))
+    assert (alone.n, alone.ratio, alone.log_sem, *alone.ci95) == pytest.approx((b1.n, b1.ratio, b1.log_sem, *b1.ci95))
+    b64 = PairedRatio(reference=(1.0, 1.0), candidate=(0.9, 1.0))
+    both = AcrossSizes((b1, b64))
+    assert both.n == 6 and both.worst == pytest.approx(b64.ratio)
+    assert both.ratio == pytest.approx(math.sqrt(b1.ratio * b64.ratio))
+    deviations = [r - statistics.fmean(part.log_ratios) for part in (b1, b64) for r in part.log_ratios]
+    pooled_variance = sum(d * d for d in deviations) / (3 + 1)  # pooled over the sizes: (4 - 1) + (2 - 1) degrees of freedom
+    assert both.log_sem == pytest.approx(math.sqrt(pooled_variance * (1 / 4 + 1 / 2)) / 2)
+    assert both.log_ci95 == pytest.approx(t_quantile_975(4) * both.log_sem)
+    low, high = both.ci95
+    assert low < both.ratio < high
+
+
+def test_reports_at_several_serving_sizes_combine_into_one_figure(tmp_path: Path) -> None:
+    data = load_cached(str(prepare("digits", tmp_path)))
+    model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features)).eval()
+    meter = ReplayMeter([2.0, 2.0, 8.0, 8.0])  # two windows at batch 1, then two at batch 64
+    small, large = (measure_inference(model, data, meter, b, 1e-9, repeats_min=2, repeats_max=2) for b in (1, 64))
+    assert across_sizes([small]) is small
+    both = across_sizes([small, large])
+    assert small.energy_j_per_1k == pytest.approx(2.0 / 20 * 1000) and large.energy_j_per_1k == pytest.approx(8.0 / (20 * 64) * 1000)
+    assert both.energy_j_per_1k == pytest.approx(math.sqrt(small.energy_j_per_1k * large.energy_j_per_1k))
+    assert both.energy_sem_j_per_1k == 0.0  # every window read the same: no spread
+    assert both.latency_ms_per_batch == small.latency_ms_per_batch and both.batch_size == 1
+    assert both.repeats == 4 and both.total_energy_j == pytest.approx(20.0)

@@ -26,7 +26,7 @@ B, ES, PR, PC = StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.PRUNE, Step
 MP, DI = StepKind.MIXED_PRECISION, StepKind.DISTILL
 
 
-LADDER = {"pruning_ratios": [0.3, 0.5, 0.7], "precisions": ["int8", "fp16"], "min_gain_pct": 3.0}
+LADDER = {"pruning_ratios": [0.3, 0.5, 0.7], "precisions": ["int8", "fp16"], "min_gain_pct": 3.0, "onnx_runtime": []}  # ORT: its own tests
 SHORT = {**LADDER, "mixed_precision_training": False, "distill_width_factors": [], "accuracy_backoff": False}
 
 
@@ -573,3 +573,47 @@ def test_the_longer_fine_tune_doubles_the_scenarios_epochs_and_comes_once() -> N
     halfway_broke = [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, acc=0.8, inf=0.5), LONG7_BAD]
     again = decide(s, halfway_broke).step  # type: ignore[union-attr]
     assert (again.value, again.epochs) == (0.6, 30)  # the halfway ratio broke too: its own longer fine-tune, not another halving
+
+
+OR = StepKind.ORT
+WITH_ORT = scenario({**SHORT, "onnx_runtime": ["fp32", "int8"]})
+EXHAUSTED = [BASE, RECIPE, P3, P5, P7_BAD, c(5, PC, "int8", parent=3, inf=1.2), c(6, PC, "fp16", parent=3, inf=1.1)]
+
+
+def _paired(candidate: CandidateResult, ratio: float, log_sem: float) -> CandidateResult:
+    return candidate.model_copy(update={"inference_ratio_vs_baseline": ratio, "inference_ratio_log_sem": log_sem})
+
+
+def test_the_onnxruntime_rung_serves_the_best_fp32_model_at_fp32_then_int8_then_the_ladder_ends() -> None:
+    first = decide(WITH_ORT, EXHAUSTED)
+    assert isinstance(first, Next) and (first.step.kind, first.step.value, first.step.parent) == (OR, "fp32", 3)
+    assert first.step.label == "ort:fp32"
+    ort_fp32 = c(7, OR, "fp32", parent=3, inf=0.55)
+    second = decide(WITH_ORT, [*EXHAUSTED, ort_fp32])
+    assert isinstance(second, Next) and (second.step.kind, second.step.value, second.step.parent) == (OR, "int8", 3)
+    ended = decide(WITH_ORT, [*EXHAUSTED, ort_fp32, c(8, OR, "int8", parent=3, inf=0.58)])
+    assert isinstance(ended, Final) and ended.state == FinalState.FAILED
+    assert [s.step.label for s in plan_batch(WITH_ORT, EXHAUSTED, width=3)] == ["ort:fp32", "ort:int8"]  # type: ignore[union-attr]
+    assert decide(scenario(), EXHAUSTED).state == FinalState.FAILED  # type: ignore[union-attr]  # onnx_runtime: [] - no such rung
+
+
+def test_an_onnxruntime_candidate_is_never_the_base_of_precision_rungs() -> None:
+    cheap_ort = c(5, OR, "fp32", parent=3, inf=0.55)  # kept (cheaper than #3, misses 0.5x) but not a torch fp32 model
+    step = decide(WITH_ORT, [BASE, RECIPE, P3, P5, P7_BAD, cheap_ort])
+    assert isinstance(step, Next) and step.step.kind == PC and step.step.parent == 3
+
+
+@pytest.mark.parametrize(
+    ("ort_ratio", "ort_sem", "keep", "why"),
+    [
+        (0.30, 0.03, True, "saved 50.0% inference cost vs #3 (paired)"),
+        (0.57, 0.06, False, "noise, not a gain"),  # 5 % better, but within two combined standard errors
+        (0.59, 0.00, False, "saved 1.7%"),  # below min_gain_pct
+        (0.70, 0.01, False, "saved -16.7%"),  # onnxruntime costs more here
+    ],
+)
+def test_an_onnxruntime_candidate_is_kept_only_on_a_paired_gain_beyond_the_noise(ort_ratio: float, ort_sem: float, keep: bool, why: str) -> None:
+    parent = _paired(P5, 0.6, 0.02)
+    ort = _paired(c(5, OR, "fp32", parent=3, inf=5.0), ort_ratio, ort_sem)
+    ok, reason = kept(WITH_ORT, [BASE, RECIPE, P3, parent, ort], ort)
+    assert ok is keep and why in reason, reason

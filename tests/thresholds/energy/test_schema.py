@@ -41,6 +41,12 @@ BAD: list[tuple[str, str, str]] = [
     ("broken YAML", "name: x\ntargets: [\n", "valid YAML"),
     ("tab indentation", "name: x\ntargets:\n\tmin_accuracy: 0.9\n", "valid YAML"),
     ("zero hidden width", "name: x\nmodel:\n  hidden: [64, 0]\n", "model.hidden"),
+    ("serving batch size zero", "name: x\nmeasurement:\n  serving_batch_sizes: [0, 64]\n", "measurement.serving_batch_sizes"),
+    ("serving batch sizes decreasing", "name: x\nmeasurement:\n  serving_batch_sizes: [64, 1]\n", "strictly increasing batch sizes"),
+    ("serving batch sizes repeated", "name: x\nmeasurement:\n  serving_batch_sizes: [1, 1]\n", "measurement.serving_batch_sizes"),
+    ("serving batch sizes empty", "name: x\nmeasurement:\n  serving_batch_sizes: []\n", "measurement.serving_batch_sizes"),
+    ("serving batch size as text", "name: x\nmeasurement:\n  serving_batch_sizes: [one]\n", "measurement.serving_batch_sizes"),
+    ("unknown onnxruntime precision", "name: x\nladder:\n  onnx_runtime: [int4]\n", "ladder.onnx_runtime"),
 ]
 
 
@@ -89,3 +95,14 @@ def test_the_scenario_names_its_promotion_mode() -> None:
     assert parse_scenario({"name": "x", "promotion": "enforce"}).promotion == "enforce"
     with pytest.raises(Exception, match="promotion"):
         parse_scenario({"name": "x", "promotion": "block"})
+
+
+def test_serving_batch_sizes_default_to_the_single_measurement_batch_size() -> None:
+    assert parse_scenario({"name": "x", "measurement": {"inference_batch_size": 512}}).measurement.batch_sizes_served == [512]
+    served = parse_scenario({"name": "x", "measurement": {"serving_batch_sizes": [1, 64]}}).measurement
+    assert served.batch_sizes_served == [1, 64] and served.inference_batch_size == 1024  # the analytic estimate's size stays
+
+
+def test_the_onnxruntime_rung_is_on_the_ladder_unless_the_scenario_empties_it() -> None:
+    assert parse_scenario({"name": "x"}).ladder.onnx_runtime == ["fp32", "int8"]
+    assert parse_scenario({"name": "x", "ladder": {"onnx_runtime": []}}).ladder.onnx_runtime == []
