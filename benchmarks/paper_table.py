@@ -147,7 +147,15 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
         baseline = history[0]
         chosen = history[outcome.chosen] if outcome.chosen is not None else closest(scenario, history, optimised_only=True)
         assert chosen is not None, "the loop trained no candidate"
-        twins = [c for c in history[1:] if c.ok and c.params == baseline.params and "precision" not in "+".join(c.lineage) and c.inference_ratio_vs_baseline]
+        # Candidates that run the baseline's exact computation: its architecture, fp32, under torch.
+        twins = [
+            c
+            for c in history[1:]
+            if c.ok
+            and c.params == baseline.params
+            and c.inference_ratio_vs_baseline
+            and not any(s.startswith(("precision:", "qat:", "ort:")) for s in c.lineage)
+        ]
         runs.append(
             {
                 "run": i + 1,
