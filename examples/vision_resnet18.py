@@ -1,6 +1,6 @@
 """torchvision's ResNet-18, untrained, for images of any channel count (`pip install -e '.[vision]'`).
 
-    energy-loop run --model examples.vision_resnet18:make --dataset DIR
+energy-loop run --model examples.vision_resnet18:make --dataset DIR
 """
 
 from __future__ import annotations
