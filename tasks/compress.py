@@ -58,8 +58,8 @@ def unsupported_layers(model: nn.Module) -> list[str]:
     """torch.nn layers with weights that Torch-Pruning has no pruner for (e.g. GRU, RNN, Bilinear), as `name (Type)`."""
     from torch_pruning import ops
 
-    known = (ops.TORCH_CONV, ops.TORCH_LINEAR, ops.TORCH_BATCHNORM, ops.TORCH_LAYERNORM, ops.TORCH_GROUPNORM, ops.TORCH_INSTANCENORM)
-    known = (*known, ops.TORCH_PRELU, ops.TORCH_EMBED, ops.TORCH_MHA, ops.TORCH_LSTM)
+    norms = (ops.TORCH_BATCHNORM, ops.TORCH_LAYERNORM, ops.TORCH_GROUPNORM, ops.TORCH_INSTANCENORM)
+    known = (ops.TORCH_CONV, ops.TORCH_LINEAR, *norms, ops.TORCH_PRELU, ops.TORCH_EMBED, ops.TORCH_MHA, ops.TORCH_LSTM)
     return [
         f"{name} ({type(m).__name__})"
         for name, m in model.named_modules()

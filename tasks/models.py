@@ -58,6 +58,10 @@ class ModelSpec(BaseModel):
     precision: Precision = "fp32"
     history: list[str] = Field(default_factory=list)
 
+    def __init__(self, **data: Any) -> None:
+        """Also takes the legacy keywords `kind`, `in_features`, `hidden` and `channels` (see `_legacy`)."""
+        super().__init__(**data)
+
     @model_validator(mode="before")
     @classmethod
     def _legacy(cls, data: Any) -> Any:

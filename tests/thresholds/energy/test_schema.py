@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from thresholds import SCENARIO_DIR, scenario_path
-from thresholds.energy.schema import load_scenario, parse_scenario
+from thresholds.energy.schema import Scenario, load_scenario, parse_scenario
 from thresholds.errors import InputError
 
 
@@ -41,6 +41,9 @@ BAD: list[tuple[str, str, str]] = [
     ("broken YAML", "name: x\ntargets: [\n", "valid YAML"),
     ("tab indentation", "name: x\ntargets:\n\tmin_accuracy: 0.9\n", "valid YAML"),
     ("zero hidden width", "name: x\nmodel:\n  hidden: [64, 0]\n", "model.hidden"),
+    ("kept layer not a module name", "name: x\nmodel:\n  keep_layers: ['stem/0']\n", "model.keep_layers"),
+    ("kept layer twice", "name: x\nmodel:\n  keep_layers: [head, head]\n", "model.keep_layers"),
+    ("student not an entry point", "name: x\nmodel:\n  student: students.py\n", "model.student"),
 ]
 
 
@@ -89,3 +92,8 @@ def test_the_scenario_names_its_promotion_mode() -> None:
     assert parse_scenario({"name": "x", "promotion": "enforce"}).promotion == "enforce"
     with pytest.raises(Exception, match="promotion"):
         parse_scenario({"name": "x", "promotion": "block"})
+
+
+def test_kept_layers_and_a_student_factory_parse() -> None:
+    model = Scenario.model_validate({"name": "x", "model": {"keep_layers": ["stages.0.conv1", "head"], "student": "examples.transformer_seq:make"}}).model
+    assert model.keep_layers == ["stages.0.conv1", "head"] and model.student == "examples.transformer_seq:make"
