@@ -263,7 +263,16 @@ class Predictor(nn.Module):
         self.input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.input_dtype)).float()
+        if self.precision != "int8":
+            return self.model(x.to(self.input_dtype)).float()
+        # nn.TransformerEncoderLayer's fused fast path reads `linear1.weight`, which a dynamically
+        # quantized Linear no longer has: run the layer's plain path (the only one int8 can use).
+        enabled = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return self.model(x).float()
+        finally:
+            torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def int8_backend() -> str:

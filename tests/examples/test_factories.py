@@ -62,14 +62,14 @@ def test_every_rung_reloads_exactly(example: models.ModelSpec, tmp_path: Path) -
         at = spec.model_copy(update={"precision": precision})
         try:
             models.check_precision(pruned, at)
-        except RungNotApplicable as exc:
-            assert precision == "int8" and str(exc).startswith("int8: ")  # the reason goes to the verdict
+        except RungNotApplicable as exc:  # convolutions: no static int8 here; the reason goes to the verdict
+            assert precision == "int8" and "resnet" in example.factory and "static (PT2E)" in str(exc)
             continue
         rungs[precision] = (pruned, at)
     student, student_spec = distill.student(pruned, spec, 0.5)
     assert models.count_params(student) < models.count_params(pruned) and student_spec.history[-1] == "distill:0.5"
     rungs["distill"] = (student, student_spec)
-    assert {"prune", "fp16", "bf16", "distill"} <= set(rungs)
+    assert {"prune", "fp16", "bf16", "distill"} <= set(rungs) and ("int8" in rungs) == ("transformer" in example.factory)
     for rung, (m, s) in rungs.items():
         reloaded, reloaded_spec = models.load(models.save(m, s, tmp_path / rung))
         assert reloaded_spec == s
