@@ -84,6 +84,8 @@ def test_relative_and_absolute_targets_together() -> None:
 def test_analytic_target_needs_an_mlp() -> None:
     with pytest.raises(InputError, match="fully connected models only"):
         parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"kind": "cnn1d"}})
+    with pytest.raises(InputError, match="fully connected models only"):
+        parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"factory": "examples.resnet_digits:make"}})
     assert load_scenario(scenario_path("edge-45nm")).measurement.inference_target == "analytic-45nm"
 
 
