@@ -42,10 +42,12 @@ def output_layer(model: nn.Module, example: torch.Tensor, n_outputs: int) -> str
         for name, module in model.named_modules()
         if next(module.children(), None) is None and next(module.parameters(recurse=False), None) is not None  # leaf layers with weights
     ]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(example)
     finally:
+        model.train(was_training)
         for hook in hooks:
             hook.remove()
     heads = [name for name, shape in ran if len(shape) >= 2 and n_outputs in (shape[-1], shape[1])]
