@@ -53,7 +53,7 @@ class ModelSpec(BaseModel):
     input_shape: tuple[int, ...]
     out_features: int = Field(gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # the factory's own arguments (JSON values)
-    attributes: dict[str, dict[str, Any]] = Field(default_factory=dict)  # module -> attribute -> value pruning changed
+    attributes: dict[str, dict[str, int | list[int]]] = Field(default_factory=dict)  # module -> attribute -> value pruning changed
     shapes: dict[str, list[int]] = Field(default_factory=dict)  # state-dict entry -> its shape, where pruning changed it
     precision: Precision = "fp32"
     history: list[str] = Field(default_factory=list)
