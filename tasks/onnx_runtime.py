@@ -82,11 +82,11 @@ def export(model_dir: Path, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         model,
-        (torch.zeros(2, spec.in_features),),
+        (torch.zeros(2, *spec.input_shape),),
         str(path),
         input_names=[INPUT],
         output_names=[OUTPUT],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        dynamic_shapes=({0: torch.export.Dim("batch")},),  # positional: a user's forward may name its input anything
         dynamo=True,
         external_data=False,  # one self-contained file: these models are small
         verbose=False,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from thresholds import SCENARIO_DIR, scenario_path
-from thresholds.energy.schema import load_scenario, parse_scenario
+from thresholds.energy.schema import Scenario, load_scenario, parse_scenario
 from thresholds.errors import InputError
 
 
@@ -47,6 +47,9 @@ BAD: list[tuple[str, str, str]] = [
     ("serving batch sizes empty", "name: x\nmeasurement:\n  serving_batch_sizes: []\n", "measurement.serving_batch_sizes"),
     ("serving batch size as text", "name: x\nmeasurement:\n  serving_batch_sizes: [one]\n", "measurement.serving_batch_sizes"),
     ("unknown onnxruntime precision", "name: x\nladder:\n  onnx_runtime: [int4]\n", "ladder.onnx_runtime"),
+    ("kept layer not a module name", "name: x\nmodel:\n  keep_layers: ['stem/0']\n", "model.keep_layers"),
+    ("kept layer twice", "name: x\nmodel:\n  keep_layers: [head, head]\n", "model.keep_layers"),
+    ("student not an entry point", "name: x\nmodel:\n  student: students.py\n", "model.student"),
 ]
 
 
@@ -87,6 +90,8 @@ def test_relative_and_absolute_targets_together() -> None:
 def test_analytic_target_needs_an_mlp() -> None:
     with pytest.raises(InputError, match="fully connected models only"):
         parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"kind": "cnn1d"}})
+    with pytest.raises(InputError, match="fully connected models only"):
+        parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"factory": "examples.resnet_digits:make"}})
     assert load_scenario(scenario_path("edge-45nm")).measurement.inference_target == "analytic-45nm"
 
 
@@ -106,3 +111,8 @@ def test_serving_batch_sizes_default_to_the_single_measurement_batch_size() -> N
 def test_the_onnxruntime_rung_is_on_the_ladder_unless_the_scenario_empties_it() -> None:
     assert parse_scenario({"name": "x"}).ladder.onnx_runtime == ["fp32", "int8"]
     assert parse_scenario({"name": "x", "ladder": {"onnx_runtime": []}}).ladder.onnx_runtime == []
+
+
+def test_kept_layers_and_a_student_factory_parse() -> None:
+    model = Scenario.model_validate({"name": "x", "model": {"keep_layers": ["stages.0.conv1", "head"], "student": "examples.transformer_seq:make"}}).model
+    assert model.keep_layers == ["stages.0.conv1", "head"] and model.student == "examples.transformer_seq:make"
