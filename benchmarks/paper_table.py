@@ -170,6 +170,8 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
                 "reason": outcome.reason,
             }
         )
+        print(outcome.table_md, flush=True)
+        print(f"{outcome.state}: {outcome.reason}", flush=True)
         print(
             f"run {i + 1}/{repeats}: {outcome.state} {runs[-1]['chosen']} inference x{runs[-1]['inference_energy_ratio']} "
             f"train x{runs[-1]['train_energy_ratio_priced']} (measured x{runs[-1]['train_energy_ratio_measured']}) "
