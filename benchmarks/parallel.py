@@ -111,8 +111,9 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
             serial = train_rung(None, train_candidate, calls("serial"), history, meter, ScaleOut(width=1, threads_per_worker=n_cores, why="serial"))
         serial_s = time.perf_counter() - t0
 
-        table = calibrate_parallel(meter, settings, data_path, Path(tmp) / "calibration")  # measured afresh, not the machine's cache
-        auto = parallel_width(table, None, n_cores)
+        # Measured afresh, not the machine's cache, through the loop's task path, read by the independent meter.
+        table = calibrate_parallel(phase_meter, settings, data_path, train_candidate, meter_name, Path(tmp) / "calibration")
+        auto = parallel_width(table, None, n_cores, sigmas=settings.measurement.significance_sigmas, min_gain_pct=settings.ladder.min_gain_pct)
         scale = ScaleOut(width=workers, threads_per_worker=threads_per_worker(n_cores, workers), why="benchmark", idle_power_w=table.idle_power_w)
         with candidate_runner(workers) as runner:
             t0 = time.perf_counter()
@@ -140,13 +141,14 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
         f"machine reading: serial {machine_serial_j:.2f} J, parallel {machine_parallel_j:.2f} J -> {energy_ratio:.3f}; "
         f"attributed to the parallel candidates: {attributed_j:.2f} J"
     )
-    print(f"--parallel auto: {auto.why}")
+    print(f"--parallel auto: {auto.why} (calibration took {table.calibration_s:.1f} s, {table.epochs_per_job} epochs per probe candidate)")
     saved_both = speedup > 1.0 and energy_ratio < 1.0
     return {
         "training_speedup": round(speedup, 3),
         "machine_energy_ratio": round(energy_ratio, 4),
         "attribution_error": round(abs(attributed_j - machine_parallel_j) / machine_parallel_j, 4) if machine_parallel_j > 0 else None,
         "auto_choice": auto.width,
+        "calibration_s": round(table.calibration_s, 1),
         # `auto` chose parallel only if this run measured it faster and cheaper too (or chose serial).
         "auto_consistent": auto.width == 1 or saved_both,
         "serial_s": round(serial_s, 2),
