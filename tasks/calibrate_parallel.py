@@ -11,7 +11,8 @@ the cores), under one machine-level window each:
   serial loop does); half of the repeats before the workers start, half after they stop;
 - on the loop's `candidate_runner(N)` (prefect-dask, N worker processes, torch threads =
   cores / N each), through the same `train_rung`; the workers' start-up (processes, imports,
-  the data loaded on each) and shutdown are measured on their own.
+  the data loaded on each, a first one-epoch rung: what the loop's first parallel rung pays
+  once) and shutdown are measured on their own.
 
 `thresholds.parallel.parallel_width` decides from that table. It is cached by machine, meter,
 workload and cores, like the rung calibration, in a folder of the machine
@@ -166,6 +167,7 @@ class _Probe:
                 runner = workers.enter_context(candidate_runner(width))
                 assert runner is not None, "a width of 2 or more always starts workers"
                 runner.client.run(_load_data, self.data_path)  # what the first rung would load on each worker
+                self.rung(runner, width, 1)  # and the first task run on each worker (Prefect's own start): once per loop
                 start_s = time.perf_counter() - t0
             for r in range(repeats):
                 timed(parallel, runner, f"parallel calibration {width}: workers {r}")

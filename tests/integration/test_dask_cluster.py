@@ -162,11 +162,12 @@ def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_
             for wall_s, energy_j in zip(t.wall_s_runs, t.energy_j_runs, strict=True):
                 assert wall_s > 0 and energy_j == pytest.approx(20.0 * wall_s, rel=0.05)  # read under the meter
         assert table.startup_s[width] > 0 and table.startup_j[width] == pytest.approx(20.0 * table.startup_s[width], rel=0.05)
-    # Every probe candidate was a run of the loop's task: two one-epoch timings, then per width 2 x 2 rungs of `width`.
+    # Every probe candidate was a run of the loop's task: two one-epoch timings, then per width a warm-up
+    # rung on the workers (in the start-up) and 2 x 2 measured rungs of `width`.
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=began)))
     trained = [r for r in runs if r.name.startswith("train-#") and r.state is not None and r.state.is_completed()]
-    assert len(trained) == 2 + sum(2 * 2 * w for w in table.parallel)
+    assert len(trained) == 2 + sum(w + 2 * 2 * w for w in table.parallel)
     # Cached per machine, meter and workload: a second call measures nothing (a replay meter would read 1 J).
     again = calibrate_parallel(ReplayMeter([1.0], source=meter.source), scenario, data_path, train_candidate, "fixed-power", tmp_path / "cache")
     assert again == table
