@@ -3,9 +3,9 @@
 The probe is a real rung through the loop's own path: `train_task` (the loop's Prefect task
 `tasks.stages.train_candidate`) trains N baseline candidates of the scenario's recipe (its model
 on the prepared data, its batch size, its meter's training windows, saved like any candidate),
-for `epochs_per_job` epochs each: enough that one candidate trains about `job_s`, at most the
-scenario's `fine_tune_epochs` (the shortest real rung). For each width N (2, 4, 8, ... up to
-the cores), under one machine-level window each:
+for `epochs_per_job` epochs each: the scenario's `fine_tune_epochs` (its shortest real rung, so
+the fixed per-candidate costs weigh at least as much as in the loop). For each width N (2, 4,
+8, ... up to the cores), under one machine-level window each:
 
 - serially, `tasks.parallel.train_rung` with no runner, torch threads = every core (what a
   serial loop does); half of the repeats before the workers start, half after they stop;
@@ -14,9 +14,14 @@ the cores), under one machine-level window each:
   the data loaded on each, a first one-epoch rung: what the loop's first parallel rung pays
   once) and shutdown are measured on their own.
 
+Other processes' CPU time during the serial runs is recorded too (`/proc/stat` minus this
+process): under contention a serial candidate's torch threads stall each other, which would make
+parallel look better than it is on the machine alone.
+
 `thresholds.parallel.parallel_width` decides from that table. It is cached by machine, meter,
 workload and cores, like the rung calibration, in a folder of the machine
-(`ENERGY_LOOP_CACHE_DIR`, else ~/.cache/energy-loop): it costs one worker start per width.
+(`ENERGY_LOOP_CACHE_DIR`, else ~/.cache/energy-loop): it costs one worker start per width. A
+table measured while other processes kept the machine busy is used once (serial) and not cached.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 from tasks.calibrate import _machine
 from tasks.data import load_cached
 from tasks.energy.base import EnergyMeter
+from tasks.energy.share import machine_busy_cpu_s
 from tasks.energy.simple import NullMeter
 from tasks.evaluate import measure_idle_power_w
 from tasks.parallel import ScaleOut, candidate_runner, cores, train_rung
@@ -70,7 +76,6 @@ def calibrate_parallel(
     train_task: Callable[..., CandidateResult],
     meter_name: str,
     cache_dir: Path | None = None,
-    job_s: float = 1.0,
     repeats: int = 4,
 ) -> ParallelCalibration:
     """This machine's parallel table for this workload, measured now or read from the cache.
@@ -88,7 +93,8 @@ def calibrate_parallel(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="parallel-calibration-") as work:
         probe = _Probe(scenario, data_path, train_task, meter_name, work, n_cores)
-        epochs = probe.epochs_for(job_s)
+        epochs = min(scenario.training.fine_tune_epochs, scenario.training.max_epochs)
+        probe.rung(None, 1, 1)  # warm-up in process, not measured
         table = ParallelCalibration(
             machine=machine,
             workload=workload,
@@ -102,7 +108,10 @@ def calibrate_parallel(
             serial, parallel, startup_s, startup_j = probe.measure(meter, width, epochs, max(2, repeats))
             table.serial[width], table.parallel[width] = serial, parallel
             table.startup_s[width], table.startup_j[width] = startup_s, startup_j
+        table.busy_elsewhere_cores = sum(probe.elsewhere_cores) / len(probe.elsewhere_cores) if probe.elsewhere_cores else 0.0
     table.calibration_s = time.perf_counter() - started
+    if table.shared_machine():
+        return table  # not cached: a later loop on a quiet machine measures again
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(table.model_dump(mode="json"), indent=2))
@@ -121,6 +130,7 @@ class _Probe:
     def __init__(self, scenario: Scenario, data_path: str, train_task: Callable[..., CandidateResult], meter_name: str, work: str, n_cores: int) -> None:
         self.scenario, self.data_path, self.train_task, self.meter_name = scenario, data_path, train_task, meter_name
         self.work, self.n_cores, self.runs = Path(work), n_cores, 0
+        self.elsewhere_cores: list[float] = []  # per serial run: cores kept busy by other processes
 
     def calls(self, width: int, epochs: int) -> list[dict[str, Any]]:
         training = self.scenario.training.model_copy(update={"max_epochs": epochs, "patience": epochs})
@@ -139,25 +149,22 @@ class _Probe:
         if rejected:
             raise RuntimeError(f"parallel calibration: a probe candidate was rejected: {rejected[0]}")
 
-    def epochs_for(self, job_s: float) -> int:
-        """Epochs for one candidate to train about `job_s` (the first serial call also warms up)."""
-        one = min(self._one_epoch_s() for _ in range(2))
-        return max(1, min(self.scenario.training.fine_tune_epochs, math.ceil(job_s / max(one, 1e-4))))
-
-    def _one_epoch_s(self) -> float:
-        produced = train_rung(None, self.train_task, self.calls(1, 1), [], NullMeter(), ScaleOut(width=1, threads_per_worker=self.n_cores, why="calibration"))
-        return produced[0].train_s or produced[0].wall_s or 0.0
-
     def measure(self, meter: EnergyMeter, width: int, epochs: int, repeats: int) -> tuple[WidthTrial, WidthTrial, float, float]:
         serial = WidthTrial(workers=1, threads_per_worker=self.n_cores)
         parallel = WidthTrial(workers=width, threads_per_worker=threads_per_worker(self.n_cores, width))
 
         def timed(into: WidthTrial, runner: Any | None, label: str) -> None:
+            busy0, own0 = machine_busy_cpu_s(), time.process_time()
             with meter.window(label) as window:
                 t0 = time.perf_counter()
                 self.rung(runner, width, epochs)
-                into.wall_s_runs.append(time.perf_counter() - t0)
+                wall_s = time.perf_counter() - t0
+            into.wall_s_runs.append(wall_s)
             into.energy_j_runs.append(window.measurement.energy_j)
+            busy1 = machine_busy_cpu_s()
+            if runner is None and busy0 is not None and busy1 is not None and wall_s > 0:
+                # In process, everything else the machine did in that window was other processes' work.
+                self.elsewhere_cores.append(max(0.0, busy1 - busy0 - (time.process_time() - own0)) / wall_s)
 
         for r in range((repeats + 1) // 2):  # serial before the workers exist ...
             timed(serial, None, f"parallel calibration {width}: serial {r}")

@@ -7,8 +7,9 @@ workers' start-up and shutdown. A loop starts its workers once and trains at mos
 `candidates_per_loop` candidates on them, N a rung: each parallel rung carries N /
 `candidates_per_loop` of that start-up.
 
-`parallel_width` trains rungs in parallel only at a width that saved both wall time and energy
-beyond the noise: for each, the mean saving exceeds `sigmas` combined standard errors and
+`parallel_width` trains rungs in parallel only from a calibration the machine ran alone (other
+processes kept at most a quarter of the cores busy), at a width that saved both wall time and
+energy beyond the noise: for each, the mean saving exceeds `sigmas` combined standard errors and
 `min_gain_pct` of serial, and every parallel run (with its start-up share) beat every serial
 one. Otherwise serial: it never picks a setting that measured slower or costlier than serial.
 `--parallel N` forces N; `--parallel 1` is serial.
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 AUTO = "auto"
+SHARED_MACHINE_CORES_SHARE = 0.25  # above this share of the cores busy elsewhere, a calibration is not a fair measure
 
 
 class WidthTrial(BaseModel):
@@ -56,6 +58,11 @@ class ParallelCalibration(BaseModel):
     startup_s: dict[int, float] = {}  # width -> starting (workers up, stack imported, data loaded) + closing the workers
     startup_j: dict[int, float] = {}
     calibration_s: float = 0.0  # what measuring this table took
+    busy_elsewhere_cores: float = 0.0  # mean cores other processes kept busy during the serial runs
+
+    def shared_machine(self) -> bool:
+        """Whether other processes kept more than a quarter of the cores busy while this was measured."""
+        return self.busy_elsewhere_cores > SHARED_MACHINE_CORES_SHARE * self.cores
 
     def startup_share(self, width: int) -> float:
         """The fraction of the workers' start-up one parallel rung of `width` carries."""
@@ -139,6 +146,9 @@ def parallel_width(calibration: ParallelCalibration | None, requested: int | Non
         return WidthChoice(width=1, threads_per_worker=1, why="serial: one core here")
     if calibration is None:
         return WidthChoice(width=1, threads_per_worker=cores, why="serial: no parallel calibration (calibration is off in this scenario)")
+    if calibration.shared_machine():
+        why = f"serial: other processes kept {calibration.busy_elsewhere_cores:.2f} of {calibration.cores} cores busy while calibrating: not a fair measure"
+        return WidthChoice(width=1, threads_per_worker=cores, why=why)
     saving: list[tuple[float, float, int]] = []
     tried: list[str] = []
     for width in sorted(set(calibration.parallel) & set(calibration.serial)):

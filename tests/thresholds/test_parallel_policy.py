@@ -78,6 +78,17 @@ def test_auto_picks_only_a_width_that_saved_both_time_and_energy_beyond_the_nois
         assert choice.why.startswith("serial") and choice.threads_per_worker == cores  # serial: torch on every core
 
 
+def test_a_calibration_measured_beside_other_processes_picks_serial() -> None:
+    trials = {2: (FAST, FAST_J, [2.5, 2.6, 2.4, 2.5], [80.0, 81.0, 79.0, 80.0])}
+    table = _table(2, trials)
+    assert parallel_width(table, None, 2).width == 2  # alone: a clear saving
+    busy = table.model_copy(update={"busy_elsewhere_cores": 0.8})  # other jobs held 0.8 of the 2 cores
+    assert busy.shared_machine()
+    choice = parallel_width(busy, None, 2)
+    assert choice.width == 1 and "0.80 of 2 cores busy" in choice.why
+    assert not table.model_copy(update={"busy_elsewhere_cores": 0.4}).shared_machine()  # a fifth: still fair
+
+
 def test_the_start_up_is_spread_over_the_candidates_a_loop_trains() -> None:
     trials = {2: (FAST, FAST_J, [2.5, 2.6, 2.4, 2.5], [80.0, 81.0, 79.0, 80.0])}
     # 4 s and 40 J of start-up: a rung of 2 of 8 candidates carries a quarter (1 s, 10 J) and still saves ...
