@@ -21,7 +21,8 @@ parallel look better than it is on the machine alone.
 `thresholds.parallel.parallel_width` decides from that table. It is cached by machine, meter,
 workload and cores, like the rung calibration, in a folder of the machine
 (`ENERGY_LOOP_CACHE_DIR`, else ~/.cache/energy-loop): it costs one worker start per width. A
-table measured while other processes kept the machine busy is used once (serial) and not cached.
+machine that other processes keep busy (during the idle window, or a serial run) stops the
+calibration there: serial for this loop, nothing cached, measured again by a later loop.
 """
 
 from __future__ import annotations
@@ -94,21 +95,27 @@ def calibrate_parallel(
     with tempfile.TemporaryDirectory(prefix="parallel-calibration-") as work:
         probe = _Probe(scenario, data_path, train_task, meter_name, work, n_cores)
         epochs = min(scenario.training.fine_tune_epochs, scenario.training.max_epochs)
-        probe.rung(None, 1, 1)  # warm-up in process, not measured
+        busy0, own0, idle_t0 = machine_busy_cpu_s(), time.process_time(), time.perf_counter()
+        idle_power_w = measure_idle_power_w(meter, scenario.measurement.idle_window_s)
+        probe.note_elsewhere(busy0, time.process_time() - own0, time.perf_counter() - idle_t0)
         table = ParallelCalibration(
             machine=machine,
             workload=workload,
             cores=n_cores,
             meter=meter.source,
-            idle_power_w=measure_idle_power_w(meter, scenario.measurement.idle_window_s),
+            idle_power_w=idle_power_w,
             epochs_per_job=epochs,
             candidates_per_loop=scenario.budget.max_iterations,
         )
-        for width in widths_to_try(n_cores):
-            serial, parallel, startup_s, startup_j = probe.measure(meter, width, epochs, max(2, repeats))
-            table.serial[width], table.parallel[width] = serial, parallel
-            table.startup_s[width], table.startup_j[width] = startup_s, startup_j
-        table.busy_elsewhere_cores = sum(probe.elsewhere_cores) / len(probe.elsewhere_cores) if probe.elsewhere_cores else 0.0
+        if not probe.shared(table):  # a busy machine: serial, without training a single probe
+            probe.rung(None, 1, 1)  # warm-up in process, not measured
+            for width in widths_to_try(n_cores):
+                serial, measured = probe.measure(meter, width, epochs, max(2, repeats), table)
+                table.serial[width] = serial
+                if measured is None:  # the machine turned busy: stop here
+                    break
+                table.parallel[width], table.startup_s[width], table.startup_j[width] = measured
+        table.busy_elsewhere_cores = probe.mean_elsewhere()
     table.calibration_s = time.perf_counter() - started
     if table.shared_machine():
         return table  # not cached: a later loop on a quiet machine measures again
@@ -149,7 +156,22 @@ class _Probe:
         if rejected:
             raise RuntimeError(f"parallel calibration: a probe candidate was rejected: {rejected[0]}")
 
-    def measure(self, meter: EnergyMeter, width: int, epochs: int, repeats: int) -> tuple[WidthTrial, WidthTrial, float, float]:
+    def note_elsewhere(self, busy0: float | None, own_cpu_s: float, wall_s: float) -> None:
+        """Record the cores other processes kept busy in a window where this process used `own_cpu_s`."""
+        busy1 = machine_busy_cpu_s()
+        if busy0 is not None and busy1 is not None and wall_s > 0:
+            self.elsewhere_cores.append(max(0.0, busy1 - busy0 - own_cpu_s) / wall_s)
+
+    def mean_elsewhere(self) -> float:
+        return sum(self.elsewhere_cores) / len(self.elsewhere_cores) if self.elsewhere_cores else 0.0
+
+    def shared(self, table: ParallelCalibration) -> bool:
+        return table.model_copy(update={"busy_elsewhere_cores": self.mean_elsewhere()}).shared_machine()
+
+    def measure(
+        self, meter: EnergyMeter, width: int, epochs: int, repeats: int, table: ParallelCalibration
+    ) -> tuple[WidthTrial, tuple[WidthTrial, float, float] | None]:
+        """The serial trial, and the parallel trial with the start-up (s, J); None when the machine turned busy."""
         serial = WidthTrial(workers=1, threads_per_worker=self.n_cores)
         parallel = WidthTrial(workers=width, threads_per_worker=threads_per_worker(self.n_cores, width))
 
@@ -161,13 +183,13 @@ class _Probe:
                 wall_s = time.perf_counter() - t0
             into.wall_s_runs.append(wall_s)
             into.energy_j_runs.append(window.measurement.energy_j)
-            busy1 = machine_busy_cpu_s()
-            if runner is None and busy0 is not None and busy1 is not None and wall_s > 0:
-                # In process, everything else the machine did in that window was other processes' work.
-                self.elsewhere_cores.append(max(0.0, busy1 - busy0 - (time.process_time() - own0)) / wall_s)
+            if runner is None:  # in process: everything else the machine did in that window was other processes' work
+                self.note_elsewhere(busy0, time.process_time() - own0, wall_s)
 
         for r in range((repeats + 1) // 2):  # serial before the workers exist ...
             timed(serial, None, f"parallel calibration {width}: serial {r}")
+            if self.shared(table):
+                return serial, None
         with ExitStack() as workers:
             with meter.window(f"parallel calibration {width}: workers start") as start:
                 t0 = time.perf_counter()
@@ -184,4 +206,4 @@ class _Probe:
                 stop_s = time.perf_counter() - t0
         for r in range(repeats // 2):  # ... and after they stopped: drift between the two cancels
             timed(serial, None, f"parallel calibration {width}: serial {r + (repeats + 1) // 2}")
-        return serial, parallel, start_s + stop_s, start.measurement.energy_j + stop.measurement.energy_j
+        return serial, (parallel, start_s + stop_s, start.measurement.energy_j + stop.measurement.energy_j)
