@@ -160,7 +160,9 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
         "attribution_error": round(abs(attributed_j - machine_parallel_j) / machine_parallel_j, 4) if machine_parallel_j > 0 else None,
         "auto_choice": auto.width,
         "calibration_s": round(table.calibration_s, 1),
-        "workers_startup_s": round(table.startup_s.get(workers, float("nan")), 2),
+        "workers_startup_s": round(table.startup_s[workers], 2) if workers in table.startup_s else None,
+        # Above a quarter of the cores, the calibration stopped and `auto` chose serial: rerun on a quiet machine.
+        "calibration_busy_elsewhere_cores": round(table.busy_elsewhere_cores, 2),
         # `auto` chose parallel only if this run measured it faster and cheaper too (or chose serial).
         "auto_consistent": auto.width == 1 or saved_both,
         "serial_s": round(serial_s, 2),
