@@ -48,9 +48,7 @@ def test_meters_lists_what_auto_picks(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 @pytest.mark.parametrize(("extra", "expected"), [([], "auto"), (["--parallel", "3"], "3"), (["--parallel", "1"], "1")])
-def test_parallel_defaults_to_auto_and_a_number_forces_it(
-    extra: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, mlflow_store: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_parallel_defaults_to_auto_and_a_number_forces_it(extra: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, mlflow_store: str) -> None:
     import flows.cli
     import flows.energy_loop
 
