@@ -9,9 +9,11 @@ Per size (mnist1d samples), inside one Prefect flow run:
    (torch on every core), inside one window of the loop's meter (the machine reading);
 3. parallel: the same N trained at once on a local Dask cluster of `--workers` processes
    (torch threads = cores / workers) through the loop's own `train_rung`, which splits its
-   machine reading among them; an independent window of a second meter reads the same phase;
-4. `--parallel auto`: the parallel calibration measured afresh for this workload, and the
-   width `parallel_width` picks from it.
+   machine reading among them; an independent window of a second meter reads the same phase.
+   The workers' start-up and their first task run are not in the phase (a loop pays them once;
+   the calibration measures them: `workers_startup_s`);
+4. `--parallel auto`: the parallel calibration measured afresh for this workload (real rungs
+   through the loop's task path, `calibration_s` long), and the width `parallel_width` picks.
 
 Reported per size: training_speedup (serial / parallel wall time of the phase),
 machine_energy_ratio (parallel / serial machine reading of the phase), attribution_error
@@ -80,6 +82,7 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
     from tasks.calibrate_parallel import calibrate_parallel
     from tasks.candidate import run_step
     from tasks.energy.select import close_shared_meters, make_meter, resolve_meter_name
+    from tasks.energy.simple import NullMeter
     from tasks.parallel import ScaleOut, candidate_runner, cores, train_rung
     from tasks.stages import scenario_meter, train_candidate
     from thresholds import scenario_path
@@ -111,10 +114,19 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
             serial = train_rung(None, train_candidate, calls("serial"), history, meter, ScaleOut(width=1, threads_per_worker=n_cores, why="serial"))
         serial_s = time.perf_counter() - t0
 
-        table = calibrate_parallel(meter, settings, data_path, Path(tmp) / "calibration")  # measured afresh, not the machine's cache
-        auto = parallel_width(table, None, n_cores)
+        # Measured afresh, not the machine's cache, through the loop's task path, read by the independent meter.
+        table = calibrate_parallel(phase_meter, settings, data_path, train_candidate, meter_name, Path(tmp) / "calibration")
+        auto = parallel_width(table, None, n_cores, sigmas=settings.measurement.significance_sigmas, min_gain_pct=settings.ladder.min_gain_pct)
         scale = ScaleOut(width=workers, threads_per_worker=threads_per_worker(n_cores, workers), why="benchmark", idle_power_w=table.idle_power_w)
         with candidate_runner(workers) as runner:
+            # Not timed: the workers' first task run (Prefect's own start there, the data loaded), which a
+            # loop pays once; the calibration counts it in the start-up it spreads over the loop's rungs.
+            warm = settings.model_copy(update={"training": settings.training.model_copy(update={"max_epochs": 1, "patience": 1})})
+            warm_calls = [
+                dict(scenario=warm, step=Step(kind=StepKind.BASELINE), history=[], index=i, data_path=data_path, work_dir=f"{tmp}/warm", meter=meter_name)
+                for i in range(workers)
+            ]
+            train_rung(runner, train_candidate, warm_calls, [], NullMeter(), scale)
             t0 = time.perf_counter()
             with phase_meter.window("parallel phase") as parallel_phase:
                 parallel = train_rung(runner, train_candidate, calls("parallel"), history, meter, scale)
@@ -140,13 +152,17 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
         f"machine reading: serial {machine_serial_j:.2f} J, parallel {machine_parallel_j:.2f} J -> {energy_ratio:.3f}; "
         f"attributed to the parallel candidates: {attributed_j:.2f} J"
     )
-    print(f"--parallel auto: {auto.why}")
+    print(f"--parallel auto: {auto.why} (calibration took {table.calibration_s:.1f} s, {table.epochs_per_job} epochs per probe candidate)")
     saved_both = speedup > 1.0 and energy_ratio < 1.0
     return {
         "training_speedup": round(speedup, 3),
         "machine_energy_ratio": round(energy_ratio, 4),
         "attribution_error": round(abs(attributed_j - machine_parallel_j) / machine_parallel_j, 4) if machine_parallel_j > 0 else None,
         "auto_choice": auto.width,
+        "calibration_s": round(table.calibration_s, 1),
+        "workers_startup_s": round(table.startup_s[workers], 2) if workers in table.startup_s else None,
+        # Above a quarter of the cores, the calibration stopped and `auto` chose serial: rerun on a quiet machine.
+        "calibration_busy_elsewhere_cores": round(table.busy_elsewhere_cores, 2),
         # `auto` chose parallel only if this run measured it faster and cheaper too (or chose serial).
         "auto_consistent": auto.width == 1 or saved_both,
         "serial_s": round(serial_s, 2),

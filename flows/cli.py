@@ -41,8 +41,10 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     run.add_argument("--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)")
     run.add_argument(
         "--parallel",
-        help="candidates of a rung trained at once on Dask workers: N to force N (default 1: serial, in process; the default is auto "
-        "with --dask-address), or auto: only where the parallel calibration measured it saving both wall time and energy here",
+        default="auto",
+        help="candidates of a rung trained at once on Dask workers: auto (default): only where the parallel calibration, real rungs "
+        "of this workload through the loop's own task path, measured it saving both wall time and energy beyond the noise here; "
+        "N to force N (1: serial, in process)",
     )
     run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
     run.add_argument("--verbose", action="store_true", help="show the traceback behind an error (errors are one line otherwise)")
@@ -115,9 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     from thresholds.parallel import requested_width
 
     path = scenario_path(args.scenario)
-    # Serial unless asked: on the 2-core development machine `auto` picked 2 workers where the real rung then
-    # ran slower and cost more (its calibration times plain Dask calls, not the Prefect task path).
-    parallel = args.parallel or ("auto" if args.dask_address else "1")
+    parallel = args.parallel
     try:
         settings = load_scenario(path)  # fail fast, before any server or run is started
         resolve_source(args.dataset)

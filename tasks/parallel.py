@@ -129,7 +129,8 @@ def train_rung(
 ) -> list[CandidateResult]:
     """Train one rung's candidates; on a cluster, attribute the phase's machine reading among them."""
     if runner is None or (len(calls) == 1 and scale.address is None):
-        return [task(**params) for params in calls]
+        # In process, one candidate at a time: torch on every core (a worker gets cores / width).
+        return [task(**{**params, "threads": cores()}) for params in calls]
     host = socket.gethostname()
     on_cluster = [{**params, "phase_host": host, "threads": scale.threads_per_worker} for params in calls]
     with meter.window(f"parallel training phase of {len(calls)}") as phase:

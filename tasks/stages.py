@@ -21,7 +21,7 @@ from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
-from tasks.energy.select import shared_meter
+from tasks.energy.select import make_meter, shared_meter
 from tasks.energy.share import CpuTimeMeter, ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, resolve_quality_metric
 from tasks.loop import LoopOutcome, outcome
@@ -137,10 +137,12 @@ def train_candidate(
     return produced.model_copy(update={"tags": {**produced.tags, **tags}})
 
 
-@task(cache_policy=NO_CACHE)
 def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path: str, loop_run_id: str, address: str | None) -> ScaleOut:
     """How many candidates of a rung train at once: forced, the slots of the given cluster, or
-    (`auto`) the width calibration measured to save both wall time and energy here."""
+    (`auto`) the width calibration measured to save both wall time and energy here.
+
+    Not a task itself: its calibration trains through the loop's own task (`train_candidate`)
+    and task runner, as nested Prefect task runs of the flow."""
     wanted = requested_width(requested)
     n_cores = cores()
     energy_meter = scenario_meter(scenario, meter)
@@ -149,8 +151,14 @@ def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path
         slots, threads = cluster_shape(address)
         choice = WidthChoice(width=wanted or slots, threads_per_worker=threads, why=f"{wanted or slots} at once on the Dask cluster at {address}")
     elif wanted is None and scenario.ladder.use_calibration and n_cores > 1:
-        table = calibrate_parallel(energy_meter, scenario, data_path)
-        choice = parallel_width(table, None, n_cores)
+        # A meter of its own reads the machine over each probe rung; the candidates' windows use the shared one.
+        machine_meter = make_meter(meter, scenario.measurement.fixed_power_w, scenario.measurement.codecarbon_country)
+        try:
+            table = calibrate_parallel(machine_meter, scenario, data_path, train_candidate, meter)
+        finally:
+            machine_meter.close()
+        m = scenario.measurement
+        choice = parallel_width(table, None, n_cores, sigmas=m.significance_sigmas, min_gain_pct=scenario.ladder.min_gain_pct)
     else:
         choice = parallel_width(None, wanted, n_cores)
     idle_w = 0.0

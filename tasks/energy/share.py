@@ -9,10 +9,11 @@ threads and the idle draw of the machine. One window around the whole phase read
 
 where `constant_j = min(reading, idle_power_w × phase_s)` is what the machine draws doing
 nothing (RAM, uncore, idle cores: the constant part of a load × TDP model, all of a fixed
-power) and `busy_j` the rest. The constant part is shared equally per second a candidate held
-its worker: an equal share when they ran side by side throughout; a recipe that stopped early
-does not pay for the baseline that kept the machine on after it (with a strictly equal share,
-early stopping could never show a training saving next to its baseline). The parts sum to the
+power) and `busy_j` the rest. The constant part is split by the time each candidate held its
+worker (its seconds / everyone's seconds), not equally per candidate: equal parts only when
+they ran side by side throughout; a recipe that stopped early does not pay for the baseline
+that kept the machine on after it (with equal parts, early stopping could never show a training
+saving next to its baseline). The parts sum to the
 reading by construction, so a parallel loop can no longer report cheaper training than the
 machine spent. An attribution, never a reading: the figures stay labelled `estimated` and
 their version carries how it was made.

@@ -45,3 +45,15 @@ def test_meters_lists_what_auto_picks(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["meters"]) == 0
     out = capsys.readouterr().out
     assert "auto -> " in out and "codecarbon" in out
+
+
+@pytest.mark.parametrize(("extra", "expected"), [([], "auto"), (["--parallel", "3"], "3"), (["--parallel", "1"], "1")])
+def test_parallel_defaults_to_auto_and_a_number_forces_it(extra: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, mlflow_store: str) -> None:
+    import flows.cli
+    import flows.energy_loop
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(flows.cli, "run_loop", lambda prog, loop: loop() or 0)
+    assert main(["run", "--scenario", "dev-cpu", "--dataset", "iris", *extra]) == 0
+    assert seen["parallel"] == expected and seen["dask_address"] is None

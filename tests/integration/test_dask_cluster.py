@@ -128,28 +128,52 @@ def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(dask_clust
             assert v.tags["train_energy_attribution"] == "machine-phase-split"  # the workers share this machine
 
 
-def test_parallel_calibration_measures_both_modes_under_the_meter_and_caches_them(tmp_path: Path) -> None:
+def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_caches_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny size: the probe rungs are the loop's own `train_candidate` task runs, in process and on
+    the loop's Dask task runner, read under the meter, with the workers' start-up measured."""
+    import tasks.calibrate_parallel
+
+    # Other sessions' load on this machine is not this test's subject: without /proc/stat the table is cached.
+    monkeypatch.setattr(tasks.calibrate_parallel, "machine_busy_cpu_s", lambda: None)
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
+
     from tasks import data as data_mod
     from tasks.calibrate_parallel import calibrate_parallel
     from tasks.energy.simple import FixedPowerMeter, ReplayMeter
     from tasks.parallel import cores
+    from tasks.stages import train_candidate
     from thresholds.energy.schema import load_scenario
     from thresholds.parallel import parallel_width
 
     scenario = load_scenario(FIXTURES / "quick.yaml")
     data_path = str(data_mod.prepare("digits", tmp_path / "data", seed=scenario.training.seed))
     meter = FixedPowerMeter(20.0)
-    table = calibrate_parallel(meter, scenario, data_path, tmp_path / "cache", job_s=0.05, repeats=2)
+    began = datetime.now(UTC)
+    table = calibrate_parallel(meter, scenario, data_path, train_candidate, "fixed-power", tmp_path / "cache", repeats=2)
     n = cores()
     assert table.cores == n and table.meter == meter.source and table.idle_power_w == pytest.approx(20.0)
-    assert sorted(table.parallel) == sorted(table.serial) and (2 in table.parallel) == (n >= 2)
+    assert table.candidates_per_loop == scenario.budget.max_iterations and table.calibration_s > 0 and table.busy_elsewhere_cores == 0
+    assert table.epochs_per_job == scenario.training.fine_tune_epochs  # the scenario's shortest real rung
+    assert sorted(table.parallel) == sorted(table.serial) == sorted(table.startup_s) and (2 in table.parallel) == (n >= 2)
     for width, trial in table.parallel.items():
-        assert (trial.workers, trial.threads_per_worker, trial.repeats) == (width, max(1, n // width), 2)
-        assert 0 <= trial.losses <= 2
+        assert (trial.workers, trial.threads_per_worker) == (width, max(1, n // width))
+        assert table.serial[width].threads_per_worker == n  # serial: torch on every core
         for t in (trial, table.serial[width]):
-            assert t.wall_s > 0 and t.energy_j == pytest.approx(20.0 * t.wall_s, rel=0.05)  # read under the meter
+            assert len(t.wall_s_runs) == len(t.energy_j_runs) == 2
+            for wall_s, energy_j in zip(t.wall_s_runs, t.energy_j_runs, strict=True):
+                assert wall_s > 0 and energy_j == pytest.approx(20.0 * wall_s, rel=0.05)  # read under the meter
+        assert table.startup_s[width] > 0 and table.startup_j[width] == pytest.approx(20.0 * table.startup_s[width], rel=0.05)
+    # Every probe candidate was a run of the loop's task: one warm-up in process, then per width a warm-up
+    # rung on the workers (in the start-up) and 2 x 2 measured rungs of `width`.
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=began)))
+    trained = [r for r in runs if r.name.startswith("train-#") and r.state is not None and r.state.is_completed()]
+    assert len(trained) == 1 + sum(w + 2 * 2 * w for w in table.parallel)
     # Cached per machine, meter and workload: a second call measures nothing (a replay meter would read 1 J).
-    again = calibrate_parallel(ReplayMeter([1.0], source=meter.source), scenario, data_path, tmp_path / "cache", job_s=0.05, repeats=2)
+    again = calibrate_parallel(ReplayMeter([1.0], source=meter.source), scenario, data_path, train_candidate, "fixed-power", tmp_path / "cache")
     assert again == table
     choice = parallel_width(table, None, n)
     assert choice.width == 1 or (table.speedup(choice.width) or 0) > 1 and (table.energy_ratio(choice.width) or 2) < 1

@@ -21,7 +21,7 @@ def _phase_reading(energy_j: float, hold_s: float = 0.05):  # type: ignore[no-un
     return phase.measurement
 
 
-def test_split_gives_busy_energy_by_cpu_share_and_the_constant_part_equally() -> None:
+def test_split_gives_busy_energy_by_cpu_share_and_the_constant_part_by_time_on_the_worker() -> None:
     parts = split_phase_energy(machine_energy_j=100.0, phase_s=4.0, idle_power_w=5.0, cpu_s=[3.0, 1.0], wall_s=[4.0, 4.0])
     # constant 5 W x 4 s = 20 J, 10 J each (both held a worker throughout); busy 80 J split 3:1.
     assert [p.constant_j for p in parts] == [10.0, 10.0]
