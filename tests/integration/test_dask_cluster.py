@@ -164,8 +164,9 @@ def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_
         for t in (trial, table.serial[width]):
             assert len(t.wall_s_runs) == len(t.energy_j_runs) == 2
             for wall_s, energy_j in zip(t.wall_s_runs, t.energy_j_runs, strict=True):
-                assert wall_s > 0 and energy_j == pytest.approx(20.0 * wall_s, rel=0.05)  # read under the meter
-        assert table.startup_s[width] > 0 and table.startup_j[width] == pytest.approx(20.0 * table.startup_s[width], rel=0.05)
+                # Read under the meter; the window also holds the timer's own start and stop (50 ms slack on a loaded machine).
+                assert wall_s > 0 and energy_j == pytest.approx(20.0 * wall_s, rel=0.05, abs=20.0 * 0.05)
+        assert table.startup_s[width] > 0 and table.startup_j[width] == pytest.approx(20.0 * table.startup_s[width], rel=0.05, abs=20.0 * 0.05)
     # Every probe candidate was a run of the loop's task: one warm-up in process, then per width a warm-up
     # rung on the workers (in the start-up) and 2 x 2 measured rungs of `width`.
     with get_client(sync_client=True) as client:
