@@ -74,12 +74,15 @@ class Scorer:
     """A model at its saved precision, with its input contract and the table preprocessing it was trained behind."""
 
     def __init__(self, model_dir: Path) -> None:
-        from tasks.preprocess import TablePreprocessor
+        from tasks.data import preprocessor_from_dict
 
         model, self.spec = models.load(model_dir)
         self.model = models.to_precision(model, self.spec.precision)
         self.input = InputSpec.model_validate(json.loads((model_dir / INPUT_FILE).read_text()))
-        self.preprocessor = TablePreprocessor.from_dict(json.loads((model_dir / PREPROCESSING_FILE).read_text()))
+        # A table's fitted preprocessing, or an image model's size/channels/standardisation (tasks/images.py),
+        # or a dataset function's sample shape (tasks/user_data.py): each maps raw columns to the model's input.
+        self.preprocessor = preprocessor_from_dict(json.loads((model_dir / PREPROCESSING_FILE).read_text()))
+        self.sample_shape: tuple[int, ...] = tuple(getattr(self.preprocessor, "sample_shape", ()))
         dtypes = self.preprocessor.input_dtypes
         self.columns: dict[str, str] = {str(c): str(dtypes[c]) for c in self.preprocessor.input_columns}
 
@@ -116,8 +119,10 @@ class Scorer:
                 raise InputError(f"column {column!r}", sample, f"numbers (dtype {dtype} when trained), got dtype {series.dtype}", where)
 
     def features(self, frame: pd.DataFrame) -> torch.Tensor:
-        """The float32 tensor the model takes: the table preprocessing (imputation, encoding, standardisation)."""
-        return torch.from_numpy(np.asarray(self.preprocessor.transform(frame), dtype=np.float32))
+        """The float32 tensor the model takes: the table preprocessing (imputation, encoding, standardisation),
+        or raw pixel / value columns scaled and reshaped to `(rows, *sample_shape)`."""
+        x = torch.from_numpy(np.asarray(self.preprocessor.transform(frame), dtype=np.float32))
+        return x.reshape(len(x), *self.sample_shape) if self.sample_shape else x
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The model's float32 output (logits or the standardised target) for standardised features."""
@@ -157,7 +162,7 @@ def read_table(path: Path) -> pd.DataFrame:
     """A CSV or Parquet file to score; one `InputError` line when it cannot be read or is empty."""
     where = f"input {path}"
     if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise InputError("input", str(path), "a .csv or .parquet file (image folders are not supported yet)")
+        raise InputError("input", str(path), "a .csv or .parquet file, or a folder of images for an image model")
     if not path.is_file():
         raise InputError("input", str(path), "an existing .csv or .parquet file")
     if path.stat().st_size == 0:
@@ -170,6 +175,23 @@ def read_table(path: Path) -> pd.DataFrame:
     if len(frame) == 0:
         raise InputError("rows", 0, "at least one row to score (the file has a header only)", where)
     return frame
+
+
+def read_images(source: Path, scorer: Scorer) -> pd.DataFrame:
+    """An image folder to score, decoded as the model was trained (colour mode, resized to its recorded size) into
+    its raw pixel columns, with the file names in `FILE_COLUMN` (dropped before scoring); one line on bad input."""
+    from tasks.images import ImagePreprocessor, files_to_score, pixel_frame
+
+    pre = scorer.preprocessor
+    if not isinstance(pre, ImagePreprocessor):
+        raise InputError("input", str(source), "a .csv or .parquet file: this version was trained on a table, not on images")
+    files = files_to_score(source)
+    frame = pixel_frame(files, pre, source)
+    frame.insert(0, FILE_COLUMN, [str(f.relative_to(source)) for f in files])
+    return frame
+
+
+FILE_COLUMN = "file"
 
 
 def check_output_path(path: Path) -> None:
