@@ -259,6 +259,9 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
         first = (str(exc).splitlines() or [""])[0][:300]
         print(f"{args.prog}: error: dataset = {args.dataset!r}: could not be prepared ({type(exc).__name__}: {first}); --verbose shows why", file=sys.stderr)
         return EXIT_BAD_INPUT
+    code = _check_model(args, settings, data)  # before anything is printed: an error is the command's only line
+    if code is not None:
+        return code
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
     inputs = f"samples of shape {data.input_shape}" if data.sample_shape else f"{data.n_features} model inputs"
     print(f"Data {data.name}: {rows} rows, {inputs}, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else ""))
@@ -267,7 +270,9 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     if data.task == "classification":
         metric, why = resolve_quality_metric(settings.targets.quality_metric, data)
         print(f"  - quality metric: {metric} ({why})")
-    return _check_model(args, settings, data)
+    if settings.model.factory:
+        print(f"Model {settings.model.factory}: {args.checked_model}")
+    return None
 
 
 def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> int | None:
@@ -286,7 +291,7 @@ def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> int | No
         if args.verbose:
             traceback.print_exc()
         return bad_input(args.prog, exc)
-    print(f"Model {factory}: {checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs")
+    args.checked_model = f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
     return None
 
 

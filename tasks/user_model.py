@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -123,7 +124,9 @@ def _try_step(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, s
     except RuntimeError as exc:
         message = str(exc).lower()
         if "alloc" in message or "out of memory" in message or "not enough memory" in message:
-            raise _too_big(batch_size, step_bytes, available, params, value, why=_first_line(exc)) from None
+            asked = re.search(r"allocate (\d+) bytes", message)
+            why = f"a training step failed to allocate {int(asked.group(1)) / 2**30:,.1f} GiB" if asked else _first_line(exc)
+            raise _too_big(batch_size, step_bytes, available, params, value, why=why) from None
         raise InputError(FIELD, value, f"a model that trains at batch size {batch_size} (a training step raised {_first_line(exc)})") from None
     finally:
         model.zero_grad(set_to_none=True)
