@@ -11,7 +11,7 @@ from tasks.data import load_cached, prepare
 from tests.conftest import ROOT
 from thresholds.errors import InputError
 
-MODULE = '''
+MODULE = """
 import torch
 from torch.utils.data import TensorDataset
 
@@ -49,7 +49,7 @@ def shapes_differ():
 
 def raises():
     raise FileNotFoundError("no such file: /data/train.npz")
-'''
+"""
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_regression_target_is_standardised_on_the_training_split(user_module: 
         ("a_list", "returned = 'a list of 2 items': expected {\"train\""),
         ("missing_val", "(missing ['val'])"),
         ("split_is_text", "train split = 'str': expected a torch Dataset of (x, y) pairs or a pair of tensors"),
-        ("bad_task", "task = 'clustering': expected \"classification\" or \"regression\""),
+        ("bad_task", 'task = \'clustering\': expected "classification" or "regression"'),
         ("fractional_classes", "train targets = 'fractional values': expected class indices"),
         ("shapes_differ", "sample shapes = "),
         ("raises", "expected a dataset function that runs (it raised FileNotFoundError: no such file: /data/train.npz)"),
