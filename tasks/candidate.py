@@ -144,11 +144,19 @@ def producer(*kinds: StepKind) -> Callable[[Producer], Producer]:
     return register
 
 
+def model_spec(scenario: Scenario, data: CachedData) -> models.ModelSpec:
+    """The scenario's architecture for this data: the user's factory (`model.factory`) or a built-in (`model.kind`)."""
+    settings = scenario.model
+    if settings.factory:
+        return models.ModelSpec(factory=settings.factory, input_shape=data.input_shape, out_features=data.out_features)
+    kwargs = {"hidden": list(settings.hidden)} if settings.kind == "mlp" else {}
+    return models.ModelSpec(factory=models.BUILTINS[settings.kind], input_shape=data.input_shape, out_features=data.out_features, kwargs=kwargs)
+
+
 def _fresh(p: Production) -> tuple[torch.nn.Module, models.ModelSpec]:
     """The scenario's architecture, freshly initialised from the training seed."""
-    scenario = p.scenario
-    spec = models.ModelSpec(kind=scenario.model.kind, in_features=p.data.n_features, out_features=p.data.out_features, hidden=list(scenario.model.hidden))
-    torch.manual_seed(scenario.training.seed)
+    spec = model_spec(p.scenario, p.data)
+    torch.manual_seed(p.scenario.training.seed)
     return models.build(spec), spec
 
 
@@ -185,7 +193,7 @@ def prune(p: Production) -> Made:
     model, spec, parent = p.parent()
     ladder, training = p.scenario.ladder, p.scenario.training
     teacher = copy.deepcopy(model) if training.distill_fine_tune else None
-    p.tags["macs_before"] = str(models.count_macs(model, p.data.n_features))
+    p.tags["macs_before"] = str(models.count_macs(model, spec.input_shape))
     p.tags["params_before"] = str(models.count_params(model))
     steps = ladder.pruning_iterative_steps
     epochs = max(1, training.fine_tune_epochs // steps)
@@ -215,6 +223,7 @@ def _pruned(
         batch=(p.data.x_train[:n], loss_targets(p.data.y_train[:n], p.data.task)),
         loss_fn=loss_fn(p.data.task),
         between_steps=between,
+        keep_layers=p.scenario.model.keep_layers,
     )
 
 
@@ -272,7 +281,7 @@ def scratch(p: Production) -> Made:
     _, parent_spec, parent = p.parent()
     training = p.scenario.training
     recipe = _recipe_of(parent_spec.history)
-    widths = "-".join(str(w) for w in (parent_spec.hidden if parent_spec.kind == "mlp" else parent_spec.channels))
+    widths = "-".join(str(w) for w in (parent_spec.hidden or parent_spec.channels)) or f"#{parent.index}"  # a user's model: its parent's structure
     spec = parent_spec.model_copy(update={"precision": "fp32", "history": [*recipe, f"scratch:{widths}"]})
     torch.manual_seed(training.seed)
     model = models.build(spec)
@@ -283,17 +292,20 @@ def scratch(p: Production) -> Made:
 
 @producer(StepKind.DISTILL)
 def distill(p: Production) -> Made:
-    """A student with every hidden width x `step.value`, trained on the parent's soft labels."""
+    """A student keeping `step.value` of the parent's widths (a pruned copy of a user's model, or
+    `model.student`), trained on the parent's soft labels."""
     teacher, teacher_spec, parent = p.parent()
-    spec = distill_mod.student_spec(teacher_spec, float(p.step.value))  # type: ignore[arg-type]
     torch.manual_seed(p.scenario.training.seed)
-    return _fine_tuned(p, models.build(spec), spec, teacher, p.scenario.training.max_epochs, parent)
+    settings = p.scenario.model
+    student, spec = distill_mod.student(teacher, teacher_spec, float(p.step.value), settings.keep_layers, settings.student)  # type: ignore[arg-type]
+    return _fine_tuned(p, student, spec, teacher, p.scenario.training.max_epochs, parent)
 
 
 @producer(StepKind.QAT)
 def qat(p: Production) -> Made:
     """Quantization-aware training of the parent (int8 fake-quantized weights), then served at int8."""
     model, spec, parent = p.parent()
+    models.check_precision(model, spec.model_copy(update={"precision": "int8"}))  # before any training
     teacher = copy.deepcopy(model) if p.scenario.training.distill_fine_tune else None
     quantize.attach(model)
     made = _fine_tuned(p, model, spec, teacher, p.scenario.training.fine_tune_epochs, parent)
@@ -307,6 +319,7 @@ def precision(p: Production) -> Made:
     model, spec, parent = p.parent()
     value = str(p.step.value)
     spec = spec.model_copy(update={"precision": value, "history": [*spec.history, f"precision:{value}"]})
+    models.check_precision(model, spec)
     return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j)
 
 
@@ -491,7 +504,7 @@ def measure_step(
                 "latency_ms_per_batch": inference.latency_ms_per_batch,
                 "spent_energy_j": produced.spent_energy_j + inference.total_energy_j + reference_j,
                 "params": models.count_params(model),
-                "macs": models.count_macs(model, data.n_features),
+                "macs": models.count_macs(model, spec.input_shape),
                 "measure_s": measure_s,
                 "wall_s": produced.wall_s + time.perf_counter() - started,
                 "tags": tags,

@@ -1,11 +1,20 @@
-"""Knowledge distillation (Hinton et al. 2015): a narrower student learns the teacher's soft labels."""
+"""Knowledge distillation (Hinton et al. 2015): a narrower student learns the teacher's soft labels.
+
+The student is, by default, the teacher's own architecture made narrower: the built-ins with every
+width scaled (fresh weights, as before), any other model as a pruned copy of the teacher that
+keeps `width_factor` of its channels (it starts from the teacher's surviving weights). A second
+factory may be named instead (`model.student`); it is built fresh for the same inputs and outputs.
+"""
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from tasks import models
+from tasks import compress, models
 from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter
 from tasks.train import BatchLoss, TrainConfig, TrainReport, fit
@@ -24,6 +33,27 @@ def student_spec(teacher: models.ModelSpec, width_factor: float) -> models.Model
             "history": [*teacher.history, f"distill:{width_factor:g}"],
         }
     )
+
+
+def student(
+    teacher: nn.Module, teacher_spec: models.ModelSpec, width_factor: float, keep_layers: Sequence[str] = (), factory: str | None = None
+) -> tuple[nn.Module, models.ModelSpec]:
+    """The student for `teacher`: a second factory's model, a narrower built-in, or a pruned copy (see the module docstring).
+
+    Call under a fixed seed: fresh students are initialised from the global generator.
+    """
+    if factory is not None:
+        spec = models.ModelSpec(factory=factory, input_shape=teacher_spec.input_shape, out_features=teacher_spec.out_features)
+        spec = spec.model_copy(update={"history": [*teacher_spec.history, f"distill:{factory}"]})
+        return models.build(spec), spec
+    if teacher_spec.kind in models.BUILTINS and not teacher_spec.pruned:
+        spec = student_spec(teacher_spec, width_factor)
+        return models.build(spec), spec
+    if not 0 < width_factor < 1:
+        raise ValueError(f"width_factor = {width_factor!r}: expected a fraction in (0, 1)")
+    model, spec = compress.prune(copy.deepcopy(teacher), teacher_spec, 1 - width_factor, keep_layers=keep_layers)
+    history = [*teacher_spec.history, f"distill:{width_factor:g}"]
+    return model, spec.model_copy(update={"precision": "fp32", "history": history})
 
 
 def distillation_loss(teacher_out: torch.Tensor, y: torch.Tensor, task: str, temperature: float, alpha: float) -> BatchLoss:

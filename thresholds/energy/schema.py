@@ -7,6 +7,7 @@ baseline candidate measured in the same loop (`*_vs_baseline: 0.6` = at most 60 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -159,12 +160,36 @@ class ModelSettings(StrictSection):
         "overrides kind (also --model on the command line)",
     )
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="neurons per hidden layer")
+    keep_layers: list[str] = Field(
+        default_factory=list,
+        description="module names (as in model.named_modules(), e.g. 'stem.0') that pruning leaves whole; the output head is always kept",
+    )
+    student: str | None = Field(
+        None, description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in MLP: a narrower MLP)"
+    )
 
     @field_validator("hidden")
     @classmethod
     def _widths(cls, value: list[int]) -> list[int]:
         if not value or any(w < 1 or w > 65_536 for w in value):
             raise ValueError("hidden widths must be 1..65536 neurons, at least one layer")
+        return value
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _module_names(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", name)]
+        if bad:
+            raise ValueError(f"keep_layers: {bad[0]!r} is not a module name like 'layer1.0.conv1'")
+        if len(set(value)) != len(value):
+            raise ValueError("keep_layers must not repeat")
+        return value
+
+    @field_validator("student")
+    @classmethod
+    def _entry_point(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+            raise ValueError(f"student {value!r}: expected PKG.MODULE:FACTORY")
         return value
 
 
