@@ -15,7 +15,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.integration
 
-USER_CODE = '''
+USER_CODE = """
 import torch
 from torch import nn
 
@@ -43,7 +43,7 @@ def hog(input_shape, n_outputs):
 
 def returns_a_list():
     return [torch.zeros(4, 3), torch.zeros(4)]
-'''
+"""
 
 
 def _images(root: Path, classes: dict[str, int], size: tuple[int, int] = (8, 8)) -> Path:
