@@ -4,7 +4,10 @@ A model directory holds `state_dict.pt` + `spec.json` (tasks/models.py) and `inp
 raw columns the model takes, their dtypes, the standardisation fitted on the training split and
 how to read the output (class labels, or the regression target's scale). When a table's
 preprocessing was fitted, `preprocessing.json` lies beside them (tasks/preprocess.py) and is
-applied first; standardisation is always last, as in `tasks.data.prepare`.
+applied first; standardisation is always last, as in `tasks.data.prepare`. A model trained on an
+image folder or a dataset function has an image or tensor `preprocessing.json` instead: it takes
+raw values as columns (`pixel_i` 0-255, or `x_i`), and `features` reshapes them to the model's
+`(rows, *sample_shape)`; `read_images` decodes a folder to score into those columns.
 
 `Scorer.check` turns a frame that does not fit into one `InputError` line; `Scorer.predict` is
 what the MLflow pyfunc (tasks/pyfunc_model.py) and `energy-loop predict` both run.
