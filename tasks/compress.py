@@ -42,16 +42,31 @@ def output_layer(model: nn.Module, example: torch.Tensor, n_outputs: int) -> str
         for name, module in model.named_modules()
         if next(module.children(), None) is None and next(module.parameters(recurse=False), None) is not None  # leaf layers with weights
     ]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(example)
     finally:
+        model.train(was_training)
         for hook in hooks:
             hook.remove()
     heads = [name for name, shape in ran if len(shape) >= 2 and n_outputs in (shape[-1], shape[1])]
     if not heads:
         raise RungNotApplicable(f"pruning: no layer of the model produces its {n_outputs} outputs, so the head cannot be kept")
     return heads[-1]
+
+
+def unsupported_layers(model: nn.Module) -> list[str]:
+    """torch.nn layers with weights that Torch-Pruning has no pruner for (e.g. GRU, RNN, Bilinear), as `name (Type)`."""
+    from torch_pruning import ops
+
+    norms = (ops.TORCH_BATCHNORM, ops.TORCH_LAYERNORM, ops.TORCH_GROUPNORM, ops.TORCH_INSTANCENORM)
+    known = (ops.TORCH_CONV, ops.TORCH_LINEAR, *norms, ops.TORCH_PRELU, ops.TORCH_EMBED, ops.TORCH_MHA, ops.TORCH_LSTM)
+    return [
+        f"{name} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if name and type(m).__module__.startswith("torch.nn.") and not isinstance(m, known) and next(m.parameters(recurse=False), None) is not None
+    ]
 
 
 def _kept(model: nn.Module, example: torch.Tensor, n_outputs: int, keep_layers: Sequence[str]) -> list[nn.Module]:
@@ -89,8 +104,12 @@ def prune(
         raise ValueError("taylor importance needs a batch and a loss function to compute gradients")
     if iterative_steps < 1:
         raise ValueError(f"iterative_steps = {iterative_steps!r}: expected an integer >= 1")
+    unsupported = unsupported_layers(model)
+    if unsupported:
+        raise RungNotApplicable(f"Torch-Pruning has no pruner for {', '.join(unsupported)}")
     example = example_input(spec)
     was_training = model.training
+    params_before = sum(p.numel() for p in model.parameters())
     kept = _kept(model, example, spec.out_features, keep_layers)
     attention = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     scorer = tp.importance.TaylorImportance() if importance == "taylor" else tp.importance.MagnitudeImportance(p=2)
@@ -126,6 +145,8 @@ def prune(
     finally:
         model.train(was_training)
         model.zero_grad(set_to_none=True)
+    if sum(p.numel() for p in model.parameters()) == params_before:
+        raise RungNotApplicable("Torch-Pruning found no channel it could remove (every prunable layer is coupled to a kept or unknown one)")
     if out.shape[-1] != spec.out_features:
         raise RungNotApplicable(f"pruning changed the model's outputs to {tuple(out.shape[1:])}, expected {spec.out_features}")
     new_spec = structure_of(model, widths_of(model, spec))

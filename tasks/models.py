@@ -53,10 +53,14 @@ class ModelSpec(BaseModel):
     input_shape: tuple[int, ...]
     out_features: int = Field(gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # the factory's own arguments (JSON values)
-    attributes: dict[str, dict[str, Any]] = Field(default_factory=dict)  # module -> attribute -> value pruning changed
+    attributes: dict[str, dict[str, int | list[int]]] = Field(default_factory=dict)  # module -> attribute -> value pruning changed
     shapes: dict[str, list[int]] = Field(default_factory=dict)  # state-dict entry -> its shape, where pruning changed it
     precision: Precision = "fp32"
     history: list[str] = Field(default_factory=list)
+
+    def __init__(self, **data: Any) -> None:
+        """Also takes the legacy keywords `kind`, `in_features`, `hidden` and `channels` (see `_legacy`)."""
+        super().__init__(**data)
 
     @model_validator(mode="before")
     @classmethod
@@ -259,7 +263,16 @@ class Predictor(nn.Module):
         self.input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.input_dtype)).float()
+        if self.precision != "int8":
+            return self.model(x.to(self.input_dtype)).float()
+        # nn.TransformerEncoderLayer's fused fast path reads `linear1.weight`, which a dynamically
+        # quantized Linear no longer has: run the layer's plain path (the only one int8 can use).
+        enabled = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return self.model(x).float()
+        finally:
+            torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def int8_backend() -> str:

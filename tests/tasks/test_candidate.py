@@ -145,6 +145,59 @@ def test_every_rung_runs_through_run_step_and_reloads(tmp_path: Path, digits_pat
     assert "macs_before" in history[3].tags and "teacher_params" in history[4].tags
 
 
+class ConvOnTable(torch.nn.Module):
+    """A user's model: the table's features lifted to a 1x8x8 image, a residual block with BatchNorm."""
+
+    def __init__(self, features: int, n_outputs: int) -> None:
+        super().__init__()
+        self.lift = torch.nn.Linear(features, 64)
+        self.stem = torch.nn.Conv2d(1, 32, 3, padding=1)
+        self.conv = torch.nn.Conv2d(32, 32, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(32)
+        self.head = torch.nn.Linear(32, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(self.lift(x).view(-1, 1, 8, 8)))
+        h = torch.relu(h + self.bn(self.conv(h)))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def conv_on_table(input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Module:
+    return ConvOnTable(input_shape[0], n_outputs)
+
+
+def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reason(tmp_path: Path, digits_path: str) -> None:
+    scenario = Scenario.model_validate(
+        {
+            **_scenario().model_dump(include={"name", "measurement"}),
+            "training": {"max_epochs": 8, "patience": 2, "batch_size": 128, "fine_tune_epochs": 2},
+            "model": {"factory": "tests.tasks.test_candidate:conv_on_table"},
+        }
+    )
+    meter = FixedPowerMeter(10.0)
+    history: list[CandidateResult] = []
+    steps = [
+        Step(kind=StepKind.EARLY_STOPPING),
+        Step(kind=StepKind.PRUNE, value=0.5, parent=0),
+        Step(kind=StepKind.DISTILL, value=0.5, parent=0),
+        Step(kind=StepKind.PRECISION, value="bf16", parent=1),
+        Step(kind=StepKind.PRECISION, value="int8", parent=1),
+        Step(kind=StepKind.QAT, value="int8", parent=1),
+    ]
+    for step in steps:
+        history.append(run_step(scenario, step, history, digits_path, tmp_path, meter))
+    assert [c.ok for c in history] == [True, True, True, True, False, False]
+    assert all("static (PT2E)" in (c.rejected_reason or "") for c in history[4:])
+    base, pruned, student = history[:3]
+    assert pruned.params < base.params / 2 and pruned.macs < base.macs / 2  # type: ignore[operator]
+    assert student.params < base.params and student.lineage == ["early-stopping", "distill:0.5"]  # type: ignore[operator]
+    for c in history[:4]:
+        assert c.accuracy is not None and c.accuracy > 0.5, (c.lineage, c.accuracy)
+        model, spec = models.load(Path(c.model_dir or ""))
+        assert spec.factory == "tests.tasks.test_candidate:conv_on_table" and spec.history == c.lineage
+        assert models.count_params(model) == c.params
+
+
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 

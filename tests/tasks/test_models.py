@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from tasks import compress, models
 from tasks.data import CachedData, load_cached, prepare
-from tasks.errors import DivergedError
+from tasks.errors import DivergedError, InputError
 from tasks.train import TrainConfig, fit
 
 
@@ -107,3 +109,57 @@ def test_int8_backend_is_torchao_only_where_installed(monkeypatch: pytest.Monkey
     assert linears and all(t.__module__.startswith("torch.ao.nn.quantized") for t in linears), linears
     monkeypatch.setattr(importlib.util, "find_spec", find_spec_with(torchao=True))
     assert models.int8_backend() == "torchao"
+
+
+def test_an_old_spec_json_still_loads_as_the_builtin_factory(tmp_path: Path) -> None:
+    """Versions registered before factories: `kind`, `in_features`, `hidden` and `channels`."""
+    old = {"kind": "cnn1d", "in_features": 40, "out_features": 10, "hidden": [64, 32], "channels": [8, 16, 16], "precision": "fp32", "history": ["prune:0.5"]}
+    (tmp_path / "spec.json").write_text(json.dumps(old))
+    torch.manual_seed(0)
+    original = models.CNN1D(40, [8, 16, 16], 10).eval()
+    torch.save(original.state_dict(), tmp_path / "state_dict.pt")
+    model, spec = models.load(tmp_path)
+    assert spec.factory == "tasks.models:cnn1d" and spec.kind == "cnn1d" and spec.input_shape == (40,) and spec.in_features == 40
+    assert spec.channels == [8, 16, 16] and spec.hidden == [] and spec.kwargs == {"channels": [8, 16, 16]}
+    x = torch.randn(3, 40)
+    assert torch.equal(model(x), original(x))
+
+
+def test_widths_of_a_builtin_update_through_a_validated_copy() -> None:
+    spec = models.ModelSpec(in_features=40, out_features=10)
+    narrow = spec.model_copy(update={"hidden": [32, 16], "history": ["distill:0.5"]})
+    assert narrow.hidden == [32, 16] and narrow.factory == "tasks.models:mlp" and narrow.history == ["distill:0.5"]
+    assert spec.hidden == [64, 32]
+    with pytest.raises(ValueError, match="widths of the built-in models"):
+        models.ModelSpec(factory="examples.resnet_digits:make", input_shape=(1, 8, 8), out_features=10, hidden=[4])
+
+
+class Payload:
+    """What a tampered model file could carry: unpickling it would call `Path.touch(marker)`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_tampered_model_file_runs_no_code(tmp_path: Path) -> None:
+    spec = models.ModelSpec(in_features=4, out_features=2)
+    model_dir = models.save(models.build(spec), spec, tmp_path / "model")
+    marker = tmp_path / "payload-ran"
+    torch.save({"net.0.weight": Payload(marker)}, model_dir / "state_dict.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        models.load(model_dir)
+    assert not marker.exists()
+
+
+def raising_factory(input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Module:
+    raise RuntimeError("no GPU here")
+
+
+def test_a_factory_that_raises_is_one_line_naming_model_factory() -> None:
+    spec = models.ModelSpec(factory="tests.tasks.test_models:raising_factory", input_shape=(4,), out_features=2)
+    with pytest.raises(InputError) as caught:
+        models.build(spec)
+    assert "model.factory" in str(caught.value) and "RuntimeError: no GPU here" in str(caught.value) and "\n" not in str(caught.value)

@@ -208,8 +208,8 @@ class Scenario(StrictSection):
 
     @model_validator(mode="after")
     def _analytic_needs_mlp(self) -> Scenario:
-        if self.measurement.inference_target == "analytic-45nm" and self.model.kind != "mlp":
-            raise ValueError("measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp'")
+        if self.measurement.inference_target == "analytic-45nm" and (self.model.kind != "mlp" or self.model.factory):
+            raise ValueError("measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp' and no model.factory")
         return self
 
 

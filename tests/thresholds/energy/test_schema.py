@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from thresholds import SCENARIO_DIR, scenario_path
-from thresholds.energy.schema import load_scenario, parse_scenario
+from thresholds.energy.schema import Scenario, load_scenario, parse_scenario
 from thresholds.errors import InputError
 
 
@@ -41,6 +41,9 @@ BAD: list[tuple[str, str, str]] = [
     ("broken YAML", "name: x\ntargets: [\n", "valid YAML"),
     ("tab indentation", "name: x\ntargets:\n\tmin_accuracy: 0.9\n", "valid YAML"),
     ("zero hidden width", "name: x\nmodel:\n  hidden: [64, 0]\n", "model.hidden"),
+    ("kept layer not a module name", "name: x\nmodel:\n  keep_layers: ['stem/0']\n", "model.keep_layers"),
+    ("kept layer twice", "name: x\nmodel:\n  keep_layers: [head, head]\n", "model.keep_layers"),
+    ("student not an entry point", "name: x\nmodel:\n  student: students.py\n", "model.student"),
 ]
 
 
@@ -81,6 +84,8 @@ def test_relative_and_absolute_targets_together() -> None:
 def test_analytic_target_needs_an_mlp() -> None:
     with pytest.raises(InputError, match="fully connected models only"):
         parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"kind": "cnn1d"}})
+    with pytest.raises(InputError, match="fully connected models only"):
+        parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"factory": "examples.resnet_digits:make"}})
     assert load_scenario(scenario_path("edge-45nm")).measurement.inference_target == "analytic-45nm"
 
 
@@ -89,3 +94,8 @@ def test_the_scenario_names_its_promotion_mode() -> None:
     assert parse_scenario({"name": "x", "promotion": "enforce"}).promotion == "enforce"
     with pytest.raises(Exception, match="promotion"):
         parse_scenario({"name": "x", "promotion": "block"})
+
+
+def test_kept_layers_and_a_student_factory_parse() -> None:
+    model = Scenario.model_validate({"name": "x", "model": {"keep_layers": ["stages.0.conv1", "head"], "student": "examples.transformer_seq:make"}}).model
+    assert model.keep_layers == ["stages.0.conv1", "head"] and model.student == "examples.transformer_seq:make"
