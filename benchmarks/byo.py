@@ -99,6 +99,17 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     return row
 
 
+def _torchvision_unavailable() -> str | None:
+    """Why examples.vision_resnet18 cannot run here, or None (a torchvision built for another torch fails at import)."""
+    if importlib.util.find_spec("torchvision") is None:
+        return "torchvision is not installed (pip install -e '.[vision]')"
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:
+        return f"torchvision does not import ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]})"
+    return None
+
+
 def _cell(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -117,8 +128,9 @@ def main() -> int:
     if unknown:
         print(f"byo: error: --examples = {unknown[0]!r}: expected some of {', '.join(EXAMPLES)}", file=sys.stderr)
         return 2
-    if "resnet18" in names and importlib.util.find_spec("torchvision") is None:
-        print("byo: resnet18 skipped: torchvision is not installed (pip install -e '.[vision]')", file=sys.stderr)
+    why = _torchvision_unavailable() if "resnet18" in names else None
+    if why:
+        print(f"byo: resnet18 skipped: {why}", file=sys.stderr)
         names.remove("resnet18")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.chdir(Path(__file__).resolve().parent.parent)  # `examples.*` import from the repository root, as from a user's working directory
