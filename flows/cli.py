@@ -259,7 +259,7 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
         first = (str(exc).splitlines() or [""])[0][:300]
         print(f"{args.prog}: error: dataset = {args.dataset!r}: could not be prepared ({type(exc).__name__}: {first}); --verbose shows why", file=sys.stderr)
         return EXIT_BAD_INPUT
-    code = _check_model(args, settings, data)  # before anything is printed: an error is the command's only line
+    code, model = _check_model(args, settings, data)  # before anything is printed: an error is the command's only line
     if code is not None:
         return code
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
@@ -270,13 +270,13 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     if data.task == "classification":
         metric, why = resolve_quality_metric(settings.targets.quality_metric, data)
         print(f"  - quality metric: {metric} ({why})")
-    if settings.model.factory:
-        print(f"Model {settings.model.factory}: {args.checked_model}")
+    if model:
+        print(f"Model {settings.model.factory}: {model}")
     return None
 
 
-def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> int | None:
-    """The user's model factory, built and tried once before the flow starts: an exit code on error (one line)."""
+def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> tuple[int | None, str]:
+    """The user's model factory, built and tried once before the flow starts: (exit code on error, what was built)."""
     import traceback
 
     from tasks.user_model import check_factory
@@ -284,15 +284,14 @@ def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> int | No
 
     factory = settings.model.factory
     if not factory:
-        return None
+        return None, ""
     try:
         checked = check_factory(factory, data.input_shape, data.out_features, settings.training.batch_size)
     except InputError as exc:
         if args.verbose:
             traceback.print_exc()
-        return bad_input(args.prog, exc)
-    args.checked_model = f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
-    return None
+        return bad_input(args.prog, exc), ""
+    return None, f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
 
 
 def print_outcome(outcome: Any, started: float) -> int:
