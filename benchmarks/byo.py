@@ -1,6 +1,6 @@
 """Bring your own model and data: run the loop on each example of `examples/`, in one process.
 
-    python benchmarks/byo.py [--scenario dev-cpu] [--examples resnet,transformer,resnet18] [--samples N]
+    python benchmarks/byo.py [--scenario byo-cpu] [--examples resnet,transformer,resnet18] [--samples N]
                              [--max-epochs N] [--min-window-s S] [--repeats-max N]
 
 The examples, as a user would run them:
@@ -116,7 +116,7 @@ def _cell(value: Any, spec: str = "") -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", default="dev-cpu")
+    parser.add_argument("--scenario", default="byo-cpu", help="default byo-cpu: the issue's goals, inference judged at batch 256")
     parser.add_argument("--examples", default=",".join(EXAMPLES), help=f"comma-separated subset of {', '.join(EXAMPLES)}")
     parser.add_argument("--samples", type=int, default=None, help="images per folder / mnist1d signals to use (default: all / 5000)")
     parser.add_argument("--max-epochs", type=int, help="smoke run: override training.max_epochs (and fine_tune_epochs)")
