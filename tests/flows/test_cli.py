@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import flows.energy_loop  # at collection: Prefect's log handler must not bind to one test's captured stream
 from flows.cli import main
 
 
@@ -68,10 +70,6 @@ def _user_project(root: Path) -> None:
 def test_model_and_image_size_reach_the_flow_after_the_checks(
     tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from types import SimpleNamespace
-
-    import flows.energy_loop
-
     _user_project(tmp_path)
     calls: list[dict[str, object]] = []
     outcome = SimpleNamespace(state="PASSED", reason="r", table_md="", champion_reason="c", model_name="m", versions={}, loop_run_id="x")
