@@ -32,7 +32,14 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the energy feedback loop (a Prefect flow)")
     run.add_argument("--scenario", required=True, help="thresholds YAML file, or a bundled name: dev-cpu, strict, impossible")
-    run.add_argument("--dataset", required=True, help="mnist1d, digits, or a path to a .csv/.parquet file")
+    run.add_argument(
+        "--dataset",
+        required=True,
+        help="mnist1d, digits, ..., a .csv/.parquet file, an image folder (one subfolder per class, PNG/JPEG), "
+        "or PKG.MODULE:FUNCTION returning the splits (see tasks/user_data.py)",
+    )
+    run.add_argument("--model", help="your model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) (sets model.factory)")
+    run.add_argument("--image-size", help="HxW: resize every image of an image folder to this size (mixed sizes are refused without it)")
     run.add_argument("--target", help="target column of a CSV/Parquet dataset")
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")
     run.add_argument("--samples", type=int, help="number of samples to use (mnist1d generates this many; default 5000)")
@@ -69,9 +76,9 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     show.add_argument("model", help="registered model name")
     show.set_defaults(handler=_status)
     _cooling_parsers(sub.add_parser("cooling", help="the cooling agent's pipeline (train, gate, register a DQN)"), METER_NAMES)
-    score = sub.add_parser("predict", help="batch-score a CSV/Parquet file with a registered version, measuring its energy")
+    score = sub.add_parser("predict", help="batch-score a CSV/Parquet file or an image folder with a registered version, measuring its energy")
     score.add_argument("model", help="NAME@ALIAS, NAME/VERSION, or NAME (its champion)")
-    score.add_argument("--input", required=True, help="a .csv or .parquet file with the model's input columns")
+    score.add_argument("--input", required=True, help="a .csv or .parquet file with the model's input columns, or a folder of images for an image model")
     score.add_argument("--output", required=True, help="where to write the predictions (.csv or .parquet)")
     score.add_argument("--batch-size", type=int, help="rows per batch (default: the version's deployment.energy_optimal_batch_size)")
     score.set_defaults(handler=_predict)
@@ -111,6 +118,7 @@ def _webhook_parsers(hook: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from tasks.data import resolve_source
+    from tasks.images import parse_size
     from thresholds import scenario_path
     from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
@@ -120,7 +128,11 @@ def _run(args: argparse.Namespace) -> int:
     parallel = args.parallel
     try:
         settings = load_scenario(path)  # fail fast, before any server or run is started
+        if args.model:
+            settings = settings.model_copy(update={"model": settings.model.model_copy(update={"factory": args.model})})
         resolve_source(args.dataset)
+        if args.image_size:
+            parse_size(args.image_size)
         if args.samples is not None and args.samples < 20:
             raise InputError("--samples", args.samples, "an integer >= 20")
         try:
@@ -147,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
             work_root=args.work_dir,
             parallel=parallel,
             dask_address=args.dask_address,
+            model_factory=args.model,
+            image_size=args.image_size,
         ),
     )
 
@@ -227,10 +241,12 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
 
     from tasks.data import load_cached, prepare
     from tasks.evaluate import resolve_quality_metric
+    from tasks.images import parse_size
     from thresholds.errors import InputError
 
     try:
-        cache = prepare(args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, settings.training.seed)
+        size = parse_size(args.image_size) if args.image_size else None
+        cache = prepare(args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, settings.training.seed, image_size=size)
         data = load_cached(str(cache))
     except Exception as exc:  # every failure preparing the data is one line; --verbose adds the traceback
         if args.verbose:
@@ -243,16 +259,39 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
         first = (str(exc).splitlines() or [""])[0][:300]
         print(f"{args.prog}: error: dataset = {args.dataset!r}: could not be prepared ({type(exc).__name__}: {first}); --verbose shows why", file=sys.stderr)
         return EXIT_BAD_INPUT
+    code, model = _check_model(args, settings, data)  # before anything is printed: an error is the command's only line
+    if code is not None:
+        return code
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
-    print(
-        f"Data {data.name}: {rows} rows, {data.n_features} model inputs, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else "")
-    )
+    inputs = f"samples of shape {data.input_shape}" if data.sample_shape else f"{data.n_features} model inputs"
+    print(f"Data {data.name}: {rows} rows, {inputs}, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else ""))
     for note in data.notes:
         print(f"  - {note}")
     if data.task == "classification":
         metric, why = resolve_quality_metric(settings.targets.quality_metric, data)
         print(f"  - quality metric: {metric} ({why})")
+    if model:
+        print(f"Model {settings.model.factory}: {model}")
     return None
+
+
+def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> tuple[int | None, str]:
+    """The user's model factory, built and tried once before the flow starts: (exit code on error, what was built)."""
+    import traceback
+
+    from tasks.user_model import check_factory
+    from thresholds.errors import InputError
+
+    factory = settings.model.factory
+    if not factory:
+        return None, ""
+    try:
+        checked = check_factory(factory, data.input_shape, data.out_features, settings.training.batch_size)
+    except InputError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        return bad_input(args.prog, exc), ""
+    return None, f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
 
 
 def print_outcome(outcome: Any, started: float) -> int:
@@ -325,7 +364,10 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
-FLOW_PARAMETERS = ("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root", "env", "months", "days")  # both flows
+FLOW_PARAMETERS = (
+    *("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root", "model_factory", "image_size"),
+    *("env", "months", "days"),
+)  # both flows
 
 
 def _parse_params(pairs: list[str]) -> dict[str, object]:
@@ -351,7 +393,8 @@ def _trigger(args: argparse.Namespace) -> int:
             print(f"energy-loop: error: --param {missing[0]}=...: expected when running in process (no deployment defaults)", file=sys.stderr)
             return EXIT_BAD_INPUT
         argv = ["run", "--scenario", str(params["scenario"]), "--dataset", str(params["dataset"])]
-        for key, flag in (("target", "--target"), ("model_name", "--model-name"), ("samples", "--samples"), ("meter", "--meter")):
+        flags = (("target", "--target"), ("model_name", "--model-name"), ("samples", "--samples"), ("meter", "--meter"), ("model_factory", "--model"))
+        for key, flag in (*flags, ("image_size", "--image-size")):
             if key in params:
                 argv += [flag, str(params[key])]
         return main(argv)
@@ -449,9 +492,10 @@ def _predict(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     if args.batch_size is not None and args.batch_size < 1:
         return bad(f"--batch-size = {args.batch_size}: expected an integer >= 1")
+    images = source.is_dir()  # an image folder for an image model: decoded once the version's recorded size is known
     try:
         serving.check_output_path(target)
-        frame = serving.read_table(source)
+        frame = None if images else serving.read_table(source)
     except InputError as exc:
         return bad(str(exc))
     mc = client()
@@ -464,8 +508,13 @@ def _predict(args: argparse.Namespace) -> int:
     recorded = tags.get(mlflow_model.BATCH_SIZE_TAG, "")
     batch_size = args.batch_size or (int(recorded) if recorded.isdigit() else DEFAULT_PREDICT_BATCH)
     pyfunc = mlflow_model.load_pyfunc(mc, name, str(version.version))
+    scorer = pyfunc.unwrap_python_model().scorer
+    files = None
     try:
-        pyfunc.unwrap_python_model().scorer.check(frame, where=f"input {source}")
+        if frame is None:
+            frame = serving.read_images(source, scorer)
+            files = frame.pop(serving.FILE_COLUMN)
+        scorer.check(frame, where=f"input {source}")
     except InputError as exc:
         return bad(str(exc))
     meter_name, power_w = serving.meter_setting(tags)
@@ -485,6 +534,8 @@ def _predict(args: argparse.Namespace) -> int:
         return bad(f"input {source}: {str(exc).splitlines()[0][:300]}")
     finally:
         meter.close()
+    if files is not None:
+        predictions.insert(0, serving.FILE_COLUMN, files.to_numpy())
     try:
         serving.write_table(predictions, target)
     except OSError as exc:

@@ -43,12 +43,16 @@ def energy_loop(
     work_root: str = ".energy-loop",
     parallel: int | str = 1,
     dask_address: str | None = None,
+    model_factory: str | None = None,
+    image_size: str | None = None,
 ) -> LoopOutcome:
     settings = load_scenario(scenario)
+    if model_factory:  # `--model PKG.MODULE:FACTORY` overrides the scenario's model.factory
+        settings = settings.model_copy(update={"model": settings.model.model_copy(update={"factory": model_factory})})
     meter_name = resolve_meter_name(meter or settings.measurement.meter)
     loop_id = uuid.uuid4().hex[:12]
     work_dir = str(Path(work_root) / "runs" / loop_id)
-    data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed)
+    data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed, image_size)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
         "scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or ""),

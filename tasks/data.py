@@ -6,6 +6,12 @@ file with a named target column. Every table goes through `tasks.preprocess`: ch
 errors (one line each, before any flow starts), imputed, encoded and standardised with
 training-split statistics. The fitted preprocessing travels in the cache and is written beside
 every model as `preprocessing.json`; the cached file is read with `weights_only=True`.
+
+Beyond tables: an image folder (`DIR/<class>/*.png|jpg`, tasks/images.py) and a user's dataset
+function (`PKG.MODULE:FUNCTION`, tasks/user_data.py). Their samples keep their shape in the cache,
+`(N, C, H, W)` or `(N, T, F)`, and `CachedData.input_shape` is what a model factory is called with;
+a table's stay `(N, F)`. Their `preprocessing.json` is an image or tensor preprocessor, which maps
+raw values as table columns (`pixel_i`, `x_i`) to the model's input at prediction time.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from tasks.plugins import is_entry_point, resolve_callable
 from tasks.preprocess import FILE_NAME, MIN_ROWS, TablePreprocessor, check_table, class_labels_of, infer_task
 from thresholds.errors import InputError
 
@@ -27,7 +34,7 @@ SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 BUILTIN_DATASETS = ("mnist1d", *SKLEARN_DATASETS)
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 TaskType = Literal["auto", "classification", "regression"]
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -131,15 +138,37 @@ def _split(y: np.ndarray, task: str, seed: int, val_fraction: float, test_fracti
 
 
 def resolve_source(dataset: str) -> tuple[str, Path | None]:
-    """Return (display name, file path or None for a built-in); raise on unknown names."""
+    """Return (display name, file or folder path, or None for a built-in or a dataset function); raise on unknown names."""
     if dataset in BUILTIN_DATASETS:
         return dataset, None
+    if is_entry_point(dataset):
+        return dataset.partition(":")[0].rsplit(".", 1)[-1], None  # the module's name: `examples.mnist1d_sequence:load` -> mnist1d_sequence
     path = Path(dataset)
+    if path.is_dir():
+        return path.resolve().name, path
     if path.suffix.lower() in FILE_SUFFIXES:
         if not path.is_file():
             raise InputError("dataset", dataset, "an existing .csv or .parquet file")
         return path.stem, path
-    raise InputError("dataset", dataset, f"one of {', '.join(BUILTIN_DATASETS)} or a path to a .csv/.parquet file")
+    raise InputError(
+        "dataset", dataset, f"one of {', '.join(BUILTIN_DATASETS)}, a .csv/.parquet file, an image folder (one subfolder per class) or PKG.MODULE:FUNCTION"
+    )
+
+
+def _fingerprint(dataset: str, path: Path | None) -> list[object]:
+    """What invalidates the cache: a file's size and time, every file of a folder, a dataset function's module file."""
+    if path is not None and path.is_dir():
+        return [str(path.resolve()), *((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file())]
+    if path is not None:
+        stat = path.stat()
+        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    if is_entry_point(dataset):
+        import sys
+
+        resolve_callable(dataset, "--dataset")  # imports the module (one line if it does not import) from the working directory
+        origin = getattr(sys.modules[dataset.partition(":")[0]], "__file__", None)
+        return [origin, Path(origin).stat().st_size, Path(origin).stat().st_mtime_ns] if origin and Path(origin).is_file() else []
+    return []
 
 
 def prepare(
@@ -151,6 +180,7 @@ def prepare(
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
+    image_size: tuple[int, int] | None = None,
 ) -> Path:
     """Load, validate, preprocess, split and standardise once; return the path of the cached tensor file.
 
@@ -158,15 +188,27 @@ def prepare(
     if samples is not None and samples < MIN_ROWS:
         raise InputError("samples", samples, f"an integer >= {MIN_ROWS}")
     name, path = resolve_source(dataset)
-    stat = path.stat() if path else None
-    key_parts = [_CACHE_VERSION, dataset, target, samples, task, seed, val_fraction, test_fraction]
-    if stat:
-        key_parts += [str(path.resolve()) if path else "", stat.st_size, stat.st_mtime_ns]
+    key_parts = [_CACHE_VERSION, dataset, target, samples, task, seed, val_fraction, test_fraction, image_size, *_fingerprint(dataset, path)]
     key = hashlib.sha256(json.dumps(key_parts, default=str).encode()).hexdigest()[:16]
     cache_path = cache_dir / f"{name}-{key}.pt"
     if cache_path.exists():
         return cache_path
+    if is_entry_point(dataset):
+        payload = _function_payload(dataset, name, samples, seed)
+    elif path is not None and path.is_dir():
+        payload = _image_payload(path, name, samples, seed, val_fraction, test_fraction, image_size)
+    else:
+        payload = _table_payload(dataset, name, path, target, samples, task, seed, val_fraction, test_fraction)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(cache_path)  # atomic: a crash never leaves a half-written cache file
+    return cache_path
 
+
+def _table_payload(
+    dataset: str, name: str, path: Path | None, target: str | None, samples: int | None, task: TaskType, seed: int, val_fraction: float, test_fraction: float
+) -> dict[str, Any]:
     where = f"dataset {dataset}"
     if path is None:
         frame, target, task = _builtin_frame(name, samples, seed)
@@ -190,7 +232,7 @@ def prepare(
     pre.notes[:0] = notes
     x, y = pre.transform(frame), pre.encode_target(frame[target])
     y_dtype = torch.int64 if kind == "classification" else torch.float32
-    payload = {
+    return {
         "meta": {
             "name": name,
             "task": kind,
@@ -206,11 +248,84 @@ def prepare(
         **{f"x_{s}": torch.tensor(x[i], dtype=torch.float32) for s, i in (("train", train), ("val", val), ("test", test))},
         **{f"y_{s}": torch.tensor(y[i], dtype=y_dtype) for s, i in (("train", train), ("val", val), ("test", test))},
     }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(cache_path)  # atomic: a crash never leaves a half-written cache file
-    return cache_path
+
+
+def _shaped_meta(name: str, task: str, shape: tuple[int, ...], labels: list[str], pre: Any, example: torch.Tensor, columns: list[str]) -> dict[str, Any]:
+    """The cache's metadata for image and tensor data: samples keep their shape; the example is raw values as table rows."""
+    rows = [dict(zip(columns, (float(v) for v in row), strict=True)) for row in example.reshape(len(example), -1).tolist()]
+    return {
+        "name": name,
+        "task": task,
+        "n_features": int(np.prod(shape)),
+        "n_classes": len(labels) if task == "classification" else 1,
+        "class_labels": list(labels),
+        "target_mean": getattr(pre, "target_mean", 0.0),
+        "target_std": getattr(pre, "target_std", 1.0),
+        "preprocessing_json": json.dumps(pre.to_dict()),
+        "raw_example_json": json.dumps(rows),
+        "sample_shape": list(shape),
+    }
+
+
+def _image_payload(
+    root: Path, name: str, samples: int | None, seed: int, val_fraction: float, test_fraction: float, image_size: tuple[int, int] | None
+) -> dict[str, Any]:
+    """An image folder decoded once (tasks/images.py), split stratified, scaled and standardised with the training split's statistics."""
+    from tasks import images
+
+    folder = images.scan(root, image_size)
+    files, labels = folder.files, np.asarray(folder.labels)
+    notes = list(folder.notes)
+    if len(files) < MIN_ROWS:
+        raise InputError("images", len(files), f"at least {MIN_ROWS} images in all", f"dataset {root}")
+    if samples is not None and samples < len(files):
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(np.arange(len(files)), train_size=samples, random_state=seed, stratify=labels if np.bincount(labels).min() >= 2 else None)
+        keep = np.sort(keep)
+        files, labels = [files[i] for i in keep], labels[keep]
+        notes.append(f"--samples {samples}: a stratified subset of the {len(folder.files)} images")
+    pixels = images.decode(files, folder.channels, folder.height, folder.width, root)
+    train, val, test = _split(labels, "classification", seed, val_fraction, test_fraction)
+    train, val, test = np.sort(train), np.sort(val), np.sort(test)
+    pre = images.ImagePreprocessor.fit(pixels[train], folder.class_names, notes)
+    y = torch.from_numpy(labels.astype(np.int64))
+    shape = pre.sample_shape
+    return {
+        "meta": _shaped_meta(name, "classification", shape, folder.class_names, pre, pixels[test[:5]], pre.input_columns),
+        **{f"x_{s}": pre.scale(pixels[i]) for s, i in (("train", train), ("val", val), ("test", test))},
+        **{f"y_{s}": y[i] for s, i in (("train", train), ("val", val), ("test", test))},
+    }
+
+
+def _function_payload(dataset: str, name: str, samples: int | None, seed: int) -> dict[str, Any]:
+    """A user's dataset function (tasks/user_data.py) as tensors; a regression target standardised on the training split."""
+    from tasks import user_data
+
+    splits = user_data.load(dataset, samples, seed)
+    x, y = splits.x, dict(splits.y)
+    shape = tuple(x["train"].shape[1:])
+    pre = user_data.TensorPreprocessor(shape, splits.task, splits.class_labels, notes=list(splits.notes))
+    if splits.task == "regression":
+        pre.target_mean, pre.target_std = float(y["train"].double().mean()), float(y["train"].double().std()) or 1.0
+        y = {s: ((t.double() - pre.target_mean) / pre.target_std).float() for s, t in y.items()}
+    return {
+        "meta": _shaped_meta(name, splits.task, shape, splits.class_labels, pre, x["test"][:5], pre.input_columns),
+        **{f"x_{s}": x[s] for s in ("train", "val", "test")},
+        **{f"y_{s}": y[s] for s in ("train", "val", "test")},
+    }
+
+
+def preprocessor_from_dict(d: dict[str, Any]) -> Any:
+    """The preprocessing a model was trained behind, from its `preprocessing.json`: table, image or tensor."""
+    from tasks import images, user_data
+
+    fmt = d.get("format")
+    if fmt == images.FORMAT:
+        return images.ImagePreprocessor.from_dict(d)
+    if fmt == user_data.FORMAT:
+        return user_data.TensorPreprocessor.from_dict(d)
+    return TablePreprocessor.from_dict(d)
 
 
 @functools.lru_cache(maxsize=8)
@@ -229,5 +344,6 @@ def load_cached(cache_path: str) -> CachedData:
         preprocessing=json.loads(meta["preprocessing_json"]),
         notes=tuple(json.loads(meta["preprocessing_json"])["notes"]),
         raw_example=tuple(json.loads(meta.get("raw_example_json", "[]"))),
+        sample_shape=tuple(meta.get("sample_shape", ())),
         **{k: payload[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
     )

@@ -113,7 +113,7 @@ def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = No
 def _batch_pool(x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Test inputs tiled so every measured batch has exactly `batch_size` rows."""
     reps = max(1, math.ceil(batch_size * 4 / len(x)))
-    return x.repeat(reps, 1)
+    return x.repeat(reps, *([1] * (x.dim() - 1)))  # rows of a table, or images / sequences of any shape
 
 
 def measure_inference(

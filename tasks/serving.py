@@ -4,7 +4,10 @@ A model directory holds `state_dict.pt` + `spec.json` (tasks/models.py) and `inp
 raw columns the model takes, their dtypes, the standardisation fitted on the training split and
 how to read the output (class labels, or the regression target's scale). When a table's
 preprocessing was fitted, `preprocessing.json` lies beside them (tasks/preprocess.py) and is
-applied first; standardisation is always last, as in `tasks.data.prepare`.
+applied first; standardisation is always last, as in `tasks.data.prepare`. A model trained on an
+image folder or a dataset function has an image or tensor `preprocessing.json` instead: it takes
+raw values as columns (`pixel_i` 0-255, or `x_i`), and `features` reshapes them to the model's
+`(rows, *sample_shape)`; `read_images` decodes a folder to score into those columns.
 
 `Scorer.check` turns a frame that does not fit into one `InputError` line; `Scorer.predict` is
 what the MLflow pyfunc (tasks/pyfunc_model.py) and `energy-loop predict` both run.
@@ -74,13 +77,16 @@ class Scorer:
     """A model at its saved precision, with its input contract and the table preprocessing it was trained behind."""
 
     def __init__(self, model_dir: Path) -> None:
-        from tasks.preprocess import TablePreprocessor
+        from tasks.data import preprocessor_from_dict
 
         model, self.spec = models.load(model_dir)
         self.runtime = onnx_runtime.runtime_of(model_dir)
         self.model = onnx_runtime.predictor(model_dir, model, self.spec)  # an onnxruntime session when the version was measured under one
         self.input = InputSpec.model_validate(json.loads((model_dir / INPUT_FILE).read_text()))
-        self.preprocessor = TablePreprocessor.from_dict(json.loads((model_dir / PREPROCESSING_FILE).read_text()))
+        # A table's fitted preprocessing, or an image model's size/channels/standardisation (tasks/images.py),
+        # or a dataset function's sample shape (tasks/user_data.py): each maps raw columns to the model's input.
+        self.preprocessor = preprocessor_from_dict(json.loads((model_dir / PREPROCESSING_FILE).read_text()))
+        self.sample_shape: tuple[int, ...] = tuple(getattr(self.preprocessor, "sample_shape", ()))
         dtypes = self.preprocessor.input_dtypes
         self.columns: dict[str, str] = {str(c): str(dtypes[c]) for c in self.preprocessor.input_columns}
 
@@ -117,8 +123,10 @@ class Scorer:
                 raise InputError(f"column {column!r}", sample, f"numbers (dtype {dtype} when trained), got dtype {series.dtype}", where)
 
     def features(self, frame: pd.DataFrame) -> torch.Tensor:
-        """The float32 tensor the model takes: the table preprocessing (imputation, encoding, standardisation)."""
-        return torch.from_numpy(np.asarray(self.preprocessor.transform(frame), dtype=np.float32))
+        """The float32 tensor the model takes: the table preprocessing (imputation, encoding, standardisation),
+        or raw pixel / value columns scaled and reshaped to `(rows, *sample_shape)`."""
+        x = torch.from_numpy(np.asarray(self.preprocessor.transform(frame), dtype=np.float32))
+        return x.reshape(len(x), *self.sample_shape) if self.sample_shape else x
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The model's float32 output (logits or the standardised target) for standardised features."""
@@ -160,7 +168,7 @@ def read_table(path: Path) -> pd.DataFrame:
     """A CSV or Parquet file to score; one `InputError` line when it cannot be read or is empty."""
     where = f"input {path}"
     if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise InputError("input", str(path), "a .csv or .parquet file (image folders are not supported yet)")
+        raise InputError("input", str(path), "a .csv or .parquet file, or a folder of images for an image model")
     if not path.is_file():
         raise InputError("input", str(path), "an existing .csv or .parquet file")
     if path.stat().st_size == 0:
@@ -173,6 +181,23 @@ def read_table(path: Path) -> pd.DataFrame:
     if len(frame) == 0:
         raise InputError("rows", 0, "at least one row to score (the file has a header only)", where)
     return frame
+
+
+def read_images(source: Path, scorer: Scorer) -> pd.DataFrame:
+    """An image folder to score, decoded as the model was trained (colour mode, resized to its recorded size) into
+    its raw pixel columns, with the file names in `FILE_COLUMN` (dropped before scoring); one line on bad input."""
+    from tasks.images import ImagePreprocessor, files_to_score, pixel_frame
+
+    pre = scorer.preprocessor
+    if not isinstance(pre, ImagePreprocessor):
+        raise InputError("input", str(source), "a .csv or .parquet file: this version was trained on a table, not on images")
+    files = files_to_score(source)
+    frame = pixel_frame(files, pre, source)
+    frame.insert(0, FILE_COLUMN, [str(f.relative_to(source)) for f in files])
+    return frame
+
+
+FILE_COLUMN = "file"
 
 
 def check_output_path(path: Path) -> None:

@@ -16,7 +16,7 @@ from prefect.events import emit_event
 
 from registry import energy as registry
 from tasks import data as data_mod
-from tasks import models, onnx_runtime, report, serving
+from tasks import images, models, onnx_runtime, report, serving
 from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, produce_step
@@ -45,8 +45,9 @@ from thresholds.parallel import WidthChoice, parallel_width, requested_width
 
 
 @task(cache_policy=NO_CACHE)
-def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int | None, task_type: str, seed: int) -> str:
-    return str(data_mod.prepare(dataset, Path(cache_dir), target=target, samples=samples, task=task_type, seed=seed))  # type: ignore[arg-type]
+def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int | None, task_type: str, seed: int, image_size: str | None = None) -> str:
+    size = images.parse_size(image_size) if image_size else None
+    return str(data_mod.prepare(dataset, Path(cache_dir), target=target, samples=samples, task=task_type, seed=seed, image_size=size))  # type: ignore[arg-type]
 
 
 @task(cache_policy=NO_CACHE)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import flows.energy_loop  # at collection: Prefect's log handler must not bind to one test's captured stream
 from flows.cli import main
 
 
@@ -57,3 +59,44 @@ def test_parallel_defaults_to_auto_and_a_number_forces_it(extra: list[str], expe
     monkeypatch.setattr(flows.cli, "run_loop", lambda prog, loop: loop() or 0)
     assert main(["run", "--scenario", "dev-cpu", "--dataset", "iris", *extra]) == 0
     assert seen["parallel"] == expected and seen["dask_address"] is None
+
+
+def _user_project(root: Path) -> None:
+    """A user's working directory: a model module and a two-class image folder."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "my_model.py").write_text(
+        "from torch import nn\n"
+        "def make(input_shape, n_outputs):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], n_outputs))\n"
+        "def broken(input_shape, n_outputs):\n"
+        "    raise ValueError('no such layer')\n"
+    )
+    for label in ("cat", "dog"):
+        (root / "pics" / label).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((6, 4), 20 * i, dtype=np.uint8)).save(root / "pics" / label / f"{i}.png")
+
+
+def test_model_and_image_size_reach_the_flow_after_the_checks(
+    tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _user_project(tmp_path)
+    calls: list[dict[str, object]] = []
+    outcome = SimpleNamespace(state="PASSED", reason="r", table_md="", champion_reason="c", model_name="m", versions={}, loop_run_id="x")
+    monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kw: calls.append(kw) or outcome)
+    argv = ["run", "--scenario", "dev-cpu", "--dataset", str(tmp_path / "pics"), "--model", "my_model:make", "--image-size", "5x3"]
+    assert main(argv) == 0
+    assert calls[0]["model_factory"] == "my_model:make" and calls[0]["image_size"] == "5x3" and calls[0]["dataset"] == str(tmp_path / "pics")
+    out = capsys.readouterr().out
+    assert "samples of shape (1, 5, 3)" in out and "Model my_model:make: Sequential, 32 parameters, input (1, 5, 3) -> 2 outputs" in out
+
+
+def test_a_factory_named_in_the_scenario_is_checked_before_the_flow(tmp_path: Path, mlflow_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _user_project(tmp_path)
+    (tmp_path / "mine.yaml").write_text("name: mine\ntargets:\n  max_accuracy_drop_pt: 2\nmodel:\n  factory: my_model:broken\n")
+    assert main(["run", "--scenario", str(tmp_path / "mine.yaml"), "--dataset", str(tmp_path / "pics")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.factory = 'my_model:broken'" in err and "ValueError: no such layer" in err
+    assert not Path("mlflow.db").exists()

@@ -1,0 +1,260 @@
+"""An image folder as a dataset: one subfolder per class, PNG or JPEG files, decoded once into tensors.
+
+    DIR/<class>/<any name>.png|.jpg|.jpeg      class labels are the subfolder names, sorted
+
+Every file's header is read first (size, colour mode), so a bad folder is one `InputError` line before
+anything is decoded: fewer than 2 classes, an empty class folder, a file that is not PNG/JPEG or
+cannot be read (named), or mixed sizes. Mixed sizes are refused unless a size is given
+(`--image-size HxW`), which resizes every image. Greyscale files give 1 channel; if any file is in
+colour, every image is read as RGB (3 channels). Alpha is dropped. Hidden files are skipped.
+
+Decoding runs through a torch DataLoader with worker processes and prefetching, into one uint8
+tensor (N, C, H, W) that `tasks.data` splits, scales to [0, 1], standardises per channel with the
+training split's statistics and caches. There is no streaming mode: the decoded folder must fit in
+memory (1 byte per pixel and channel while decoding, 4 once cached as float32).
+
+`ImagePreprocessor` is what a model trained on the folder needs at prediction time
+(`preprocessing.json`): the size, the channels, the class labels and the standardisation. It maps
+raw pixel values (0-255, columns `pixel_0 ...` in C, H, W order) to the model's input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thresholds.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # Pillow modes read as one channel
+FORMAT = "energy-loop.image-preprocessing"
+FORMAT_VERSION = 1
+DECODE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """What a folder holds, read from file headers only: files, their class indices, the common size and mode."""
+
+    root: Path
+    files: list[Path]
+    labels: list[int]
+    class_names: list[str]
+    height: int
+    width: int
+    channels: int
+    notes: list[str]
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """`HxW` (or one number for a square) as (height, width)."""
+    parts = value.lower().split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 4096 for p in parts):
+        raise InputError("--image-size", value, "HxW in pixels, e.g. 32x32 (or 32), each from 1 to 4096")
+    return int(parts[0]), int(parts[1])
+
+
+def _header(path: Path, root: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and colour mode from the file header; one line naming a file that is not PNG/JPEG."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.format not in ("PNG", "JPEG"):
+                raise InputError("file", str(path.relative_to(root)), f"a PNG or JPEG image (it is {img.format})", f"dataset {root}")
+            return img.size, img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError("file", str(path.relative_to(root)), f"a readable PNG or JPEG image ({type(exc).__name__})", f"dataset {root}") from None
+
+
+def scan(root: Path, image_size: tuple[int, int] | None = None) -> ImageFolder:
+    """Classes, files and the common size of an image folder; every problem is one `InputError` line."""
+    where = f"dataset {root}"
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise InputError("class folders", [p.name for p in classes], "at least 2 subfolders, one per class, holding PNG or JPEG images", where)
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, folder in enumerate(classes):
+        found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not found:
+            raise InputError("class folder", folder.name, "at least one PNG or JPEG image (it is empty)", where)
+        for path in found:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise InputError("file", str(path.relative_to(root)), f"only PNG or JPEG images ({', '.join(IMAGE_SUFFIXES)}) in the class folders", where)
+        files += found
+        labels += [index] * len(found)
+    headers = [_header(path, root) for path in files]
+    sizes = Counter(size for size, _ in headers)
+    (common_w, common_h), count = sizes.most_common(1)[0]
+    notes = []
+    if image_size is not None:
+        height, width = image_size
+        if len(sizes) > 1 or (common_h, common_w) != image_size:
+            notes.append(f"resized {sum(n for s, n in sizes.items() if s != (width, height))} of {len(files)} images to {height}x{width} (--image-size)")
+    elif len(sizes) > 1:
+        odd = next(i for i, (size, _) in enumerate(headers) if size != (common_w, common_h))
+        w, h = headers[odd][0]
+        raise InputError(
+            "image size",
+            f"{h}x{w} ({files[odd].relative_to(root)})",
+            f"every image {common_h}x{common_w} like {count} of {len(files)} files, or --image-size HxW to resize them all",
+            where,
+        )
+    else:
+        height, width = common_h, common_w
+    grey = all(mode in GREY_MODES for _, mode in headers)
+    if not grey and any(mode in GREY_MODES for _, mode in headers):
+        notes.append("some images are greyscale and some colour: all read as RGB (3 channels)")
+    names = [p.name for p in classes]
+    return ImageFolder(root, files, labels, names, height, width, 1 if grey else 3, notes)
+
+
+class _Decode(torch.utils.data.Dataset[tuple[torch.Tensor, str]]):
+    """One image file as a uint8 (C, H, W) tensor; a file that fails to decode gives its error instead of raising,
+    so the error can name it (a DataLoader worker's exception arrives as a multi-line traceback)."""
+
+    def __init__(self, files: list[Path], channels: int, height: int, width: int) -> None:
+        self.files, self.channels, self.height, self.width = files, channels, height, width
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        from PIL import Image
+
+        empty = torch.zeros(self.channels, self.height, self.width, dtype=torch.uint8)
+        try:
+            with Image.open(self.files[index]) as img:
+                converted = img.convert("L" if self.channels == 1 else "RGB")
+                if converted.size != (self.width, self.height):
+                    converted = converted.resize((self.width, self.height), Image.Resampling.BILINEAR)
+                pixels = np.asarray(converted, dtype=np.uint8)
+        except Exception as exc:  # truncated or corrupt data past a valid header
+            return empty, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        tensor = torch.from_numpy(pixels.copy())
+        return (tensor.unsqueeze(0) if self.channels == 1 else tensor.permute(2, 0, 1)).contiguous(), ""
+
+
+def decode(files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None) -> torch.Tensor:
+    """Every file as one uint8 tensor (N, C, H, W), through a DataLoader with worker processes and prefetching.
+
+    `workers=None` picks up to 4 processes (none for under 256 files, where starting them costs more than decoding)."""
+    if workers is None:
+        workers = 0 if len(files) < 256 else min(4, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(
+        _Decode(files, channels, height, width),
+        batch_size=DECODE_BATCH,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        shuffle=False,
+    )
+    out = torch.empty(len(files), channels, height, width, dtype=torch.uint8)
+    start = 0
+    for batch, errors in loader:
+        for offset, error in enumerate(errors):
+            if error:
+                name = files[start + offset].relative_to(root) if files[start + offset].is_relative_to(root) else files[start + offset]
+                raise InputError("file", str(name), f"a readable PNG or JPEG image ({error})", f"dataset {root}")
+        out[start : start + len(batch)] = batch
+        start += len(batch)
+    return out
+
+
+@dataclass
+class ImagePreprocessor:
+    """Raw pixels (0-255) to a model's input: scale to [0, 1], standardise per channel; JSON beside every model."""
+
+    channels: int
+    height: int
+    width: int
+    mean: list[float]  # per channel, of the scaled training images
+    std: list[float]
+    class_labels: list[str]
+    notes: list[str] = field(default_factory=list)
+    task: str = "classification"
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """One column per pixel value, in (C, H, W) order: how a pyfunc takes an image as a table row."""
+        return [f"pixel_{i}" for i in range(self.channels * self.height * self.width)]
+
+    @property
+    def input_dtypes(self) -> dict[str, str]:
+        return dict.fromkeys(self.input_columns, "double")
+
+    @classmethod
+    def fit(cls, pixels: torch.Tensor, class_labels: list[str], notes: list[str]) -> ImagePreprocessor:
+        """Per-channel mean and standard deviation of the (training) images `pixels`, uint8 (N, C, H, W)."""
+        scaled = pixels.double() / 255.0
+        mean = scaled.mean(dim=(0, 2, 3))
+        std = scaled.std(dim=(0, 2, 3))
+        _, c, h, w = pixels.shape
+        return cls(c, h, w, [float(v) for v in mean], [float(v) if v > 0 else 1.0 for v in std], list(class_labels), list(notes))
+
+    def scale(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 or raw float pixels (N, C, H, W) -> the float32 model input."""
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return ((pixels.float() / 255.0 - mean) / std).contiguous()
+
+    def transform(self, frame: Any) -> np.ndarray:
+        """A table of raw pixel columns -> model inputs flattened (rows, C*H*W); the caller reshapes to `sample_shape`."""
+        raw = np.asarray(frame[self.input_columns], dtype=np.float32).reshape(len(frame), *self.sample_shape)
+        return self.scale(torch.from_numpy(raw)).reshape(len(frame), -1).numpy()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "task": self.task,
+            "channels": self.channels,
+            "height": self.height,
+            "width": self.width,
+            "colour_mode": "L" if self.channels == 1 else "RGB",
+            "scale": "pixel / 255, then (value - mean) / std per channel",
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_labels": list(self.class_labels),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImagePreprocessor:
+        if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
+            raise InputError("preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}")
+        return cls(int(d["channels"]), int(d["height"]), int(d["width"]), list(d["mean"]), list(d["std"]), list(d["class_labels"]), list(d["notes"]))
+
+
+def files_to_score(source: Path) -> list[Path]:
+    """The PNG/JPEG files of a folder to score (any depth, sorted); one line when there are none."""
+    if not source.is_dir():
+        raise InputError("input", str(source), "a folder of PNG or JPEG images")
+    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError("input", str(source), "a folder holding at least one PNG or JPEG image (found none)")
+    return files
+
+
+def pixel_frame(files: list[Path], pre: ImagePreprocessor, root: Path) -> Any:
+    """Images decoded as the model was trained (colour mode, resized to its size) as a table of raw pixel columns."""
+    import pandas as pd
+
+    for path in files:
+        _header(path, root)  # a non-image file is named before anything is decoded
+    pixels = decode(files, pre.channels, pre.height, pre.width, root)
+    return pd.DataFrame(pixels.reshape(len(files), -1).numpy().astype(np.float64), columns=pre.input_columns)

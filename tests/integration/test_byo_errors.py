@@ -1,0 +1,129 @@
+"""Bad models and bad data of your own, through the real CLI: found before the flow starts, one line, exit 2,
+no traceback anywhere, nothing registered (no tracking store and no Prefect home even created)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+USER_CODE = """
+import torch
+from torch import nn
+
+def good(input_shape, n_outputs):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), n_outputs))
+
+def raises(input_shape, n_outputs):
+    raise ValueError("needs 3 channels, got a greyscale input")
+
+def one_output_too_many(input_shape, n_outputs):
+    return good(input_shape, n_outputs + 1)
+
+class Hog(nn.Module):
+    def __init__(self, n_outputs):
+        super().__init__()
+        self.head = nn.Linear(4, n_outputs)
+
+    def forward(self, x):
+        if len(x) > 2:
+            torch.empty(2**50)  # 4 PiB: a real allocation failure at the training batch size
+        return self.head(x.flatten(1)[:, :4])
+
+def hog(input_shape, n_outputs):
+    return Hog(n_outputs)
+
+def returns_a_list():
+    return [torch.zeros(4, 3), torch.zeros(4)]
+"""
+
+
+def _images(root: Path, classes: dict[str, int], size: tuple[int, int] = (8, 8)) -> Path:
+    rng = np.random.default_rng(0)
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _good_folder(root: Path) -> Path:
+    return _images(root, {"a": 12, "b": 12})
+
+
+def _one_class(root: Path) -> Path:
+    return _images(root, {"a": 25})
+
+
+def _empty_class(root: Path) -> Path:
+    _good_folder(root)
+    (root / "c").mkdir()
+    return root
+
+
+def _corrupt_file(root: Path) -> Path:
+    _good_folder(root)
+    (root / "b" / "7.png").write_bytes(b"not a PNG at all" * 8)
+    return root
+
+
+def _non_image_file(root: Path) -> Path:
+    _good_folder(root)
+    (root / "a" / "labels.csv").write_text("file,label\n")
+    return root
+
+
+def _mixed_sizes(root: Path) -> Path:
+    _good_folder(root)
+    _images(root / "b", {"big": 1}, size=(16, 12))
+    return root
+
+
+# (id, dataset maker -> --dataset value, extra CLI arguments, what the one line must say)
+IMPORT = ["--model", "no_such_package.models:make"]
+HOG = ["--model", "user_code:hog"]
+CASES: list[tuple[str, Callable[[Path], str], list[str], str]] = [
+    ("model does not import", lambda d: str(_good_folder(d)), IMPORT, "model.factory = 'no_such_package.models:make': expected an importable"),
+    ("model names no callable", lambda d: str(_good_folder(d)), ["--model", "user_code:missing"], "expected a callable named 'missing' in module 'user_code'"),
+    ("factory raises", lambda d: str(_good_folder(d)), ["--model", "user_code:raises"], "(it raised ValueError: needs 3 channels, got a greyscale input)"),
+    ("output shape mismatch", lambda d: str(_good_folder(d)), ["--model", "user_code:one_output_too_many"], "model output shape = (2, 3): expected (2, 2)"),
+    ("model does not fit in memory", lambda d: str(_good_folder(d)), HOG, "training.batch_size = 64: expected a batch size at which user_code:hog fits"),
+    ("dataset function returns the wrong types", lambda d: "user_code:returns_a_list", [], "returned = 'a list of 2 items': expected {\"train\""),
+    ("dataset function does not import", lambda d: "no_such_package.data:load", [], "--dataset = 'no_such_package.data:load': expected an importable module"),
+    ("one class", lambda d: str(_one_class(d)), [], "class folders = ['a']: expected at least 2 subfolders"),
+    ("empty class", lambda d: str(_empty_class(d)), [], "class folder = 'c': expected at least one PNG or JPEG image (it is empty)"),
+    ("corrupt image", lambda d: str(_corrupt_file(d)), [], "file = 'b/7.png': expected a readable PNG or JPEG image"),
+    ("non-image file", lambda d: str(_non_image_file(d)), [], "file = 'a/labels.csv': expected only PNG or JPEG images"),
+    ("mixed image sizes", lambda d: str(_mixed_sizes(d)), [], "image size = '12x16 (b/big/0.png)': expected every image 8x8 like 24 of 25"),
+    ("bad --image-size", lambda d: str(_good_folder(d)), ["--image-size", "big"], "--image-size = 'big': expected HxW in pixels"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "extra", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_model_or_data_is_one_line_before_the_flow(tmp_path: Path, make: Callable[[Path], str], extra: list[str], needle: str) -> None:
+    (tmp_path / "user_code.py").write_text(USER_CODE)
+    dataset = make(tmp_path / "images")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    argv = [sys.executable, "-m", "flows.cli", "run", "--scenario", "dev-cpu", "--dataset", dataset, "--model-name", "bad", *extra]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("energy-loop: error: "), output
+    assert needle in lines[0], lines[0]
+    # Nothing started, so nothing registered: no tracking store and no Prefect home were even created.
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "prefect-home").exists()

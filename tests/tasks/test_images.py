@@ -1,0 +1,157 @@
+"""Image folders (`--dataset DIR`): decoded through a DataLoader, split stratified, refused in one line when bad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from tasks import images
+from tasks.data import load_cached, prepare, preprocessor_from_dict
+from thresholds.errors import InputError
+
+
+def _folder(root: Path, classes: dict[str, int], size: tuple[int, int] = (12, 10), mode: str = "L", suffix: str = ".png") -> Path:
+    """`classes[name]` images per class; each class has its own brightness so a model could tell them apart."""
+    rng = np.random.default_rng(0)
+    for c, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+            pixels = np.clip(rng.normal(40 + 60 * c, 20, shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, mode=mode).save(root / name / f"{i}{suffix}")
+    return root
+
+
+def _prepare(root: Path, tmp_path: Path, **kw: object) -> object:
+    return load_cached(str(prepare(str(root), tmp_path / "cache", **kw)))  # type: ignore[arg-type]
+
+
+def test_a_greyscale_folder_becomes_shaped_standardised_tensors_with_stratified_splits(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
+    data = _prepare(root, tmp_path)
+    assert data.class_labels == ("cat", "dog", "eel") and data.n_classes == 3 and data.task == "classification"  # type: ignore[attr-defined]
+    assert data.input_shape == (1, 10, 12) and data.x_train.shape[1:] == (1, 10, 12)  # type: ignore[attr-defined]
+    assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 75  # type: ignore[attr-defined]
+    for split in ("y_train", "y_val", "y_test"):
+        assert set(getattr(data, split).tolist()) == {0, 1, 2}, split  # stratified: every class in every split
+    assert abs(float(data.x_train.mean())) < 1e-4 and float(data.x_train.std()) == pytest.approx(1.0, abs=1e-3)  # type: ignore[attr-defined]
+    # Deterministic: the same folder and seed give the same cache and split.
+    again = load_cached(str(prepare(str(root), tmp_path / "cache2")))
+    assert torch.equal(again.y_test, data.y_test) and torch.equal(again.x_test, data.x_test)  # type: ignore[attr-defined]
+    pre = data.preprocessing  # type: ignore[attr-defined]
+    assert pre["channels"] == 1 and (pre["height"], pre["width"]) == (10, 12) and pre["class_labels"] == ["cat", "dog", "eel"]
+
+
+def test_the_raw_example_goes_through_the_recorded_preprocessing_to_the_cached_test_inputs(tmp_path: Path) -> None:
+    data = _prepare(_folder(tmp_path / "imgs", {"a": 12, "b": 12}), tmp_path)
+    pre = preprocessor_from_dict(data.preprocessing)  # type: ignore[attr-defined]
+    frame = pd.DataFrame.from_records(list(data.raw_example), columns=pre.input_columns)  # type: ignore[attr-defined]
+    x = torch.from_numpy(pre.transform(frame)).reshape(len(frame), *pre.sample_shape)
+    assert torch.allclose(x, data.x_test[: len(frame)], atol=1e-5)  # type: ignore[attr-defined]
+    assert images.ImagePreprocessor.from_dict(pre.to_dict()) == pre
+
+
+def test_colour_and_jpeg_files_give_three_channels(tmp_path: Path) -> None:
+    data = _prepare(_folder(tmp_path / "imgs", {"a": 12, "b": 12}, mode="RGB", suffix=".jpg"), tmp_path)
+    assert data.input_shape == (3, 10, 12)  # type: ignore[attr-defined]
+    mixed = _folder(tmp_path / "mixed", {"a": 12, "b": 12})
+    _folder(mixed, {"c": 12}, mode="RGB")
+    data = _prepare(mixed, tmp_path)
+    assert data.input_shape == (3, 10, 12) and any("all read as RGB" in n for n in data.notes)  # type: ignore[attr-defined]
+
+
+def test_decoding_with_worker_processes_gives_the_same_tensor(tmp_path: Path) -> None:
+    folder = images.scan(_folder(tmp_path / "imgs", {"a": 40, "b": 40}))
+    serial = images.decode(folder.files, 1, folder.height, folder.width, folder.root, workers=0)
+    parallel = images.decode(folder.files, 1, folder.height, folder.width, folder.root, workers=2)
+    assert serial.dtype == torch.uint8 and serial.shape == (80, 1, 10, 12) and torch.equal(serial, parallel)
+    assert int(serial[0, 0, 0, 0]) == int(np.asarray(Image.open(folder.files[0]))[0, 0])
+
+
+def test_mixed_sizes_are_refused_unless_a_size_is_given(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "imgs", {"a": 12, "b": 12})
+    Image.fromarray(np.zeros((20, 16), dtype=np.uint8)).save(root / "b" / "odd.png")
+    with pytest.raises(InputError) as err:
+        prepare(str(root), tmp_path / "cache")
+    assert "image size = '20x16 (b/odd.png)': expected every image 10x12 like 24 of 25 files, or --image-size HxW" in str(err.value)
+    data = _prepare(root, tmp_path, image_size=(8, 8))
+    assert data.input_shape == (1, 8, 8) and any("resized 25 of 25 images to 8x8" in n for n in data.notes)  # type: ignore[attr-defined]
+
+
+def test_samples_takes_a_stratified_subset(tmp_path: Path) -> None:
+    data = _prepare(_folder(tmp_path / "imgs", {"a": 30, "b": 30}), tmp_path, samples=24)
+    y = torch.cat([data.y_train, data.y_val, data.y_test])  # type: ignore[attr-defined]
+    assert len(y) == 24 and int((y == 0).sum()) == 12
+
+
+def _one_class(root: Path) -> None:
+    _folder(root, {"only": 25})
+
+
+def _empty_class(root: Path) -> None:
+    _folder(root, {"a": 12, "b": 12})
+    (root / "c").mkdir()
+
+
+def _text_file(root: Path) -> None:
+    _folder(root, {"a": 12, "b": 12})
+    (root / "a" / "notes.txt").write_text("not an image")
+
+
+def _garbage_png(root: Path) -> None:
+    _folder(root, {"a": 12, "b": 12})
+    (root / "b" / "3.png").write_bytes(b"\x00garbage, not a PNG" * 10)
+
+
+def _truncated_png(root: Path) -> None:
+    _folder(root, {"a": 12, "b": 12})
+    data = (root / "a" / "5.png").read_bytes()
+    (root / "a" / "5.png").write_bytes(data[: len(data) // 2])  # a valid header, then the data stops
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (_one_class, "class folders = ['only']: expected at least 2 subfolders, one per class"),
+        (_empty_class, "class folder = 'c': expected at least one PNG or JPEG image (it is empty)"),
+        (_text_file, "file = 'a/notes.txt': expected only PNG or JPEG images"),
+        (_garbage_png, "file = 'b/3.png': expected a readable PNG or JPEG image (UnidentifiedImageError)"),
+        (_truncated_png, "file = 'a/5.png': expected a readable PNG or JPEG image (OSError"),
+    ],
+    ids=["one class", "empty class", "non-image file", "corrupt file", "truncated file"],
+)
+def test_a_bad_folder_is_one_line_naming_what_is_wrong(tmp_path: Path, make: object, needle: str) -> None:
+    root = tmp_path / "imgs"
+    make(root)  # type: ignore[operator]
+    with pytest.raises(InputError) as err:
+        prepare(str(root), tmp_path / "cache")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"dataset {root}: ") and needle in message, message
+
+
+@pytest.mark.parametrize(("value", "expected"), [("32x24", (32, 24)), ("28", (28, 28))])
+def test_image_size_option(value: str, expected: tuple[int, int]) -> None:
+    assert images.parse_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["32by32", "0x4", "x", "5000x5000"])
+def test_bad_image_size_is_one_line(value: str) -> None:
+    with pytest.raises(InputError, match=r"--image-size = .*expected HxW"):
+        images.parse_size(value)
+
+
+def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path) -> None:
+    pre = images.ImagePreprocessor(1, 8, 8, [0.5], [0.25], ["a", "b"])
+    source = _folder(tmp_path / "new", {"x": 3}, size=(16, 16), mode="RGB")  # colour and larger than the model's 8x8 greyscale
+    files = images.files_to_score(source)
+    frame = images.pixel_frame(files, pre, source)
+    assert frame.shape == (3, 64) and list(frame.columns[:2]) == ["pixel_0", "pixel_1"]
+    assert float(frame.to_numpy().max()) <= 255 and float(frame.to_numpy().min()) >= 0
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(InputError, match="found none"):
+        images.files_to_score(tmp_path / "nothing")
