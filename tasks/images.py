@@ -157,6 +157,9 @@ def decode(files: list[Path], channels: int, height: int, width: int, root: Path
         batch_size=DECODE_BATCH,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
+        # Workers start from a clean server process, not a fork of this one: a fork inherits whatever threads
+        # and handlers the process holds (a Dask client's, Prefect's), and such forked workers died at start.
+        multiprocessing_context="forkserver" if workers else None,
         shuffle=False,
     )
     out = torch.empty(len(files), channels, height, width, dtype=torch.uint8)
