@@ -41,23 +41,6 @@ EXAMPLES = {
 GOALS = {"resnet": 0.35, "transformer": 0.6, "resnet18": 0.35}
 
 
-def _scenario(name: str, overrides: dict[str, dict[str, Any]], folder: Path, suffix: str = "smoke") -> str:
-    """The scenario's path, or a copy with the smoke-run overrides applied (as benchmarks/panel.py does)."""
-    import yaml
-
-    from thresholds import scenario_path
-
-    path = scenario_path(name)
-    if not overrides:
-        return str(path)
-    doc = yaml.safe_load(Path(path).read_text())
-    for section, values in overrides.items():
-        doc.setdefault(section, {}).update(values)
-    out = folder / f"{doc['name']}-{suffix}.yaml"
-    out.write_text(yaml.safe_dump(doc))
-    return str(out)
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 4)
 
@@ -127,6 +110,8 @@ def main() -> int:
     parser.add_argument("--min-window-s", type=float, help="smoke run: override measurement.min_window_s")
     parser.add_argument("--repeats-max", type=int, help="smoke run: override measurement.repeats_min/repeats_max")
     args = parser.parse_args()
+    from thresholds import scenario_with_overrides
+
     names = [n.strip() for n in args.examples.split(",") if n.strip()]
     unknown = [n for n in names if n not in EXAMPLES]
     if unknown:
@@ -150,8 +135,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="byo-") as tmp:
         folder = Path(tmp)
         for name in names:
-            goal = {"targets": {"max_inference_energy_vs_baseline": GOALS[name]}}
-            scenario = _scenario(args.scenario, {**overrides, **goal}, folder, suffix=name)
+            goal: dict[str, dict[str, Any]] = {"targets": {"max_inference_energy_vs_baseline": GOALS[name]}}
+            scenario = str(scenario_with_overrides(args.scenario, {**overrides, **goal}, folder, suffix=name))
             started = time.perf_counter()
             for attempt in (1, 2):
                 try:

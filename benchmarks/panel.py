@@ -31,8 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SKLEARN = ("iris", "wine", "breast_cancer", "digits", "diabetes")
@@ -55,21 +53,6 @@ def _package_table(name: str, folder: Path) -> tuple[str, str]:
         return str(path), "Origin"
     local_data.seattle_weather().to_csv(path, index=False)
     return str(path), "weather"
-
-
-def _scenario(name: str, overrides: dict[str, dict[str, Any]], folder: Path) -> str:
-    """The scenario's path, or a copy with the smoke-run overrides applied."""
-    from thresholds import scenario_path
-
-    path = scenario_path(name)
-    if not overrides:
-        return str(path)
-    doc = yaml.safe_load(Path(path).read_text())
-    for section, values in overrides.items():
-        doc.setdefault(section, {}).update(values)
-    out = folder / f"{doc['name']}-smoke.yaml"
-    out.write_text(yaml.safe_dump(doc))
-    return str(out)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -135,6 +118,8 @@ def main() -> int:
     parser.add_argument("--min-window-s", type=float, help="smoke run: override measurement.min_window_s")
     parser.add_argument("--repeats-max", type=int, help="smoke run: override measurement.repeats_min/repeats_max")
     args = parser.parse_args()
+    from thresholds import scenario_with_overrides
+
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
@@ -152,7 +137,7 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="panel-") as tmp:
         folder = Path(tmp)
-        scenario = _scenario(args.scenario, overrides, folder)
+        scenario = str(scenario_with_overrides(args.scenario, overrides, folder))
         for table in tables:
             started = time.perf_counter()
             for attempt in (1, 2):
