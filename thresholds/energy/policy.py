@@ -38,10 +38,12 @@ run of a lineage costs the pooled per-epoch energy of its kind of work, so the r
 what the baseline's identical epochs cost, and meter drift between two runs of the same work does not
 decide a training target.
 
-When no rung left can reach a target the loop ends FAILED with `Final.unreachable` naming it
-(reason "unreachable: <target>: ..."), without spending the rest of the budget: for training
-energy as soon as every rung left would derive from a model whose lineage already costs more
-than the target (derived rungs only add training), otherwise when the ladder is exhausted.
+With no training-cost move left, a training miss walks on only to rungs whose lineage can still
+come in under the target (derived rungs only add training to their parent's; precision, distillation
+and the runtime start from the cheapest model within the training and quality targets). When no rung
+left can reach a target the loop ends FAILED with `Final.unreachable` naming it (reason
+"unreachable: <target>: ..."), without spending the rest of the budget: for training energy as soon
+as every rung left derives from too costly a lineage, otherwise when the ladder is exhausted.
 
 Optional, between distillation and precision: `search` - an energy-aware architecture search over
 `ladder.search_hidden` under an analytic energy cap; the most accurate architecture of the
@@ -404,11 +406,14 @@ def _recipe(scenario: Scenario, history: list[CandidateResult]) -> CandidateResu
 
 
 def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
-    """Lowest-cost kept candidate that is not a precision step (precisions do not stack)."""
+    """Lowest-cost kept candidate that is not a precision step (precisions do not stack), among those
+    within the training and quality targets when any is: a derived model only adds training to its
+    parent's, and does not win back accuracy."""
     pool = [c for c in history[1:] if c.step.kind not in (StepKind.PRECISION, StepKind.QAT, StepKind.ORT) and kept(scenario, history, c)[0]]
+    within = [c for c in pool if not any(m in TRAINING_TARGETS + QUALITY_TARGETS for m in missed_targets(scenario, c, history[0]))]
     if not pool:
         return history[0]
-    return min(pool, key=lambda c: (cost(c) or float("inf"), c.index))
+    return min(within or pool, key=lambda c: (cost(c) or float("inf"), c.index))
 
 
 def _early_stopping(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
@@ -672,24 +677,50 @@ def _training_move(scenario: Scenario, history: list[CandidateResult], focus: Ca
     return None
 
 
-def _lineage_floor_j(scenario: Scenario, history: list[CandidateResult]) -> float | None:
-    """The least training energy a rung left on the compression ladder could produce a model for:
-    pruning starts from the recipe and adds at least the cheapest fine-tune seen so far; distillation
-    and precision start from the best fp32 model. Derived rungs only add training to their parent's."""
-    base, best, baseline = _recipe(scenario, history), _best_fp32(scenario, history), history[0]
+# Rungs whose model derives from a parent's: their lineage costs at least the parent's training.
+DERIVED = (StepKind.PRUNE, StepKind.DISTILL, StepKind.PRECISION, StepKind.QAT, StepKind.ORT)
 
-    def cost_j(c: CandidateResult) -> float | None:
-        return train_cost_j(c, baseline)
 
-    extras = [
-        (cost_j(c) or 0.0) - (cost_j(history[c.step.parent]) or 0.0)
-        for c in history
-        if c.step.kind == StepKind.PRUNE and c.ok and cost_j(c) is not None and c.step.parent is not None
-    ]
-    base_j, best_j = cost_j(base), cost_j(best)
-    if base_j is None or best_j is None:
+def _floor_j(history: list[CandidateResult], step: Step) -> float | None:
+    """The least training energy `step`'s lineage can cost: its parent's, plus for pruning the cheapest
+    fine-tune seen so far; None when unknown (a rung that trains from scratch, an unpriced parent)."""
+    if step.kind not in DERIVED or step.parent is None:
         return None
-    return min(base_j + max(0.0, min(extras, default=0.0)), best_j)
+    baseline = history[0]
+    parent_j = train_cost_j(history[step.parent], baseline)
+    if parent_j is None or step.kind != StepKind.PRUNE:
+        return parent_j
+    extras = [
+        (train_cost_j(c, baseline) or 0.0) - (train_cost_j(history[c.step.parent], baseline) or 0.0)
+        for c in history
+        if c.step.kind == StepKind.PRUNE and c.ok and train_cost_j(c, baseline) is not None and c.step.parent is not None
+    ]
+    return parent_j + max(0.0, min(extras, default=0.0))
+
+
+def _within_training(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None, target: str) -> Next | Final | None:
+    """With no training-cost move left: the first rung left whose lineage can still come in under the
+    training target; a Final naming the target when every rung left derives from too costly a model."""
+    use = calibration if scenario.ladder.use_calibration else None
+    limit = train_limit_j(scenario.targets, history[0])
+    floors: list[float] = []
+    for rung in RUNGS:
+        found = rung.next(scenario, history, use)
+        if found is None:
+            continue
+        floor = _floor_j(history, found.step)
+        if limit is None or floor is None or floor <= limit:
+            if found.target is not None:
+                return found
+            return Next(step=found.step.model_copy(update={"target": target}), why=f"{target}: {found.why}", target=target)
+        floors.append(floor)
+    if not floors or limit is None:
+        return None  # nothing left at all: `decide` reports the target unreachable
+    reason = (
+        f"unreachable: {target}: no training-cost move left, and every rung left derives from a model whose "
+        f"training already cost {min(floors):.4g} J > {limit:.4g} J allowed; {_why_not(scenario, history)}"
+    )
+    return Final(state=FinalState.FAILED, reason=reason, unreachable=target)
 
 
 def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | Final | None:
@@ -705,16 +736,7 @@ def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: 
     training = [m for m in misses if m in TRAINING_TARGETS]
     if training and not inference:
         found = _training_move(scenario, history, focus, training[0], calibration)
-        if found is not None:
-            return found
-        floor, limit = _lineage_floor_j(scenario, history), train_limit_j(scenario.targets, baseline)
-        search_pending = bool(scenario.ladder.search_hidden) and StepKind.SEARCH not in kinds
-        if floor is not None and limit is not None and floor > limit and not search_pending:
-            reason = (
-                f"unreachable: {training[0]}: no training-cost move left, and every rung left derives from a model whose "
-                f"training already cost {floor:.4g} J > {limit:.4g} J allowed; {_why_not(scenario, history)}"
-            )
-            return Final(state=FinalState.FAILED, reason=reason, unreachable=training[0])
+        return found if found is not None else _within_training(scenario, history, calibration, training[0])
     rung = _compression_rung(scenario, history, calibration)
     if rung is None or rung.target is not None:
         return rung

@@ -11,7 +11,7 @@ from thresholds.energy.schema import Scenario, load_scenario, parse_scenario
 from thresholds.errors import InputError
 
 
-@pytest.mark.parametrize("name", ["dev-cpu", "strict", "impossible", "paper", "edge-45nm", "byo-cpu"])
+@pytest.mark.parametrize("name", ["dev-cpu", "strict", "impossible", "paper", "paper-serving", "edge-45nm", "byo-cpu"])
 def test_bundled_scenarios_load(name: str) -> None:
     scenario = load_scenario(scenario_path(name))
     assert scenario.name == name
