@@ -325,6 +325,17 @@ def cost(c: CandidateResult) -> float | None:
     return c.latency_ms_per_batch
 
 
+def relative_cost(c: CandidateResult, baseline: CandidateResult) -> float | None:
+    """`cost` over the baseline's, for ranking candidates: the paired ratio where measured so (windows
+    measured apart drift more than the candidates differ), else the quotient of the two costs."""
+    if c.index == baseline.index:
+        return 1.0
+    if c.inference_ratio_vs_baseline is not None:
+        return c.inference_ratio_vs_baseline
+    mine, theirs = cost(c), cost(baseline)
+    return None if mine is None or not theirs else mine / theirs
+
+
 def cost_err(c: CandidateResult) -> float:
     """Standard error of `cost` (0 where only latency, a median, is available)."""
     return c.inference_energy_sem_j_per_1k if c.inference_energy_j_per_1k else 0.0
@@ -413,7 +424,7 @@ def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateR
     within = [c for c in pool if not any(m in TRAINING_TARGETS + QUALITY_TARGETS for m in missed_targets(scenario, c, history[0]))]
     if not pool:
         return history[0]
-    return min(within or pool, key=lambda c: (cost(c) or float("inf"), c.index))
+    return min(within or pool, key=lambda c: (relative_cost(c, history[0]) or float("inf"), c.index))
 
 
 def _early_stopping(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
@@ -756,7 +767,12 @@ def closest(scenario: Scenario, history: list[CandidateResult], optimised_only: 
         return None
     return min(
         ok,
-        key=lambda c: (not quality_ok(scenario.targets, c, history[0]), len(judge(scenario, c, history[0]).failed), cost(c) or float("inf"), c.index),
+        key=lambda c: (
+            not quality_ok(scenario.targets, c, history[0]),
+            len(judge(scenario, c, history[0]).failed),
+            relative_cost(c, history[0]) or float("inf"),
+            c.index,
+        ),
     )
 
 
@@ -778,7 +794,7 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
     # Serially only the latest candidate can newly pass; a parallel batch may hold several: the cheapest wins.
     passing = [c for c in history[1:] if c.ok and judge(scenario, c, baseline).passed]
     if passing:
-        best = min(passing, key=lambda c: (cost(c) or float("inf"), c.index))
+        best = min(passing, key=lambda c: (relative_cost(c, baseline) or float("inf"), c.index))
         return Final(state=FinalState.PASSED, reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target", chosen=best.index)
     used = len(history)
     if used >= scenario.budget.max_iterations:

@@ -338,6 +338,16 @@ def test_closest_prefers_a_candidate_that_keeps_quality() -> None:
     assert best is not None and best.index == 3
 
 
+def test_candidates_rank_by_their_paired_ratio_not_by_joules_measured_apart() -> None:
+    from thresholds.energy.policy import closest
+
+    # #3's windows ran in a slow stretch (more J/1k), yet paired with the baseline it is the cheaper one.
+    fast_stretch = c(2, PC, "fp16", parent=1, inf=0.9).model_copy(update={"inference_ratio_vs_baseline": 1.1})
+    slow_stretch = c(3, PC, "int8", parent=1, inf=1.4).model_copy(update={"inference_ratio_vs_baseline": 0.56})
+    best = closest(scenario(), [BASE, RECIPE, fast_stretch, slow_stretch])
+    assert best is not None and best.index == 3
+
+
 def test_a_pass_on_the_subset_must_hold_on_the_full_test_split() -> None:
     from thresholds.energy.policy import confirm_on_full
 
