@@ -50,7 +50,7 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     from flows.energy_loop import energy_loop
     from tasks.data import load_cached, prepare
     from tasks.user_model import check_factory
-    from thresholds.energy.policy import closest
+    from thresholds.energy.policy import closest, relative_cost
     from thresholds.energy.schema import load_scenario
 
     factory, dataset = EXAMPLES[name]
@@ -71,7 +71,7 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     row: dict[str, Any] = {
         "final_state": outcome.state,
         "final_candidate": None if final is None else "+".join(final.lineage) or final.step.label,
-        "inference_energy_ratio": None if final is None else _ratio(final.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
+        "inference_energy_ratio": None if final is None else _ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
         "train_energy_ratio": None if final is None else _ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
         "train_energy_ratio_priced": None if final is None else final.train_ratio_vs_baseline,  # priced by work: what the gate judged
         "accuracy_delta_pt": None,

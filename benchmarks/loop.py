@@ -34,7 +34,7 @@ def main() -> int:
     from flows.prefect_api import start_api_in_background
     from tasks.data import prepare
     from thresholds import scenario_path
-    from thresholds.energy.policy import closest
+    from thresholds.energy.policy import closest, relative_cost
     from thresholds.energy.schema import load_scenario
 
     path = scenario_path(args.scenario)
@@ -60,7 +60,7 @@ def main() -> int:
         "dataset": args.dataset,
         "final_state": outcome.state,
         "final_candidate": "+".join(final.lineage) or final.step.label,
-        "inference_energy_ratio": ratio(final.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
+        "inference_energy_ratio": ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
         "train_energy_ratio": ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
         "train_energy_ratio_priced": final.train_ratio_vs_baseline,  # priced by work: what the gate judged
         "latency_ratio": ratio(final.latency_ms_per_batch, baseline.latency_ms_per_batch),

@@ -64,7 +64,7 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
     from flows.energy_loop import energy_loop
     from tasks.data import load_cached, prepare
     from tasks.evaluate import resolve_quality_metric
-    from thresholds.energy.policy import closest
+    from thresholds.energy.policy import closest, relative_cost
     from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
 
@@ -88,7 +88,7 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
         "task": data.task,
         "quality_metric": metric if data.task == "classification" else "rmse",
         "final_candidate": None if final is None else "+".join(final.lineage) or final.step.label,
-        "inference_energy_ratio": None if final is None else _ratio(final.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
+        "inference_energy_ratio": None if final is None else _ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
         "train_energy_ratio": None if final is None else _ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
         "train_energy_ratio_priced": None if final is None else final.train_ratio_vs_baseline,  # priced by work: what the gate judged
         "accuracy_delta_pt": None,

@@ -48,7 +48,7 @@ def main() -> int:
     from tasks.energy.select import close_shared_meters, resolve_meter_name
     from tasks.stages import scenario_meter
     from thresholds import scenario_path
-    from thresholds.energy.policy import CandidateResult, Step, StepKind, closest
+    from thresholds.energy.policy import CandidateResult, Step, StepKind, closest, relative_cost
     from thresholds.energy.schema import load_scenario
 
     path = scenario_path(args.scenario)
@@ -82,7 +82,7 @@ def main() -> int:
             "optimized_steps": "+".join(optimized.lineage),
             "train_energy_ratio": ratio(optimized.train_energy_j, baseline.train_energy_j),  # as measured
             "train_energy_ratio_priced": optimized.train_ratio_vs_baseline,  # priced by work: what the gate judged
-            "inference_energy_ratio": ratio(optimized.inference_energy_j_per_1k, baseline.inference_energy_j_per_1k),
+            "inference_energy_ratio": ratio(relative_cost(optimized, baseline), 1.0),  # paired where measured so: what the gate judged
             "accuracy_delta_pt": round(((optimized.accuracy or 0) - (baseline.accuracy or 0)) * 100, 2),
             "baseline_accuracy": round(baseline.accuracy or 0, 4),
             "optimized_accuracy": round(optimized.accuracy or 0, 4),
