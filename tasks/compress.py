@@ -85,7 +85,7 @@ def prune(
     global_pruning: bool = False,
     iterative_steps: int = 1,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-    loss_fn: nn.Module | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     between_steps: Callable[[nn.Module, int], None] | None = None,
     keep_layers: Sequence[str] = (),
 ) -> tuple[nn.Module, ModelSpec]:

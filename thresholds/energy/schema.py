@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from thresholds.core import MeterName, StrictSection, read_yaml
 from thresholds.errors import InputError, input_error
@@ -21,6 +21,8 @@ LowPrecision = Literal["int8", "fp16", "bf16"]
 LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
 OrtPrecision = Literal["fp32", "int8"]
 ORT_PRECISIONS: tuple[OrtPrecision, ...] = ("fp32", "int8")
+HookName = Literal["loss", "metric", "train_step"]
+HOOKS: tuple[HookName, ...] = ("loss", "metric", "train_step")  # a user's functions the loop calls (tasks/hooks.py)
 
 
 class Targets(StrictSection):
@@ -192,6 +194,13 @@ class ModelSettings(StrictSection):
     student: str | None = Field(
         None, description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in MLP: a narrower MLP)"
     )
+    loss: str | None = Field(None, description="PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor: replaces the task's loss in training (also --loss)")
+    metric: str | None = Field(
+        None, description="PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better: judged in place of accuracy (also --metric)"
+    )
+    train_step: str | None = Field(
+        None, description="PKG.MODULE:FUNCTION, (model, (x, targets)) -> scalar loss tensor: one training batch your way (also --train-step)"
+    )
 
     @field_validator("hidden")
     @classmethod
@@ -210,12 +219,17 @@ class ModelSettings(StrictSection):
             raise ValueError("keep_layers must not repeat")
         return value
 
-    @field_validator("student")
+    @field_validator("student", *HOOKS)
     @classmethod
-    def _entry_point(cls, value: str | None) -> str | None:
+    def _entry_point(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
-            raise ValueError(f"student {value!r}: expected PKG.MODULE:FACTORY")
+            raise ValueError(f"{info.field_name} {value!r}: expected PKG.MODULE:{'FACTORY' if info.field_name == 'student' else 'FUNCTION'}")
         return value
+
+    @property
+    def hooks(self) -> dict[HookName, str]:
+        """The hooks that are set: name -> PKG.MODULE:FUNCTION."""
+        return {hook: value for hook in HOOKS if (value := getattr(self, hook)) is not None}
 
 
 class Scenario(StrictSection):
@@ -236,6 +250,19 @@ class Scenario(StrictSection):
         if self.measurement.inference_target == "analytic-45nm" and (self.model.kind != "mlp" or self.model.factory):
             raise ValueError("measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp' and no model.factory")
         return self
+
+    def with_model(self, **fields: str | None) -> Scenario:
+        """The scenario with these `model:` fields set (the command line's --model, --loss, ...), validated
+        again; None leaves a field as the file has it."""
+        given = {k: v for k, v in fields.items() if v is not None}
+        if not given:
+            return self
+        raw = self.model_dump(mode="json")
+        raw["model"].update(given)
+        try:
+            return Scenario.model_validate(raw)
+        except ValidationError as exc:
+            raise input_error(Scenario, exc, "") from None
 
 
 def parse_scenario(raw: object, where: str = "scenario") -> Scenario:
