@@ -267,6 +267,7 @@ def _pruned(
         loss_fn=p.hooks.loss if "loss" in p.hooks else loss_fn(p.data.task),
         between_steps=between,
         keep_layers=p.scenario.model.keep_layers,
+        attention=ladder.pruning_attention,
     )
 
 

@@ -120,6 +120,11 @@ class Ladder(StrictSection):
     pruning_importance: Literal["magnitude", "taylor"] = Field("magnitude", description="how channels are scored")
     pruning_global: bool = Field(False, description="one ratio across layers instead of per layer")
     pruning_iterative_steps: int = Field(1, ge=1, le=10, description="pruning steps per rung, fine-tuned in between")
+    pruning_attention: Literal["head_dims", "heads"] = Field(
+        "head_dims",
+        description="nn.MultiheadAttention: shrink every head's dimension (head_dims), or remove the ratio of whole heads (heads), "
+        "the same heads in every layer of the residual stream",
+    )
     mixed_precision_training: bool = Field(True, description="try autocast training (bf16 on CPU, fp16 on CUDA)")
     distill_width_factors: list[float] = Field(default_factory=lambda: [0.5], description="student widths as fractions of the teacher's")
     distill_temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the soft labels")
