@@ -279,7 +279,8 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     if model:
         print(f"Model {settings.model.factory}: {model}")
     for hook, value in settings.model.hooks.items():
-        print(f"  - {hook}: {value}")
+        if hook != "metric":  # named on the quality metric's line
+            print(f"  - {hook}: {value}")
     return None
 
 

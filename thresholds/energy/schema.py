@@ -228,7 +228,7 @@ class ModelSettings(StrictSection):
     @classmethod
     def _entry_point(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
-            raise ValueError(f"{info.field_name} {value!r}: expected PKG.MODULE:{'FACTORY' if info.field_name == 'student' else 'FUNCTION'}")
+            raise ValueError(f"PKG.MODULE:{'FACTORY' if info.field_name == 'student' else 'FUNCTION'} (a module path, a colon, a callable's name)")
         return value
 
     @property
