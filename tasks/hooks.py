@@ -9,7 +9,7 @@ class indices `(B,)` (int64) or standardised values `(B, 1)` (float32).
     loss(outputs, targets) -> scalar tensor
         replaces cross-entropy / MSE wherever the loop computes a loss on labels: training,
         fine-tuning, early stopping's validation loss, distillation's hard-label term and the
-        gradients of Taylor pruning.
+        gradients of Taylor pruning (a train_step is not used there: Taylor scores the outputs' loss).
     metric(outputs, targets) -> float in [0, 1], higher is better
         the candidate's quality on the test split in place of accuracy (the accuracy targets
         judge it; the `quality_metric` tag names it), and what `early_stopping_monitor: accuracy`

@@ -118,7 +118,7 @@ CASES: list[tuple[str, Callable[[Path], str], list[str], str]] = [
     ("metric out of range", lambda d: str(_good_folder(d)), [*GOOD, "--metric", "user_code:metric_above_one"],
      "model.metric = 'user_code:metric_above_one': expected a function (outputs, targets) -> float in [0, 1], higher is better (it returned 1.5)"),
     ("train step not an entry point", lambda d: str(_good_folder(d)), [*GOOD, "--train-step", "steps.py"],
-     "model.train_step = 'steps.py': expected PKG.MODULE:FUNCTION"),
+     "model.train_step = 'steps.py': expected a module path, a colon and a callable's name (PKG.MODULE:FUNCTION"),
 ]  # fmt: skip
 
 

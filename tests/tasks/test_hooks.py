@@ -158,5 +158,5 @@ def test_the_scenario_and_the_command_line_set_the_hooks() -> None:
     assert scenario.model.hooks == {"loss": f"{HERE}:double_ce"}
     overridden = scenario.with_model(metric=f"{HERE}:top2", train_step=None)
     assert overridden.model.hooks == {"loss": f"{HERE}:double_ce", "metric": f"{HERE}:top2"}
-    with pytest.raises(InputError, match=r"^model.train_step = 'not-a-function': expected PKG.MODULE:FUNCTION \(a module path"):
+    with pytest.raises(InputError, match=r"^model.train_step = 'not-a-function': expected a module path, a colon and a callable's name \(PKG.MODULE:FUNCTION"):
         scenario.with_model(train_step="not-a-function")

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from thresholds.core import MeterName, StrictSection, read_yaml
 from thresholds.errors import InputError, input_error
@@ -226,9 +226,9 @@ class ModelSettings(StrictSection):
 
     @field_validator("student", *HOOKS)
     @classmethod
-    def _entry_point(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _entry_point(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
-            raise ValueError(f"PKG.MODULE:{'FACTORY' if info.field_name == 'student' else 'FUNCTION'} (a module path, a colon, a callable's name)")
+            raise ValueError("a module path, a colon and a callable's name")  # the field's description shows the form
         return value
 
     @property
