@@ -39,6 +39,9 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
         "or PKG.MODULE:FUNCTION returning the splits (see tasks/user_data.py)",
     )
     run.add_argument("--model", help="your model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) (sets model.factory)")
+    run.add_argument("--loss", help="your loss: PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor (sets model.loss)")
+    run.add_argument("--metric", help="your quality metric: PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better (sets model.metric)")
+    run.add_argument("--train-step", help="your training step: PKG.MODULE:FUNCTION, (model, (x, targets)) -> scalar loss tensor (sets model.train_step)")
     run.add_argument("--image-size", help="HxW: resize every image of an image folder to this size (mixed sizes are refused without it)")
     run.add_argument("--target", help="target column of a CSV/Parquet dataset")
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")
@@ -127,9 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     path = scenario_path(args.scenario)
     parallel = args.parallel
     try:
-        settings = load_scenario(path)  # fail fast, before any server or run is started
-        if args.model:
-            settings = settings.model_copy(update={"model": settings.model.model_copy(update={"factory": args.model})})
+        settings = load_scenario(path).with_model(factory=args.model, loss=args.loss, metric=args.metric, train_step=args.train_step)  # fail fast
         resolve_source(args.dataset)
         if args.image_size:
             parse_size(args.image_size)
@@ -161,6 +162,9 @@ def _run(args: argparse.Namespace) -> int:
             dask_address=args.dask_address,
             model_factory=args.model,
             image_size=args.image_size,
+            model_loss=args.loss,
+            model_metric=args.metric,
+            model_train_step=args.train_step,
         ),
     )
 
@@ -260,6 +264,8 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
         print(f"{args.prog}: error: dataset = {args.dataset!r}: could not be prepared ({type(exc).__name__}: {first}); --verbose shows why", file=sys.stderr)
         return EXIT_BAD_INPUT
     code, model = _check_model(args, settings, data)  # before anything is printed: an error is the command's only line
+    if code is None:
+        code = _check_hooks(args, settings, data)
     if code is not None:
         return code
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
@@ -267,11 +273,14 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     print(f"Data {data.name}: {rows} rows, {inputs}, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else ""))
     for note in data.notes:
         print(f"  - {note}")
-    if data.task == "classification":
-        metric, why = resolve_quality_metric(settings.targets.quality_metric, data)
+    if data.task == "classification" or settings.model.metric:
+        metric, why = resolve_quality_metric(settings.targets.quality_metric, data, settings.model.metric)
         print(f"  - quality metric: {metric} ({why})")
     if model:
         print(f"Model {settings.model.factory}: {model}")
+    for hook, value in settings.model.hooks.items():
+        if hook != "metric":  # named on the quality metric's line
+            print(f"  - {hook}: {value}")
     return None
 
 
@@ -292,6 +301,27 @@ def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> tuple[in
             traceback.print_exc()
         return bad_input(args.prog, exc), ""
     return None, f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
+
+
+def _check_hooks(args: argparse.Namespace, settings: Any, data: Any) -> int | None:
+    """The user's loss, metric and training step, each tried once on 4 training samples before the flow starts."""
+    import traceback
+
+    from tasks import hooks, models
+    from tasks.candidate import model_spec
+    from tasks.train import loss_targets
+    from thresholds.errors import InputError
+
+    if not settings.model.hooks:
+        return None
+    try:
+        model = models.build(model_spec(settings, data))
+        hooks.check(settings.model.hooks, model, data.x_train[:4], loss_targets(data.y_train[:4], data.task))
+    except InputError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        return bad_input(args.prog, exc)
+    return None
 
 
 def print_outcome(outcome: Any, started: float) -> int:
@@ -366,6 +396,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 FLOW_PARAMETERS = (
     *("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root", "model_factory", "image_size"),
+    *("model_loss", "model_metric", "model_train_step"),
     *("env", "months", "days"),
 )  # both flows
 
@@ -394,7 +425,8 @@ def _trigger(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         argv = ["run", "--scenario", str(params["scenario"]), "--dataset", str(params["dataset"])]
         flags = (("target", "--target"), ("model_name", "--model-name"), ("samples", "--samples"), ("meter", "--meter"), ("model_factory", "--model"))
-        for key, flag in (*flags, ("image_size", "--image-size")):
+        hooks = (("model_loss", "--loss"), ("model_metric", "--metric"), ("model_train_step", "--train-step"))
+        for key, flag in (*flags, ("image_size", "--image-size"), *hooks):
             if key in params:
                 argv += [flag, str(params[key])]
         return main(argv)

@@ -45,10 +45,12 @@ def energy_loop(
     dask_address: str | None = None,
     model_factory: str | None = None,
     image_size: str | None = None,
+    model_loss: str | None = None,
+    model_metric: str | None = None,
+    model_train_step: str | None = None,
 ) -> LoopOutcome:
-    settings = load_scenario(scenario)
-    if model_factory:  # `--model PKG.MODULE:FACTORY` overrides the scenario's model.factory
-        settings = settings.model_copy(update={"model": settings.model.model_copy(update={"factory": model_factory})})
+    # `--model`, `--loss`, `--metric`, `--train-step` override the scenario's model.factory, .loss, .metric, .train_step
+    settings = load_scenario(scenario).with_model(factory=model_factory, loss=model_loss, metric=model_metric, train_step=model_train_step)
     meter_name = resolve_meter_name(meter or settings.measurement.meter)
     loop_id = uuid.uuid4().hex[:12]
     work_dir = str(Path(work_root) / "runs" / loop_id)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from tasks import compress, models, onnx_runtime, quantize, serving
+from tasks import compress, hooks, models, onnx_runtime, quantize, serving
 from tasks import distill as distill_mod
 from tasks import search as search_mod
 from tasks.data import CachedData, load_cached
@@ -28,7 +28,17 @@ from tasks.energy.base import EnergyMeter
 from tasks.energy.paired import AcrossSizes
 from tasks.energy.runtime import stabilise_allocator
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
-from tasks.evaluate import InferenceReport, across_sizes, measure_inference, measure_inference_paired, quality, representative_subset, resolve_quality_metric
+from tasks.evaluate import (
+    InferenceReport,
+    across_sizes,
+    measure_inference,
+    measure_inference_paired,
+    quality,
+    quality_tag,
+    representative_subset,
+    resolve_quality_metric,
+)
+from tasks.hooks import Hooks
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
 from thresholds.energy.policy import CandidateResult, Step, StepKind, price_training
 from thresholds.energy.schema import Scenario, Training
@@ -99,6 +109,7 @@ class Production:
     spent_j: float = 0.0
     tags: dict[str, str] = field(default_factory=dict)
     segments: list[TrainSegment] = field(default_factory=list)  # the training runs of this production
+    hooks: Hooks = field(default_factory=Hooks)  # the user's loss, metric and training step (`model.*` of the scenario)
 
     @property
     def label(self) -> str:
@@ -115,11 +126,11 @@ class Production:
     def train(self, model: torch.nn.Module, cfg: TrainConfig, teacher: torch.nn.Module | None = None, label: str | None = None) -> tuple[TrainReport, float]:
         """Train `model` on the labels, or on `teacher`'s soft labels; returns the report and the labelling energy."""
         if teacher is None:
-            report, labelling_j = fit(model, self.data, cfg, label=label or self.label, meter=self.meter), 0.0
+            report, labelling_j = fit(model, self.data, cfg, label=label or self.label, meter=self.meter, hooks=self.hooks), 0.0
         else:
             ladder = self.scenario.ladder
             report, labelling_j = distill_mod.distill(
-                teacher, model, self.data, cfg, ladder.distill_temperature, ladder.distill_alpha, meter=self.meter, label=label or self.label
+                teacher, model, self.data, cfg, ladder.distill_temperature, ladder.distill_alpha, self.meter, label or self.label, self.hooks
             )
         self.spent_j += report.energy_j + labelling_j
         work = work_key(model, cfg, teacher is not None)
@@ -178,10 +189,11 @@ def producer(*kinds: StepKind) -> Callable[[Producer], Producer]:
 def model_spec(scenario: Scenario, data: CachedData) -> models.ModelSpec:
     """The scenario's architecture for this data: the user's factory (`model.factory`) or a built-in (`model.kind`)."""
     settings = scenario.model
+    common = dict(input_shape=data.input_shape, out_features=data.out_features, hooks=settings.hooks)
     if settings.factory:
-        return models.ModelSpec(factory=settings.factory, input_shape=data.input_shape, out_features=data.out_features)
+        return models.ModelSpec(factory=settings.factory, **common)
     kwargs = {"hidden": list(settings.hidden)} if settings.kind == "mlp" else {}
-    return models.ModelSpec(factory=models.BUILTINS[settings.kind], input_shape=data.input_shape, out_features=data.out_features, kwargs=kwargs)
+    return models.ModelSpec(factory=models.BUILTINS[settings.kind], kwargs=kwargs, **common)
 
 
 def _fresh(p: Production) -> tuple[torch.nn.Module, models.ModelSpec]:
@@ -252,9 +264,10 @@ def _pruned(
         global_pruning=ladder.pruning_global,
         iterative_steps=steps,
         batch=(p.data.x_train[:n], loss_targets(p.data.y_train[:n], p.data.task)),
-        loss_fn=loss_fn(p.data.task),
+        loss_fn=p.hooks.loss if "loss" in p.hooks else loss_fn(p.data.task),
         between_steps=between,
         keep_layers=p.scenario.model.keep_layers,
+        attention=ladder.pruning_attention,
     )
 
 
@@ -374,6 +387,7 @@ def search(p: Production) -> Made:
             p.scenario.measurement.inference_batch_size,
             p.meter,
             f"#{p.index} search",
+            p.hooks,
         )
     except ValueError as exc:
         raise RungNotApplicable(str(exc)) from None
@@ -430,7 +444,8 @@ def produce_step(
     """
     stabilise_allocator()
     started = time.perf_counter()
-    p = Production(scenario=scenario, step=step, history=history, index=index, data=load_cached(data_path), meter=meter)
+    data = load_cached(data_path)
+    p = Production(scenario=scenario, step=step, history=history, index=index, data=data, meter=meter, hooks=hooks.resolve(scenario.model.hooks))
     result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
     try:
         made = PRODUCERS[step.kind](p)
@@ -542,10 +557,10 @@ def measure_step(
         if runtime.runtime == "torch" and spec.precision == "int8":
             tags["int8_backend"] = models.int8_backend()
         subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
-        metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data)
+        metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data, spec.hooks.get("metric"))  # the metric the model was saved with
         q = quality(predictor, data, subset, metric)
         tags["eval_samples"] = str(q.samples)
-        tags["quality_metric"] = metric if data.task == "classification" else "rmse"
+        tags["quality_metric"] = quality_tag(metric, data)
         if q.accuracy_bound95 is not None:
             tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
         measure_start = time.perf_counter()

@@ -2,9 +2,16 @@
 
 The graph is traced from an example input of the model's `input_shape`, so coupled channels
 are removed together: residual additions, BatchNorm, concatenations, grouped and depthwise
-convolutions, and multi-head attention (its embedding dimension, rounded to a multiple of the
-heads, so each head keeps an equal, smaller dimension; the number of heads is kept). The output head (the
-last layer producing the model's outputs) is kept automatically; `keep_layers` names more.
+convolutions, and `nn.MultiheadAttention`, in one of two ways (`attention`):
+
+- `head_dims`: its embedding dimension, rounded to a multiple of the heads, so each head keeps an
+  equal, smaller dimension; the number of heads is kept.
+- `heads`: whole heads, `ratio` of them (at least one head stays), each keeping its dimension. An
+  attention layer's embedding channels are also the residual stream's, so the layers on one stream
+  lose the same heads, ranked by their importance summed over the group; the rest of the model
+  (feed-forward widths, convolutions) is pruned at `ratio` as usual.
+
+The output head (the last layer producing the model's outputs) is kept automatically; `keep_layers` names more.
 
 Options: L2-magnitude or first-order Taylor importance (needs a batch and a loss), per-layer
 or global ratios, one-shot or an iterative schedule with a callback between steps (the loop
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -25,10 +33,15 @@ from tasks.errors import RungNotApplicable
 from tasks.models import ModelSpec, example_input, structure_of, widths_of
 
 
-def pruning_label(ratio: float, importance: str = "magnitude", global_pruning: bool = False, iterative_steps: int = 1) -> str:
+def pruning_label(ratio: float, importance: str = "magnitude", global_pruning: bool = False, iterative_steps: int = 1, attention: str = "head_dims") -> str:
     options = [
         o
-        for o in (importance if importance != "magnitude" else "", "global" if global_pruning else "", f"x{iterative_steps}" if iterative_steps > 1 else "")
+        for o in (
+            importance if importance != "magnitude" else "",
+            "global" if global_pruning else "",
+            f"x{iterative_steps}" if iterative_steps > 1 else "",
+            "heads" if attention == "heads" else "",
+        )
         if o
     ]
     return f"prune:{ratio:g}" + (f"({','.join(options)})" if options else "")
@@ -85,14 +98,16 @@ def prune(
     global_pruning: bool = False,
     iterative_steps: int = 1,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-    loss_fn: nn.Module | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     between_steps: Callable[[nn.Module, int], None] | None = None,
     keep_layers: Sequence[str] = (),
+    attention: Literal["head_dims", "heads"] = "head_dims",
 ) -> tuple[nn.Module, ModelSpec]:
     """Remove `ratio` of the channels of the prunable layers, in place.
 
     `ratio` counts channels (neurons, embedding dimensions), not parameters, as torch-pruning
-    does. With Taylor importance, `batch` and `loss_fn` provide the gradients it scores channels by.
+    does; with `attention="heads"`, whole heads of `nn.MultiheadAttention` (see the module docstring).
+    With Taylor importance, `batch` and `loss_fn` provide the gradients it scores channels by.
     """
     import torch_pruning as tp
 
@@ -104,6 +119,8 @@ def prune(
         raise ValueError("taylor importance needs a batch and a loss function to compute gradients")
     if iterative_steps < 1:
         raise ValueError(f"iterative_steps = {iterative_steps!r}: expected an integer >= 1")
+    if attention not in ("head_dims", "heads"):
+        raise ValueError(f"attention = {attention!r}: expected 'head_dims' or 'heads'")
     unsupported = unsupported_layers(model)
     if unsupported:
         raise RungNotApplicable(f"Torch-Pruning has no pruner for {', '.join(unsupported)}")
@@ -111,7 +128,8 @@ def prune(
     was_training = model.training
     params_before = sum(p.numel() for p in model.parameters())
     kept = _kept(model, example, spec.out_features, keep_layers)
-    attention = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    by_head = attention == "heads" and bool(heads)
     scorer = tp.importance.TaylorImportance() if importance == "taylor" else tp.importance.MagnitudeImportance(p=2)
     try:
         pruner = tp.pruner.MetaPruner(
@@ -121,17 +139,21 @@ def prune(
             pruning_ratio=ratio,
             global_pruning=global_pruning,
             iterative_steps=iterative_steps,
-            ignored_layers=kept,
+            # Whole heads are removed by `_prune_heads`: the pruner leaves attention (and the residual stream it shares) alone.
+            ignored_layers=[*kept, *heads] if by_head else kept,
             # nn.MultiheadAttention: its embedding width is pruned (with the residual stream it feeds) to a
-            # multiple of the heads, so every head keeps an equal, smaller dimension. tp's `num_heads` grouping
-            # is for qkv-Linear attention: given nn.MultiheadAttention it leaves the embedding unpruned.
-            round_to=math.lcm(*attention.values()) if attention else None,
+            # multiple of the heads, so every head keeps an equal, smaller dimension. tp's `num_heads` /
+            # `prune_num_heads` options are for qkv-Linear attention: given nn.MultiheadAttention (torch-pruning
+            # 1.6.1) they leave it unpruned, hence `_prune_heads` through the same dependency graph.
+            round_to=math.lcm(*heads.values()) if heads and not by_head else None,
         )
         for step in range(iterative_steps):
             if importance == "taylor":
                 assert batch is not None and loss_fn is not None
                 model.zero_grad()
                 loss_fn(model(batch[0]), batch[1]).backward()
+            if by_head:
+                _prune_heads(pruner.DG, scorer, heads, ratio * (step + 1) / iterative_steps)
             pruner.step()
             if between_steps is not None and step < iterative_steps - 1:
                 between_steps(model, step)
@@ -150,5 +172,40 @@ def prune(
     if out.shape[-1] != spec.out_features:
         raise RungNotApplicable(f"pruning changed the model's outputs to {tuple(out.shape[1:])}, expected {spec.out_features}")
     new_spec = structure_of(model, widths_of(model, spec))
-    label = pruning_label(ratio, importance, global_pruning, iterative_steps)
+    label = pruning_label(ratio, importance, global_pruning, iterative_steps, attention if heads else "head_dims")
     return model, new_spec.model_copy(update={"history": [*spec.history, label]})
+
+
+def _prune_heads(graph: Any, scorer: Any, initial: dict[nn.MultiheadAttention, int], fraction: float) -> None:
+    """Remove whole heads until `fraction` of each attention layer's `initial` heads are gone (one always stays).
+
+    The heads go through torch-pruning's dependency graph as the embedding channels they own, so every
+    coupled layer (the residual stream, its norms and linears, the other attention layers on it) loses
+    the same channels; `num_heads` drops and `head_dim` stays, which `models.structure_of` records.
+    """
+    import torch_pruning as tp
+
+    handle = tp.prune_multihead_attention_out_channels
+    done: set[nn.Module] = set()
+    for first, count in initial.items():
+        if first in done:
+            continue
+        group = graph.get_pruning_group(first, handle, list(range(first.embed_dim)))
+        coupled = list(dict.fromkeys(dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.MultiheadAttention)))
+        done.update(coupled)
+        shapes = {(m.num_heads, m.head_dim) for m in coupled}
+        if len(shapes) > 1:
+            raise RungNotApplicable(f"pruning heads: attention layers sharing a residual stream have different (heads, head_dim): {sorted(shapes)}")
+        (n_heads, head_dim), target = shapes.pop(), min(count - 1, math.floor(fraction * count + 0.5))
+        remove = target - (count - n_heads)  # heads still to go at this step
+        if remove <= 0:
+            continue
+        per_head = scorer(group).view(n_heads, head_dim).mean(dim=1)  # one importance per channel, summed over the group
+        doomed = per_head.argsort()[:remove].tolist()
+        channels = sorted(h * head_dim + d for h in doomed for d in range(head_dim))
+        for m in coupled:
+            m.num_heads = 1  # the pruner checks that the new width divides by the heads it still counts: set right below
+        graph.get_pruning_group(first, handle, channels).prune()
+        for m in coupled:
+            m.num_heads = n_heads - remove
+            m.head_dim = m.embed_dim // m.num_heads

@@ -17,7 +17,8 @@ from torch import nn
 from tasks import compress, models
 from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter
-from tasks.train import BatchLoss, TrainConfig, TrainReport, fit
+from tasks.hooks import Hooks
+from tasks.train import BatchLoss, TrainConfig, TrainReport, fit, loss_targets
 
 
 def student_spec(teacher: models.ModelSpec, width_factor: float) -> models.ModelSpec:
@@ -43,7 +44,7 @@ def student(
     Call under a fixed seed: fresh students are initialised from the global generator.
     """
     if factory is not None:
-        spec = models.ModelSpec(factory=factory, input_shape=teacher_spec.input_shape, out_features=teacher_spec.out_features)
+        spec = models.ModelSpec(factory=factory, input_shape=teacher_spec.input_shape, out_features=teacher_spec.out_features, hooks=teacher_spec.hooks)
         spec = spec.model_copy(update={"history": [*teacher_spec.history, f"distill:{factory}"]})
         return models.build(spec), spec
     if teacher_spec.kind in models.BUILTINS and not teacher_spec.pruned:
@@ -56,19 +57,23 @@ def student(
     return model, spec.model_copy(update={"precision": "fp32", "history": history})
 
 
-def distillation_loss(teacher_out: torch.Tensor, y: torch.Tensor, task: str, temperature: float, alpha: float) -> BatchLoss:
-    """alpha x soft-label loss (KL at temperature T, scaled by T^2) + (1 - alpha) x hard-label loss."""
+def distillation_loss(teacher_out: torch.Tensor, y: torch.Tensor, task: str, temperature: float, alpha: float, hard: BatchLoss | None = None) -> BatchLoss:
+    """alpha x soft-label loss (KL at temperature T, scaled by T^2) + (1 - alpha) x hard-label loss;
+    `hard(outputs, targets)` (the user's loss) replaces the task's hard-label loss."""
+    targets = loss_targets(y, task)
     if task == "classification":
         soft = nn.functional.log_softmax(teacher_out / temperature, dim=1)
 
         def loss(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             kd = nn.functional.kl_div(nn.functional.log_softmax(out / temperature, dim=1), soft[idx], log_target=True, reduction="batchmean")
-            return alpha * kd * temperature**2 + (1 - alpha) * nn.functional.cross_entropy(out, y[idx])
+            labels = nn.functional.cross_entropy(out, y[idx]) if hard is None else hard(out, targets[idx])
+            return alpha * kd * temperature**2 + (1 - alpha) * labels
 
         return loss
 
     def regression_loss(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return alpha * nn.functional.mse_loss(out, teacher_out[idx]) + (1 - alpha) * nn.functional.mse_loss(out.squeeze(1), y[idx])
+        labels = nn.functional.mse_loss(out.squeeze(1), y[idx]) if hard is None else hard(out, targets[idx])
+        return alpha * nn.functional.mse_loss(out, teacher_out[idx]) + (1 - alpha) * labels
 
     return regression_loss
 
@@ -82,8 +87,11 @@ def distill(
     alpha: float = 0.7,
     meter: EnergyMeter | None = None,
     label: str = "distill",
+    hooks: Hooks | None = None,
 ) -> tuple[TrainReport, float]:
-    """Train `student` in place; returns its report and the energy of the teacher's labelling pass."""
+    """Train `student` in place; returns its report and the energy of the teacher's labelling pass.
+    `hooks`: the user's (tasks/hooks.py); their loss is the hard-label term."""
+    hooks = hooks or Hooks()
     teacher.eval()
     labelling_j = 0.0
     if meter is not None:
@@ -93,5 +101,5 @@ def distill(
     else:
         with torch.no_grad():
             teacher_out = teacher(data.x_train)
-    loss = distillation_loss(teacher_out, data.y_train, data.task, temperature, alpha)
-    return fit(student, data, cfg, label=label, meter=meter, batch_loss=loss), labelling_j
+    loss = distillation_loss(teacher_out, data.y_train, data.task, temperature, alpha, hooks.loss if "loss" in hooks else None)
+    return fit(student, data, cfg, label=label, meter=meter, batch_loss=loss, hooks=hooks), labelling_j

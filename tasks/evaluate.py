@@ -15,6 +15,9 @@ from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter, Measurement
 from tasks.energy.paired import PairedRatio, measure_paired
 from tasks.energy.stats import Repeated, repeat_until_stable
+from tasks.hooks import resolve
+from tasks.plugins import is_entry_point
+from tasks.train import loss_targets
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,11 @@ QualityMetric = Literal["accuracy", "balanced_accuracy", "macro_f1"]
 IMBALANCE_RATIO = 0.5
 
 
-def resolve_quality_metric(choice: str, data: CachedData) -> tuple[QualityMetric, str]:
-    """The classification metric the gates judge (stored in the `accuracy` figures) and why."""
+def resolve_quality_metric(choice: str, data: CachedData, hook: str | None = None) -> tuple[str, str]:
+    """The metric the gates judge (stored in the `accuracy` figures) and why: the user's `model.metric`
+    (a `PKG.MODULE:FUNCTION`, tasks/hooks.py) when set, else a classification metric by `choice`."""
+    if hook is not None:
+        return hook, "model.metric: yours, in [0, 1], higher is better"
     if data.task != "classification":
         return "accuracy", "regression: judged by RMSE"
     counts = torch.bincount(data.y_train, minlength=data.n_classes)
@@ -41,10 +47,15 @@ def resolve_quality_metric(choice: str, data: CachedData) -> tuple[QualityMetric
     ratio = smallest / largest if largest else 1.0
     shape = f"smallest class {data.class_labels[int(counts.argmin())]!r} has {smallest} training rows, {ratio:.0%} of the largest's {largest}"
     if choice != "auto":
-        return choice, f"set by the scenario ({shape})"  # type: ignore[return-value]
+        return choice, f"set by the scenario ({shape})"
     if ratio < IMBALANCE_RATIO:
         return "balanced_accuracy", f"auto: imbalanced classes ({shape} < {IMBALANCE_RATIO:.0%})"
     return "accuracy", f"auto: balanced enough classes ({shape})"
+
+
+def quality_tag(metric: str, data: CachedData) -> str:
+    """What the `quality_metric` tag says: the judged metric, or `rmse` for a regression judged by RMSE alone."""
+    return metric if data.task == "classification" or is_entry_point(metric) else "rmse"
 
 
 def score(metric: QualityMetric, predicted: torch.Tensor, truth: torch.Tensor) -> float:
@@ -96,18 +107,23 @@ class InferenceReport:
     measurement: Measurement  # the last window, for its provenance details
 
 
-def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = None, metric: QualityMetric = "accuracy") -> Quality:
-    """`metric` (or RMSE) on the test split, or on `subset` of it with its error bound."""
+def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = None, metric: str = "accuracy") -> Quality:
+    """`metric` (or RMSE) on the test split, or on `subset` of it with its error bound. A `PKG.MODULE:FUNCTION`
+    metric (the user's, tasks/hooks.py) is the `accuracy` figure of either task, without a bound (its spread is unknown)."""
     x, y = (data.x_test, data.y_test) if subset is None else (data.x_test[subset], data.y_test[subset])
     with torch.no_grad():
         out = model(x)
+    hooks = resolve({"metric": metric}) if is_entry_point(metric) else None
     if data.task == "classification":
         loss = nn.functional.cross_entropy(out, y).item()
-        accuracy = score(metric, out.argmax(dim=1), y)
+        if hooks is not None:
+            return Quality(accuracy=hooks.metric(out.float(), y), rmse=None, loss=loss, samples=len(y))
+        accuracy = score(metric, out.argmax(dim=1), y)  # type: ignore[arg-type]
         bound = accuracy_bound95(accuracy, len(y), len(data.y_test)) if subset is not None else None
         return Quality(accuracy=accuracy, rmse=None, loss=loss, samples=len(y), accuracy_bound95=bound)
     mse = nn.functional.mse_loss(out.squeeze(1), y).item()
-    return Quality(accuracy=None, rmse=math.sqrt(mse) * data.target_std, loss=mse, samples=len(y))
+    value = None if hooks is None else hooks.metric(out.float(), loss_targets(y, data.task))
+    return Quality(accuracy=value, rmse=math.sqrt(mse) * data.target_std, loss=mse, samples=len(y))
 
 
 def _batch_pool(x: torch.Tensor, batch_size: int) -> torch.Tensor:

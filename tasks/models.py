@@ -8,8 +8,8 @@ images, `(T, F)` sequences. The built-ins are two entries of that one mechanism:
 model is any `PKG.MODULE:FACTORY`.
 
 Saving and reloading: a model directory holds `state_dict.pt` (plain fp32 tensors) and
-`spec.json`: the factory, its arguments, the precision, the compression history and the pruned
-structure. Loading calls the factory again, re-applies the structure, and loads the tensors
+`spec.json`: the factory, its arguments, the precision, the compression history, the pruned
+structure and the user's hooks (tasks/hooks.py), if any. Loading calls the factory again, re-applies the structure, and loads the tensors
 with `torch.load(weights_only=True)`, which refuses any pickled object.
 
 The pruned structure is recorded by us, as JSON, rather than with Torch-Pruning's own
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from tasks.errors import RungNotApplicable
+from thresholds.energy.schema import HookName
 from thresholds.errors import InputError
 
 Precision = Literal["fp32", "int8", "fp16", "bf16"]
@@ -57,6 +58,7 @@ class ModelSpec(BaseModel):
     shapes: dict[str, list[int]] = Field(default_factory=dict)  # state-dict entry -> its shape, where pruning changed it
     precision: Precision = "fp32"
     history: list[str] = Field(default_factory=list)
+    hooks: dict[HookName, str] = Field(default_factory=dict)  # the user's loss / metric / train_step it was trained and judged with
 
     def __init__(self, **data: Any) -> None:
         """Also takes the legacy keywords `kind`, `in_features`, `hidden` and `channels` (see `_legacy`)."""
@@ -363,7 +365,7 @@ def save(model: nn.Module, spec: ModelSpec, directory: Path) -> Path:
     """Write `state_dict.pt` (fp32 weights) and `spec.json`; precision is re-applied on load."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / "state_dict.pt")
-    (directory / "spec.json").write_text(spec.model_dump_json(indent=2))
+    (directory / "spec.json").write_text(spec.model_dump_json(indent=2, exclude=None if spec.hooks else {"hooks"}))
     return directory
 
 

@@ -15,6 +15,11 @@ from typing import Any
 from thresholds.errors import InputError
 
 
+def first_line(exc: BaseException) -> str:
+    """A user's exception as `Type: first line of its message`, for a one-line error."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
 def is_entry_point(value: str) -> bool:
     """`PKG.MODULE:NAME` (a colon, no path separator): how a user's own code is named."""
     module, sep, name = value.partition(":")

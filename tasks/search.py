@@ -20,6 +20,7 @@ from tasks import models
 from tasks.data import CachedData
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
+from tasks.hooks import Hooks
 from tasks.train import TrainConfig, TrainReport, fit
 
 
@@ -61,8 +62,10 @@ def search(
     batch_size: int,
     meter: EnergyMeter,
     label: str,
+    hooks: Hooks | None = None,
 ) -> tuple[torch.nn.Module, models.ModelSpec, list[Point], list[Point], float]:
-    """Train every architecture under the cap; return (chosen model, its spec, all points, Pareto set, energy spent)."""
+    """Train every architecture under the cap (with the user's `hooks`, tasks/hooks.py); return (chosen
+    model, its spec, all points, Pareto set, energy spent). Points are scored by validation accuracy."""
     if data.task != "classification":
         raise ValueError("architecture search scores validation accuracy: classification datasets only")
     points: list[Point] = []
@@ -75,7 +78,7 @@ def search(
             continue  # over the cap: not worth training
         torch.manual_seed(cfg.seed)
         model = models.build(spec)
-        report: TrainReport = fit(model, data, cfg, label=f"{label} {hidden}", meter=meter)
+        report: TrainReport = fit(model, data, cfg, label=f"{label} {hidden}", meter=meter, hooks=hooks)
         spent_j += report.energy_j
         points.append(Point(hidden=list(hidden), val_accuracy=_val_accuracy(model, data), energy_j_per_1k=estimate, train_energy_j=report.energy_j))
         trained[str(hidden)] = model

@@ -23,7 +23,7 @@ from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import make_meter, shared_meter
 from tasks.energy.share import CpuTimeMeter, ProcessShareMeter
-from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, resolve_quality_metric
+from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, quality_tag, resolve_quality_metric
 from tasks.loop import LoopOutcome, outcome
 from tasks.parallel import ScaleOut, cluster_shape, cores
 from thresholds.energy.policy import (
@@ -54,8 +54,9 @@ def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int 
 def data_tags(scenario: Scenario, data_path: str) -> dict[str, str]:
     """What preparing the data did and which quality metric the gates judge: loop-run and version tags."""
     data = data_mod.load_cached(data_path)
-    metric, why = resolve_quality_metric(scenario.targets.quality_metric, data)
-    tags = {"quality_metric": metric if data.task == "classification" else "rmse", "quality_metric_reason": why[:4000]}
+    metric, why = resolve_quality_metric(scenario.targets.quality_metric, data, scenario.model.metric)
+    tags = {"quality_metric": quality_tag(metric, data), "quality_metric_reason": why[:4000]}
+    tags.update({f"model.{hook}": value for hook, value in scenario.model.hooks.items()})
     if data.notes:
         tags["data.notes"] = "; ".join(data.notes)[:4000]
     return tags
@@ -203,11 +204,11 @@ def confirm_full_test(scenario: Scenario, final: Final, history: list[CandidateR
     if not scenario.measurement.eval_subset or final.chosen is None:
         return final, history
     data = data_mod.load_cached(data_path)
-    metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data)
     full: dict[int, tuple[float | None, float | None]] = {}
     for index in {0, final.chosen}:
         model_dir = Path(history[index].model_dir or "")
         model, spec = models.load(model_dir)
+        metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data, spec.hooks.get("metric"))
         q = quality(onnx_runtime.predictor(model_dir, model, spec), data, metric=metric)
         full[index] = (q.accuracy, q.rmse)
     return confirm_on_full(scenario, final, history, full)

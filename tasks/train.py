@@ -16,7 +16,8 @@ from torch import nn
 from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter
 from tasks.energy.simple import NullMeter
-from tasks.errors import DivergedError
+from tasks.errors import DivergedError, RungNotApplicable
+from tasks.hooks import Hooks
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def loss_targets(y: torch.Tensor, task: str) -> torch.Tensor:
 
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(model outputs, indices of the batch in the training split) -> training loss."""
+BatchStep = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+"""(model, indices of the batch in the training split) -> training loss: the user's `train_step`."""
 
 
 def fit(
@@ -91,21 +94,27 @@ def fit(
     label: str = "train",
     meter: EnergyMeter | None = None,
     batch_loss: BatchLoss | None = None,
+    hooks: Hooks | None = None,
 ) -> TrainReport:
     """Train in place; the best-validation weights are restored at the end.
 
     With a meter, every epoch is its own measurement window, so the energy of each epoch
     (and what early stopping saved) is on record. Energy spent before a divergence is kept
     in `partial_energy_j` of the raised error. `batch_loss` replaces the training loss (e.g.
-    distillation); early stopping always watches the plain validation loss.
+    distillation); early stopping always watches the plain validation loss. `hooks`: the user's
+    loss, metric and training step (tasks/hooks.py), each in place of the default.
     """
+    hooks = hooks or Hooks()
+    if batch_loss is not None and "train_step" in hooks:
+        raise RungNotApplicable(f"model.train_step {hooks.names['train_step']} computes the training loss itself, so soft labels cannot replace it")
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    criterion = loss_fn(data.task)
+    criterion: BatchLoss = hooks.loss if "loss" in hooks else loss_fn(data.task)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     x, y = data.x_train, loss_targets(data.y_train, data.task)
     x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
+    train_step: BatchStep | None = (lambda m, idx: hooks.train_step(m, (x[idx], y[idx]))) if "train_step" in hooks else None
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     best_score = patience_score = (math.inf, math.inf)
     patience_epoch = 0
@@ -121,9 +130,8 @@ def fit(
     for epoch in range(1, cfg.max_epochs + 1):
         try:
             with epoch_meter.window(f"{label} epoch {epoch}") as handle:
-                val_loss, train_loss, val_acc = _epoch(
-                    model, x, step_loss, x_val, y_val, criterion, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype
-                )
+                train_loss = _epoch(model, x, step_loss, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype, train_step)
+                val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch)
         except DivergedError as exc:
             exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
             raise
@@ -182,9 +190,6 @@ def _epoch(
     model: nn.Module,
     x: torch.Tensor,
     step_loss: BatchLoss,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     batch_size: int,
@@ -193,17 +198,23 @@ def _epoch(
     autocast: bool = False,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype = torch.bfloat16,
-) -> tuple[float, float, float | None]:
-    """One pass over the training split; returns (validation loss, mean training loss, validation accuracy)."""
+    train_step: BatchStep | None = None,
+) -> float:
+    """One pass over the training split; returns the mean training loss. `train_step` (the user's)
+    computes a batch's loss from the model and the batch's indices in place of `step_loss` on its outputs."""
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
     for i in range(0, len(x), batch_size):
         idx = order[i : i + batch_size]
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
-            out = model(x[idx])
-        loss = step_loss(out.float(), idx)
+        if train_step is None:
+            with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
+                out = model(x[idx])
+            loss = step_loss(out.float(), idx)
+        else:
+            with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
+                loss = train_step(model, idx).float()
         if not torch.isfinite(loss):
             raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
         if scaler is not None and scaler.is_enabled():
@@ -215,11 +226,22 @@ def _epoch(
             loss.backward()
             optimizer.step()
         total += loss.item() * len(idx)
+    return total / len(x)
+
+
+def _validate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: BatchLoss, hooks: Hooks, monitored: bool, label: str, epoch: int
+) -> tuple[float, float | None]:
+    """(validation loss, validation score). The loss is the user's training step or loss, else the task's;
+    the score is the user's metric when early stopping monitors it (else not computed), or accuracy."""
     model.eval()
     with torch.no_grad():
-        val_out = model(x_val)
-        val_loss = criterion(val_out, y_val).item()
-        val_acc = (val_out.argmax(1) == y_val).float().mean().item() if val_out.shape[1] > 1 and y_val.dim() == 1 else None
-    if not math.isfinite(val_loss):
-        raise DivergedError(f"{label}: validation loss became {val_loss} at epoch {epoch}")
-    return val_loss, total / len(x), val_acc
+        out = model(x)
+        loss = (hooks.train_step(model, (x, y)) if "train_step" in hooks else criterion(out, y)).item()
+        if "metric" in hooks:
+            score = hooks.metric(out.float(), y) if monitored else None
+        else:
+            score = (out.argmax(1) == y).float().mean().item() if out.shape[1] > 1 and y.dim() == 1 else None
+    if not math.isfinite(loss):
+        raise DivergedError(f"{label}: validation loss became {loss} at epoch {epoch}")
+    return loss, score

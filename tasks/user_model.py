@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tasks.plugins import resolve_callable
+from tasks.plugins import first_line, resolve_callable
 from thresholds.errors import InputError
 
 FIELD = "model.factory"  # the scenario key; `--model` on the command line sets it
@@ -31,10 +31,6 @@ class CheckedModel:
     type_name: str
     params: int
     step_bytes: int  # estimated memory of one training step at the scenario's batch size
-
-
-def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
 
 
 def _activation_bytes_per_sample(model: nn.Module, x: torch.Tensor) -> int:
@@ -74,7 +70,7 @@ def check_factory(value: str, input_shape: tuple[int, ...], n_outputs: int, batc
         model = factory(input_shape=tuple(input_shape), n_outputs=n_outputs)
     except Exception as exc:  # the user's code: its message, in one line
         raise InputError(
-            field, value, f"a factory that builds a model for input_shape={tuple(input_shape)}, n_outputs={n_outputs} (it raised {_first_line(exc)})"
+            field, value, f"a factory that builds a model for input_shape={tuple(input_shape)}, n_outputs={n_outputs} (it raised {first_line(exc)})"
         ) from None
     if not isinstance(model, nn.Module):
         raise InputError(field, value, f"a factory that returns a torch.nn.Module (it returned a {type(model).__name__})")
@@ -85,7 +81,7 @@ def check_factory(value: str, input_shape: tuple[int, ...], n_outputs: int, batc
             out = model(dummy)
     except Exception as exc:
         raise InputError(
-            field, value, f"a model that takes a batch of shape (N, {', '.join(map(str, input_shape))}) (its forward raised {_first_line(exc)})"
+            field, value, f"a model that takes a batch of shape (N, {', '.join(map(str, input_shape))}) (its forward raised {first_line(exc)})"
         ) from None
     what = f"{n_outputs} classes" if n_outputs > 1 else "a regression target"
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_outputs):
@@ -125,9 +121,9 @@ def _try_step(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, s
         message = str(exc).lower()
         if "alloc" in message or "out of memory" in message or "not enough memory" in message:
             asked = re.search(r"allocate (\d+) bytes", message)
-            why = f"a training step failed to allocate {int(asked.group(1)) / 2**30:,.1f} GiB" if asked else _first_line(exc)
+            why = f"a training step failed to allocate {int(asked.group(1)) / 2**30:,.1f} GiB" if asked else first_line(exc)
             raise _too_big(batch_size, step_bytes, available, params, value, why=why) from None
-        raise InputError(FIELD, value, f"a model that trains at batch size {batch_size} (a training step raised {_first_line(exc)})") from None
+        raise InputError(FIELD, value, f"a model that trains at batch size {batch_size} (a training step raised {first_line(exc)})") from None
     finally:
         model.zero_grad(set_to_none=True)
         gc.collect()

@@ -3,7 +3,8 @@
 The examples' own factories (`examples/resnet_digits.py`, `examples/transformer_seq.py`) run with small
 widths through a user's module (`tiny.py` in the working directory, as a user would wrap them); the data
 are sklearn's digits written as PNG files by `examples/make_digits_images.py`, and mnist1d as
-sequences from `examples/mnist1d_sequence.py:load`. Then `energy-loop predict` scores an image folder.
+sequences from `examples/mnist1d_sequence.py:load`. Then `energy-loop predict` scores an image folder. The
+transformer also goes through with the user's own loss and metric (`--loss`, `--metric`) and whole-head pruning.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from mlflow import MlflowClient
 
 from flows.cli import main
 from tasks import models
+from tasks.data import load_cached, prepare
 from tests.conftest import FIXTURES, ROOT
+from thresholds import scenario_with_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -110,3 +113,44 @@ def test_a_transformer_on_a_dataset_function_goes_through_the_loop(user_dir: Pat
     versions = MlflowClient(mlflow_store).search_model_versions("name='byo-seq'")
     steps = {v.tags.get("compression_steps", "") for v in versions}
     assert len(versions) == 3 and any("prune" in s for s in steps), steps
+
+
+HOOKS = """
+from torch import nn
+
+def smoothed(outputs, targets):
+    with open("loss_batches.txt", "a") as seen:  # which batches the loss saw: the dry run's, training's, validation's
+        seen.write(f"{len(targets)}\\n")
+    return nn.functional.cross_entropy(outputs, targets, label_smoothing=0.1)
+
+def top2(outputs, targets):
+    return (outputs.topk(2, dim=1).indices == targets.unsqueeze(1)).any(dim=1).float().mean().item()
+"""
+
+
+def test_a_custom_loss_and_metric_and_whole_head_pruning_go_through_the_loop(user_dir: Path, mlflow_store: str) -> None:
+    (user_dir / "user_hooks.py").write_text(HOOKS)
+    scenario = scenario_with_overrides(str(FIXTURES / "byo-quick.yaml"), {"ladder": {"pruning_attention": "heads"}}, user_dir, "heads")
+    dataset = ["--dataset", "examples.mnist1d_sequence:load", "--samples", "300"]
+    hooks = ["--loss", "user_hooks:smoothed", "--metric", "user_hooks:top2"]
+    code, out, _ = _cli("run", "--scenario", str(scenario), *dataset, "--model", "tiny:transformer", *hooks, "--model-name", "byo-hooks")
+    assert code == 1, out  # the fixture's inference target is out of reach
+    assert "quality metric: user_hooks:top2 (model.metric" in out and "| user_hooks:top2 |" in out, out
+    data = load_cached(str(prepare("examples.mnist1d_sequence:load", user_dir / ".energy-loop" / "cache", samples=300)))
+    seen = {int(n) for n in (user_dir / "loss_batches.txt").read_text().split()}
+    assert {4, 64, len(data.y_val)} <= seen  # the dry run, training batches, early stopping's validation loss
+    versions = MlflowClient(mlflow_store).search_model_versions("name='byo-hooks'")
+    assert len(versions) == 3, out
+    run_dir = next((user_dir / ".energy-loop" / "runs").iterdir())
+    for version in versions:
+        assert version.tags["quality_metric"] == "user_hooks:top2" and version.tags["model.loss"] == "user_hooks:smoothed"
+        model, spec = models.load(run_dir / f"candidate-{version.tags['candidate']}")
+        assert spec.hooks == {"loss": "user_hooks:smoothed", "metric": "user_hooks:top2"}  # recorded: a reload judges the same way
+        with torch.no_grad():
+            top2 = (model(data.x_test).topk(2, dim=1).indices == data.y_test.unsqueeze(1)).any(dim=1).float().mean().item()
+        assert float(version.tags["accuracy"]) == pytest.approx(top2, abs=1e-5)  # the quality figure is the user's metric
+    pruned = next(v for v in versions if "prune" in v.tags["compression_steps"])
+    assert pruned.tags["compression_steps"].endswith("prune:0.5(heads)"), pruned.tags["compression_steps"]
+    model, _ = models.load(run_dir / f"candidate-{pruned.tags['candidate']}")
+    attention = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert [(a.num_heads, a.head_dim) for a in attention] == [(1, 8)]  # 2 heads of 8 -> 1 whole head left

@@ -1,4 +1,4 @@
-"""Bad models and bad data of your own, through the real CLI: found before the flow starts, one line, exit 2,
+"""Bad models, hooks and data of your own, through the real CLI: found before the flow starts, one line, exit 2,
 no traceback anywhere, nothing registered (no tracking store and no Prefect home even created)."""
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ def hog(input_shape, n_outputs):
 
 def returns_a_list():
     return [torch.zeros(4, 3), torch.zeros(4)]
+
+def loss_raises(outputs, targets):
+    raise KeyError("class_weights")
+
+def metric_above_one(outputs, targets):
+    return 1.5
 """
 
 
@@ -90,6 +96,7 @@ def _mixed_sizes(root: Path) -> Path:
 # (id, dataset maker -> --dataset value, extra CLI arguments, what the one line must say)
 IMPORT = ["--model", "no_such_package.models:make"]
 HOG = ["--model", "user_code:hog"]
+GOOD = ["--model", "user_code:good"]
 CASES: list[tuple[str, Callable[[Path], str], list[str], str]] = [
     ("model does not import", lambda d: str(_good_folder(d)), IMPORT, "model.factory = 'no_such_package.models:make': expected an importable"),
     ("model names no callable", lambda d: str(_good_folder(d)), ["--model", "user_code:missing"], "expected a callable named 'missing' in module 'user_code'"),
@@ -104,6 +111,14 @@ CASES: list[tuple[str, Callable[[Path], str], list[str], str]] = [
     ("non-image file", lambda d: str(_non_image_file(d)), [], "file = 'a/labels.csv': expected only PNG or JPEG images"),
     ("mixed image sizes", lambda d: str(_mixed_sizes(d)), [], "image size = '12x16 (b/big/0.png)': expected every image 8x8 like 24 of 25"),
     ("bad --image-size", lambda d: str(_good_folder(d)), ["--image-size", "big"], "--image-size = 'big': expected HxW in pixels"),
+    ("loss does not import", lambda d: str(_good_folder(d)), [*GOOD, "--loss", "no_such_package.losses:focal"],
+     "model.loss = 'no_such_package.losses:focal': expected an importable module"),
+    ("loss raises", lambda d: str(_good_folder(d)), [*GOOD, "--loss", "user_code:loss_raises"],
+     "model.loss = 'user_code:loss_raises': expected a function (outputs, targets) -> scalar loss tensor (it raised KeyError: 'class_weights')"),
+    ("metric out of range", lambda d: str(_good_folder(d)), [*GOOD, "--metric", "user_code:metric_above_one"],
+     "model.metric = 'user_code:metric_above_one': expected a function (outputs, targets) -> float in [0, 1], higher is better (it returned 1.5)"),
+    ("train step not an entry point", lambda d: str(_good_folder(d)), [*GOOD, "--train-step", "steps.py"],
+     "model.train_step = 'steps.py': expected a module path, a colon and a callable's name (PKG.MODULE:FUNCTION"),
 ]  # fmt: skip
 
 

@@ -1,7 +1,8 @@
-"""Pruning any architecture: coupled channels, attention, kept layers, and the layers it must refuse."""
+"""Pruning any architecture: coupled channels, attention (head dimensions or whole heads), kept layers, and the layers it must refuse."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,45 @@ def test_attention_keeps_its_heads_with_an_equal_smaller_dimension() -> None:
     attention = model.attention  # type: ignore[union-attr]
     assert attention.num_heads == 4 and attention.embed_dim < 32 and attention.embed_dim % 4 == 0
     assert attention.head_dim * 4 == attention.embed_dim
+
+
+TRANSFORMER = models.ModelSpec(factory="examples.transformer_seq:make", input_shape=(40, 1), out_features=10)  # 2 layers of 4 heads x 16
+
+
+def _attention(model: nn.Module) -> list[nn.MultiheadAttention]:
+    return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+
+
+def test_whole_heads_go_from_the_example_transformer_which_reloads_exactly(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = models.build(TRANSFORMER)
+    original = copy.deepcopy(model)
+    pruned, spec = compress.prune(model, TRANSFORMER, 0.5, attention="heads")
+    assert [(a.num_heads, a.head_dim, a.embed_dim) for a in _attention(pruned)] == [(2, 16, 32)] * 2
+    assert spec.history == ["prune:0.5(heads)"] and spec.attributes["encoder.layers.1.self_attn"]["num_heads"] == 2
+    # Whole heads: the residual channels kept (found by the embedding's surviving rows) are two complete
+    # 16-channel head blocks, and every layer's q, k and v weights are the original heads' weights on them.
+    before, after = original.embed, pruned.embed  # type: ignore[union-attr]
+    kept = [int(((before.weight - w).abs().sum(1) + (before.bias - b).abs()).argmin()) for w, b in zip(after.weight, after.bias, strict=True)]
+    heads = sorted({k // 16 for k in kept})
+    assert len(heads) == 2 and kept == [h * 16 + d for h in heads for d in range(16)]
+    for old, new in zip(_attention(original), _attention(pruned), strict=True):
+        expected = old.in_proj_weight.view(3, 64, 64)[:, kept][:, :, kept]
+        assert torch.equal(new.in_proj_weight.view(3, 32, 32), expected)
+    assert pruned.encoder.layers[0].linear1.out_features == 64  # type: ignore[union-attr,index]  # feed-forward widths: the ratio too
+    x = torch.randn(3, 40, 1)
+    reloaded, reloaded_spec = models.load(models.save(pruned, spec, tmp_path))
+    assert reloaded_spec == spec and [(a.num_heads, a.head_dim) for a in _attention(reloaded)] == [(2, 16)] * 2
+    with torch.no_grad():
+        expected = pruned.eval()(x)
+        assert expected.shape == (3, 10) and torch.allclose(reloaded(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("ratio", "steps", "heads"), [(0.1, 1, 4), (0.3, 1, 3), (0.75, 1, 1), (0.99, 1, 1), (0.5, 2, 2)])
+def test_the_ratio_of_heads_rounds_to_whole_heads_and_one_always_stays(ratio: float, steps: int, heads: int) -> None:
+    pruned, spec = compress.prune(models.build(TRANSFORMER), TRANSFORMER, ratio, attention="heads", iterative_steps=steps)
+    assert {(a.num_heads, a.head_dim) for a in _attention(pruned)} == {(heads, 16)}
+    assert pruned(torch.zeros(2, 40, 1)).shape == (2, 10)
 
 
 def test_concatenated_and_depthwise_channels_stay_consistent() -> None:

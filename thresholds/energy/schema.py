@@ -21,6 +21,8 @@ LowPrecision = Literal["int8", "fp16", "bf16"]
 LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
 OrtPrecision = Literal["fp32", "int8"]
 ORT_PRECISIONS: tuple[OrtPrecision, ...] = ("fp32", "int8")
+HookName = Literal["loss", "metric", "train_step"]
+HOOKS: tuple[HookName, ...] = ("loss", "metric", "train_step")  # a user's functions the loop calls (tasks/hooks.py)
 
 
 class Targets(StrictSection):
@@ -118,6 +120,11 @@ class Ladder(StrictSection):
     pruning_importance: Literal["magnitude", "taylor"] = Field("magnitude", description="how channels are scored")
     pruning_global: bool = Field(False, description="one ratio across layers instead of per layer")
     pruning_iterative_steps: int = Field(1, ge=1, le=10, description="pruning steps per rung, fine-tuned in between")
+    pruning_attention: Literal["head_dims", "heads"] = Field(
+        "head_dims",
+        description="nn.MultiheadAttention: shrink every head's dimension (head_dims), or remove the ratio of whole heads (heads), "
+        "the same heads in every layer of the residual stream",
+    )
     mixed_precision_training: bool = Field(True, description="try autocast training (bf16 on CPU, fp16 on CUDA)")
     distill_width_factors: list[float] = Field(default_factory=lambda: [0.5], description="student widths as fractions of the teacher's")
     distill_temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the soft labels")
@@ -192,6 +199,13 @@ class ModelSettings(StrictSection):
     student: str | None = Field(
         None, description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in MLP: a narrower MLP)"
     )
+    loss: str | None = Field(None, description="PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor: replaces the task's loss in training (also --loss)")
+    metric: str | None = Field(
+        None, description="PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better: judged in place of accuracy (also --metric)"
+    )
+    train_step: str | None = Field(
+        None, description="PKG.MODULE:FUNCTION, (model, (x, targets)) -> scalar loss tensor: one training batch your way (also --train-step)"
+    )
 
     @field_validator("hidden")
     @classmethod
@@ -210,12 +224,17 @@ class ModelSettings(StrictSection):
             raise ValueError("keep_layers must not repeat")
         return value
 
-    @field_validator("student")
+    @field_validator("student", *HOOKS)
     @classmethod
     def _entry_point(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
-            raise ValueError(f"student {value!r}: expected PKG.MODULE:FACTORY")
+            raise ValueError("a module path, a colon and a callable's name")  # the field's description shows the form
         return value
+
+    @property
+    def hooks(self) -> dict[HookName, str]:
+        """The hooks that are set: name -> PKG.MODULE:FUNCTION."""
+        return {hook: value for hook in HOOKS if (value := getattr(self, hook)) is not None}
 
 
 class Scenario(StrictSection):
@@ -236,6 +255,19 @@ class Scenario(StrictSection):
         if self.measurement.inference_target == "analytic-45nm" and (self.model.kind != "mlp" or self.model.factory):
             raise ValueError("measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp' and no model.factory")
         return self
+
+    def with_model(self, **fields: str | None) -> Scenario:
+        """The scenario with these `model:` fields set (the command line's --model, --loss, ...), validated
+        again; None leaves a field as the file has it."""
+        given = {k: v for k, v in fields.items() if v is not None}
+        if not given:
+            return self
+        raw = self.model_dump(mode="json")
+        raw["model"].update(given)
+        try:
+            return Scenario.model_validate(raw)
+        except ValidationError as exc:
+            raise input_error(Scenario, exc, "") from None
 
 
 def parse_scenario(raw: object, where: str = "scenario") -> Scenario:
