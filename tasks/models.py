@@ -295,10 +295,12 @@ def check_precision(model: nn.Module, spec: ModelSpec) -> None:
     """Raise `RungNotApplicable` (with the reason) when the spec's precision cannot serve this model here.
 
     fp16 and bf16 apply to every model. int8 is dynamic quantization of Linear and LSTM layers.
-    Convolutions would need static (PT2E) quantization: torch 2.13 no longer ships
-    `torch.ao.quantization.quantize_pt2e` (it moved to torchao), so a user's model with
-    convolutions is refused rather than served mostly in fp32. The built-in cnn1d keeps its
-    int8 rung (its linear head, as before).
+    Convolutions would need static (PT2E) quantization, which torch 2.13 left to torchao: there,
+    measured on the 2-core dev CPU (torchao 0.18), the converted program runs eagerly only as
+    quantize/dequantize around fp32 kernels (1.5-5x slower than fp32), and int8 kernels come
+    only from torch.compile with inductor freezing at a fixed batch size (which failed on cnn1d).
+    So a user's model with convolutions is refused rather than served mostly in fp32. The
+    built-in cnn1d keeps its int8 rung (its linear head, as before).
     """
     if spec.precision == "fp32":
         return
@@ -310,8 +312,8 @@ def check_precision(model: nn.Module, spec: ModelSpec) -> None:
         raise RungNotApplicable("int8: torchao's dynamic quantization covers Linear layers only, and the model has none")
     if spec.kind not in BUILTINS and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
         raise RungNotApplicable(
-            "int8: convolutions need static (PT2E) quantization, which torch 2.13 no longer ships "
-            "(torch.ao.quantization.quantize_pt2e moved to torchao); dynamic int8 covers Linear/LSTM only"
+            "int8: convolutions need static (PT2E) quantization, whose int8 kernels (torchao) run only under "
+            "torch.compile, and eagerly it is slower than fp32; dynamic int8 covers Linear/LSTM only"
         )
     _runs(model, spec)
 
