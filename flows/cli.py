@@ -117,28 +117,14 @@ def _webhook_parsers(hook: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tasks.data import resolve_source
-    from tasks.images import parse_size
+    from tasks.inputs import check_arguments
     from thresholds import scenario_path
-    from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
-    from thresholds.parallel import requested_width
 
     path = scenario_path(args.scenario)
     parallel = args.parallel
-    try:
-        settings = load_scenario(path)  # fail fast, before any server or run is started
-        if args.model:
-            settings = settings.model_copy(update={"model": settings.model.model_copy(update={"factory": args.model})})
-        resolve_source(args.dataset)
-        if args.image_size:
-            parse_size(args.image_size)
-        if args.samples is not None and args.samples < 20:
-            raise InputError("--samples", args.samples, "an integer >= 20")
-        try:
-            requested_width(parallel)
-        except ValueError:
-            raise InputError("--parallel", args.parallel, "auto or an integer from 1 to 64 (candidates trained at once)") from None
+    try:  # fail fast, before any server or run is started
+        settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model)
     except InputError as exc:
         return bad_input(args.prog, exc)
     code = _prepare_data(args, settings)
@@ -234,34 +220,26 @@ def _show_scenario(prog: str, load: Callable[[], Any]) -> int:
 
 
 def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
-    """Validate and preprocess the data before the flow starts (the flow reuses the cached result),
-    so a data error is one line and never a flow traceback. Prints what preparing did; an exit code on error."""
+    """Validate and preprocess the data, and try the model factory, before the flow starts (the flow reuses
+    the cached result), so a data error is one line and never a flow traceback. Prints what preparing did;
+    an exit code on error."""
     import traceback
     from pathlib import Path
 
-    from tasks.data import load_cached, prepare
     from tasks.evaluate import resolve_quality_metric
-    from tasks.images import parse_size
+    from tasks.inputs import prepare_checked
     from thresholds.errors import InputError
 
     try:
-        size = parse_size(args.image_size) if args.image_size else None
-        cache = prepare(args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, settings.training.seed, image_size=size)
-        data = load_cached(str(cache))
-    except Exception as exc:  # every failure preparing the data is one line; --verbose adds the traceback
+        prepared = prepare_checked(settings, args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, args.image_size)
+    except (InputError, OSError) as exc:  # one line; --verbose adds the traceback
         if args.verbose:
             traceback.print_exc()
         if isinstance(exc, InputError):
             return bad_input(args.prog, exc)
-        if isinstance(exc, OSError):
-            print(f"{args.prog}: error: could not write the data cache in {args.work_dir}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_NOT_PASSED
-        first = (str(exc).splitlines() or [""])[0][:300]
-        print(f"{args.prog}: error: dataset = {args.dataset!r}: could not be prepared ({type(exc).__name__}: {first}); --verbose shows why", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    code, model = _check_model(args, settings, data)  # before anything is printed: an error is the command's only line
-    if code is not None:
-        return code
+        print(f"{args.prog}: error: could not write the data cache in {args.work_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    data = prepared.data
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
     inputs = f"samples of shape {data.input_shape}" if data.sample_shape else f"{data.n_features} model inputs"
     print(f"Data {data.name}: {rows} rows, {inputs}, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else ""))
@@ -270,28 +248,9 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     if data.task == "classification":
         metric, why = resolve_quality_metric(settings.targets.quality_metric, data)
         print(f"  - quality metric: {metric} ({why})")
-    if model:
-        print(f"Model {settings.model.factory}: {model}")
+    if prepared.model:
+        print(f"Model {settings.model.factory}: {prepared.model}")
     return None
-
-
-def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> tuple[int | None, str]:
-    """The user's model factory, built and tried once before the flow starts: (exit code on error, what was built)."""
-    import traceback
-
-    from tasks.user_model import check_factory
-    from thresholds.errors import InputError
-
-    factory = settings.model.factory
-    if not factory:
-        return None, ""
-    try:
-        checked = check_factory(factory, data.input_shape, data.out_features, settings.training.batch_size)
-    except InputError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        return bad_input(args.prog, exc), ""
-    return None, f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
 
 
 def print_outcome(outcome: Any, started: float) -> int:
@@ -382,8 +341,11 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
 
 
 def _trigger(args: argparse.Namespace) -> int:
+    from tasks.inputs import check_overrides
+
     try:
         params = _parse_params(args.param)
+        check_overrides(params)  # what this client can check; the flow run's first task checks the rest
     except ValueError as exc:
         return bad_input("energy-loop", exc)
     if not os.environ.get("PREFECT_API_URL"):
@@ -408,6 +370,7 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
     from prefect.deployments import run_deployment
 
     from registry.core import loop_result
+    from thresholds.errors import INVALID_INPUT
 
     try:
         flow_run: Any = run_deployment(name=deployment, parameters=params, timeout=0)  # sync outside an event loop
@@ -427,6 +390,9 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
             if state is not None and state.is_final():
                 break
             clock.sleep(poll_s)
+    if state.name == INVALID_INPUT:  # its first task refused a parameter: the one line, as `run` says it
+        print(f"energy-loop: error: {state.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not state.is_completed():
         print(f"energy-loop: flow run ended {state.name}: {state.message or 'no message'}", file=sys.stderr)
         return EXIT_NOT_PASSED

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: Prefect validates flow parameters from annotations.
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -9,11 +10,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from registry.energy import EXPERIMENT
-from tasks.energy.select import resolve_meter_name
-from tasks.loop import LoopOutcome, aborting, open_loop
+from tasks.loop import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from tasks.parallel import candidate_runner, train_rung
 from tasks.stages import (
     calibrate_machine,
+    check_inputs,
     choose_width,
     close_loop,
     confirm_full_test,
@@ -23,12 +24,13 @@ from tasks.stages import (
     log_candidate,
     measure_candidate,
     plan_next,
-    prepare_data,
     scenario_meter,
     train_candidate,
 )
 from thresholds.energy.policy import CandidateResult, Final
-from thresholds.energy.schema import load_scenario
+from thresholds.errors import InputError
+
+logging.getLogger("prefect.flow_runs").addFilter(INPUT_ERRORS_IN_ONE_LINE)  # bad input: the one line in every log
 
 
 @flow(name="energy-loop", log_prints=True)
@@ -46,13 +48,12 @@ def energy_loop(
     model_factory: str | None = None,
     image_size: str | None = None,
 ) -> LoopOutcome:
-    settings = load_scenario(scenario)
-    if model_factory:  # `--model PKG.MODULE:FACTORY` overrides the scenario's model.factory
-        settings = settings.model_copy(update={"model": settings.model.model_copy(update={"factory": model_factory})})
-    meter_name = resolve_meter_name(meter or settings.measurement.meter)
+    checked = check_inputs(scenario, dataset, str(Path(work_root) / "cache"), target, samples, task_type, meter, parallel, model_factory, image_size)
+    if isinstance(checked, InputError):
+        return invalid_input(checked)  # type: ignore[return-value]  # Prefect ends the run in the returned state
+    settings, meter_name, data_path = checked.settings, checked.meter, checked.data_path
     loop_id = uuid.uuid4().hex[:12]
     work_dir = str(Path(work_root) / "runs" / loop_id)
-    data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed, image_size)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
         "scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or ""),
