@@ -11,6 +11,7 @@ A subcommand is a parser plus its handler (`set_defaults(handler=...)`); every l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -54,8 +55,8 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
         "N to force N (1: serial, in process)",
     )
     run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
-    run.add_argument("--verbose", action="store_true", help="show the traceback behind an error (errors are one line otherwise)")
-    run.set_defaults(handler=_run)
+    _verbose(run)
+    run.set_defaults(handler=_run, loop_console=True)  # flows/console.py: progress, table, verdict
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")
     check.set_defaults(handler=_validate)
@@ -71,6 +72,7 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     trigger.add_argument("--param", action="append", default=[], metavar="K=V", help="flow parameter override (repeatable)")
     trigger.add_argument("--wait", action="store_true", help="stream the run's state and exit 0 only if the loop ends PASSED")
     trigger.add_argument("--poll-s", type=float, default=2.0, help="seconds between state polls (default 2)")
+    _verbose(trigger)
     trigger.set_defaults(handler=_trigger)
     show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
     show.add_argument("model", help="registered model name")
@@ -84,6 +86,14 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     score.set_defaults(handler=_predict)
     _webhook_parsers(sub.add_parser("webhook", help="guard the champion alias: the receiver of MLflow registry webhooks, and its registration"))
     return parser
+
+
+def _verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show every log line (Prefect's engine, MLflow, CodeCarbon, training epochs) and the traceback behind an error",
+    )
 
 
 def _cooling_parsers(cooling: argparse.ArgumentParser, meter_names: tuple[str, ...]) -> None:
@@ -155,12 +165,16 @@ def run_loop(prog: str, loop: Callable[[], Any]) -> int:
     """Run a pipeline's flow: the one error path of every loop command. Its table and verdict, or one line."""
     from mlflow.exceptions import MlflowException
 
+    from flows import console
     from thresholds.errors import InputError
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     started = time.perf_counter()
     try:
-        outcome = loop()
+        try:
+            outcome = loop()
+        finally:
+            console.end_line()
     except InputError as exc:
         return bad_input(prog, exc)
     except OSError as exc:
@@ -359,7 +373,7 @@ def _trigger(args: argparse.Namespace) -> int:
         for key, flag in (*flags, ("image_size", "--image-size")):
             if key in params:
                 argv += [flag, str(params[key])]
-        return main(argv)
+        return main([*argv, "--verbose"] if args.verbose else argv)
     return _trigger_deployment(args.deployment, params, args.wait, args.poll_s)
 
 
@@ -525,9 +539,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     args = _parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "numba", "mlflow.pyfunc"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
     # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the command fails.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
@@ -535,8 +546,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow.exceptions import MlflowException
 
+    if getattr(args, "loop_console", False):  # the loop: progress, table and verdict; --verbose adds every log line
+        from flows import console
+
+        logs: contextlib.AbstractContextManager[object] = console.session(args.verbose)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "numba", "mlflow.pyfunc"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logs = contextlib.nullcontext()
     try:
-        return int(args.handler(args))
+        with logs:
+            return int(args.handler(args))
     except MlflowException as exc:
         # Unreachable or refusing tracking server (e.g. 401 without MLFLOW_TRACKING_USERNAME/PASSWORD): one line, exit 1.
         first = str(exc).splitlines()[0][:300]

@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from registry.energy import EXPERIMENT
+from tasks import progress
 from tasks.loop import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from tasks.parallel import candidate_runner, train_rung
 from tasks.stages import (
@@ -63,9 +64,10 @@ def energy_loop(
     loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
     with aborting(loop_run_id):
-        idle_w = idle_power(settings, meter_name)
-        calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
-        scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
+        with progress.phase("setup", "idle power, calibration, parallel width"):
+            idle_w = idle_power(settings, meter_name)
+            calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
+            scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
         with candidate_runner(scale.width, dask_address) as runner:
             decision = plan_next(settings, history, calibration, scale.width)
             while not isinstance(decision, Final):
@@ -73,10 +75,15 @@ def energy_loop(
                     dict(scenario=settings, step=n.step, history=history, index=len(history) + i, data_path=data_path, work_dir=work_dir, meter=meter_name)
                     for i, n in enumerate(decision)
                 ]
+                progress.training(settings, history, decision)
                 for produced in train_rung(runner, train_candidate, calls, history, scenario_meter(settings, meter_name), scale):
+                    progress.trained(settings, produced)
                     candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w, history[0].model_dir if history else None)
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
+                    progress.judged(settings, history, produced)
                 decision = plan_next(settings, history, calibration, scale.width)
-        decision, history = confirm_full_test(settings, decision, history, data_path)
-        hints = deployment_hints(settings, decision, history, data_path, meter_name)
-        return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
+        with progress.phase("closing", "full-test confirmation, batch-size sweep, registration"):
+            decision, history = confirm_full_test(settings, decision, history, data_path)
+            hints = deployment_hints(settings, decision, history, data_path, meter_name)
+            closed = close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
+        return closed
