@@ -48,10 +48,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare and check like the CLI does (errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
-    from tasks.data import load_cached, prepare
-    from tasks.user_model import check_factory
+    from tasks.inputs import check_arguments, prepare_checked
     from thresholds.energy.policy import closest, relative_cost
-    from thresholds.energy.schema import load_scenario
 
     factory, dataset = EXAMPLES[name]
     if dataset == "digits_png":
@@ -60,10 +58,9 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
             from examples.make_digits_images import write
 
             write(Path(dataset), size=32)
-    settings = load_scenario(scenario)
+    settings = check_arguments(scenario, dataset, samples, model_factory=factory)
     work = folder / "work"
-    data = load_cached(str(prepare(dataset, work / "cache", samples=samples, seed=settings.training.seed)))
-    check_factory(factory, data.input_shape, data.out_features, settings.training.batch_size)
+    prepare_checked(settings, dataset, work / "cache", None, samples, "auto", None)
     outcome = energy_loop(scenario=scenario, dataset=dataset, samples=samples, model_name=f"byo-{name}", work_root=str(work), model_factory=factory)
     history = outcome.history
     baseline = history[0]

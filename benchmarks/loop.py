@@ -32,16 +32,22 @@ def main() -> int:
 
     from flows.energy_loop import energy_loop
     from flows.prefect_api import start_api_in_background
-    from tasks.data import prepare
+    from tasks.inputs import check_arguments, prepare_checked
     from thresholds import scenario_path
     from thresholds.energy.policy import closest, relative_cost
     from thresholds.energy.schema import load_scenario
+    from thresholds.errors import InputError
 
     path = scenario_path(args.scenario)
     started, started_epoch_s = time.perf_counter(), time.time()
     # The ephemeral Prefect server starts while the data is prepared (the flow's own preparation then hits the cache).
     api = start_api_in_background()
-    prepare(args.dataset, Path(".energy-loop") / "cache", samples=args.samples, seed=load_scenario(path).training.seed)
+    try:  # like the CLI: bad input is one line before the flow, not a traceback
+        settings = check_arguments(str(path), args.dataset, args.samples)
+        prepare_checked(settings, args.dataset, Path(".energy-loop") / "cache", None, args.samples, "auto", None)
+    except InputError as exc:
+        print(f"benchmarks/loop.py: error: {exc}", file=sys.stderr)
+        return 2
     api.result()
     outcome = energy_loop(scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name)
     wall_s = time.perf_counter() - started
@@ -90,7 +96,7 @@ def main() -> int:
 
 # Task-run name prefixes -> the phase they belong to (a task named `train-#3-prune:0.5` is `train`).
 PHASES = {
-    "prepare_data": "data preparation",
+    "check_inputs": "input checks + data preparation",
     "open_loop": "logging (open loop run)",
     "idle_power": "idle power",
     "calibrate_machine": "calibration",

@@ -62,18 +62,17 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare the table like the CLI does (data errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
-    from tasks.data import load_cached, prepare
     from tasks.evaluate import resolve_quality_metric
+    from tasks.inputs import check_arguments, prepare_checked
     from thresholds.energy.policy import closest, relative_cost
-    from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
 
-    settings = load_scenario(scenario)
     dataset, target = _package_table(table, folder) if table in ("penguins", "cars", "seattle_weather") else (table, None)
     size = samples if table == "mnist1d" else None
     work = folder / "work"
     try:
-        data = load_cached(str(prepare(dataset, work / "cache", target, size, "auto", settings.training.seed)))
+        settings = check_arguments(scenario, dataset, size)
+        data = prepare_checked(settings, dataset, work / "cache", target, size, "auto", None).data
     except InputError as exc:
         return {"state": "DATA_ERROR", "reason": str(exc)}
     metric, _ = resolve_quality_metric(settings.targets.quality_metric, data)

@@ -11,6 +11,7 @@ A subcommand is a parser plus its handler (`set_defaults(handler=...)`); every l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -57,8 +58,8 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
         "N to force N (1: serial, in process)",
     )
     run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
-    run.add_argument("--verbose", action="store_true", help="show the traceback behind an error (errors are one line otherwise)")
-    run.set_defaults(handler=_run)
+    _verbose(run)
+    run.set_defaults(handler=_run, loop_console=True)  # flows/console.py: progress, table, verdict
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")
     check.set_defaults(handler=_validate)
@@ -74,6 +75,7 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     trigger.add_argument("--param", action="append", default=[], metavar="K=V", help="flow parameter override (repeatable)")
     trigger.add_argument("--wait", action="store_true", help="stream the run's state and exit 0 only if the loop ends PASSED")
     trigger.add_argument("--poll-s", type=float, default=2.0, help="seconds between state polls (default 2)")
+    _verbose(trigger)
     trigger.set_defaults(handler=_trigger)
     show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
     show.add_argument("model", help="registered model name")
@@ -87,6 +89,14 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     score.set_defaults(handler=_predict)
     _webhook_parsers(sub.add_parser("webhook", help="guard the champion alias: the receiver of MLflow registry webhooks, and its registration"))
     return parser
+
+
+def _verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show every log line (Prefect's engine, MLflow, CodeCarbon, training epochs) and the traceback behind an error",
+    )
 
 
 def _cooling_parsers(cooling: argparse.ArgumentParser, meter_names: tuple[str, ...]) -> None:
@@ -120,26 +130,15 @@ def _webhook_parsers(hook: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tasks.data import resolve_source
-    from tasks.images import parse_size
+    from tasks.inputs import check_arguments
     from thresholds import scenario_path
-    from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
-    from thresholds.parallel import requested_width
 
     path = scenario_path(args.scenario)
     parallel = args.parallel
-    try:
-        settings = load_scenario(path).with_model(factory=args.model, loss=args.loss, metric=args.metric, train_step=args.train_step)  # fail fast
-        resolve_source(args.dataset)
-        if args.image_size:
-            parse_size(args.image_size)
-        if args.samples is not None and args.samples < 20:
-            raise InputError("--samples", args.samples, "an integer >= 20")
-        try:
-            requested_width(parallel)
-        except ValueError:
-            raise InputError("--parallel", args.parallel, "auto or an integer from 1 to 64 (candidates trained at once)") from None
+    try:  # fail fast, before any server or run is started
+        hooks = {"loss": args.loss, "metric": args.metric, "train_step": args.train_step}
+        settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks)
     except InputError as exc:
         return bad_input(args.prog, exc)
     code = _prepare_data(args, settings)
@@ -173,12 +172,16 @@ def run_loop(prog: str, loop: Callable[[], Any]) -> int:
     """Run a pipeline's flow: the one error path of every loop command. Its table and verdict, or one line."""
     from mlflow.exceptions import MlflowException
 
+    from flows import console
     from thresholds.errors import InputError
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     started = time.perf_counter()
     try:
-        outcome = loop()
+        try:
+            outcome = loop()
+        finally:
+            console.end_line()
     except InputError as exc:
         return bad_input(prog, exc)
     except OSError as exc:
@@ -238,36 +241,26 @@ def _show_scenario(prog: str, load: Callable[[], Any]) -> int:
 
 
 def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
-    """Validate and preprocess the data before the flow starts (the flow reuses the cached result),
-    so a data error is one line and never a flow traceback. Prints what preparing did; an exit code on error."""
+    """Validate and preprocess the data, and try the model factory, before the flow starts (the flow reuses
+    the cached result), so a data error is one line and never a flow traceback. Prints what preparing did;
+    an exit code on error."""
     import traceback
     from pathlib import Path
 
-    from tasks.data import load_cached, prepare
     from tasks.evaluate import resolve_quality_metric
-    from tasks.images import parse_size
+    from tasks.inputs import prepare_checked
     from thresholds.errors import InputError
 
     try:
-        size = parse_size(args.image_size) if args.image_size else None
-        cache = prepare(args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, settings.training.seed, image_size=size)
-        data = load_cached(str(cache))
-    except Exception as exc:  # every failure preparing the data is one line; --verbose adds the traceback
+        prepared = prepare_checked(settings, args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, args.image_size)
+    except (InputError, OSError) as exc:  # one line; --verbose adds the traceback
         if args.verbose:
             traceback.print_exc()
         if isinstance(exc, InputError):
             return bad_input(args.prog, exc)
-        if isinstance(exc, OSError):
-            print(f"{args.prog}: error: could not write the data cache in {args.work_dir}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_NOT_PASSED
-        first = (str(exc).splitlines() or [""])[0][:300]
-        print(f"{args.prog}: error: dataset = {args.dataset!r}: could not be prepared ({type(exc).__name__}: {first}); --verbose shows why", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    code, model = _check_model(args, settings, data)  # before anything is printed: an error is the command's only line
-    if code is None:
-        code = _check_hooks(args, settings, data)
-    if code is not None:
-        return code
+        print(f"{args.prog}: error: could not write the data cache in {args.work_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    data = prepared.data
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
     inputs = f"samples of shape {data.input_shape}" if data.sample_shape else f"{data.n_features} model inputs"
     print(f"Data {data.name}: {rows} rows, {inputs}, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else ""))
@@ -276,51 +269,11 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     if data.task == "classification" or settings.model.metric:
         metric, why = resolve_quality_metric(settings.targets.quality_metric, data, settings.model.metric)
         print(f"  - quality metric: {metric} ({why})")
-    if model:
-        print(f"Model {settings.model.factory}: {model}")
+    if prepared.model:
+        print(f"Model {settings.model.factory}: {prepared.model}")
     for hook, value in settings.model.hooks.items():
         if hook != "metric":  # named on the quality metric's line
             print(f"  - {hook}: {value}")
-    return None
-
-
-def _check_model(args: argparse.Namespace, settings: Any, data: Any) -> tuple[int | None, str]:
-    """The user's model factory, built and tried once before the flow starts: (exit code on error, what was built)."""
-    import traceback
-
-    from tasks.user_model import check_factory
-    from thresholds.errors import InputError
-
-    factory = settings.model.factory
-    if not factory:
-        return None, ""
-    try:
-        checked = check_factory(factory, data.input_shape, data.out_features, settings.training.batch_size)
-    except InputError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        return bad_input(args.prog, exc), ""
-    return None, f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
-
-
-def _check_hooks(args: argparse.Namespace, settings: Any, data: Any) -> int | None:
-    """The user's loss, metric and training step, each tried once on 4 training samples before the flow starts."""
-    import traceback
-
-    from tasks import hooks, models
-    from tasks.candidate import model_spec
-    from tasks.train import loss_targets
-    from thresholds.errors import InputError
-
-    if not settings.model.hooks:
-        return None
-    try:
-        model = models.build(model_spec(settings, data))
-        hooks.check(settings.model.hooks, model, data.x_train[:4], loss_targets(data.y_train[:4], data.task))
-    except InputError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        return bad_input(args.prog, exc)
     return None
 
 
@@ -413,8 +366,11 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
 
 
 def _trigger(args: argparse.Namespace) -> int:
+    from tasks.inputs import check_overrides
+
     try:
         params = _parse_params(args.param)
+        check_overrides(params)  # what this client can check; the flow run's first task checks the rest
     except ValueError as exc:
         return bad_input("energy-loop", exc)
     if not os.environ.get("PREFECT_API_URL"):
@@ -429,7 +385,7 @@ def _trigger(args: argparse.Namespace) -> int:
         for key, flag in (*flags, ("image_size", "--image-size"), *hooks):
             if key in params:
                 argv += [flag, str(params[key])]
-        return main(argv)
+        return main([*argv, "--verbose"] if args.verbose else argv)
     return _trigger_deployment(args.deployment, params, args.wait, args.poll_s)
 
 
@@ -440,6 +396,7 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
     from prefect.deployments import run_deployment
 
     from registry.core import loop_result
+    from thresholds.errors import INVALID_INPUT
 
     try:
         flow_run: Any = run_deployment(name=deployment, parameters=params, timeout=0)  # sync outside an event loop
@@ -459,6 +416,9 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
             if state is not None and state.is_final():
                 break
             clock.sleep(poll_s)
+    if state.name == INVALID_INPUT:  # its first task refused a parameter: the one line, as `run` says it
+        print(f"energy-loop: error: {state.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not state.is_completed():
         print(f"energy-loop: flow run ended {state.name}: {state.message or 'no message'}", file=sys.stderr)
         return EXIT_NOT_PASSED
@@ -591,9 +551,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     args = _parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "numba", "mlflow.pyfunc"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     # Retry budget for a tracking server that goes away: MLflow's client retries connection errors
     # and 5xx with exponential backoff (never 4xx validation errors). ~1+2+4+8 s, then the command fails.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
@@ -601,8 +558,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow.exceptions import MlflowException
 
+    if getattr(args, "loop_console", False):  # the loop: progress, table and verdict; --verbose adds every log line
+        from flows import console
+
+        logs: contextlib.AbstractContextManager[object] = console.session(args.verbose)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for noisy in ("httpx", "codecarbon", "alembic", "mlflow.store.db.utils", "numba", "mlflow.pyfunc"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logs = contextlib.nullcontext()
     try:
-        return int(args.handler(args))
+        with logs:
+            return int(args.handler(args))
     except MlflowException as exc:
         # Unreachable or refusing tracking server (e.g. 401 without MLFLOW_TRACKING_USERNAME/PASSWORD): one line, exit 1.
         first = str(exc).splitlines()[0][:300]

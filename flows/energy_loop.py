@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: Prefect validates flow parameters from annotations.
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -9,11 +10,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from registry.energy import EXPERIMENT
-from tasks.energy.select import resolve_meter_name
-from tasks.loop import LoopOutcome, aborting, open_loop
+from tasks import progress
+from tasks.loop import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from tasks.parallel import candidate_runner, train_rung
 from tasks.stages import (
     calibrate_machine,
+    check_inputs,
     choose_width,
     close_loop,
     confirm_full_test,
@@ -23,12 +25,13 @@ from tasks.stages import (
     log_candidate,
     measure_candidate,
     plan_next,
-    prepare_data,
     scenario_meter,
     train_candidate,
 )
 from thresholds.energy.policy import CandidateResult, Final
-from thresholds.energy.schema import load_scenario
+from thresholds.errors import InputError
+
+logging.getLogger("prefect.flow_runs").addFilter(INPUT_ERRORS_IN_ONE_LINE)  # bad input: the one line in every log
 
 
 @flow(name="energy-loop", log_prints=True)
@@ -50,11 +53,13 @@ def energy_loop(
     model_train_step: str | None = None,
 ) -> LoopOutcome:
     # `--model`, `--loss`, `--metric`, `--train-step` override the scenario's model.factory, .loss, .metric, .train_step
-    settings = load_scenario(scenario).with_model(factory=model_factory, loss=model_loss, metric=model_metric, train_step=model_train_step)
-    meter_name = resolve_meter_name(meter or settings.measurement.meter)
+    hooks = {"loss": model_loss, "metric": model_metric, "train_step": model_train_step}
+    checked = check_inputs(scenario, dataset, str(Path(work_root) / "cache"), target, samples, task_type, meter, parallel, model_factory, image_size, hooks)
+    if isinstance(checked, InputError):
+        return invalid_input(checked)  # type: ignore[return-value]  # Prefect ends the run in the returned state
+    settings, meter_name, data_path = checked.settings, checked.meter, checked.data_path
     loop_id = uuid.uuid4().hex[:12]
     work_dir = str(Path(work_root) / "runs" / loop_id)
-    data_path = prepare_data(dataset, str(Path(work_root) / "cache"), target, samples, task_type, settings.training.seed, image_size)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
         "scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or ""),
@@ -64,9 +69,10 @@ def energy_loop(
     loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
     with aborting(loop_run_id):
-        idle_w = idle_power(settings, meter_name)
-        calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
-        scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
+        with progress.phase("setup", "idle power, calibration, parallel width"):
+            idle_w = idle_power(settings, meter_name)
+            calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
+            scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
         with candidate_runner(scale.width, dask_address) as runner:
             decision = plan_next(settings, history, calibration, scale.width)
             while not isinstance(decision, Final):
@@ -74,10 +80,15 @@ def energy_loop(
                     dict(scenario=settings, step=n.step, history=history, index=len(history) + i, data_path=data_path, work_dir=work_dir, meter=meter_name)
                     for i, n in enumerate(decision)
                 ]
+                progress.training(settings, history, decision)
                 for produced in train_rung(runner, train_candidate, calls, history, scenario_meter(settings, meter_name), scale):
+                    progress.trained(settings, produced)
                     candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w, history[0].model_dir if history else None)
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
+                    progress.judged(settings, history, produced)
                 decision = plan_next(settings, history, calibration, scale.width)
-        decision, history = confirm_full_test(settings, decision, history, data_path)
-        hints = deployment_hints(settings, decision, history, data_path, meter_name)
-        return close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
+        with progress.phase("closing", "full-test confirmation, batch-size sweep, registration"):
+            decision, history = confirm_full_test(settings, decision, history, data_path)
+            hints = deployment_hints(settings, decision, history, data_path, meter_name)
+            closed = close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
+        return closed

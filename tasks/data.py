@@ -26,8 +26,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from tasks.inputs import MIN_ROWS
 from tasks.plugins import is_entry_point, resolve_callable
-from tasks.preprocess import FILE_NAME, MIN_ROWS, TablePreprocessor, check_table, class_labels_of, infer_task
+from tasks.preprocess import FILE_NAME, TablePreprocessor, check_table, class_labels_of, infer_task
 from thresholds.errors import InputError
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")

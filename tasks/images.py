@@ -52,16 +52,6 @@ class ImageFolder:
     notes: list[str]
 
 
-def parse_size(value: str) -> tuple[int, int]:
-    """`HxW` (or one number for a square) as (height, width)."""
-    parts = value.lower().split("x")
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 4096 for p in parts):
-        raise InputError("--image-size", value, "HxW in pixels, e.g. 32x32 (or 32), each from 1 to 4096")
-    return int(parts[0]), int(parts[1])
-
-
 def _header(path: Path, root: Path) -> tuple[tuple[int, int], str]:
     """(width, height) and colour mode from the file header; one line naming a file that is not PNG/JPEG."""
     from PIL import Image, UnidentifiedImageError

@@ -11,6 +11,7 @@ Final states and checks are `thresholds.core`'s; the closing sequence is `regist
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,12 +19,15 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
 from pydantic import BaseModel
 
 from registry import core
 from registry.core import LoopRecord
 from tasks.energy.select import close_shared_meters
 from thresholds.core import Final
+from thresholds.errors import INVALID_INPUT, InputError
 
 
 class LoopOutcome(BaseModel):
@@ -41,6 +45,29 @@ class LoopOutcome(BaseModel):
     table_md: str
     history: list[Any]
     unreachable: str | None = None  # the target the loop showed no step left could reach (FAILED)
+
+
+def invalid_input(exc: InputError) -> State[Any]:
+    """How a flow run ends on bad input, before any run is opened: Failed, with the one line as its message
+    (no traceback in any log); a Python caller of the flow gets the InputError raised."""
+    return Failed(name=INVALID_INPUT, message=str(exc), data=exc)
+
+
+class InputErrorsInOneLine(logging.Filter):
+    """On the flow-run logger: a record carrying an InputError keeps its line, not its traceback.
+
+    Running a deployment's flow run, Prefect's engine re-raises a Failed run's exception at its top
+    level and logs it with the traceback; for bad input the state's message already says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, InputError):
+            record.msg, record.args = f"{record.getMessage()}: {exc}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+INPUT_ERRORS_IN_ONE_LINE = InputErrorsInOneLine()  # one instance: adding it again is a no-op
 
 
 @task(cache_policy=NO_CACHE)

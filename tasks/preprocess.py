@@ -29,12 +29,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from tasks.inputs import MIN_ROWS
 from thresholds.errors import InputError
 
 FORMAT = "energy-loop.table-preprocessing"
 FORMAT_VERSION = 1
 FILE_NAME = "preprocessing.json"
-MIN_ROWS = 20
 MAX_AUTO_CLASSES = 50  # an integer target with more distinct values is read as regression
 ONE_HOT_MAX_LEVELS = 16  # more levels than this: one ordinal column instead of one column per level
 MAX_CATEGORY_LEVELS = 1_000  # more than this in a text column is refused (unless named like an ID, or all distinct)

@@ -22,15 +22,22 @@ def _energy(c: CandidateResult) -> str:
     return f"{c.inference_energy_j_per_1k:.4g}"
 
 
+def gate_verdict(scenario: Scenario, c: CandidateResult, baseline: CandidateResult) -> str:
+    """`PASS`, `miss: <the targets missed>` or `rejected: <why>`: the gates' word on one candidate."""
+    if not c.ok:
+        return f"rejected: {c.rejected_reason}"
+    report = judge(scenario, c, baseline)
+    return "PASS" if report.passed else f"miss: {report.summary()}"
+
+
 def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
     """One human-readable verdict per candidate: pass/fail of the gates and whether it was kept."""
     out = []
     for c in history:
+        verdict = gate_verdict(scenario, c, history[0])
         if not c.ok:
-            out.append(f"rejected: {c.rejected_reason}")
+            out.append(verdict)
             continue
-        report = judge(scenario, c, history[0])
-        verdict = "PASS" if report.passed else f"miss: {report.summary()}"
         if c.index > 1:
             keep, why = kept(scenario, history, c)
             verdict += f" | {'kept' if keep else 'not kept'}: {why}"

@@ -13,15 +13,16 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from pydantic import BaseModel
 
 from registry import energy as registry
 from tasks import data as data_mod
-from tasks import images, models, onnx_runtime, report, serving
+from tasks import inputs, models, onnx_runtime, report, serving
 from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, produce_step
 from tasks.energy.base import EnergyMeter
-from tasks.energy.select import make_meter, shared_meter
+from tasks.energy.select import make_meter, resolve_meter_name, shared_meter
 from tasks.energy.share import CpuTimeMeter, ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, quality_tag, resolve_quality_metric
 from tasks.loop import LoopOutcome, outcome
@@ -41,13 +42,43 @@ from thresholds.energy.policy import (
     price_training,
 )
 from thresholds.energy.schema import Scenario
+from thresholds.errors import InputError
 from thresholds.parallel import WidthChoice, parallel_width, requested_width
 
 
+class CheckedInputs(BaseModel):
+    """What the flow runs on once every input passed: the scenario, the resolved meter, the prepared data."""
+
+    settings: Scenario
+    meter: str
+    data_path: str
+
+
 @task(cache_policy=NO_CACHE)
-def prepare_data(dataset: str, cache_dir: str, target: str | None, samples: int | None, task_type: str, seed: int, image_size: str | None = None) -> str:
-    size = images.parse_size(image_size) if image_size else None
-    return str(data_mod.prepare(dataset, Path(cache_dir), target=target, samples=samples, task=task_type, seed=seed, image_size=size))  # type: ignore[arg-type]
+def check_inputs(
+    scenario: str,
+    dataset: str,
+    cache_dir: str,
+    target: str | None = None,
+    samples: int | None = None,
+    task_type: str = "auto",
+    meter: str | None = None,
+    parallel: int | str = 1,
+    model_factory: str | None = None,
+    image_size: str | None = None,
+    hooks: dict[str, str | None] | None = None,
+) -> CheckedInputs | InputError:
+    """The flow's first stage: every input checked, and the data prepared, before a run is opened.
+
+    A problem comes back as the `InputError`, not raised, so no log holds a traceback; the flow ends
+    Failed with its one line."""
+    try:
+        settings = inputs.check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks)
+        meter_name = resolve_meter_name(meter or settings.measurement.meter)
+        prepared = inputs.prepare_checked(settings, dataset, Path(cache_dir), target, samples, task_type, image_size)
+    except InputError as exc:
+        return exc
+    return CheckedInputs(settings=settings, meter=meter_name, data_path=prepared.data_path)
 
 
 @task(cache_policy=NO_CACHE)

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
+INVALID_INPUT = "InvalidInput"  # the name of the Failed state a loop's flow run ends in on bad input (its message: the line)
+
 
 class InputError(ValueError):
     """Bad user input (scenario, dataset, CLI argument). CLIs exit 2 on it."""
@@ -21,6 +23,11 @@ class InputError(ValueError):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"{prefix}{field} = {shown}: expected {expected}")
+        self.where = where
+
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, object, str, str]]:
+        # Rebuilt from its fields, so it survives pickling (a flow run's result, a Dask worker's answer).
+        return (InputError, (self.field, self.value, self.expected, self.where))
 
 
 def _describe(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
+from thresholds.errors import InputError
+
 AUTO = "auto"
 SHARED_MACHINE_CORES_SHARE = 0.25  # above this share of the cores busy elsewhere, a calibration is not a fair measure
 
@@ -98,15 +100,16 @@ class WidthChoice(BaseModel):
 
 
 def requested_width(value: int | str) -> int | None:
-    """`auto` -> None (measure), else the forced width. Raises ValueError naming the value."""
+    """`auto` -> None (measure), else the forced width. Raises InputError naming the value."""
     if isinstance(value, str) and value.strip().lower() == AUTO:
         return None
+    bad = InputError("--parallel", value, "auto or an integer from 1 to 64 (candidates trained at once)")
     try:
         width = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"--parallel = {value!r}: expected auto or an integer from 1 to 64 (candidates trained at once)") from None
+        raise bad from None
     if not 1 <= width <= 64:
-        raise ValueError(f"--parallel = {value!r}: expected auto or an integer from 1 to 64 (candidates trained at once)")
+        raise bad
     return width
 
 

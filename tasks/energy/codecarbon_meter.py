@@ -8,6 +8,7 @@ labelled `estimated`, and the CPU model and TDP assumption travel in `details`.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from tasks.energy.base import EnergyMeter
@@ -27,13 +28,17 @@ class CodeCarbonMeter(EnergyMeter):
 
     def _ensure_tracker(self) -> Any:
         if self._tracker is None:
-            logging.getLogger("codecarbon").setLevel(logging.ERROR)
             from codecarbon import OfflineEmissionsTracker
 
+            # Its own handler prints to stderr, so only its level quiets it; set after the import, which
+            # resets it. CODECARBON_LOG_LEVEL (codecarbon's own variable; `--verbose` sets warning) overrides.
+            level = os.environ.get("CODECARBON_LOG_LEVEL", "error").upper()
+            level = level if level in logging.getLevelNamesMapping() else "ERROR"
+            logging.getLogger("codecarbon").setLevel(level)
             self._tracker = OfflineEmissionsTracker(
                 country_iso_code=self.country_iso_code,
                 output_methods=[],  # nothing written to disk: figures go to MLflow
-                log_level="error",
+                log_level=level.lower(),
                 tracking_mode=self.tracking_mode,
                 allow_multiple_runs=True,
                 measure_power_secs=1,

@@ -6,6 +6,7 @@ from tasks.energy.base import EnergyMeter
 from tasks.energy.nvml import gpu_count
 from tasks.energy.rapl import discover
 from thresholds.core import METER_NAMES
+from thresholds.errors import InputError
 
 
 def available_meters() -> dict[str, str]:
@@ -36,7 +37,7 @@ def auto_choice() -> tuple[str, str]:
 def resolve_meter_name(name: str) -> str:
     """`auto` -> the most direct reading this machine offers."""
     if name not in METER_NAMES:
-        raise ValueError(f"meter = {name!r}: expected one of {', '.join(METER_NAMES)}")
+        raise InputError("meter", name, f"one of {', '.join(METER_NAMES)}")
     return auto_choice()[0] if name == "auto" else name
 
 

@@ -1,20 +1,30 @@
-"""Data errors through the real CLI: found before the flow starts, one line, exit 2, nothing registered.
+"""Data errors through every entry that starts the loop: one line, nothing registered, no traceback.
 
 A malformed table used to fail inside the Prefect flow, which printed ~40 lines of traceback
-before the one-line error (issue 16). The CLI now prepares the data first.
+before the one-line error (issue 16). The CLI prepares the data before the flow starts (exit 2);
+the flow's first task checks the same for every other caller (a direct call, a deployment run
+started by `trigger` or by a schedule) and ends the flow run Failed with that line (issue 13).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from flows.cli import main
+from flows.energy_loop import energy_loop
+from tests.conftest import ROOT
+from thresholds.errors import INVALID_INPUT, InputError
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +91,176 @@ def test_verbose_shows_the_traceback_behind_the_line(tmp_path: Path) -> None:
     done = _cli(tmp_path, table, "species", "--verbose")
     assert done.returncode == 2 and "Traceback" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("energy-loop: error: dataset ")
+
+
+# Issue 13's cases, through the entries that start the flow without the CLI's checks in front of it.
+FLOW_CASES = {
+    "column entirely missing": ("species", "column 'depth' = 'missing in all 40 rows'"),
+    "target missing in every row": ("species", "missing in all 40 rows"),
+    "categorical column with 100,000 levels": ("y", "column 'city' = '100000 distinct values': expected at most 1000 categories"),
+    "non-existent dataset": (None, "expected an existing .csv or .parquet file"),
+}
+
+
+def _dataset(case: str, folder: Path) -> tuple[str, str | None, str]:
+    """(dataset, target, what the line says) for one of FLOW_CASES, its table written into `folder`."""
+    target, needle = FLOW_CASES[case]
+    table = folder / f"{case.replace(' ', '-').replace(',', '')}.csv"
+    if case == "non-existent dataset":
+        return str(table), target, needle
+    make = next(c[1] for c in CASES if c[0] == case)
+    make(table)
+    return str(table), target, needle
+
+
+def _one_line(message: str | None, needle: str) -> None:
+    assert message is not None and needle in message and "\n" not in message, message
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("case", list(FLOW_CASES))
+def test_the_flow_called_directly_ends_failed_with_the_line(case: str, tmp_path: Path, mlflow_store: str, capfd: pytest.CaptureFixture[str]) -> None:
+    dataset, target, needle = _dataset(case, tmp_path)
+    state = energy_loop(scenario="dev-cpu", dataset=dataset, target=target, model_name="bad", work_root=str(tmp_path / "work"), return_state=True)
+    assert state.is_failed() and state.name == INVALID_INPUT
+    _one_line(state.message, needle)
+    with pytest.raises(InputError) as raised:  # what a Python caller of the flow gets
+        state.result()
+    assert str(raised.value) == state.message
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert not (tmp_path / "mlflow.db").exists()  # no run was opened: nothing logged, nothing registered
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A deployment of the loop (defaults: a good one; `bad-defaults`: a missing dataset) on a process
+    work pool, and a worker polling it, as `prefect deploy` and the compose stack's worker set them up."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+    from prefect.workers.process import ProcessWorker
+
+    from tests.integration.test_servers import _stop
+
+    tmp = tmp_path_factory.mktemp("deployed")
+    defaults = {"scenario": "dev-cpu", "dataset": "digits", "model_name": "deployed", "work_root": str(tmp / "work")}
+    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    with get_client(sync_client=True) as client:
+        template = ProcessWorker.get_default_base_job_template()
+        client.create_work_pool(WorkPoolCreate(name="bad-input", type="process", base_job_template=template), overwrite=True)
+        flow_id = client.create_flow_from_name("energy-loop")
+        ids = {
+            name: client.create_deployment(
+                flow_id=flow_id, name=name, entrypoint="flows/energy_loop.py:energy_loop", work_pool_name="bad-input", parameters=params, pull_steps=pull
+            )
+            for name, params in (("bad-input", defaults), ("bad-defaults", {**defaults, "dataset": str(tmp / "nope.csv")}))
+        }
+    url = str(PREFECT_API_URL.value())
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "PYTHONPATH": str(ROOT),  # this checkout's code in the flow run's process, wherever it starts
+    }
+    log = tmp / "worker.log"
+    with log.open("wb") as out:
+        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bad-input", "--type", "process"]
+        worker = subprocess.Popen(argv, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield {"url": url, "tmp": tmp, "log": log, "ids": ids}
+    finally:
+        _stop(worker)
+
+
+def _no_trace_of_a_run(deployed: dict[str, Any]) -> None:
+    assert "Traceback" not in deployed["log"].read_text()  # the worker's output holds the flow runs' console
+    assert not (deployed["tmp"] / "mlflow.db").exists()  # no run was opened: nothing logged, nothing registered
+
+
+@pytest.mark.parametrize("case", list(FLOW_CASES))
+def test_a_triggered_deployment_run_ends_failed_with_the_line_and_trigger_exits_2(
+    case: str, deployed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
+    dataset, target, needle = _dataset(case, tmp_path)
+    params = [f"dataset={dataset}", *([f"target={target}"] if target else [])]
+    argv = ["trigger", "--deployment", "energy-loop/bad-input", "--wait", "--poll-s", "0.5", *(x for p in params for x in ("--param", p))]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("energy-loop: error: ") and needle in errors[0], captured.err
+    assert f"{INVALID_INPUT}: " in captured.out  # the state as it streamed
+    _no_trace_of_a_run(deployed)
+
+
+def _final_state(run_id: Any, deployed: dict[str, Any]) -> Any:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 180
+        while (state := client.read_flow_run(run_id).state) is None or not state.is_final():
+            assert time.monotonic() < deadline, f"still {state.name if state else None}:\n{deployed['log'].read_text()[-3000:]}"
+            time.sleep(0.5)
+    return state
+
+
+def test_a_scheduled_run_with_bad_defaults_ends_failed_with_the_line(deployed: dict[str, Any]) -> None:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployed["ids"]["bad-defaults"])  # what the scheduler creates
+    state = _final_state(run.id, deployed)
+    assert state.is_failed() and state.name == INVALID_INPUT
+    _one_line(state.message, "dataset = '")
+    _one_line(state.message, "nope.csv': expected an existing .csv or .parquet file")
+    _no_trace_of_a_run(deployed)
+
+
+@pytest.mark.parametrize(
+    ("param", "needle"),
+    [
+        ("samples=3", "--samples = 3: expected an integer >= 20"),
+        ("meter=wattmeter", "meter = 'wattmeter': expected one of"),
+        ("image_size=0x0", "--image-size = '0x0'"),
+        ("task_type=ranking", "task_type = 'ranking': expected one of auto, classification, regression"),
+    ],
+)
+def test_trigger_refuses_what_it_can_check_before_a_run_is_created(
+    param: str, needle: str, deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect import get_client
+
+    monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
+    with get_client(sync_client=True) as client:
+        before = len(client.read_flow_runs())
+        code = main(["trigger", "--deployment", "energy-loop/bad-input", "--param", param])
+        after = len(client.read_flow_runs())
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and after == before, err
+    assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_a_scenario_only_the_worker_could_have_is_left_to_its_run(
+    deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
+    assert main(["trigger", "--deployment", "energy-loop/bad-input", "--param", "scenario=worker-only/nothing.yaml"]) == 0
+    run_id = re.search(r"started flow run \S+ \(([0-9a-f-]+)\)", capsys.readouterr().out)
+    assert run_id is not None
+    state = _final_state(run_id.group(1), deployed)  # not in this checkout either: its first task says so
+    assert state.is_failed() and state.name == INVALID_INPUT
+    _one_line(state.message, "scenario = 'worker-only/nothing.yaml': expected an existing YAML file")
+    _no_trace_of_a_run(deployed)
+
+
+def test_trigger_checks_a_scenario_file_this_checkout_has(
+    deployed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntargets:\n  max_accuracy_drop_pt: -3\n")
+    assert main(["trigger", "--deployment", "energy-loop/bad-input", "--param", f"scenario={bad}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "targets.max_accuracy_drop_pt = -3" in err

@@ -12,6 +12,7 @@ from PIL import Image
 
 from tasks import images
 from tasks.data import load_cached, prepare, preprocessor_from_dict
+from tasks.inputs import parse_size
 from thresholds.errors import InputError
 
 
@@ -136,13 +137,13 @@ def test_a_bad_folder_is_one_line_naming_what_is_wrong(tmp_path: Path, make: obj
 
 @pytest.mark.parametrize(("value", "expected"), [("32x24", (32, 24)), ("28", (28, 28))])
 def test_image_size_option(value: str, expected: tuple[int, int]) -> None:
-    assert images.parse_size(value) == expected
+    assert parse_size(value) == expected
 
 
 @pytest.mark.parametrize("value", ["32by32", "0x4", "x", "5000x5000"])
 def test_bad_image_size_is_one_line(value: str) -> None:
     with pytest.raises(InputError, match=r"--image-size = .*expected HxW"):
-        images.parse_size(value)
+        parse_size(value)
 
 
 def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path) -> None:

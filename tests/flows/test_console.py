@@ -1,0 +1,77 @@
+"""The loop's console: progress fragments joined into one line per candidate; this project's warnings
+shown in one line; the orchestrator's and the libraries' lines only with --verbose."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from flows import console
+from tasks import progress
+from tests.conftest import ROOT
+
+
+def _record(name: str, level: int, message: str, path: str) -> logging.LogRecord:
+    return logging.LogRecord(name, level, path, 1, message, None, None)
+
+
+LIBRARY = "/venv/lib/python3.11/site-packages/prefect/task_engine.py"
+OURS = str(ROOT / "tasks" / "candidate.py")
+
+
+def test_fragments_become_one_line_per_candidate_and_a_warning_cuts_in_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    with console.session(verbose=False):
+        progress.say("[1/3] #0 baseline", "training…")
+        progress.say("[1/3] #0 baseline", "2.0 s  measuring…")
+        progress.say("[1/3] #0 baseline", "1.0 s  PASS", end=True)
+        progress.say("[2/3] #1 prune:0.3 from #0", "training…")
+        logging.getLogger().handle(_record("tasks.candidate", logging.WARNING, "candidate #1 (prune:0.3) rejected: diverged", OURS))
+        progress.say("[2/3] #1 prune:0.3 from #0", "0.5 s", end=True)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "[1/3] #0 baseline  training… 2.0 s  measuring… 1.0 s  PASS",
+        "[2/3] #1 prune:0.3 from #0  training…",
+        "[2/3] #1 prune:0.3 from #0  0.5 s",  # the line starts again after the warning
+    ]
+    assert err == "warning: candidate #1 (prune:0.3) rejected: diverged\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "level", "message", "path"),
+    [
+        ("prefect.task_runs", logging.INFO, "Finished in state Completed()", LIBRARY),
+        ("prefect", logging.INFO, "Starting temporary server on http://127.0.0.1:8298", LIBRARY.replace("task_engine", "server/api/server")),
+        ("prefect.flow_runs", logging.ERROR, "Encountered exception during execution:\nTraceback (most recent call last):", LIBRARY),
+        ("mlflow.store.db.utils", logging.INFO, "Creating initial MLflow database tables...", "/venv/lib/python3.11/site-packages/mlflow/store/db/utils.py"),
+        ("py.warnings", logging.WARNING, "copyreg.py:105: FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated", "/usr/lib/python3.11/warnings.py"),
+        ("tasks.train", logging.INFO, "#0 baseline: epoch 6/60 val_loss 0.5024 (best 0.5024 @ 6)", str(ROOT / "tasks" / "train.py")),
+    ],
+)
+def test_what_is_not_for_a_person_shows_only_with_verbose(name: str, level: int, message: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for verbose in (False, True):
+        with console.session(verbose=verbose):
+            logging.getLogger().handle(_record(name, level, message, path))
+        out, err = capsys.readouterr()
+        first = message.splitlines()[0]
+        assert (first in err) is verbose and first not in out
+
+
+def test_with_verbose_progress_is_a_log_line_among_the_others(capsys: pytest.CaptureFixture[str]) -> None:
+    with console.session(verbose=True):
+        progress.say("[1/3] #0 baseline", "training…")
+    out, err = capsys.readouterr()
+    assert out == "" and "INFO tasks.progress: [1/3] #0 baseline  training…" in err
+
+
+def test_the_session_gives_back_the_logging_and_environment_it_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", raising=False)
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level, logging.getLogger("mlflow").level)
+    with console.session(verbose=False):
+        assert [type(h) for h in root.handlers] == [console.Console]
+        assert logging.getLogger("mlflow").level == logging.ERROR
+        assert os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "WARNING"  # the Dask workers' and server's console too
+    assert (root.handlers, root.level, logging.getLogger("mlflow").level) == before
+    assert "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" not in os.environ

@@ -1,0 +1,67 @@
+"""What reaches the terminal during `energy-loop run` (a real process, a tiny loop on CodeCarbon):
+progress lines, the table and the verdict; the orchestrator's lines only with --verbose (issue 13)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.integration
+
+# Lines that are not for a person: Prefect's server banner and engine, MLflow's store set-up,
+# CodeCarbon's tracker, the training epochs (the progress line stands for them).
+NOISE = ("Starting temporary server", "Beginning flow run", "Finished in state", "Creating initial MLflow database tables", "[codecarbon ", "val_loss")
+
+
+def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    raw = yaml.safe_load((FIXTURES / "quick.yaml").read_text())
+    raw["budget"]["max_iterations"] = 2
+    raw["training"]["max_epochs"] = 10
+    raw["measurement"] = {**raw["measurement"], "meter": "codecarbon"}  # its tracker's lines are part of the noise
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(raw))
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("CODECARBON_LOG_LEVEL", None)
+    argv = [sys.executable, "-m", "flows.cli", "run", "--scenario", str(scenario), "--dataset", "digits", "--parallel", "1", *extra]
+    return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_console_shows_progress_table_and_verdict_and_no_orchestrator_lines(tmp_path: Path) -> None:
+    done = _run(tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode in (0, 1), output
+    assert done.stderr == ""  # no warning or error a person needs came up in this run
+    for noise in (*NOISE, "INFO", "WARNING", "Traceback"):
+        assert noise not in output, f"{noise!r} reached the console:\n{output}"
+    lines = done.stdout.splitlines()
+    seconds = r"\d+\.\d s"
+    verdict = r"(PASS|miss: .+|rejected: .+)"
+    assert any(re.fullmatch(rf"setup  idle power, calibration, parallel width… {seconds}", line) for line in lines), done.stdout
+    progress = [line for line in lines if line.startswith("[")]
+    assert len(progress) == 2, done.stdout  # one line per candidate
+    assert re.fullmatch(rf"\[1/2\] #0 baseline  training… {seconds}(  measuring… {seconds})?  {verdict}", progress[0]), progress[0]
+    assert re.fullmatch(rf"\[2/2\] #1 \S+ from #0  training… {seconds}(  measuring… {seconds})?  {verdict}", progress[1]), progress[1]
+    assert any(re.fullmatch(rf"closing  full-test confirmation, batch-size sweep, registration… {seconds}", line) for line in lines), done.stdout
+    assert "| # | steps |" in done.stdout
+    assert re.search(r"^(PASSED|BUDGET_EXHAUSTED|FAILED): ", done.stdout, re.MULTILINE)
+
+
+def test_verbose_shows_the_orchestrator_lines(tmp_path: Path) -> None:
+    done = _run(tmp_path, "--verbose")
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    for line in NOISE[:5]:  # the epochs come every few seconds: a tiny run may have none to show
+        assert line in done.stderr, f"{line!r} missing with --verbose:\n{done.stderr[-3000:]}"
+    assert "| # | steps |" in done.stdout and "Traceback" not in done.stdout + done.stderr
