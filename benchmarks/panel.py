@@ -62,7 +62,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare the table like the CLI does (data errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
-    from tasks.evaluate import resolve_quality_metric
+    from tasks.evaluate import quality_tag, resolve_quality_metric
     from tasks.inputs import check_arguments, prepare_checked
     from thresholds.energy.policy import closest, relative_cost
     from thresholds.errors import InputError
@@ -85,7 +85,7 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
         "state": outcome.state,
         "rows": len(data.y_train) + len(data.y_val) + len(data.y_test),
         "task": data.task,
-        "quality_metric": metric if data.task == "classification" else "rmse",
+        "quality_metric": quality_tag(metric, data),
         "final_candidate": None if final is None else "+".join(final.lineage) or final.step.label,
         "inference_energy_ratio": None if final is None else _ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
         "train_energy_ratio": None if final is None else _ratio(final.train_energy_j, baseline.train_energy_j),  # as measured

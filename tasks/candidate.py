@@ -264,7 +264,7 @@ def _pruned(
         global_pruning=ladder.pruning_global,
         iterative_steps=steps,
         batch=(p.data.x_train[:n], loss_targets(p.data.y_train[:n], p.data.task)),
-        loss_fn=p.hooks.loss if "loss" in p.hooks else loss_fn(p.data.task),
+        loss_fn=loss_fn(p.data.task, p.hooks),
         between_steps=between,
         keep_layers=p.scenario.model.keep_layers,
         attention=ladder.pruning_attention,

@@ -4,7 +4,7 @@ One place for every entry that starts the loop: the CLI (before the flow starts,
 only line), `trigger` (what the client can check) and the flow's first task (deployment and scheduled
 runs, and Python callers). A problem is one `InputError` line: the field, the value, what was expected.
 
-    settings = check_arguments(scenario, dataset, samples, image_size, parallel, model_factory)  # reads no data
+    settings = check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks)  # reads no data
     prepared = prepare_checked(settings, dataset, cache_dir, target, samples, task_type, image_size)
     check_overrides(params)  # `trigger`: what a client can check of a deployment run's parameters
 

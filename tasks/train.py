@@ -73,7 +73,10 @@ class TrainReport:
         return self.max_epochs - self.epochs_run
 
 
-def loss_fn(task: str) -> nn.Module:
+def loss_fn(task: str, hooks: Hooks | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss on labels: the user's `model.loss` when set (tasks/hooks.py), else the task's."""
+    if hooks is not None and "loss" in hooks:
+        return hooks.loss
     return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
 
 
@@ -109,7 +112,7 @@ def fit(
         raise RungNotApplicable(f"model.train_step {hooks.names['train_step']} computes the training loss itself, so soft labels cannot replace it")
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    criterion: BatchLoss = hooks.loss if "loss" in hooks else loss_fn(data.task)
+    criterion: BatchLoss = loss_fn(data.task, hooks)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     x, y = data.x_train, loss_targets(data.y_train, data.task)
     x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)

@@ -702,9 +702,9 @@ def _floor_j(history: list[CandidateResult], step: Step) -> float | None:
     if parent_j is None or step.kind != StepKind.PRUNE:
         return parent_j
     extras = [
-        (train_cost_j(c, baseline) or 0.0) - (train_cost_j(history[c.step.parent], baseline) or 0.0)
+        pruned_j - (train_cost_j(history[c.step.parent], baseline) or 0.0)
         for c in history
-        if c.step.kind == StepKind.PRUNE and c.ok and train_cost_j(c, baseline) is not None and c.step.parent is not None
+        if c.step.kind == StepKind.PRUNE and c.ok and c.step.parent is not None and (pruned_j := train_cost_j(c, baseline)) is not None
     ]
     return parent_j + max(0.0, min(extras, default=0.0))
 
