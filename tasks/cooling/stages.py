@@ -100,7 +100,6 @@ def run_attempt_plain(
     dqn = _dqn_config(s, step)
     attempt = Attempt(index=index, kind=step.kind, hidden_units=step.hidden_units, max_episodes=step.max_episodes, epsilon=step.epsilon, parent=step.parent)
     line = progress.numbered(index, s.budget.max_attempts, f"{step.kind.value} {step.hidden_units[0]}-{step.hidden_units[1]}", step.parent)
-    ticker = progress.Ticker(line)
 
     def episode(message: str) -> None:  # dqn.train's one line per episode: all of it to the logs, a few counters to the console
         log(message)
@@ -109,6 +108,7 @@ def run_attempt_plain(
     warm_up()  # compile outside the measured window
     extra: dict[str, Any] = {"metrics": {}, "series": {}, "tags": {}}
     progress.say(line, "distilling…" if step.kind == Kind.DISTIL else "training…")
+    ticker = progress.Ticker(line)  # from here: the compile before is not training
     started = time.perf_counter()
     try:
         with meter.window(f"cooling-train-{index}") as w:
