@@ -108,7 +108,8 @@ def _cooling_parsers(cooling: argparse.ArgumentParser, meter_names: tuple[str, .
     run.add_argument("--days", type=int, help="evaluation period in days (short runs)")
     run.add_argument("--meter", choices=meter_names, help="energy meter (default: the scenario's)")
     run.add_argument("--work-dir", default=".energy-loop", help="folder for agents and plots (default .energy-loop)")
-    run.set_defaults(handler=_cooling_run)
+    _verbose(run)
+    run.set_defaults(handler=_cooling_run, loop_console=True)  # flows/console.py: progress, table, verdict
     check = sub.add_parser("validate", help="validate a cooling scenario file and print it")
     check.add_argument("scenario")
     check.set_defaults(handler=_cooling_validate)
@@ -201,11 +202,11 @@ def run_loop(prog: str, loop: Callable[[], Any]) -> int:
 
 
 def _cooling_run(args: argparse.Namespace) -> int:
-    from thresholds.cooling.schema import settings_for
+    from tasks.cooling.inputs import check_arguments
     from thresholds.errors import InputError
 
     try:
-        settings_for(args.scenario, args.env, args.months, args.days)  # fail fast, before any run is opened
+        check_arguments(args.scenario, args.env, args.months, args.days, args.meter)  # fail fast, before any run is opened
     except InputError as exc:
         return bad_input(args.prog, exc)
     from flows.cooling import cooling_loop

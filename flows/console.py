@@ -1,6 +1,6 @@
 """The terminal during a loop command: what a person needs, not the orchestrator's INFO lines.
 
-Shown: the progress lines (`tasks/progress.py`: one per candidate, on stdout beside the table and
+Shown: the progress lines (`tasks/progress.py`: one per candidate or attempt, on stdout beside the table and
 the verdict), and the warnings and errors of this project's own code (stderr, one line each). Not
 shown: Prefect's engine lines (server banner, "Finished in state ..."), MLflow's store set-up,
 CodeCarbon, torch and every other library's INFO and warnings. They are not lost: Prefect's run

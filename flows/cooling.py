@@ -6,6 +6,7 @@ flows/cli.py (`energy-loop cooling run --scenario cooling-room`).
 
 # No `from __future__ import annotations` here: Prefect validates flow parameters from annotations.
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -13,12 +14,14 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from registry.cooling import EXPERIMENT
-from tasks.cooling.stages import close_loop, log_attempt, plan_next, run_attempt
-from tasks.energy.select import resolve_meter_name
-from tasks.loop import LoopOutcome, aborting, open_loop
+from tasks import progress
+from tasks.cooling.stages import check_inputs, close_loop, log_attempt, plan_next, run_attempt
+from tasks.loop import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from thresholds.cooling.policy import Attempt
-from thresholds.cooling.schema import settings_for
 from thresholds.core import Final
+from thresholds.errors import InputError
+
+logging.getLogger("prefect.flow_runs").addFilter(INPUT_ERRORS_IN_ONE_LINE)  # bad input: the one line in every log
 
 
 @flow(name="cooling-loop", log_prints=True)
@@ -30,8 +33,10 @@ def cooling_loop(
     meter: str | None = None,
     work_root: str = ".energy-loop",
 ) -> LoopOutcome:
-    settings = settings_for(scenario, env, months, days)
-    meter_name = resolve_meter_name(meter or settings.measurement.meter)
+    checked = check_inputs(scenario, env, months, days, meter)
+    if isinstance(checked, InputError):
+        return invalid_input(checked)  # type: ignore[return-value]  # Prefect ends the run in the returned state
+    settings, meter_name = checked.settings, checked.meter
     loop_id = uuid.uuid4().hex[:12]
     work_dir = str(Path(work_root) / "cooling" / loop_id)
     tags = {"scenario": settings.name, "environment": settings.env, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or "")}
@@ -43,4 +48,6 @@ def cooling_loop(
             attempt = run_attempt(settings, decision, history, work_dir, meter_name)
             history.append(log_attempt(settings, loop_run_id, attempt, work_dir))
             decision = plan_next(settings, history)
-        return close_loop(settings, decision, history, loop_run_id, work_dir, tags)
+        with progress.phase("closing", "plots, registration"):
+            closed = close_loop(settings, decision, history, loop_run_id, work_dir, tags)
+        return closed

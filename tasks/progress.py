@@ -2,6 +2,9 @@
 
     [3/8] #2 prune:0.3 from #1  training… 12.3 s  measuring… 8.1 s  miss: inference_energy_vs_baseline 1.56x > 0.75x
 
+The energy loop's lines are said here; the cooling loop's (`[2/3] #1 retrain 16-8  training… 41.2 s
+evaluating… 6.3 s  PASS`) by its attempt, from `numbered`, `say` and `Ticker`.
+
 Each fragment is an INFO record on the run's logger, so Prefect's logs keep it as a sentence; the
 CLI's console (`flows/console.py`) joins the fragments of a line and shows no other INFO record.
 """
@@ -51,9 +54,31 @@ def phase(line: str, doing: str) -> Iterator[None]:
     say(line, f"{time.perf_counter() - started:.1f} s", end=True)
 
 
+class Ticker:
+    """A sign of life in a long stretch (a DQN's episodes): `text` is said once the stretch has run
+    `first_s`, then only once it has run twice as long as at the last fragment, so an hour adds about
+    seven fragments to its line, never one per step."""
+
+    def __init__(self, line: str, first_s: float = 30.0) -> None:
+        self.line = line
+        self.started = time.perf_counter()
+        self.next_s = first_s
+
+    def __call__(self, text: str) -> None:
+        elapsed_s = time.perf_counter() - self.started
+        if elapsed_s >= self.next_s:
+            say(self.line, text)
+            self.next_s = 2 * elapsed_s
+
+
+def numbered(index: int, total: int, label: str, parent: int | None = None) -> str:
+    """`[3/8] #2 prune:0.3 from #1`: a line's opening words, its place in the loop's budget and what it was made from."""
+    origin = f" from #{parent}" if parent is not None else ""
+    return f"[{index + 1}/{total}] #{index} {label}{origin}"
+
+
 def _line(scenario: Scenario, index: int, step: Step) -> str:
-    origin = f" from #{step.parent}" if step.parent is not None else ""
-    return f"[{index + 1}/{scenario.budget.max_iterations}] #{index} {step.label}{origin}"
+    return numbered(index, scenario.budget.max_iterations, step.label, step.parent)
 
 
 def training(scenario: Scenario, history: list[CandidateResult], rung: list[Next]) -> None:

@@ -163,7 +163,8 @@ def train(
     log: Callable[[str], None] | None = None,
     init: QNetwork | None = None,
 ) -> TrainResult:
-    """Train a DQN on `cfg`'s environment; returns the kept network (best validation, or last)."""
+    """Train a DQN on `cfg`'s environment; returns the kept network (best validation, or last).
+    `log` gets one line per episode, `episode N/MAX: ...` (the cooling stage's progress reads its counter)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -19,16 +19,19 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from registry import cooling as registry
+from tasks import progress
 from tasks.cooling import dqn as dqn_mod
 from tasks.cooling import plots
 from tasks.cooling.baselines import Comparison, compare
 from tasks.cooling.fast_eval import Controller, run, warm_up
+from tasks.cooling.inputs import CheckedInputs, check_arguments
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import shared_meter
 from tasks.loop import LoopOutcome, outcome
 from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
 from thresholds.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
 from thresholds.cooling.schema import CoolingScenario
+from thresholds.errors import InputError
 
 
 class Evaluation(BaseModel):
@@ -90,13 +93,22 @@ def run_attempt_plain(
     s: CoolingScenario, step: Next, history: list[Attempt], work_dir: Path, meter: EnergyMeter, log: Any = print
 ) -> tuple[Attempt, dict[str, Any]]:
     """Train (or distil) one agent with its energy measured, save it, evaluate it. Returns the record and
-    the extra figures/series for the tracking run (also written to the agent folder as evaluation.json)."""
+    the extra figures/series for the tracking run (also written to the agent folder as evaluation.json).
+    Says its progress line as it goes: `[2/3] #1 retrain 16-8  training… 41.2 s  evaluating… 6.3 s  PASS`."""
     index = len(history)
     cfg = s.env_config()
     dqn = _dqn_config(s, step)
     attempt = Attempt(index=index, kind=step.kind, hidden_units=step.hidden_units, max_episodes=step.max_episodes, epsilon=step.epsilon, parent=step.parent)
+    line = progress.numbered(index, s.budget.max_attempts, f"{step.kind.value} {step.hidden_units[0]}-{step.hidden_units[1]}", step.parent)
+
+    def episode(message: str) -> None:  # dqn.train's one line per episode: all of it to the logs, a few counters to the console
+        log(message)
+        ticker(f"{message.partition(':')[0]}…")
+
     warm_up()  # compile outside the measured window
     extra: dict[str, Any] = {"metrics": {}, "series": {}, "tags": {}}
+    progress.say(line, "distilling…" if step.kind == Kind.DISTIL else "training…")
+    ticker = progress.Ticker(line)  # from here: the compile before is not training
     started = time.perf_counter()
     try:
         with meter.window(f"cooling-train-{index}") as w:
@@ -106,13 +118,17 @@ def run_attempt_plain(
                 extra["metrics"]["distil_mse"] = mse
                 episodes = 0
             else:
-                result = dqn_mod.train(cfg, dqn, s.training.early_stopping_on, log=log)
+                result = dqn_mod.train(cfg, dqn, s.training.early_stopping_on, log=episode)
                 net, episodes = result.network, result.episodes_run
                 extra["series"] = {"episode_reward": result.episode_rewards, "validation_score": result.validation_scores}
                 extra["metrics"].update(gradient_steps=result.gradient_steps, env_steps=result.env_steps, best_episode=result.best_episode)
     except Exception as exc:  # a crashed attempt is a record; the loop decides what comes next
         log(f"attempt #{index} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
-        return attempt.model_copy(update={"failed_reason": f"{type(exc).__name__}: {exc}"[:500]}), extra
+        attempt = attempt.model_copy(update={"failed_reason": f"{type(exc).__name__}: {exc}"[:500]})
+        progress.say(line, f"{time.perf_counter() - started:.1f} s  {gate_word(s, attempt)}", end=True)
+        return attempt, extra
+    trained_s = time.perf_counter() - started
+    progress.say(line, f"{trained_s:.1f} s  evaluating…")
     m = w.measurement
     own_j = m.energy_j
     lineage_j = own_j + (history[step.parent].train_energy_j or 0.0 if step.kind == Kind.DISTIL and step.parent is not None else 0.0)
@@ -161,6 +177,7 @@ def run_attempt_plain(
         "\n\n".join(f"seed {sd}:\n\n{c.table()}" for sd, c in zip(s.evaluation.seeds, evaluation.comparisons, strict=True))
     )
     log(f"attempt #{index} {step.kind.value} {step.hidden_units}: {summary(s.targets, attempt)}")
+    progress.say(line, f"{time.perf_counter() - started - trained_s:.1f} s  {gate_word(s, attempt)}", end=True)
     return attempt, extra
 
 
@@ -170,6 +187,13 @@ def meter_for(s: CoolingScenario, meter_name: str) -> EnergyMeter:
 
 def verdict(s: CoolingScenario, a: Attempt) -> str:
     return summary(s.targets, a)
+
+
+def gate_word(s: CoolingScenario, a: Attempt) -> str:
+    """`PASS`, `miss: <the targets missed>` or `failed: <why>`: the gates' word on one attempt, its progress line's end."""
+    if a.failed_reason:
+        return f"failed: {a.failed_reason}"
+    return "PASS" if passed(s.targets, a) else f"miss: {verdict(s, a)}"
 
 
 def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
@@ -186,6 +210,20 @@ def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
 
 
 # ---- Prefect tasks ------------------------------------------------------------------------------
+
+
+@task(cache_policy=NO_CACHE)
+def check_inputs(
+    scenario: str, env: str | None = None, months: int | None = None, days: int | None = None, meter: str | None = None
+) -> CheckedInputs | InputError:
+    """The flow's first stage: every input checked (`inputs.check_arguments`, as the CLI does) before a run is opened.
+
+    A problem comes back as the `InputError`, not raised, so no log holds a traceback; the flow ends
+    Failed with its one line."""
+    try:
+        return check_arguments(scenario, env, months, days, meter)
+    except InputError as exc:
+        return exc
 
 
 @task(cache_policy=NO_CACHE)

@@ -75,3 +75,19 @@ def test_the_session_gives_back_the_logging_and_environment_it_found(monkeypatch
         assert os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "WARNING"  # the Dask workers' and server's console too
     assert (root.handlers, root.level, logging.getLogger("mlflow").level) == before
     assert "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" not in os.environ
+
+
+def test_a_long_stretch_adds_a_few_counters_to_its_line_not_one_per_step(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = iter([0.0, 10.0, 31.0, 50.0, 61.0, 70.0, 139.0, 141.0])  # seconds: the ticker's start, then one per episode
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    line = progress.numbered(1, 3, "retrain 16-8")
+    with console.session(verbose=False):
+        progress.say(line, "training…")
+        tick = progress.Ticker(line)
+        for episode in range(1, 8):
+            tick(f"episode {episode}/200…")
+        monkeypatch.undo()
+        progress.say(line, "141.0 s  evaluating…")
+        progress.say(line, "0.1 s  PASS", end=True)
+    # Said at 31 s, then once the stretch had doubled (62 s, 140 s); 7 episodes, 3 counters.
+    assert capsys.readouterr().out == "[2/3] #1 retrain 16-8  training… episode 2/200… episode 5/200… episode 7/200… 141.0 s  evaluating… 0.1 s  PASS\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -16,6 +17,7 @@ from tasks.cooling.stages import Evaluation
 from tests.conftest import FIXTURES
 from thresholds.cooling.policy import Attempt, Kind, checks, passed, quality_ok
 from thresholds.cooling.schema import settings_for
+from thresholds.errors import INVALID_INPUT, InputError
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 QUICK = FIXTURES / "cooling-quick.yaml"
@@ -49,7 +51,9 @@ def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(mlflo
     attempt_run = champion.run_id
     assert {"agent/agent.pt", "agent/spec.json"} <= {a.path for a in client.list_artifacts(attempt_run, "agent")}
     assert client.get_metric_history(attempt_run, "episode_reward")
-    assert "PASSED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PASSED" in out
+    assert re.search(r"^\[1/2\] #0 train 16-8  training… \d+\.\d s  evaluating… \d+\.\d s  PASS$", out, re.MULTILINE), out  # the progress line
     # The gate has teeth: the agent used less electricity than the thermostat without leaving the band more,
     # while the do-nothing controller, judged on the same simulated days by the same gate, misses it.
     targets = settings_for(str(QUICK), days=2).targets
@@ -119,10 +123,35 @@ def test_a_crash_marks_the_loop_failed_and_registers_nothing(mlflow_store: str) 
         (["run", "--scenario", str(QUICK), "--days", "-2"], "evaluation.days"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], mlflow_store: str) -> None:
+def test_cli_bad_input_exits_2_with_one_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], mlflow_store: str, tmp_path: Path) -> None:
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1
+    out, err = capsys.readouterr()
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err and out == ""
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the flow: no run opened
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"scenario": "cooling-nowhere"}, "scenario = 'cooling-nowhere'"),
+        ({"scenario": str(QUICK), "months": 0}, "evaluation.months = 0: expected greater than or equal to 1"),
+        ({"scenario": str(QUICK), "env": "attic"}, "env = 'attic'"),
+        ({"scenario": str(QUICK), "meter": "wattmeter"}, "meter = 'wattmeter': expected one of"),
+    ],
+)
+def test_the_flow_called_directly_with_a_bad_value_ends_failed_with_the_line(
+    params: dict[str, object], needle: str, mlflow_store: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What a deployment or scheduled run does with the same parameters: its first task refuses them."""
+    state = cooling_loop(**params, work_root=str(tmp_path / "work"), return_state=True)
+    assert state.is_failed() and state.name == INVALID_INPUT
+    assert state.message is not None and needle in state.message and "\n" not in state.message, state.message
+    with pytest.raises(InputError) as raised:  # what a Python caller of the flow gets
+        state.result()
+    assert str(raised.value) == state.message
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "work").exists()  # no run opened, no MLflow version, no agent
 
 
 @pytest.mark.parametrize("fault", ["unwritable-store", "tracking-unreachable"])
