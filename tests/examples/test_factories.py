@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import compress, distill, models
+from tasks import compress, distill, models, vision_compat
 from tasks.errors import RungNotApplicable
 
 EXAMPLES = {
@@ -18,24 +18,10 @@ EXAMPLES = {
 N_OUTPUTS = 10
 
 
-def torchvision_unavailable() -> str | None:
-    """Why torchvision cannot be used here, or None. PyPI's torchvision 0.28.0 installs beside the
-    on-disk CPU torch 2.13.0 but fails to import: 'operator torchvision::nms does not exist'."""
-    import importlib.util
-
-    if importlib.util.find_spec("torchvision") is None:
-        return "torchvision is not installed (pip install -e '.[vision]')"
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # the RuntimeError of a torchvision built for another torch
-        return f"torchvision does not import beside this torch ({type(exc).__name__}: {exc})"
-    return None
-
-
 @pytest.fixture(params=list(EXAMPLES))
 def example(request: pytest.FixtureRequest) -> models.ModelSpec:
     factory, input_shape = EXAMPLES[request.param]
-    if request.param == "vision_resnet18" and (why := torchvision_unavailable()):
+    if request.param == "vision_resnet18" and (why := vision_compat.unavailable()):
         pytest.skip(f"the [vision] extra: {why}")
     return models.ModelSpec(factory=factory, input_shape=input_shape, out_features=N_OUTPUTS)
 
