@@ -9,6 +9,7 @@ import torch
 
 from tasks import compress, distill, models, vision_compat
 from tasks.errors import RungNotApplicable
+from tests.conftest import require
 
 EXAMPLES = {
     "resnet_digits": ("examples.resnet_digits:make", (1, 32, 32)),
@@ -21,8 +22,8 @@ N_OUTPUTS = 10
 @pytest.fixture(params=list(EXAMPLES))
 def example(request: pytest.FixtureRequest) -> models.ModelSpec:
     factory, input_shape = EXAMPLES[request.param]
-    if request.param == "vision_resnet18" and (why := vision_compat.unavailable()):
-        pytest.skip(f"the [vision] extra: {why}")
+    if request.param == "vision_resnet18":
+        require((why := vision_compat.unavailable()) is None, f"the [vision] extra: {why}")
     return models.ModelSpec(factory=factory, input_shape=input_shape, out_features=N_OUTPUTS)
 
 

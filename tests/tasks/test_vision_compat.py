@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tasks import vision_compat
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,8 +74,7 @@ def test_without_torchvision_the_reason_says_what_to_install(monkeypatch: pytest
 
 
 def test_the_installed_torchvision_builds_resnet18() -> None:
-    if why := vision_compat.unavailable():
-        pytest.skip(f"the [vision] extra: {why}")
+    require((why := vision_compat.unavailable()) is None, f"the [vision] extra: {why}")
     import torch
 
     torchvision = vision_compat.load()
