@@ -6,7 +6,7 @@
 The examples, as a user would run them:
   resnet       examples.resnet_digits:make     on sklearn's digits written as a 32x32 PNG folder (examples/make_digits_images.py)
   transformer  examples.transformer_seq:make   on mnist1d as 40-step sequences (examples/mnist1d_sequence.py:load)
-  resnet18     examples.vision_resnet18:make   on the same PNG folder; only where torchvision imports (`pip install -e '.[vision]'`)
+  resnet18     examples.vision_resnet18:make   on the same PNG folder; where torchvision is installed (`pip install -e '.[vision]'`; tasks/vision_compat.py)
 
 For each: the baseline and the model the loop ended on (the passing one, else the closest), measured
 in the same run by the same meter. A table, then ONE JSON line:
@@ -19,7 +19,6 @@ machine are not results: run it alone on the machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -83,17 +82,6 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     return row
 
 
-def _torchvision_unavailable() -> str | None:
-    """Why examples.vision_resnet18 cannot run here, or None (a torchvision built for another torch fails at import)."""
-    if importlib.util.find_spec("torchvision") is None:
-        return "torchvision is not installed (pip install -e '.[vision]')"
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:
-        return f"torchvision does not import ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]})"
-    return None
-
-
 def _cell(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -107,6 +95,7 @@ def main() -> int:
     parser.add_argument("--min-window-s", type=float, help="smoke run: override measurement.min_window_s")
     parser.add_argument("--repeats-max", type=int, help="smoke run: override measurement.repeats_min/repeats_max")
     args = parser.parse_args()
+    from tasks import vision_compat
     from thresholds import scenario_with_overrides
 
     names = [n.strip() for n in args.examples.split(",") if n.strip()]
@@ -114,7 +103,7 @@ def main() -> int:
     if unknown:
         print(f"byo: error: --examples = {unknown[0]!r}: expected some of {', '.join(EXAMPLES)}", file=sys.stderr)
         return 2
-    why = _torchvision_unavailable() if "resnet18" in names else None
+    why = vision_compat.unavailable() if "resnet18" in names else None
     if why:
         print(f"byo: resnet18 skipped: {why}", file=sys.stderr)
         names.remove("resnet18")

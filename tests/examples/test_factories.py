@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import compress, distill, models
+from tasks import compress, distill, models, vision_compat
 from tasks.errors import RungNotApplicable
+from tests.conftest import require
 
 EXAMPLES = {
     "resnet_digits": ("examples.resnet_digits:make", (1, 32, 32)),
@@ -18,25 +19,11 @@ EXAMPLES = {
 N_OUTPUTS = 10
 
 
-def torchvision_unavailable() -> str | None:
-    """Why torchvision cannot be used here, or None. PyPI's torchvision 0.28.0 installs beside the
-    on-disk CPU torch 2.13.0 but fails to import: 'operator torchvision::nms does not exist'."""
-    import importlib.util
-
-    if importlib.util.find_spec("torchvision") is None:
-        return "torchvision is not installed (pip install -e '.[vision]')"
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # the RuntimeError of a torchvision built for another torch
-        return f"torchvision does not import beside this torch ({type(exc).__name__}: {exc})"
-    return None
-
-
 @pytest.fixture(params=list(EXAMPLES))
 def example(request: pytest.FixtureRequest) -> models.ModelSpec:
     factory, input_shape = EXAMPLES[request.param]
-    if request.param == "vision_resnet18" and (why := torchvision_unavailable()):
-        pytest.skip(f"the [vision] extra: {why}")
+    if request.param == "vision_resnet18":
+        require((why := vision_compat.unavailable()) is None, f"the [vision] extra: {why}")
     return models.ModelSpec(factory=factory, input_shape=input_shape, out_features=N_OUTPUTS)
 
 
