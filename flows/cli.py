@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from flows.prefect_api import LocalApi, api_settings, start_local_api
+
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -142,13 +144,17 @@ def _run(args: argparse.Namespace) -> int:
         settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks)
     except InputError as exc:
         return bad_input(args.prog, exc)
+    api = start_local_api()  # boots while the data is prepared and the flow imported
     code = _prepare_data(args, settings)
     if code is not None:
+        if api is not None:
+            api.stop()
         return code
     from flows.energy_loop import energy_loop
 
     return run_loop(
         args.prog,
+        api,
         lambda: energy_loop(
             scenario=str(path),
             dataset=args.dataset,
@@ -169,18 +175,25 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def run_loop(prog: str, loop: Callable[[], Any]) -> int:
-    """Run a pipeline's flow: the one error path of every loop command. Its table and verdict, or one line."""
+def run_loop(prog: str, api: LocalApi | None, loop: Callable[[], Any]) -> int:
+    """Run a pipeline's flow (against `api`, see flows/prefect_api.py): the one error path of every loop
+    command. Its table and verdict, or one line."""
     from mlflow.exceptions import MlflowException
 
     from flows import console
     from thresholds.errors import InputError
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     started = time.perf_counter()
     try:
+        if api is not None:
+            api.ready()
+    except RuntimeError as exc:
+        print(f"{prog}: FAILED: {exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    try:
         try:
-            outcome = loop()
+            with api_settings(api):
+                outcome = loop()
         finally:
             console.end_line()
     except InputError as exc:
@@ -209,10 +222,12 @@ def _cooling_run(args: argparse.Namespace) -> int:
         check_arguments(args.scenario, args.env, args.months, args.days, args.meter)  # fail fast, before any run is opened
     except InputError as exc:
         return bad_input(args.prog, exc)
+    api = start_local_api()  # boots while the flow is imported
     from flows.cooling import cooling_loop
 
     return run_loop(
         args.prog,
+        api,
         lambda: cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir),
     )
 
@@ -557,6 +572,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before any Prefect server starts: it reads this
     from mlflow.exceptions import MlflowException
 
     if getattr(args, "loop_console", False):  # the loop: progress, table and verdict; --verbose adds every log line

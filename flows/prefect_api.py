@@ -1,26 +1,124 @@
-"""Start the Prefect API the flow will use in the background, so its start overlaps other work.
+"""The Prefect API a loop command's flow talks to: the one configured, or a local server started early.
 
-Without `PREFECT_API_URL` the first flow call starts Prefect's ephemeral server (a subprocess,
-several seconds) and waits for it; started from a thread while the data is prepared, that wait
-overlaps. The server is a process-wide singleton, so the flow later finds it running.
+With no API configured (no `PREFECT_API_URL` in the environment, a profile or a settings file),
+Prefect's first flow call imports its whole server in this process (seconds), then starts it as a
+subprocess and waits for it (more seconds), while nothing else happens. `start_local_api` starts the
+same subprocess (uvicorn on loopback with Prefect's app factory, in its ephemeral mode, no UI) at
+once, without importing the server here, so it boots while the command checks its inputs, prepares
+the data and imports the flow; `api_settings` then points the flow at it like at any configured
+server, and the server stops when the command exits.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import atexit
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+STARTUP_TIMEOUT_S = 60.0
+PORT_IN_USE_EXIT = 3  # uvicorn's exit status when its port was taken between our check and its bind
 
 
-def _start() -> str:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        client.hello()  # a configured server answers; an ephemeral one is started first
-        return str(client.api_url)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def start_api_in_background() -> Future[str]:
-    """The API's URL, once it answers; call `.result()` before the flow."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-api")
-    future = pool.submit(_start)
-    pool.shutdown(wait=False)
-    return future
+class LocalApi:
+    """A Prefect server subprocess on a loopback port, for this command only."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._launch()
+        atexit.register(self.stop)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _launch(self) -> None:
+        import prefect
+        from prefect.settings import get_current_settings
+
+        self.port = _free_port()
+        # What Prefect's own ephemeral server runs (prefect.server.api.server.SubprocessASGIServer), so both behave alike.
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
+        package_dir = str(Path(prefect.__file__).resolve().parent.parent)
+        app = ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", package_dir, *app, "--log-level", "error", "--lifespan", "on"], env=env)
+        log.info("Prefect API: starting a local server for this command on %s (no PREFECT_API_URL configured)", self.url)
+
+    def ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
+        """The API's URL once its health check answers; RuntimeError when it does not in `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            status = self.process.poll()
+            if status == PORT_IN_USE_EXIT:
+                self._launch()
+            elif status is not None:
+                raise RuntimeError(f"the local Prefect server exited with status {status} before it answered")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self.url
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the local Prefect server on {self.url} did not answer within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def start_local_api() -> LocalApi | None:
+    """A local server starting in the background, or None when an API is configured (it is used as it is)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return None if PREFECT_API_URL.value() else LocalApi()
+
+
+@contextmanager
+def api_settings(api: LocalApi | None) -> Iterator[None]:
+    """Inside: Prefect (and every process started meanwhile, through the environment) uses `api`, once it answers."""
+    if api is None:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = api.ready()
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
