@@ -34,6 +34,9 @@ def main() -> int:
 
     # As `energy-loop run` does: a local Prefect server boots while the flow is imported and the data prepared.
     api = start_local_api()
+    from registry.core import open_store_in_background
+
+    store_opened = open_store_in_background()
     from flows.energy_loop import energy_loop
     from tasks.inputs import check_arguments, prepare_checked
     from thresholds import scenario_path
@@ -49,6 +52,7 @@ def main() -> int:
     except InputError as exc:
         print(f"benchmarks/loop.py: error: {exc}", file=sys.stderr)
         return 2
+    store_opened()
     with api_settings(api):
         outcome = energy_loop(scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name)
         wall_s = time.perf_counter() - started

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flows.prefect_api import LocalApi, api_settings, start_local_api
+from registry.core import open_store_in_background
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -145,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     except InputError as exc:
         return bad_input(args.prog, exc)
     api = start_local_api()  # boots while the data is prepared and the flow imported
+    store_opened = open_store_in_background()
     code = _prepare_data(args, settings)
     if code is not None:
         if api is not None:
@@ -155,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     return run_loop(
         args.prog,
         api,
+        store_opened,
         lambda: energy_loop(
             scenario=str(path),
             dataset=args.dataset,
@@ -175,15 +178,16 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def run_loop(prog: str, api: LocalApi | None, loop: Callable[[], Any]) -> int:
-    """Run a pipeline's flow (against `api`, see flows/prefect_api.py): the one error path of every loop
-    command. Its table and verdict, or one line."""
+def run_loop(prog: str, api: LocalApi | None, store_opened: Callable[[], None], loop: Callable[[], Any]) -> int:
+    """Run a pipeline's flow (against `api`, see flows/prefect_api.py, once the tracking store opened in the
+    background is ready): the one error path of every loop command. Its table and verdict, or one line."""
     from mlflow.exceptions import MlflowException
 
     from flows import console
     from thresholds.errors import InputError
 
     started = time.perf_counter()
+    store_opened()
     try:
         if api is not None:
             api.ready()
@@ -223,11 +227,13 @@ def _cooling_run(args: argparse.Namespace) -> int:
     except InputError as exc:
         return bad_input(args.prog, exc)
     api = start_local_api()  # boots while the flow is imported
+    store_opened = open_store_in_background()
     from flows.cooling import cooling_loop
 
     return run_loop(
         args.prog,
         api,
+        store_opened,
         lambda: cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir),
     )
 

@@ -12,6 +12,7 @@ server, and the server stops when the command exits.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 import os
 import socket
@@ -49,19 +50,14 @@ class LocalApi:
         return f"http://127.0.0.1:{self.port}/api"
 
     def _launch(self) -> None:
-        import prefect
-        from prefect.settings import get_current_settings
-
         self.port = _free_port()
-        # What Prefect's own ephemeral server runs (prefect.server.api.server.SubprocessASGIServer), so both behave alike.
-        env = {
-            **os.environ,
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-            **get_current_settings().to_environment_variables(exclude_unset=True),
-        }
-        package_dir = str(Path(prefect.__file__).resolve().parent.parent)
+        # What Prefect's own ephemeral server runs (prefect.server.api.server.SubprocessASGIServer), so both
+        # behave alike; Prefect is not imported here (a second), the server reads its settings as it starts.
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        spec = importlib.util.find_spec("prefect")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("Prefect is not installed")
+        package_dir = str(Path(next(iter(spec.submodule_search_locations))).parent)
         app = ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", package_dir, *app, "--log-level", "error", "--lifespan", "on"], env=env)
         log.info("Prefect API: starting a local server for this command on %s (no PREFECT_API_URL configured)", self.url)
@@ -98,9 +94,15 @@ class LocalApi:
 
 def start_local_api() -> LocalApi | None:
     """A local server starting in the background, or None when an API is configured (it is used as it is)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    api = LocalApi()  # launched before Prefect is imported to read the rest of its settings: they boot side by side
     from prefect.settings import PREFECT_API_URL
 
-    return None if PREFECT_API_URL.value() else LocalApi()
+    if PREFECT_API_URL.value():  # configured by a profile or a settings file (or a test harness): that one is used
+        api.stop()
+        return None
+    return api
 
 
 @contextmanager

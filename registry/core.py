@@ -39,6 +39,24 @@ def client() -> Any:
     return MlflowClient(tracking_uri=tracking_uri())
 
 
+def open_store_in_background() -> Callable[[], None]:
+    """Open the tracking store in a thread (an SQL store checks or creates its tables: most of a second,
+    which MLflow then caches per URI) while a command does other work; call the result before the first
+    tracking call, so two threads never set the store up at once. A failure is left for that call to say."""
+    import threading
+
+    thread = threading.Thread(target=lambda: _quietly(lambda: client().search_experiments(max_results=1)), name="open-tracking-store", daemon=True)
+    thread.start()
+    return thread.join
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except Exception:  # noqa: BLE001,S110  (the loop's own first call reports it, with the retry budget)
+        pass
+
+
 def _experiment_id(mlflow_client: Any, name: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
