@@ -61,6 +61,8 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     work = folder / "work"
     prepare_checked(settings, dataset, work / "cache", None, samples, "auto", None)
     outcome = energy_loop(scenario=scenario, dataset=dataset, samples=samples, model_name=f"byo-{name}", work_root=str(work), model_factory=factory)
+    from tasks.energy.contention import max_other_share
+
     history = outcome.history
     baseline = history[0]
     final = history[outcome.chosen] if outcome.chosen is not None else closest(settings, history)
@@ -75,6 +77,7 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
         "macs_ratio": None if final is None else _ratio(final.macs, baseline.macs),
         "baseline_accuracy": baseline.accuracy,
         "iterations": len(history),
+        "max_other_cpu_share": max_other_share(c.tags for c in history),  # above the scenario's limit: not a result
         "reason": outcome.reason,
     }
     if final is not None and final.accuracy is not None and baseline.accuracy is not None:

@@ -38,6 +38,7 @@ def main() -> int:
 
     store_opened = open_store_in_background()
     from flows.energy_loop import energy_loop
+    from tasks.energy.contention import max_other_share
     from tasks.inputs import check_arguments, prepare_checked
     from thresholds import scenario_path
     from thresholds.energy.policy import closest, relative_cost
@@ -84,6 +85,7 @@ def main() -> int:
         "overhead_share": round(1 - busy_s / wall_s, 3),
         "energy_source": final.energy_source,
         "energy_estimated": final.estimated,
+        "max_other_cpu_share": max_other_share(c.tags for c in history),  # above the scenario's limit: not a result
         "startup_s": round(started - PROCESS_STARTED, 1),  # imports, before the loop's wall starts (as always)
         "process_wall_s": round(time.perf_counter() - PROCESS_STARTED, 1),
         "overhead_breakdown_s": breakdown,

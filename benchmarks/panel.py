@@ -77,6 +77,8 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
         return {"state": "DATA_ERROR", "reason": str(exc)}
     metric, _ = resolve_quality_metric(settings.targets.quality_metric, data)
     outcome = energy_loop(scenario=scenario, dataset=dataset, target=target, samples=size, model_name=f"panel-{table}", work_root=str(work))
+    from tasks.energy.contention import max_other_share
+
     history = outcome.history
     baseline = history[0]
     final = history[outcome.chosen] if outcome.chosen is not None else closest(settings, history)
@@ -93,6 +95,7 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
         "accuracy_delta_pt": None,
         "rmse_change_pct": None,
         "iterations": len(history),
+        "max_other_cpu_share": max_other_share(c.tags for c in history),  # above the scenario's limit: not a result
         "unreachable": unreachable,
         "reason": outcome.reason,
         "data_notes": list(data.notes),

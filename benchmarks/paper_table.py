@@ -134,6 +134,7 @@ def main() -> int:
 def repeated(scenario_name: str, samples: int, repeats: int) -> int:
     """`repeats` fresh loops on mnist1d: pass count by the loop's own gates, spread, same-architecture agreement."""
     from flows.energy_loop import energy_loop
+    from tasks.energy.contention import max_other_share
     from thresholds import scenario_path
     from thresholds.energy.policy import closest
     from thresholds.energy.schema import load_scenario
@@ -167,6 +168,7 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
                 "accuracy_delta_pt": round(((chosen.accuracy or 0) - (baseline.accuracy or 0)) * 100, 2),
                 "iterations": len(history),
                 "same_architecture_ratios": [round(c.inference_ratio_vs_baseline or 0, 4) for c in twins],
+                "max_other_cpu_share": max_other_share(c.tags for c in history),  # > the scenario's limit: not a result
                 "reason": outcome.reason,
             }
         )

@@ -23,7 +23,7 @@ from tasks import compress, hooks, models, onnx_runtime, quantize, serving
 from tasks import distill as distill_mod
 from tasks import search as search_mod
 from tasks.data import CachedData, load_cached
-from tasks.energy import analytic
+from tasks.energy import analytic, contention
 from tasks.energy.base import EnergyMeter
 from tasks.energy.paired import AcrossSizes
 from tasks.energy.runtime import stabilise_allocator
@@ -564,9 +564,15 @@ def measure_step(
         if q.accuracy_bound95 is not None:
             tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
         measure_start = time.perf_counter()
-        inference, paired_fields, reference_j = _measure_inference(
-            scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
-        )
+        with contention.watched() as others:
+            inference, paired_fields, reference_j = _measure_inference(
+                scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
+            )
+        tags[contention.TAG] = f"{others[0]:.3f}"
+        busy = contention.busy_warning(f"candidate #{index} ({step.label})", others[0], scenario.measurement.max_other_cpu_share)
+        if busy:
+            log.warning(busy)
+            tags["measurement.warning"] = busy
         tags.update(paired_fields.pop("tags", {}))  # type: ignore[call-overload]
         result = result.model_copy(update=paired_fields)
         measure_s = time.perf_counter() - measure_start

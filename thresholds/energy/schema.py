@@ -90,6 +90,12 @@ class Measurement(StrictSection):
         "this-machine", description="judge inference energy as measured here, or estimated for a 45 nm edge device"
     )
     paired: bool = Field(True, description="measure each candidate in ABBA windows interleaved with the baseline; gates judge the ratio's CI")
+    max_other_cpu_share: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="other processes' share of the CPU while a candidate is measured, above which the loop warns its figures are unreliable",
+    )
     train_attribution: Literal["auto", "process", "machine"] = Field(
         "auto", description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level meters), or the whole machine"
     )
