@@ -71,7 +71,7 @@ def energy_loop(
     with aborting(loop_run_id):
         with progress.phase("setup", "idle power, calibration, parallel width"):
             idle_w = idle_power(settings, meter_name)
-            calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id)
+            calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id, data_path)
             scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
         with candidate_runner(scale.width, dask_address) as runner:
             decision = plan_next(settings, history, calibration, scale.width)

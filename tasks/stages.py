@@ -20,7 +20,7 @@ from tasks import data as data_mod
 from tasks import inputs, models, onnx_runtime, report, serving
 from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.calibrate_parallel import calibrate_parallel
-from tasks.candidate import measure_step, produce_step
+from tasks.candidate import measure_step, model_spec, produce_step
 from tasks.energy.base import EnergyMeter
 from tasks.energy.select import make_meter, resolve_meter_name, shared_meter
 from tasks.energy.share import CpuTimeMeter, ProcessShareMeter
@@ -100,8 +100,8 @@ def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: C
 
 
 @task(cache_policy=NO_CACHE)
-def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str) -> Calibration | None:
-    """Which rungs save energy on this machine (measured once, cached), logged to the loop's run.
+def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str, data_path: str) -> Calibration | None:
+    """Which rungs save energy for this loop's architecture on this machine (measured once, cached), logged to the loop's run.
 
     Not measured at all when the scenario switches calibration off: the policy would ignore it."""
     if not scenario.ladder.use_calibration:
@@ -110,7 +110,8 @@ def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_i
     if scenario.measurement.inference_target == "analytic-45nm":
         table = analytic_calibration(batch_size)
     else:
-        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size, shared_dir=machine_cache_dir())
+        spec = model_spec(scenario, data_mod.load_cached(data_path))
+        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size, shared_dir=machine_cache_dir(), spec=spec)
     registry.log_calibration(loop_run_id, table)
     return table
 

@@ -26,3 +26,20 @@ def test_machine_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("ENERGY_LOOP_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert machine_cache_dir() == tmp_path / "xdg" / "energy-loop"
+
+
+def test_each_architecture_is_calibrated_on_itself(tmp_path: Path) -> None:
+    """A user's model is probed as itself (its factory, its input shape), under its own cache entry: the
+    paper MLP's table says nothing about whether bf16 pays for a Transformer."""
+    from tasks import models
+
+    transformer = models.ModelSpec(factory="examples.transformer_seq:make", input_shape=(40, 1), out_features=10, kwargs={"d_model": 8, "ff_dim": 16})
+    mlp = calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=16, window_s=0.01, repeats=1)
+    built: list[models.ModelSpec] = []
+    real_build = models.build
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "build", lambda spec: built.append(spec) or real_build(spec))
+        theirs = calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=16, window_s=0.01, repeats=1, spec=transformer)
+    assert built and all(spec == transformer for spec in built)  # measured on the Transformer, not read from the MLP's entry
+    assert len(list(tmp_path.glob("calibration-*.json"))) == 2
+    assert set(theirs.inference_ratio) == set(mlp.inference_ratio) == {"int8", "fp16", "bf16"}
