@@ -145,13 +145,12 @@ def _run(args: argparse.Namespace) -> int:
         settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks)
     except InputError as exc:
         return bad_input(args.prog, exc)
-    api = start_local_api()  # boots while the data is prepared and the flow imported
-    store_opened = open_store_in_background()
     code = _prepare_data(args, settings)
     if code is not None:
-        if api is not None:
-            api.stop()
         return code
+    # Only once every input passed (bad input writes nothing, not even Prefect's home): both boot while the flow is imported.
+    api = start_local_api()
+    store_opened = open_store_in_background()
     from flows.energy_loop import energy_loop
 
     return run_loop(
