@@ -47,6 +47,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare and check like the CLI does (errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
+    from tasks.energy.contention import max_other_share
     from tasks.inputs import check_arguments, prepare_checked
     from thresholds.energy.policy import closest, relative_cost
 
@@ -61,8 +62,6 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     work = folder / "work"
     prepare_checked(settings, dataset, work / "cache", None, samples, "auto", None)
     outcome = energy_loop(scenario=scenario, dataset=dataset, samples=samples, model_name=f"byo-{name}", work_root=str(work), model_factory=factory)
-    from tasks.energy.contention import max_other_share
-
     history = outcome.history
     baseline = history[0]
     # Not passed: the optimised candidate closest to passing (the baseline's own ratios, all 1, would say nothing).

@@ -57,7 +57,7 @@ def main() -> int:
     from flows.energy_loop import energy_loop
 
     store_opened()
-    with api_settings(api):
+    with api_settings(None if api is None else api.ready()):
         outcome = energy_loop(scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name)
         wall_s = time.perf_counter() - started
         breakdown = overhead_breakdown(outcome.loop_run_id, outcome.history, started_epoch_s, wall_s)

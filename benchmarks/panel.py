@@ -62,6 +62,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare the table like the CLI does (data errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
+    from tasks.energy.contention import max_other_share
     from tasks.evaluate import quality_tag, resolve_quality_metric
     from tasks.inputs import check_arguments, prepare_checked
     from thresholds.energy.policy import closest, relative_cost
@@ -77,8 +78,6 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
         return {"state": "DATA_ERROR", "reason": str(exc)}
     metric, _ = resolve_quality_metric(settings.targets.quality_metric, data)
     outcome = energy_loop(scenario=scenario, dataset=dataset, target=target, samples=size, model_name=f"panel-{table}", work_root=str(work))
-    from tasks.energy.contention import max_other_share
-
     history = outcome.history
     baseline = history[0]
     # Not passed: the optimised candidate closest to passing (the baseline's own ratios, all 1, would say nothing).

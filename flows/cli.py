@@ -188,14 +188,13 @@ def run_loop(prog: str, api: LocalApi | None, store_opened: Callable[[], None], 
     started = time.perf_counter()
     store_opened()
     try:
-        if api is not None:
-            api.ready()
+        url = None if api is None else api.ready()
     except RuntimeError as exc:
         print(f"{prog}: FAILED: {exc}", file=sys.stderr)
         return EXIT_NOT_PASSED
     try:
         try:
-            with api_settings(api):
+            with api_settings(url):
                 outcome = loop()
         finally:
             console.end_line()

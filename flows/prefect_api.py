@@ -106,14 +106,14 @@ def start_local_api() -> LocalApi | None:
 
 
 @contextmanager
-def api_settings(api: LocalApi | None) -> Iterator[None]:
-    """Inside: Prefect (and every process started meanwhile, through the environment) uses `api`, once it answers."""
-    if api is None:
+def api_settings(url: str | None) -> Iterator[None]:
+    """Inside: Prefect (and every process started meanwhile, through the environment) uses the API at `url`
+    (a `LocalApi.ready()`); None: the configured one."""
+    if url is None:
         yield
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = api.ready()
     before = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:

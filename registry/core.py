@@ -43,18 +43,16 @@ def open_store_in_background() -> Callable[[], None]:
     """Open the tracking store in a thread (an SQL store checks or creates its tables: most of a second,
     which MLflow then caches per URI) while a command does other work; call the result before the first
     tracking call, so two threads never set the store up at once. A failure is left for that call to say."""
+    import contextlib
     import threading
 
-    thread = threading.Thread(target=lambda: _quietly(lambda: client().search_experiments(max_results=1)), name="open-tracking-store", daemon=True)
+    def open_store() -> None:
+        with contextlib.suppress(Exception):  # the loop's own first call reports it, with the retry budget
+            client().search_experiments(max_results=1)
+
+    thread = threading.Thread(target=open_store, name="open-tracking-store", daemon=True)
     thread.start()
     return thread.join
-
-
-def _quietly(call: Callable[[], object]) -> None:
-    try:
-        call()
-    except Exception:  # noqa: BLE001,S110  (the loop's own first call reports it, with the retry budget)
-        pass
 
 
 def _experiment_id(mlflow_client: Any, name: str) -> str:

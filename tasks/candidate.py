@@ -568,8 +568,8 @@ def measure_step(
             inference, paired_fields, reference_j = _measure_inference(
                 scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
             )
-        tags[contention.TAG] = f"{others[0]:.3f}"
-        busy = contention.busy_warning(f"candidate #{index} ({step.label})", others[0], scenario.measurement.max_other_cpu_share)
+        tags[contention.TAG] = f"{others.share:.3f}"
+        busy = contention.busy_warning(f"candidate #{index} ({step.label})", others.share, scenario.measurement.max_other_cpu_share)
         if busy:
             log.warning(busy)
             tags["measurement.warning"] = busy

@@ -56,15 +56,22 @@ def busy_warning(what: str, share: float, limit: float) -> str | None:
     )
 
 
+@dataclass
+class Watched:
+    """Other processes' CPU share over a `watched()` block: set when the block ends."""
+
+    share: float = 0.0
+
+
 @contextmanager
-def watched() -> Iterator[list[float]]:
-    """`with watched() as share:` ... `share[0]` is other processes' CPU share over the block, once it ends."""
-    result: list[float] = []
+def watched() -> Iterator[Watched]:
+    """`with watched() as others:` ... `others.share` is other processes' CPU share over the block, once it ends."""
+    result = Watched()
     before = sample()
     try:
         yield result
     finally:
-        result.append(other_cpu_share(before, sample()))
+        result.share = other_cpu_share(before, sample())
 
 
 TAG = "measurement.other_cpu_share"  # on each measured candidate's run and version

@@ -37,4 +37,4 @@ def test_a_second_process_spinning_beside_the_measurement_is_seen() -> None:
         child = subprocess.Popen([sys.executable, "-c", spin])
         time.sleep(1.2)  # the child is not waited on inside the block: it is another process, as a test run beside the loop would be
     child.wait()
-    assert busy[0] > quiet[0] and busy[0] >= 0.2, (quiet, busy)
+    assert busy.share > quiet.share and busy.share >= 0.2, (quiet, busy)
