@@ -34,8 +34,7 @@ def main() -> int:
     import prefect  # noqa: F401
     import torch  # noqa: F401
 
-    from flows.prefect_api import api_settings, start_local_api
-    from registry.core import open_store_in_background
+    from flows.prefect_api import LoopServices, api_settings
     from tasks.energy.contention import max_other_share
     from tasks.inputs import check_arguments, prepare_checked
     from thresholds import scenario_path
@@ -45,19 +44,17 @@ def main() -> int:
 
     path = scenario_path(args.scenario)
     started, started_epoch_s = time.perf_counter(), time.time()
+    early = LoopServices.start_early()  # as `energy-loop run` does (flows/prefect_api.py)
     try:  # like the CLI: bad input is one line before the flow, not a traceback
         settings = check_arguments(str(path), args.dataset, args.samples)
         prepare_checked(settings, args.dataset, Path(".energy-loop") / "cache", None, args.samples, "auto", None)
     except InputError as exc:
         print(f"benchmarks/loop.py: error: {exc}", file=sys.stderr)
         return 2
-    # As `energy-loop run` does: once the inputs passed, a local Prefect server and the tracking store boot while the flow is imported.
-    api = start_local_api()
-    store_opened = open_store_in_background()
+    services = early or LoopServices()
     from flows.energy_loop import energy_loop
 
-    store_opened()
-    with api_settings(None if api is None else api.ready()):
+    with api_settings(services.ready()):
         outcome = energy_loop(scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name)
         wall_s = time.perf_counter() - started
         breakdown = overhead_breakdown(outcome.loop_run_id, outcome.history, started_epoch_s, wall_s)

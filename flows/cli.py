@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flows.prefect_api import LocalApi, api_settings, start_local_api
-from registry.core import open_store_in_background
+from flows.prefect_api import LoopServices, api_settings
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -138,25 +137,26 @@ def _run(args: argparse.Namespace) -> int:
     from thresholds import scenario_path
     from thresholds.errors import InputError
 
+    early = LoopServices.start_early()  # only where starting them creates nothing: they boot while the inputs are checked
     path = scenario_path(args.scenario)
     parallel = args.parallel
-    try:  # fail fast, before any server or run is started
+    try:  # fail fast, before any run is started
         hooks = {"loss": args.loss, "metric": args.metric, "train_step": args.train_step}
         settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks)
+        code = _prepare_data(args, settings)
     except InputError as exc:
-        return bad_input(args.prog, exc)
-    code = _prepare_data(args, settings)
+        code = bad_input(args.prog, exc)
     if code is not None:
+        if early is not None:
+            early.stop()
         return code
-    # Only once every input passed (bad input writes nothing, not even Prefect's home): both boot while the flow is imported.
-    api = start_local_api()
-    store_opened = open_store_in_background()
+    # Otherwise only once every input passed (bad input writes nothing, not even Prefect's home): they boot while the flow is imported.
+    services = early or LoopServices()
     from flows.energy_loop import energy_loop
 
     return run_loop(
         args.prog,
-        api,
-        store_opened,
+        services,
         lambda: energy_loop(
             scenario=str(path),
             dataset=args.dataset,
@@ -177,18 +177,17 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def run_loop(prog: str, api: LocalApi | None, store_opened: Callable[[], None], loop: Callable[[], Any]) -> int:
-    """Run a pipeline's flow (against `api`, see flows/prefect_api.py, once the tracking store opened in the
-    background is ready): the one error path of every loop command. Its table and verdict, or one line."""
+def run_loop(prog: str, services: LoopServices, loop: Callable[[], Any]) -> int:
+    """Run a pipeline's flow once its Prefect API and tracking store are ready (flows/prefect_api.py):
+    the one error path of every loop command. Its table and verdict, or one line."""
     from mlflow.exceptions import MlflowException
 
     from flows import console
     from thresholds.errors import InputError
 
     started = time.perf_counter()
-    store_opened()
     try:
-        url = None if api is None else api.ready()
+        url = services.ready()
     except RuntimeError as exc:
         print(f"{prog}: FAILED: {exc}", file=sys.stderr)
         return EXIT_NOT_PASSED
@@ -220,18 +219,19 @@ def _cooling_run(args: argparse.Namespace) -> int:
     from tasks.cooling.inputs import check_arguments
     from thresholds.errors import InputError
 
+    early = LoopServices.start_early()  # see _run
     try:
         check_arguments(args.scenario, args.env, args.months, args.days, args.meter)  # fail fast, before any run is opened
     except InputError as exc:
+        if early is not None:
+            early.stop()
         return bad_input(args.prog, exc)
-    api = start_local_api()  # boots while the flow is imported
-    store_opened = open_store_in_background()
+    services = early or LoopServices()  # boots while the flow is imported
     from flows.cooling import cooling_loop
 
     return run_loop(
         args.prog,
-        api,
-        store_opened,
+        services,
         lambda: cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir),
     )
 

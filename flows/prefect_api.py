@@ -7,6 +7,11 @@ same subprocess (uvicorn on loopback with Prefect's app factory, in its ephemera
 soon as the command's inputs passed (bad input writes nothing), without importing the server here,
 so it boots while the command imports the flow; `api_settings` then points the flow at it like at
 any configured server, and the server stops when the command exits.
+
+`LoopServices` is that start sequence as every loop command runs it (the CLI's `run` and `cooling run`,
+`benchmarks/loop.py`): the server and the tracking store start together, and earlier, before the inputs
+are checked, when starting them creates nothing (`nothing_to_create`: both stores exist already), so
+their boot also overlaps the data check.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -124,3 +129,46 @@ def api_settings(url: str | None) -> Iterator[None]:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = before
+
+
+def nothing_to_create(tracking_uri: str) -> bool:
+    """Whether starting the local Prefect server and opening the tracking store writes nothing new: Prefect's
+    database (`$PREFECT_HOME/prefect.db`, or an API configured in the environment) and an SQLite tracking file
+    exist, or the tracking store is a server. Then they may start before the inputs are checked."""
+    configured_api = bool(os.environ.get("PREFECT_API_URL"))
+    if not configured_api and os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        return False  # the server would open a database we cannot see from here
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    prefect_ready = configured_api or (home / "prefect.db").is_file()
+    if tracking_uri.startswith(("http://", "https://")):
+        return prefect_ready
+    if tracking_uri.startswith("sqlite:///"):
+        return prefect_ready and Path(tracking_uri.removeprefix("sqlite:///")).is_file()
+    return False  # an SQL server's store may create its tables when opened: only once the inputs passed
+
+
+class LoopServices:
+    """The Prefect API (a local server unless one is configured) and the tracking store, booting in the background."""
+
+    def __init__(self) -> None:
+        from registry.core import open_store_in_background
+
+        self.api = start_local_api()
+        self._store_opened: Callable[[], None] = open_store_in_background()
+
+    @classmethod
+    def start_early(cls) -> LoopServices | None:
+        """Started now when that creates nothing (see `nothing_to_create`), else None: start them once the inputs passed."""
+        from registry.core import tracking_uri
+
+        return cls() if nothing_to_create(tracking_uri()) else None
+
+    def ready(self) -> str | None:
+        """Wait for both; the local API's URL for `api_settings` (None: the configured one). RuntimeError when
+        the local server does not answer."""
+        self._store_opened()
+        return None if self.api is None else self.api.ready()
+
+    def stop(self) -> None:
+        if self.api is not None:
+            self.api.stop()

@@ -56,7 +56,7 @@ def test_parallel_defaults_to_auto_and_a_number_forces_it(extra: list[str], expe
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kwargs: seen.update(kwargs))
-    monkeypatch.setattr(flows.cli, "run_loop", lambda prog, api, store_opened, loop: loop() or 0)
+    monkeypatch.setattr(flows.cli, "run_loop", lambda prog, services, loop: loop() or 0)
     assert main(["run", "--scenario", "dev-cpu", "--dataset", "iris", *extra]) == 0
     assert seen["parallel"] == expected and seen["dask_address"] is None
 

@@ -85,6 +85,26 @@ def test_data_error_is_one_line_before_the_flow(tmp_path: Path, make: Callable[[
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "prefect-home").exists()
 
 
+def test_with_existing_stores_the_early_start_still_registers_nothing(tmp_path: Path) -> None:
+    """Where the stores exist, the Prefect server and the tracking store start before the data is checked
+    (flows/prefect_api.py): bad input is still the one line, exit 2, and no run or version."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # an earlier loop's tracking database
+    (tmp_path / "prefect-home").mkdir()
+    (tmp_path / "prefect-home" / "prefect.db").write_bytes(b"")  # and Prefect's
+    table = tmp_path / "table.csv"
+    _stray_text(table)
+    done = _cli(tmp_path, table, "species")
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output, output
+    assert [line for line in output.splitlines() if line.strip()] == [done.stderr.strip()]
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == [] and client.search_registered_models() == []
+
+
 def test_verbose_shows_the_traceback_behind_the_line(tmp_path: Path) -> None:
     table = tmp_path / "table.csv"
     _stray_text(table)

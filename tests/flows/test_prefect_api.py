@@ -1,0 +1,50 @@
+"""When a loop command may start its Prefect server and tracking store before the inputs are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.prefect_api import nothing_to_create
+
+
+@pytest.fixture
+def homes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    return tmp_path
+
+
+def _prefect_db(root: Path) -> None:
+    (root / "prefect-home").mkdir()
+    (root / "prefect-home" / "prefect.db").write_bytes(b"")
+
+
+def test_only_existing_stores_allow_an_early_start(homes: Path) -> None:
+    sqlite = f"sqlite:///{homes / 'mlflow.db'}"
+    assert not nothing_to_create(sqlite)  # neither exists
+    _prefect_db(homes)
+    assert not nothing_to_create(sqlite)  # the tracking database would be created
+    (homes / "mlflow.db").write_bytes(b"")
+    assert nothing_to_create(sqlite)
+    assert nothing_to_create("http://127.0.0.1:5000")  # a tracking server: opening it writes nothing here
+
+
+def test_a_tracking_database_server_waits_for_the_inputs(homes: Path) -> None:
+    _prefect_db(homes)
+    # Opening an SQL server's store may create its tables, so it is opened only once the inputs passed.
+    assert not nothing_to_create("postgresql://127.0.0.1:5432/mlflow")
+
+
+def test_a_configured_prefect_api_needs_no_local_database(homes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not nothing_to_create("http://127.0.0.1:5000")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert nothing_to_create("http://127.0.0.1:5000")
+
+
+def test_a_prefect_database_elsewhere_is_not_guessed(homes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _prefect_db(homes)
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://127.0.0.1:5432/prefect")
+    assert not nothing_to_create("http://127.0.0.1:5000")
