@@ -90,7 +90,7 @@ class Split:
 
 
 class _MixedForms(Exception):
-    """Raised by `_collate` on an item whose form differs from the first item's."""
+    """Raised while collating a Dataset (`_collated`) on an item whose form differs from the first item's."""
 
 
 def _item_form(item: Any) -> tuple[str, ...] | int | None:
@@ -152,7 +152,7 @@ def _materialise(split: str, value: Any, where: str) -> Split:
         columns = list(value)
     elif isinstance(value, torch.utils.data.Dataset):
         chunks, keys = _collated(field_name, value, where)
-        columns = [torch.cat([torch.as_tensor(c) for c in chunk]) if all(isinstance(c, torch.Tensor) for c in chunk) else chunk[0] for chunk in chunks]
+        columns = [torch.cat(chunk) if all(isinstance(c, torch.Tensor) for c in chunk) else chunk[0] for chunk in chunks]  # else: not numbers
     else:
         shown = f"a mapping with keys {sorted(map(str, value))}" if isinstance(value, Mapping) else _kind(value)
         raise InputError(field_name, shown, SPLIT_CONTRACT, where)
@@ -173,7 +173,7 @@ def _extra(field_name: str, name: str, value: Any, n: int, where: str) -> torch.
     extra = _as_tensor(value)
     if extra is None or extra.is_complex():
         shown = f"a list of {_kind(value[0])}" if isinstance(value, list | tuple) and value else _kind(value)
-        raise InputError(f"{field_name} extra {name}", shown, "a number or a tensor per item (numbers: a mask, weights, an auxiliary target)", where)
+        raise InputError(f"{field_name} extra {name}", shown, "numbers: a number or a tensor per Dataset item, or a tensor or numpy array of N rows", where)
     if extra.dim() == 0 or len(extra) != n:
         raise InputError(f"{field_name} extra {name}", f"shape {tuple(extra.shape)}", f"{n} rows, one per sample like x and y", where)
     return extra.float().contiguous() if extra.is_floating_point() else extra.contiguous()

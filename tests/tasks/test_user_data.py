@@ -175,7 +175,7 @@ def test_pairs_carry_no_extras_and_keep_the_pair_batch(user_module: Path) -> Non
         ("mapping_without_y", "train split = \"a Items whose items have keys ['x', 'label']\": expected mappings with keys 'x' and 'y'"),
         ("columns_without_x", "train split = \"a mapping with keys ['inputs', 'y']\": expected a torch Dataset of"),
         ("extra_too_short", "train split extra [2] = 'shape (10,)': expected 90 rows, one per sample like x and y"),
-        ("extra_is_text", "train split extra [2] = 'a list of str': expected a number or a tensor per item"),
+        ("extra_is_text", "train split extra [2] = 'a list of str': expected numbers: a number or a tensor per Dataset item"),
         ("forms_differ", "val split form = '(x, y)': expected the training split's form, (x, y, extra of shape ()): the same extras"),
         ("bad_task", 'task = \'clustering\': expected "classification" or "regression"'),
         ("fractional_classes", "train targets = 'fractional values': expected class indices"),
