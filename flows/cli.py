@@ -44,7 +44,7 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     run.add_argument("--model", help="your model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) (sets model.factory)")
     run.add_argument("--loss", help="your loss: PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor (sets model.loss)")
     run.add_argument("--metric", help="your quality metric: PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better (sets model.metric)")
-    run.add_argument("--train-step", help="your training step: PKG.MODULE:FUNCTION, (model, (x, targets)) -> scalar loss tensor (sets model.train_step)")
+    run.add_argument("--train-step", help="your training step: PKG.MODULE:FUNCTION, (model, batch as items) -> scalar loss tensor (sets model.train_step)")
     run.add_argument("--image-size", help="HxW: resize every image of an image folder to this size (mixed sizes are refused without it)")
     run.add_argument("--target", help="target column of a CSV/Parquet dataset")
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from tasks.hooks import Batch
 from tasks.inputs import MIN_ROWS
 from tasks.plugins import is_entry_point, resolve_callable
 from tasks.preprocess import FILE_NAME, TablePreprocessor, check_table, class_labels_of, infer_task
@@ -59,6 +60,8 @@ class CachedData:
     notes: tuple[str, ...] = ()  # what preparing the data did (dropped rows/columns, imputation, encoding)
     raw_example: tuple[dict[str, Any], ...] = ()  # a few raw rows as the table had them (the serving input example)
     sample_shape: tuple[int, ...] = ()  # one sample's shape without the batch dimension; () means a table row (n_features,)
+    extras: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # split -> a dataset function's per-sample extras, in item order
+    extra_keys: tuple[str, ...] | None = None  # the extras' names when its items were mappings; None: tuples (x, y, *extras)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -68,6 +71,16 @@ class CachedData:
     @property
     def out_features(self) -> int:
         return self.n_classes if self.task == "classification" else 1
+
+    def batch(self, split: str, targets: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> Batch:
+        """`rows` of a split (all by default) as a training step takes them, in the form of the dataset's items:
+        `(x, targets, *extras)`, or `{"x": x, "y": targets, **extras}` for a dataset function's mappings.
+        `targets`: the whole split's, as the loss sees them (tasks/train.py `loss_targets`)."""
+        x: torch.Tensor = getattr(self, f"x_{split}")
+        extras = [e[rows] for e in self.extras.get(split, [])]
+        if self.extra_keys is None:
+            return (x[rows], targets[rows], *extras)
+        return {"x": x[rows], "y": targets[rows], **dict(zip(self.extra_keys, extras, strict=True))}
 
     def write_preprocessing(self, directory: Path) -> Path:
         """`preprocessing.json` beside a model: what turns a raw table row into this model's input."""
@@ -311,9 +324,10 @@ def _function_payload(dataset: str, name: str, samples: int | None, seed: int) -
         pre.target_mean, pre.target_std = float(y["train"].double().mean()), float(y["train"].double().std()) or 1.0
         y = {s: ((t.double() - pre.target_mean) / pre.target_std).float() for s, t in y.items()}
     return {
-        "meta": _shaped_meta(name, splits.task, shape, splits.class_labels, pre, x["test"][:5], pre.input_columns),
+        "meta": {**_shaped_meta(name, splits.task, shape, splits.class_labels, pre, x["test"][:5], pre.input_columns), "extra_keys": splits.extra_keys},
         **{f"x_{s}": x[s] for s in ("train", "val", "test")},
         **{f"y_{s}": y[s] for s in ("train", "val", "test")},
+        **{f"extras_{s}": splits.extras[s] for s in ("train", "val", "test")},  # lists of tensors: weights_only reads them
     }
 
 
@@ -346,5 +360,7 @@ def load_cached(cache_path: str) -> CachedData:
         notes=tuple(json.loads(meta["preprocessing_json"])["notes"]),
         raw_example=tuple(json.loads(meta.get("raw_example_json", "[]"))),
         sample_shape=tuple(meta.get("sample_shape", ())),
+        extras={s: list(payload[f"extras_{s}"]) for s in ("train", "val", "test") if f"extras_{s}" in payload},
+        extra_keys=None if meta.get("extra_keys") is None else tuple(meta["extra_keys"]),
         **{k: payload[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
     )

@@ -16,14 +16,18 @@ class indices `(B,)` (int64) or standardised values `(B, 1)` (float32).
         watches on the validation split.
     train_step(model, batch) -> scalar tensor
         the loss of one training batch, computed your way (the loop runs autocast, the backward
-        pass and the Adam step). `batch` is `(x, targets)`, x `(B, *input_shape)` float32 as the
-        dataset gave it. The validation loss is `train_step(model, (x_val, targets_val))` in eval
-        mode without gradients. Distillation trains on soft labels, so it does not apply then.
+        pass and the Adam step). `batch` keeps the form of the dataset's items: `(x, targets)` for
+        tables, images and `(x, y)` items; `(x, targets, *extras)` or `{"x": x, "y": targets, **extras}`
+        for a dataset function whose items carry more (a mask, sample weights, an auxiliary target:
+        tasks/user_data.py), every part indexed by the batch's rows. x is `(B, *input_shape)` float32
+        as the dataset gave it. The validation loss is the training step on the whole validation
+        split in that form, in eval mode without gradients. Distillation trains on soft labels, so
+        it does not apply then.
 
-The data path materialises every dataset as `(x, y)` tensors, so a batch is always that pair
-(tasks/user_data.py refuses items of another form). Every hook is tried once on a tiny batch
-before the flow starts (`check`); a hook that raises or returns the wrong thing, there or later in
-the loop, is one `InputError` line naming the field, the hook and what was expected.
+The model, the loss, the metric, pruning and serving see x and targets alone: only a training step
+gets the extras. Every hook is tried once on a tiny batch of the first training rows, in the
+dataset's form, before the flow starts (`check`); a hook that raises or returns the wrong thing,
+there or later in the loop, is one `InputError` line naming the field, the hook and what was expected.
 """
 
 from __future__ import annotations
@@ -43,8 +47,16 @@ from thresholds.errors import InputError
 CONTRACTS: dict[HookName, str] = {
     "loss": "a function (outputs, targets) -> scalar loss tensor",
     "metric": "a function (outputs, targets) -> float in [0, 1], higher is better",
-    "train_step": "a function (model, batch) -> scalar loss tensor, where batch = (x, targets)",
+    "train_step": "a function (model, batch) -> scalar loss tensor, where batch = (x, targets, *extras) or {'x': x, 'y': targets, **extras}",
 }
+
+Batch = tuple[Tensor, ...] | dict[str, Tensor]
+"""A training step's batch in the form of the dataset's items: `(x, targets, *extras)` or `{"x": x, "y": targets, **extras}`."""
+
+
+def inputs_and_targets(batch: Batch) -> tuple[Tensor, Tensor]:
+    """The model's input and the loss's targets of a batch of either form."""
+    return (batch["x"], batch["y"]) if isinstance(batch, dict) else (batch[0], batch[1])
 
 
 def field_of(hook: HookName) -> str:
@@ -65,7 +77,7 @@ class Hooks:
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return self._scalar("loss", self._call("loss", outputs, targets))
 
-    def train_step(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    def train_step(self, model: nn.Module, batch: Batch) -> Tensor:
         return self._scalar("train_step", self._call("train_step", model, batch))
 
     def metric(self, outputs: Tensor, targets: Tensor) -> float:
@@ -106,20 +118,22 @@ def resolve(names: Mapping[HookName, str]) -> Hooks:
     return Hooks(dict(names), {hook: resolve_callable(value, field_of(hook)) for hook, value in names.items()})
 
 
-def check(names: Mapping[HookName, str], model: nn.Module, x: Tensor, targets: Tensor) -> Hooks:
-    """Resolve the hooks and try each once on the tiny batch `(x, targets)` with `model`, before any training.
+def check(names: Mapping[HookName, str], model: nn.Module, batch: Batch) -> Hooks:
+    """Resolve the hooks and try each once with `model` on a tiny batch in the dataset's form, before any
+    training: the training step takes the batch, the loss and the metric its x and targets.
 
     The loss and the training step must also be differentiable (a loss computed through `.item()` or
     numpy would train nothing); the metric must be a number in [0, 1].
     """
     hooks = resolve(names)
+    x, targets = inputs_and_targets(batch)
     was_training = model.training
     try:
         model.train()
         if "loss" in hooks:
             _backward(hooks, "loss", hooks.loss(model(x).float(), targets))
         if "train_step" in hooks:
-            _backward(hooks, "train_step", hooks.train_step(model, (x, targets)))
+            _backward(hooks, "train_step", hooks.train_step(model, batch))
         if "metric" in hooks:
             with torch.no_grad():
                 hooks.metric(model.eval()(x).float(), targets)

@@ -107,7 +107,7 @@ def prepare_checked(
         checked = check_factory(settings.model.factory, data.input_shape, data.out_features, settings.training.batch_size)
         model = f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
     if settings.model.hooks:
-        hooks.check(settings.model.hooks, models.build(model_spec(settings, data)), data.x_train[:4], loss_targets(data.y_train[:4], data.task))
+        hooks.check(settings.model.hooks, models.build(model_spec(settings, data)), data.batch("train", loss_targets(data.y_train, data.task), slice(0, 4)))
     return Prepared(str(cache), data, model)
 
 

@@ -17,7 +17,7 @@ from tasks.data import CachedData
 from tasks.energy.base import EnergyMeter
 from tasks.energy.simple import NullMeter
 from tasks.errors import DivergedError, RungNotApplicable
-from tasks.hooks import Hooks
+from tasks.hooks import Batch, Hooks
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def fit(
     x, y = data.x_train, loss_targets(data.y_train, data.task)
     x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
-    train_step: BatchStep | None = (lambda m, idx: hooks.train_step(m, (x[idx], y[idx]))) if "train_step" in hooks else None
+    train_step: BatchStep | None = (lambda m, idx: hooks.train_step(m, data.batch("train", y, idx))) if "train_step" in hooks else None
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     best_score = patience_score = (math.inf, math.inf)
     patience_epoch = 0
@@ -134,7 +134,7 @@ def fit(
         try:
             with epoch_meter.window(f"{label} epoch {epoch}") as handle:
                 train_loss = _epoch(model, x, step_loss, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype, train_step)
-                val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch)
+                val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, data.batch("val", y_val))
         except DivergedError as exc:
             exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
             raise
@@ -233,14 +233,15 @@ def _epoch(
 
 
 def _validate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: BatchLoss, hooks: Hooks, monitored: bool, label: str, epoch: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: BatchLoss, hooks: Hooks, monitored: bool, label: str, epoch: int, batch: Batch
 ) -> tuple[float, float | None]:
-    """(validation loss, validation score). The loss is the user's training step or loss, else the task's;
-    the score is the user's metric when early stopping monitors it (else not computed), or accuracy."""
+    """(validation loss, validation score). The loss is the user's training step (on `batch`, the split in
+    the dataset's form) or loss, else the task's; the score is the user's metric when early stopping
+    monitors it (else not computed), or accuracy."""
     model.eval()
     with torch.no_grad():
         out = model(x)
-        loss = (hooks.train_step(model, (x, y)) if "train_step" in hooks else criterion(out, y)).item()
+        loss = (hooks.train_step(model, batch) if "train_step" in hooks else criterion(out, y)).item()
         if "metric" in hooks:
             score = hooks.metric(out.float(), y) if monitored else None
         else:

@@ -44,6 +44,18 @@ def hog(input_shape, n_outputs):
 def returns_a_list():
     return [torch.zeros(4, 3), torch.zeros(4)]
 
+def weighted(samples=None, seed=0):  # items (x, y, weight)
+    x, y = torch.randn(60, 4), torch.arange(60) % 2
+    return {"train": (x[:40], y[:40], torch.ones(40)), "val": (x[40:], y[40:], torch.ones(20)), "task": "classification"}
+
+def weight_too_short(samples=None, seed=0):
+    x, y = torch.randn(60, 4), torch.arange(60) % 2
+    return {"train": (x[:40], y[:40], torch.ones(10)), "val": (x[40:], y[40:], torch.ones(20)), "task": "classification"}
+
+def step_for_pairs(model, batch):
+    x, targets = batch
+    return nn.functional.cross_entropy(model(x), targets)
+
 def loss_raises(outputs, targets):
     raise KeyError("class_weights")
 
@@ -105,6 +117,10 @@ CASES: list[tuple[str, Callable[[Path], str], list[str], str]] = [
     ("model does not fit in memory", lambda d: str(_good_folder(d)), HOG, "training.batch_size = 64: expected a batch size at which user_code:hog fits"),
     ("dataset function returns the wrong types", lambda d: "user_code:returns_a_list", [], "returned = 'a list of 2 items': expected {\"train\""),
     ("dataset function does not import", lambda d: "no_such_package.data:load", [], "--dataset = 'no_such_package.data:load': expected an importable module"),
+    ("dataset function extra of another length", lambda d: "user_code:weight_too_short", [],
+     "train split extra [2] = 'shape (10,)': expected 40 rows, one per sample like x and y"),
+    ("train step gets the dataset's form", lambda d: "user_code:weighted", [*GOOD, "--train-step", "user_code:step_for_pairs"],
+     "or {'x': x, 'y': targets, **extras} (it raised ValueError: too many values to unpack (expected 2))"),  # the dry run's batch: (x, targets, weight)
     ("one class", lambda d: str(_one_class(d)), [], "class folders = ['a']: expected at least 2 subfolders"),
     ("empty class", lambda d: str(_empty_class(d)), [], "class folder = 'c': expected at least one PNG or JPEG image (it is empty)"),
     ("corrupt image", lambda d: str(_corrupt_file(d)), [], "file = 'b/7.png': expected a readable PNG or JPEG image"),

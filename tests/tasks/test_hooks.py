@@ -4,6 +4,7 @@ would use its own, recorded with the model, and refused in one line when they ra
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from tasks.distill import distillation_loss
 from tasks.errors import RungNotApplicable
 from tasks.evaluate import quality, quality_tag, resolve_quality_metric
 from tasks.train import TrainConfig, fit, loss_targets
+from tests.conftest import ROOT
 from thresholds.energy.schema import parse_scenario
 from thresholds.errors import InputError
 
@@ -56,6 +58,30 @@ def step_returns_outputs(model: nn.Module, batch: tuple[torch.Tensor, torch.Tens
     return model(batch[0])
 
 
+def weighted_digits(samples: int | None = None, seed: int = 0) -> dict[str, object]:
+    """sklearn's digits as a dataset function whose items are mappings with two extras: a weight of 2 for
+    every sample, and each sample's pixel sum (what lets a training step check that its rows line up)."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16, dtype=torch.float32)
+
+    def split(rows: slice) -> dict[str, torch.Tensor]:
+        return {"x": x[rows], "y": torch.tensor(y[rows]), "weight": torch.full((len(x[rows]),), 2.0), "pixel_sum": x[rows].sum(1)}
+
+    return {"train": split(slice(0, 1200)), "val": split(slice(1200, 1500)), "test": split(slice(1500, None)), "task": "classification"}
+
+
+def weighted_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    assert list(batch) == ["x", "y", "weight", "pixel_sum"] and torch.allclose(batch["pixel_sum"], batch["x"].sum(1))  # the dataset's form, rows aligned
+    with open(SEEN, "a") as seen:
+        seen.write(f"{len(batch['y'])}\n")
+    return (nn.functional.cross_entropy(model(batch["x"]), batch["y"], reduction="none") * batch["weight"]).mean()
+
+
+SEEN = Path("weighted_batches.txt")  # relative: the tests that use it run in a temporary directory
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> CachedData:
     return load_cached(str(prepare("digits", Path(tmp_path_factory.mktemp("cache")))))
@@ -67,11 +93,11 @@ def mlp(data: CachedData) -> nn.Module:
 
 
 def tiny_batch(data: CachedData) -> tuple[torch.Tensor, torch.Tensor]:
-    return data.x_train[:4], loss_targets(data.y_train[:4], data.task)
+    return data.x_train[:4], loss_targets(data.y_train[:4], data.task)  # a table's batch: always (x, targets)
 
 
 def check(digits: CachedData, **names: str) -> hooks.Hooks:
-    return hooks.check(names, mlp(digits), *tiny_batch(digits))  # type: ignore[arg-type]
+    return hooks.check(names, mlp(digits), tiny_batch(digits))  # type: ignore[arg-type]
 
 
 def test_good_hooks_pass_the_dry_run(digits: CachedData) -> None:
@@ -108,6 +134,34 @@ def test_the_loss_and_the_training_step_replace_the_task_loss_in_training_and_va
         doubled = fit(mlp(digits), digits, cfg, hooks=hooks.resolve(names))  # type: ignore[arg-type]
         assert doubled.train_losses == pytest.approx([2 * v for v in plain.train_losses], rel=1e-3), names
         assert doubled.val_losses == pytest.approx([2 * v for v in plain.val_losses], rel=1e-3), names
+
+
+def test_the_training_step_gets_every_batch_in_the_dataset_form_with_its_extras(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    weighted = load_cached(str(prepare(f"{HERE}:weighted_digits", tmp_path / "cache")))
+    names = {"train_step": f"{HERE}:weighted_step"}
+    hooks.check(names, mlp(weighted), weighted.batch("train", weighted.y_train, slice(0, 4)))  # type: ignore[arg-type]  # the dry run's tiny batch
+    cfg = TrainConfig(max_epochs=3, patience=3, batch_size=128)
+    plain = fit(mlp(weighted), weighted, cfg)
+    doubled = fit(mlp(weighted), weighted, cfg, hooks=hooks.resolve(names))  # type: ignore[arg-type]
+    # Weights of 2 double every loss, in training and on the validation split, as in the test above: the extra reached the step.
+    assert doubled.train_losses == pytest.approx([2 * v for v in plain.train_losses], rel=1e-3)
+    assert doubled.val_losses == pytest.approx([2 * v for v in plain.val_losses], rel=1e-3)
+    seen = [int(n) for n in SEEN.read_text().split()]
+    assert seen[0] == 4 and {128, 1200 % 128, 300} <= set(seen)  # the dry run, training batches (and the last, short one), validation
+
+
+def test_the_example_weighted_step_trains_on_its_weighted_mnist1d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    data = load_cached(str(prepare("examples.weighted_mnist1d:load", tmp_path / "cache", samples=400)))
+    batch = data.batch("train", data.y_train)
+    assert isinstance(batch, tuple)  # the example's items are (x, y, weight)
+    _, targets, weight = batch
+    rare = targets >= 5
+    assert 0 < rare.sum() < (~rare).sum() and weight[rare].min() > weight[~rare].max()  # fewer rare digits, each weighing more
+    names = {"train_step": "examples.weighted_mnist1d:weighted_step"}
+    report = fit(mlp(data), data, TrainConfig(max_epochs=2, batch_size=64), hooks=hooks.check(names, mlp(data), data.batch("train", targets, slice(0, 4))))  # type: ignore[arg-type]
+    assert report.epochs_run == 2 and all(math.isfinite(v) for v in report.val_losses)
 
 
 def test_early_stopping_watches_the_metric_only_when_it_monitors_accuracy(digits: CachedData) -> None:

@@ -210,7 +210,7 @@ class ModelSettings(StrictSection):
         None, description="PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better: judged in place of accuracy (also --metric)"
     )
     train_step: str | None = Field(
-        None, description="PKG.MODULE:FUNCTION, (model, (x, targets)) -> scalar loss tensor: one training batch your way (also --train-step)"
+        None, description="PKG.MODULE:FUNCTION, (model, batch) -> scalar loss tensor: one batch (as the dataset's items) your way (also --train-step)"
     )
 
     @field_validator("hidden")
