@@ -7,17 +7,18 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from tasks.data import CachedData
+from tasks.data import CachedData, outputs
 from tasks.energy.base import EnergyMeter
 from tasks.energy.simple import NullMeter
 from tasks.errors import DivergedError, RungNotApplicable
 from tasks.hooks import Hooks
+from tasks.images import StreamedSplit
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def amp_settings(device_type: str, enabled: bool, dtype: str | None = None) -> t
 
 def _epoch(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | StreamedSplit,
     step_loss: BatchLoss,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
@@ -208,12 +209,11 @@ def _epoch(
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
-    for i in range(0, len(x), batch_size):
-        idx = order[i : i + batch_size]
+    for idx, inputs in _batches(x, order, batch_size):
         optimizer.zero_grad(set_to_none=True)
         if train_step is None:
             with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
-                out = model(x[idx])
+                out = model(inputs)
             loss = step_loss(out.float(), idx)
         else:
             with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
@@ -232,15 +232,37 @@ def _epoch(
     return total / len(x)
 
 
+def _batches(x: torch.Tensor | StreamedSplit, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(indices, inputs) of each batch of an epoch in `order`: sliced from a tensor, or decoded ahead by a streamed
+    split's workers. (A user's `train_step` indexes the split itself, so a streamed batch is then decoded twice.)"""
+    if isinstance(x, StreamedSplit):
+        return x.batches(order, batch_size)
+    return ((order[i : i + batch_size], x[order[i : i + batch_size]]) for i in range(0, len(x), batch_size))
+
+
+def _step_on_split(
+    model: nn.Module, x: torch.Tensor | StreamedSplit, y: torch.Tensor, train_step: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
+) -> float:
+    """The user's training step as a validation loss: on the whole tensor, or on a streamed split's chunks averaged
+    by their sizes (equal to the whole-split loss for a step whose loss is a mean over the batch)."""
+    if isinstance(x, torch.Tensor):
+        return float(train_step(model, (x, y)).item())
+    total, start = 0.0, 0
+    for inputs in x.chunks():
+        total += float(train_step(model, (inputs, y[start : start + len(inputs)])).item()) * len(inputs)
+        start += len(inputs)
+    return total / len(x)
+
+
 def _validate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: BatchLoss, hooks: Hooks, monitored: bool, label: str, epoch: int
+    model: nn.Module, x: torch.Tensor | StreamedSplit, y: torch.Tensor, criterion: BatchLoss, hooks: Hooks, monitored: bool, label: str, epoch: int
 ) -> tuple[float, float | None]:
     """(validation loss, validation score). The loss is the user's training step or loss, else the task's;
     the score is the user's metric when early stopping monitors it (else not computed), or accuracy."""
     model.eval()
     with torch.no_grad():
-        out = model(x)
-        loss = (hooks.train_step(model, (x, y)) if "train_step" in hooks else criterion(out, y)).item()
+        out = outputs(model, x)
+        loss = _step_on_split(model, x, y, hooks.train_step) if "train_step" in hooks else criterion(out, y).item()
         if "metric" in hooks:
             score = hooks.metric(out.float(), y) if monitored else None
         else:
