@@ -1,4 +1,4 @@
-"""An image folder as a dataset: one subfolder per class, PNG or JPEG files, decoded once into tensors.
+"""An image folder as a dataset: one subfolder per class, PNG or JPEG files, decoded into tensors.
 
     DIR/<class>/<any name>.png|.jpg|.jpeg      class labels are the subfolder names, sorted
 
@@ -8,10 +8,21 @@ cannot be read (named), or mixed sizes. Mixed sizes are refused unless a size is
 (`--image-size HxW`), which resizes every image. Greyscale files give 1 channel; if any file is in
 colour, every image is read as RGB (3 channels). Alpha is dropped. Hidden files are skipped.
 
-Decoding runs through a torch DataLoader with worker processes and prefetching, into one uint8
-tensor (N, C, H, W) that `tasks.data` splits, scales to [0, 1], standardises per channel with the
-training split's statistics and caches. There is no streaming mode: the decoded folder must fit in
-memory (1 byte per pixel and channel while decoding, 4 once cached as float32).
+Decoding runs through a torch DataLoader with worker processes and prefetching. `--image-cache` picks
+what is cached (`tasks.data`):
+
+    memory   one uint8 tensor (N, C, H, W), split, scaled to [0, 1], standardised per channel with the
+             training split's statistics and cached as float32: 4 bytes per pixel and channel in memory
+             for the whole loop (and 1 more while decoding); every epoch reads it at memory speed.
+    stream   the file list, labels, split indices and the `ImagePreprocessor`, fitted by one decoding pass
+             in batches (`ImagePreprocessor.fit_streamed`, exact integer sums: the same statistics);
+             each split is a `StreamedSplit` that decodes every batch again, every epoch, on persistent
+             DataLoader workers that prefetch: memory for a few batches, CPU time for decoding.
+    auto     memory when the folder as float32 fits in `MEMORY_SHARE` of physical memory, else stream
+             (the default; a note says which).
+
+Either way every file is decoded once while the cache is made, so a corrupt file is refused before the
+loop starts; one that breaks later, while streaming, is the same one line naming it.
 
 `ImagePreprocessor` is what a model trained on the folder needs at prediction time
 (`preprocessing.json`): the size, the channels, the class labels and the standardisation. It maps
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -288,9 +300,9 @@ def memory_budget_bytes() -> int:
 
 
 def choose_cache(mode: str, n_images: int, sample_shape: tuple[int, int, int], budget_bytes: int | None = None) -> tuple[str, str | None]:
-    """("memory" or "stream", the note saying why) for `--image-cache mode`; an explicit `memory` (today's default
-    behaviour) has no note. `auto` pre-caches when the folder as float32 fits under `budget_bytes` (default
-    `memory_budget_bytes()`); it is the float32 copy that stays in memory for the whole loop."""
+    """("memory" or "stream", the note saying why) for `--image-cache mode`; an explicit `memory` has no note.
+    `auto` pre-caches when the folder as float32 fits under `budget_bytes` (default `memory_budget_bytes()`):
+    it is the float32 copy that stays in memory for the whole loop."""
     from tasks.inputs import check_image_cache
 
     check_image_cache(mode)
@@ -324,7 +336,10 @@ class StreamedSplit:
     It gives what the code reads of a split tensor: `len`, `x[indices]` or `x[:n]` (decoded in this process),
     `batches` in a given order and `chunks` in file order (both decoded ahead by persistent DataLoader worker
     processes, each prefetching). Inputs come out as the memory cache holds them: float32, scaled and
-    standardised by `pre`. A file that fails to decode is one `InputError` line naming it. One pass at a time."""
+    standardised by `pre`. A file that fails to decode is one `InputError` line naming it.
+
+    The persistent workers serve one pass at a time; a pass that starts while another holds them (a second
+    thread, a nested loop) gets workers of its own for its length."""
 
     device = torch.device("cpu")
 
@@ -333,7 +348,7 @@ class StreamedSplit:
         self.workers = default_workers(len(files)) if workers is None else workers
         self._order = _Order()
         self._loader: torch.utils.data.DataLoader[tuple[torch.Tensor, str]] | None = None
-        self._reading = False
+        self._free = threading.Lock()  # held by the pass the persistent workers serve
 
     def __len__(self) -> int:
         return len(self.files)
@@ -349,20 +364,27 @@ class StreamedSplit:
 
     def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(indices, inputs) of each `batch_size` slice of `order` in turn."""
-        if self._reading:
-            raise RuntimeError("a streamed split is read by one pass at a time (its workers serve one order)")
-        if self._loader is None:
-            dataset = _Decode(self.files, *self.pre.sample_shape)
-            self._loader = _loader(dataset, self.workers, batch_sampler=self._order, persistent_workers=self.workers > 0)
         slices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        self._order.batches = [idx.tolist() for idx in slices]
-        self._reading = True
+        if not self._free.acquire(blocking=False):
+            yield from self._read(slices, _Order(), persistent=False)
+            return
         try:
-            for idx, (pixels, errors) in zip(slices, self._loader, strict=True):
-                _raise_for(errors, [self.files[i] for i in idx.tolist()], self.root)
-                yield idx, self.pre.scale(pixels)
+            yield from self._read(slices, self._order, persistent=True)
         finally:
-            self._reading = False
+            self._free.release()
+
+    def _read(self, slices: list[torch.Tensor], order: _Order, persistent: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order.batches = [idx.tolist() for idx in slices]  # the sampler the loader asks at the start of this pass
+        if not persistent:
+            loader = _loader(_Decode(self.files, *self.pre.sample_shape), self.workers, batch_sampler=order)
+        else:
+            if self._loader is None:
+                dataset = _Decode(self.files, *self.pre.sample_shape)
+                self._loader = _loader(dataset, self.workers, batch_sampler=order, persistent_workers=self.workers > 0)
+            loader = self._loader
+        for idx, (pixels, errors) in zip(slices, loader, strict=True):
+            _raise_for(errors, [self.files[i] for i in idx.tolist()], self.root)
+            yield idx, self.pre.scale(pixels)
 
     def chunks(self, size: int = 1024) -> Iterator[torch.Tensor]:
         """The inputs in file order, `size` at a time: a whole-split forward pass without holding the split."""

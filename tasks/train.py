@@ -241,7 +241,7 @@ def _batches(x: torch.Tensor | StreamedSplit, order: torch.Tensor, batch_size: i
 
 
 def _step_on_split(
-    model: nn.Module, x: torch.Tensor | StreamedSplit, y: torch.Tensor, train_step: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
+    model: nn.Module, x: torch.Tensor | StreamedSplit, y: torch.Tensor, train_step: Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
 ) -> float:
     """The user's training step as a validation loss: on the whole tensor, or on a streamed split's chunks averaged
     by their sizes (equal to the whole-split loss for a step whose loss is a mean over the batch)."""

@@ -46,7 +46,7 @@ def test_a_greyscale_folder_becomes_shaped_standardised_tensors_with_stratified_
     assert abs(float(data.x_train.mean())) < 1e-4 and float(data.x_train.std()) == pytest.approx(1.0, abs=1e-3)  # type: ignore[attr-defined]
     # Deterministic: the same folder and seed give the same cache and split.
     again = load_cached(str(prepare(str(root), tmp_path / "cache2")))
-    assert torch.equal(again.y_test, data.y_test) and torch.equal(again.x_test, data.x_test)  # type: ignore[attr-defined]
+    assert torch.equal(again.y_test, data.y_test) and torch.equal(again.x_test, data.x_test)  # type: ignore[attr-defined,arg-type]
     pre = data.preprocessing  # type: ignore[attr-defined]
     assert pre["channels"] == 1 and (pre["height"], pre["width"]) == (10, 12) and pre["class_labels"] == ["cat", "dog", "eel"]
 
@@ -184,6 +184,11 @@ def test_a_streamed_folder_has_the_memory_caches_splits_labels_and_preprocessing
     with torch.no_grad():
         assert torch.allclose(outputs(net, streamed.x_val, chunk=4), net(memory.x_val), atol=1e-6)  # type: ignore[attr-defined]
     assert quality(net, streamed) == quality(net, memory)  # type: ignore[arg-type]
+    # A pass that starts while another holds the split's workers (a nested loop, a second thread) gets its own.
+    outer = streamed.x_val.batches(torch.arange(len(streamed.x_val)), 5)  # type: ignore[attr-defined]
+    _, first = next(outer)
+    assert torch.equal(torch.cat(list(streamed.x_val.chunks(3))), memory.x_val)  # type: ignore[attr-defined]
+    assert torch.equal(torch.cat([first, *(inputs for _, inputs in outer)]), memory.x_val)  # type: ignore[attr-defined]
 
 
 def test_training_on_a_streamed_folder_gives_the_memory_caches_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,10 +196,10 @@ def test_training_on_a_streamed_folder_gives_the_memory_caches_weights(tmp_path:
     memory, stream_path = _prepare(root, tmp_path, image_cache="memory"), prepare(str(root), tmp_path / "cache", image_cache="stream")
     monkeypatch.setattr(images, "default_workers", lambda n: 2)  # worker processes even for this small folder
     streamed = load_cached(str(stream_path))
-    assert streamed.x_train.workers == 2  # type: ignore[attr-defined]
+    assert isinstance(streamed.x_train, images.StreamedSplit) and streamed.x_train.workers == 2
     cfg = TrainConfig(max_epochs=2, early_stopping=False, batch_size=8, seed=3)
     a, b = _net(), _net()
-    report_a, report_b = fit(a, memory, cfg), fit(b, streamed, cfg)  # type: ignore[arg-type]
+    report_a, report_b = fit(a, memory, cfg), fit(b, streamed, cfg)  # type: ignore[arg-type]  # `memory`: `_prepare`'s object
     # The same seeded batch order, the same float32 inputs: the same weights, bit for bit (dropout included,
     # since the loader's worker seeds come from its own generator, not torch's global one).
     assert report_a.train_losses == report_b.train_losses
@@ -207,10 +212,11 @@ def test_a_file_that_breaks_while_streaming_is_one_line_naming_it(tmp_path: Path
     path = prepare(str(root), tmp_path / "cache", image_cache="stream")
     monkeypatch.setattr(images, "default_workers", lambda n: 2)  # the error comes back from a worker process
     data = load_cached(str(path))
-    broken = data.x_train.files[5]  # type: ignore[attr-defined]
+    assert isinstance(data.x_train, images.StreamedSplit)
+    broken = data.x_train.files[5]
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # changed after the cache was made: a valid header, then the data stops
     with pytest.raises(InputError) as err:
-        fit(_net(), data, TrainConfig(max_epochs=1, batch_size=4))  # type: ignore[arg-type]
+        fit(_net(), data, TrainConfig(max_epochs=1, batch_size=4))
     message = str(err.value)
     assert "\n" not in message and f"file = '{broken.relative_to(root)}': expected a readable PNG or JPEG image (OSError" in message, message
     assert message.startswith(f"dataset {root}: ")
