@@ -32,6 +32,7 @@ raw pixel values (0-255, columns `pixel_0 ...` in C, H, W order) to the model's 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import threading
 from collections import Counter
@@ -152,8 +153,11 @@ class _Decode(torch.utils.data.Dataset[tuple[torch.Tensor, str]]):
 
 
 def default_workers(n_files: int) -> int:
-    """Up to 4 decoding processes; none for under 256 files, where starting them costs more than decoding."""
-    return 0 if n_files < 256 else min(4, os.cpu_count() or 1)
+    """Up to 4 decoding processes; none for under 256 files, where starting them costs more than decoding,
+    and none in a daemonic process (a Dask worker training a candidate), which may not start processes."""
+    if n_files < 256 or multiprocessing.current_process().daemon:
+        return 0
+    return min(4, os.cpu_count() or 1)
 
 
 def _loader(dataset: _Decode, workers: int, **batching: Any) -> torch.utils.data.DataLoader[tuple[torch.Tensor, str]]:

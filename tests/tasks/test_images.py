@@ -4,6 +4,7 @@ pre-cached as tensors or streamed (`--image-cache`), with the same splits, prepr
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -220,6 +221,12 @@ def test_a_file_that_breaks_while_streaming_is_one_line_naming_it(tmp_path: Path
     message = str(err.value)
     assert "\n" not in message and f"file = '{broken.relative_to(root)}': expected a readable PNG or JPEG image (OSError" in message, message
     assert message.startswith(f"dataset {root}: ")
+
+
+def test_a_daemonic_process_decodes_in_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert images.default_workers(10) == 0 and images.default_workers(1000) >= 1
+    monkeypatch.setattr(images.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))  # a Dask worker's
+    assert images.default_workers(1000) == 0
 
 
 def test_auto_streams_a_folder_over_the_memory_budget(tmp_path: Path) -> None:
