@@ -46,6 +46,13 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     run.add_argument("--metric", help="your quality metric: PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better (sets model.metric)")
     run.add_argument("--train-step", help="your training step: PKG.MODULE:FUNCTION, (model, batch as items) -> scalar loss tensor (sets model.train_step)")
     run.add_argument("--image-size", help="HxW: resize every image of an image folder to this size (mixed sizes are refused without it)")
+    run.add_argument(
+        "--image-cache",
+        choices=("memory", "stream", "auto"),
+        default="auto",
+        help="an image folder's decoded tensors: pre-cached in memory, or decoded on the fly by DataLoader workers (stream); "
+        "auto (default): memory when the folder as float32 fits in a quarter of RAM",
+    )
     run.add_argument("--target", help="target column of a CSV/Parquet dataset")
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")
     run.add_argument("--samples", type=int, help="number of samples to use (mnist1d generates this many; default 5000)")
@@ -142,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     parallel = args.parallel
     try:  # fail fast, before any run is started
         hooks = {"loss": args.loss, "metric": args.metric, "train_step": args.train_step}
-        settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks)
+        settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks, args.image_cache)
         code = _prepare_data(args, settings)
     except InputError as exc:
         code = bad_input(args.prog, exc)
@@ -173,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             model_loss=args.loss,
             model_metric=args.metric,
             model_train_step=args.train_step,
+            image_cache=args.image_cache,
         ),
     )
 
@@ -272,7 +280,8 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     from thresholds.errors import InputError
 
     try:
-        prepared = prepare_checked(settings, args.dataset, Path(args.work_dir) / "cache", args.target, args.samples, args.task_type, args.image_size)
+        work = Path(args.work_dir) / "cache"
+        prepared = prepare_checked(settings, args.dataset, work, args.target, args.samples, args.task_type, args.image_size, args.image_cache)
     except (InputError, OSError) as exc:  # one line; --verbose adds the traceback
         if args.verbose:
             traceback.print_exc()
@@ -369,7 +378,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 FLOW_PARAMETERS = (
     *("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root", "model_factory", "image_size"),
-    *("model_loss", "model_metric", "model_train_step"),
+    *("model_loss", "model_metric", "model_train_step", "image_cache"),
     *("env", "months", "days"),
 )  # both flows
 
@@ -402,7 +411,7 @@ def _trigger(args: argparse.Namespace) -> int:
         argv = ["run", "--scenario", str(params["scenario"]), "--dataset", str(params["dataset"])]
         flags = (("target", "--target"), ("model_name", "--model-name"), ("samples", "--samples"), ("meter", "--meter"), ("model_factory", "--model"))
         hooks = (("model_loss", "--loss"), ("model_metric", "--metric"), ("model_train_step", "--train-step"))
-        for key, flag in (*flags, ("image_size", "--image-size"), *hooks):
+        for key, flag in (*flags, ("image_size", "--image-size"), ("image_cache", "--image-cache"), *hooks):
             if key in params:
                 argv += [flag, str(params[key])]
         return main([*argv, "--verbose"] if args.verbose else argv)

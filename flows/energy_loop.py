@@ -51,10 +51,13 @@ def energy_loop(
     model_loss: str | None = None,
     model_metric: str | None = None,
     model_train_step: str | None = None,
+    image_cache: str = "auto",
 ) -> LoopOutcome:
     # `--model`, `--loss`, `--metric`, `--train-step` override the scenario's model.factory, .loss, .metric, .train_step
     hooks = {"loss": model_loss, "metric": model_metric, "train_step": model_train_step}
-    checked = check_inputs(scenario, dataset, str(Path(work_root) / "cache"), target, samples, task_type, meter, parallel, model_factory, image_size, hooks)
+    checked = check_inputs(
+        scenario, dataset, str(Path(work_root) / "cache"), target, samples, task_type, meter, parallel, model_factory, image_size, hooks, image_cache
+    )
     if isinstance(checked, InputError):
         return invalid_input(checked)  # type: ignore[return-value]  # Prefect ends the run in the returned state
     settings, meter_name, data_path = checked.settings, checked.meter, checked.data_path

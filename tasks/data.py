@@ -12,6 +12,10 @@ function (`PKG.MODULE:FUNCTION`, tasks/user_data.py). Their samples keep their s
 `(N, C, H, W)` or `(N, T, F)`, and `CachedData.input_shape` is what a model factory is called with;
 a table's stay `(N, F)`. Their `preprocessing.json` is an image or tensor preprocessor, which maps
 raw values as table columns (`pixel_i`, `x_i`) to the model's input at prediction time.
+
+An image folder may instead be streamed (`--image-cache stream`, or `auto` when it would not fit in
+memory): its cache holds the file list, labels, split indices and the fitted preprocessing, and each
+split is a `tasks.images.StreamedSplit` decoded on the fly; `outputs` runs a model over either kind.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +36,9 @@ from tasks.plugins import is_entry_point, resolve_callable
 from tasks.preprocess import FILE_NAME, TablePreprocessor, check_table, class_labels_of, infer_task
 from thresholds.errors import InputError
 
+if TYPE_CHECKING:
+    from tasks.images import StreamedSplit
+
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 BUILTIN_DATASETS = ("mnist1d", *SKLEARN_DATASETS)
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -41,17 +48,18 @@ _CACHE_VERSION = 4
 
 @dataclass(frozen=True)
 class CachedData:
-    """Pre-cached tensors of one split dataset plus the metadata needed to build a model."""
+    """Pre-cached tensors of one split dataset plus the metadata needed to build a model. The inputs of a streamed
+    image folder are `StreamedSplit`s (decoded on the fly, see tasks/images.py); the targets are always tensors."""
 
     name: str
     task: Literal["classification", "regression"]
     n_features: int
     n_classes: int  # 1 for regression
-    x_train: torch.Tensor
+    x_train: torch.Tensor | StreamedSplit
     y_train: torch.Tensor
-    x_val: torch.Tensor
+    x_val: torch.Tensor | StreamedSplit
     y_val: torch.Tensor
-    x_test: torch.Tensor
+    x_test: torch.Tensor | StreamedSplit
     y_test: torch.Tensor
     class_labels: tuple[str, ...]
     target_mean: float
@@ -72,21 +80,27 @@ class CachedData:
     def out_features(self) -> int:
         return self.n_classes if self.task == "classification" else 1
 
-    def batch(self, split: str, targets: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> Batch:
+    def batch(self, split: str, targets: torch.Tensor, rows: torch.Tensor | slice = slice(None), inputs: torch.Tensor | None = None) -> Batch:
         """`rows` of a split (all by default) as a training step takes them, in the form of the dataset's items:
         `(x, targets, *extras)`, or `{"x": x, "y": targets, **extras}` for a dataset function's mappings.
-        `targets`: the whole split's, as the loss sees them (tasks/train.py `loss_targets`)."""
-        x: torch.Tensor = getattr(self, f"x_{split}")
+        `targets`: the whole split's, as the loss sees them (tasks/train.py `loss_targets`); `inputs`: those
+        rows of x when already at hand (a streamed split's decoded batch), else they are indexed here."""
+        x = getattr(self, f"x_{split}")[rows] if inputs is None else inputs
         extras = [e[rows] for e in self.extras.get(split, [])]
         if self.extra_keys is None:
-            return (x[rows], targets[rows], *extras)
-        return {"x": x[rows], "y": targets[rows], **dict(zip(self.extra_keys, extras, strict=True))}
+            return (x, targets[rows], *extras)
+        return {"x": x, "y": targets[rows], **dict(zip(self.extra_keys, extras, strict=True))}
 
     def write_preprocessing(self, directory: Path) -> Path:
         """`preprocessing.json` beside a model: what turns a raw table row into this model's input."""
         path = directory / FILE_NAME
         path.write_text(json.dumps(self.preprocessing, indent=2))
         return path
+
+
+def outputs(model: torch.nn.Module, x: torch.Tensor | StreamedSplit, chunk: int = 1024) -> torch.Tensor:
+    """`model`'s outputs on a whole split: one call on a tensor, `chunk` inputs at a time on a streamed split."""
+    return model(x) if isinstance(x, torch.Tensor) else torch.cat([model(inputs) for inputs in x.chunks(chunk)])
 
 
 def _builtin_frame(name: str, samples: int | None, seed: int) -> tuple[Any, str, TaskType]:
@@ -195,14 +209,20 @@ def prepare(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     image_size: tuple[int, int] | None = None,
+    image_cache: str = "auto",
+    memory_budget_bytes: int | None = None,
 ) -> Path:
     """Load, validate, preprocess, split and standardise once; return the path of the cached tensor file.
 
-    Every data error is an `InputError` raised here, so a CLI calls this before starting a flow."""
+    Every data error is an `InputError` raised here, so a CLI calls this before starting a flow. `image_cache`
+    (memory, stream, auto) and `memory_budget_bytes` (what `auto` lets an image folder take, default
+    `images.memory_budget_bytes()`) concern image folders only; the budget is not part of the cache key."""
     if samples is not None and samples < MIN_ROWS:
         raise InputError("samples", samples, f"an integer >= {MIN_ROWS}")
     name, path = resolve_source(dataset)
     key_parts = [_CACHE_VERSION, dataset, target, samples, task, seed, val_fraction, test_fraction, image_size, *_fingerprint(dataset, path)]
+    if path is not None and path.is_dir():
+        key_parts.append(image_cache)
     key = hashlib.sha256(json.dumps(key_parts, default=str).encode()).hexdigest()[:16]
     cache_path = cache_dir / f"{name}-{key}.pt"
     if cache_path.exists():
@@ -210,7 +230,7 @@ def prepare(
     if is_entry_point(dataset):
         payload = _function_payload(dataset, name, samples, seed)
     elif path is not None and path.is_dir():
-        payload = _image_payload(path, name, samples, seed, val_fraction, test_fraction, image_size)
+        payload = _image_payload(path, name, samples, seed, val_fraction, test_fraction, image_size, image_cache, memory_budget_bytes)
     else:
         payload = _table_payload(dataset, name, path, target, samples, task, seed, val_fraction, test_fraction)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -282,9 +302,18 @@ def _shaped_meta(name: str, task: str, shape: tuple[int, ...], labels: list[str]
 
 
 def _image_payload(
-    root: Path, name: str, samples: int | None, seed: int, val_fraction: float, test_fraction: float, image_size: tuple[int, int] | None
+    root: Path,
+    name: str,
+    samples: int | None,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    image_size: tuple[int, int] | None,
+    image_cache: str = "auto",
+    memory_budget_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """An image folder decoded once (tasks/images.py), split stratified, scaled and standardised with the training split's statistics."""
+    """An image folder decoded once (tasks/images.py), split stratified, scaled and standardised with the training
+    split's statistics; cached as tensors, or (streamed) as its file list, split indices and labels."""
     from tasks import images
 
     folder = images.scan(root, image_size)
@@ -299,12 +328,25 @@ def _image_payload(
         keep = np.sort(keep)
         files, labels = [files[i] for i in keep], labels[keep]
         notes.append(f"--samples {samples}: a stratified subset of the {len(folder.files)} images")
-    pixels = images.decode(files, folder.channels, folder.height, folder.width, root)
     train, val, test = _split(labels, "classification", seed, val_fraction, test_fraction)
     train, val, test = np.sort(train), np.sort(val), np.sort(test)
-    pre = images.ImagePreprocessor.fit(pixels[train], folder.class_names, notes)
     y = torch.from_numpy(labels.astype(np.int64))
-    shape = pre.sample_shape
+    shape = (folder.channels, folder.height, folder.width)
+    mode, why = images.choose_cache(image_cache, len(files), shape, memory_budget_bytes)
+    notes += [why] if why else []
+    if mode == "stream":
+        pre = images.ImagePreprocessor.fit_streamed(files, train, shape, root, folder.class_names, notes)
+        example = images.decode([files[i] for i in test[:5]], *shape, root)
+        return {
+            "meta": {
+                **_shaped_meta(name, "classification", shape, folder.class_names, pre, example, pre.input_columns),
+                "image_files_json": json.dumps({"root": str(root.resolve()), "files": [str(f.relative_to(root)) for f in files]}),
+            },
+            **{f"i_{s}": torch.from_numpy(i.astype(np.int64)) for s, i in (("train", train), ("val", val), ("test", test))},
+            **{f"y_{s}": y[i] for s, i in (("train", train), ("val", val), ("test", test))},
+        }
+    pixels = images.decode(files, *shape, root)
+    pre = images.ImagePreprocessor.fit(pixels[train], folder.class_names, notes)
     return {
         "meta": _shaped_meta(name, "classification", shape, folder.class_names, pre, pixels[test[:5]], pre.input_columns),
         **{f"x_{s}": pre.scale(pixels[i]) for s, i in (("train", train), ("val", val), ("test", test))},
@@ -348,6 +390,14 @@ def load_cached(cache_path: str) -> CachedData:
     """Read a cache file once per process; later iterations reuse the tensors in memory."""
     payload = torch.load(cache_path, weights_only=True)
     meta = payload["meta"]
+    if "image_files_json" in meta:  # a streamed image folder: each split decoded on the fly
+        from tasks import images
+
+        listed = json.loads(meta["image_files_json"])
+        root = Path(listed["root"])
+        pre = images.ImagePreprocessor.from_dict(json.loads(meta["preprocessing_json"]))
+        for s in ("train", "val", "test"):
+            payload[f"x_{s}"] = images.StreamedSplit([root / listed["files"][i] for i in payload[f"i_{s}"].tolist()], root, pre)
     return CachedData(
         name=meta["name"],
         task=meta["task"],

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tasks import compress, models
-from tasks.data import CachedData
+from tasks.data import CachedData, outputs
 from tasks.energy.base import EnergyMeter
 from tasks.hooks import Hooks
 from tasks.train import BatchLoss, TrainConfig, TrainReport, fit, loss_targets
@@ -96,10 +96,10 @@ def distill(
     labelling_j = 0.0
     if meter is not None:
         with meter.window(f"{label} teacher labels") as window, torch.no_grad():
-            teacher_out = teacher(data.x_train)
+            teacher_out = outputs(teacher, data.x_train)
         labelling_j = window.measurement.energy_j
     else:
         with torch.no_grad():
-            teacher_out = teacher(data.x_train)
+            teacher_out = outputs(teacher, data.x_train)
     loss = distillation_loss(teacher_out, data.y_train, data.task, temperature, alpha, hooks.loss if "loss" in hooks else None)
     return fit(student, data, cfg, label=label, meter=meter, batch_loss=loss, hooks=hooks), labelling_j

@@ -11,11 +11,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tasks.data import CachedData
+from tasks.data import CachedData, outputs
 from tasks.energy.base import EnergyMeter, Measurement
 from tasks.energy.paired import PairedRatio, measure_paired
 from tasks.energy.stats import Repeated, repeat_until_stable
 from tasks.hooks import resolve
+from tasks.images import StreamedSplit
 from tasks.plugins import is_entry_point
 from tasks.train import loss_targets
 
@@ -112,7 +113,7 @@ def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = No
     metric (the user's, tasks/hooks.py) is the `accuracy` figure of either task, without a bound (its spread is unknown)."""
     x, y = (data.x_test, data.y_test) if subset is None else (data.x_test[subset], data.y_test[subset])
     with torch.no_grad():
-        out = model(x)
+        out = outputs(model, x)
     hooks = resolve({"metric": metric}) if is_entry_point(metric) else None
     if data.task == "classification":
         loss = nn.functional.cross_entropy(out, y).item()
@@ -126,8 +127,11 @@ def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = No
     return Quality(accuracy=value, rmse=math.sqrt(mse) * data.target_std, loss=mse, samples=len(y))
 
 
-def _batch_pool(x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Test inputs tiled so every measured batch has exactly `batch_size` rows."""
+def _batch_pool(x: torch.Tensor | StreamedSplit, batch_size: int) -> torch.Tensor:
+    """Test inputs tiled so every measured batch has exactly `batch_size` rows. Of a streamed split, the first
+    `batch_size` x 4 are decoded once: the windows measure the model, never the decoding."""
+    if isinstance(x, StreamedSplit):
+        x = x[: batch_size * 4]
     reps = max(1, math.ceil(batch_size * 4 / len(x)))
     return x.repeat(reps, *([1] * (x.dim() - 1)))  # rows of a table, or images / sequences of any shape
 

@@ -1,4 +1,4 @@
-"""An image folder as a dataset: one subfolder per class, PNG or JPEG files, decoded once into tensors.
+"""An image folder as a dataset: one subfolder per class, PNG or JPEG files, decoded into tensors.
 
     DIR/<class>/<any name>.png|.jpg|.jpeg      class labels are the subfolder names, sorted
 
@@ -8,10 +8,21 @@ cannot be read (named), or mixed sizes. Mixed sizes are refused unless a size is
 (`--image-size HxW`), which resizes every image. Greyscale files give 1 channel; if any file is in
 colour, every image is read as RGB (3 channels). Alpha is dropped. Hidden files are skipped.
 
-Decoding runs through a torch DataLoader with worker processes and prefetching, into one uint8
-tensor (N, C, H, W) that `tasks.data` splits, scales to [0, 1], standardises per channel with the
-training split's statistics and caches. There is no streaming mode: the decoded folder must fit in
-memory (1 byte per pixel and channel while decoding, 4 once cached as float32).
+Decoding runs through a torch DataLoader with worker processes and prefetching. `--image-cache` picks
+what is cached (`tasks.data`):
+
+    memory   one uint8 tensor (N, C, H, W), split, scaled to [0, 1], standardised per channel with the
+             training split's statistics and cached as float32: 4 bytes per pixel and channel in memory
+             for the whole loop (and 1 more while decoding); every epoch reads it at memory speed.
+    stream   the file list, labels, split indices and the `ImagePreprocessor`, fitted by one decoding pass
+             in batches (`ImagePreprocessor.fit_streamed`, exact integer sums: the same statistics);
+             each split is a `StreamedSplit` that decodes every batch again, every epoch, on persistent
+             DataLoader workers that prefetch: memory for a few batches, CPU time for decoding.
+    auto     memory when the folder as float32 fits in `MEMORY_SHARE` of physical memory, else stream
+             (the default; a note says which).
+
+Either way every file is decoded once while the cache is made, so a corrupt file is refused before the
+loop starts; one that breaks later, while streaming, is the same one line naming it.
 
 `ImagePreprocessor` is what a model trained on the folder needs at prediction time
 (`preprocessing.json`): the size, the channels, the class labels and the standardisation. It maps
@@ -20,8 +31,12 @@ raw pixel values (0-255, columns `pixel_0 ...` in C, H, W order) to the model's 
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import os
+import threading
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +51,7 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # Pillow mode
 FORMAT = "energy-loop.image-preprocessing"
 FORMAT_VERSION = 1
 DECODE_BATCH = 64
+MEMORY_SHARE = 0.25  # of physical memory: the most `auto` lets a pre-cached folder take
 
 
 @dataclass(frozen=True)
@@ -136,29 +152,54 @@ class _Decode(torch.utils.data.Dataset[tuple[torch.Tensor, str]]):
         return (tensor.unsqueeze(0) if self.channels == 1 else tensor.permute(2, 0, 1)).contiguous(), ""
 
 
-def decode(files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None) -> torch.Tensor:
-    """Every file as one uint8 tensor (N, C, H, W), through a DataLoader with worker processes and prefetching.
+def default_workers(n_files: int) -> int:
+    """Up to 4 decoding processes; none for under 256 files, where starting them costs more than decoding,
+    and none in a daemonic process (a Dask worker training a candidate), which may not start processes."""
+    if n_files < 256 or multiprocessing.current_process().daemon:
+        return 0
+    return min(4, os.cpu_count() or 1)
 
-    `workers=None` picks up to 4 processes (none for under 256 files, where starting them costs more than decoding)."""
-    if workers is None:
-        workers = 0 if len(files) < 256 else min(4, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(
-        _Decode(files, channels, height, width),
-        batch_size=DECODE_BATCH,
+
+def _loader(dataset: _Decode, workers: int, **batching: Any) -> torch.utils.data.DataLoader[tuple[torch.Tensor, str]]:
+    """A DataLoader over `dataset` with `workers` processes, each decoding batches ahead (prefetching)."""
+    return torch.utils.data.DataLoader(
+        dataset,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
         # Workers start from a clean server process, not a fork of this one: a fork inherits whatever threads
         # and handlers the process holds (a Dask client's, Prefect's), and such forked workers died at start.
         multiprocessing_context="forkserver" if workers else None,
-        shuffle=False,
+        # Its own generator for the workers' seeds: without one, each pass draws from torch's global random
+        # state, and a streamed split read between training steps would change the model's dropout masks.
+        generator=torch.Generator().manual_seed(0),
+        **batching,
     )
+
+
+def _raise_for(errors: Any, files: list[Path], root: Path) -> None:
+    """One `InputError` line naming the first file of a decoded batch that failed (`files`: the batch's)."""
+    for path, error in zip(files, errors, strict=True):
+        if error:
+            name = path.relative_to(root) if path.is_relative_to(root) else path
+            raise InputError("file", str(name), f"a readable PNG or JPEG image ({error})", f"dataset {root}")
+
+
+def decoded_batches(files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None) -> Iterator[torch.Tensor]:
+    """The files in order as uint8 batches (up to `DECODE_BATCH`, C, H, W), decoded ahead by `workers` processes
+    (`None`: `default_workers`); a file that fails to decode is one `InputError` line naming it."""
+    workers = default_workers(len(files)) if workers is None else workers
+    start = 0
+    for batch, errors in _loader(_Decode(files, channels, height, width), workers, batch_size=DECODE_BATCH, shuffle=False):
+        _raise_for(errors, files[start : start + len(batch)], root)
+        yield batch
+        start += len(batch)
+
+
+def decode(files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None) -> torch.Tensor:
+    """Every file as one uint8 tensor (N, C, H, W), through a DataLoader with worker processes and prefetching."""
     out = torch.empty(len(files), channels, height, width, dtype=torch.uint8)
     start = 0
-    for batch, errors in loader:
-        for offset, error in enumerate(errors):
-            if error:
-                name = files[start + offset].relative_to(root) if files[start + offset].is_relative_to(root) else files[start + offset]
-                raise InputError("file", str(name), f"a readable PNG or JPEG image ({error})", f"dataset {root}")
+    for batch in decoded_batches(files, channels, height, width, root, workers):
         out[start : start + len(batch)] = batch
         start += len(batch)
     return out
@@ -199,6 +240,28 @@ class ImagePreprocessor:
         _, c, h, w = pixels.shape
         return cls(c, h, w, [float(v) for v in mean], [float(v) if v > 0 else 1.0 for v in std], list(class_labels), list(notes))
 
+    @classmethod
+    def fit_streamed(
+        cls, files: list[Path], train: np.ndarray, sample_shape: tuple[int, int, int], root: Path, class_labels: list[str], notes: list[str]
+    ) -> ImagePreprocessor:
+        """`fit`'s statistics of the training files `files[train]`, from one decoding pass over all `files` (so every
+        file is checked, as the memory cache's decoding checks it), holding one batch of pixels at a time.
+
+        The sums are exact integers, so the mean and standard deviation equal `fit`'s up to float64 rounding."""
+        channels, height, width = sample_shape
+        in_train = np.zeros(len(files), dtype=bool)
+        in_train[train] = True
+        total, squares, start = [0] * channels, [0] * channels, 0
+        for batch in decoded_batches(files, channels, height, width, root):
+            picked = batch[torch.from_numpy(in_train[start : start + len(batch)])].to(torch.int64)
+            total = [a + b for a, b in zip(total, picked.sum(dim=(0, 2, 3)).tolist(), strict=True)]
+            squares = [a + b for a, b in zip(squares, (picked * picked).sum(dim=(0, 2, 3)).tolist(), strict=True)]
+            start += len(batch)
+        n = len(train) * height * width  # values per channel
+        mean = [t / n / 255.0 for t in total]
+        std = [math.sqrt((n * q - t * t) / (n * (n - 1))) / 255.0 for t, q in zip(total, squares, strict=True)]  # n * q - t * t: exact
+        return cls(channels, height, width, mean, [v if v > 0 else 1.0 for v in std], list(class_labels), list(notes))
+
     def scale(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 or raw float pixels (N, C, H, W) -> the float32 model input."""
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -231,6 +294,106 @@ class ImagePreprocessor:
         if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
             raise InputError("preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}")
         return cls(int(d["channels"]), int(d["height"]), int(d["width"]), list(d["mean"]), list(d["std"]), list(d["class_labels"]), list(d["notes"]))
+
+
+def memory_budget_bytes() -> int:
+    """The most `--image-cache auto` lets a pre-cached folder take: `MEMORY_SHARE` of physical memory."""
+    import psutil
+
+    return int(psutil.virtual_memory().total * MEMORY_SHARE)
+
+
+def choose_cache(mode: str, n_images: int, sample_shape: tuple[int, int, int], budget_bytes: int | None = None) -> tuple[str, str | None]:
+    """("memory" or "stream", the note saying why) for `--image-cache mode`; an explicit `memory` has no note.
+    `auto` pre-caches when the folder as float32 fits under `budget_bytes` (default `memory_budget_bytes()`):
+    it is the float32 copy that stays in memory for the whole loop."""
+    from tasks.inputs import check_image_cache
+
+    check_image_cache(mode)
+    if mode == "memory":
+        return "memory", None
+    if mode == "stream":
+        return "stream", "image cache: stream (--image-cache stream): batches decoded on the fly by DataLoader workers"
+    size_mb = 4 * n_images * math.prod(sample_shape) / 1e6
+    budget_mb = (memory_budget_bytes() if budget_bytes is None else budget_bytes) / 1e6
+    if size_mb <= budget_mb:
+        return "memory", f"image cache: memory (--image-cache auto): {n_images} decoded images take {size_mb:,.1f} MB as float32, within {budget_mb:,.0f} MB"
+    return "stream", f"image cache: stream (--image-cache auto): {n_images} decoded images would take {size_mb:,.1f} MB as float32, over {budget_mb:,.0f} MB"
+
+
+class _Order(torch.utils.data.Sampler[list[int]]):
+    """The batches of one pass, set before each pass: a persistent DataLoader asks its sampler anew every pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class StreamedSplit:
+    """One split of an image folder decoded on the fly (`--image-cache stream`), in place of its tensor.
+
+    It gives what the code reads of a split tensor: `len`, `x[indices]` or `x[:n]` (decoded in this process),
+    `batches` in a given order and `chunks` in file order (both decoded ahead by persistent DataLoader worker
+    processes, each prefetching). Inputs come out as the memory cache holds them: float32, scaled and
+    standardised by `pre`. A file that fails to decode is one `InputError` line naming it.
+
+    The persistent workers serve one pass at a time; a pass that starts while another holds them (a second
+    thread, a nested loop) gets workers of its own for its length."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, files: list[Path], root: Path, pre: ImagePreprocessor, workers: int | None = None) -> None:
+        self.files, self.root, self.pre = files, root, pre
+        self.workers = default_workers(len(files)) if workers is None else workers
+        self._order = _Order()
+        self._loader: torch.utils.data.DataLoader[tuple[torch.Tensor, str]] | None = None
+        self._free = threading.Lock()  # held by the pass the persistent workers serve
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.files), *self.pre.sample_shape)
+
+    def __getitem__(self, index: slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        picked = range(len(self.files))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).tolist()
+        pixels = decode([self.files[i] for i in picked], *self.pre.sample_shape, self.root)
+        return self.pre.scale(pixels)
+
+    def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(indices, inputs) of each `batch_size` slice of `order` in turn."""
+        slices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        if not self._free.acquire(blocking=False):
+            yield from self._read(slices, _Order(), persistent=False)
+            return
+        try:
+            yield from self._read(slices, self._order, persistent=True)
+        finally:
+            self._free.release()
+
+    def _read(self, slices: list[torch.Tensor], order: _Order, persistent: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order.batches = [idx.tolist() for idx in slices]  # the sampler the loader asks at the start of this pass
+        if not persistent:
+            loader = _loader(_Decode(self.files, *self.pre.sample_shape), self.workers, batch_sampler=order)
+        else:
+            if self._loader is None:
+                dataset = _Decode(self.files, *self.pre.sample_shape)
+                self._loader = _loader(dataset, self.workers, batch_sampler=order, persistent_workers=self.workers > 0)
+            loader = self._loader
+        for idx, (pixels, errors) in zip(slices, loader, strict=True):
+            _raise_for(errors, [self.files[i] for i in idx.tolist()], self.root)
+            yield idx, self.pre.scale(pixels)
+
+    def chunks(self, size: int = 1024) -> Iterator[torch.Tensor]:
+        """The inputs in file order, `size` at a time: a whole-split forward pass without holding the split."""
+        for _, inputs in self.batches(torch.arange(len(self.files)), size):
+            yield inputs
 
 
 def files_to_score(source: Path) -> list[Path]:

@@ -4,8 +4,8 @@ One place for every entry that starts the loop: the CLI (before the flow starts,
 only line), `trigger` (what the client can check) and the flow's first task (deployment and scheduled
 runs, and Python callers). A problem is one `InputError` line: the field, the value, what was expected.
 
-    settings = check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks)  # reads no data
-    prepared = prepare_checked(settings, dataset, cache_dir, target, samples, task_type, image_size)
+    settings = check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache)  # reads no data
+    prepared = prepare_checked(settings, dataset, cache_dir, target, samples, task_type, image_size, image_cache)
     check_overrides(params)  # `trigger`: what a client can check of a deployment run's parameters
 
 Only thresholds/ at import: `trigger` runs in the CI job's client install, which has no training
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MIN_ROWS = 20  # the fewest rows (or images, or samples) a dataset may have: every split needs some
 TASK_TYPES = ("auto", "classification", "regression")
+IMAGE_CACHE_MODES = ("memory", "stream", "auto")  # --image-cache: pre-cache an image folder's tensors, decode on the fly, or pick by size
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -40,6 +41,11 @@ def parse_size(value: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 4096 for p in parts):
         raise InputError("--image-size", value, "HxW in pixels, e.g. 32x32 (or 32), each from 1 to 4096")
     return int(parts[0]), int(parts[1])
+
+
+def check_image_cache(value: object) -> None:
+    if value not in IMAGE_CACHE_MODES:
+        raise InputError("--image-cache", value, f"one of {', '.join(IMAGE_CACHE_MODES)}")
 
 
 def check_samples(samples: object) -> None:
@@ -55,16 +61,18 @@ def check_arguments(
     parallel: int | str = 1,
     model_factory: str | None = None,
     hooks: Mapping[str, str | None] | None = None,
+    image_cache: str = "auto",
 ) -> Scenario:
     """The checks that read no data: the scenario (a bundled name or a file; `--model` and the hooks,
     {"loss"|"metric"|"train_step": PKG.MODULE:FUNCTION}, override its model section), the kind of dataset,
-    the sample count, the image size and the width. Raises InputError."""
+    the sample count, the image size and cache mode, and the width. Raises InputError."""
     from tasks.data import resolve_source
 
     settings = load_scenario(scenario_path(scenario)).with_model(factory=model_factory, **(hooks or {}))
     resolve_source(dataset)
     if image_size:
         parse_size(image_size)
+    check_image_cache(image_cache)
     check_samples(samples)
     requested_width(parallel)
     return settings
@@ -80,7 +88,14 @@ class Prepared:
 
 
 def prepare_checked(
-    settings: Scenario, dataset: str, cache_dir: Path, target: str | None, samples: int | None, task_type: str, image_size: str | None
+    settings: Scenario,
+    dataset: str,
+    cache_dir: Path,
+    target: str | None,
+    samples: int | None,
+    task_type: str,
+    image_size: str | None,
+    image_cache: str = "auto",
 ) -> Prepared:
     """Prepare the data once (the flow reads the cache), try the model factory on it, and the user's
     loss, metric and training step on 4 training samples.
@@ -95,7 +110,7 @@ def prepare_checked(
 
     try:
         size = parse_size(image_size) if image_size else None
-        cache = prepare(dataset, cache_dir, target, samples, task_type, settings.training.seed, image_size=size)  # type: ignore[arg-type]
+        cache = prepare(dataset, cache_dir, target, samples, task_type, settings.training.seed, image_size=size, image_cache=image_cache)  # type: ignore[arg-type]
         data = load_cached(str(cache))
     except (InputError, OSError):
         raise
@@ -118,6 +133,8 @@ def check_overrides(params: Mapping[str, object]) -> None:
     check_samples(params.get("samples"))
     if params.get("image_size") is not None:
         parse_size(str(params["image_size"]))
+    if params.get("image_cache") is not None:
+        check_image_cache(params["image_cache"])
     if params.get("meter") is not None and params["meter"] not in METER_NAMES:
         raise InputError("meter", params["meter"], f"one of {', '.join(METER_NAMES)}")
     if params.get("task_type") is not None and params["task_type"] not in TASK_TYPES:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tasks import models
-from tasks.data import CachedData
+from tasks.data import CachedData, outputs
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
 from tasks.hooks import Hooks
@@ -50,7 +50,7 @@ def pick(front: list[Point]) -> Point | None:
 
 def _val_accuracy(model: torch.nn.Module, data: CachedData) -> float:
     with torch.no_grad():
-        return float((model(data.x_val).argmax(1) == data.y_val).float().mean().item())
+        return float((outputs(model, data.x_val).argmax(1) == data.y_val).float().mean().item())
 
 
 def search(

@@ -67,15 +67,16 @@ def check_inputs(
     model_factory: str | None = None,
     image_size: str | None = None,
     hooks: dict[str, str | None] | None = None,
+    image_cache: str = "auto",
 ) -> CheckedInputs | InputError:
     """The flow's first stage: every input checked, and the data prepared, before a run is opened.
 
     A problem comes back as the `InputError`, not raised, so no log holds a traceback; the flow ends
     Failed with its one line."""
     try:
-        settings = inputs.check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks)
+        settings = inputs.check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache)
         meter_name = resolve_meter_name(meter or settings.measurement.meter)
-        prepared = inputs.prepare_checked(settings, dataset, Path(cache_dir), target, samples, task_type, image_size)
+        prepared = inputs.prepare_checked(settings, dataset, Path(cache_dir), target, samples, task_type, image_size, image_cache)
     except InputError as exc:
         return exc
     return CheckedInputs(settings=settings, meter=meter_name, data_path=prepared.data_path)

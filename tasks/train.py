@@ -7,17 +7,18 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from tasks.data import CachedData
+from tasks.data import CachedData, outputs
 from tasks.energy.base import EnergyMeter
 from tasks.energy.simple import NullMeter
 from tasks.errors import DivergedError, RungNotApplicable
 from tasks.hooks import Batch, Hooks
+from tasks.images import StreamedSplit
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def loss_targets(y: torch.Tensor, task: str) -> torch.Tensor:
 
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(model outputs, indices of the batch in the training split) -> training loss."""
-BatchStep = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+BatchStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, the batch's indices, its inputs) -> loss
 """(model, indices of the batch in the training split) -> training loss: the user's `train_step`."""
 
 
@@ -117,7 +118,7 @@ def fit(
     x, y = data.x_train, loss_targets(data.y_train, data.task)
     x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
-    train_step: BatchStep | None = (lambda m, idx: hooks.train_step(m, data.batch("train", y, idx))) if "train_step" in hooks else None
+    train_step: BatchStep | None = (lambda m, idx, inputs: hooks.train_step(m, data.batch("train", y, idx, inputs))) if "train_step" in hooks else None
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     best_score = patience_score = (math.inf, math.inf)
     patience_epoch = 0
@@ -134,7 +135,8 @@ def fit(
         try:
             with epoch_meter.window(f"{label} epoch {epoch}") as handle:
                 train_loss = _epoch(model, x, step_loss, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype, train_step)
-                val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, data.batch("val", y_val))
+                val_batch = data.batch("val", y_val) if "train_step" in hooks and isinstance(x_val, torch.Tensor) else None
+                val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, val_batch)
         except DivergedError as exc:
             exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
             raise
@@ -191,7 +193,7 @@ def amp_settings(device_type: str, enabled: bool, dtype: str | None = None) -> t
 
 def _epoch(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | StreamedSplit,
     step_loss: BatchLoss,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
@@ -204,20 +206,19 @@ def _epoch(
     train_step: BatchStep | None = None,
 ) -> float:
     """One pass over the training split; returns the mean training loss. `train_step` (the user's)
-    computes a batch's loss from the model and the batch's indices in place of `step_loss` on its outputs."""
+    computes a batch's loss from the model, the batch's indices and inputs in place of `step_loss` on its outputs."""
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
-    for i in range(0, len(x), batch_size):
-        idx = order[i : i + batch_size]
+    for idx, inputs in _batches(x, order, batch_size):
         optimizer.zero_grad(set_to_none=True)
         if train_step is None:
             with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
-                out = model(x[idx])
+                out = model(inputs)
             loss = step_loss(out.float(), idx)
         else:
             with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
-                loss = train_step(model, idx).float()
+                loss = train_step(model, idx, inputs).float()
         if not torch.isfinite(loss):
             raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
         if scaler is not None and scaler.is_enabled():
@@ -232,16 +233,47 @@ def _epoch(
     return total / len(x)
 
 
+def _batches(x: torch.Tensor | StreamedSplit, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(indices, inputs) of each batch of an epoch in `order`: sliced from a tensor, or decoded ahead by a streamed
+    split's workers."""
+    if isinstance(x, StreamedSplit):
+        return x.batches(order, batch_size)
+    return ((order[i : i + batch_size], x[order[i : i + batch_size]]) for i in range(0, len(x), batch_size))
+
+
+def _step_on_split(
+    model: nn.Module, x: torch.Tensor | StreamedSplit, y: torch.Tensor, train_step: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch | None
+) -> float:
+    """The user's training step as a validation loss: on the whole split in the dataset's form (`batch`), or on a
+    streamed split's chunks averaged by their sizes (equal to the whole-split loss for a step whose loss is a mean
+    over the batch; an image folder's items are pairs)."""
+    if isinstance(x, torch.Tensor):
+        return float(train_step(model, batch if batch is not None else (x, y)).item())
+    total, start = 0.0, 0
+    for inputs in x.chunks():
+        total += float(train_step(model, (inputs, y[start : start + len(inputs)])).item()) * len(inputs)
+        start += len(inputs)
+    return total / len(x)
+
+
 def _validate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: BatchLoss, hooks: Hooks, monitored: bool, label: str, epoch: int, batch: Batch
+    model: nn.Module,
+    x: torch.Tensor | StreamedSplit,
+    y: torch.Tensor,
+    criterion: BatchLoss,
+    hooks: Hooks,
+    monitored: bool,
+    label: str,
+    epoch: int,
+    batch: Batch | None = None,
 ) -> tuple[float, float | None]:
     """(validation loss, validation score). The loss is the user's training step (on `batch`, the split in
     the dataset's form) or loss, else the task's; the score is the user's metric when early stopping
     monitors it (else not computed), or accuracy."""
     model.eval()
     with torch.no_grad():
-        out = model(x)
-        loss = (hooks.train_step(model, batch) if "train_step" in hooks else criterion(out, y)).item()
+        out = outputs(model, x)
+        loss = _step_on_split(model, x, y, hooks.train_step, batch) if "train_step" in hooks else criterion(out, y).item()
         if "metric" in hooks:
             score = hooks.metric(out.float(), y) if monitored else None
         else:

@@ -79,18 +79,20 @@ def _user_project(root: Path) -> None:
             Image.fromarray(np.full((6, 4), 20 * i, dtype=np.uint8)).save(root / "pics" / label / f"{i}.png")
 
 
-def test_model_and_image_size_reach_the_flow_after_the_checks(
+def test_model_image_size_and_image_cache_reach_the_flow_after_the_checks(
     tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _user_project(tmp_path)
     calls: list[dict[str, object]] = []
     outcome = SimpleNamespace(state="PASSED", reason="r", table_md="", champion_reason="c", model_name="m", versions={}, loop_run_id="x")
     monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kw: calls.append(kw) or outcome)
-    argv = ["run", "--scenario", "dev-cpu", "--dataset", str(tmp_path / "pics"), "--model", "my_model:make", "--image-size", "5x3"]
+    argv = ["run", "--scenario", "dev-cpu", "--dataset", str(tmp_path / "pics"), "--model", "my_model:make", "--image-size", "5x3", "--image-cache", "stream"]
     assert main(argv) == 0
     assert calls[0]["model_factory"] == "my_model:make" and calls[0]["image_size"] == "5x3" and calls[0]["dataset"] == str(tmp_path / "pics")
+    assert calls[0]["image_cache"] == "stream"
     out = capsys.readouterr().out
     assert "samples of shape (1, 5, 3)" in out and "Model my_model:make: Sequential, 32 parameters, input (1, 5, 3) -> 2 outputs" in out
+    assert "image cache: stream (--image-cache stream)" in out
 
 
 def test_a_factory_named_in_the_scenario_is_checked_before_the_flow(tmp_path: Path, mlflow_store: str, capsys: pytest.CaptureFixture[str]) -> None:

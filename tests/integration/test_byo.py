@@ -3,8 +3,9 @@
 The examples' own factories (`examples/resnet_digits.py`, `examples/transformer_seq.py`) run with small
 widths through a user's module (`tiny.py` in the working directory, as a user would wrap them); the data
 are sklearn's digits written as PNG files by `examples/make_digits_images.py`, and mnist1d as
-sequences from `examples/mnist1d_sequence.py:load`. Then `energy-loop predict` scores an image folder. The
-transformer also goes through with the user's own loss and metric (`--loss`, `--metric`) and whole-head pruning.
+sequences from `examples/mnist1d_sequence.py:load`; the image folder is streamed (`--image-cache stream`).
+Then `energy-loop predict` scores an image folder. The transformer also goes through with the user's own
+loss and metric (`--loss`, `--metric`) and whole-head pruning.
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def _run(*argv: str) -> tuple[int, str, str]:
 
 def test_a_resnet_on_an_image_folder_goes_through_the_loop_and_scores_new_images(user_dir: Path, mlflow_store: str) -> None:
     digits = _digits_png(user_dir / "digits_png")
-    code, out, _ = _run("--dataset", str(digits), "--model", "tiny:resnet", "--model-name", "byo-resnet")
+    # Streamed: batches decoded on the fly by DataLoader workers (300 files: over the 256 that start workers).
+    code, out, _ = _run("--dataset", str(digits), "--model", "tiny:resnet", "--model-name", "byo-resnet", "--image-cache", "stream")
     assert code == 1, out  # the fixture's inference target is out of reach
-    assert "samples of shape (1, 8, 8)" in out and "Model tiny:resnet: ResNet" in out
+    assert "samples of shape (1, 8, 8)" in out and "Model tiny:resnet: ResNet" in out and "image cache: stream" in out
     client = MlflowClient(mlflow_store)
     versions = client.search_model_versions("name='byo-resnet'")
     assert len(versions) == 3 and any("prune" in v.tags.get("compression_steps", "") for v in versions), out

@@ -244,6 +244,7 @@ def test_a_scheduled_run_with_bad_defaults_ends_failed_with_the_line(deployed: d
         ("samples=3", "--samples = 3: expected an integer >= 20"),
         ("meter=wattmeter", "meter = 'wattmeter': expected one of"),
         ("image_size=0x0", "--image-size = '0x0'"),
+        ("image_cache=disk", "--image-cache = 'disk': expected one of memory, stream, auto"),
         ("task_type=ranking", "task_type = 'ranking': expected one of auto, classification, regression"),
     ],
 )

@@ -21,6 +21,7 @@ def test_digits_is_split_deterministically_and_standardised(tmp_path: Path) -> N
     assert a.task == "classification" and a.n_classes == 10 and a.n_features == 61  # 64 pixels, 3 always blank in the training rows
     assert a.notes == ("dropped 3 constant columns: 'pixel_0_0', 'pixel_4_0', 'pixel_4_7'",)
     assert len(a.x_train) + len(a.x_val) + len(a.x_test) == 1797
+    assert isinstance(a.x_train, torch.Tensor) and isinstance(a.x_test, torch.Tensor) and isinstance(b.x_test, torch.Tensor)  # a table: never streamed
     assert torch.equal(a.x_test, b.x_test)
     assert torch.equal(a.y_train, b.y_train)
     assert a.x_train.mean().abs() < 0.05
@@ -99,7 +100,7 @@ def test_messy_csv_is_imputed_encoded_and_its_preprocessing_reproduces_the_input
     pre = TablePreprocessor.from_dict(data.preprocessing)
     assert pre.input_columns == ["id", "length", "island", "site", "sex"]
     x_all = torch.tensor(pre.transform(pd.read_csv(path).dropna(subset=["species"]).reset_index(drop=True)))
-    cached = torch.cat([data.x_train, data.x_val, data.x_test])
+    cached = torch.cat([data.x_train, data.x_val, data.x_test])  # type: ignore[list-item]  # a table: tensors, never streamed
     assert cached.shape[1] == x_all.shape[1] == data.n_features
     # the same rows, in split order: every cached row is one transformed row of the raw table
     assert all(bool((x_all == row).all(dim=1).any()) for row in cached)

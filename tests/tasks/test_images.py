@@ -1,8 +1,10 @@
-"""Image folders (`--dataset DIR`): decoded through a DataLoader, split stratified, refused in one line when bad."""
+"""Image folders (`--dataset DIR`): decoded through a DataLoader, split stratified, refused in one line when bad;
+pre-cached as tensors or streamed (`--image-cache`), with the same splits, preprocessing and trained weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,8 +13,10 @@ import torch
 from PIL import Image
 
 from tasks import images
-from tasks.data import load_cached, prepare, preprocessor_from_dict
-from tasks.inputs import parse_size
+from tasks.data import load_cached, outputs, prepare, preprocessor_from_dict
+from tasks.evaluate import quality
+from tasks.inputs import check_image_cache, check_overrides, parse_size
+from tasks.train import TrainConfig, fit
 from thresholds.errors import InputError
 
 
@@ -43,7 +47,7 @@ def test_a_greyscale_folder_becomes_shaped_standardised_tensors_with_stratified_
     assert abs(float(data.x_train.mean())) < 1e-4 and float(data.x_train.std()) == pytest.approx(1.0, abs=1e-3)  # type: ignore[attr-defined]
     # Deterministic: the same folder and seed give the same cache and split.
     again = load_cached(str(prepare(str(root), tmp_path / "cache2")))
-    assert torch.equal(again.y_test, data.y_test) and torch.equal(again.x_test, data.x_test)  # type: ignore[attr-defined]
+    assert torch.equal(again.y_test, data.y_test) and torch.equal(again.x_test, data.x_test)  # type: ignore[attr-defined,arg-type]
     pre = data.preprocessing  # type: ignore[attr-defined]
     assert pre["channels"] == 1 and (pre["height"], pre["width"]) == (10, 12) and pre["class_labels"] == ["cat", "dog", "eel"]
 
@@ -156,3 +160,86 @@ def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path) -> 
     (tmp_path / "nothing").mkdir()
     with pytest.raises(InputError, match="found none"):
         images.files_to_score(tmp_path / "nothing")
+
+
+def _net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(120, 16), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(16, 3))
+
+
+def test_a_streamed_folder_has_the_memory_caches_splits_labels_and_preprocessing(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
+    memory, streamed = _prepare(root, tmp_path, image_cache="memory"), _prepare(root, tmp_path, image_cache="stream")
+    assert isinstance(memory.x_train, torch.Tensor) and isinstance(streamed.x_train, images.StreamedSplit)  # type: ignore[attr-defined]
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(memory, f"y_{split}"), getattr(streamed, f"y_{split}")), split
+        assert len(getattr(streamed, f"x_{split}")) == len(getattr(memory, f"x_{split}")), split
+    m, s = memory.preprocessing, streamed.preprocessing  # type: ignore[attr-defined]
+    assert np.allclose(m["mean"], s["mean"], rtol=0, atol=1e-6) and np.allclose(m["std"], s["std"], rtol=0, atol=1e-6)
+    assert m["mean"] != [0.0] and (m["channels"], m["height"], m["width"], m["class_labels"]) == (s["channels"], s["height"], s["width"], s["class_labels"])
+    assert streamed.raw_example == memory.raw_example and any("image cache: stream (--image-cache stream)" in n for n in streamed.notes)  # type: ignore[attr-defined]
+    # The streamed inputs are the cached ones: indexed, sliced, or chunk by chunk through a model.
+    index = torch.tensor([3, 0, 7])
+    assert torch.equal(streamed.x_test[index], memory.x_test[index]) and torch.equal(streamed.x_val[:4], memory.x_val[:4])  # type: ignore[attr-defined]
+    net = _net().eval()
+    with torch.no_grad():
+        assert torch.allclose(outputs(net, streamed.x_val, chunk=4), net(memory.x_val), atol=1e-6)  # type: ignore[attr-defined]
+    assert quality(net, streamed) == quality(net, memory)  # type: ignore[arg-type]
+    # A pass that starts while another holds the split's workers (a nested loop, a second thread) gets its own.
+    outer = streamed.x_val.batches(torch.arange(len(streamed.x_val)), 5)  # type: ignore[attr-defined]
+    _, first = next(outer)
+    assert torch.equal(torch.cat(list(streamed.x_val.chunks(3))), memory.x_val)  # type: ignore[attr-defined]
+    assert torch.equal(torch.cat([first, *(inputs for _, inputs in outer)]), memory.x_val)  # type: ignore[attr-defined]
+
+
+def test_training_on_a_streamed_folder_gives_the_memory_caches_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
+    memory, stream_path = _prepare(root, tmp_path, image_cache="memory"), prepare(str(root), tmp_path / "cache", image_cache="stream")
+    monkeypatch.setattr(images, "default_workers", lambda n: 2)  # worker processes even for this small folder
+    streamed = load_cached(str(stream_path))
+    assert isinstance(streamed.x_train, images.StreamedSplit) and streamed.x_train.workers == 2
+    cfg = TrainConfig(max_epochs=2, early_stopping=False, batch_size=8, seed=3)
+    a, b = _net(), _net()
+    report_a, report_b = fit(a, memory, cfg), fit(b, streamed, cfg)  # type: ignore[arg-type]  # `memory`: `_prepare`'s object
+    # The same seeded batch order, the same float32 inputs: the same weights, bit for bit (dropout included,
+    # since the loader's worker seeds come from its own generator, not torch's global one).
+    assert report_a.train_losses == report_b.train_losses
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert report_b.val_losses == pytest.approx(report_a.val_losses, abs=1e-6)  # validation in chunks: the same loss to float rounding
+
+
+def test_a_file_that_breaks_while_streaming_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _folder(tmp_path / "imgs", {"a": 15, "b": 15})
+    path = prepare(str(root), tmp_path / "cache", image_cache="stream")
+    monkeypatch.setattr(images, "default_workers", lambda n: 2)  # the error comes back from a worker process
+    data = load_cached(str(path))
+    assert isinstance(data.x_train, images.StreamedSplit)
+    broken = data.x_train.files[5]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # changed after the cache was made: a valid header, then the data stops
+    with pytest.raises(InputError) as err:
+        fit(_net(), data, TrainConfig(max_epochs=1, batch_size=4))
+    message = str(err.value)
+    assert "\n" not in message and f"file = '{broken.relative_to(root)}': expected a readable PNG or JPEG image (OSError" in message, message
+    assert message.startswith(f"dataset {root}: ")
+
+
+def test_a_daemonic_process_decodes_in_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert images.default_workers(10) == 0 and images.default_workers(1000) >= 1
+    monkeypatch.setattr(images.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))  # a Dask worker's
+    assert images.default_workers(1000) == 0
+
+
+def test_auto_streams_a_folder_over_the_memory_budget(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "imgs", {"a": 12, "b": 12})  # 24 images of 1x10x12: 11,520 bytes as float32
+    small = _prepare(root, tmp_path / "one", memory_budget_bytes=10_000)
+    assert isinstance(small.x_train, images.StreamedSplit)  # type: ignore[attr-defined]
+    assert any("stream (--image-cache auto): 24 decoded images would take 0.0 MB as float32, over 0 MB" in n for n in small.notes)  # type: ignore[attr-defined]
+    roomy = _prepare(root, tmp_path / "two", memory_budget_bytes=20_000)
+    assert isinstance(roomy.x_train, torch.Tensor) and any("memory (--image-cache auto)" in n for n in roomy.notes)  # type: ignore[attr-defined]
+    assert images.memory_budget_bytes() > 0
+
+
+@pytest.mark.parametrize("check", [check_image_cache, lambda v: check_overrides({"image_cache": v})], ids=["cli", "trigger"])
+def test_a_bad_image_cache_is_one_line(check: object) -> None:
+    with pytest.raises(InputError, match=r"--image-cache = 'disk': expected one of memory, stream, auto"):
+        check("disk")  # type: ignore[operator]

@@ -196,4 +196,5 @@ def test_the_mnist1d_sequence_example_is_40_steps_of_1_standardised_feature(monk
     data = load_cached(str(prepare("examples.mnist1d_sequence:load", tmp_path / "cache", samples=400)))
     assert data.input_shape == (40, 1) and data.n_classes == 10
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 400
+    assert isinstance(data.x_train, torch.Tensor)  # only an image folder is ever streamed
     assert abs(float(data.x_train.mean())) < 0.1 and float(data.x_train.std()) == pytest.approx(1.0, abs=0.1)
