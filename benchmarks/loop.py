@@ -30,11 +30,15 @@ def main() -> int:
     parser.add_argument("--model-name", default="benchmark-loop")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.prefect_api import LoopServices, api_settings
+
+    # Where both stores exist, `energy-loop run` starts its server and tracking store before it imports the
+    # libraries (flows/prefect_api.py); so does this benchmark, the same way.
+    early = LoopServices.start_early()
     import mlflow  # noqa: F401  (the libraries load before the clock starts, as always; the project's own modules after)
     import prefect  # noqa: F401
     import torch  # noqa: F401
 
-    from flows.prefect_api import LoopServices, api_settings
     from tasks.energy.contention import max_other_share
     from tasks.inputs import check_arguments, prepare_checked
     from thresholds import scenario_path
@@ -44,7 +48,6 @@ def main() -> int:
 
     path = scenario_path(args.scenario)
     started, started_epoch_s = time.perf_counter(), time.time()
-    early = LoopServices.start_early()  # as `energy-loop run` does (flows/prefect_api.py)
     try:  # like the CLI: bad input is one line before the flow, not a traceback
         settings = check_arguments(str(path), args.dataset, args.samples)
         prepare_checked(settings, args.dataset, Path(".energy-loop") / "cache", None, args.samples, "auto", None)
