@@ -98,16 +98,17 @@ class LocalApi:
 
 
 def start_local_api() -> LocalApi | None:
-    """A local server starting in the background, or None when an API is configured (it is used as it is)."""
-    if os.environ.get("PREFECT_API_URL"):
-        return None
-    api = LocalApi()  # launched before Prefect is imported to read the rest of its settings: they boot side by side
+    """A local server starting in the background, or None when the environment configures an API (used as it is).
+    A profile or settings file may configure one too: `configured_elsewhere` says so, once Prefect is imported."""
+    return None if os.environ.get("PREFECT_API_URL") else LocalApi()
+
+
+def configured_elsewhere() -> bool:
+    """Whether a Prefect profile or settings file (or a test harness) configures the API: then that one is used.
+    Importing Prefect's settings takes about a second, so this runs once the server is already booting."""
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():  # configured by a profile or a settings file (or a test harness): that one is used
-        api.stop()
-        return None
-    return api
+    return bool(PREFECT_API_URL.value())
 
 
 @contextmanager
@@ -131,6 +132,11 @@ def api_settings(url: str | None) -> Iterator[None]:
             os.environ["PREFECT_API_URL"] = before
 
 
+def _holds_data(database: Path) -> bool:
+    """An SQLite file that exists and is not empty: opening it creates no tables (an empty file would get them)."""
+    return database.is_file() and database.stat().st_size > 0
+
+
 def nothing_to_create(tracking_uri: str) -> bool:
     """Whether starting the local Prefect server and opening the tracking store writes nothing new: Prefect's
     database (`$PREFECT_HOME/prefect.db`, or an API configured in the environment) and an SQLite tracking file
@@ -139,11 +145,11 @@ def nothing_to_create(tracking_uri: str) -> bool:
     if not configured_api and os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
         return False  # the server would open a database we cannot see from here
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
-    prefect_ready = configured_api or (home / "prefect.db").is_file()
+    prefect_ready = configured_api or _holds_data(home / "prefect.db")
     if tracking_uri.startswith(("http://", "https://")):
         return prefect_ready
     if tracking_uri.startswith("sqlite:///"):
-        return prefect_ready and Path(tracking_uri.removeprefix("sqlite:///")).is_file()
+        return prefect_ready and _holds_data(Path(tracking_uri.removeprefix("sqlite:///")))
     return False  # an SQL server's store may create its tables when opened: only once the inputs passed
 
 
@@ -166,6 +172,9 @@ class LoopServices:
     def ready(self) -> str | None:
         """Wait for both; the local API's URL for `api_settings` (None: the configured one). RuntimeError when
         the local server does not answer."""
+        if self.api is not None and configured_elsewhere():
+            self.api.stop()
+            self.api = None
         self._store_opened()
         return None if self.api is None else self.api.ready()
 

@@ -98,7 +98,7 @@ class CachedData:
         return path
 
 
-def outputs(model: torch.nn.Module, x: torch.Tensor | StreamedSplit, chunk: int = 1024) -> torch.Tensor:
+def outputs(model: torch.nn.Module, x: torch.Tensor | StreamedSplit, chunk: int = 256) -> torch.Tensor:
     """`model`'s outputs on a whole split: one call on a tensor, `chunk` inputs at a time on a streamed split."""
     return model(x) if isinstance(x, torch.Tensor) else torch.cat([model(inputs) for inputs in x.chunks(chunk)])
 

@@ -87,8 +87,8 @@ def loss_targets(y: torch.Tensor, task: str) -> torch.Tensor:
 
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(model outputs, indices of the batch in the training split) -> training loss."""
-BatchStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, the batch's indices, its inputs) -> loss
-"""(model, indices of the batch in the training split) -> training loss: the user's `train_step`."""
+BatchStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(model, indices of the batch in the training split, its inputs) -> training loss: the user's `train_step`."""
 
 
 def fit(

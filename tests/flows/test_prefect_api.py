@@ -19,7 +19,7 @@ def homes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _prefect_db(root: Path) -> None:
     (root / "prefect-home").mkdir()
-    (root / "prefect-home" / "prefect.db").write_bytes(b"")
+    (root / "prefect-home" / "prefect.db").write_bytes(b"SQLite format 3\x00")  # not empty: its tables exist
 
 
 def test_only_existing_stores_allow_an_early_start(homes: Path) -> None:
@@ -28,6 +28,8 @@ def test_only_existing_stores_allow_an_early_start(homes: Path) -> None:
     _prefect_db(homes)
     assert not nothing_to_create(sqlite)  # the tracking database would be created
     (homes / "mlflow.db").write_bytes(b"")
+    assert not nothing_to_create(sqlite)  # an empty file: opening it would create the tables
+    (homes / "mlflow.db").write_bytes(b"SQLite format 3\x00")
     assert nothing_to_create(sqlite)
     assert nothing_to_create("http://127.0.0.1:5000")  # a tracking server: opening it writes nothing here
 

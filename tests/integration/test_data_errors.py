@@ -90,10 +90,17 @@ def test_with_existing_stores_the_early_start_still_registers_nothing(tmp_path: 
     (flows/prefect_api.py): bad input is still the one line, exit 2, and no run or version."""
     from mlflow import MlflowClient
 
+    from flows.prefect_api import LocalApi, nothing_to_create
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).search_experiments()  # an earlier loop's tracking database
-    (tmp_path / "prefect-home").mkdir()
-    (tmp_path / "prefect-home" / "prefect.db").write_bytes(b"")  # and Prefect's
+    with pytest.MonkeyPatch.context() as env:  # and Prefect's, as its server leaves it
+        env.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+        env.delenv("PREFECT_API_URL", raising=False)
+        server = LocalApi()
+        server.ready()
+        server.stop()
+        assert nothing_to_create(uri)  # so the command below starts both before it checks the data
     table = tmp_path / "table.csv"
     _stray_text(table)
     done = _cli(tmp_path, table, "species")
