@@ -120,24 +120,24 @@ def main() -> int:
     if args.repeats_max:
         overrides.setdefault("measurement", {}).update({"repeats_min": min(3, args.repeats_max), "repeats_max": args.repeats_max})
 
+    from flows.prefect_api import LoopServices, api_settings
+
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="byo-") as tmp:
+    # The loops talk to one local Prefect server started as `energy-loop run` starts it, not Prefect's temporary
+    # server (which went away under a 25-minute ResNet-18 loop here, "Connection refused" at its closing stage).
+    with tempfile.TemporaryDirectory(prefix="byo-") as tmp, api_settings(LoopServices().ready()):
         folder = Path(tmp)
         for name in names:
             goal: dict[str, dict[str, Any]] = {"targets": {"max_inference_energy_vs_baseline": GOALS[name]}}
             scenario = str(scenario_with_overrides(args.scenario, {**overrides, **goal}, folder, suffix=name))
             started = time.perf_counter()
-            for attempt in (1, 2):
-                try:
-                    results[name] = run_example(name, scenario, folder, args.samples)
-                except Exception as exc:  # one example failing must not hide the others' results
-                    first = str(exc).splitlines()[0] if str(exc) else ""
-                    results[name] = {"final_state": "ERROR", "reason": f"{type(exc).__name__}: {first}"[:300]}
-                    if attempt == 1 and "ephemeral Prefect API server" in first:
-                        continue  # the temporary server did not start in time on a busy machine: start it again, once
-                break
+            try:
+                results[name] = run_example(name, scenario, folder, args.samples)
+            except Exception as exc:  # one example failing must not hide the others' results
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                results[name] = {"final_state": "ERROR", "reason": f"{type(exc).__name__}: {first}"[:300]}
             results[name]["wall_s"] = round(time.perf_counter() - started, 1)
-    logging.getLogger("prefect").setLevel(logging.WARNING)  # the ephemeral server's shutdown line must not follow the JSON
+    logging.getLogger("prefect").setLevel(logging.WARNING)  # no Prefect line may follow the JSON
 
     print()
     goals = ", ".join(f"{n} {GOALS[n]}x" for n in names)

@@ -136,23 +136,21 @@ def main() -> int:
     if args.repeats_max:
         overrides.setdefault("measurement", {}).update({"repeats_min": min(3, args.repeats_max), "repeats_max": args.repeats_max})
 
+    from flows.prefect_api import LoopServices, api_settings
+
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="panel-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="panel-") as tmp, api_settings(LoopServices().ready()):  # as `energy-loop run` starts it
         folder = Path(tmp)
         scenario = str(scenario_with_overrides(args.scenario, overrides, folder))
         for table in tables:
             started = time.perf_counter()
-            for attempt in (1, 2):
-                try:
-                    results[table] = run_table(table, scenario, folder, args.samples)
-                except Exception as exc:  # one table failing must not hide the others' results
-                    first = str(exc).splitlines()[0] if str(exc) else ""
-                    results[table] = {"state": "ERROR", "reason": f"{type(exc).__name__}: {first}"[:300]}
-                    if attempt == 1 and "ephemeral Prefect API server" in first:
-                        continue  # the temporary server lost a port race with another process: start it again, once
-                break
+            try:
+                results[table] = run_table(table, scenario, folder, args.samples)
+            except Exception as exc:  # one table failing must not hide the others' results
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                results[table] = {"state": "ERROR", "reason": f"{type(exc).__name__}: {first}"[:300]}
             results[table]["wall_s"] = round(time.perf_counter() - started, 1)
-    logging.getLogger("prefect").setLevel(logging.WARNING)  # the ephemeral server's shutdown line must not follow the JSON
+    logging.getLogger("prefect").setLevel(logging.WARNING)  # no Prefect line may follow the JSON
 
     print()
     print(
