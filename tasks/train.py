@@ -119,6 +119,8 @@ def fit(
     x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
     train_step: BatchStep | None = (lambda m, idx, inputs: hooks.train_step(m, data.batch("train", y, idx, inputs))) if "train_step" in hooks else None
+    # The validation split in the dataset's form, for the user's step (a streamed image folder's is read in chunks).
+    val_batch = data.batch("val", y_val) if "train_step" in hooks and isinstance(x_val, torch.Tensor) else None
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     best_score = patience_score = (math.inf, math.inf)
     patience_epoch = 0
@@ -135,7 +137,6 @@ def fit(
         try:
             with epoch_meter.window(f"{label} epoch {epoch}") as handle:
                 train_loss = _epoch(model, x, step_loss, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype, train_step)
-                val_batch = data.batch("val", y_val) if "train_step" in hooks and isinstance(x_val, torch.Tensor) else None
                 val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, val_batch)
         except DivergedError as exc:
             exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
