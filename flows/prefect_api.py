@@ -3,10 +3,9 @@
 With no API configured (no `PREFECT_API_URL` in the environment, a profile or a settings file),
 Prefect's first flow call imports its whole server in this process (seconds), then starts it as a
 subprocess and waits for it (more seconds), while nothing else happens. `start_local_api` starts the
-same subprocess (uvicorn on loopback with Prefect's app factory, in its ephemeral mode, no UI) as
-soon as the command's inputs passed (bad input writes nothing), without importing the server here,
-so it boots while the command imports the flow; `api_settings` then points the flow at it like at
-any configured server, and the server stops when the command exits.
+same subprocess (uvicorn on loopback with Prefect's app factory, in its ephemeral mode, no UI)
+without importing the server here, so it boots while the command does other work; `api_settings`
+then points the flow at it like at any configured server, and the server stops when the command exits.
 
 `LoopServices` is that start sequence as every loop command runs it (the CLI's `run` and `cooling run`,
 `benchmarks/loop.py`): the server and the tracking store start together, and earlier, before the inputs
