@@ -235,7 +235,7 @@ def prune(p: Production) -> Made:
     """Structured pruning of the parent at ratio `step.value` (iterative schedules fine-tune between steps), then a fine-tune."""
     model, spec, parent = p.parent()
     ladder, training = p.scenario.ladder, p.scenario.training
-    teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+    teacher = _teacher(p, model)
     p.tags["macs_before"] = str(models.count_macs(model, spec.input_shape))
     p.tags["params_before"] = str(models.count_params(model))
     steps = ladder.pruning_iterative_steps
@@ -246,8 +246,22 @@ def prune(p: Production) -> Made:
         p.train(m, between_cfg, teacher, f"{p.label} step {i + 1}/{steps}")
 
     model, spec = _pruned(p, model, spec, steps, between)
+    if p.step.teacher is not None:
+        spec = spec.model_copy(update={"history": [*spec.history, f"kd:#{p.step.teacher}"]})
     epochs = p.step.epochs or training.fine_tune_epochs  # a longer fine-tune when backing off for accuracy
     return _fine_tuned(p, model, spec, teacher, epochs, parent)
+
+
+def _teacher(p: Production, parent_model: torch.nn.Module) -> torch.nn.Module | None:
+    """Whose soft labels a pruned model's fine-tune learns: the candidate `step.teacher` names (an accuracy
+    back-off), else the unpruned parent with `training.distill_fine_tune`, else none (the labels)."""
+    if p.step.teacher is not None:
+        record = p.history[p.step.teacher]
+        if record.model_dir is None:
+            raise ValueError(f"teacher #{record.index} has no saved model")
+        p.tags["teacher"] = f"#{record.index}"
+        return models.load(Path(record.model_dir))[0]
+    return copy.deepcopy(parent_model) if p.scenario.training.distill_fine_tune else None
 
 
 def _pruned(
@@ -308,7 +322,7 @@ def prune_es(p: Production) -> Made:
     most `step.epochs`, the budget the training target leaves."""
     model, spec, parent = p.parent()
     training = p.scenario.training
-    teacher = copy.deepcopy(model) if training.distill_fine_tune else None
+    teacher = _teacher(p, model)
     model, spec = _pruned(p, model, spec)
     epochs = max(1, p.step.epochs or training.fine_tune_epochs)
     p.tags["fine_tune_budget_epochs"] = str(epochs)
@@ -350,7 +364,7 @@ def qat(p: Production) -> Made:
     """Quantization-aware training of the parent (int8 fake-quantized weights), then served at int8."""
     model, spec, parent = p.parent()
     models.check_precision(model, spec.model_copy(update={"precision": "int8"}))  # before any training
-    teacher = copy.deepcopy(model) if p.scenario.training.distill_fine_tune else None
+    teacher = _teacher(p, model)
     quantize.attach(model)
     made = _fine_tuned(p, model, spec, teacher, p.scenario.training.fine_tune_epochs, parent)
     quantize.detach_snapped(model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tasks import models
 from tasks.candidate import run_step
@@ -57,3 +58,34 @@ def test_training_cost_moves_run_reload_and_count_their_lineage(tmp_path: Path) 
     assert budgeted.train_energy_j > recipe.train_energy_j and (budgeted.epochs_run or 0) <= 2  # type: ignore[operator]
     assert scratch.train_energy_j == pytest.approx(sum(scratch.series["epoch_energy_j"]))
     assert scratch.tags["architecture_from"] == "#2"
+
+
+def test_the_soft_label_back_off_fine_tunes_the_pruned_model_on_its_teacher(tmp_path: Path) -> None:
+    digits_path = str(prepare("digits", tmp_path / "data"))
+    scenario = Scenario.model_validate(
+        {
+            "name": "kd",
+            "training": {"max_epochs": 8, "patience": 2, "batch_size": 128, "fine_tune_epochs": 3},
+            "measurement": {"inference_batch_size": 128, "min_window_s": 0.01, "repeats_min": 2, "repeats_max": 2},
+        }
+    )
+    meter = FixedPowerMeter(10.0)
+    history: list[CandidateResult] = []
+    for step in [
+        Step(kind=StepKind.BASELINE),
+        Step(kind=StepKind.EARLY_STOPPING, parent=0),
+        Step(kind=StepKind.PRUNE, value=0.5, parent=1),
+        Step(kind=StepKind.PRUNE, value=0.5, parent=1, teacher=0, target="accuracy_drop_pt"),
+    ]:
+        result = run_step(scenario, step, history, digits_path, tmp_path, meter)
+        assert result.ok, result.rejected_reason
+        history.append(result)
+    recipe, plain, taught = history[1:]
+    assert taught.lineage == ["early-stopping", "prune:0.5", "kd:#0"] and taught.tags["teacher"] == "#0"
+    assert taught.params == plain.params and taught.accuracy is not None and taught.accuracy > 0.5  # trained (10 classes), not an accuracy goal
+    plain_model, _ = models.load(Path(plain.model_dir or ""))
+    taught_model, _ = models.load(Path(taught.model_dir or ""))
+    assert any(not torch.equal(a, b) for a, b in zip(plain_model.state_dict().values(), taught_model.state_dict().values(), strict=True))
+    # The teacher's labelling pass is part of the lineage: more than the recipe plus the fine-tune's epochs.
+    fine_tune_j = sum(taught.series["epoch_energy_j"])
+    assert taught.train_energy_j > recipe.train_energy_j + fine_tune_j  # type: ignore[operator]

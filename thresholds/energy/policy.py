@@ -30,8 +30,9 @@ it, and every step names the target that drove it (`Step.target`):
   `prune-es:r` (prune the recipe and fine-tune with early stopping on the epochs the target
   leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
-  followed by the ratio halfway back to the last one that kept it, then by the same ratio with a
-  fine-tune twice as long (`Step.epochs`).
+  followed by the ratio halfway back to the last one that kept it, then by the same ratio
+  fine-tuned on the soft labels of the most accurate model so far (`Step.teacher`), then by the
+  same ratio with a fine-tune twice as long (`Step.epochs`).
 
 Training energy is judged priced by work (`price_training`, thresholds/energy/training_cost.py): each
 run of a lineage costs the pooled per-epoch energy of its kind of work, so the recipe's epochs cost
@@ -101,11 +102,14 @@ class Step(BaseModel):
     value: float | str | None = None  # pruning ratio or precision name
     parent: int | None = None  # index of the candidate this step starts from
     epochs: int | None = None  # fine-tuning budget in epochs (prune-es)
+    teacher: int | None = None  # a fine-tune on this candidate's soft labels instead of the labels (accuracy back-off)
     target: str | None = None  # the missed target (gate check name) that drove this step
 
     @property
     def label(self) -> str:
         budget = f"/{self.epochs}ep" if self.epochs is not None else ""
+        if self.teacher is not None:
+            budget += f"/kd#{self.teacher}"
         if self.value is None:
             return f"{self.kind.value}{budget}"
         shown = f"{self.value:g}" if isinstance(self.value, float) else self.value
@@ -598,11 +602,17 @@ def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateRe
     return [x.name for x in judge(scenario, c, baseline).failed]
 
 
+def _most_accurate(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
+    """The trained torch fp32 model with the best quality (accuracy, else lowest RMSE): the teacher of a back-off."""
+    pool = [c for c in history if c.ok and c.step.kind not in (StepKind.PRECISION, StepKind.QAT, StepKind.ORT)] or history[:1]
+    return min(pool, key=lambda c: (-(c.accuracy if c.accuracy is not None else -(c.rmse or 0.0)), c.index))
+
+
 def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
     """Accuracy back-off from a pruning ratio that met every inference target but broke a quality
-    target (a training miss it may also have is left to the training-cost moves): first, once, the
-    ratio halfway back to the largest one that kept quality; then, once per ratio, the same ratio
-    with a fine-tune twice as long."""
+    target (a training miss it may also have is left to the training-cost moves), each move once:
+    the ratio halfway back to the largest one that kept quality; the same ratio fine-tuned on the soft
+    labels of the most accurate model (`ladder.backoff_teacher`); the same ratio fine-tuned twice as long."""
     baseline = history[0]
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE and c.ok and c.step.value is not None]
     values = {c.index: float(c.step.value) for c in pruned}  # type: ignore[arg-type]
@@ -613,12 +623,18 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
         ratio, target = values[broken.index], next(m for m in misses if m in QUALITY_TARGETS)
         parent = broken.step.parent if broken.step.parent is not None else 0
         below = max((r for r in scenario.ladder.pruning_ratios if r < ratio), default=0.0)
+        same = [c.step for c in history if c.step.kind == StepKind.PRUNE and c.step.value == broken.step.value]
         if ratio in scenario.ladder.pruning_ratios and not any(below < v < ratio for v in values.values()):
             good = max((values[c.index] for c in pruned if values[c.index] < ratio and quality_ok(scenario.targets, c, baseline)), default=0.0)
             mid = round((good + ratio) / 2, 3)
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
             return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, target=target), why=why, target=target)
-        if not any(c.step.kind == StepKind.PRUNE and c.step.epochs is not None and c.step.value == broken.step.value for c in history):
+        teacher = _most_accurate(scenario, history)
+        if scenario.ladder.backoff_teacher and not any(s.teacher is not None for s in same):
+            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}, the most accurate"
+            step = Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, teacher=teacher.index, target=target)
+            return Next(step=step, why=why, target=target)
+        if not any(s.epochs is not None for s in same):
             epochs = 2 * scenario.training.fine_tune_epochs
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} epochs instead"
             return Next(step=Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, epochs=epochs, target=target), why=why, target=target)

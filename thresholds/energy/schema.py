@@ -149,6 +149,7 @@ class Ladder(StrictSection):
     )
     training_moves: bool = Field(True, description="answer a missed training-energy target with moves that cut the lineage's training cost")
     accuracy_backoff: bool = Field(True, description="when a pruning ratio meets the inference targets but breaks accuracy, try the ratio halfway back")
+    backoff_teacher: bool = Field(True, description="in the accuracy back-off, also fine-tune the broken ratio on the most accurate model's soft labels")
 
     @field_validator("training_batch_factors")
     @classmethod

@@ -416,6 +416,7 @@ TP5 = c(3, PR, 0.5, parent=1, inf=0.5, train=140.0)  # meets inference; pruning'
 PE5_BROKE = c(4, PE, 0.5, parent=1, acc=0.85, inf=0.5, train=60.0)
 PES5 = c(5, PES, 0.5, parent=1, inf=0.5, train=125.0)
 LONG7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, epochs=30, target="accuracy_drop_pt")})
+KD7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, teacher=0, target="accuracy_drop_pt")})
 TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object, int | None], str | None]] = [
     ("inference and training missed: compression goes on, for inference", [BASE, RECIPE, TP3], TRAIN_AWARE, ("next", PR, 1), "inference_energy_vs_baseline"),
     (
@@ -509,15 +510,22 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         "inference_energy_vs_baseline",
     ),
     (
-        "the halfway ratio missed inference: the broken ratio again with a fine-tune twice as long",
+        "the halfway ratio missed inference: the broken ratio again, fine-tuned on the most accurate model's soft labels",
         [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)],
         scenario({**SHORT, "accuracy_backoff": True}),
         ("next", PR, 1),
         "accuracy_drop_pt",
     ),
     (
-        "backed off both ways: on to precision from the best kept model",
-        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), LONG7_BAD],
+        "the soft labels did not recover it: the broken ratio with a fine-tune twice as long",
+        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), KD7_BAD],
+        scenario({**SHORT, "accuracy_backoff": True}),
+        ("next", PR, 1),
+        "accuracy_drop_pt",
+    ),
+    (
+        "backed off every way: on to precision from the best kept model",
+        [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), KD7_BAD, LONG7_BAD.model_copy(update={"index": 7})],
         scenario({**SHORT, "accuracy_backoff": True}),
         ("next", PC, 5),
         "inference_energy_vs_baseline",
@@ -598,11 +606,22 @@ def test_each_verdict_names_the_target_that_drove_the_next_move() -> None:
 
 def test_the_longer_fine_tune_doubles_the_scenarios_epochs_and_comes_once() -> None:
     s = scenario({**SHORT, "accuracy_backoff": True})
-    step = decide(s, [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)]).step  # type: ignore[union-attr]
-    assert step.value == 0.7 and step.epochs == 2 * s.training.fine_tune_epochs and step.label == "prune:0.7/30ep"
-    halfway_broke = [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, acc=0.8, inf=0.5), LONG7_BAD]
+    step = decide(s, [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), KD7_BAD]).step  # type: ignore[union-attr]
+    assert step.value == 0.7 and step.epochs == 2 * s.training.fine_tune_epochs and step.teacher is None and step.label == "prune:0.7/30ep"
+    halfway_broke = [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, acc=0.8, inf=0.5), KD7_BAD, LONG7_BAD.model_copy(update={"index": 7})]
     again = decide(s, halfway_broke).step  # type: ignore[union-attr]
-    assert (again.value, again.epochs) == (0.6, 30)  # the halfway ratio broke too: its own longer fine-tune, not another halving
+    assert (again.value, again.epochs, again.teacher) == (0.6, None, 0)  # the halfway ratio broke too: its own back-off, not another halving
+
+
+def test_the_soft_label_back_off_learns_from_the_most_accurate_model_once_per_ratio() -> None:
+    s = scenario({**SHORT, "accuracy_backoff": True})
+    better = c(2, PR, 0.3, parent=1, acc=0.93, inf=0.8)  # more accurate than the baseline (0.90): it teaches
+    history = [BASE, RECIPE, better, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)]
+    step = decide(s, history).step  # type: ignore[union-attr]
+    assert (step.value, step.parent, step.teacher, step.epochs) == (0.7, 1, 2, None) and step.label == "prune:0.7/kd#2"
+    assert decide(s, [*history[:-1], c(5, PC, "int8", parent=2, acc=0.99, inf=0.55), history[-1].model_copy(update={"index": 6})]).step.teacher == 2  # type: ignore[union-attr]  # a precision model does not teach
+    off = scenario({**SHORT, "accuracy_backoff": True, "backoff_teacher": False})
+    assert decide(off, history).step.epochs == 30  # type: ignore[union-attr]  # without it: straight to the longer fine-tune
 
 
 OR = StepKind.ORT
