@@ -498,6 +498,7 @@ def _predict(args: argparse.Namespace) -> int:
     """Score a table at the version's energy-optimal batch size; log the energy it measured to the version."""
     from pathlib import Path
 
+    import pandas as pd
     from mlflow.exceptions import MlflowException
 
     from registry import mlflow_model
@@ -530,33 +531,39 @@ def _predict(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or (int(recorded) if recorded.isdigit() else DEFAULT_PREDICT_BATCH)
     pyfunc = mlflow_model.load_pyfunc(mc, name, str(version.version))
     scorer = pyfunc.unwrap_python_model().scorer
-    files = None
     try:
         if frame is None:
-            frame = serving.read_images(source, scorer)
-            files = frame.pop(serving.FILE_COLUMN)
-        scorer.check(frame, where=f"input {source}")
+            rows = serving.images_to_score(source, scorer, batch_size)  # decoded chunk by chunk while scoring
+        else:
+            scorer.check(frame, where=f"input {source}")
+            rows = serving.table_to_score(frame)
     except InputError as exc:
         return bad(str(exc))
     meter_name, power_w = serving.meter_setting(tags)
     meter = make_meter(meter_name, power_w)
     why = "recorded energy-optimal" if args.batch_size is None and recorded.isdigit() else "given" if args.batch_size else "default"
-    print(f"scoring {len(frame)} rows with {name} version {version.version} at batch size {batch_size} ({why}), meter {meter.source}", file=sys.stderr)
+    print(f"scoring {rows.rows} rows with {name} version {version.version} at batch size {batch_size} ({why}), meter {meter.source}", file=sys.stderr)
 
     def progress(done: int) -> None:
-        filled = 30 * done // len(frame)
-        end = "\n" if done == len(frame) else ""
-        print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{len(frame)} rows", end=end, file=sys.stderr, flush=True)
+        filled = 30 * done // rows.rows
+        end = "\n" if done == rows.rows else ""
+        print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{rows.rows} rows", end=end, file=sys.stderr, flush=True)
+
+    def check(chunk: pd.DataFrame) -> None:
+        scorer.check(chunk, where=f"input {source}")
 
     try:
-        predictions, report = serving.score(pyfunc.predict, frame, batch_size, meter, progress)
+        predictions, report = serving.score(pyfunc.predict, rows, batch_size, meter, progress, check if frame is None else None)
     except MlflowException as exc:  # the signature refused a value (e.g. a fraction in an integer column)
         print(file=sys.stderr)
         return bad(f"input {source}: {str(exc).splitlines()[0][:300]}")
+    except InputError as exc:  # an image that breaks mid-stream: named, and nothing is written
+        print(file=sys.stderr)
+        return bad(str(exc))
     finally:
         meter.close()
-    if files is not None:
-        predictions.insert(0, serving.FILE_COLUMN, files.to_numpy())
+    if rows.files is not None:
+        predictions.insert(0, serving.FILE_COLUMN, rows.files)
     try:
         serving.write_table(predictions, target)
     except OSError as exc:

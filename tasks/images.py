@@ -415,11 +415,26 @@ def files_to_score(source: Path) -> list[Path]:
     return files
 
 
-def pixel_frame(files: list[Path], pre: ImagePreprocessor, root: Path) -> Any:
-    """Images decoded as the model was trained (colour mode, resized to its size) as a table of raw pixel columns."""
+def pixel_frames(files: list[Path], pre: ImagePreprocessor, root: Path, rows: int) -> Iterator[Any]:
+    """Images decoded as the model was trained (colour mode, resized to its size) as tables of raw pixel columns,
+    `rows` images at a time (the last may hold fewer), so a folder of any size is scored in bounded memory."""
     import pandas as pd
+
+    def table(pixels: torch.Tensor) -> Any:
+        return pd.DataFrame(pixels.reshape(len(pixels), -1).numpy().astype(np.float64), columns=pre.input_columns)
 
     for path in files:
         _header(path, root)  # a non-image file is named before anything is decoded
-    pixels = decode(files, pre.channels, pre.height, pre.width, root)
-    return pd.DataFrame(pixels.reshape(len(files), -1).numpy().astype(np.float64), columns=pre.input_columns)
+    pending: list[torch.Tensor] = []
+    held = 0
+    for batch in decoded_batches(files, pre.channels, pre.height, pre.width, root):
+        pending.append(batch)
+        held += len(batch)
+        if held >= rows:
+            pixels = torch.cat(pending)
+            while len(pixels) >= rows:
+                yield table(pixels[:rows])
+                pixels = pixels[rows:]
+            pending, held = [pixels], len(pixels)
+    if held:
+        yield table(torch.cat(pending))

@@ -7,7 +7,7 @@ preprocessing was fitted, `preprocessing.json` lies beside them (tasks/preproces
 applied first; standardisation is always last, as in `tasks.data.prepare`. A model trained on an
 image folder or a dataset function has an image or tensor `preprocessing.json` instead: it takes
 raw values as columns (`pixel_i` 0-255, or `x_i`), and `features` reshapes them to the model's
-`(rows, *sample_shape)`; `read_images` decodes a folder to score into those columns.
+`(rows, *sample_shape)`; `images_to_score` decodes a folder to score into those columns, a chunk at a time.
 
 `Scorer.check` turns a frame that does not fit into one `InputError` line; `Scorer.predict` is
 what the MLflow pyfunc (tasks/pyfunc_model.py) and `energy-loop predict` both run.
@@ -16,7 +16,7 @@ what the MLflow pyfunc (tasks/pyfunc_model.py) and `energy-loop predict` both ru
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -183,18 +183,36 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def read_images(source: Path, scorer: Scorer) -> pd.DataFrame:
-    """An image folder to score, decoded as the model was trained (colour mode, resized to its recorded size) into
-    its raw pixel columns, with the file names in `FILE_COLUMN` (dropped before scoring); one line on bad input."""
-    from tasks.images import ImagePreprocessor, files_to_score, pixel_frame
+@dataclass(frozen=True)
+class ToScore:
+    """The rows to score, as tables of at most `chunk_rows` rows read one at a time (an image folder is decoded
+    chunk by chunk, never whole), and the file each row came from (an image folder's; None for a table)."""
+
+    rows: int
+    chunks: Callable[[], Iterator[pd.DataFrame]]
+    files: list[str] | None = None
+
+
+# Images decoded per chunk when scoring a folder: bounded memory, and each energy window still spans many batches.
+IMAGE_CHUNK_ROWS = 4096
+
+
+def table_to_score(frame: pd.DataFrame) -> ToScore:
+    """A table already read: one chunk, measured in one window."""
+    return ToScore(rows=len(frame), chunks=lambda: iter([frame]))
+
+
+def images_to_score(source: Path, scorer: Scorer, batch_size: int) -> ToScore:
+    """An image folder to score, decoded as the model was trained (colour mode, resized to its recorded size)
+    into its raw pixel columns, a chunk at a time; one line on bad input (a non-image file before any decoding)."""
+    from tasks.images import ImagePreprocessor, files_to_score, pixel_frames
 
     pre = scorer.preprocessor
     if not isinstance(pre, ImagePreprocessor):
         raise InputError("input", str(source), "a .csv or .parquet file: this version was trained on a table, not on images")
     files = files_to_score(source)
-    frame = pixel_frame(files, pre, source)
-    frame.insert(0, FILE_COLUMN, [str(f.relative_to(source)) for f in files])
-    return frame
+    rows = max(batch_size, IMAGE_CHUNK_ROWS // batch_size * batch_size)  # whole batches per chunk
+    return ToScore(rows=len(files), chunks=lambda: pixel_frames(files, pre, source, rows), files=[str(f.relative_to(source)) for f in files])
 
 
 FILE_COLUMN = "file"
@@ -248,18 +266,28 @@ def meter_setting(version_tags: dict[str, str]) -> tuple[str, float]:
 
 def score(
     predict: Callable[[pd.DataFrame], pd.DataFrame],
-    frame: pd.DataFrame,
+    source: ToScore,
     batch_size: int,
     meter: EnergyMeter,
     on_batch: Callable[[int], None] | None = None,
+    check: Callable[[pd.DataFrame], None] | None = None,
 ) -> tuple[pd.DataFrame, ScoreReport]:
-    """Predictions for every row, batch by batch, inside one energy window (file I/O outside it)."""
-    parts = []
-    with meter.window("predict") as window:
-        for start in range(0, len(frame), batch_size):
-            parts.append(predict(frame.iloc[start : start + batch_size]))
-            if on_batch is not None:
-                on_batch(min(start + batch_size, len(frame)))
-    m = window.measurement
-    report = ScoreReport(len(frame), batch_size, m.energy_j, m.duration_s, m.source, m.estimated)
+    """Predictions for every row, batch by batch. Each chunk is read (and `check`ed) outside the energy windows,
+    then scored inside one: the report sums the windows, so reading files and decoding images are not counted."""
+    parts, energy_j, duration_s, done = [], 0.0, 0.0, 0
+    m = None
+    for chunk in source.chunks():
+        if check is not None:
+            check(chunk)
+        with meter.window("predict") as window:
+            for start in range(0, len(chunk), batch_size):
+                parts.append(predict(chunk.iloc[start : start + batch_size]))
+                if on_batch is not None:
+                    on_batch(done + min(start + batch_size, len(chunk)))
+        done += len(chunk)
+        m = window.measurement
+        energy_j, duration_s = energy_j + m.energy_j, duration_s + m.duration_s
+    if m is None:
+        raise InputError("rows", 0, "at least one row to score")
+    report = ScoreReport(done, batch_size, energy_j, duration_s, m.source, m.estimated)
     return pd.concat(parts, ignore_index=True), report

@@ -103,6 +103,16 @@ def test_a_resnet_on_an_image_folder_goes_through_the_loop_and_scores_new_images
     assert len(frame) == 20 and list(frame.columns[:2]) == ["file", "prediction"] and "probability_9" in frame.columns
     assert set(frame["prediction"].astype(str)) <= {str(i) for i in range(10)}
     assert client.get_model_version("byo-resnet", version).tags["observed.rows"] == "20"
+    # A file that breaks past a valid header (it is only found while decoding, mid-stream): named in one line,
+    # exit 2, the earlier predictions and the version's record untouched.
+    good = next(new.glob("three-*.png")).read_bytes()
+    (new / "zz-broken.png").write_bytes(good[: len(good) * 2 // 3])
+    before = scored.read_text()
+    code, out, err = _cli("predict", f"byo-resnet/{version}", "--input", str(new), "--output", str(scored))
+    assert code == 2 and "zz-broken.png" in err and "Traceback" not in err + out, err
+    assert [line for line in err.splitlines() if "error" in line] == [err.strip().splitlines()[-1]]
+    assert scored.read_text() == before and client.get_model_version("byo-resnet", version).tags["observed.rows"] == "20"
+    (new / "zz-broken.png").unlink()
     # One image file is not what predict takes: one line, exit 2.
     code, _, err = _cli("predict", f"byo-resnet/{version}", "--input", str(digits / "0" / "0.png"), "--output", str(scored))
     assert code == 2 and err.count("\n") == 1 and "a .csv or .parquet file, or a folder of images" in err

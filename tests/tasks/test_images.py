@@ -150,13 +150,20 @@ def test_bad_image_size_is_one_line(value: str) -> None:
         parse_size(value)
 
 
-def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path) -> None:
+def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pre = images.ImagePreprocessor(1, 8, 8, [0.5], [0.25], ["a", "b"])
     source = _folder(tmp_path / "new", {"x": 3}, size=(16, 16), mode="RGB")  # colour and larger than the model's 8x8 greyscale
     files = images.files_to_score(source)
-    frame = images.pixel_frame(files, pre, source)
+    (frame,) = list(images.pixel_frames(files, pre, source, rows=64))
     assert frame.shape == (3, 64) and list(frame.columns[:2]) == ["pixel_0", "pixel_1"]
     assert float(frame.to_numpy().max()) <= 255 and float(frame.to_numpy().min()) >= 0
+    # A chunk at a time, in file order: the same pixels as the whole folder at once.
+    chunked = list(images.pixel_frames(files, pre, source, rows=2))
+    monkeypatch.setattr(images, "DECODE_BATCH", 1)  # chunks gathered from several decoded batches
+    gathered = list(images.pixel_frames(files, pre, source, rows=2))
+    for parts in (chunked, gathered):
+        assert [len(c) for c in parts] == [2, 1]
+        pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), frame)
     (tmp_path / "nothing").mkdir()
     with pytest.raises(InputError, match="found none"):
         images.files_to_score(tmp_path / "nothing")

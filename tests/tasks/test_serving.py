@@ -133,9 +133,24 @@ def test_score_measures_one_window_over_every_batch() -> None:
 
     frame = pd.DataFrame({"a": range(10)})
     seen: list[int] = []
-    out, report = serving.score(lambda f: f.rename(columns={"a": "prediction"}), frame, 4, ReplayMeter([2.0]), seen.append)
+    out, report = serving.score(lambda f: f.rename(columns={"a": "prediction"}), serving.table_to_score(frame), 4, ReplayMeter([2.0]), seen.append)
     assert seen == [4, 8, 10] and list(out["prediction"]) == list(range(10))
     assert report.rows == 10 and report.energy_j_per_1k == pytest.approx(200.0)
+
+
+def test_score_reads_chunks_outside_the_windows_and_sums_them() -> None:
+    """Rows read a chunk at a time (an image folder): each chunk is checked, then scored in its own window; the
+    report sums the windows, so what reading the chunks cost is not counted."""
+    from tasks.energy.simple import ReplayMeter
+
+    chunks = [pd.DataFrame({"a": range(0, 8)}), pd.DataFrame({"a": range(8, 11)})]
+    checked: list[int] = []
+    source = serving.ToScore(rows=11, chunks=lambda: iter(chunks))
+    seen: list[int] = []
+    meter = ReplayMeter([2.0, 3.0])
+    out, report = serving.score(lambda f: f.rename(columns={"a": "prediction"}), source, 4, meter, seen.append, lambda c: checked.append(len(c)))
+    assert checked == [8, 3] and seen == [4, 8, 11] and list(out["prediction"]) == list(range(11))
+    assert report.rows == 11 and report.energy_j == pytest.approx(5.0)
 
 
 def test_input_example_is_raw_rows_in_the_training_dtypes(tmp_path: Path) -> None:
