@@ -242,19 +242,24 @@ def _batches(x: torch.Tensor | StreamedSplit, order: torch.Tensor, batch_size: i
     return ((order[i : i + batch_size], x[order[i : i + batch_size]]) for i in range(0, len(x), batch_size))
 
 
-def _step_on_split(
+def _outputs_and_step_loss(
     model: nn.Module, x: torch.Tensor | StreamedSplit, y: torch.Tensor, train_step: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch | None
-) -> float:
-    """The user's training step as a validation loss: on the whole split in the dataset's form (`batch`), or on a
-    streamed split's chunks averaged by their sizes (equal to the whole-split loss for a step whose loss is a mean
-    over the batch; an image folder's items are pairs)."""
+) -> tuple[torch.Tensor, float]:
+    """The model's outputs on a split, and the user's training step on it as a validation loss: on the whole split
+    in the dataset's form (`batch`, built once before the epochs), or on a streamed split's chunks, each decoded
+    once for both, the loss averaged by the chunks' sizes (equal to the whole-split loss for a step whose loss is a
+    mean over the batch; an image folder's items are pairs)."""
     if isinstance(x, torch.Tensor):
-        return float(train_step(model, batch if batch is not None else (x, y)).item())
+        if batch is None:
+            raise ValueError("the user's training step needs the validation split in the dataset's form")
+        return model(x), float(train_step(model, batch).item())
+    parts: list[torch.Tensor] = []
     total, start = 0.0, 0
     for inputs in x.chunks():
+        parts.append(model(inputs))
         total += float(train_step(model, (inputs, y[start : start + len(inputs)])).item()) * len(inputs)
         start += len(inputs)
-    return total / len(x)
+    return torch.cat(parts), total / len(x)
 
 
 def _validate(
@@ -273,8 +278,11 @@ def _validate(
     monitors it (else not computed), or accuracy."""
     model.eval()
     with torch.no_grad():
-        out = outputs(model, x)
-        loss = _step_on_split(model, x, y, hooks.train_step, batch) if "train_step" in hooks else criterion(out, y).item()
+        if "train_step" in hooks:
+            out, loss = _outputs_and_step_loss(model, x, y, hooks.train_step, batch)
+        else:
+            out = outputs(model, x)
+            loss = criterion(out, y).item()
         if "metric" in hooks:
             score = hooks.metric(out.float(), y) if monitored else None
         else:
