@@ -32,7 +32,9 @@ it, and every step names the target that drove it (`Step.target`):
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
   followed by the ratio halfway back to the last one that kept it, then by the same ratio
   fine-tuned on the soft labels of the most accurate model so far (`Step.teacher`), then by the
-  same ratio with a fine-tune twice as long (`Step.epochs`).
+  same ratio with a fine-tune twice as long (`Step.epochs`). A ratio that missed inference and
+  lost a little too much accuracy (at most `NEAR_MISS_FACTOR` x the allowed drop) is overtaken
+  instead: the next larger ratio fine-tuned on those soft labels, and so on while they keep quality.
 
 Training energy is judged priced by work (`price_training`, thresholds/energy/training_cost.py): each
 run of a lineage costs the pooled per-epoch energy of its kind of work, so the recipe's epochs cost
@@ -474,7 +476,7 @@ def _recipe_siblings(scenario: Scenario, history: list[CandidateResult], first: 
 def _prune(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE]
     if any(not quality_ok(scenario.targets, c, history[0]) for c in pruned):
-        # A ratio broke an accuracy target: larger ones would too. Back off from it instead, if allowed.
+        # A ratio broke an accuracy target: on the labels, larger ones would too. Back off (or go on, on soft labels), if allowed.
         return _backoff(scenario, history) if scenario.ladder.accuracy_backoff else None
     base = _recipe(scenario, history)
     tried = {float(c.step.value) for c in pruned if c.step.value is not None}
@@ -609,18 +611,25 @@ def _most_accurate(scenario: Scenario, history: list[CandidateResult]) -> Candid
 
 
 def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
-    """Accuracy back-off from a pruning ratio that met every inference target but broke a quality
-    target (a training miss it may also have is left to the training-cost moves), each move once:
+    """Accuracy back-off once a pruning ratio broke a quality target (a training miss it may also have
+    is left to the training-cost moves). From a ratio that met every inference target, each move once:
     the ratio halfway back to the largest one that kept quality; the same ratio fine-tuned on the soft
-    labels of the most accurate model (`ladder.backoff_teacher`); the same ratio fine-tuned twice as long."""
+    labels of the most accurate model (`ladder.backoff_teacher`); the same ratio fine-tuned twice as long.
+    A ratio that missed inference as well is not backed off from but overtaken: the next larger ratio
+    fine-tuned on those soft labels (`_taught_further`). A step from a taught ratio stays taught."""
     baseline = history[0]
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE and c.ok and c.step.value is not None]
     values = {c.index: float(c.step.value) for c in pruned}  # type: ignore[arg-type]
     for broken in pruned:
         misses = missed_targets(scenario, broken, baseline)
-        if not any(m in QUALITY_TARGETS for m in misses) or any(m in INFERENCE_TARGETS for m in misses):
+        if any(m in INFERENCE_TARGETS for m in misses):
+            further = _taught_further(scenario, history, broken)
+            if further is not None:
+                return further
             continue
-        ratio, target = values[broken.index], next(m for m in misses if m in QUALITY_TARGETS)
+        if not any(m in QUALITY_TARGETS for m in misses):
+            continue
+        ratio, target, taught = values[broken.index], next(m for m in misses if m in QUALITY_TARGETS), broken.step.teacher
         parent = broken.step.parent if broken.step.parent is not None else 0
         below = max((r for r in scenario.ladder.pruning_ratios if r < ratio), default=0.0)
         same = [c.step for c in history if c.step.kind == StepKind.PRUNE and c.step.value == broken.step.value]
@@ -628,7 +637,7 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
             good = max((values[c.index] for c in pruned if values[c.index] < ratio and quality_ok(scenario.targets, c, baseline)), default=0.0)
             mid = round((good + ratio) / 2, 3)
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
-            return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, target=target), why=why, target=target)
+            return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, teacher=taught, target=target), why=why, target=target)
         teacher = _most_accurate(scenario, history)
         if scenario.ladder.backoff_teacher and not any(s.teacher is not None for s in same):
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}, the most accurate"
@@ -637,8 +646,48 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
         if not any(s.epochs is not None for s in same):
             epochs = 2 * scenario.training.fine_tune_epochs
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} epochs instead"
-            return Next(step=Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, epochs=epochs, target=target), why=why, target=target)
+            step = Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, epochs=epochs, teacher=taught, target=target)
+            return Next(step=step, why=why, target=target)
     return None
+
+
+# Soft labels can win back a small accuracy loss, not a collapse: a ratio whose drop is within this many times
+# the allowed drop is overtaken on a teacher's soft labels; one that lost more ends the pruning ladder.
+NEAR_MISS_FACTOR = 2.0
+
+
+def _near_miss(scenario: Scenario, c: CandidateResult, baseline: CandidateResult) -> bool:
+    """Whether `c`'s only quality miss is an accuracy drop within `NEAR_MISS_FACTOR` times the allowed one."""
+    allowed = scenario.targets.max_accuracy_drop_pt
+    misses = [m for m in missed_targets(scenario, c, baseline) if m in QUALITY_TARGETS]
+    if misses != ["accuracy_drop_pt"] or allowed is None or c.accuracy is None or baseline.accuracy is None:
+        return False
+    return (baseline.accuracy - c.accuracy) * 100 <= NEAR_MISS_FACTOR * allowed
+
+
+def _taught_further(scenario: Scenario, history: list[CandidateResult], short: CandidateResult) -> Next | None:
+    """For a pruned candidate that missed an inference target and either just missed accuracy on the labels
+    (`_near_miss`) or kept quality on a teacher's soft labels: the next larger ratio of the ladder, fine-tuned on
+    the most accurate model's soft labels (each ratio once; none once a taught ratio broke quality)."""
+    if not scenario.ladder.backoff_teacher:
+        return None
+    baseline = history[0]
+    taught = [c for c in history if c.step.kind == StepKind.PRUNE and c.step.teacher is not None]
+    if short.step.teacher is None and not _near_miss(scenario, short, baseline):
+        return None  # the labels kept quality (the plain ladder goes on from it), or lost more than soft labels win back
+    if any(not quality_ok(scenario.targets, c, baseline) for c in taught):
+        return None
+    ratio = float(short.step.value)  # type: ignore[arg-type]
+    tried = {float(c.step.value) for c in taught if c.step.value is not None}
+    larger = [r for r in scenario.ladder.pruning_ratios if r > ratio and r not in tried]
+    if not larger:
+        return None
+    target = next(m for m in missed_targets(scenario, short, baseline) if m in INFERENCE_TARGETS)
+    teacher = short.step.teacher if short.step.teacher is not None else _most_accurate(scenario, history).index
+    parent = short.step.parent if short.step.parent is not None else 0
+    how = "kept quality on the soft labels" if short.step.teacher is not None else "broke quality"
+    why = f"{target}: prune:{ratio:g} {how} but missed it; prune {larger[0]:.0%} and fine-tune on the soft labels of #{teacher}"
+    return Next(step=Step(kind=StepKind.PRUNE, value=larger[0], parent=parent, teacher=teacher, target=target), why=why, target=target)
 
 
 def train_limit_j(targets: Targets, baseline: CandidateResult) -> float | None:

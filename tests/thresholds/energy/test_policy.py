@@ -666,3 +666,25 @@ def test_an_onnxruntime_candidate_is_kept_only_on_a_paired_gain_beyond_the_noise
     ort = _paired(c(5, OR, "fp32", parent=3, inf=5.0), ort_ratio, ort_sem)
     ok, reason = kept(WITH_ORT, [BASE, RECIPE, P3, parent, ort], ort)
     assert ok is keep and why in reason, reason
+
+
+def _taught(index: int, value: float, acc: float, inf: float) -> CandidateResult:
+    return c(index, PR, value, parent=1, acc=acc, inf=inf).model_copy(update={"step": Step(kind=PR, value=value, parent=1, teacher=0)})
+
+
+def test_a_ratio_that_missed_inference_and_just_missed_accuracy_is_overtaken_on_soft_labels() -> None:
+    s = scenario({**SHORT, "accuracy_backoff": True})  # at most 2 pt lost, at most 0.5x inference
+    near = c(2, PR, 0.3, parent=1, acc=0.87, inf=0.8)  # lost 3 pt (within 2 x 2 pt), missed inference
+    first = decide(s, [BASE, RECIPE, near])
+    assert isinstance(first, Next) and first.step.label == "prune:0.5/kd#0" and first.target == "inference_energy_vs_baseline"
+    # The soft labels kept quality but inference is still missed: the next ratio, still on them.
+    then = decide(s, [BASE, RECIPE, near, _taught(3, 0.5, acc=0.90, inf=0.6)])
+    assert isinstance(then, Next) and then.step.label == "prune:0.7/kd#0"
+    # The taught 70 % met inference but broke accuracy: back off halfway to the taught 50 %, still taught.
+    broke = decide(s, [BASE, RECIPE, near, _taught(3, 0.5, acc=0.90, inf=0.6), _taught(4, 0.7, acc=0.85, inf=0.45)])
+    assert isinstance(broke, Next) and broke.step.label == "prune:0.6/kd#0" and broke.target == "accuracy_drop_pt"
+    # A collapse is not won back by soft labels: no larger ratio after it.
+    collapsed = decide(s, [BASE, RECIPE, c(2, PR, 0.3, parent=1, acc=0.60, inf=0.8)])
+    assert isinstance(collapsed, Next) and collapsed.step.kind == PC
+    # Without the teacher back-off the ladder moves on as before.
+    assert decide(scenario({**SHORT, "accuracy_backoff": True, "backoff_teacher": False}), [BASE, RECIPE, near]).step.kind == PC  # type: ignore[union-attr]
