@@ -75,12 +75,12 @@ def _postgres_answers() -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def start_servers(tmp: Path) -> Iterator[dict[str, str]]:
+    """The team stack: the environment of a client of both servers while they run. The `servers` fixture
+    (tests/integration/conftest.py) starts it once for the tests that use it."""
     # The only tests of `trigger --wait`, `prefect deploy --all` and live authentication: under CI they must run.
     require(shutil.which("psql") is not None, "the PostgreSQL client psql (apt-get install postgresql-client)")
     require(_postgres_answers(), f"a PostgreSQL 15 server on {PG} with trust auth for user postgres (apt-get install postgresql)")
-    tmp = tmp_path_factory.mktemp("servers")
     suffix = uuid.uuid4().hex[:8]
     dbs = {"mlflow": f"el_mlflow_{suffix}", "auth": f"el_auth_{suffix}", "prefect": f"el_prefect_{suffix}"}
     for db in dbs.values():
