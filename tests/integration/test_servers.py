@@ -51,8 +51,9 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log: P
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers."""
-    for sig, wait_s in ((15, 20.0), (9, 5.0)):
+    """SIGTERM the process group, SIGKILL it if it lingers: past 5 s, which a Prefect worker (it winds down
+    slowly) and a stack's teardown used to spend 20 s of waiting on, with nothing checked meanwhile."""
+    for sig, wait_s in ((15, 5.0), (9, 5.0)):
         try:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=wait_s)
