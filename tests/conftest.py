@@ -44,6 +44,27 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _stop_local_prefect_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A loop command called in this process (`main(["run", ...])`) starts a local Prefect server
+    (flows/prefect_api.py) that stops only when the process exits; in a test session that is the end of
+    the session, so every such server would idle on (its background services polling) through every later
+    test. Stop the ones a test started once it is over."""
+    from flows import prefect_api
+
+    started: list[prefect_api.LocalApi] = []
+    launch = prefect_api.LocalApi._launch
+
+    def tracked(self: prefect_api.LocalApi) -> None:
+        launch(self)
+        started.append(self)
+
+    monkeypatch.setattr(prefect_api.LocalApi, "_launch", tracked)
+    yield
+    for api in started:
+        api.stop()
+
+
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh embedded sqlite MLflow store in a temp folder; the test runs from that folder."""

@@ -86,6 +86,8 @@ def test_model_image_size_and_image_cache_reach_the_flow_after_the_checks(
     calls: list[dict[str, object]] = []
     outcome = SimpleNamespace(state="PASSED", reason="r", table_md="", champion_reason="c", model_name="m", versions={}, loop_run_id="x")
     monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kw: calls.append(kw) or outcome)
+    # The flow is a stand-in that talks to no Prefect API: a configured (unused) one spares the wait for a local server.
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     argv = ["run", "--scenario", "dev-cpu", "--dataset", str(tmp_path / "pics"), "--model", "my_model:make", "--image-size", "5x3", "--image-cache", "stream"]
     assert main(argv) == 0
     assert calls[0]["model_factory"] == "my_model:make" and calls[0]["image_size"] == "5x3" and calls[0]["dataset"] == str(tmp_path / "pics")

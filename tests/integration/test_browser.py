@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.energy_loop import energy_loop
-from tests.conftest import FIXTURES, require
+from tests.conftest import require
+from tests.integration.conftest import QuickLoop
 from tests.integration.test_servers import BIN, _free_port, _stop, _wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -27,21 +27,23 @@ def _render(url: str, profile: Path, screenshot: Path) -> str:
     return subprocess.run([*args, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
 
 
-def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(mlflow_store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     require(CHROMIUM is not None, "Debian's chromium (apt-get install chromium; .ci/run installs it)")
-    request.getfixturevalue("prefect_harness")  # only once Chromium is known to be there (the harness takes ~15 s)
-    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-ui")
+    # Only once Chromium is known to be there: the shared quick loop (tests/integration/conftest.py, quick.yaml
+    # on digits, model digits-quick, real Prefect and a real embedded MLflow store) takes a while the first time.
+    loop: QuickLoop = request.getfixturevalue("quick_loop")
+    outcome, mlflow_store = loop.outcome, loop.store
     assert outcome.state == "PASSED" and outcome.champion_version
     port = _free_port()
     log = tmp_path / "mlflow-ui.log"
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", mlflow_store, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, env=os.environ.copy(), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=loop.folder, env=os.environ.copy(), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", 120, proc, log)
         shot = Path(os.environ.get("BROWSER_SCREENSHOT_DIR", tmp_path)) / "model-version-page.png"
-        dom = _render(f"http://127.0.0.1:{port}/#/models/digits-ui/versions/{outcome.champion_version}", tmp_path / "profile", shot)
+        dom = _render(f"http://127.0.0.1:{port}/#/models/{loop.model_name}/versions/{outcome.champion_version}", tmp_path / "profile", shot)
     finally:
         _stop(proc)
     assert shot.exists() and shot.stat().st_size > 10_000

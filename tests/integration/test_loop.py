@@ -18,6 +18,7 @@ from tasks.data import load_cached, prepare
 from tasks.evaluate import quality
 from tasks.models import load_version
 from tests.conftest import FIXTURES
+from tests.integration.conftest import QuickLoop
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -26,10 +27,10 @@ def _versions(client: MlflowClient, name: str) -> dict[str, dict[str, str]]:
     return {v.version: dict(v.tags) for v in client.search_model_versions(f"name='{name}'")}
 
 
-def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_store: str) -> None:
-    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-quick")
+def test_passing_loop_registers_every_candidate_crowns_a_passing_one_and_emits_no_alert(quick_loop: QuickLoop, tmp_path: Path) -> None:
+    outcome = quick_loop.outcome  # quick.yaml on digits, model digits-quick (tests/integration/conftest.py)
     assert outcome.state == "PASSED", outcome.reason
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(quick_loop.store)
     versions = _versions(client, "digits-quick")
     assert len(versions) == len(outcome.history) >= 2
     champion = client.get_model_version_by_alias("digits-quick", "champion")
@@ -70,9 +71,12 @@ def test_passing_loop_registers_every_candidate_and_crowns_a_passing_one(mlflow_
     # The champion reloads with weights_only=True and reproduces the accuracy recorded for it on the full test split.
     model, spec = load_version("digits-quick", "@champion")
     assert spec.history == chosen.lineage
-    digits = load_cached(str(prepare("digits", Path(mlflow_store.removeprefix("sqlite:///")).parent / "reload-data")))
+    digits = load_cached(str(prepare("digits", tmp_path / "reload-data")))
     reloaded = quality(model, digits)
     assert reloaded.samples == len(digits.y_test) and reloaded.accuracy == pytest.approx(float(tags["accuracy"]), abs=1e-4)
+    # A passing loop emits no alert (the same loop: a second run of it would check nothing more).
+    for state in ("budget_exhausted", "failed"):
+        assert _events(f"energy-loop.loop.{state}", "energy-loop.model.digits-quick", timeout_s=5) == []
 
 
 def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(mlflow_store: str) -> None:
@@ -136,13 +140,6 @@ def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_sto
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("digits-impossible", "champion")
     assert client.get_run(outcome.loop_run_id).data.tags["loop.state"] == "BUDGET_EXHAUSTED"
-
-
-def test_a_passing_loop_emits_no_alert(mlflow_store: str) -> None:
-    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-no-alert")
-    assert outcome.state == "PASSED", outcome.reason
-    for state in ("budget_exhausted", "failed"):
-        assert _events(f"energy-loop.loop.{state}", "energy-loop.model.digits-no-alert", timeout_s=5) == []
 
 
 def test_cli_exit_codes_and_bad_file_inside_the_flow(mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

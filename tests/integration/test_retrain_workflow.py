@@ -1,6 +1,7 @@
 """The CI retraining workflow run the way CI runs it: the `run:` steps of .github/workflows/retrain.yml, in
 order, in a subprocess, with the job's `env` filled from real authenticated servers (MLflow with basic auth
-on PostgreSQL, Prefect with auth, a process worker: the `servers` fixture of test_servers.py). What stands
+on PostgreSQL, Prefect with auth, a process worker: the `servers` fixture of tests/integration/conftest.py,
+started once for this module and test_servers.py). What stands
 in for GitHub's runner, the `uses:` steps and the install step is said in tests/workflow_runner.py.
 
 RETRAIN_WORKFLOW_INSTALL=real runs the install step as written too (it downloads the `client` group)."""
@@ -15,11 +16,9 @@ from unittest import mock
 
 import pytest
 
-from tests.integration import test_servers
 from tests.workflow_runner import JobResult, job, run_job, secret_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.servers]
-servers = test_servers.servers  # the same fixture, started once for this module
 INSTALL = cast(Literal["substitute", "real"], os.environ.get("RETRAIN_WORKFLOW_INSTALL", "substitute"))
 RETRAIN_STEP = "Retrain through the deployment and gate on the result"
 

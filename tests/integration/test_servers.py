@@ -51,8 +51,9 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log: P
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers."""
-    for sig, wait_s in ((15, 20.0), (9, 5.0)):
+    """SIGTERM the process group, SIGKILL it if it lingers: past 5 s, which a Prefect worker (it winds down
+    slowly) and a stack's teardown used to spend 20 s of waiting on, with nothing checked meanwhile."""
+    for sig, wait_s in ((15, 5.0), (9, 5.0)):
         try:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=wait_s)
@@ -75,12 +76,12 @@ def _postgres_answers() -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def start_servers(tmp: Path) -> Iterator[dict[str, str]]:
+    """The team stack: the environment of a client of both servers while they run. The `servers` fixture
+    (tests/integration/conftest.py) starts it once for the tests that use it."""
     # The only tests of `trigger --wait`, `prefect deploy --all` and live authentication: under CI they must run.
     require(shutil.which("psql") is not None, "the PostgreSQL client psql (apt-get install postgresql-client)")
     require(_postgres_answers(), f"a PostgreSQL 15 server on {PG} with trust auth for user postgres (apt-get install postgresql)")
-    tmp = tmp_path_factory.mktemp("servers")
     suffix = uuid.uuid4().hex[:8]
     dbs = {"mlflow": f"el_mlflow_{suffix}", "auth": f"el_auth_{suffix}", "prefect": f"el_prefect_{suffix}"}
     for db in dbs.values():

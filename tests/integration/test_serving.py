@@ -28,7 +28,7 @@ from registry import mlflow_model
 from registry.core import client as tracking_client
 from tasks import data as data_mod
 from tasks import models, onnx_runtime, serving
-from tests.conftest import FIXTURES
+from tests.integration.conftest import QuickLoop
 
 pytestmark = [pytest.mark.integration]
 
@@ -106,16 +106,13 @@ def test_every_model_kind_registers_as_an_mlflow_model_and_loads(mlflow_store: s
         assert mc.get_model_version("kinds", version.version).source == f"models:/{model_id}"
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_store: str, tmp_path: Path) -> None:
+def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(quick_loop: QuickLoop, tmp_path: Path) -> None:
     import mlflow
 
-    from flows.energy_loop import energy_loop
-
-    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-serve")
+    outcome, mlflow_store = quick_loop.outcome, quick_loop.store  # quick.yaml on digits, model digits-quick (tests/integration/conftest.py)
     assert outcome.state == "PASSED" and outcome.champion_version is not None, outcome.reason
     mc = MlflowClient(mlflow_store)
-    champion = mc.get_model_version_by_alias("digits-serve", "champion")
+    champion = mc.get_model_version_by_alias("digits-quick", "champion")
     # A standard MLflow 3 logged model, with the version's figures as its metrics and its energy source as a tag.
     assert champion.source.startswith("models:/m-")  # the sqlite registry keeps the logged model in the source, not in model_id
     logged = mc.get_logged_model(champion.source.removeprefix("models:/"))
@@ -125,9 +122,9 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_
         assert metrics[key] == pytest.approx(float(champion.tags[key]), rel=1e-5), key
     assert logged.tags["energy_source"] == "fixed-power:20W" and logged.tags["energy_estimated"] == "true"
     # load_model by alias: the predictions are the torch model's on the same rows.
-    data = data_mod.load_cached(str(sorted((tmp_path / ".energy-loop" / "cache").glob("digits-*.pt"))[0]))
+    data = data_mod.load_cached(str(sorted((quick_loop.folder / ".energy-loop" / "cache").glob("digits-*.pt"))[0]))
     raw, labels = _raw_rows(64)
-    loaded = mlflow.pyfunc.load_model("models:/digits-serve@champion")
+    loaded = mlflow.pyfunc.load_model("models:/digits-quick@champion")
     predicted = loaded.predict(raw)
     chosen = outcome.history[outcome.chosen or 0]
     logits = _expected_logits(data, Path(str(chosen.model_dir)), raw)
@@ -137,7 +134,7 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_
     # `mlflow models serve` on loopback, POST /invocations.
     port = _free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits-serve@champion", "--env-manager", "local"]
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits-quick@champion", "--env-manager", "local"]
         + ["--host", "127.0.0.1", "--port", str(port)],
         # MLflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as when it is activated.
         env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
@@ -171,16 +168,16 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_
     table = tmp_path / "score.csv"
     _raw_rows(300)[0].to_csv(table, index=False)
     out_path = tmp_path / "scored.parquet"
-    code, out, err = _cli(["predict", "digits-serve@champion", "--input", str(table), "--output", str(out_path)])
+    code, out, err = _cli(["predict", "digits-quick@champion", "--input", str(table), "--output", str(out_path)])
     assert code == 0, err
     scored = pd.read_parquet(out_path)
     assert len(scored) == 300 and list(scored["prediction"][:64]) == list(predicted["prediction"])
-    tags = mc.get_model_version("digits-serve", champion.version).tags
+    tags = mc.get_model_version("digits-quick", champion.version).tags
     assert f"batch size {tags['deployment.energy_optimal_batch_size']} (recorded energy-optimal)" in err
     observed = float(tags["observed.inference_energy_j_per_1k"])
     assert observed > 0 and tags["observed.rows"] == "300" and tags["observed.energy_source"] == "fixed-power:20W"
     assert f"{observed:.6g} J per 1k predictions" in out
-    code, out, _ = _cli(["status", "digits-serve"])
+    code, out, _ = _cli(["status", "digits-quick"])
     assert code == 0 and f"observed.inference_energy_j_per_1k={tags['observed.inference_energy_j_per_1k']}" in out
 
     # Bad input: one line, exit 2, nothing written.
@@ -195,9 +192,9 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(mlflow_
     for name, bad in cases.items():
         bad.to_csv(tmp_path / f"{name}.csv", index=False)
     (tmp_path / "empty.csv").write_text("")
-    runs = [["predict", "digits-serve", "--input", str(tmp_path / f"{name}.csv")] for name in [*cases, "empty"]]
-    runs += [["predict", "no-such-model@champion", "--input", str(table)], ["predict", "digits-serve@no-such-alias", "--input", str(table)]]
-    runs += [["predict", "digits-serve/999", "--input", str(table)]]
+    runs = [["predict", "digits-quick", "--input", str(tmp_path / f"{name}.csv")] for name in [*cases, "empty"]]
+    runs += [["predict", "no-such-model@champion", "--input", str(table)], ["predict", "digits-quick@no-such-alias", "--input", str(table)]]
+    runs += [["predict", "digits-quick/999", "--input", str(table)]]
     for argv in runs:
         target = tmp_path / "never.csv"
         code, out, err = _cli([*argv, "--output", str(target)])
