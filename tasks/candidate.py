@@ -249,7 +249,18 @@ def prune(p: Production) -> Made:
     if p.step.teacher is not None:
         spec = spec.model_copy(update={"history": [*spec.history, f"kd:#{p.step.teacher}"]})
     epochs = p.step.epochs or training.fine_tune_epochs  # a longer fine-tune when backing off for accuracy
-    return _fine_tuned(p, model, spec, teacher, epochs, parent)
+    made = _fine_tuned(p, model, spec, teacher, epochs, parent)
+    return made if p.step.teacher is None else _with_teacher_lineage(made, p.history[p.step.teacher])
+
+
+def _with_teacher_lineage(made: Made, teacher: CandidateResult) -> Made:
+    """A model taught by a candidate outside its own lineage cannot be made without that teacher: the teacher's
+    training runs join its lineage (each run once, so a run both lineages share is not counted twice)."""
+    own = made.segments or []
+    have = {(s.origin, s.run) for s in own}
+    extra = [s for s in teacher.train_segments if (s.origin, s.run) not in have]
+    lineage_j = made.lineage_j + sum(s.energy_j for s in extra)
+    return made._replace(segments=[*own, *extra], lineage_j=lineage_j, lineage_sem_j=math.hypot(made.lineage_sem_j, *(s.energy_sem_j for s in extra)))
 
 
 def _teacher(p: Production, parent_model: torch.nn.Module) -> torch.nn.Module | None:

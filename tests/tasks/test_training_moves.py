@@ -80,12 +80,13 @@ def test_the_soft_label_back_off_fine_tunes_the_pruned_model_on_its_teacher(tmp_
         result = run_step(scenario, step, history, digits_path, tmp_path, meter)
         assert result.ok, result.rejected_reason
         history.append(result)
-    recipe, plain, taught = history[1:]
+    baseline, recipe, plain, taught = history
     assert taught.lineage == ["early-stopping", "prune:0.5", "kd:#0"] and taught.tags["teacher"] == "#0"
     assert taught.params == plain.params and taught.accuracy is not None and taught.accuracy > 0.5  # trained (10 classes), not an accuracy goal
     plain_model, _ = models.load(Path(plain.model_dir or ""))
     taught_model, _ = models.load(Path(taught.model_dir or ""))
     assert any(not torch.equal(a, b) for a, b in zip(plain_model.state_dict().values(), taught_model.state_dict().values(), strict=True))
-    # The teacher's labelling pass is part of the lineage: more than the recipe plus the fine-tune's epochs.
+    # Its lineage holds the teacher's training (the baseline, outside the recipe's lineage) and the labelling pass.
     fine_tune_j = sum(taught.series["epoch_energy_j"])
-    assert taught.train_energy_j > recipe.train_energy_j + fine_tune_j  # type: ignore[operator]
+    assert {s.origin for s in taught.train_segments} == {0, 1, 3}
+    assert taught.train_energy_j > recipe.train_energy_j + baseline.train_energy_j + fine_tune_j  # type: ignore[operator]

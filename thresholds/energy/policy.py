@@ -31,7 +31,8 @@ it, and every step names the target that drove it (`Step.target`):
   leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
   followed by the ratio halfway back to the last one that kept it, then by the same ratio
-  fine-tuned on the soft labels of the most accurate model so far (`Step.teacher`), then by the
+  fine-tuned on the soft labels of the most accurate model the training target affords (`Step.teacher`;
+  its lineage includes the teacher's training), then by the
   same ratio with a fine-tune twice as long (`Step.epochs`). A ratio that missed inference and
   lost a little too much accuracy (at most `NEAR_MISS_FACTOR` x the allowed drop) is overtaken
   instead: the next larger ratio fine-tuned on those soft labels, and so on while they keep quality.
@@ -604,17 +605,43 @@ def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateRe
     return [x.name for x in judge(scenario, c, baseline).failed]
 
 
-def _most_accurate(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
-    """The trained torch fp32 model with the best quality (accuracy, else lowest RMSE): the teacher of a back-off."""
-    pool = [c for c in history if c.ok and c.step.kind not in (StepKind.PRECISION, StepKind.QAT, StepKind.ORT)] or history[:1]
-    return min(pool, key=lambda c: (-(c.accuracy if c.accuracy is not None else -(c.rmse or 0.0)), c.index))
+def _teacher(scenario: Scenario, history: list[CandidateResult], parent: CandidateResult) -> CandidateResult:
+    """The teacher of a back-off fine-tune of `parent`'s pruned copy: the trained torch fp32 model with the best
+    quality (accuracy, else lowest RMSE) among those whose training, added to `parent`'s lineage, stays within the
+    training target (the taught model's lineage includes its teacher's: tasks/candidate.py). `parent` adds nothing."""
+    baseline = history[0]
+    limit = train_limit_j(scenario.targets, baseline)
+    pool = [c for c in history if c.ok and c.step.kind not in (StepKind.PRECISION, StepKind.QAT, StepKind.ORT)]
+    for c in sorted(pool, key=lambda c: (-(c.accuracy if c.accuracy is not None else -(c.rmse or 0.0)), c.index)):
+        union = _union_cost_j(history, [*parent.train_segments, *c.train_segments])
+        if c.index == parent.index or limit is None or (union is not None and union <= limit):
+            return c
+    return parent
+
+
+def _better(teacher: CandidateResult, student: CandidateResult) -> bool:
+    """Whether `teacher` scored better than `student` (higher accuracy, else lower RMSE): only then can its soft labels help."""
+    if teacher.accuracy is not None and student.accuracy is not None:
+        return teacher.accuracy > student.accuracy
+    return teacher.rmse is not None and student.rmse is not None and teacher.rmse < student.rmse
+
+
+def _union_cost_j(history: list[CandidateResult], segments: list[TrainSegment]) -> float | None:
+    """What training these runs costs, each run once, priced by work in the baseline's joules (None: unpriced)."""
+    baseline = history[0]
+    unique = list({(s.origin, s.run): s for s in segments}.values())
+    priced = priced_ratio(unique, baseline.train_segments, epoch_prices(s for c in history for s in c.train_segments))
+    if priced is None or baseline.train_energy_j is None:
+        return None
+    return priced[0] * baseline.train_energy_j
 
 
 def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
     """Accuracy back-off once a pruning ratio broke a quality target (a training miss it may also have
     is left to the training-cost moves). From a ratio that met every inference target, each move once:
     the ratio halfway back to the largest one that kept quality; the same ratio fine-tuned on the soft
-    labels of the most accurate model (`ladder.backoff_teacher`); the same ratio fine-tuned twice as long.
+    labels of the most accurate model the training target affords (`_teacher`, `ladder.backoff_teacher`); the
+    same ratio fine-tuned twice as long.
     A ratio that missed inference as well is not backed off from but overtaken: the next larger ratio
     fine-tuned on those soft labels (`_taught_further`). A step from a taught ratio stays taught."""
     baseline = history[0]
@@ -638,9 +665,9 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
             mid = round((good + ratio) / 2, 3)
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
             return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, teacher=taught, target=target), why=why, target=target)
-        teacher = _most_accurate(scenario, history)
-        if scenario.ladder.backoff_teacher and not any(s.teacher is not None for s in same):
-            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}, the most accurate"
+        teacher = _teacher(scenario, history, history[parent])
+        if scenario.ladder.backoff_teacher and _better(teacher, broken) and not any(s.teacher is not None for s in same):
+            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}"
             step = Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, teacher=teacher.index, target=target)
             return Next(step=step, why=why, target=target)
         if not any(s.epochs is not None for s in same):
@@ -668,7 +695,7 @@ def _near_miss(scenario: Scenario, c: CandidateResult, baseline: CandidateResult
 def _taught_further(scenario: Scenario, history: list[CandidateResult], short: CandidateResult) -> Next | None:
     """For a pruned candidate that missed an inference target and either just missed accuracy on the labels
     (`_near_miss`) or kept quality on a teacher's soft labels: the next larger ratio of the ladder, fine-tuned on
-    the most accurate model's soft labels (each ratio once; none once a taught ratio broke quality)."""
+    the soft labels of `_teacher` (each ratio once; none once a taught ratio broke quality)."""
     if not scenario.ladder.backoff_teacher:
         return None
     baseline = history[0]
@@ -683,8 +710,13 @@ def _taught_further(scenario: Scenario, history: list[CandidateResult], short: C
     if not larger:
         return None
     target = next(m for m in missed_targets(scenario, short, baseline) if m in INFERENCE_TARGETS)
-    teacher = short.step.teacher if short.step.teacher is not None else _most_accurate(scenario, history).index
     parent = short.step.parent if short.step.parent is not None else 0
+    teacher = short.step.teacher
+    if teacher is None:
+        found = _teacher(scenario, history, history[parent])
+        if not _better(found, short):
+            return None  # no teacher the training target affords knows more than the labels did
+        teacher = found.index
     how = "kept quality on the soft labels" if short.step.teacher is not None else "broke quality"
     why = f"{target}: prune:{ratio:g} {how} but missed it; prune {larger[0]:.0%} and fine-tune on the soft labels of #{teacher}"
     return Next(step=Step(kind=StepKind.PRUNE, value=larger[0], parent=parent, teacher=teacher, target=target), why=why, target=target)

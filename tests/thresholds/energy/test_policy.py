@@ -688,3 +688,31 @@ def test_a_ratio_that_missed_inference_and_just_missed_accuracy_is_overtaken_on_
     assert isinstance(collapsed, Next) and collapsed.step.kind == PC
     # Without the teacher back-off the ladder moves on as before.
     assert decide(scenario({**SHORT, "accuracy_backoff": True, "backoff_teacher": False}), [BASE, RECIPE, near]).step.kind == PC  # type: ignore[union-attr]
+
+
+def test_the_teacher_is_the_most_accurate_model_the_training_target_affords() -> None:
+    from thresholds.energy.training_cost import TrainSegment
+
+    def run(origin: int, work: str, epochs: int, joules: float) -> TrainSegment:
+        return TrainSegment(origin=origin, run=0, work=work, epochs=epochs, energy_j=joules)
+
+    def trained(candidate: CandidateResult, *runs: TrainSegment) -> CandidateResult:
+        return candidate.model_copy(update={"train_segments": list(runs), "train_energy_j": sum(r.energy_j for r in runs)})
+
+    base = trained(c(0, B, acc=0.90), run(0, "full/labels", 30, 300.0))
+    recipe = trained(c(1, ES, parent=0, acc=0.88), run(1, "full/labels", 12, 120.0))
+    broke = trained(c(2, PR, 0.5, parent=1, acc=0.86, inf=0.45), *recipe.train_segments, run(2, "half/labels", 8, 40.0))
+    halfway = trained(c(3, PR, 0.4, parent=1, acc=0.89, inf=0.7), *recipe.train_segments, run(3, "3q/labels", 8, 60.0))
+    history = [base, recipe, broke, halfway]
+    ladder = {**SHORT, "accuracy_backoff": True}
+    # No training target: the baseline teaches.
+    assert decide(scenario(ladder, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.5), history).step.teacher == 0  # type: ignore[union-attr]
+    # Within 1.2x the baseline's 300 J: the baseline's training on top of the recipe's (420 J) is too much; #3 (180 J) is not.
+    capped = scenario(ladder, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.5, max_train_energy_vs_baseline=1.2)
+    step = decide(capped, history).step  # type: ignore[union-attr]
+    assert (step.value, step.teacher) == (0.5, 3)
+    # The parent itself adds no training: it teaches when it is the most accurate the target affords.
+    assert decide(capped, [base, recipe, broke, halfway.model_copy(update={"accuracy": 0.85})]).step.label == "prune:0.5/kd#1"  # type: ignore[union-attr]
+    # No affordable model knows more than the broken one: no soft-label step, the longer fine-tune instead.
+    worse = [base, recipe.model_copy(update={"accuracy": 0.86}), broke, halfway.model_copy(update={"accuracy": 0.85})]
+    assert decide(capped, worse).step.label == "prune:0.5/30ep"  # type: ignore[union-attr]
