@@ -367,7 +367,8 @@ def distill(p: Production) -> Made:
     torch.manual_seed(p.scenario.training.seed)
     settings = p.scenario.model
     student, spec = distill_mod.student(teacher, teacher_spec, float(p.step.value), settings.keep_layers, settings.student)  # type: ignore[arg-type]
-    return _fine_tuned(p, student, spec, teacher, p.scenario.training.max_epochs, parent)
+    epochs = p.step.epochs or p.scenario.training.max_epochs  # `distill:f/Nep`: the budget a missed training target leaves
+    return _fine_tuned(p, student, spec, teacher, epochs, parent)
 
 
 @producer(StepKind.QAT)

@@ -76,11 +76,13 @@ def test_the_soft_label_back_off_fine_tunes_the_pruned_model_on_its_teacher(tmp_
         Step(kind=StepKind.EARLY_STOPPING, parent=0),
         Step(kind=StepKind.PRUNE, value=0.5, parent=1),
         Step(kind=StepKind.PRUNE, value=0.5, parent=1, teacher=0, target="accuracy_drop_pt"),
+        Step(kind=StepKind.DISTILL, value=0.5, parent=1, epochs=2, target="train_energy_vs_baseline"),
     ]:
         result = run_step(scenario, step, history, digits_path, tmp_path, meter)
         assert result.ok, result.rejected_reason
         history.append(result)
-    baseline, recipe, plain, taught = history
+    baseline, recipe, plain, taught, student = history
+    assert (student.epochs_run or 0) <= 2 and student.lineage == ["early-stopping", "distill:0.5"]  # `distill:0.5/2ep`: within its budget
     assert taught.lineage == ["early-stopping", "prune:0.5", "kd:#0"] and taught.tags["teacher"] == "#0"
     assert taught.params == plain.params and taught.accuracy is not None and taught.accuracy > 0.5  # trained (10 classes), not an accuracy goal
     plain_model, _ = models.load(Path(plain.model_dir or ""))

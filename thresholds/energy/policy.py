@@ -28,7 +28,8 @@ it, and every step names the target that drove it (`Step.target`):
   the training variants above, then for a compressed model `prune-early:r` (prune inside the
   recipe after `training.prune_at_epoch` epochs and keep training: no separate fine-tune),
   `prune-es:r` (prune the recipe and fine-tune with early stopping on the epochs the target
-  leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
+  leaves), for a distilled student `distill:f/Nep` (the same distillation stopped early within the N
+  epochs the target leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
   followed by the ratio halfway back to the last one that kept it, then by the same ratio
   fine-tuned on the soft labels of the most accurate model the training target affords (`Step.teacher`;
@@ -730,23 +731,25 @@ def train_limit_j(targets: Targets, baseline: CandidateResult) -> float | None:
     return min(limits) if limits else None
 
 
-def fine_tune_budget_epochs(scenario: Scenario, history: list[CandidateResult], pruned: CandidateResult) -> int | None:
-    """Fine-tuning epochs the training target leaves after `pruned`'s parent, at the fine-tuning cost
-    per epoch `pruned` showed (80 % of what is left, for the gate's noise margin); None when unknown."""
+def fine_tune_budget_epochs(scenario: Scenario, history: list[CandidateResult], derived: CandidateResult) -> int | None:
+    """Training epochs the training target leaves after `derived`'s parent (a pruned model's fine-tune, a
+    student's distillation), at the cost per epoch `derived` showed (80 % of what is left, for the gate's
+    noise margin), at most the scenario's epochs for that training; None when unknown."""
     baseline = history[0]
     limit = train_limit_j(scenario.targets, baseline)
-    pruned_j = train_cost_j(pruned, baseline)
-    if limit is None or pruned.step.parent is None or pruned_j is None:
+    derived_j = train_cost_j(derived, baseline)
+    if limit is None or derived.step.parent is None or derived_j is None:
         return None
-    parent_j = train_cost_j(history[pruned.step.parent], baseline)
+    parent_j = train_cost_j(history[derived.step.parent], baseline)
     if parent_j is None:
         return None
-    steps = scenario.ladder.pruning_iterative_steps if pruned.step.kind == StepKind.PRUNE else 1
-    epochs_run = (pruned.epochs_run or scenario.training.fine_tune_epochs) * steps
-    per_epoch_j = (pruned_j - parent_j) / max(1, epochs_run)
+    cap = scenario.training.max_epochs if derived.step.kind == StepKind.DISTILL else scenario.training.fine_tune_epochs
+    steps = scenario.ladder.pruning_iterative_steps if derived.step.kind == StepKind.PRUNE else 1
+    epochs_run = (derived.epochs_run or cap) * steps
+    per_epoch_j = (derived_j - parent_j) / max(1, epochs_run)
     if per_epoch_j <= 0:
         return None
-    return min(scenario.training.fine_tune_epochs, math.floor(0.8 * (limit - parent_j) / per_epoch_j))
+    return min(cap, math.floor(0.8 * (limit - parent_j) / per_epoch_j))
 
 
 COMPRESSED = (StepKind.PRUNE, StepKind.PRUNE_EARLY, StepKind.PRUNE_ES, StepKind.DISTILL, StepKind.SEARCH)
@@ -780,6 +783,12 @@ def _training_move(scenario: Scenario, history: list[CandidateResult], focus: Ca
         if epochs is not None and epochs >= 1 and not any(c.step.kind == StepKind.PRUNE_ES and c.step.value == ratio for c in history):
             why = f"prune {ratio:.0%} of #{parent} and fine-tune with early stopping for at most the {epochs} epochs the target leaves"
             return move(Step(kind=StepKind.PRUNE_ES, value=ratio, parent=parent, epochs=epochs), why)
+    if focus.step.kind == StepKind.DISTILL and focus.step.epochs is None and focus.step.parent is not None:
+        epochs = fine_tune_budget_epochs(scenario, history, focus)
+        again = any(c.step.kind == StepKind.DISTILL and c.step.epochs is not None and c.step.parent == focus.step.parent for c in history)
+        if epochs is not None and 1 <= epochs < (focus.epochs_run or scenario.training.max_epochs) and not again:
+            why = f"distil #{focus.step.parent} into the same student with early stopping for at most the {epochs} epochs the target leaves"
+            return move(Step(kind=StepKind.DISTILL, value=focus.step.value, parent=focus.step.parent, epochs=epochs), why)
     if (StepKind.SCRATCH, None, focus.index) not in done and focus.step.kind != StepKind.SCRATCH:
         return move(Step(kind=StepKind.SCRATCH, parent=focus.index), f"train #{focus.index}'s architecture from scratch with early stopping")
     return None

@@ -716,3 +716,14 @@ def test_the_teacher_is_the_most_accurate_model_the_training_target_affords() ->
     # No affordable model knows more than the broken one: no soft-label step, the longer fine-tune instead.
     worse = [base, recipe.model_copy(update={"accuracy": 0.86}), broke, halfway.model_copy(update={"accuracy": 0.85})]
     assert decide(capped, worse).step.label == "prune:0.5/30ep"  # type: ignore[union-attr]
+
+
+def test_a_student_that_missed_only_training_is_distilled_again_within_the_epochs_the_target_leaves() -> None:
+    s = scenario({**SHORT, "distill_width_factors": [0.5]}, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.75, max_train_energy_vs_baseline=1.2)
+    student = c(2, DI, 0.5, parent=1, inf=0.5, train=140.0).model_copy(update={"epochs_run": 30})
+    step = decide(s, [BASE, RECIPE, student]).step  # type: ignore[union-attr]
+    # limit 120 J; the teacher's lineage 50 J; the distillation cost 90 J over 30 epochs = 3 J/epoch
+    assert step.kind == DI and step.parent == 1 and step.epochs == math.floor(0.8 * 70 / 3) and step.label == "distill:0.5/18ep"
+    assert step.target == "train_energy_vs_baseline"
+    again = c(3, DI, 0.5, parent=1, inf=0.5, train=125.0).model_copy(update={"step": step, "epochs_run": 18})
+    assert decide(s, [BASE, RECIPE, student, again]).step.kind == SC  # type: ignore[union-attr]  # once; then the student's architecture from scratch
