@@ -786,7 +786,10 @@ def _training_move(scenario: Scenario, history: list[CandidateResult], focus: Ca
     if focus.step.kind == StepKind.DISTILL and focus.step.epochs is None and focus.step.parent is not None:
         epochs = fine_tune_budget_epochs(scenario, history, focus)
         again = any(c.step.kind == StepKind.DISTILL and c.step.epochs is not None and c.step.parent == focus.step.parent for c in history)
-        if epochs is not None and 1 <= epochs < (focus.epochs_run or scenario.training.max_epochs) and not again:
+        ran = focus.epochs_run or scenario.training.max_epochs
+        # Cut to under half its epochs, a distillation falls well short of the student it made (a built-in student starts
+        # from fresh weights): its architecture from scratch is the better bet then.
+        if epochs is not None and max(1, ran // 2) <= epochs < ran and not again:
             why = f"distil #{focus.step.parent} into the same student with early stopping for at most the {epochs} epochs the target leaves"
             return move(Step(kind=StepKind.DISTILL, value=focus.step.value, parent=focus.step.parent, epochs=epochs), why)
     if (StepKind.SCRATCH, None, focus.index) not in done and focus.step.kind != StepKind.SCRATCH:

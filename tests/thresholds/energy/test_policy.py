@@ -727,3 +727,5 @@ def test_a_student_that_missed_only_training_is_distilled_again_within_the_epoch
     assert step.target == "train_energy_vs_baseline"
     again = c(3, DI, 0.5, parent=1, inf=0.5, train=125.0).model_copy(update={"step": step, "epochs_run": 18})
     assert decide(s, [BASE, RECIPE, student, again]).step.kind == SC  # type: ignore[union-attr]  # once; then the student's architecture from scratch
+    costly = student.model_copy(update={"train_energy_j": 180.0})  # 130 J over 30 epochs: the target leaves 12, under half of them
+    assert decide(s, [BASE, RECIPE, costly]).step.kind == SC  # type: ignore[union-attr]
