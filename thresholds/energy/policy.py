@@ -29,7 +29,8 @@ it, and every step names the target that drove it (`Step.target`):
   recipe after `training.prune_at_epoch` epochs and keep training: no separate fine-tune),
   `prune-es:r` (prune the recipe and fine-tune with early stopping on the epochs the target
   leaves), for a distilled student `distill:f/Nep` (the same distillation stopped early within the N
-  epochs the target leaves) and `scratch` (the compressed architecture trained from scratch with early stopping);
+  epochs the target leaves, when N is at least half the epochs it ran) and `scratch` (the compressed
+  architecture trained from scratch with early stopping);
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
   followed by the ratio halfway back to the last one that kept it, then by the same ratio
   fine-tuned on the soft labels of the most accurate model the training target affords (`Step.teacher`;
