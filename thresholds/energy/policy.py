@@ -32,12 +32,13 @@ it, and every step names the target that drove it (`Step.target`):
   epochs the target leaves, when N is at least half the epochs it ran) and `scratch` (the compressed
   architecture trained from scratch with early stopping);
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
-  followed by the ratio halfway back to the last one that kept it, then by the same ratio
-  fine-tuned on the soft labels of the most accurate model the training target affords (`Step.teacher`;
-  its lineage includes the teacher's training), then by the
-  same ratio with a fine-tune twice as long (`Step.epochs`). A ratio that missed inference and
-  lost a little too much accuracy (at most `NEAR_MISS_FACTOR` x the allowed drop) is overtaken
-  instead: the next larger ratio fine-tuned on those soft labels, and so on while they keep quality.
+  followed by the ratio halfway back to the last one that kept it, then (opt-in,
+  `ladder.backoff_teacher`) by the same ratio fine-tuned on the soft labels of the most accurate
+  model the training target affords (`Step.teacher`; its lineage includes the teacher's training),
+  then by the same ratio with a fine-tune twice as long (`Step.epochs`). With the opt-in, a ratio
+  that missed inference and lost a little too much accuracy (at most `NEAR_MISS_FACTOR` x the
+  allowed drop) is overtaken instead: the next larger ratio on those soft labels, and so on while
+  they keep quality.
 
 Training energy is judged priced by work (`price_training`, thresholds/energy/training_cost.py): each
 run of a lineage costs the pooled per-epoch energy of its kind of work, so the recipe's epochs cost

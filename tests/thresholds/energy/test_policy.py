@@ -416,6 +416,7 @@ TP5 = c(3, PR, 0.5, parent=1, inf=0.5, train=140.0)  # meets inference; pruning'
 PE5_BROKE = c(4, PE, 0.5, parent=1, acc=0.85, inf=0.5, train=60.0)
 PES5 = c(5, PES, 0.5, parent=1, inf=0.5, train=125.0)
 LONG7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, epochs=30, target="accuracy_drop_pt")})
+TAUGHT = {**SHORT, "accuracy_backoff": True, "backoff_teacher": True}
 KD7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, teacher=0, target="accuracy_drop_pt")})
 TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object, int | None], str | None]] = [
     ("inference and training missed: compression goes on, for inference", [BASE, RECIPE, TP3], TRAIN_AWARE, ("next", PR, 1), "inference_energy_vs_baseline"),
@@ -512,21 +513,21 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
     (
         "the halfway ratio missed inference: the broken ratio again, fine-tuned on the most accurate model's soft labels",
         [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)],
-        scenario({**SHORT, "accuracy_backoff": True}),
+        scenario(TAUGHT),
         ("next", PR, 1),
         "accuracy_drop_pt",
     ),
     (
         "the soft labels did not recover it: the broken ratio with a fine-tune twice as long",
         [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), KD7_BAD],
-        scenario({**SHORT, "accuracy_backoff": True}),
+        scenario(TAUGHT),
         ("next", PR, 1),
         "accuracy_drop_pt",
     ),
     (
         "backed off every way: on to precision from the best kept model",
         [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), KD7_BAD, LONG7_BAD.model_copy(update={"index": 7})],
-        scenario({**SHORT, "accuracy_backoff": True}),
+        scenario(TAUGHT),
         ("next", PC, 5),
         "inference_energy_vs_baseline",
     ),
@@ -605,7 +606,9 @@ def test_each_verdict_names_the_target_that_drove_the_next_move() -> None:
 
 
 def test_the_longer_fine_tune_doubles_the_scenarios_epochs_and_comes_once() -> None:
-    s = scenario({**SHORT, "accuracy_backoff": True})
+    s = scenario(TAUGHT)
+    by_default = decide(scenario({**SHORT, "accuracy_backoff": True}), [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)])
+    assert by_default.step.label == "prune:0.7/30ep"  # type: ignore[union-attr]  # the soft-label moves are opt-in: halfway, then the longer fine-tune
     step = decide(s, [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55), KD7_BAD]).step  # type: ignore[union-attr]
     assert step.value == 0.7 and step.epochs == 2 * s.training.fine_tune_epochs and step.teacher is None and step.label == "prune:0.7/30ep"
     halfway_broke = [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, acc=0.8, inf=0.5), KD7_BAD, LONG7_BAD.model_copy(update={"index": 7})]
@@ -614,7 +617,7 @@ def test_the_longer_fine_tune_doubles_the_scenarios_epochs_and_comes_once() -> N
 
 
 def test_the_soft_label_back_off_learns_from_the_most_accurate_model_once_per_ratio() -> None:
-    s = scenario({**SHORT, "accuracy_backoff": True})
+    s = scenario(TAUGHT)
     better = c(2, PR, 0.3, parent=1, acc=0.93, inf=0.8)  # more accurate than the baseline (0.90): it teaches
     history = [BASE, RECIPE, better, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)]
     step = decide(s, history).step  # type: ignore[union-attr]
@@ -673,7 +676,7 @@ def _taught(index: int, value: float, acc: float, inf: float) -> CandidateResult
 
 
 def test_a_ratio_that_missed_inference_and_just_missed_accuracy_is_overtaken_on_soft_labels() -> None:
-    s = scenario({**SHORT, "accuracy_backoff": True})  # at most 2 pt lost, at most 0.5x inference
+    s = scenario(TAUGHT)  # at most 2 pt lost, at most 0.5x inference
     near = c(2, PR, 0.3, parent=1, acc=0.87, inf=0.8)  # lost 3 pt (within 2 x 2 pt), missed inference
     first = decide(s, [BASE, RECIPE, near])
     assert isinstance(first, Next) and first.step.label == "prune:0.5/kd#0" and first.target == "inference_energy_vs_baseline"
@@ -704,7 +707,7 @@ def test_the_teacher_is_the_most_accurate_model_the_training_target_affords() ->
     broke = trained(c(2, PR, 0.5, parent=1, acc=0.86, inf=0.45), *recipe.train_segments, run(2, "half/labels", 8, 40.0))
     halfway = trained(c(3, PR, 0.4, parent=1, acc=0.89, inf=0.7), *recipe.train_segments, run(3, "3q/labels", 8, 60.0))
     history = [base, recipe, broke, halfway]
-    ladder = {**SHORT, "accuracy_backoff": True}
+    ladder = TAUGHT
     # No training target: the baseline teaches.
     assert decide(scenario(ladder, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.5), history).step.teacher == 0  # type: ignore[union-attr]
     # Within 1.2x the baseline's 300 J: the baseline's training on top of the recipe's (420 J) is too much; #3 (180 J) is not.
