@@ -40,13 +40,17 @@ class EpochPrice(BaseModel):
     epochs: int
 
 
+def distinct_runs(segments: Iterable[TrainSegment]) -> list[TrainSegment]:
+    """Each training run once, in first-seen order: lineages that share a run (a parent's, a teacher's) hold it each."""
+    return list({(s.origin, s.run): s for s in segments}.values())
+
+
 def epoch_prices(segments: Iterable[TrainSegment]) -> dict[str, EpochPrice]:
     """J per epoch per kind of work, pooled over distinct runs (a run shared by several lineages counts once)."""
-    unique = {(s.origin, s.run): s for s in segments}
     energy: dict[str, float] = defaultdict(float)
     variance: dict[str, float] = defaultdict(float)
     epochs: dict[str, int] = defaultdict(int)
-    for s in unique.values():
+    for s in distinct_runs(segments):
         energy[s.work] += s.energy_j
         variance[s.work] += s.energy_sem_j**2
         epochs[s.work] += s.epochs
