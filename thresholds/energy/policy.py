@@ -77,7 +77,7 @@ from pydantic import BaseModel, ConfigDict
 
 from thresholds.core import Check, Final, FinalState, significantly_less
 from thresholds.energy.schema import Scenario, Targets
-from thresholds.energy.training_cost import TrainSegment, epoch_prices, priced_ratio
+from thresholds.energy.training_cost import TrainSegment, distinct_runs, epoch_prices, priced_ratio
 
 
 class StepKind(StrEnum):
@@ -632,8 +632,7 @@ def _better(teacher: CandidateResult, student: CandidateResult) -> bool:
 def _union_cost_j(history: list[CandidateResult], segments: list[TrainSegment]) -> float | None:
     """What training these runs costs, each run once, priced by work in the baseline's joules (None: unpriced)."""
     baseline = history[0]
-    unique = list({(s.origin, s.run): s for s in segments}.values())
-    priced = priced_ratio(unique, baseline.train_segments, epoch_prices(s for c in history for s in c.train_segments))
+    priced = priced_ratio(distinct_runs(segments), baseline.train_segments, epoch_prices(s for c in history for s in c.train_segments))
     if priced is None or baseline.train_energy_j is None:
         return None
     return priced[0] * baseline.train_energy_j
@@ -668,11 +667,12 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
             mid = round((good + ratio) / 2, 3)
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
             return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, teacher=taught, target=target), why=why, target=target)
-        teacher = _teacher(scenario, history, history[parent])
-        if scenario.ladder.backoff_teacher and _better(teacher, broken) and not any(s.teacher is not None for s in same):
-            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}"
-            step = Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, teacher=teacher.index, target=target)
-            return Next(step=step, why=why, target=target)
+        if scenario.ladder.backoff_teacher and not any(s.teacher is not None for s in same):
+            teacher = _teacher(scenario, history, history[parent])  # priced only when the opt-in asks for it
+            if _better(teacher, broken):
+                why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}"
+                step = Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, teacher=teacher.index, target=target)
+                return Next(step=step, why=why, target=target)
         if not any(s.epochs is not None for s in same):
             epochs = 2 * scenario.training.fine_tune_epochs
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} epochs instead"
