@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -498,7 +499,6 @@ def _predict(args: argparse.Namespace) -> int:
     """Score a table at the version's energy-optimal batch size; log the energy it measured to the version."""
     from pathlib import Path
 
-    import pandas as pd
     from mlflow.exceptions import MlflowException
 
     from registry import mlflow_model
@@ -549,11 +549,9 @@ def _predict(args: argparse.Namespace) -> int:
         end = "\n" if done == rows.rows else ""
         print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{rows.rows} rows", end=end, file=sys.stderr, flush=True)
 
-    def check(chunk: pd.DataFrame) -> None:
-        scorer.check(chunk, where=f"input {source}")
-
+    check = None if frame is not None else functools.partial(scorer.check, where=f"input {source}")  # a table was checked whole, above
     try:
-        predictions, report = serving.score(pyfunc.predict, rows, batch_size, meter, progress, check if frame is None else None)
+        predictions, report = serving.score(pyfunc.predict, rows, batch_size, meter, progress, check)
     except MlflowException as exc:  # the signature refused a value (e.g. a fraction in an integer column)
         print(file=sys.stderr)
         return bad(f"input {source}: {str(exc).splitlines()[0][:300]}")

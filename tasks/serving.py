@@ -185,8 +185,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ToScore:
-    """The rows to score, as tables of at most `chunk_rows` rows read one at a time (an image folder is decoded
-    chunk by chunk, never whole), and the file each row came from (an image folder's; None for a table)."""
+    """`rows` rows to score, as tables that `chunks` reads one at a time (an image folder is decoded chunk by chunk,
+    never whole), and the file each row came from (an image folder's; None for a table)."""
 
     rows: int
     chunks: Callable[[], Iterator[pd.DataFrame]]
