@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from tasks import compress, hooks, models, onnx_runtime, quantize, serving
+from tasks import compress, fuse, hooks, models, onnx_runtime, quantize, serving
 from tasks import distill as distill_mod
 from tasks import search as search_mod
 from tasks.data import CachedData, load_cached
@@ -450,6 +450,25 @@ def ort(p: Production) -> Made:
             raise RungNotApplicable(f"ONNX export of #{parent.index} at {precision} failed: {first}") from None
 
     spec = spec.model_copy(update={"history": [*spec.history, f"ort:{precision}"]})
+    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments, finish=finish)
+
+
+@producer(StepKind.FUSE)
+def fuse_form(p: Production) -> Made:
+    """The parent served in its fused torch form (`tasks.fuse`): the same weights, a runtime.json that says
+    `torch-fused`; nothing is trained. Checked to compute what the parent computes before it is measured."""
+    model, spec, parent = p.parent()
+    if spec.precision != "fp32":
+        raise RungNotApplicable(f"the fuse rung serves fp32 models; #{parent.index} is {spec.precision}")
+    try:
+        fuse.check(model, p.data.x_test[:64].float())
+    except fuse.NotFusable as exc:
+        raise RungNotApplicable(f"no fused form of #{parent.index}: {exc}") from None
+
+    def finish(model_dir: Path) -> None:
+        onnx_runtime.record(model_dir, onnx_runtime.Runtime(runtime="torch-fused"))
+
+    spec = spec.model_copy(update={"history": [*spec.history, "fuse"]})
     return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments, finish=finish)
 
 

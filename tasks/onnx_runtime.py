@@ -6,7 +6,8 @@ dynamic batch dimension); INT8 is onnxruntime's dynamic quantization of that gra
 measurement (`tasks.evaluate.measure_inference`) measures it exactly as it measures torch.
 
 A candidate of the `ort` rung is its parent's model folder plus `model.onnx` (the graph it serves)
-and `runtime.json` (which runtime and precision its energy figures belong to). `predictor` is what
+and `runtime.json` (which runtime and precision its energy figures belong to; `torch-fused` names the
+fused torch form of `tasks.fuse`, rebuilt from the weights at load). `predictor` is what
 every consumer of a model folder runs: the loop's measurement and the MLflow pyfunc (through
 `tasks.serving.Scorer`), so a version serves with the runtime it was measured under.
 """
@@ -22,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from tasks import models
+from tasks import fuse, models
 
 INPUT, OUTPUT = "x", "logits"
 ONNX_FILE = "model.onnx"  # the graph an onnxruntime candidate serves, inside its model folder
@@ -35,7 +36,7 @@ class Runtime(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    runtime: Literal["torch", "onnxruntime"] = "torch"
+    runtime: Literal["torch", "torch-fused", "onnxruntime"] = "torch"  # torch-fused: tasks/fuse.py, built at load
     precision: str = "fp32"
 
 
@@ -64,15 +65,23 @@ def save_for_onnxruntime(model_dir: Path, precision: str) -> Runtime:
         fp32.unlink()
     else:
         export(model_dir, target)
-    runtime = Runtime(runtime="onnxruntime", precision=precision)
+    return record(model_dir, Runtime(runtime="onnxruntime", precision=precision))
+
+
+def record(model_dir: Path, runtime: Runtime) -> Runtime:
+    """Write the folder's `runtime.json`: what serves it, and so what its energy figures belong to."""
     (model_dir / RUNTIME_FILE).write_text(runtime.model_dump_json(indent=2))
     return runtime
 
 
 def predictor(model_dir: Path, model: nn.Module, spec: models.ModelSpec) -> nn.Module:
-    """What serves the folder: an onnxruntime session on its `model.onnx`, or `model` at its torch precision."""
-    if runtime_of(model_dir).runtime == "onnxruntime":
+    """What serves the folder: an onnxruntime session on its `model.onnx`, the fused form of `model`, or
+    `model` at its torch precision."""
+    runtime = runtime_of(model_dir).runtime
+    if runtime == "onnxruntime":
         return OrtModule(model_dir / ONNX_FILE)
+    if runtime == "torch-fused":
+        return fuse.fused(model)
     return models.to_precision(model, spec.precision)
 
 

@@ -12,11 +12,13 @@ Ladder, in order:
                          Stops at the first ratio that breaks an accuracy target.
 5. `distill:f`         - a student with each hidden width x f, trained on the best fp32 model's
                          soft labels.
-6. `precision:p`       - the best fp32 candidate at lower precision (int8 / fp16 / bf16), unless
+6. `fuse`              - the best fp32 candidate served in its fused torch form (tasks/fuse.py: Linear+ReLU
+                         as one addmm and an in-place ReLU, BatchNorm folded), when `ladder.fuse_inference`.
+7. `precision:p`       - the best fp32 candidate at lower precision (int8 / fp16 / bf16), unless
                          the machine's calibration shows that precision is not cheaper here.
-7. `qat:int8`          - when post-training int8 breaks an accuracy target, the same fp32 model
+8. `qat:int8`          - when post-training int8 breaks an accuracy target, the same fp32 model
                          fine-tuned with int8 fake quantization, then served at int8.
-8. `ort:p`             - the best fp32 candidate exported to ONNX and served under onnxruntime at each
+9. `ort:p`             - the best fp32 candidate exported to ONNX and served under onnxruntime at each
                          of `ladder.onnx_runtime` (fp32, int8 by onnxruntime's dynamic quantization);
                          kept, like every rung, only on a measured gain over its torch parent.
 
@@ -94,6 +96,11 @@ class StepKind(StrEnum):
     PRUNE_ES = "prune-es"  # prune the recipe, fine-tune with early stopping on `Step.epochs` at most
     SCRATCH = "scratch"  # the parent's architecture trained from scratch with early stopping
     ORT = "ort"  # the parent exported to ONNX and served under onnxruntime (`Step.value`: fp32 or int8)
+    FUSE = "fuse"  # the parent served in its fused torch form (tasks/fuse.py); nothing trained
+
+
+# Rungs that serve a parent's weights in another form: never the base of a later rung (they do not stack).
+SERVING_FORMS = (StepKind.PRECISION, StepKind.QAT, StepKind.ORT, StepKind.FUSE)
 
 
 QUALITY_TARGETS = ("trained", "accuracy", "accuracy_drop_pt", "rmse", "rmse_increase_pct")
@@ -430,7 +437,7 @@ def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateR
     """Lowest-cost kept candidate that is not a precision step (precisions do not stack), among those
     within the training and quality targets when any is: a derived model only adds training to its
     parent's, and does not win back accuracy."""
-    pool = [c for c in history[1:] if c.step.kind not in (StepKind.PRECISION, StepKind.QAT, StepKind.ORT) and kept(scenario, history, c)[0]]
+    pool = [c for c in history[1:] if c.step.kind not in SERVING_FORMS and kept(scenario, history, c)[0]]
     within = [c for c in pool if not any(m in TRAINING_TARGETS + QUALITY_TARGETS for m in missed_targets(scenario, c, history[0]))]
     if not pool:
         return history[0]
@@ -547,6 +554,13 @@ def _qat(scenario: Scenario, history: list[CandidateResult], use: Calibration | 
     return Next(step=Step(kind=StepKind.QAT, value="int8", parent=parent_index), why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}")
 
 
+def _fuse(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
+    if not scenario.ladder.fuse_inference or any(c.step.kind == StepKind.FUSE for c in history):
+        return None
+    parent = _best_fp32(scenario, history)
+    return Next(step=Step(kind=StepKind.FUSE, parent=parent.index), why=f"serve #{parent.index} in its fused torch form")
+
+
 def _ort_left(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
     done = {str(c.step.value) for c in history if c.step.kind == StepKind.ORT}
     return [p for p in scenario.ladder.onnx_runtime if p not in done]
@@ -587,6 +601,7 @@ RUNGS: tuple[Rung, ...] = (
     Rung(StepKind.PRUNE, _prune, _prune_siblings),
     Rung(StepKind.DISTILL, _distill, _distill_siblings),
     Rung(StepKind.SEARCH, _search),
+    Rung(StepKind.FUSE, _fuse),
     Rung(StepKind.PRECISION, _precision, _precision_siblings),
     Rung(StepKind.QAT, _qat),
     Rung(StepKind.ORT, _ort, _ort_siblings),
@@ -614,7 +629,7 @@ def _teacher(scenario: Scenario, history: list[CandidateResult], parent: Candida
     training target (the taught model's lineage includes its teacher's: tasks/candidate.py). `parent` adds nothing."""
     baseline = history[0]
     limit = train_limit_j(scenario.targets, baseline)
-    pool = [c for c in history if c.ok and c.step.kind not in (StepKind.PRECISION, StepKind.QAT, StepKind.ORT)]
+    pool = [c for c in history if c.ok and c.step.kind not in SERVING_FORMS]
     for c in sorted(pool, key=lambda c: (-(c.accuracy if c.accuracy is not None else -(c.rmse or 0.0)), c.index)):
         union = _union_cost_j(history, [*parent.train_segments, *c.train_segments])
         if c.index == parent.index or limit is None or (union is not None and union <= limit):
@@ -800,7 +815,7 @@ def _training_move(scenario: Scenario, history: list[CandidateResult], focus: Ca
 
 
 # Rungs whose model derives from a parent's: their lineage costs at least the parent's training.
-DERIVED = (StepKind.PRUNE, StepKind.DISTILL, StepKind.PRECISION, StepKind.QAT, StepKind.ORT)
+DERIVED = (StepKind.PRUNE, StepKind.DISTILL, *SERVING_FORMS)
 
 
 def _floor_j(history: list[CandidateResult], step: Step) -> float | None:

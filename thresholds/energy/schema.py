@@ -136,6 +136,9 @@ class Ladder(StrictSection):
     distill_temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the soft labels")
     distill_alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label loss")
     qat: bool = Field(True, description="quantization-aware training when int8 PTQ breaks an accuracy target")
+    fuse_inference: bool = Field(
+        True, description="serve the best fp32 model in its fused torch form (Linear+ReLU as one addmm, BatchNorm folded); kept only on a measured gain"
+    )
     onnx_runtime: list[OrtPrecision] = Field(
         default_factory=lambda: list(ORT_PRECISIONS), description="serve the best fp32 model under onnxruntime at these precisions; empty: no such rung"
     )

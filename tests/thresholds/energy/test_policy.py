@@ -26,7 +26,13 @@ B, ES, PR, PC = StepKind.BASELINE, StepKind.EARLY_STOPPING, StepKind.PRUNE, Step
 MP, DI = StepKind.MIXED_PRECISION, StepKind.DISTILL
 
 
-LADDER = {"pruning_ratios": [0.3, 0.5, 0.7], "precisions": ["int8", "fp16"], "min_gain_pct": 3.0, "onnx_runtime": []}  # ORT: its own tests
+LADDER = {
+    "pruning_ratios": [0.3, 0.5, 0.7],
+    "precisions": ["int8", "fp16"],
+    "min_gain_pct": 3.0,
+    "onnx_runtime": [],
+    "fuse_inference": False,
+}  # ORT, fuse: own tests
 SHORT = {**LADDER, "mixed_precision_training": False, "distill_width_factors": [], "accuracy_backoff": False}
 
 
@@ -647,6 +653,16 @@ def test_the_onnxruntime_rung_serves_the_best_fp32_model_at_fp32_then_int8_then_
     assert isinstance(ended, Final) and ended.state == FinalState.FAILED
     assert [s.step.label for s in plan_batch(WITH_ORT, EXHAUSTED, width=3)] == ["ort:fp32", "ort:int8"]  # type: ignore[union-attr]
     assert decide(scenario(), EXHAUSTED).state == FinalState.FAILED  # type: ignore[union-attr]  # onnx_runtime: [] - no such rung
+
+
+def test_the_fuse_rung_serves_the_best_fp32_model_once_before_the_precisions_and_is_never_a_base() -> None:
+    with_fuse = scenario({**SHORT, "fuse_inference": True})
+    first = decide(with_fuse, [BASE, RECIPE, P3, P5, P7_BAD])
+    assert isinstance(first, Next) and (first.step.kind, first.step.parent, first.step.label) == (StepKind.FUSE, 3, "fuse")
+    fused = c(5, StepKind.FUSE, None, parent=3, inf=0.55)  # kept (cheaper than #3), misses 0.5x
+    then = decide(with_fuse, [BASE, RECIPE, P3, P5, P7_BAD, fused])
+    assert isinstance(then, Next) and then.step.kind == PC and then.step.parent == 3  # once; the precisions start from the torch model
+    assert decide(scenario(), [BASE, RECIPE, P3, P5, P7_BAD]).step.kind == PC  # type: ignore[union-attr]  # fuse_inference: false - no such rung
 
 
 def test_an_onnxruntime_candidate_is_never_the_base_of_precision_rungs() -> None:
