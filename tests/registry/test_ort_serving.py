@@ -67,3 +67,35 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
     expected = serving.Scorer(torch_dir).predict(frame)
     assert list(out["prediction"]) == list(expected["prediction"])
     np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), expected.filter(like="probability_").to_numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_fused_version_serves_its_fused_form_through_the_pyfunc(mlflow_store: str, tmp_path: Path) -> None:
+    import mlflow
+    import torch
+
+    from tasks import fuse
+
+    data = data_mod.load_cached(str(data_mod.prepare("digits", tmp_path / "cache")))
+    spec = models.ModelSpec(in_features=data.n_features, out_features=data.out_features)
+    torch.manual_seed(0)
+    torch_dir = models.save(models.build(spec), spec, tmp_path / "torch")
+    serving.save_input_spec(serving.input_spec(data), torch_dir)
+    data.write_preprocessing(torch_dir)
+    fused_dir = Path(shutil.copytree(torch_dir, tmp_path / "fused"))
+    onnx_runtime.record(fused_dir, onnx_runtime.Runtime(runtime="torch-fused"))
+
+    tags = {"serving.runtime": "torch-fused", "serving.precision": "fp32", "serving.batch_sizes": "4096"}
+    candidate = CandidateResult(index=1, step=Step(kind=StepKind.FUSE, parent=0), lineage=["fuse"], model_dir=str(fused_dir), tags=tags)
+    mc = tracking_client()
+    run_id = energy.log_candidate(mc.create_run(mc.create_experiment("fused")).info.run_id, candidate, "kept", serving.mlflow_serving(str(fused_dir)))
+    model_id = mlflow_model.logged_model_id(mc, run_id)
+    assert model_id is not None
+    mlflow_model.check_logged(mc, model_id, fused_dir)  # runtime.json travels with the weights; no graph file is needed
+    assert mc.get_logged_model(model_id).tags["serving.runtime"] == "torch-fused"
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_id}")
+    assert any(n.target is fuse.linear_relu for n in loaded.unwrap_python_model().scorer.model.graph.nodes)  # served fused
+    frame = serving.Scorer(torch_dir).example()
+    out, expected = loaded.predict(frame), serving.Scorer(torch_dir).predict(frame)
+    assert list(out["prediction"]) == list(expected["prediction"])
+    np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), expected.filter(like="probability_").to_numpy(), rtol=1e-4, atol=1e-6)
