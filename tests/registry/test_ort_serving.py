@@ -15,6 +15,19 @@ from tasks import models, onnx_runtime, serving
 from thresholds.energy.policy import CandidateResult, Step, StepKind
 
 
+def _saved_digits_model(tmp_path: Path) -> tuple[data_mod.CachedData, Path]:
+    """The digits data and a saved, servable torch MLP folder (weights, input spec, preprocessing)."""
+    import torch
+
+    data = data_mod.load_cached(str(data_mod.prepare("digits", tmp_path / "cache")))
+    spec = models.ModelSpec(in_features=data.n_features, out_features=data.out_features)
+    torch.manual_seed(0)
+    torch_dir = models.save(models.build(spec), spec, tmp_path / "torch")
+    serving.save_input_spec(serving.input_spec(data), torch_dir)
+    data.write_preprocessing(torch_dir)
+    return data, torch_dir
+
+
 def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store: str, tmp_path: Path) -> None:
     import mlflow
     import torch
@@ -22,12 +35,7 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
     from tests.conftest import require
 
     require(onnx_runtime.unavailable() is None, "the ONNX extra (pip install -e '.[onnx]')")
-    data = data_mod.load_cached(str(data_mod.prepare("digits", tmp_path / "cache")))
-    spec = models.ModelSpec(in_features=data.n_features, out_features=data.out_features)
-    torch.manual_seed(0)
-    torch_dir = models.save(models.build(spec), spec, tmp_path / "torch")
-    serving.save_input_spec(serving.input_spec(data), torch_dir)
-    data.write_preprocessing(torch_dir)
+    data, torch_dir = _saved_digits_model(tmp_path)
     ort_dir = Path(shutil.copytree(torch_dir, tmp_path / "ort"))
     onnx_runtime.save_for_onnxruntime(ort_dir, "fp32")
 
@@ -71,16 +79,10 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
 
 def test_a_fused_version_serves_its_fused_form_through_the_pyfunc(mlflow_store: str, tmp_path: Path) -> None:
     import mlflow
-    import torch
 
     from tasks import fuse
 
-    data = data_mod.load_cached(str(data_mod.prepare("digits", tmp_path / "cache")))
-    spec = models.ModelSpec(in_features=data.n_features, out_features=data.out_features)
-    torch.manual_seed(0)
-    torch_dir = models.save(models.build(spec), spec, tmp_path / "torch")
-    serving.save_input_spec(serving.input_spec(data), torch_dir)
-    data.write_preprocessing(torch_dir)
+    data, torch_dir = _saved_digits_model(tmp_path)
     fused_dir = Path(shutil.copytree(torch_dir, tmp_path / "fused"))
     onnx_runtime.record(fused_dir, onnx_runtime.Runtime(runtime="torch-fused"))
 
