@@ -383,6 +383,12 @@ def qat(p: Production) -> Made:
     return made._replace(spec=spec.model_copy(update={"precision": "int8", "history": [*spec.history, "qat:int8"]}))
 
 
+def _served(model: torch.nn.Module, spec: models.ModelSpec, parent: CandidateResult, finish: Callable[[Path], None] | None = None) -> Made:
+    """A serving form of the parent (a precision, a runtime, the fused form): nothing is trained, so its lineage
+    is the parent's, energy and runs."""
+    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments, finish=finish)
+
+
 @producer(StepKind.PRECISION)
 def precision(p: Production) -> Made:
     """The parent served at a lower precision (`step.value`: int8, fp16, bf16); nothing is trained."""
@@ -390,7 +396,7 @@ def precision(p: Production) -> Made:
     value = str(p.step.value)
     spec = spec.model_copy(update={"precision": value, "history": [*spec.history, f"precision:{value}"]})
     models.check_precision(model, spec)
-    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments)
+    return _served(model, spec, parent)
 
 
 @producer(StepKind.SEARCH)
@@ -450,7 +456,7 @@ def ort(p: Production) -> Made:
             raise RungNotApplicable(f"ONNX export of #{parent.index} at {precision} failed: {first}") from None
 
     spec = spec.model_copy(update={"history": [*spec.history, f"ort:{precision}"]})
-    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments, finish=finish)
+    return _served(model, spec, parent, finish)
 
 
 @producer(StepKind.FUSE)
@@ -469,7 +475,7 @@ def fuse_form(p: Production) -> Made:
         onnx_runtime.record(model_dir, onnx_runtime.Runtime(runtime="torch-fused"))
 
     spec = spec.model_copy(update={"history": [*spec.history, "fuse"]})
-    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments, finish=finish)
+    return _served(model, spec, parent, finish)
 
 
 def produce_step(

@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse as fold_batchnorm
 
-RELUS = (nn.ReLU, nn.functional.relu, torch.relu)
+RELUS = (nn.functional.relu, torch.relu)  # as called functions; an nn.ReLU module is matched by type
 
 
 class NotFusable(Exception):
