@@ -32,7 +32,10 @@ it, and every step names the target that drove it (`Step.target`):
   `prune-es:r` (prune the recipe and fine-tune with early stopping on the epochs the target
   leaves), for a distilled student `distill:f/Nep` (the same distillation stopped early within the N
   epochs the target leaves, when N is at least half the epochs it ran) and `scratch` (the compressed
-  architecture trained from scratch with early stopping);
+  architecture trained from scratch with early stopping). These moves also come before a serving
+  form (fuse, precision, onnxruntime) that would serve a model costlier to run than the cheapest
+  kept one only because that one misses a training target: a serving form keeps its parent's
+  training cost, so it can only pass from a parent within it;
 - accuracy: back off - a pruning ratio that met the inference targets but broke accuracy is
   followed by the ratio halfway back to the last one that kept it, then (opt-in,
   `ladder.backoff_teacher`) by the same ratio fine-tuned on the soft labels of the most accurate
@@ -860,6 +863,22 @@ def _within_training(scenario: Scenario, history: list[CandidateResult], calibra
     return Final(state=FinalState.FAILED, reason=reason, unreachable=target)
 
 
+def _training_before_serving(scenario: Scenario, history: list[CandidateResult], serving: Step, calibration: Calibration | None) -> Next | None:
+    """A serving form serves `_best_fp32`, which passes over a model cheaper to run when that one misses a training
+    target. A serving form scales its parent's inference cost and keeps its training cost, so before serving the
+    costlier model, cut the cheaper one's training cost while a training-cost move for it is left."""
+    baseline = history[0]
+    pool = [c for c in history[1:] if c.step.kind not in SERVING_FORMS and kept(scenario, history, c)[0]]
+    if not pool:
+        return None
+    cheapest = min(pool, key=lambda c: (relative_cost(c, baseline) or float("inf"), c.index))
+    mine, theirs = relative_cost(cheapest, baseline), relative_cost(history[serving.parent or 0], baseline)
+    if mine is None or theirs is None or mine > theirs * (1 - scenario.ladder.min_gain_pct / 100):
+        return None  # the parent served is as cheap to run, within the gain the ladder asks of a rung
+    training = [m for m in missed_targets(scenario, cheapest, baseline) if m in TRAINING_TARGETS]
+    return _training_move(scenario, history, cheapest, training[0], calibration) if training else None
+
+
 def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | Final | None:
     """The move for the target the closest candidate misses: compression for inference energy or
     latency, training-cost moves for training energy; a Final when a target is shown unreachable."""
@@ -875,6 +894,10 @@ def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: 
         found = _training_move(scenario, history, focus, training[0], calibration)
         return found if found is not None else _within_training(scenario, history, calibration, training[0])
     rung = _compression_rung(scenario, history, calibration)
+    if rung is not None and rung.step.kind in SERVING_FORMS:
+        first = _training_before_serving(scenario, history, rung.step, calibration)
+        if first is not None:
+            return first
     if rung is None or rung.target is not None:
         return rung
     if not misses:

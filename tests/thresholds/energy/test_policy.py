@@ -424,6 +424,9 @@ PES5 = c(5, PES, 0.5, parent=1, inf=0.5, train=125.0)
 LONG7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, epochs=30, target="accuracy_drop_pt")})
 TAUGHT = {**SHORT, "accuracy_backoff": True, "backoff_teacher": True}
 KD7_BAD = c(6, PR, 0.7, parent=1, acc=0.85, inf=0.45).model_copy(update={"step": Step(kind=PR, value=0.7, parent=1, teacher=0, target="accuracy_drop_pt")})
+FUSING = scenario({**SHORT, "fuse_inference": True}, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.75, max_train_energy_vs_baseline=1.2)
+# 30 % kept every target but inference; 50 % runs cheaper but its fine-tune took the lineage over 1.2x; 70 % broke accuracy.
+CHEAP_MISSED_TRAINING = [BASE, RECIPE, c(2, PR, 0.3, parent=1, inf=0.9, train=110.0), c(3, PR, 0.5, parent=1, inf=0.8, train=125.0), P7_BAD]
 TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object, int | None], str | None]] = [
     ("inference and training missed: compression goes on, for inference", [BASE, RECIPE, TP3], TRAIN_AWARE, ("next", PR, 1), "inference_energy_vs_baseline"),
     (
@@ -473,6 +476,20 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         scenario({**SHORT, "training_moves": False}, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.75, max_train_energy_vs_baseline=1.2),
         ("final", FinalState.FAILED, None),
         "train_energy_vs_baseline",
+    ),
+    (
+        "a serving form would start from a costlier model only because the cheapest one missed training: cut that one's training first",
+        CHEAP_MISSED_TRAINING,
+        FUSING,
+        ("next", PE, 1),
+        "train_energy_vs_baseline",
+    ),
+    (
+        "the cheap model's training was cut: the serving form starts from the new model, as cheap to run",
+        [*CHEAP_MISSED_TRAINING, c(5, PE, 0.5, parent=1, inf=0.81, train=60.0)],
+        FUSING,
+        ("next", StepKind.FUSE, 5),
+        "inference_energy_vs_baseline",
     ),
     (
         "prune-early meets every target",
