@@ -35,6 +35,22 @@ def test_ratio_is_the_geometric_mean_of_the_pairs_with_a_t_interval() -> None:
     assert low < pairs.ratio < high
 
 
+def test_from_ten_pairs_a_pair_far_out_is_trimmed_and_the_error_is_yuens() -> None:
+    """A sampled-load meter puts a pair far out now and then: it must not move the ratio the gates judge."""
+    logs = [-0.04, -0.03, -0.02, -0.01, 0.0, 0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.40]  # one outlier among 12 pairs
+    pairs = PairedRatio(reference=(1.0,) * len(logs), candidate=tuple(math.exp(x) for x in logs))
+    kept = sorted(logs)[1:-1]  # 10 % of 12 is one pair at each end
+    assert pairs.ratio == pytest.approx(math.exp(statistics.fmean(kept)))
+    assert abs(math.log(pairs.ratio)) < 0.01 < statistics.fmean(logs) - 0.02  # the plain mean reads 3.7 %
+    winsor = [-0.03, -0.03, -0.02, -0.01, 0.0, 0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.05]
+    assert pairs.log_sem == pytest.approx(statistics.stdev(winsor) * math.sqrt(12) / 10)
+    assert pairs.log_ci95 == pytest.approx(t_quantile_975(9) * pairs.log_sem)
+    assert pairs.log_sem < statistics.stdev(logs) / math.sqrt(12) / 2
+    nine = PairedRatio(reference=(1.0,) * 9, candidate=tuple(math.exp(x) for x in logs[3:]))  # below 10 pairs: the plain mean
+    assert nine.ratio == pytest.approx(math.exp(statistics.fmean(logs[3:])))
+    assert AcrossSizes((pairs,)).log_sem == pytest.approx(pairs.log_sem) and AcrossSizes((pairs,)).dof == 9
+
+
 def test_abba_cancels_a_drift_that_separate_measurements_would_read_as_a_difference() -> None:
     """The machine gets 5 % more expensive every window; the candidate truly costs half the reference."""
     clock = itertools.count()
