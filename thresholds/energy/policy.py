@@ -66,7 +66,8 @@ energy; training energy for mixed precision) fell by at least `ladder.min_gain_p
 than the combined measurement noise, and it still meets the quality targets: nothing is
 assumed to save energy. Final states:
 
-- PASSED            - the latest candidate meets every target.
+- PASSED            - a candidate meets every target (the cheapest that does; a passing trained model is also
+                      served fused, once, when `ladder.fuse_inference` and the budget allow).
 - BUDGET_EXHAUSTED  - iterations or total energy used up before a candidate passed.
 - FAILED            - the baseline could not be trained, or the ladder has no rung left.
 """
@@ -932,6 +933,20 @@ def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
     return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {judge(scenario, best, history[0]).summary()}"
 
 
+def _serve_fused(scenario: Scenario, history: list[CandidateResult], best: CandidateResult) -> Next | None:
+    """A passing trained model is served in its fused torch form too, once, while the budget allows: the same
+    weights and function at no training cost, so the fused form passes as well where it measures cheaper, and the
+    loop returns the cheaper of the two (which one passed first must not decide the model people get)."""
+    spent, limit = sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j
+    if not scenario.ladder.fuse_inference or best.step.kind in SERVING_FORMS or len(history) >= scenario.budget.max_iterations:
+        return None
+    if (limit is not None and spent >= limit) or any(c.step.kind == StepKind.FUSE and c.step.parent == best.index for c in history):
+        return None
+    return Next(
+        step=Step(kind=StepKind.FUSE, parent=best.index), why=f"#{best.index} meets every target: serve it in its fused torch form too, keep the cheaper"
+    )
+
+
 def decide(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None) -> Next | Final:
     """The next step of the loop, or the state it ends in. `calibration` lets it skip rungs
     this machine has shown cannot save energy."""
@@ -944,6 +959,9 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
     passing = [c for c in history[1:] if c.ok and judge(scenario, c, baseline).passed]
     if passing:
         best = min(passing, key=lambda c: (relative_cost(c, baseline) or float("inf"), c.index))
+        served = _serve_fused(scenario, history, best)
+        if served is not None:
+            return served
         return Final(state=FinalState.PASSED, reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target", chosen=best.index)
     used = len(history)
     if used >= scenario.budget.max_iterations:

@@ -765,3 +765,20 @@ def test_a_student_that_missed_only_training_is_distilled_again_within_the_epoch
     assert decide(s, [BASE, RECIPE, student, again]).step.kind == SC  # type: ignore[union-attr]  # once; then the student's architecture from scratch
     costly = student.model_copy(update={"train_energy_j": 180.0})  # 130 J over 30 epochs: the target leaves 12, under half of them
     assert decide(s, [BASE, RECIPE, costly]).step.kind == SC  # type: ignore[union-attr]
+
+
+def test_a_passing_trained_model_is_also_served_fused_once_and_the_cheaper_of_the_two_is_chosen() -> None:
+    with_fuse = scenario({**SHORT, "fuse_inference": True})
+    passed = [BASE, RECIPE, P3, c(3, PR, 0.5, parent=1, inf=0.4)]
+    polish = decide(with_fuse, passed)
+    assert isinstance(polish, Next) and (polish.step.kind, polish.step.parent) == (StepKind.FUSE, 3) and polish.target is None
+    cheaper = decide(with_fuse, [*passed, c(4, StepKind.FUSE, parent=3, inf=0.35)])
+    assert isinstance(cheaper, Final) and (cheaper.state, cheaper.chosen) == (FinalState.PASSED, 4)
+    dearer = decide(with_fuse, [*passed, c(4, StepKind.FUSE, parent=3, inf=0.42)])
+    assert isinstance(dearer, Final) and (dearer.state, dearer.chosen) == (FinalState.PASSED, 3)
+    not_applicable = decide(with_fuse, [*passed, c(4, StepKind.FUSE, parent=3, rejected="not applicable: nothing to fuse")])
+    assert isinstance(not_applicable, Final) and (not_applicable.state, not_applicable.chosen) == (FinalState.PASSED, 3)
+    last = with_fuse.model_copy(update={"budget": with_fuse.budget.model_copy(update={"max_iterations": 4})})
+    assert (decide(last, passed).state, decide(scenario(), passed).state) == (FinalState.PASSED, FinalState.PASSED)  # type: ignore[union-attr]
+    fused_passed = [BASE, RECIPE, P3, P5, c(4, StepKind.FUSE, parent=3, inf=0.4)]
+    assert decide(with_fuse, fused_passed).state == FinalState.PASSED  # type: ignore[union-attr]  # a serving form is not served again
