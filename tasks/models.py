@@ -233,15 +233,25 @@ def _restore_structure(model: nn.Module, spec: ModelSpec) -> None:
         owner, _, leaf = key.rpartition(".")
         module = modules[owner]
         current = getattr(module, leaf)
+        initial = _leading(current.detach(), shape)
         if isinstance(current, nn.Parameter):
-            setattr(module, leaf, nn.Parameter(torch.empty(shape, dtype=current.dtype), requires_grad=current.requires_grad))
+            setattr(module, leaf, nn.Parameter(initial, requires_grad=current.requires_grad))
         else:
-            module.register_buffer(leaf, torch.empty(shape, dtype=current.dtype))
+            module.register_buffer(leaf, initial)
         touched.add(owner)
     for name in touched:  # fresh weights of the new shapes (load() overwrites them)
         reset = getattr(modules[name], "reset_parameters", None) or getattr(modules[name], "_reset_parameters", None)
         if reset is not None:
             reset()
+
+
+def _leading(fresh: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """A tensor of `shape` that starts as the leading block of the factory's fresh value (zeros where it is not
+    smaller): a tensor whose module has no `reset_parameters` (a user's position embedding) must still start
+    from the factory's initialisation when the architecture is trained from scratch, not from uninitialised memory."""
+    if fresh.dim() != len(shape) or any(s > f for s, f in zip(shape, fresh.shape, strict=True)):
+        return torch.zeros(shape, dtype=fresh.dtype)
+    return fresh[tuple(slice(0, s) for s in shape)].clone()
 
 
 def widths_of(model: nn.Module, spec: ModelSpec) -> ModelSpec:

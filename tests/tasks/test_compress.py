@@ -136,6 +136,21 @@ def _attention(model: nn.Module) -> list[nn.MultiheadAttention]:
     return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
 
 
+def test_a_pruned_architecture_built_afresh_starts_from_the_factorys_initialisation() -> None:
+    """`scratch` builds the recorded structure with fresh weights: a re-shaped tensor whose module has no
+    `reset_parameters` (the example's position embedding, on the model itself) must not be uninitialised memory."""
+    torch.manual_seed(0)
+    _, spec = compress.prune(models.build(TRANSFORMER), TRANSFORMER, 0.5)
+    assert "position" in spec.shapes
+    for seed in range(3):
+        torch.manual_seed(seed)
+        fresh = models.build(spec)
+        assert fresh.position.shape == (1, 40, 32) and torch.equal(fresh.position, torch.zeros(1, 40, 32))  # the factory's zeros
+        assert all(torch.isfinite(t).all() for t in fresh.state_dict().values())
+        with torch.no_grad():
+            assert torch.isfinite(fresh(torch.randn(3, 40, 1))).all()
+
+
 def test_whole_heads_go_from_the_example_transformer_which_reloads_exactly(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = models.build(TRANSFORMER)
