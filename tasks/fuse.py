@@ -8,9 +8,10 @@ form computes each such pair as one `addmm` on a pre-transposed weight followed 
 of that fresh output, called as plain functions from one traced graph (torch.fx), runs a
 convolution's ReLU in place, and folds BatchNorm into the convolution or Linear before it (torch's
 `fx.experimental.optimization.fuse`). Those fusions are the gain: a model with none of them (a
-Transformer whose Linear layers feed no ReLU, its encoder a native module) is left as it is. On this project's 2-core machine the 50 %-pruned paper MLP ran
-at 0.41-0.44x the eager baseline's time at batch 4096, against 0.50-0.57x eager (sets of 10
-interleaved pairs; `tests/tasks/test_fuse.py` checks what it computes, the README gives the loop's figures).
+Transformer whose Linear layers feed no ReLU, its encoder a native module) is left as it is. On this
+project's 2-core machine the 50 %-pruned paper MLP ran at 0.41-0.44x the eager baseline's time at
+batch 4096, against 0.50-0.57x eager (sets of 10 interleaved pairs; `tests/tasks/test_fuse.py` checks
+what it computes, the README gives the loop's figures).
 
 It is a serving form, like a precision: built from the saved fp32 weights when a model folder whose
 `runtime.json` says `torch-fused` is loaded (`tasks.onnx_runtime.predictor`), never saved itself, so a

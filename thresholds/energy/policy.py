@@ -437,15 +437,25 @@ def _recipe(scenario: Scenario, history: list[CandidateResult]) -> CandidateResu
     return history[0]
 
 
+def _cheapest(candidates: list[CandidateResult], baseline: CandidateResult) -> CandidateResult:
+    """The candidate with the lowest `relative_cost` (the earliest on a tie)."""
+    return min(candidates, key=lambda c: (relative_cost(c, baseline) or float("inf"), c.index))
+
+
+def _servable(scenario: Scenario, history: list[CandidateResult]) -> list[CandidateResult]:
+    """Kept candidates that are not serving forms: the models a serving form or a student can start from."""
+    return [c for c in history[1:] if c.step.kind not in SERVING_FORMS and kept(scenario, history, c)[0]]
+
+
 def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
     """Lowest-cost kept candidate that is not a precision step (precisions do not stack), among those
     within the training and quality targets when any is: a derived model only adds training to its
     parent's, and does not win back accuracy."""
-    pool = [c for c in history[1:] if c.step.kind not in SERVING_FORMS and kept(scenario, history, c)[0]]
+    pool = _servable(scenario, history)
     within = [c for c in pool if not any(m in TRAINING_TARGETS + QUALITY_TARGETS for m in missed_targets(scenario, c, history[0]))]
     if not pool:
         return history[0]
-    return min(within or pool, key=lambda c: (relative_cost(c, history[0]) or float("inf"), c.index))
+    return _cheapest(within or pool, history[0])
 
 
 def _early_stopping(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
@@ -869,10 +879,10 @@ def _training_before_serving(scenario: Scenario, history: list[CandidateResult],
     target. A serving form scales its parent's inference cost and keeps its training cost, so before serving the
     costlier model, cut the cheaper one's training cost while a training-cost move for it is left."""
     baseline = history[0]
-    pool = [c for c in history[1:] if c.step.kind not in SERVING_FORMS and kept(scenario, history, c)[0]]
+    pool = _servable(scenario, history)
     if not pool:
         return None
-    cheapest = min(pool, key=lambda c: (relative_cost(c, baseline) or float("inf"), c.index))
+    cheapest = _cheapest(pool, baseline)
     mine, theirs = relative_cost(cheapest, baseline), relative_cost(history[serving.parent or 0], baseline)
     if mine is None or theirs is None or mine > theirs * (1 - scenario.ladder.min_gain_pct / 100):
         return None  # the parent served is as cheap to run, within the gain the ladder asks of a rung
@@ -934,13 +944,12 @@ def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
 
 
 def _serve_fused(scenario: Scenario, history: list[CandidateResult], best: CandidateResult) -> Next | None:
-    """A passing trained model is served in its fused torch form too, once, while the budget allows: the same
-    weights and function at no training cost, so the fused form passes as well where it measures cheaper, and the
-    loop returns the cheaper of the two (which one passed first must not decide the model people get)."""
-    spent, limit = sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j
-    if not scenario.ladder.fuse_inference or best.step.kind in SERVING_FORMS or len(history) >= scenario.budget.max_iterations:
+    """A passing trained model is served in its fused torch form too, once (`decide` asks only while the budget
+    allows): the same weights and function at no training cost, so the fused form passes as well where it measures
+    cheaper, and the loop returns the cheaper of the two (which one passed first must not decide the model people get)."""
+    if not scenario.ladder.fuse_inference or best.step.kind in SERVING_FORMS:
         return None
-    if (limit is not None and spent >= limit) or any(c.step.kind == StepKind.FUSE and c.step.parent == best.index for c in history):
+    if any(c.step.kind == StepKind.FUSE and c.step.parent == best.index for c in history):
         return None
     return Next(
         step=Step(kind=StepKind.FUSE, parent=best.index), why=f"#{best.index} meets every target: serve it in its fused torch form too, keep the cheaper"
@@ -957,17 +966,16 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
         return Final(state=FinalState.FAILED, reason=f"baseline could not be trained: {baseline.rejected_reason}")
     # Serially only the latest candidate can newly pass; a parallel batch may hold several: the cheapest wins.
     passing = [c for c in history[1:] if c.ok and judge(scenario, c, baseline).passed]
+    used, spent, limit = len(history), sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j
+    budget_left = used < scenario.budget.max_iterations and (limit is None or spent < limit)
     if passing:
-        best = min(passing, key=lambda c: (relative_cost(c, baseline) or float("inf"), c.index))
-        served = _serve_fused(scenario, history, best)
+        best = _cheapest(passing, baseline)
+        served = _serve_fused(scenario, history, best) if budget_left else None
         if served is not None:
             return served
         return Final(state=FinalState.PASSED, reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target", chosen=best.index)
-    used = len(history)
     if used >= scenario.budget.max_iterations:
         return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"used {used} of {scenario.budget.max_iterations} iterations; {_why_not(scenario, history)}")
-    spent = sum(c.spent_energy_j for c in history)
-    limit = scenario.budget.max_total_energy_j
     if limit is not None and spent >= limit:
         return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"spent {spent:.1f} J of {limit:g} J; {_why_not(scenario, history)}")
     step = _next_rung(scenario, history, calibration)
