@@ -25,7 +25,7 @@ from torch import nn
 from tasks import models
 from tasks.energy import analytic
 from tasks.energy.base import EnergyMeter
-from tasks.energy.runtime import stabilise_allocator
+from tasks.energy.runtime import stabilise_allocator, torch_threads
 from thresholds.energy.policy import Calibration
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
@@ -77,13 +77,14 @@ def calibrate(
     repeats: int = 3,
     shared_dir: Path | None = None,
     spec: models.ModelSpec = PAPER_MLP,
+    threads: int = 0,
 ) -> Calibration:
     """The calibration table of `spec`'s architecture on this machine, read from `cache_dir` or the
     machine-wide `shared_dir`, else measured now and written to both (the shared one best effort)."""
     stabilise_allocator()
     machine = _machine()
     architecture = spec.model_dump_json(include={"factory", "input_shape", "out_features", "kwargs"})
-    key = hashlib.sha256(f"{machine}|{meter.source}|{batch_size}|{architecture}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{machine}|{meter.source}|{batch_size}|{architecture}|inference threads {threads}".encode()).hexdigest()[:16]
     path = cache_dir / f"calibration-{key}.json"
     shared = shared_dir / path.name if shared_dir is not None else None
     for known in (path, shared):
@@ -100,7 +101,7 @@ def calibrate(
     base = models.build(spec).eval()
     x = torch.randn(batch_size, *spec.input_shape)
     inference: dict[str, float] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(threads):  # inference is measured at these (measurement.inference_threads)
         for precision in PRECISIONS:
             predictor = models.to_precision(base, precision)  # type: ignore[arg-type]
             inference[precision] = _energy_per_call(meter, lambda p=predictor: p(x), window_s, repeats)

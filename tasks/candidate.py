@@ -26,7 +26,7 @@ from tasks.data import CachedData, load_cached
 from tasks.energy import analytic, contention
 from tasks.energy.base import EnergyMeter
 from tasks.energy.paired import AcrossSizes
-from tasks.energy.runtime import stabilise_allocator
+from tasks.energy.runtime import stabilise_allocator, torch_threads
 from tasks.errors import DivergedError, MeterError, RungNotApplicable
 from tasks.evaluate import (
     InferenceReport,
@@ -548,7 +548,7 @@ def _measure_inference(
 
     if m.paired and reference_dir and m.inference_target == "this-machine" and meter.source != "null":
         ref_model, ref_spec = models.load(Path(reference_dir))
-        reference = onnx_runtime.predictor(Path(reference_dir), ref_model, ref_spec)
+        reference = onnx_runtime.predictor(Path(reference_dir), ref_model, ref_spec, m.inference_threads)
         per_size_min = math.ceil(m.repeats_min / len(sizes))
         pairs_min = max(2, per_size_min + per_size_min % 2)  # whole ABBA blocks
         pairs_max = max(pairs_min, math.ceil(m.repeats_max / len(sizes)))
@@ -594,72 +594,89 @@ def measure_step(
         return produced
     stabilise_allocator()  # also here: in parallel mode this process did not train the model
     started = time.perf_counter()
+    try:
+        with torch_threads(scenario.measurement.inference_threads):
+            return _scored(scenario, produced, Path(produced.model_dir), data_path, meter, idle_power_w, reference_dir, started)
+    except MeterError as exc:
+        log.warning("candidate #%d (%s) rejected: %s", produced.index, produced.step.label, exc)
+        partial_j = getattr(exc, "partial_energy_j", 0.0)
+        return produced.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": produced.spent_energy_j + partial_j})
+
+
+def _scored(
+    scenario: Scenario,
+    produced: CandidateResult,
+    model_dir: Path,
+    data_path: str,
+    meter: EnergyMeter,
+    idle_power_w: float,
+    reference_dir: str | None,
+    started: float,
+) -> CandidateResult:
+    """`measure_step`'s work, run at the scenario's inference threads. They are recorded in the folder's
+    runtime.json: the served model runs at the threads its figures were measured at."""
     index, step = produced.index, produced.step
     data = load_cached(data_path)
     training = scenario.training
     tags: dict[str, str] = dict(produced.tags)
     result = produced
-    try:
-        model, spec = models.load(Path(produced.model_dir))
-        predictor = onnx_runtime.predictor(Path(produced.model_dir), model, spec)
-        runtime = onnx_runtime.runtime_of(Path(produced.model_dir))
-        tags.update({"serving.runtime": runtime.runtime, "serving.precision": runtime.precision})
-        tags["serving.batch_sizes"] = ",".join(str(b) for b in scenario.measurement.batch_sizes_served)
-        if runtime.runtime == "torch" and spec.precision == "int8":
-            tags["int8_backend"] = models.int8_backend()
-        subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
-        metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data, spec.hooks.get("metric"))  # the metric the model was saved with
-        q = quality(predictor, data, subset, metric)
-        tags["eval_samples"] = str(q.samples)
-        tags["quality_metric"] = quality_tag(metric, data)
-        if q.accuracy_bound95 is not None:
-            tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
-        measure_start = time.perf_counter()
-        with contention.watched() as others:
-            inference, paired_fields, reference_j = _measure_inference(
-                scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
-            )
-        tags[contention.TAG] = f"{others.share:.3f}"
-        busy = contention.busy_warning(f"candidate #{index} ({step.label})", others.share, scenario.measurement.max_other_cpu_share)
-        if busy:
-            log.warning(busy)
-            tags["measurement.warning"] = busy
-        tags.update(paired_fields.pop("tags", {}))  # type: ignore[call-overload]
-        result = result.model_copy(update=paired_fields)
-        measure_s = time.perf_counter() - measure_start
-        inference_j, inference_sem_j = inference.energy_j_per_1k, inference.energy_sem_j_per_1k
-        if spec.kind == "mlp":
-            estimate = analytic.inference_energy(model, runtime.precision, scenario.measurement.inference_batch_size)
-            tags["analytic_table"] = estimate.table
-            result = result.model_copy(update={"analytic_inference_energy_j_per_1k": estimate.energy_j_per_1k})
-            if scenario.measurement.inference_target == "analytic-45nm":
-                # Targeting an edge device: the gates judge the estimate; the local reading stays on record.
-                tags["measured_inference_energy_j_per_1k"] = f"{inference_j:.6g}"
-                inference_j, inference_sem_j = estimate.energy_j_per_1k, 0.0
-                result = result.model_copy(update={"energy_source": f"{meter.source}+analytic:{estimate.table}", "estimated": True})
-        if idle_power_w:
-            tags["idle_power_w_subtracted"] = f"{idle_power_w:.3f}"
-        tags.update({f"energy.{k}": v for k, v in inference.measurement.details.items()})
-        tags["inference_latency_ms_iqr"] = f"{inference.latency_ms_spread:.4f}"
-        tags["inference_samples_measured"] = str(inference.samples)
-        return result.model_copy(
-            update={
-                "accuracy": q.accuracy,
-                "rmse": q.rmse,
-                "inference_energy_j_per_1k": inference_j,
-                "inference_energy_sem_j_per_1k": inference_sem_j,
-                "inference_energy_ci95_j_per_1k": inference.energy_ci95_j_per_1k if inference_sem_j else None,
-                "inference_repeats": inference.repeats,
-                "latency_ms_per_batch": inference.latency_ms_per_batch,
-                "spent_energy_j": produced.spent_energy_j + inference.total_energy_j + reference_j,
-                "params": models.count_params(model),
-                "macs": models.count_macs(model, spec.input_shape),
-                "measure_s": measure_s,
-                "wall_s": produced.wall_s + time.perf_counter() - started,
-                "tags": tags,
-            }
+    threads = scenario.measurement.inference_threads
+    model, spec = models.load(model_dir)
+    predictor = onnx_runtime.predictor(model_dir, model, spec, threads)
+    runtime = onnx_runtime.record(model_dir, onnx_runtime.runtime_of(model_dir).model_copy(update={"threads": threads}))
+    tags.update({"serving.runtime": runtime.runtime, "serving.precision": runtime.precision, "serving.threads": str(threads or "default")})
+    tags["serving.batch_sizes"] = ",".join(str(b) for b in scenario.measurement.batch_sizes_served)
+    if runtime.runtime == "torch" and spec.precision == "int8":
+        tags["int8_backend"] = models.int8_backend()
+    subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
+    metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data, spec.hooks.get("metric"))  # the metric the model was saved with
+    q = quality(predictor, data, subset, metric)
+    tags["eval_samples"] = str(q.samples)
+    tags["quality_metric"] = quality_tag(metric, data)
+    if q.accuracy_bound95 is not None:
+        tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
+    measure_start = time.perf_counter()
+    with contention.watched() as others:
+        inference, paired_fields, reference_j = _measure_inference(
+            scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
         )
-    except MeterError as exc:
-        log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
-        partial_j = getattr(exc, "partial_energy_j", 0.0)
-        return produced.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": produced.spent_energy_j + partial_j})
+    tags[contention.TAG] = f"{others.share:.3f}"
+    busy = contention.busy_warning(f"candidate #{index} ({step.label})", others.share, scenario.measurement.max_other_cpu_share)
+    if busy:
+        log.warning(busy)
+        tags["measurement.warning"] = busy
+    tags.update(paired_fields.pop("tags", {}))  # type: ignore[call-overload]
+    result = result.model_copy(update=paired_fields)
+    measure_s = time.perf_counter() - measure_start
+    inference_j, inference_sem_j = inference.energy_j_per_1k, inference.energy_sem_j_per_1k
+    if spec.kind == "mlp":
+        estimate = analytic.inference_energy(model, runtime.precision, scenario.measurement.inference_batch_size)
+        tags["analytic_table"] = estimate.table
+        result = result.model_copy(update={"analytic_inference_energy_j_per_1k": estimate.energy_j_per_1k})
+        if scenario.measurement.inference_target == "analytic-45nm":
+            # Targeting an edge device: the gates judge the estimate; the local reading stays on record.
+            tags["measured_inference_energy_j_per_1k"] = f"{inference_j:.6g}"
+            inference_j, inference_sem_j = estimate.energy_j_per_1k, 0.0
+            result = result.model_copy(update={"energy_source": f"{meter.source}+analytic:{estimate.table}", "estimated": True})
+    if idle_power_w:
+        tags["idle_power_w_subtracted"] = f"{idle_power_w:.3f}"
+    tags.update({f"energy.{k}": v for k, v in inference.measurement.details.items()})
+    tags["inference_latency_ms_iqr"] = f"{inference.latency_ms_spread:.4f}"
+    tags["inference_samples_measured"] = str(inference.samples)
+    return result.model_copy(
+        update={
+            "accuracy": q.accuracy,
+            "rmse": q.rmse,
+            "inference_energy_j_per_1k": inference_j,
+            "inference_energy_sem_j_per_1k": inference_sem_j,
+            "inference_energy_ci95_j_per_1k": inference.energy_ci95_j_per_1k if inference_sem_j else None,
+            "inference_repeats": inference.repeats,
+            "latency_ms_per_batch": inference.latency_ms_per_batch,
+            "spent_energy_j": produced.spent_energy_j + inference.total_energy_j + reference_j,
+            "params": models.count_params(model),
+            "macs": models.count_macs(model, spec.input_shape),
+            "measure_s": measure_s,
+            "wall_s": produced.wall_s + time.perf_counter() - started,
+            "tags": tags,
+        }
+    )

@@ -38,6 +38,7 @@ class Runtime(BaseModel):
 
     runtime: Literal["torch", "torch-fused", "onnxruntime"] = "torch"  # torch-fused: tasks/fuse.py, built at load
     precision: str = "fp32"
+    threads: int = 0  # intra-op threads it was measured with (`measurement.inference_threads`); 0: the library default
 
 
 def unavailable() -> str | None:
@@ -74,12 +75,14 @@ def record(model_dir: Path, runtime: Runtime) -> Runtime:
     return runtime
 
 
-def predictor(model_dir: Path, model: nn.Module, spec: models.ModelSpec) -> nn.Module:
-    """What serves the folder: an onnxruntime session on its `model.onnx`, the fused form of `model`, or
-    `model` at its torch precision."""
-    runtime = runtime_of(model_dir).runtime
+def predictor(model_dir: Path, model: nn.Module, spec: models.ModelSpec, threads: int | None = None) -> nn.Module:
+    """What serves the folder: an onnxruntime session on its `model.onnx` (with `threads` intra-op
+    threads, default the recorded ones), the fused form of `model`, or `model` at its torch precision.
+    torch's threads are the process's: its caller sets them (`tasks.energy.runtime.torch_threads`)."""
+    recorded = runtime_of(model_dir)
+    runtime = recorded.runtime
     if runtime == "onnxruntime":
-        return OrtModule(model_dir / ONNX_FILE)
+        return OrtModule(model_dir / ONNX_FILE, recorded.threads if threads is None else threads)
     if runtime == "torch-fused":
         return fuse.fused(model)
     return models.to_precision(model, spec.precision)
@@ -121,12 +124,13 @@ def quantize_int8(source: Path, target: Path) -> Path:
 class OrtModule(nn.Module):
     """An ONNX Runtime session on the CPU, called like the torch model it came from."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int = 0) -> None:
         super().__init__()
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = threads  # 0: one per core
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from tasks.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.calibrate_parallel import calibrate_parallel
 from tasks.candidate import measure_step, model_spec, produce_step
 from tasks.energy.base import EnergyMeter
+from tasks.energy.runtime import torch_threads
 from tasks.energy.select import make_meter, resolve_meter_name, shared_meter
 from tasks.energy.share import CpuTimeMeter, ProcessShareMeter
 from tasks.evaluate import energy_by_batch_size, measure_idle_power_w, quality, quality_tag, resolve_quality_metric
@@ -111,8 +112,8 @@ def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_i
     if scenario.measurement.inference_target == "analytic-45nm":
         table = analytic_calibration(batch_size)
     else:
-        spec = model_spec(scenario, data_mod.load_cached(data_path))
-        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size, shared_dir=machine_cache_dir(), spec=spec)
+        spec, threads = model_spec(scenario, data_mod.load_cached(data_path)), scenario.measurement.inference_threads
+        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size, shared_dir=machine_cache_dir(), spec=spec, threads=threads)
     registry.log_calibration(loop_run_id, table)
     return table
 
@@ -260,8 +261,10 @@ def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateRe
     # One short window per size: the sizes differ by orders of magnitude in energy per sample, so the
     # argmin needs no repeats (6 sizes x 2 windows x 0.5 s was 6 s of wall time outside training).
     window_s = min(scenario.measurement.min_window_s, 0.2)
-    served = onnx_runtime.predictor(Path(chosen.model_dir), model, spec)
-    by_size = energy_by_batch_size(served, data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1)
+    threads = scenario.measurement.inference_threads
+    served = onnx_runtime.predictor(Path(chosen.model_dir), model, spec, threads)
+    with torch_threads(threads):
+        by_size = energy_by_batch_size(served, data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1)
     best = min(by_size, key=lambda size: by_size[size])
     back = payback(history, chosen)
     hints = {

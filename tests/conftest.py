@@ -65,6 +65,17 @@ def _stop_local_prefect_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
         api.stop()
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_put_back() -> Iterator[None]:
+    """Loading a served version in this process sets torch's threads to those it was measured at
+    (tasks/pyfunc_model.py); later tests train at the machine's own count again."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh embedded sqlite MLflow store in a temp folder; the test runs from that folder."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import distill, models
+from tasks import distill, models, onnx_runtime
 from tasks.calibrate import calibrate
 from tasks.candidate import run_step
 from tasks.data import CachedData, load_cached, prepare
@@ -97,12 +97,12 @@ def test_distillation_loss_is_zero_alpha_cross_entropy_and_needs_a_fraction() ->
         distill.student_spec(models.ModelSpec(in_features=4, out_features=2), 1.5)
 
 
-def _scenario() -> Scenario:
+def _scenario(**measurement: object) -> Scenario:
     return Scenario.model_validate(
         {
             "name": "rungs",
             "training": {"max_epochs": 20, "patience": 2, "batch_size": 128, "fine_tune_epochs": 3},
-            "measurement": {"inference_batch_size": 128, "min_window_s": 0.01, "repeats_min": 2, "repeats_max": 2},
+            "measurement": {"inference_batch_size": 128, "min_window_s": 0.01, "repeats_min": 2, "repeats_max": 2, **measurement},
         }
     )
 
@@ -223,6 +223,34 @@ def test_stabilise_allocator_pins_glibcs_mmap_threshold() -> None:
     # pinned at 256 MiB it comes from the heap. The 512 MiB control shows the probe sees an mmap.
     assert _mmapped_blocks_for(libc, 64 << 20) == 0
     assert _mmapped_blocks_for(libc, 512 << 20) == 1
+
+
+class ThreadsSeen(FixedPowerMeter):
+    """A fixed-power meter that notes torch's thread count in every window it measures."""
+
+    def __init__(self) -> None:
+        super().__init__(10.0)
+        self.threads: list[tuple[str, int]] = []
+
+    def _begin(self, label: str) -> None:
+        self.threads.append((label, torch.get_num_threads()))
+
+
+def test_inference_is_measured_at_the_scenarios_threads_and_they_are_recorded(tmp_path: Path, digits_path: str) -> None:
+    scenario = _scenario(inference_threads=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        meter = ThreadsSeen()
+        result = run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)
+        assert result.ok, result.rejected_reason
+        assert {n for label, n in meter.threads if "inference" in label} == {1}
+        assert {n for label, n in meter.threads if "inference" not in label} == {2}  # training: the process's own count
+        assert torch.get_num_threads() == 2  # and put back after
+        assert onnx_runtime.runtime_of(Path(result.model_dir or "")).threads == 1  # the served model reads it back
+        assert result.tags["serving.threads"] == "1"
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_calibration_is_measured_once_per_machine_and_cached(tmp_path: Path) -> None:

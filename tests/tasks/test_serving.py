@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from registry import mlflow_model
-from tasks import models, serving
+from tasks import models, onnx_runtime, serving
 from tasks.preprocess import TablePreprocessor
 from thresholds.errors import InputError
 
@@ -74,9 +74,12 @@ def test_pyfunc_from_code_predicts_what_the_torch_model_does(tmp_path: Path) -> 
     import mlflow
 
     model_dir, raw = _saved(tmp_path, kind="cnn1d")
+    onnx_runtime.record(model_dir, onnx_runtime.Runtime(threads=1))  # measured at one thread, as the loop records it
+    torch.set_num_threads(2)
     mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=str(serving.PYFUNC_CODE), artifacts={"model": str(model_dir)}, pip_requirements=["torch"])
     assert not list((tmp_path / "pyfunc").rglob("*.pkl"))  # models-from-code: nothing pickled
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    assert torch.get_num_threads() == 1  # the serving process runs at the threads the version was measured at
     out = loaded.predict(raw)
     probabilities = torch.softmax(_torch_output(model_dir, raw), dim=1).numpy()
     np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), probabilities, rtol=1e-5, atol=1e-6)

@@ -78,6 +78,14 @@ class Measurement(StrictSection):
         "(the geometric mean of the per-size figures); unset: inference_batch_size alone",
     )
     min_window_s: float = Field(1.0, gt=0, le=3_600, description="seconds per inference window")
+    inference_threads: int = Field(
+        1,
+        ge=0,
+        le=1_024,
+        description="threads inference is measured and served with (torch and onnxruntime intra-op); 0: the library's default, "
+        "one per core. One by default: two threads on two cores moved the same models' ratio by 25 % between runs "
+        "(tasks/energy/runtime.py)",
+    )
     repeats_min: int = Field(3, ge=1, le=100, description="inference windows at least")
     repeats_max: int = Field(8, ge=1, le=1_000, description="inference windows at most")
     target_rel_ci: float = Field(0.05, gt=0, le=1, description="95 % CI half-width / mean to stop repeating")
