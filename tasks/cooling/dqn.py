@@ -31,6 +31,7 @@ from torch import nn
 
 from tasks.cooling import room, seed
 from tasks.cooling.fast_eval import ROOM_OBS, SEED_OBS, Controller, Simulation, Weights, run
+from tasks.energy.runtime import torch_threads
 from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, DQNConfig, RoomConfig, SeedConfig
 
 EnvName = Literal["seed", "room"]
@@ -165,12 +166,8 @@ def train(
 ) -> TrainResult:
     """Train a DQN on `cfg`'s environment; returns the kept network (best validation, or last).
     `log` gets one line per episode, `episode N/MAX: ...` (the cooling stage's progress reads its counter)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _train(cfg, dqn, early_stopping_on, log or (lambda _: None), init)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: EnvConfig, dqn: DQNConfig, early_stopping_on: str, log: Callable[[str], None], init: QNetwork | None) -> TrainResult:
@@ -247,9 +244,7 @@ def distil(
 ) -> tuple[QNetwork, float]:
     """A smaller student regressing the teacher's Q-values on states the teacher visits (10 % random actions
     for coverage). Returns the student and the final mean squared error."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         torch.manual_seed(seed_value)
         rng = np.random.default_rng([seed_value, 31])
         obs_dim, n_actions = dims(cfg)
@@ -276,8 +271,6 @@ def distil(
                 loss.backward()
                 opt.step()
         return student, float(loss.detach())
-    finally:
-        torch.set_num_threads(threads)
 
 
 def save_agent(path: Path, net: QNetwork, spec: dict[str, object]) -> Path:
