@@ -93,6 +93,7 @@ def train_config(training: Training, epochs: int, patience: int, batch_factor: i
         autocast=autocast,
         monitor=training.early_stopping_monitor,
         min_delta_pct=training.early_stopping_min_delta_pct,
+        energy_window_s=training.energy_window_s,
     )
 
 

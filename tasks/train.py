@@ -8,13 +8,14 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from tasks.data import CachedData, outputs
-from tasks.energy.base import EnergyMeter
+from tasks.energy.base import EnergyMeter, Window
 from tasks.energy.simple import NullMeter
 from tasks.errors import DivergedError, RungNotApplicable
 from tasks.hooks import Batch, Hooks
@@ -36,6 +37,9 @@ class TrainConfig:
     autocast_dtype: str | None = None  # "bf16" or "fp16" to override the device's default
     monitor: str = "loss"  # early stopping watches "loss" or (classification) "accuracy", ties by loss
     min_delta_pct: float = 0.0  # a loss improvement smaller than this (relative) does not reset the patience
+    # Epochs shorter than this share one meter window, each charged its share by wall time: a window costs the meter
+    # (CodeCarbon: 3-4 ms here), which doubled the reading of a 5 ms epoch. 0: one window per epoch.
+    energy_window_s: float = 0.0
 
 
 @dataclass
@@ -126,22 +130,25 @@ def fit(
     patience_epoch = 0
     train_losses: list[float] = []
     val_losses: list[float] = []
-    epoch_energy_j: list[float] = []
     epoch_meter = meter or NullMeter()
+    windows = _EpochWindows(epoch_meter, label, cfg.energy_window_s)
     device_type = next(model.parameters()).device.type
     amp_dtype, use_scaler = amp_settings(device_type, cfg.autocast, cfg.autocast_dtype)
     scaler = torch.amp.GradScaler(device_type, enabled=use_scaler)
     start = last_log = time.perf_counter()
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
+        windows.open(epoch)
+        began = time.perf_counter()
         try:
-            with epoch_meter.window(f"{label} epoch {epoch}") as handle:
-                train_loss = _epoch(model, x, step_loss, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype, train_step)
-                val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, val_batch)
+            train_loss = _epoch(model, x, step_loss, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype, train_step)
+            val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, val_batch)
         except DivergedError as exc:
-            exc.partial_energy_j = sum(epoch_energy_j) + handle.measurement.energy_j
+            exc.partial_energy_j = windows.abandon()
             raise
-        epoch_energy_j.append(handle.measurement.energy_j)
+        except BaseException:
+            windows.abandon()
+            raise
         train_losses.append(train_loss)
         val_losses.append(val_loss)
         score = (-val_acc, val_loss) if cfg.monitor == "accuracy" and val_acc is not None else (0.0, val_loss)
@@ -154,7 +161,9 @@ def fit(
         if now - last_log >= cfg.log_every_s:
             log.info("%s: epoch %d/%d val_loss %.4f (best %.4f @ %d)", label, epoch, cfg.max_epochs, val_loss, best_loss, best_epoch)
             last_log = now
-        if cfg.early_stopping and epoch - patience_epoch >= cfg.patience:
+        stopping = cfg.early_stopping and epoch - patience_epoch >= cfg.patience
+        windows.epoch_done(now - began, last=stopping or epoch == cfg.max_epochs)
+        if stopping:
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -167,8 +176,43 @@ def fit(
         duration_s=time.perf_counter() - start,
         train_losses=train_losses,
         val_losses=val_losses,
-        epoch_energy_j=epoch_energy_j,
+        epoch_energy_j=windows.epoch_energy_j,
     )
+
+
+class _EpochWindows:
+    """The meter windows of one training run: a window opens with an epoch and closes once it has run for
+    `window_s` (or at the last epoch); its energy is split over its epochs by their wall time."""
+
+    def __init__(self, meter: EnergyMeter, label: str, window_s: float) -> None:
+        self.meter, self.label, self.window_s = meter, label, window_s
+        self.epoch_energy_j: list[float] = []
+        self._stack: ExitStack | None = None
+        self._handle: Window | None = None
+        self._durations_s: list[float] = []
+
+    def open(self, epoch: int) -> None:
+        if self._stack is None:
+            self._stack = ExitStack()
+            self._handle = self._stack.enter_context(self.meter.window(f"{self.label} epoch {epoch}"))
+            self._durations_s = []
+
+    def epoch_done(self, duration_s: float, last: bool) -> None:
+        self._durations_s.append(duration_s)
+        if last or sum(self._durations_s) >= self.window_s:
+            energy_j = self._close()
+            total_s = sum(self._durations_s)
+            self.epoch_energy_j.extend(energy_j * d / total_s if total_s > 0 else energy_j / len(self._durations_s) for d in self._durations_s)
+
+    def abandon(self) -> float:
+        """Close the open window after a failure; the energy of the whole run so far."""
+        return sum(self.epoch_energy_j) + (self._close() if self._stack is not None else 0.0)
+
+    def _close(self) -> float:
+        assert self._stack is not None and self._handle is not None
+        stack, handle, self._stack, self._handle = self._stack, self._handle, None, None
+        stack.close()
+        return handle.measurement.energy_j
 
 
 def _significant(score: tuple[float, float], reference: tuple[float, float], min_delta_pct: float) -> bool:

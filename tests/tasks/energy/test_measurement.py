@@ -128,6 +128,18 @@ def test_training_energy_is_recorded_per_epoch(tmp_path: Path) -> None:
     assert report.energy_sem_j == pytest.approx(1.4826 * 0.5 * 2)
 
 
+def test_short_epochs_share_a_training_window_and_split_its_energy_by_wall_time(tmp_path: Path) -> None:
+    data = load_cached(str(prepare("digits", tmp_path)))
+    model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features))
+    # One window for the whole run (a second would read 100 J more): every epoch gets a share, by its wall time.
+    report = fit(model, data, TrainConfig(max_epochs=5, early_stopping=False, energy_window_s=3_600), meter=ReplayMeter([6.0, 100.0]))
+    assert len(report.epoch_energy_j) == 5 and report.energy_j == pytest.approx(6.0)
+    assert all(e > 0 for e in report.epoch_energy_j)
+    # Early stopping closes the open window at the epoch it stops.
+    stopped = fit(model, data, TrainConfig(max_epochs=50, patience=1, min_delta_pct=99, energy_window_s=3_600), meter=ReplayMeter([6.0, 100.0]))
+    assert stopped.stopped_early and len(stopped.epoch_energy_j) == stopped.epochs_run and stopped.energy_j == pytest.approx(6.0)
+
+
 def test_inference_windows_repeat_until_stable(tmp_path: Path) -> None:
     data = load_cached(str(prepare("digits", tmp_path)))
     model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features)).eval()
