@@ -85,7 +85,7 @@ def energy_loop(
                 ]
                 progress.training(settings, history, decision)
                 for produced in train_rung(runner, train_candidate, calls, history, scenario_meter(settings, meter_name), scale):
-                    progress.trained(settings, produced)
+                    progress.trained(settings, history, produced)
                     candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w, history[0].model_dir if history else None)
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
                     progress.judged(settings, history, produced)

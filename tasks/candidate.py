@@ -523,7 +523,10 @@ def produce_step(
     except (DivergedError, MeterError, RungNotApplicable) as exc:
         log.warning("candidate #%d (%s) rejected: %s", index, step.label, exc)
         spent_j = p.spent_j + getattr(exc, "partial_energy_j", 0.0)
-        return result.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started})
+        refused = isinstance(exc, RungNotApplicable)
+        return result.model_copy(
+            update={"rejected_reason": str(exc), "not_applicable": refused, "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started}
+        )
 
 
 def meter_tags(meter: EnergyMeter) -> dict[str, str]:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tasks.report import gate_verdict
-from thresholds.energy.policy import CandidateResult, Next, Step
+from thresholds.energy.policy import CandidateResult, Next, Step, iterations_used
 from thresholds.energy.schema import Scenario
 
 FIELD = "progress"  # the LogRecord attribute that carries a Fragment
@@ -71,29 +71,32 @@ class Ticker:
             self.next_s = 2 * elapsed_s
 
 
-def numbered(index: int, total: int, label: str, parent: int | None = None) -> str:
-    """`[3/8] #2 prune:0.3 from #1`: a line's opening words, its place in the loop's budget and what it was made from."""
+def numbered(index: int, total: int, label: str, parent: int | None = None, used: int | None = None) -> str:
+    """`[3/8] #2 prune:0.3 from #1`: a line's opening words, its place in the loop's budget (`used` iterations before
+    it, by default `index`) and what it was made from."""
     origin = f" from #{parent}" if parent is not None else ""
-    return f"[{index + 1}/{total}] #{index} {label}{origin}"
+    return f"[{(index if used is None else used) + 1}/{total}] #{index} {label}{origin}"
 
 
-def _line(scenario: Scenario, index: int, step: Step) -> str:
-    return numbered(index, scenario.budget.max_iterations, step.label, step.parent)
+def _line(scenario: Scenario, history: list[CandidateResult], index: int, step: Step) -> str:
+    """Numbered by the iterations of the budget used before it (a rung refused as not applicable uses none)."""
+    return numbered(index, scenario.budget.max_iterations, step.label, step.parent, used=iterations_used(history[:index]))
 
 
 def training(scenario: Scenario, history: list[CandidateResult], rung: list[Next]) -> None:
     """A line for each candidate of the rung, numbered after the history."""
     for i, n in enumerate(rung):
-        say(_line(scenario, len(history) + i, n.step), "training…")
+        say(_line(scenario, history, len(history) + i, n.step), "training…")
 
 
-def trained(scenario: Scenario, produced: CandidateResult) -> None:
+def trained(scenario: Scenario, history: list[CandidateResult], produced: CandidateResult) -> None:
     """How long producing it took (training, or an export), and, unless it was rejected, that it is measured now."""
-    say(_line(scenario, produced.index, produced.step), f"{produced.wall_s:.1f} s" + ("  measuring…" if produced.ok else ""))
+    say(_line(scenario, history, produced.index, produced.step), f"{produced.wall_s:.1f} s" + ("  measuring…" if produced.ok else ""))
 
 
 def judged(scenario: Scenario, history: list[CandidateResult], produced: CandidateResult) -> None:
     """How long measuring took and the gates' verdict: the end of the candidate's line."""
     c = history[-1]
     measured = f"{c.wall_s - produced.wall_s:.1f} s  " if produced.ok else ""
-    say(_line(scenario, c.index, c.step), measured + gate_verdict(scenario, c, history[0]), end=True)
+    verdict = gate_verdict(scenario, c, history[0]) + ("  (not applicable: no iteration used)" if c.not_applicable else "")
+    say(_line(scenario, history, c.index, c.step), measured + verdict, end=True)

@@ -188,6 +188,7 @@ def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reaso
         history.append(run_step(scenario, step, history, digits_path, tmp_path, meter))
     assert [c.ok for c in history] == [True, True, True, True, False, False]
     assert all("static (PT2E)" in (c.rejected_reason or "") for c in history[4:])
+    assert [c.not_applicable for c in history] == [False] * 4 + [True] * 2  # refused: no iteration of the budget used
     base, pruned, student = history[:3]
     assert pruned.params < base.params / 2 and pruned.macs < base.macs / 2  # type: ignore[operator]
     assert student.params < base.params and student.lineage == ["early-stopping", "distill:0.5"]  # type: ignore[operator]
@@ -353,7 +354,7 @@ def test_a_search_with_nothing_under_the_cap_is_rejected_not_fatal(tmp_path: Pat
     meter = FixedPowerMeter(10.0)
     history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
     rejected = run_step(scenario, Step(kind=StepKind.SEARCH, parent=0), history, digits_path, tmp_path, meter)
-    assert not rejected.ok and "fits the energy cap" in (rejected.rejected_reason or "")
+    assert not rejected.ok and rejected.not_applicable and "fits the energy cap" in (rejected.rejected_reason or "")
 
 
 def test_larger_batch_recipe_and_its_children_train_at_that_batch(tmp_path: Path, digits_path: str) -> None:

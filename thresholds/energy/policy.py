@@ -140,6 +140,9 @@ class CandidateResult(BaseModel):
     step: Step
     lineage: list[str] = []
     rejected_reason: str | None = None
+    # The rung does not apply to this model (nothing to fuse, a layer the pruner cannot handle): refused before any
+    # model was made, so it does not use an iteration of the budget (its energy, if any, still counts).
+    not_applicable: bool = False
     accuracy: float | None = None
     rmse: float | None = None
     train_energy_j: float | None = None  # energy to produce this model from scratch (its lineage)
@@ -180,6 +183,11 @@ class CandidateResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.rejected_reason is None
+
+
+def iterations_used(history: list[CandidateResult]) -> int:
+    """Iterations of the budget the history used: every candidate but the rungs refused as not applicable."""
+    return sum(1 for c in history if not c.not_applicable)
 
 
 class GateReport(BaseModel):
@@ -493,6 +501,8 @@ def _recipe_siblings(scenario: Scenario, history: list[CandidateResult], first: 
     """The recipe and its mixed-precision and batch twins train from scratch: they need no parent's model."""
     kinds = {c.step.kind for c in history}
     out = [] if first.kind == StepKind.EARLY_STOPPING or StepKind.EARLY_STOPPING in kinds else [Step(kind=StepKind.EARLY_STOPPING, parent=0)]
+    if history and not recipe_first(scenario, history):
+        return out
     if _mixed_precision_allowed(scenario, history, use):
         out.append(Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0))
     return out + [Step(kind=StepKind.BATCH, value=float(f), parent=0) for f in _batch_factors_left(scenario, history)]
@@ -626,10 +636,24 @@ RUNGS: tuple[Rung, ...] = (
 )
 
 
+# Retraining the recipe under autocast or at a larger batch changes what training costs, never the model served.
+RECIPE_VARIANTS = (StepKind.MIXED_PRECISION, StepKind.BATCH)
+
+
+def recipe_first(scenario: Scenario, history: list[CandidateResult]) -> bool:
+    """Whether the ladder tries the cheaper recipes before compressing: only when the training target leaves no room
+    for a fine-tune on top of the recipe (below the baseline's own cost). Otherwise they answer a missed training target
+    (`_training_move`) and a model that misses only inference is not retrained for them."""
+    limit = train_limit_j(scenario.targets, history[0]) if history else None
+    base_j = history[0].train_energy_j if history else None
+    return limit is not None and base_j is not None and limit < base_j
+
+
 def _compression_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | None:
     """The next rung of the ladder (what lowers inference cost), in ladder order."""
     use = calibration if scenario.ladder.use_calibration else None
-    return next((n for rung in RUNGS if (n := rung.next(scenario, history, use)) is not None), None)
+    rungs = RUNGS if recipe_first(scenario, history) else [r for r in RUNGS if r.kind not in RECIPE_VARIANTS]
+    return next((n for rung in rungs if (n := rung.next(scenario, history, use)) is not None), None)
 
 
 def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateResult) -> list[str]:
@@ -966,15 +990,17 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
         return Final(state=FinalState.FAILED, reason=f"baseline could not be trained: {baseline.rejected_reason}")
     # Serially only the latest candidate can newly pass; a parallel batch may hold several: the cheapest wins.
     passing = [c for c in history[1:] if c.ok and judge(scenario, c, baseline).passed]
-    used, spent, limit = len(history), sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j
-    budget_left = used < scenario.budget.max_iterations and (limit is None or spent < limit)
+    used, spent, limit = iterations_used(history), sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j
+    # Refusals cost no iteration, but the rungs that can refuse are finite: twice the budget bounds the loop regardless.
+    out_of_iterations = used >= scenario.budget.max_iterations or len(history) >= 2 * scenario.budget.max_iterations
+    budget_left = not out_of_iterations and (limit is None or spent < limit)
     if passing:
         best = _cheapest(passing, baseline)
         served = _serve_fused(scenario, history, best) if budget_left else None
         if served is not None:
             return served
         return Final(state=FinalState.PASSED, reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target", chosen=best.index)
-    if used >= scenario.budget.max_iterations:
+    if out_of_iterations:
         return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"used {used} of {scenario.budget.max_iterations} iterations; {_why_not(scenario, history)}")
     if limit is not None and spent >= limit:
         return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"spent {spent:.1f} J of {limit:g} J; {_why_not(scenario, history)}")
@@ -1006,7 +1032,7 @@ def plan_batch(scenario: Scenario, history: list[CandidateResult], calibration: 
     first = decide(scenario, history, calibration)
     if isinstance(first, Final) or width <= 1:
         return first if isinstance(first, Final) else [first]
-    room = scenario.budget.max_iterations - len(history)
+    room = scenario.budget.max_iterations - iterations_used(history)
     steps = [first.step, *_siblings(scenario, history, first.step, calibration)][: max(1, min(width, room))]
     return [first, *(Next(step=s, why=f"in parallel with {first.step.label}") for s in steps[1:])]
 

@@ -17,6 +17,7 @@ from thresholds.energy.policy import (
     beats_champion,
     decide,
     gate,
+    iterations_used,
     kept,
     plan_batch,
 )
@@ -120,7 +121,7 @@ MP_FAST = c(2, MP, "autocast", parent=0, train=30.0)
 INT8_HURTS = Calibration(machine="2-core cpu", inference_ratio={"int8": 2.7, "fp16": 1.3, "bf16": 15.0}, train_ratio={"autocast": 1.4})
 INT8_HELPS = Calibration(machine="edge npu", inference_ratio={"int8": 0.4, "fp16": 0.7}, train_ratio={"autocast": 0.6})
 FULL_TABLE: list[tuple[str, list[CandidateResult], Calibration | None, tuple[str, object, int | None]]] = [
-    ("full ladder: mixed precision after the recipe", [BASE, RECIPE], None, ("next", MP, 0)),
+    ("no training target: a model that misses only inference is not retrained under autocast", [BASE, RECIPE], None, ("next", PR, 1)),
     ("calibration says autocast costs more here: skip it", [BASE, RECIPE], INT8_HURTS, ("next", PR, 1)),
     ("slower autocast is not kept: prune the early-stopping recipe", [BASE, RECIPE, MP_SLOW], None, ("next", PR, 1)),
     ("faster autocast is kept: prune it", [BASE, RECIPE, MP_FAST], None, ("next", PR, 2)),
@@ -164,7 +165,9 @@ FULL_TABLE.append(
 )
 SEARCHING = scenario({**LADDER, "search_hidden": [[32, 16], [16]]})
 BT = StepKind.BATCH
-BATCHING = scenario({**LADDER, "training_batch_factors": [4]})
+# A training target below the baseline's cost leaves no room for a fine-tune on the recipe: the cheaper recipes come first.
+TIGHT = {"max_accuracy_drop_pt": 2.0, "max_inference_energy_vs_baseline": 0.5, "max_train_energy_vs_baseline": 0.9}
+BATCHING = scenario({**LADDER, "training_batch_factors": [4]}, **TIGHT)
 BATCH_TABLE_ROWS: list[tuple[str, list[CandidateResult], tuple[str, object, int | None]]] = [
     ("after mixed precision: the recipe at a larger batch", [BASE, RECIPE, MP_SLOW], ("next", BT, 0)),
     ("a cheaper larger-batch recipe is the compression base", [BASE, RECIPE, MP_SLOW, c(3, BT, 4.0, parent=0, train=25.0)], ("next", PR, 3)),
@@ -186,8 +189,18 @@ def test_decide_full_ladder(history: list[CandidateResult], calibration: Calibra
 
 
 def test_calibration_can_be_switched_off() -> None:
-    off = scenario({**LADDER, "use_calibration": False})
+    off = scenario({**LADDER, "use_calibration": False}, **TIGHT)
     assert decide(off, [BASE, RECIPE], INT8_HURTS).step.kind == MP  # type: ignore[union-attr]
+
+
+def test_cheaper_recipes_come_first_only_when_the_training_target_is_below_the_baseline() -> None:
+    tight, roomy = scenario(LADDER, **TIGHT), scenario(LADDER, **{**TIGHT, "max_train_energy_vs_baseline": 1.2})
+    assert decide(tight, [BASE, RECIPE]).step.kind == MP  # type: ignore[union-attr]
+    assert decide(roomy, [BASE, RECIPE]).step.kind == PR  # type: ignore[union-attr]
+    # A missed training target brings them back (the recipe's training variants are the first training-cost moves).
+    over = c(2, PR, 0.5, parent=1, inf=0.4, train=130.0)
+    nxt = decide(roomy, [BASE, RECIPE, over])
+    assert isinstance(nxt, Next) and nxt.step.kind == MP and nxt.target == "train_energy_vs_baseline"
 
 
 @pytest.mark.parametrize(("history", "settings", "expected"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE])
@@ -765,6 +778,19 @@ def test_a_student_that_missed_only_training_is_distilled_again_within_the_epoch
     assert decide(s, [BASE, RECIPE, student, again]).step.kind == SC  # type: ignore[union-attr]  # once; then the student's architecture from scratch
     costly = student.model_copy(update={"train_energy_j": 180.0})  # 130 J over 30 epochs: the target leaves 12, under half of them
     assert decide(s, [BASE, RECIPE, costly]).step.kind == SC  # type: ignore[union-attr]
+
+
+def test_a_rung_refused_as_not_applicable_uses_no_iteration_of_the_budget() -> None:
+    three = scenario().model_copy(update={"budget": scenario().budget.model_copy(update={"max_iterations": 3})})
+    refused = c(2, StepKind.FUSE, parent=1, rejected="no fused form of #1: nothing to fuse").model_copy(update={"not_applicable": True})
+    assert iterations_used([BASE, RECIPE, refused]) == 2
+    nxt = decide(three, [BASE, RECIPE, refused])
+    assert isinstance(nxt, Next) and nxt.step.kind == PR  # the third iteration is still there to spend
+    failed = c(2, PR, 0.3, parent=1, rejected="loss became nan")  # a rejection after work counts
+    assert decide(three, [BASE, RECIPE, failed]).state == FinalState.BUDGET_EXHAUSTED  # type: ignore[union-attr]
+    # Refusals alone cannot keep the loop going: twice the budget ends it.
+    many = [BASE, RECIPE, *[refused.model_copy(update={"index": i}) for i in range(2, 6)]]
+    assert decide(three, many).state == FinalState.BUDGET_EXHAUSTED  # type: ignore[union-attr]
 
 
 def test_a_passing_trained_model_is_also_served_fused_once_and_the_cheaper_of_the_two_is_chosen() -> None:
