@@ -40,7 +40,7 @@ from tasks.evaluate import (
 )
 from tasks.hooks import Hooks
 from tasks.train import TrainConfig, TrainReport, fit, loss_fn, loss_targets
-from thresholds.energy.policy import STUDENT_TAG, WARM_STUDENT, CandidateResult, Step, StepKind, price_training
+from thresholds.energy.policy import CandidateResult, Step, StepKind, price_training
 from thresholds.energy.schema import Scenario, Training
 from thresholds.energy.training_cost import TrainSegment
 
@@ -369,7 +369,6 @@ def distill(p: Production) -> Made:
     settings = p.scenario.model
     student, spec = distill_mod.student(teacher, teacher_spec, float(p.step.value), settings.keep_layers, settings.student)  # type: ignore[arg-type]
     epochs = p.step.epochs or p.scenario.training.max_epochs  # `distill:f/Nep`: the budget a missed training target leaves
-    p.tags[STUDENT_TAG] = WARM_STUDENT if distill_mod.warm_started(teacher_spec, settings.student) else "fresh"
     return _fine_tuned(p, student, spec, teacher, epochs, parent)
 
 

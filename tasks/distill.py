@@ -36,11 +36,6 @@ def student_spec(teacher: models.ModelSpec, width_factor: float) -> models.Model
     )
 
 
-def warm_started(teacher_spec: models.ModelSpec, factory: str | None = None) -> bool:
-    """Whether `student` starts from the teacher's weights (a pruned copy) rather than fresh ones."""
-    return factory is None and not (teacher_spec.kind in models.BUILTINS and not teacher_spec.pruned)
-
-
 def student(
     teacher: nn.Module, teacher_spec: models.ModelSpec, width_factor: float, keep_layers: Sequence[str] = (), factory: str | None = None
 ) -> tuple[nn.Module, models.ModelSpec]:
@@ -52,7 +47,7 @@ def student(
         spec = models.ModelSpec(factory=factory, input_shape=teacher_spec.input_shape, out_features=teacher_spec.out_features, hooks=teacher_spec.hooks)
         spec = spec.model_copy(update={"history": [*teacher_spec.history, f"distill:{factory}"]})
         return models.build(spec), spec
-    if not warm_started(teacher_spec):
+    if teacher_spec.kind in models.BUILTINS and not teacher_spec.pruned:
         spec = student_spec(teacher_spec, width_factor)
         return models.build(spec), spec
     if not 0 < width_factor < 1:

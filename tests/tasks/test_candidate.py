@@ -143,7 +143,6 @@ def test_every_rung_runs_through_run_step_and_reloads(tmp_path: Path, digits_pat
     assert history[5].train_energy_j == history[3].train_energy_j
     assert history[3].params < baseline.params / 2  # type: ignore[operator]
     assert "macs_before" in history[3].tags and "teacher_params" in history[4].tags
-    assert history[4].tags["distill.student"] == "fresh"  # the built-in MLP's student is built narrower, fresh weights
 
 
 class ConvOnTable(torch.nn.Module):
@@ -193,7 +192,6 @@ def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reaso
     base, pruned, student = history[:3]
     assert pruned.params < base.params / 2 and pruned.macs < base.macs / 2  # type: ignore[operator]
     assert student.params < base.params and student.lineage == ["early-stopping", "distill:0.5"]  # type: ignore[operator]
-    assert student.tags["distill.student"] == "teacher-weights"  # a pruned copy: the policy may give it a short budget
     for c in history[:4]:
         assert c.accuracy is not None and c.accuracy > 0.5, (c.lineage, c.accuracy)
         model, spec = models.load(Path(c.model_dir or ""))

@@ -807,8 +807,6 @@ def fine_tune_budget_epochs(scenario: Scenario, history: list[CandidateResult], 
     return min(cap, math.floor(0.8 * (limit - parent_j) / per_epoch_j))
 
 
-# The tag a distilled candidate carries saying how its student started (tasks/candidate.py).
-STUDENT_TAG, WARM_STUDENT = "distill.student", "teacher-weights"
 COMPRESSED = (StepKind.PRUNE, StepKind.PRUNE_EARLY, StepKind.PRUNE_ES, StepKind.DISTILL, StepKind.SEARCH)
 
 
@@ -844,11 +842,9 @@ def _training_move(scenario: Scenario, history: list[CandidateResult], focus: Ca
         epochs = fine_tune_budget_epochs(scenario, history, focus)
         again = any(c.step.kind == StepKind.DISTILL and c.step.epochs is not None and c.step.parent == focus.step.parent for c in history)
         ran = focus.epochs_run or scenario.training.max_epochs
-        # Cut to under half its epochs, a distillation from fresh weights (a built-in student) falls well short of the
-        # student it made: its architecture from scratch is the better bet then. A student that started from the
-        # teacher's weights (a pruned copy of a user's model) is a fine-tune on soft labels: any budget is worth a try.
-        warm = focus.tags.get(STUDENT_TAG) == WARM_STUDENT
-        if epochs is not None and (1 if warm else max(1, ran // 2)) <= epochs < ran and not again:
+        # Cut to under half its epochs, a distillation falls well short of the student it made (a built-in student starts
+        # from fresh weights): its architecture from scratch is the better bet then.
+        if epochs is not None and max(1, ran // 2) <= epochs < ran and not again:
             why = f"distil #{focus.step.parent} into the same student with early stopping for at most the {epochs} epochs the target leaves"
             return move(Step(kind=StepKind.DISTILL, value=focus.step.value, parent=focus.step.parent, epochs=epochs), why)
     if (StepKind.SCRATCH, None, focus.index) not in done and focus.step.kind != StepKind.SCRATCH:

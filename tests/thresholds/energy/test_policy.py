@@ -778,9 +778,6 @@ def test_a_student_that_missed_only_training_is_distilled_again_within_the_epoch
     assert decide(s, [BASE, RECIPE, student, again]).step.kind == SC  # type: ignore[union-attr]  # once; then the student's architecture from scratch
     costly = student.model_copy(update={"train_energy_j": 180.0})  # 130 J over 30 epochs: the target leaves 12, under half of them
     assert decide(s, [BASE, RECIPE, costly]).step.kind == SC  # type: ignore[union-attr]
-    # A student that started from the teacher's weights is a fine-tune on soft labels: a short budget is still tried.
-    warm = costly.model_copy(update={"tags": {"distill.student": "teacher-weights"}})
-    assert decide(s, [BASE, RECIPE, warm]).step.label == "distill:0.5/12ep"  # type: ignore[union-attr]
 
 
 def test_a_rung_refused_as_not_applicable_uses_no_iteration_of_the_budget() -> None:
