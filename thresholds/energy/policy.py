@@ -388,6 +388,8 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
         return False, "breaks an accuracy target"
     if c.step.kind in (StepKind.MIXED_PRECISION, StepKind.BATCH):
         return _training_gain(scenario, history, c)
+    if c.step.kind == StepKind.SCRATCH and c.step.parent is not None:
+        return _retrained_cheaper(scenario, history, c)
     parent = history[c.step.parent] if c.step.parent is not None else baseline
     paired = _paired_gain(scenario, parent, c)
     if paired is not None:
@@ -418,6 +420,19 @@ def _paired_gain(scenario: Scenario, parent: CandidateResult, c: CandidateResult
     if not math.log(mine) + sigmas * math.hypot(c.inference_ratio_log_sem, their_sem) < math.log(theirs):
         return False, f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: noise, not a gain"
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired)"
+
+
+def _retrained_cheaper(scenario: Scenario, history: list[CandidateResult], c: CandidateResult) -> tuple[bool, str]:
+    """`kept` for `scratch`: its parent's architecture, so no inference gain over it to show; it is kept when its
+    lineage cost measurably less to train than the parent's (priced by work)."""
+    parent, baseline = history[c.step.parent or 0], history[0]
+    mine, theirs = train_cost_j(c, baseline), train_cost_j(parent, baseline)
+    if mine is None or theirs is None or theirs <= 0:
+        return False, f"no training cost to compare with #{parent.index}'s"
+    gain = (1 - mine / theirs) * 100
+    if gain < scenario.ladder.min_gain_pct:
+        return False, f"saved {gain:.1f}% training energy vs #{parent.index} (needs >= {scenario.ladder.min_gain_pct:g}%)"
+    return True, f"saved {gain:.1f}% training energy vs #{parent.index}, same architecture"
 
 
 def _training_gain(scenario: Scenario, history: list[CandidateResult], c: CandidateResult) -> tuple[bool, str]:

@@ -471,6 +471,13 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         "train_energy_vs_baseline",
     ),
     (
+        "no training move left; the architecture from scratch kept quality and training but missed inference: precision serves it",
+        [BASE, RECIPE, TP3, TP5, PE5_BROKE, PES5, c(6, SC, parent=3, inf=0.8, train=60.0)],
+        TRAIN_AWARE,
+        ("next", PC, 6),
+        "train_energy_vs_baseline",
+    ),
+    (
         "training missed, no training move left: precision starts from the best model within the training target",
         [BASE, RECIPE, c(2, PR, 0.3, parent=1, inf=0.8, train=60.0), TP5, c(4, PR, 0.7, parent=1, acc=0.85, inf=0.45, train=150.0)],
         scenario({**SHORT, "training_moves": False}, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.75, max_train_energy_vs_baseline=1.2),
