@@ -10,14 +10,15 @@ Rules (constants below):
   datetimes (or ISO date text) become seconds since the epoch;
 - text / categorical columns: missing values become the most frequent level; one-hot up to
   `ONE_HOT_MAX_LEVELS` levels, ordinal beyond it (levels ranked by training frequency);
-- constant columns and ID-like columns (every value distinct: text, or integers named like an
-  ID or rising row after row, such as a row number) are dropped, with a note;
+- constant columns and ID-like columns (text with at least `ID_DISTINCT_SHARE` of its values distinct,
+  such as a name per row, or integers all distinct and named like an ID or rising row after row, such
+  as a row number) are dropped, with a note;
 - every output column is standardised with the training mean and standard deviation.
 
 Bad tables are refused by `check_table` with one `InputError` line: no target column, a target
 missing in every row, a feature column with no value at all, a mostly numeric column with stray
 text (`'?'` in an age column), more than `MAX_CATEGORY_LEVELS` levels in a text column whose
-values repeat (all distinct is an ID: dropped).
+values repeat (nearly all distinct is an ID: dropped).
 """
 
 from __future__ import annotations
@@ -38,10 +39,17 @@ FILE_NAME = "preprocessing.json"
 MAX_AUTO_CLASSES = 50  # an integer target with more distinct values is read as regression
 ONE_HOT_MAX_LEVELS = 16  # more levels than this: one ordinal column instead of one column per level
 MAX_CATEGORY_LEVELS = 1_000  # more than this in a text column is refused (unless named like an ID, or all distinct)
+# Text this distinct is a label per row (a name, a free-text note), not a category: at most one row in ten shares a value.
+ID_DISTINCT_SHARE = 0.9
 NUMERIC_SHARE_WITH_STRAY_TEXT = 0.9  # a text column this numeric is a number column with a typo
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|index)$|^unnamed: ?\d+$|[a-z]Id$|^id[_\s.-]", re.IGNORECASE)
 Task = Literal["classification", "regression"]
 ColumnKind = Literal["numeric", "boolean", "datetime", "onehot", "ordinal"]
+
+
+def _distinct_text(n_levels: int, n_present: int) -> bool:
+    """Whether a text column with `n_levels` distinct values in `n_present` cells is a label per row (ID-like)."""
+    return n_present > 1 and n_levels >= ID_DISTINCT_SHARE * n_present
 
 
 def _looks_like_id(name: str) -> bool:
@@ -155,7 +163,7 @@ def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tup
         if stray is not None:
             row, value = stray
             raise InputError(f"column {column!r} row {row}", value, "a number like the rest of the column (leave the cell empty if it is missing)", where)
-        if n_levels > MAX_CATEGORY_LEVELS and n_levels < series.notna().sum() and not _looks_like_id(column):
+        if n_levels > MAX_CATEGORY_LEVELS and not _distinct_text(n_levels, int(series.notna().sum())) and not _looks_like_id(column):
             raise InputError(
                 f"column {column!r}",
                 f"{n_levels} distinct values",
@@ -279,8 +287,9 @@ class TablePreprocessor:
             else:
                 levels = _levels(present)
                 counts = levels.value_counts(sort=False)
-                if len(counts) == len(present) and len(present) > 1:
-                    dropped[name] = "ID-like (every value distinct)"
+                if _distinct_text(len(counts), len(present)):
+                    share = len(counts) / len(present)
+                    dropped[name] = "ID-like (every value distinct)" if share == 1 else f"ID-like ({share:.0%} of its values distinct)"
                     continue
                 if len(counts) > MAX_CATEGORY_LEVELS and _looks_like_id(name):
                     dropped[name] = f"ID-like (named like an ID, more than {MAX_CATEGORY_LEVELS} levels)"
