@@ -91,3 +91,22 @@ def test_a_long_stretch_adds_a_few_counters_to_its_line_not_one_per_step(monkeyp
         progress.say(line, "0.1 s  PASS", end=True)
     # Said at 31 s, then once the stretch had doubled (62 s, 140 s); 7 episodes, 3 counters.
     assert capsys.readouterr().out == "[2/3] #1 retrain 16-8  training… episode 2/200… episode 5/200… episode 7/200… 141.0 s  evaluating… 0.1 s  PASS\n"
+
+
+def test_a_rung_refused_as_not_applicable_says_so_and_the_next_candidate_keeps_its_place(capsys: pytest.CaptureFixture[str]) -> None:
+    from thresholds.energy.policy import CandidateResult, Next, Step, StepKind
+    from thresholds.energy.schema import Scenario
+
+    scenario = Scenario.model_validate({"name": "t", "targets": {"max_accuracy_drop_pt": 2.0}, "budget": {"max_iterations": 3}})
+    base = CandidateResult(index=0, step=Step(kind=StepKind.BASELINE), accuracy=0.9, energy_source="replay")
+    fuse = Step(kind=StepKind.FUSE, parent=0)
+    refused = CandidateResult(index=1, step=fuse, rejected_reason="no fused form of #0: nothing to fuse", not_applicable=True, energy_source="replay")
+    prune = Step(kind=StepKind.PRUNE, value=0.5, parent=0)
+    with console.session(verbose=False):
+        progress.training(scenario, [base], [Next(step=fuse, why="x")])
+        progress.trained(scenario, [base], refused)
+        progress.judged(scenario, [base, refused], refused)
+        progress.training(scenario, [base, refused], [Next(step=prune, why="x")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[2/3] #1 fuse from #0  training… 0.0 s rejected: no fused form") and lines[0].endswith("(not applicable: no iteration used)")
+    assert lines[1].startswith("[2/3] #2 prune:0.5 from #0  training…")  # the refusal used no iteration: #2 is still the second
