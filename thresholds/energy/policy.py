@@ -424,7 +424,8 @@ def _paired_gain(scenario: Scenario, parent: CandidateResult, c: CandidateResult
 
 def _retrained_cheaper(scenario: Scenario, history: list[CandidateResult], c: CandidateResult) -> tuple[bool, str]:
     """`kept` for `scratch`: its parent's architecture, so no inference gain over it to show; it is kept when its
-    lineage cost measurably less to train than the parent's (priced by work)."""
+    lineage cost at least `min_gain_pct` less to train than the parent's, both priced by work (no noise test yet,
+    unlike `_training_gain`)."""
     parent, baseline = history[c.step.parent or 0], history[0]
     mine, theirs = train_cost_j(c, baseline), train_cost_j(parent, baseline)
     if mine is None or theirs is None or theirs <= 0:
@@ -516,6 +517,8 @@ def _recipe_siblings(scenario: Scenario, history: list[CandidateResult], first: 
     """The recipe and its mixed-precision and batch twins train from scratch: they need no parent's model."""
     kinds = {c.step.kind for c in history}
     out = [] if first.kind == StepKind.EARLY_STOPPING or StepKind.EARLY_STOPPING in kinds else [Step(kind=StepKind.EARLY_STOPPING, parent=0)]
+    # With no history the baseline is not measured yet, so `recipe_first` cannot price a training target: the first
+    # parallel batch still trains the recipe's twins beside the baseline, as it did before the rule.
     if history and not recipe_first(scenario, history):
         return out
     if _mixed_precision_allowed(scenario, history, use):
