@@ -985,17 +985,31 @@ def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
     return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {judge(scenario, best, history[0]).summary()}"
 
 
-def _serve_fused(scenario: Scenario, history: list[CandidateResult], best: CandidateResult) -> Next | None:
-    """A passing trained model is served in its fused torch form too, once (`decide` asks only while the budget
-    allows): the same weights and function at no training cost, so the fused form passes as well where it measures
-    cheaper, and the loop returns the cheaper of the two (which one passed first must not decide the model people get)."""
-    if not scenario.ladder.fuse_inference or best.step.kind in SERVING_FORMS:
+def _serving_forms(scenario: Scenario, history: list[CandidateResult], parent: CandidateResult, use: Calibration | None) -> list[Step]:
+    """The serving forms of `parent` the ladder allows and this machine's calibration does not rule out, in ladder
+    order, less those already measured for it."""
+    ladder = scenario.ladder
+    forms = [Step(kind=StepKind.FUSE, parent=parent.index)] if ladder.fuse_inference else []
+    allowed = [p for p in ladder.precisions if use is None or use.helps(use.inference_ratio, p, ladder.min_gain_pct)]
+    forms += [Step(kind=StepKind.PRECISION, value=p, parent=parent.index) for p in allowed]
+    forms += [Step(kind=StepKind.ORT, value=p, parent=parent.index) for p in ladder.onnx_runtime]
+    tried = {(c.step.kind, c.step.value) for c in history if c.step.parent == parent.index and c.step.kind in SERVING_FORMS}
+    return [s for s in forms if (s.kind, s.value) not in tried]
+
+
+def _serve_every_form(scenario: Scenario, history: list[CandidateResult], best: CandidateResult, calibration: Calibration | None) -> Next | None:
+    """Once a model passes, the trained model behind it is served in each form the ladder allows, once each (`decide`
+    asks only while the budget allows), and the loop returns the cheapest that passes: which form happened to pass first
+    must not decide the model people get (the ladder meets them in a fixed order, and their costs differ by less than
+    a run's drift)."""
+    if not scenario.ladder.serve_every_form:
         return None
-    if any(c.step.kind == StepKind.FUSE and c.step.parent == best.index for c in history):
+    parent = history[best.step.parent or 0] if best.step.kind in SERVING_FORMS else best
+    use = calibration if scenario.ladder.use_calibration else None
+    left = _serving_forms(scenario, history, parent, use)
+    if not left:
         return None
-    return Next(
-        step=Step(kind=StepKind.FUSE, parent=best.index), why=f"#{best.index} meets every target: serve it in its fused torch form too, keep the cheaper"
-    )
+    return Next(step=left[0], why=f"#{best.index} meets every target: serve #{parent.index} as {left[0].label} too, keep the cheapest that passes")
 
 
 def decide(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None) -> Next | Final:
@@ -1014,7 +1028,7 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
     budget_left = not out_of_iterations and (limit is None or spent < limit)
     if passing:
         best = _cheapest(passing, baseline)
-        served = _serve_fused(scenario, history, best) if budget_left else None
+        served = _serve_every_form(scenario, history, best, calibration) if budget_left else None
         if served is not None:
             return served
         return Final(state=FinalState.PASSED, reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target", chosen=best.index)

@@ -157,6 +157,13 @@ class Ladder(StrictSection):
     onnx_runtime: list[OrtPrecision] = Field(
         default_factory=lambda: list(ORT_PRECISIONS), description="serve the best fp32 model under onnxruntime at these precisions; empty: no such rung"
     )
+    serve_every_form: bool = Field(
+        True,
+        description=(
+            "once a model passes, measure the trained model behind it in every serving form left (fused, precisions, "
+            "onnxruntime) and keep the cheapest that passes; false: stop at the first pass"
+        ),
+    )
     use_calibration: bool = Field(True, description="skip rungs the machine's calibration shows cannot save energy")
     training_batch_factors: list[int] = Field(
         default_factory=list, description="recipe retrained at batch_size x factor (lr x sqrt(factor)), e.g. [4]; empty: no such rung"

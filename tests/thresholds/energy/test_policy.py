@@ -33,7 +33,8 @@ LADDER = {
     "min_gain_pct": 3.0,
     "onnx_runtime": [],
     "fuse_inference": False,
-}  # ORT, fuse: own tests
+    "serve_every_form": False,
+}  # ORT, fuse, the forms of a passing model: own tests
 SHORT = {**LADDER, "mixed_precision_training": False, "distill_width_factors": [], "accuracy_backoff": False}
 
 
@@ -800,18 +801,28 @@ def test_a_rung_refused_as_not_applicable_uses_no_iteration_of_the_budget() -> N
     assert decide(three, many).state == FinalState.BUDGET_EXHAUSTED  # type: ignore[union-attr]
 
 
-def test_a_passing_trained_model_is_also_served_fused_once_and_the_cheaper_of_the_two_is_chosen() -> None:
-    with_fuse = scenario({**SHORT, "fuse_inference": True})
+def test_a_passing_model_is_served_in_every_form_the_ladder_allows_and_the_cheapest_that_passes_is_chosen() -> None:
+    with_fuse = scenario({**SHORT, "fuse_inference": True, "serve_every_form": True})
     passed = [BASE, RECIPE, P3, c(3, PR, 0.5, parent=1, inf=0.4)]
     polish = decide(with_fuse, passed)
     assert isinstance(polish, Next) and (polish.step.kind, polish.step.parent) == (StepKind.FUSE, 3) and polish.target is None
-    cheaper = decide(with_fuse, [*passed, c(4, StepKind.FUSE, parent=3, inf=0.35)])
-    assert isinstance(cheaper, Final) and (cheaper.state, cheaper.chosen) == (FinalState.PASSED, 4)
-    dearer = decide(with_fuse, [*passed, c(4, StepKind.FUSE, parent=3, inf=0.42)])
-    assert isinstance(dearer, Final) and (dearer.state, dearer.chosen) == (FinalState.PASSED, 3)
-    not_applicable = decide(with_fuse, [*passed, c(4, StepKind.FUSE, parent=3, rejected="not applicable: nothing to fuse")])
-    assert isinstance(not_applicable, Final) and (not_applicable.state, not_applicable.chosen) == (FinalState.PASSED, 3)
+    fused = c(4, StepKind.FUSE, parent=3, inf=0.42)
+    after_fuse = decide(with_fuse, [*passed, fused])
+    assert isinstance(after_fuse, Next) and (after_fuse.step.kind, after_fuse.step.value, after_fuse.step.parent) == (PC, "int8", 3)
+    # The machine's calibration rules int8 out: fp16 is next; a form that lost accuracy is measured but not chosen.
+    ruled_out = decide(with_fuse, [*passed, fused], INT8_HELPS.model_copy(update={"inference_ratio": {"int8": 1.5}}))
+    assert isinstance(ruled_out, Next) and (ruled_out.step.kind, ruled_out.step.value) == (PC, "fp16")
+    every = [*passed, fused, c(5, PC, "int8", parent=3, acc=0.5, inf=0.2), c(6, PC, "fp16", parent=3, inf=0.35)]
+    final = decide(with_fuse, every)
+    assert isinstance(final, Final) and (final.state, final.chosen) == (FinalState.PASSED, 6)
+    fused_cheapest = [*every[:4], fused.model_copy(update={"inference_energy_j_per_1k": 0.3}), *every[5:]]
+    assert decide(with_fuse, fused_cheapest).chosen == 4  # type: ignore[union-attr]
+    refused = [*passed, c(4, StepKind.FUSE, parent=3, rejected="not applicable: nothing to fuse"), *every[5:]]
+    assert decide(with_fuse, refused).chosen == 6  # type: ignore[union-attr]
+    # A serving form that passed first does not end the loop while its parent has forms left, and is not served again.
+    fused_first = decide(with_fuse, [*passed[:3], c(3, StepKind.FUSE, parent=2, inf=0.4)])
+    assert isinstance(fused_first, Next) and (fused_first.step.kind, fused_first.step.value, fused_first.step.parent) == (PC, "int8", 2)
+    # Out of iterations, the cheapest that passed so far is chosen.
     last = with_fuse.model_copy(update={"budget": with_fuse.budget.model_copy(update={"max_iterations": 4})})
-    assert (decide(last, passed).state, decide(scenario(), passed).state) == (FinalState.PASSED, FinalState.PASSED)  # type: ignore[union-attr]
-    fused_passed = [BASE, RECIPE, P3, P5, c(4, StepKind.FUSE, parent=3, inf=0.4)]
-    assert decide(with_fuse, fused_passed).state == FinalState.PASSED  # type: ignore[union-attr]  # a serving form is not served again
+    assert (decide(last, passed).state, decide(last, passed).chosen) == (FinalState.PASSED, 3)  # type: ignore[union-attr]
+    assert decide(with_fuse.model_copy(update={"ladder": with_fuse.ladder.model_copy(update={"serve_every_form": False})}), passed).chosen == 3  # type: ignore[union-attr]
