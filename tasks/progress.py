@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tasks.report import gate_verdict
-from thresholds.energy.policy import CandidateResult, Next, Step, iterations_used
+from thresholds.energy.policy import INFERENCE_TARGETS, CandidateResult, Next, Step, iterations_used, judge
 from thresholds.energy.schema import Scenario
 
 FIELD = "progress"  # the LogRecord attribute that carries a Fragment
@@ -99,4 +99,7 @@ def judged(scenario: Scenario, history: list[CandidateResult], produced: Candida
     c = history[-1]
     measured = f"{c.wall_s - produced.wall_s:.1f} s  " if produced.ok else ""
     verdict = gate_verdict(scenario, c, history[0]) + ("  (not applicable: no iteration used)" if c.not_applicable else "")
+    if verdict == "PASS":  # several forms of one model can pass: show the figure the cheapest is chosen by
+        shown = [x.detail for x in judge(scenario, c, history[0]).checks if x.name in INFERENCE_TARGETS]
+        verdict += f": {'; '.join(shown)}" if shown else ""
     say(_line(scenario, history, c.index, c.step), measured + verdict, end=True)

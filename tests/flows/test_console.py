@@ -110,3 +110,16 @@ def test_a_rung_refused_as_not_applicable_says_so_and_the_next_candidate_keeps_i
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("[2/3] #1 fuse from #0  training… 0.0 s rejected: no fused form") and lines[0].endswith("(not applicable: no iteration used)")
     assert lines[1].startswith("[2/3] #2 prune:0.5 from #0  training…")  # the refusal used no iteration: #2 is still the second
+
+
+def test_a_passing_candidate_shows_its_inference_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    from thresholds.energy.policy import CandidateResult, Step, StepKind
+    from thresholds.energy.schema import Scenario
+
+    scenario = Scenario.model_validate({"name": "t", "targets": {"max_accuracy_drop_pt": 2.0, "max_inference_energy_vs_baseline": 0.5}})
+    base = CandidateResult(index=0, step=Step(kind=StepKind.BASELINE), accuracy=0.9, inference_energy_j_per_1k=1.0, energy_source="replay")
+    ort = Step(kind=StepKind.ORT, value="fp32", parent=0)
+    served = CandidateResult(index=1, step=ort, accuracy=0.9, inference_energy_j_per_1k=0.25, energy_source="replay")
+    with console.session(verbose=False):
+        progress.judged(scenario, [base, served], served)
+    assert capsys.readouterr().out.rstrip("\n").endswith("PASS: inference_energy_vs_baseline 0.25x <= 0.5x")
