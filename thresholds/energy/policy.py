@@ -570,10 +570,15 @@ def _search(scenario: Scenario, history: list[CandidateResult], use: Calibration
     return Next(step=Step(kind=StepKind.SEARCH, parent=base.index), why=f"search {len(ladder.search_hidden)} architectures under the energy cap")
 
 
-def _precisions_left(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> list[str]:
+def _precisions_allowed(scenario: Scenario, use: Calibration | None) -> list[str]:
+    """The ladder's precisions that this machine's calibration does not rule out, in ladder order."""
     ladder = scenario.ladder
+    return [p for p in ladder.precisions if use is None or use.helps(use.inference_ratio, p, ladder.min_gain_pct)]
+
+
+def _precisions_left(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> list[str]:
     done = {str(c.step.value) for c in history if c.step.kind == StepKind.PRECISION}
-    return [p for p in ladder.precisions if p not in done and (use is None or use.helps(use.inference_ratio, p, ladder.min_gain_pct))]
+    return [p for p in _precisions_allowed(scenario, use) if p not in done]
 
 
 def _precision(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
@@ -990,8 +995,7 @@ def _serving_forms(scenario: Scenario, history: list[CandidateResult], parent: C
     order, less those already measured for it."""
     ladder = scenario.ladder
     forms = [Step(kind=StepKind.FUSE, parent=parent.index)] if ladder.fuse_inference else []
-    allowed = [p for p in ladder.precisions if use is None or use.helps(use.inference_ratio, p, ladder.min_gain_pct)]
-    forms += [Step(kind=StepKind.PRECISION, value=p, parent=parent.index) for p in allowed]
+    forms += [Step(kind=StepKind.PRECISION, value=p, parent=parent.index) for p in _precisions_allowed(scenario, use)]
     forms += [Step(kind=StepKind.ORT, value=p, parent=parent.index) for p in ladder.onnx_runtime]
     tried = {(c.step.kind, c.step.value) for c in history if c.step.parent == parent.index and c.step.kind in SERVING_FORMS}
     return [s for s in forms if (s.kind, s.value) not in tried]
