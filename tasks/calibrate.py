@@ -6,8 +6,8 @@ fp32 / int8 / fp16 / bf16, and training steps at fp32 and under bf16 autocast. W
 pays depends on the model as much as on the machine: on one 2-core CPU with AMX, bf16 slowed the
 paper's small MLP and sped a Transformer encoder up by an eighth. Ratios are energy relative to
 fp32, from the loop's own meter; the policy skips a rung whose ratio shows no saving. The cache
-key is the machine, the CPU, the torch version, the meter, the batch size and the architecture,
-so another machine, GPU or model calibrates afresh.
+key is the machine, the CPU, the torch version, the meter, the batch size and the architecture (the
+factory, its arguments and the layers it builds), so another machine, GPU or model calibrates afresh.
 """
 
 from __future__ import annotations
@@ -45,13 +45,18 @@ def _machine() -> str:
 
 def _energy_per_call(meter: EnergyMeter, fn: object, window_s: float, repeats: int) -> float:
     call = fn  # a zero-argument callable
-    for _ in range(10):  # warm-up: lazy initialisation and thread pools must not land in a window
+    # Warm-up, so lazy initialisation and thread pools do not land in a window: ten calls, or two when they take longer
+    # than two windows. A window lasts `window_s`, one call at least. A precision that takes seconds per call
+    # (fp16 of a ResNet on an AVX2-only CPU) made one calibration take 13 minutes here with a fixed number of calls.
+    start, n = time.perf_counter(), 0
+    while n < 2 or (n < 10 and time.perf_counter() - start < 2 * window_s):
         call()  # type: ignore[operator]
+        n += 1
     per_call = []
     for r in range(repeats):
         with meter.window(f"calibration {r}") as window:
             start, n = time.perf_counter(), 0
-            while n < 3 or time.perf_counter() - start < window_s:
+            while n < 1 or time.perf_counter() - start < window_s:
                 call()  # type: ignore[operator]
                 n += 1
         per_call.append(window.measurement.energy_j / n if window.measurement.energy_j else window.measurement.duration_s / n)
@@ -83,7 +88,10 @@ def calibrate(
     machine-wide `shared_dir`, else measured now and written to both (the shared one best effort)."""
     stabilise_allocator()
     machine = _machine()
-    architecture = spec.model_dump_json(include={"factory", "input_shape", "out_features", "kwargs"})
+    # The factory's name and arguments, and the module it builds now: a user who edits the model's code calibrates afresh.
+    torch.manual_seed(0)
+    base = models.build(spec).eval()
+    architecture = f"{spec.model_dump_json(include={'factory', 'input_shape', 'out_features', 'kwargs'})}|{base!r}"
     key = hashlib.sha256(f"{machine}|{meter.source}|{batch_size}|{architecture}|inference threads {threads}".encode()).hexdigest()[:16]
     path = cache_dir / f"calibration-{key}.json"
     shared = shared_dir / path.name if shared_dir is not None else None
@@ -97,8 +105,6 @@ def calibrate(
                 cache_dir.mkdir(parents=True, exist_ok=True)
                 path.write_text(known.read_text())
             return table
-    torch.manual_seed(0)
-    base = models.build(spec).eval()
     x = torch.randn(batch_size, *spec.input_shape)
     inference: dict[str, float] = {}
     with torch.inference_mode(), torch_threads(threads):  # inference is measured at these (measurement.inference_threads)
