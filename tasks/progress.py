@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tasks.report import gate_verdict
-from thresholds.energy.policy import INFERENCE_TARGETS, CandidateResult, Next, Step, iterations_used, judge
+from thresholds.energy.policy import CandidateResult, Next, Step, iterations_used
 from thresholds.energy.schema import Scenario
 
 FIELD = "progress"  # the LogRecord attribute that carries a Fragment
@@ -98,8 +98,5 @@ def judged(scenario: Scenario, history: list[CandidateResult], produced: Candida
     """How long measuring took and the gates' verdict: the end of the candidate's line."""
     c = history[-1]
     measured = f"{c.wall_s - produced.wall_s:.1f} s  " if produced.ok else ""
-    verdict = gate_verdict(scenario, c, history[0]) + ("  (not applicable: no iteration used)" if c.not_applicable else "")
-    if verdict == "PASS":  # several forms of one model can pass: show the figure the cheapest is chosen by
-        shown = [x.detail for x in judge(scenario, c, history[0]).checks if x.name in INFERENCE_TARGETS]
-        verdict += f": {'; '.join(shown)}" if shown else ""
+    verdict = gate_verdict(scenario, c, history[0], inference_figure=True) + ("  (not applicable: no iteration used)" if c.not_applicable else "")
     say(_line(scenario, history, c.index, c.step), measured + verdict, end=True)

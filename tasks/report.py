@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from thresholds.energy.policy import CandidateResult, cost, judge, kept
+from thresholds.energy.policy import INFERENCE_TARGETS, CandidateResult, cost, judge, kept
 from thresholds.energy.schema import Scenario
 
 
@@ -22,12 +22,17 @@ def _energy(c: CandidateResult) -> str:
     return f"{c.inference_energy_j_per_1k:.4g}"
 
 
-def gate_verdict(scenario: Scenario, c: CandidateResult, baseline: CandidateResult) -> str:
-    """`PASS`, `miss: <the targets missed>` or `rejected: <why>`: the gates' word on one candidate."""
+def gate_verdict(scenario: Scenario, c: CandidateResult, baseline: CandidateResult, inference_figure: bool = False) -> str:
+    """`PASS`, `miss: <the targets missed>` or `rejected: <why>`: the gates' word on one candidate. With
+    `inference_figure`, a pass also shows its inference checks (`PASS: <detail>`): several serving forms of one
+    model can pass, and the cheapest of them is chosen by that figure."""
     if not c.ok:
         return f"rejected: {c.rejected_reason}"
     report = judge(scenario, c, baseline)
-    return "PASS" if report.passed else f"miss: {report.summary()}"
+    if not report.passed:
+        return f"miss: {report.summary()}"
+    shown = [x.detail for x in report.checks if x.name in INFERENCE_TARGETS] if inference_figure else []
+    return f"PASS: {'; '.join(shown)}" if shown else "PASS"
 
 
 def verdicts(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
