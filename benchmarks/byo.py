@@ -6,7 +6,7 @@
 The examples, as a user would run them:
   resnet       examples.resnet_digits:make     on sklearn's digits written as a 32x32 PNG folder (examples/make_digits_images.py)
   transformer  examples.transformer_seq:make   on mnist1d as 40-step sequences (examples/mnist1d_sequence.py:load)
-  resnet18     examples.vision_resnet18:make   on the same PNG folder; where torchvision is installed (`pip install -e '.[vision]'`; tasks/vision_compat.py)
+  resnet18     examples.vision_resnet18:make   on the same PNG folder; where torchvision is installed (`pip install -e '.[vision]'`; tasks/models/vision_compat.py)
 
 For each: the baseline and the model the loop ended on (the passing one, else the optimised candidate closest to passing), measured
 in the same run by the same meter. A table, then ONE JSON line:
@@ -47,8 +47,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare and check like the CLI does (errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
-    from tasks.energy.contention import max_other_share
-    from tasks.inputs import check_arguments, prepare_checked
+    from tasks.energy_loop.inputs import check_arguments, prepare_checked
+    from tasks.meters.contention import max_other_share
     from thresholds.energy.policy import closest, relative_cost
 
     factory, dataset = EXAMPLES[name]
@@ -98,7 +98,7 @@ def main() -> int:
     parser.add_argument("--min-window-s", type=float, help="smoke run: override measurement.min_window_s")
     parser.add_argument("--repeats-max", type=int, help="smoke run: override measurement.repeats_min/repeats_max")
     args = parser.parse_args()
-    from tasks import vision_compat
+    from tasks.models import vision_compat
     from thresholds import scenario_with_overrides
 
     names = [n.strip() for n in args.examples.split(",") if n.strip()]

@@ -54,7 +54,7 @@ def main() -> int:
     from tasks.cooling.baselines import compare
     from tasks.cooling.fast_eval import Controller, reference_run, run, run_with_bar, seed_rule_actions, warm_up
     from tasks.cooling.stages import inference_energy_j_per_year
-    from tasks.energy.select import close_shared_meters, resolve_meter_name, shared_meter
+    from tasks.meters.select import close_shared_meters, resolve_meter_name, shared_meter
     from thresholds.cooling.env import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
     from thresholds.cooling.schema import load
 

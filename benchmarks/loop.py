@@ -39,8 +39,8 @@ def main() -> int:
     import prefect  # noqa: F401
     import torch  # noqa: F401
 
-    from tasks.energy.contention import max_other_share
-    from tasks.inputs import check_arguments, prepare_checked
+    from tasks.energy_loop.inputs import check_arguments, prepare_checked
+    from tasks.meters.contention import max_other_share
     from thresholds import scenario_path
     from thresholds.energy.policy import closest, relative_cost
     from thresholds.energy.schema import load_scenario

@@ -11,7 +11,7 @@ For every meter this machine offers (default: all of them):
 - spread of identical windows: energy per window of that same workload, as a coefficient of
   variation (std / mean) and as max / min - 1;
 - same architecture: two identically built models measured in paired ABBA windows
-  (`tasks.evaluate.measure_inference_paired`): the ratio and its 95 % interval, which should hold 1.
+  (`tasks.models.evaluate.measure_inference_paired`): the ratio and its 95 % interval, which should hold 1.
 
 Figures are from one run on this machine; machine-level meters count every process, so run it
 alone. Prints a table, then one JSON object on the last line with the keys `meters` and
@@ -36,7 +36,7 @@ IN_FEATURES, OUT_FEATURES, BATCH = 40, 10, 4096
 
 
 def _usable_meters() -> list[str]:
-    from tasks.energy.select import available_meters
+    from tasks.meters.select import available_meters
 
     offered = available_meters()
     return [name for name in ("null", "fixed-power", "codecarbon", "rapl", "nvml") if offered.get(name, "").startswith("available")]
@@ -46,7 +46,7 @@ def _workload(window_s: float) -> tuple[Any, int]:
     """(one-batch callable, batches per window) for a window of about `window_s` bare."""
     import torch
 
-    from tasks import models
+    from tasks.models import factory as models
 
     torch.manual_seed(0)
     model = models.build(models.ModelSpec(in_features=IN_FEATURES, out_features=OUT_FEATURES)).eval()
@@ -67,7 +67,7 @@ def _workload(window_s: float) -> tuple[Any, int]:
 
 
 def _measure_meter(name: str, windows: int, window_s: float) -> dict[str, Any]:
-    from tasks.energy.select import make_meter
+    from tasks.meters.select import make_meter
 
     meter = make_meter(name)
     one_batch, batches = _workload(window_s)
@@ -124,9 +124,9 @@ def _same_architecture(meter: Any, window_s: float) -> dict[str, Any]:
     """Two identically built MLPs (different seeds) in paired ABBA windows: the ratio should be 1."""
     import torch
 
-    from tasks import models
-    from tasks.data import CachedData
-    from tasks.evaluate import measure_inference_paired
+    from tasks.data.datasets import CachedData
+    from tasks.models import factory as models
+    from tasks.models.evaluate import measure_inference_paired
 
     spec = models.ModelSpec(in_features=IN_FEATURES, out_features=OUT_FEATURES)
     torch.manual_seed(1)
@@ -154,7 +154,7 @@ def main() -> int:
     if not 2 <= args.windows <= 1000 or not 0 < args.window_s <= 60 or not math.isfinite(args.window_s):
         print(f"meter_overhead.py: error: --windows = {args.windows}, --window-s = {args.window_s}: expected 2..1000 windows of (0, 60] s", file=sys.stderr)
         return 2
-    from tasks.energy.runtime import stabilise_allocator
+    from tasks.meters.runtime import stabilise_allocator
 
     stabilise_allocator()
     meters = {name: _measure_meter(name, args.windows, args.window_s) for name in names}

@@ -7,7 +7,7 @@
 The models of the paper table (benchmarks/paper_table.py), on each of its datasets: the baseline
 MLP 64-32, the optimised MLP (the loop's pruned model: --optimized-hidden, 32-16 by default) and the
 1-D CNN, with fresh weights (energy and latency do not depend on the weights' values). Each is
-exported to ONNX (`tasks/onnx_runtime.py`), quantized to INT8 by onnxruntime, and logged with
+exported to ONNX (`tasks/compression/onnx_runtime.py`), quantized to INT8 by onnxruntime, and logged with
 MLflow's onnx flavour (experiment `onnx-runtime`). Then, at each batch size, onnxruntime fp32 and
 onnxruntime INT8 are each measured against torch fp32 with the loop's paired method
 (`measure_inference_paired`: ABBA windows of at least --window-s, the geometric mean of the
@@ -45,10 +45,11 @@ def main() -> int:
     import torch
 
     from registry import mlflow_model
-    from tasks import data as data_mod
-    from tasks import models, onnx_runtime
-    from tasks.energy.select import make_meter
-    from tasks.evaluate import measure_inference_paired
+    from tasks.compression import onnx_runtime
+    from tasks.data import datasets as data_mod
+    from tasks.meters.select import make_meter
+    from tasks.models import factory as models
+    from tasks.models.evaluate import measure_inference_paired
 
     missing = onnx_runtime.unavailable()
     if missing:

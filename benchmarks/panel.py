@@ -62,9 +62,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare the table like the CLI does (data errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
-    from tasks.energy.contention import max_other_share
-    from tasks.evaluate import quality_tag, resolve_quality_metric
-    from tasks.inputs import check_arguments, prepare_checked
+    from tasks.energy_loop.inputs import check_arguments, prepare_checked
+    from tasks.meters.contention import max_other_share
+    from tasks.models.evaluate import quality_tag, resolve_quality_metric
     from thresholds.energy.policy import closest, relative_cost
     from thresholds.errors import InputError
 

@@ -49,11 +49,11 @@ def main() -> int:
 def paper_table(args: argparse.Namespace) -> int:
     """The paper's table on mnist1d and digits: the loop's baseline and optimised model, and the 1-D CNN."""
     from flows.energy_loop import energy_loop
-    from tasks import report
-    from tasks.candidate import run_step
-    from tasks.data import prepare
-    from tasks.energy.select import close_shared_meters, resolve_meter_name
-    from tasks.stages import scenario_meter
+    from tasks.data.datasets import prepare
+    from tasks.energy_loop import report
+    from tasks.energy_loop.candidate import run_step
+    from tasks.energy_loop.stages import scenario_meter
+    from tasks.meters.select import close_shared_meters, resolve_meter_name
     from thresholds import scenario_path
     from thresholds.energy.policy import CandidateResult, Step, StepKind, closest, relative_cost
     from thresholds.energy.schema import load_scenario
@@ -128,7 +128,7 @@ def paper_table(args: argparse.Namespace) -> int:
     fig.savefig(png, dpi=120)
     plt.close(fig)
 
-    from registry.core import log_benchmark
+    from registry.store import log_benchmark
 
     run_id = log_benchmark("paper-table", {"scenario": scenario.name, "mnist1d_samples": str(args.mnist1d_samples)}, [md, png])
     logging.getLogger("prefect").setLevel(logging.WARNING)  # keep the JSON line last
@@ -141,7 +141,7 @@ def paper_table(args: argparse.Namespace) -> int:
 def repeated(scenario_name: str, samples: int, repeats: int) -> int:
     """`repeats` fresh loops on mnist1d: pass count by the loop's own gates, spread, same-architecture agreement."""
     from flows.energy_loop import energy_loop
-    from tasks.energy.contention import max_other_share
+    from tasks.meters.contention import max_other_share
     from thresholds import scenario_path
     from thresholds.energy.policy import closest
     from thresholds.energy.schema import load_scenario

@@ -78,13 +78,14 @@ def main() -> int:
 
 
 def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: int) -> dict[str, Any]:
-    from tasks import data as data_mod
-    from tasks.calibrate_parallel import calibrate_parallel
-    from tasks.candidate import run_step
-    from tasks.energy.select import close_shared_meters, make_meter, resolve_meter_name
-    from tasks.energy.simple import NullMeter
-    from tasks.parallel import ScaleOut, candidate_runner, cores, train_rung
-    from tasks.stages import scenario_meter, train_candidate
+    from tasks.data import datasets as data_mod
+    from tasks.energy_loop.calibrate_parallel import calibrate_parallel
+    from tasks.energy_loop.candidate import run_step
+    from tasks.energy_loop.dask_stages import candidate_runner, train_rung
+    from tasks.energy_loop.parallel import ScaleOut, cores
+    from tasks.energy_loop.stages import scenario_meter, train_candidate
+    from tasks.meters.select import close_shared_meters, make_meter, resolve_meter_name
+    from tasks.meters.simple import NullMeter
     from thresholds import scenario_path
     from thresholds.energy.policy import CandidateResult, Step, StepKind
     from thresholds.energy.schema import load_scenario
@@ -118,7 +119,7 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
         table = calibrate_parallel(phase_meter, settings, data_path, train_candidate, meter_name, Path(tmp) / "calibration")
         auto = parallel_width(table, None, n_cores, sigmas=settings.measurement.significance_sigmas, min_gain_pct=settings.ladder.min_gain_pct)
         scale = ScaleOut(width=workers, threads_per_worker=threads_per_worker(n_cores, workers), why="benchmark", idle_power_w=table.idle_power_w)
-        with candidate_runner(workers) as runner:
+        with candidate_runner(workers, task=train_candidate) as runner:
             # Not timed: the workers' first task run (Prefect's own start there, the data loaded), which a
             # loop pays once; the calibration counts it in the start-up it spreads over the loop's rungs.
             warm = settings.model_copy(update={"training": settings.training.model_copy(update={"max_epochs": 1, "patience": 1})})

@@ -58,7 +58,7 @@ TABLES: dict[str, tuple[str | bytes, list[str]]] = {
     "one class": ("a,b,label\n" + "1,2,0\n" * 30, ["--target", "label"]),
     "missing target column": ("a,b\n" + "1,2\n" * 30, ["--target", "label"]),
     "no --target": ("a,b\n" + "1,2\n" * 30, []),
-    # Missing cells and text categories are imputed and encoded (tasks/preprocess.py); these cannot be:
+    # Missing cells and text categories are imputed and encoded (tasks/data/preprocess.py); these cannot be:
     "non-numeric feature": ("a,b,label\n" + "1,2,0\n2,2,1\n" * 15 + "?,2,1\n", ["--target", "label"]),
     "column entirely missing": ("a,b,label\n" + "1,,0\n2,,1\n" * 15, ["--target", "label"]),
     "target missing in every row": ("a,b,label\n" + "1,2,\n2,3,\n" * 15, ["--target", "label"]),

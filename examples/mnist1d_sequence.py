@@ -2,7 +2,7 @@
 
     energy-loop run --scenario dev-cpu --model examples.transformer_seq:make --dataset examples.mnist1d_sequence:load
 
-`load` follows the dataset-function contract of `tasks/user_data.py`: it returns the train, validation
+`load` follows the dataset-function contract of `tasks/data/user_data.py`: it returns the train, validation
 and test splits as (x, y) tensor pairs, and the task. Offline: mnist1d generates its data.
 """
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tasks import vision_compat
+from tasks.models import vision_compat
 
 
 def make(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:

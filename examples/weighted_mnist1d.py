@@ -2,7 +2,7 @@
 
     energy-loop run --scenario dev-cpu --dataset examples.weighted_mnist1d:load --train-step examples.weighted_mnist1d:weighted_step
 
-`load` is a dataset function (the contract of `tasks/user_data.py`) whose splits are tensors
+`load` is a dataset function (the contract of `tasks/data/user_data.py`) whose splits are tensors
 `(x, y, weight)`: the training and validation splits keep every signal of digits 0-4 and one in
 `RARE_SHARE` of digits 5-9, and each sample weighs `n / (K * n_class)`, so every class counts the same
 in the loss (sklearn's "balanced" class weight); the test split is mnist1d's own, balanced one.
@@ -10,7 +10,7 @@ in the loss (sklearn's "balanced" class weight); the test split is mnist1d's own
 batch as the dataset gave it, `(x, targets, weight)` with the batch's rows; the model itself, the
 accuracy and serving see x alone. Without `--train-step` the weights are carried but unused.
 Weighing trades the common digits' accuracy for the rare ones': with the default MLP on 5000 signals
-(3 seeds, tasks/train.py `fit`), digits 5-9 went from 0.22 to 0.38 test accuracy, digits 0-4 from
+(3 seeds, tasks/models/train.py `fit`), digits 5-9 went from 0.22 to 0.38 test accuracy, digits 0-4 from
 0.66 to 0.47, all ten from 0.44 to 0.43.
 A torch Dataset of items `{"x": ..., "y": ..., "weight": ...}` would do the same, with dict batches.
 """

@@ -29,8 +29,7 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     from thresholds.core import METER_NAMES
 
     parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Train a model, measure its energy, gate it against thresholds and escalate compression until it passes.",
+        prog=prog, description="Train a model, measure its energy, gate it against thresholds and escalate compression until it passes."
     )
     parser.set_defaults(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,7 +39,7 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
         "--dataset",
         required=True,
         help="mnist1d, digits, ..., a .csv/.parquet file, an image folder (one subfolder per class, PNG/JPEG), "
-        "or PKG.MODULE:FUNCTION returning the splits (see tasks/user_data.py)",
+        "or PKG.MODULE:FUNCTION returning the splits (see tasks/data/user_data.py)",
     )
     run.add_argument("--model", help="your model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) (sets model.factory)")
     run.add_argument("--loss", help="your loss: PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor (sets model.loss)")
@@ -141,7 +140,7 @@ def _webhook_parsers(hook: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tasks.inputs import check_arguments
+    from tasks.energy_loop.inputs import check_arguments
     from thresholds import scenario_path
     from thresholds.errors import InputError
 
@@ -217,8 +216,7 @@ def run_loop(prog: str, services: LoopServices, loop: Callable[[], Any]) -> int:
         # the next loop closes its run as orphaned.
         first = str(exc).splitlines()[0][:300]
         print(
-            f"{prog}: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}",
-            file=sys.stderr,
+            f"{prog}: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}", file=sys.stderr
         )
         return EXIT_NOT_PASSED
     return print_outcome(outcome, started)
@@ -276,8 +274,8 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
     import traceback
     from pathlib import Path
 
-    from tasks.evaluate import resolve_quality_metric
-    from tasks.inputs import prepare_checked
+    from tasks.energy_loop.inputs import prepare_checked
+    from tasks.models.evaluate import resolve_quality_metric
     from thresholds.errors import InputError
 
     try:
@@ -326,7 +324,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _meters(_: argparse.Namespace) -> int:
-    from tasks.energy.select import auto_choice, available_meters
+    from tasks.meters.select import auto_choice, available_meters
 
     for name, why in available_meters().items():
         print(f"{name:12s} {why}")
@@ -396,7 +394,7 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
 
 
 def _trigger(args: argparse.Namespace) -> int:
-    from tasks.inputs import check_overrides
+    from tasks.energy_loop.inputs import check_overrides
 
     try:
         params = _parse_params(args.param)
@@ -502,9 +500,9 @@ def _predict(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from registry import mlflow_model
-    from registry.core import client
-    from tasks import serving
-    from tasks.energy.select import make_meter
+    from registry.store import client
+    from tasks.meters.select import make_meter
+    from tasks.serving import scorer as serving
     from thresholds.errors import InputError
 
     def bad(message: str) -> int:

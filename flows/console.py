@@ -1,6 +1,6 @@
 """The terminal during a loop command: what a person needs, not the orchestrator's INFO lines.
 
-Shown: the progress lines (`tasks/progress.py`: one per candidate or attempt, on stdout beside the table and
+Shown: the progress lines (`tasks/common/progress.py`: one per candidate or attempt, on stdout beside the table and
 the verdict), and the warnings and errors of this project's own code (stderr, one line each). Not
 shown: Prefect's engine lines (server banner, "Finished in state ..."), MLflow's store set-up,
 CodeCarbon, torch and every other library's INFO and warnings. They are not lost: Prefect's run
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.progress import FIELD, Fragment
+from tasks.common.progress import FIELD, Fragment
 
 ROOT = Path(__file__).resolve().parents[1]
 OUR_PACKAGES = ("flows", "tasks", "registry", "thresholds", "benchmarks", "examples")

@@ -14,9 +14,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from registry.cooling import EXPERIMENT
-from tasks import progress
+from tasks.common import progress
+from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from tasks.cooling.stages import check_inputs, close_loop, log_attempt, plan_next, run_attempt
-from tasks.loop import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from thresholds.cooling.policy import Attempt
 from thresholds.core import Final
 from thresholds.errors import InputError

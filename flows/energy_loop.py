@@ -10,10 +10,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from registry.energy import EXPERIMENT
-from tasks import progress
-from tasks.loop import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
-from tasks.parallel import candidate_runner, train_rung
-from tasks.stages import (
+from tasks.common.progress import phase
+from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
+from tasks.energy_loop import progress
+from tasks.energy_loop.dask_stages import candidate_runner, train_rung
+from tasks.energy_loop.stages import (
     calibrate_machine,
     check_inputs,
     choose_width,
@@ -72,11 +73,11 @@ def energy_loop(
     loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
     history: list[CandidateResult] = []
     with aborting(loop_run_id):
-        with progress.phase("setup", "idle power, calibration, parallel width"):
+        with phase("setup", "idle power, calibration, parallel width"):
             idle_w = idle_power(settings, meter_name)
             calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id, data_path)
             scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
-        with candidate_runner(scale.width, dask_address) as runner:
+        with candidate_runner(scale.width, dask_address, train_candidate) as runner:
             decision = plan_next(settings, history, calibration, scale.width)
             while not isinstance(decision, Final):
                 calls = [
@@ -90,7 +91,7 @@ def energy_loop(
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
                     progress.judged(settings, history, produced)
                 decision = plan_next(settings, history, calibration, scale.width)
-        with progress.phase("closing", "full-test confirmation, batch-size sweep, registration"):
+        with phase("closing", "full-test confirmation, batch-size sweep, registration"):
             decision, history = confirm_full_test(settings, decision, history, data_path)
             hints = deployment_hints(settings, decision, history, data_path, meter_name)
             closed = close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)

@@ -156,7 +156,7 @@ class LoopServices:
     """The Prefect API (a local server unless one is configured) and the tracking store, booting in the background."""
 
     def __init__(self) -> None:
-        from registry.core import open_store_in_background
+        from registry.store import open_store_in_background
 
         self.api = start_local_api()
         self._store_opened: Callable[[], None] = open_store_in_background()
@@ -164,7 +164,7 @@ class LoopServices:
     @classmethod
     def start_early(cls) -> LoopServices | None:
         """Started now when that creates nothing (see `nothing_to_create`), else None: start them once the inputs passed."""
-        from registry.core import tracking_uri
+        from registry.store import tracking_uri
 
         return cls() if nothing_to_create(tracking_uri()) else None
 

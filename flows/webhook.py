@@ -34,7 +34,7 @@ PATH = "/webhooks/mlflow"
 WEBHOOK_NAME = "energy-loop-champion-guard"
 UNGATED_EVENT = "energy-loop.champion.ungated"
 # The header names of mlflow.webhooks.constants (mlflow 3.17), kept here so the receiver starts fast.
-SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_ID_HEADER = "X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id"
+SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_ID_HEADER = ("X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id")
 
 log = logging.getLogger("energy_loop.webhook")
 
@@ -243,7 +243,7 @@ def check_registration(url: str) -> None:
     """ValueError (bad input) when `url` or MLFLOW_TRACKING_URI cannot work, before any request is made."""
     from urllib.parse import urlparse
 
-    from registry.core import tracking_uri
+    from registry.store import tracking_uri
 
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from registry import core
+from registry import core, store
 from registry.core import LoopRecord, VersionSpec, flatten, log_nested_run
 from thresholds.cooling.policy import Attempt, beats_champion
 from thresholds.core import Final
@@ -106,4 +106,4 @@ def close_loop(
 
 
 def log_benchmark(params: dict[str, str], artifacts: list[Path]) -> str:
-    return core.log_benchmark("cooling-benchmark", params, artifacts)
+    return store.log_benchmark("cooling-benchmark", params, artifacts)

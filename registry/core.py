@@ -22,50 +22,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from registry import mlflow_model
+from registry.store import IncompleteArtifact, client, experiment_id_of, tracking_uri
 from thresholds.core import Final, FinalState
 from thresholds.promotion import CHAMPION, gate_problems
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LAST_GATED_CHAMPION = "last_gated_champion"  # registered-model tag: the version to move `champion` back to
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def client() -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri())
-
-
-def open_store_in_background() -> Callable[[], None]:
-    """Open the tracking store in a thread (an SQL store checks or creates its tables: most of a second,
-    which MLflow then caches per URI) while a command does other work; call the result before the first
-    tracking call, so two threads never set the store up at once. A failure is left for that call to say."""
-    import contextlib
-    import threading
-
-    def open_store() -> None:
-        with contextlib.suppress(Exception):  # the loop's own first call reports it, with the retry budget
-            client().search_experiments(max_results=1)
-
-    thread = threading.Thread(target=open_store, name="open-tracking-store", daemon=True)
-    thread.start()
-    return thread.join
-
-
-def _experiment_id(mlflow_client: Any, name: str) -> str:
-    exp = mlflow_client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = None
-    uri = tracking_uri()
-    if uri.startswith("sqlite:") or uri.startswith("file:"):
-        # Embedded store: keep artifacts in a folder beside the database, not in ./mlruns.
-        db_dir = Path(uri.split("///", 1)[1]).parent if "///" in uri else Path(".")
-        location = (db_dir / "mlartifacts").resolve().as_uri()
-    return str(mlflow_client.create_experiment(name, artifact_location=location))
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -85,7 +46,7 @@ def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict
 
     params = flatten(params)
     c = client()
-    experiment_id = _experiment_id(c, experiment)
+    experiment_id = experiment_id_of(c, experiment)
     reap_orphans(experiment_id)
     owner = {"loop.state": "RUNNING", "loop.host": socket.gethostname(), "loop.pid": str(os.getpid())}
     run = c.create_run(experiment_id, run_name=run_name, tags={**tags, **owner})
@@ -180,9 +141,6 @@ def champion_version(mc: Any, model_name: str) -> Any | None:
         return mc.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
-
-
-IncompleteArtifact = mlflow_model.IncompleteArtifact
 
 
 def check_logged_model(mc: Any, run_id: str, model_dir: Path, artifact_path: str = "model") -> None:
@@ -371,19 +329,6 @@ def download_version(model_name: str, ref: str, dst_dir: Path) -> Path:
     uri = f"models:/{model_name}/{ref.lstrip('@')}" if not ref.startswith("@") else f"models:/{model_name}@{ref[1:]}"
     mlflow.set_tracking_uri(tracking_uri())
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst_dir)))
-
-
-def log_benchmark(experiment: str, params: dict[str, str], artifacts: list[Path]) -> str:
-    """One finished run holding a benchmark's outputs (table, plots)."""
-    from mlflow.entities import Param
-
-    mc = client()
-    run = mc.create_run(_experiment_id(mc, experiment), run_name=experiment)
-    mc.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
-    for path in artifacts:
-        mc.log_artifact(run.info.run_id, str(path))
-    mc.set_terminated(run.info.run_id, status="FINISHED")
-    return str(run.info.run_id)
 
 
 class PromotionRefused(RuntimeError):

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from registry import mlflow_model
-from registry.core import LoopRecord, VersionSpec, client, log_nested_run, move_champion
+from registry.core import LoopRecord, VersionSpec, log_nested_run, move_champion
 from registry.core import close_loop as close_any_loop
+from registry.store import client
 from thresholds.core import Final
 from thresholds.energy.policy import Calibration, CandidateResult, beats_champion
 

@@ -1,7 +1,7 @@
 """Candidates as standard MLflow models (MLflow 3 logged models), and scoring a registered version.
 
 Each candidate's run logs one logged model: the pyfunc flavour written as models-from-code
-(`tasks/pyfunc_model.py`, passed in by the caller: nothing unpickled on load), the model folder as its `model`
+(`tasks/serving/pyfunc_model.py`, passed in by the caller: nothing unpickled on load), the model folder as its `model`
 artifact (state dict, JSON specs, optional preprocessing), a signature and an input example.
 The run's figures (logged at step 0) are linked to the logged model by MLflow, so the UI shows
 them as the model's metrics; where a figure changed after the run (the full-split confirmation)
@@ -14,11 +14,13 @@ from importlib.metadata import version as installed
 from pathlib import Path
 from typing import Any
 
-PYFUNC_CODE_NAME = "pyfunc_model.py"  # the models-from-code file (tasks/pyfunc_model.py) as stored in the model
+from registry.store import IncompleteArtifact, client, log_benchmark
+
+PYFUNC_CODE_NAME = "pyfunc_model.py"  # the models-from-code file (tasks/serving/pyfunc_model.py) as stored in the model
 ARTIFACT = "model"  # the model folder's name among the pyfunc's artifacts
 OBSERVED_ENERGY_TAG = "observed.inference_energy_j_per_1k"
 BATCH_SIZE_TAG = "deployment.energy_optimal_batch_size"
-# Pinned to what logged the model. The project itself (tasks.serving) must be installed where it is served.
+# Pinned to what logged the model. The project itself (tasks.serving.scorer) must be installed where it is served.
 REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pydantic")
 
 
@@ -83,10 +85,6 @@ def logged_model_id(mc: Any, run_id: str) -> str | None:
     models = [] if outputs is None else outputs.model_outputs
     pyfuncs = [m.model_id for m in models if mc.get_logged_model(m.model_id).name == ARTIFACT]
     return str(pyfuncs[-1]) if pyfuncs else None
-
-
-class IncompleteArtifact(RuntimeError):
-    """A candidate's model files are not all in the artifact store: it is not registered."""
 
 
 def check_logged(mc: Any, model_id: str, model_dir: Path) -> None:
@@ -182,8 +180,6 @@ def record_observed(mc: Any, name: str, version: str, energy_j_per_1k: float, de
 
 def log_onnx_benchmark(experiment: str, params: dict[str, str], graphs: dict[str, Path]) -> str:
     """A benchmark's run holding each ONNX graph as a logged model of MLflow's onnx flavour (tagged with its label)."""
-    from registry.core import client, log_benchmark
-
     run_id = log_benchmark(experiment, params, [])
     mc = client()
     for label, path in graphs.items():

@@ -16,14 +16,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from registry.core import (
-    LAST_GATED_CHAMPION,
-    champion_lock,
-    champion_version,
-    client,
-    record_gated_champion,
-    version_gate_problems,
-)
+from registry.core import LAST_GATED_CHAMPION, champion_lock, champion_version, client, record_gated_champion, version_gate_problems
 from thresholds.promotion import CHAMPION, Guard, forced_recently, guard_champion, promotion_mode, superseded
 
 ALIAS_EVENT = "model_version_alias.created"

@@ -68,7 +68,7 @@ def _stop_local_prefect_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 @pytest.fixture(autouse=True)
 def _torch_threads_put_back() -> Iterator[None]:
     """Loading a served version in this process sets torch's threads to those it was measured at
-    (tasks/pyfunc_model.py); later tests train at the machine's own count again."""
+    (tasks/serving/pyfunc_model.py); later tests train at the machine's own count again."""
     import torch
 
     before = torch.get_num_threads()

@@ -106,11 +106,7 @@ def _setup_python(version: str, tool_dir: Path) -> Path:
 
 
 def run_job(
-    secrets: dict[str, str],
-    inputs: dict[str, str],
-    tmp_path: Path,
-    install: Literal["substitute", "real"] = "substitute",
-    timeout_s: float = 900,
+    secrets: dict[str, str], inputs: dict[str, str], tmp_path: Path, install: Literal["substitute", "real"] = "substitute", timeout_s: float = 900
 ) -> JobResult:
     spec = job()
     unsupported = set(spec) - SUPPORTED_JOB_KEYS

@@ -1,6 +1,6 @@
 """How many candidates of a rung train at once: a pure decision over what calibration measured.
 
-Calibration (`tasks/calibrate_parallel.py`) trained the same rung of N candidates, through the
+Calibration (`tasks/energy_loop/calibrate_parallel.py`) trained the same rung of N candidates, through the
 loop's own Prefect task path, serially in process (torch on every core) and on N Dask worker
 processes (torch threads = cores / N each), under the loop's machine-level meter, and timed the
 workers' start-up and shutdown. A loop starts its workers once and trains at most

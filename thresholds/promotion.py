@@ -54,14 +54,7 @@ def forced_recently(tags: dict[str, str], now_s: float, promoted_at_s: float | N
     return 0 <= now_s - promoted_at_s <= FORCED_PROMOTION_WINDOW_S
 
 
-def guard_champion(
-    alias: str,
-    version: str,
-    problems: list[str],
-    mode: PromotionMode,
-    last_gated: str | None,
-    forced: bool,
-) -> Guard:
+def guard_champion(alias: str, version: str, problems: list[str], mode: PromotionMode, last_gated: str | None, forced: bool) -> Guard:
     """The decision for `alias` set on `version` (see the module docstring)."""
     if alias != CHAMPION:
         return Guard("ignore", f"alias {alias!r} is not guarded (only {CHAMPION!r} is)")

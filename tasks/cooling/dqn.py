@@ -31,7 +31,7 @@ from torch import nn
 
 from tasks.cooling import room, seed
 from tasks.cooling.fast_eval import ROOM_OBS, SEED_OBS, Controller, Simulation, Weights, run
-from tasks.energy.runtime import torch_threads
+from tasks.meters.runtime import torch_threads
 from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, DQNConfig, RoomConfig, SeedConfig
 
 EnvName = Literal["seed", "room"]
@@ -44,11 +44,7 @@ class QNetwork(nn.Module):
     def __init__(self, obs_dim: int, hidden_units: tuple[int, int], n_actions: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden_units[0]),
-            nn.ReLU(),
-            nn.Linear(hidden_units[0], hidden_units[1]),
-            nn.ReLU(),
-            nn.Linear(hidden_units[1], n_actions),
+            nn.Linear(obs_dim, hidden_units[0]), nn.ReLU(), nn.Linear(hidden_units[0], hidden_units[1]), nn.ReLU(), nn.Linear(hidden_units[1], n_actions)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

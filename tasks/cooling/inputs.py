@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from tasks.energy.select import resolve_meter_name
+from tasks.meters.select import resolve_meter_name
 from thresholds.cooling.schema import CoolingScenario, settings_for
 
 

@@ -19,15 +19,15 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from registry import cooling as registry
-from tasks import progress
+from tasks.common import progress
+from tasks.common.stages import LoopOutcome, outcome
 from tasks.cooling import dqn as dqn_mod
 from tasks.cooling import plots
 from tasks.cooling.baselines import Comparison, compare
 from tasks.cooling.fast_eval import Controller, run, warm_up
 from tasks.cooling.inputs import CheckedInputs, check_arguments
-from tasks.energy.base import EnergyMeter
-from tasks.energy.select import shared_meter
-from tasks.loop import LoopOutcome, outcome
+from tasks.meters.base import EnergyMeter
+from tasks.meters.select import shared_meter
 from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
 from thresholds.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
 from thresholds.cooling.schema import CoolingScenario

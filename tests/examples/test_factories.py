@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import compress, distill, models, vision_compat
-from tasks.errors import RungNotApplicable
+from tasks.common.errors import RungNotApplicable
+from tasks.compression import distill
+from tasks.compression import prune as compress
+from tasks.models import factory as models
+from tasks.models import vision_compat
 from tests.conftest import require
 
 EXAMPLES = {

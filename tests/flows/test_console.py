@@ -9,7 +9,7 @@ import os
 import pytest
 
 from flows import console
-from tasks import progress
+from tasks.common import progress
 from tests.conftest import ROOT
 
 
@@ -27,7 +27,7 @@ def test_fragments_become_one_line_per_candidate_and_a_warning_cuts_in_cleanly(c
         progress.say("[1/3] #0 baseline", "2.0 s  measuring…")
         progress.say("[1/3] #0 baseline", "1.0 s  PASS", end=True)
         progress.say("[2/3] #1 prune:0.3 from #0", "training…")
-        logging.getLogger().handle(_record("tasks.candidate", logging.WARNING, "candidate #1 (prune:0.3) rejected: diverged", OURS))
+        logging.getLogger().handle(_record("tasks.energy_loop.candidate", logging.WARNING, "candidate #1 (prune:0.3) rejected: diverged", OURS))
         progress.say("[2/3] #1 prune:0.3 from #0", "0.5 s", end=True)
     out, err = capsys.readouterr()
     assert out.splitlines() == [
@@ -46,7 +46,7 @@ def test_fragments_become_one_line_per_candidate_and_a_warning_cuts_in_cleanly(c
         ("prefect.flow_runs", logging.ERROR, "Encountered exception during execution:\nTraceback (most recent call last):", LIBRARY),
         ("mlflow.store.db.utils", logging.INFO, "Creating initial MLflow database tables...", "/venv/lib/python3.11/site-packages/mlflow/store/db/utils.py"),
         ("py.warnings", logging.WARNING, "copyreg.py:105: FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated", "/usr/lib/python3.11/warnings.py"),
-        ("tasks.train", logging.INFO, "#0 baseline: epoch 6/60 val_loss 0.5024 (best 0.5024 @ 6)", str(ROOT / "tasks" / "train.py")),
+        ("tasks.models.train", logging.INFO, "#0 baseline: epoch 6/60 val_loss 0.5024 (best 0.5024 @ 6)", str(ROOT / "tasks" / "train.py")),
     ],
 )
 def test_what_is_not_for_a_person_shows_only_with_verbose(name: str, level: int, message: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,7 +62,7 @@ def test_with_verbose_progress_is_a_log_line_among_the_others(capsys: pytest.Cap
     with console.session(verbose=True):
         progress.say("[1/3] #0 baseline", "training…")
     out, err = capsys.readouterr()
-    assert out == "" and "INFO tasks.progress: [1/3] #0 baseline  training…" in err
+    assert out == "" and "INFO tasks.common.progress: [1/3] #0 baseline  training…" in err
 
 
 def test_the_session_gives_back_the_logging_and_environment_it_found(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,8 +22,8 @@ import torch
 from mlflow import MlflowClient
 
 from flows.cli import main
-from tasks import models
-from tasks.data import load_cached, prepare
+from tasks.data.datasets import load_cached, prepare
+from tasks.models import factory as models
 from tests.conftest import FIXTURES, ROOT
 from thresholds import scenario_with_overrides
 

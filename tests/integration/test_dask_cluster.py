@@ -131,20 +131,20 @@ def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(dask_clust
 def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_caches_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny size: the probe rungs are the loop's own `train_candidate` task runs, in process and on
     the loop's Dask task runner, read under the meter, with the workers' start-up measured."""
-    import tasks.calibrate_parallel
+    import tasks.energy_loop.calibrate_parallel
 
     # Other sessions' load on this machine is not this test's subject: without /proc/stat the table is cached.
-    monkeypatch.setattr(tasks.calibrate_parallel, "machine_busy_cpu_s", lambda: None)
+    monkeypatch.setattr(tasks.energy_loop.calibrate_parallel, "machine_busy_cpu_s", lambda: None)
     from datetime import UTC, datetime
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 
-    from tasks import data as data_mod
-    from tasks.calibrate_parallel import calibrate_parallel
-    from tasks.energy.simple import FixedPowerMeter, ReplayMeter
-    from tasks.parallel import cores
-    from tasks.stages import train_candidate
+    from tasks.data import datasets as data_mod
+    from tasks.energy_loop.calibrate_parallel import calibrate_parallel
+    from tasks.energy_loop.parallel import cores
+    from tasks.energy_loop.stages import train_candidate
+    from tasks.meters.simple import FixedPowerMeter, ReplayMeter
     from thresholds.energy.schema import load_scenario
     from thresholds.parallel import parallel_width
 

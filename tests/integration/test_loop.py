@@ -14,9 +14,9 @@ from mlflow.exceptions import MlflowException
 
 from flows.cli import main
 from flows.energy_loop import energy_loop
-from tasks.data import load_cached, prepare
-from tasks.evaluate import quality
-from tasks.models import load_version
+from tasks.data.datasets import load_cached, prepare
+from tasks.models.evaluate import quality
+from tasks.models.factory import load_version
 from tests.conftest import FIXTURES
 from tests.integration.conftest import QuickLoop
 
@@ -243,9 +243,9 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
     import pandas as pd
     import torch
 
-    from tasks import models
-    from tasks.data import load_cached, prepare
-    from tasks.preprocess import TablePreprocessor
+    from tasks.data.datasets import load_cached, prepare
+    from tasks.data.preprocess import TablePreprocessor
+    from tasks.models import factory as models
 
     rng = np.random.default_rng(0)
     n = 400

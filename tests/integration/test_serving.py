@@ -25,9 +25,11 @@ import torch
 from mlflow import MlflowClient
 
 from registry import mlflow_model
-from registry.core import client as tracking_client
-from tasks import data as data_mod
-from tasks import models, onnx_runtime, serving
+from registry.store import client as tracking_client
+from tasks.compression import onnx_runtime
+from tasks.data import datasets as data_mod
+from tasks.models import factory as models
+from tasks.serving import scorer as serving
 from tests.integration.conftest import QuickLoop
 
 pytestmark = [pytest.mark.integration]
@@ -47,7 +49,7 @@ def _raw_rows(rows: int) -> tuple[pd.DataFrame, pd.Series]:
 
 def _expected_logits(data: data_mod.CachedData, model_dir: Path, raw: pd.DataFrame) -> torch.Tensor:
     """The torch model at its precision on the table preprocessing the loop fitted."""
-    from tasks.preprocess import TablePreprocessor
+    from tasks.data.preprocess import TablePreprocessor
 
     model, spec = models.load(model_dir)
     x = torch.from_numpy(np.asarray(TablePreprocessor.from_dict(data.preprocessing).transform(raw), dtype=np.float32))
@@ -109,7 +111,7 @@ def test_every_model_kind_registers_as_an_mlflow_model_and_loads(mlflow_store: s
 def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(quick_loop: QuickLoop, tmp_path: Path) -> None:
     import mlflow
 
-    outcome, mlflow_store = quick_loop.outcome, quick_loop.store  # quick.yaml on digits, model digits-quick (tests/integration/conftest.py)
+    outcome, mlflow_store = (quick_loop.outcome, quick_loop.store)  # quick.yaml on digits, model digits-quick (tests/integration/conftest.py)
     assert outcome.state == "PASSED" and outcome.champion_version is not None, outcome.reason
     mc = MlflowClient(mlflow_store)
     champion = mc.get_model_version_by_alias("digits-quick", "champion")
@@ -183,12 +185,7 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(quick_l
     # Bad input: one line, exit 2, nothing written.
     frame = _raw_rows(5)[0]
     first, second = list(frame.columns)[3], list(frame.columns)[5]
-    cases = {
-        "missing": frame.drop(columns=[first]),
-        "extra": frame.assign(extra=1.0),
-        "dtype": frame.assign(**{second: "abc"}),
-        "header": frame.iloc[:0],
-    }
+    cases = {"missing": frame.drop(columns=[first]), "extra": frame.assign(extra=1.0), "dtype": frame.assign(**{second: "abc"}), "header": frame.iloc[:0]}
     for name, bad in cases.items():
         bad.to_csv(tmp_path / f"{name}.csv", index=False)
     (tmp_path / "empty.csv").write_text("")

@@ -66,7 +66,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> 
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
         "ENERGY_LOOP_WEBHOOK_SECRET": secrets.token_urlsafe(32),
     }
-    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = (env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"])
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:

@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from registry import cooling as registry
-from registry.core import IncompleteArtifact
+from registry.store import IncompleteArtifact
 from thresholds.cooling.policy import Attempt, Final, FinalState, Kind
 
 

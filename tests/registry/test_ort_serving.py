@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from registry import energy, mlflow_model
-from registry.core import client as tracking_client
-from tasks import data as data_mod
-from tasks import models, onnx_runtime, serving
+from registry.store import client as tracking_client
+from tasks.compression import onnx_runtime
+from tasks.data import datasets as data_mod
+from tasks.models import factory as models
+from tasks.serving import scorer as serving
 from thresholds.energy.policy import CandidateResult, Step, StepKind
 
 
@@ -80,7 +82,7 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
 def test_a_fused_version_serves_its_fused_form_through_the_pyfunc(mlflow_store: str, tmp_path: Path) -> None:
     import mlflow
 
-    from tasks import fuse
+    from tasks.models import fuse
 
     data, torch_dir = _saved_digits_model(tmp_path)
     fused_dir = Path(shutil.copytree(torch_dir, tmp_path / "fused"))

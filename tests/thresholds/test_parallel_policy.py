@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.calibrate_parallel import widths_to_try
+from tasks.energy_loop.calibrate_parallel import widths_to_try
 from thresholds.parallel import ParallelCalibration, WidthTrial, parallel_width, requested_width, saving_beyond_noise, threads_per_worker
 
 Runs = tuple[list[float], list[float], list[float], list[float]]  # serial wall s, serial J, parallel wall s, parallel J

@@ -12,7 +12,7 @@ Ladder, in order:
                          Stops at the first ratio that breaks an accuracy target.
 5. `distill:f`         - a student with each hidden width x f, trained on the best fp32 model's
                          soft labels.
-6. `fuse`              - the best fp32 candidate served in its fused torch form (tasks/fuse.py: Linear+ReLU
+6. `fuse`              - the best fp32 candidate served in its fused torch form (tasks/models/fuse.py: Linear+ReLU
                          as one addmm and an in-place ReLU, BatchNorm folded), when `ladder.fuse_inference`.
 7. `precision:p`       - the best fp32 candidate at lower precision (int8 / fp16 / bf16), unless
                          the machine's calibration shows that precision is not cheaper here.
@@ -100,7 +100,7 @@ class StepKind(StrEnum):
     PRUNE_ES = "prune-es"  # prune the recipe, fine-tune with early stopping on `Step.epochs` at most
     SCRATCH = "scratch"  # the parent's architecture trained from scratch with early stopping
     ORT = "ort"  # the parent exported to ONNX and served under onnxruntime (`Step.value`: fp32 or int8)
-    FUSE = "fuse"  # the parent served in its fused torch form (tasks/fuse.py); nothing trained
+    FUSE = "fuse"  # the parent served in its fused torch form (tasks/models/fuse.py); nothing trained
 
 
 # Rungs that serve a parent's weights in another form: never the base of a later rung (they do not stack).
@@ -398,10 +398,10 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     if gain is None:
         return False, "no inference cost measured"
     if gain < scenario.ladder.min_gain_pct:
-        return False, f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)"
+        return (False, f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)")
     sigmas = scenario.measurement.significance_sigmas
     if not significantly_less(cost(c) or 0.0, cost_err(c), cost(parent) or 0.0, cost_err(parent), sigmas):
-        return False, f"saved {gain:.1f}% vs #{parent.index}, within {sigmas:g} combined standard errors: noise, not a gain"
+        return (False, f"saved {gain:.1f}% vs #{parent.index}, within {sigmas:g} combined standard errors: noise, not a gain")
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index}"
 
 
@@ -415,10 +415,10 @@ def _paired_gain(scenario: Scenario, parent: CandidateResult, c: CandidateResult
     gain = (1 - mine / theirs) * 100
     sigmas = scenario.measurement.significance_sigmas
     if gain < scenario.ladder.min_gain_pct:
-        return False, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired) on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)"
+        return (False, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired) on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)")
     their_sem = parent.inference_ratio_log_sem if parent.index else 0.0
     if not math.log(mine) + sigmas * math.hypot(c.inference_ratio_log_sem, their_sem) < math.log(theirs):
-        return False, f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: noise, not a gain"
+        return (False, f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: noise, not a gain")
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired)"
 
 
@@ -432,7 +432,7 @@ def _retrained_cheaper(scenario: Scenario, history: list[CandidateResult], c: Ca
         return False, f"no training cost to compare with #{parent.index}'s"
     gain = (1 - mine / theirs) * 100
     if gain < scenario.ladder.min_gain_pct:
-        return False, f"saved {gain:.1f}% training energy vs #{parent.index} (needs >= {scenario.ladder.min_gain_pct:g}%)"
+        return (False, f"saved {gain:.1f}% training energy vs #{parent.index} (needs >= {scenario.ladder.min_gain_pct:g}%)")
     return True, f"saved {gain:.1f}% training energy vs #{parent.index}, same architecture"
 
 
@@ -443,9 +443,9 @@ def _training_gain(scenario: Scenario, history: list[CandidateResult], c: Candid
     gain = (1 - c.train_energy_j / recipe.train_energy_j) * 100
     sigmas = scenario.measurement.significance_sigmas
     if gain < scenario.ladder.min_gain_pct:
-        return False, f"saved {gain:.1f}% training energy vs #{recipe.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)"
+        return (False, f"saved {gain:.1f}% training energy vs #{recipe.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)")
     if not significantly_less(c.train_energy_j, c.train_energy_sem_j, recipe.train_energy_j, recipe.train_energy_sem_j, sigmas):
-        return False, f"saved {gain:.1f}% training energy vs #{recipe.index}, within {sigmas:g} combined standard errors: noise, not a gain"
+        return (False, f"saved {gain:.1f}% training energy vs #{recipe.index}, within {sigmas:g} combined standard errors: noise, not a gain")
     return True, f"saved {gain:.1f}% training energy vs #{recipe.index}"
 
 
@@ -639,7 +639,7 @@ class Rung(NamedTuple):
     siblings: Callable[[Scenario, list[CandidateResult], Step, Calibration | None], list[Step]] | None = None
 
 
-# The ladder, in order. Adding a rung: a StepKind, an entry here, its producer in tasks/candidate.py.
+# The ladder, in order. Adding a rung: a StepKind, an entry here, its producer in tasks/energy_loop/candidate.py.
 RUNGS: tuple[Rung, ...] = (
     Rung(StepKind.BASELINE, lambda scenario, history, use: None, _recipe_siblings),  # `decide` measures it first
     Rung(StepKind.EARLY_STOPPING, _early_stopping, _recipe_siblings),
@@ -687,7 +687,7 @@ def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateRe
 def _teacher(scenario: Scenario, history: list[CandidateResult], parent: CandidateResult) -> CandidateResult:
     """The teacher of a back-off fine-tune of `parent`'s pruned copy: the trained torch fp32 model with the best
     quality (accuracy, else lowest RMSE) among those whose training, added to `parent`'s lineage, stays within the
-    training target (the taught model's lineage includes its teacher's: tasks/candidate.py). `parent` adds nothing."""
+    training target (the taught model's lineage includes its teacher's: tasks/energy_loop/candidate.py). `parent` adds nothing."""
     baseline = history[0]
     limit = train_limit_j(scenario.targets, baseline)
     pool = [c for c in history if c.ok and c.step.kind not in SERVING_FORMS]
@@ -734,7 +734,7 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
             continue
         if not any(m in QUALITY_TARGETS for m in misses):
             continue
-        ratio, target, taught = values[broken.index], next(m for m in misses if m in QUALITY_TARGETS), broken.step.teacher
+        ratio, target, taught = (values[broken.index], next(m for m in misses if m in QUALITY_TARGETS), broken.step.teacher)
         parent = broken.step.parent if broken.step.parent is not None else 0
         below = max((r for r in scenario.ladder.pruning_ratios if r < ratio), default=0.0)
         same = [c.step for c in history if c.step.kind == StepKind.PRUNE and c.step.value == broken.step.value]
@@ -1026,7 +1026,7 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
         return Final(state=FinalState.FAILED, reason=f"baseline could not be trained: {baseline.rejected_reason}")
     # Serially only the latest candidate can newly pass; a parallel batch may hold several: the cheapest wins.
     passing = [c for c in history[1:] if c.ok and judge(scenario, c, baseline).passed]
-    used, spent, limit = iterations_used(history), sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j
+    used, spent, limit = (iterations_used(history), sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j)
     # Refusals cost no iteration, but the rungs that can refuse are finite: twice the budget bounds the loop regardless.
     out_of_iterations = used >= scenario.budget.max_iterations or len(history) >= 2 * scenario.budget.max_iterations
     budget_left = not out_of_iterations and (limit is None or spent < limit)
@@ -1084,7 +1084,7 @@ def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, 
     if champion is None:
         return True, "no champion yet"
     if champion.get("energy_source") != candidate.energy_source:
-        return False, f"champion energy is from {champion.get('energy_source')!r}, candidate from {candidate.energy_source!r}: not comparable"
+        return (False, f"champion energy is from {champion.get('energy_source')!r}, candidate from {candidate.energy_source!r}: not comparable")
     try:
         champ_energy = float(champion["inference_energy_j_per_1k"])
     except (KeyError, ValueError):
@@ -1093,13 +1093,13 @@ def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, 
     if energy is None:
         return False, "candidate has no measured inference energy"
     if candidate.accuracy is not None and "accuracy" in champion and candidate.accuracy < float(champion["accuracy"]) - 0.01:
-        return False, f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}"
+        return (False, f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}")
     if candidate.rmse is not None and "rmse" in champion and candidate.rmse > float(champion["rmse"]) * 1.01:
         return False, f"rmse {candidate.rmse:.4g} is more than 1% above the champion's {float(champion['rmse']):.4g}"
     champ_sem = float(champion.get("inference_energy_sem_j_per_1k", 0.0))
     err = candidate.inference_energy_sem_j_per_1k
     if significantly_less(energy, err, champ_energy, champ_sem, sigmas):
-        return True, f"inference energy {energy:.4g} < champion's {champ_energy:.4g} J/1k beyond noise, at no worse quality"
+        return (True, f"inference energy {energy:.4g} < champion's {champ_energy:.4g} J/1k beyond noise, at no worse quality")
     if significantly_less(champ_energy, champ_sem, energy, err, sigmas):
         return False, f"inference energy {energy:.4g} J/1k is above the champion's {champ_energy:.4g} J/1k beyond noise"
     tie = f"inference energy {energy:.4g} vs champion's {champ_energy:.4g} J/1k is within {sigmas:g} combined standard errors"

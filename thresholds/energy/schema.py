@@ -22,7 +22,7 @@ LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
 OrtPrecision = Literal["fp32", "int8"]
 ORT_PRECISIONS: tuple[OrtPrecision, ...] = ("fp32", "int8")
 HookName = Literal["loss", "metric", "train_step"]
-HOOKS: tuple[HookName, ...] = ("loss", "metric", "train_step")  # a user's functions the loop calls (tasks/hooks.py)
+HOOKS: tuple[HookName, ...] = ("loss", "metric", "train_step")  # a user's functions the loop calls (tasks/models/hooks.py)
 
 
 class Targets(StrictSection):
@@ -91,7 +91,7 @@ class Measurement(StrictSection):
         le=1_024,
         description="threads inference is measured and served with (torch and onnxruntime intra-op); 0: the library's default, "
         "one per core. One by default: two threads on two cores moved the same models' ratio by 25 % between runs "
-        "(tasks/energy/runtime.py)",
+        "(tasks/meters/runtime.py)",
     )
     repeats_min: int = Field(3, ge=1, le=100, description="inference windows at least")
     repeats_max: int = Field(8, ge=1, le=1_000, description="inference windows at most")
@@ -106,10 +106,7 @@ class Measurement(StrictSection):
     )
     paired: bool = Field(True, description="measure each candidate in ABBA windows interleaved with the baseline; gates judge the ratio's CI")
     max_other_cpu_share: float = Field(
-        0.10,
-        ge=0,
-        le=1,
-        description="other processes' share of the CPU while a candidate is measured, above which the loop warns its figures are unreliable",
+        0.10, ge=0, le=1, description="other processes' share of the CPU while a candidate is measured, above which the loop warns its figures are unreliable"
     )
     train_attribution: Literal["auto", "process", "machine"] = Field(
         "auto", description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level meters), or the whole machine"
@@ -228,8 +225,7 @@ class ModelSettings(StrictSection):
     )
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="neurons per hidden layer")
     keep_layers: list[str] = Field(
-        default_factory=list,
-        description="module names (as in model.named_modules(), e.g. 'stem.0') that pruning leaves whole; the output head is always kept",
+        default_factory=list, description="module names (as in model.named_modules(), e.g. 'stem.0') that pruning leaves whole; the output head is always kept"
     )
     student: str | None = Field(
         None, description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in MLP: a narrower MLP)"

@@ -52,9 +52,7 @@ def _config(**changes: Any) -> DQNConfig:
 
 
 @pytest.mark.parametrize(
-    ("with_target", "double", "goal0"),
-    [(False, False, 2.5), (True, False, 16.0), (True, True, 6.0)],
-    ids=["no-target-network", "target-network", "double-dqn"],
+    ("with_target", "double", "goal0"), [(False, False, 2.5), (True, False, 16.0), (True, True, 6.0)], ids=["no-target-network", "target-network", "double-dqn"]
 )
 def test_td_loss_uses_the_right_next_value_and_masks_terminal_states(with_target: bool, double: bool, goal0: float) -> None:
     net, target = _net(np.eye(2).tolist()), _net([[0.0, 10.0], [10.0, 0.0]])

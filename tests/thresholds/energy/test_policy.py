@@ -635,7 +635,7 @@ def test_kept_compares_paired_ratios_when_both_have_them(child_ratio: float, chi
 
 
 def test_each_verdict_names_the_target_that_drove_the_next_move() -> None:
-    from tasks.report import verdicts
+    from tasks.energy_loop.report import verdicts
 
     history = [
         BASE,

@@ -18,11 +18,7 @@ from thresholds.errors import InputError
 SECTIONS = ["targets", "budget", "training", "measurement", "ladder", "model"]
 FIELDS = {name: sorted(getattr(Scenario.model_fields[name].annotation, "model_fields", {})) for name in SECTIONS}
 scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(10**12), max_value=10**12),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20),
+    st.none(), st.booleans(), st.integers(min_value=-(10**12), max_value=10**12), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20)
 )
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
 

@@ -1,6 +1,0 @@
-"""Energy meters behind one interface: `EnergyMeter.window(label)` yields a `Measurement`."""
-
-from tasks.energy.base import EnergyMeter, Measurement, Window
-from tasks.energy.select import METER_NAMES, available_meters, make_meter
-
-__all__ = ["METER_NAMES", "EnergyMeter", "Measurement", "Window", "available_meters", "make_meter"]
