@@ -61,7 +61,14 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     settings = check_arguments(scenario, dataset, samples, model_factory=factory)
     work = folder / "work"
     prepare_checked(settings, dataset, work / "cache", None, samples, "auto", None)
-    outcome = energy_loop(scenario=scenario, dataset=dataset, samples=samples, model_name=f"byo-{name}", work_root=str(work), model_factory=factory)
+    outcome = energy_loop(
+        scenario=scenario,
+        dataset=dataset,
+        samples=samples,
+        model_name=f"byo-{name}",
+        work_root=str(work),
+        model_factory=factory,
+    )
     history = outcome.history
     baseline = history[0]
     # Not passed: the optimised candidate closest to passing (the baseline's own ratios, all 1, would say nothing).
@@ -69,9 +76,15 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
     row: dict[str, Any] = {
         "final_state": outcome.state,
         "final_candidate": None if final is None else "+".join(final.lineage) or final.step.label,
-        "inference_energy_ratio": None if final is None else _ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
-        "train_energy_ratio": None if final is None else _ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
-        "train_energy_ratio_priced": None if final is None else final.train_ratio_vs_baseline,  # priced by work: what the gate judged
+        "inference_energy_ratio": None
+        if final is None
+        else _ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
+        "train_energy_ratio": None
+        if final is None
+        else _ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
+        "train_energy_ratio_priced": None
+        if final is None
+        else final.train_ratio_vs_baseline,  # priced by work: what the gate judged
         "accuracy_delta_pt": None,
         "params_ratio": None if final is None else _ratio(final.params, baseline.params),
         "macs_ratio": None if final is None else _ratio(final.macs, baseline.macs),
@@ -91,9 +104,15 @@ def _cell(value: Any, spec: str = "") -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", default="byo-cpu", help="default byo-cpu: the issue's goals, inference judged at batch 256")
-    parser.add_argument("--examples", default=",".join(EXAMPLES), help=f"comma-separated subset of {', '.join(EXAMPLES)}")
-    parser.add_argument("--samples", type=int, default=None, help="images per folder / mnist1d signals to use (default: all / 5000)")
+    parser.add_argument(
+        "--scenario", default="byo-cpu", help="default byo-cpu: the issue's goals, inference judged at batch 256"
+    )
+    parser.add_argument(
+        "--examples", default=",".join(EXAMPLES), help=f"comma-separated subset of {', '.join(EXAMPLES)}"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=None, help="images per folder / mnist1d signals to use (default: all / 5000)"
+    )
     parser.add_argument("--max-epochs", type=int, help="smoke run: override training.max_epochs (and fine_tune_epochs)")
     parser.add_argument("--min-window-s", type=float, help="smoke run: override measurement.min_window_s")
     parser.add_argument("--repeats-max", type=int, help="smoke run: override measurement.repeats_min/repeats_max")
@@ -111,14 +130,22 @@ def main() -> int:
         print(f"byo: resnet18 skipped: {why}", file=sys.stderr)
         names.remove("resnet18")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.chdir(Path(__file__).resolve().parent.parent)  # `examples.*` import from the repository root, as from a user's working directory
+    os.chdir(
+        Path(__file__).resolve().parent.parent
+    )  # `examples.*` import from the repository root, as from a user's working directory
     overrides: dict[str, dict[str, Any]] = {}
     if args.max_epochs:
-        overrides["training"] = {"max_epochs": args.max_epochs, "fine_tune_epochs": args.max_epochs, "patience": min(5, args.max_epochs)}
+        overrides["training"] = {
+            "max_epochs": args.max_epochs,
+            "fine_tune_epochs": args.max_epochs,
+            "patience": min(5, args.max_epochs),
+        }
     if args.min_window_s:
         overrides.setdefault("measurement", {})["min_window_s"] = args.min_window_s
     if args.repeats_max:
-        overrides.setdefault("measurement", {}).update({"repeats_min": min(3, args.repeats_max), "repeats_max": args.repeats_max})
+        overrides.setdefault("measurement", {}).update(
+            {"repeats_min": min(3, args.repeats_max), "repeats_max": args.repeats_max}
+        )
 
     from flows.prefect_api import LoopServices, api_settings
 
@@ -147,14 +174,26 @@ def main() -> int:
         + ". Ratios: final model / baseline, same run."
     )
     print()
-    print("| example | model | state | inference x | training x | accuracy delta | params x | MACs x | iterations | reason |")
+    print(
+        "| example | model | state | inference x | training x | accuracy delta | params x | MACs x | iterations | reason |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         delta = _cell(r.get("accuracy_delta_pt"), "+.2f") + (" pt" if r.get("accuracy_delta_pt") is not None else "")
         ratios = " | ".join(_cell(r.get(k), ".3f") for k in ("inference_energy_ratio", "train_energy_ratio"))
         shrink = " | ".join(_cell(r.get(k), ".3f") for k in ("params_ratio", "macs_ratio"))
-        print(f"| {name} | {EXAMPLES[name][0]} | {r['final_state']} | {ratios} | {delta} | {shrink} | {_cell(r.get('iterations'))} | {r['reason'][:160]} |")
-    keys = ("final_state", "inference_energy_ratio", "train_energy_ratio", "train_energy_ratio_priced", "accuracy_delta_pt", "params_ratio", "macs_ratio")
+        print(
+            f"| {name} | {EXAMPLES[name][0]} | {r['final_state']} | {ratios} | {delta} | {shrink} | {_cell(r.get('iterations'))} | {r['reason'][:160]} |"
+        )
+    keys = (
+        "final_state",
+        "inference_energy_ratio",
+        "train_energy_ratio",
+        "train_energy_ratio_priced",
+        "accuracy_delta_pt",
+        "params_ratio",
+        "macs_ratio",
+    )
     print()
     print(json.dumps({"models": {name: {k: r.get(k) for k in keys} for name, r in results.items()}}))
     return 0

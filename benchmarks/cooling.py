@@ -37,7 +37,12 @@ PAPER_STEPS_PER_S = 1_407
 
 
 def _spread(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values)), "std": float(np.std(values))}
+    return {
+        "mean": float(np.mean(values)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+        "std": float(np.std(values)),
+    }
 
 
 def main() -> int:
@@ -82,7 +87,9 @@ def main() -> int:
     seed_train_j, seed_agents = [], []
     for train_seed in range(args.train_seeds):
         cfg = DQNConfig(**{**seed_s.training.model_dump(exclude={"early_stopping_on"}), "seed": train_seed})
-        print(f"seed environment: training agent {train_seed + 1}/{args.train_seeds} (reference recipe)", file=sys.stderr)
+        print(
+            f"seed environment: training agent {train_seed + 1}/{args.train_seeds} (reference recipe)", file=sys.stderr
+        )
         with meter.window(f"seed-train-{train_seed}") as w:
             result = dqn.train(scfg, cfg, seed_s.training.early_stopping_on, log=log)
         seed_train_j.append(w.measurement.energy_j)
@@ -109,8 +116,12 @@ def main() -> int:
     seed_inference_j, _ = inference_energy_j_per_year(seed_s, first, meter)
     _, seed_runs = compare(scfg, seed_trajs[0], first.weights(), traces=True)
     artifacts = [
-        plots.week_plot(seed_runs, scfg, out / "seed-week.png", seed_trajs[0].start_month, "seed environment: one week of July"),
-        plots.monthly_bars(seed_runs, out / "seed-monthly-energy.png", "energy units", "seed environment: energy per month"),
+        plots.week_plot(
+            seed_runs, scfg, out / "seed-week.png", seed_trajs[0].start_month, "seed environment: one week of July"
+        ),
+        plots.monthly_bars(
+            seed_runs, out / "seed-monthly-energy.png", "energy units", "seed environment: energy per month"
+        ),
     ]
 
     # ---- 2. room -------------------------------------------------------------------------------
@@ -155,7 +166,9 @@ def main() -> int:
         "seed_band_rule_saved_pct": round(float(np.mean(rule_pct)), 2),
         "seed_ai_minutes_outside_band": round(float(np.mean([a["ai_minutes_outside"] for a in per_agent])), 1),
         "seed_no_ai_minutes_outside_band": round(float(np.mean([a["builtin_minutes_outside"] for a in per_agent])), 1),
-        "seed_do_nothing_minutes_outside_band": round(float(np.mean([a["do_nothing_minutes_outside"] for a in per_agent])), 1),
+        "seed_do_nothing_minutes_outside_band": round(
+            float(np.mean([a["do_nothing_minutes_outside"] for a in per_agent])), 1
+        ),
         "seed_ai_safety_resets": round(float(np.mean([a["resets"] for a in per_agent])), 1),
         "seed_train_energy_j": round(float(np.mean(seed_train_j)), 2),
         "seed_train_s": round(float(np.mean([m.duration_s for _, m in seed_agents])), 2),
@@ -171,7 +184,9 @@ def main() -> int:
         "room_builtin_energy_kwh": round(float(np.mean([c.rows[1].energy for c in room_rows])), 1),
         "room_ai_minutes_outside": int(sum(c.rows[0].minutes_outside_band for c in room_rows)),
         "room_builtin_minutes_outside": int(sum(c.rows[1].minutes_outside_band for c in room_rows)),
-        "room_ai_degree_minutes_outside": round(float(sum(c.rows[0].degree_minutes_outside_band for c in room_rows)), 2),
+        "room_ai_degree_minutes_outside": round(
+            float(sum(c.rows[0].degree_minutes_outside_band for c in room_rows)), 2
+        ),
         "room_ai_failed_minutes": int(sum(c.rows[0].failed_minutes for c in room_rows)),
         "room_do_nothing_minutes_outside": int(sum(c.rows[2].minutes_outside_band for c in room_rows)),
         "room_train_energy_j": round(room_train.energy_j, 2),
@@ -207,7 +222,9 @@ def main() -> int:
         f"  built-in (no AI)     {builtin['mean']:>12,.0f} units  ({figures['seed_no_ai_energy_vs_paper_pct']:+.2f} % vs paper; "
         f"{builtin['min']:,.0f}..{builtin['max']:,.0f})"
     )
-    print(f"  agent (DQN)          {figures['seed_ai_energy']:>12,.0f} units  saved {saved['mean']:.1f} % ({saved['min']:.1f}..{saved['max']:.1f} over agents)")
+    print(
+        f"  agent (DQN)          {figures['seed_ai_energy']:>12,.0f} units  saved {saved['mean']:.1f} % ({saved['min']:.1f}..{saved['max']:.1f} over agents)"
+    )
     print(f"  do-nothing           {'':>12}        saved {figures['seed_do_nothing_saved_pct']:.1f} %")
     print(f"  band rule            {'':>12}        saved {figures['seed_band_rule_saved_pct']:.1f} %")
     print(

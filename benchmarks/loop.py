@@ -58,7 +58,9 @@ def main() -> int:
     from flows.energy_loop import energy_loop
 
     with api_settings(services.ready()):
-        outcome = energy_loop(scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name)
+        outcome = energy_loop(
+            scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name
+        )
         wall_s = time.perf_counter() - started
         breakdown = overhead_breakdown(outcome.loop_run_id, outcome.history, started_epoch_s, wall_s)
 
@@ -76,11 +78,15 @@ def main() -> int:
         "dataset": args.dataset,
         "final_state": outcome.state,
         "final_candidate": "+".join(final.lineage) or final.step.label,
-        "inference_energy_ratio": ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
+        "inference_energy_ratio": ratio(
+            relative_cost(final, baseline), 1.0
+        ),  # paired where measured so: what the gate judged
         "train_energy_ratio": ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
         "train_energy_ratio_priced": final.train_ratio_vs_baseline,  # priced by work: what the gate judged
         "latency_ratio": ratio(final.latency_ms_per_batch, baseline.latency_ms_per_batch),
-        "accuracy_delta_pt": None if final.accuracy is None or baseline.accuracy is None else round((final.accuracy - baseline.accuracy) * 100, 2),
+        "accuracy_delta_pt": None
+        if final.accuracy is None or baseline.accuracy is None
+        else round((final.accuracy - baseline.accuracy) * 100, 2),
         "baseline_accuracy": baseline.accuracy,
         "final_accuracy": final.accuracy,
         "iterations": len(history),
@@ -93,7 +99,9 @@ def main() -> int:
         "process_wall_s": round(time.perf_counter() - PROCESS_STARTED, 1),
         "overhead_breakdown_s": breakdown,
     }
-    logging.getLogger("prefect").setLevel(logging.WARNING)  # the ephemeral server's shutdown line must not follow the JSON
+    logging.getLogger("prefect").setLevel(
+        logging.WARNING
+    )  # the ephemeral server's shutdown line must not follow the JSON
     print(outcome.table_md)
     print()
     print(f"{outcome.state}: {outcome.reason}")

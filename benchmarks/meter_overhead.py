@@ -39,7 +39,11 @@ def _usable_meters() -> list[str]:
     from tasks.meters.select import available_meters
 
     offered = available_meters()
-    return [name for name in ("null", "fixed-power", "codecarbon", "rapl", "nvml") if offered.get(name, "").startswith("available")]
+    return [
+        name
+        for name in ("null", "fixed-power", "codecarbon", "rapl", "nvml")
+        if offered.get(name, "").startswith("available")
+    ]
 
 
 def _workload(window_s: float) -> tuple[Any, int]:
@@ -133,15 +137,33 @@ def _same_architecture(meter: Any, window_s: float) -> dict[str, Any]:
     first = models.build(spec).eval()
     torch.manual_seed(2)
     second = models.build(spec).eval()
-    data = cast(CachedData, SimpleNamespace(x_test=torch.randn(BATCH, IN_FEATURES)))  # the windows read only the test inputs
-    _, _, paired = measure_inference_paired(second, first, data, meter, batch_size=BATCH, min_window_s=window_s, pairs_min=4, pairs_max=8, target_rel_ci=0.02)
+    data = cast(
+        CachedData, SimpleNamespace(x_test=torch.randn(BATCH, IN_FEATURES))
+    )  # the windows read only the test inputs
+    _, _, paired = measure_inference_paired(
+        second,
+        first,
+        data,
+        meter,
+        batch_size=BATCH,
+        min_window_s=window_s,
+        pairs_min=4,
+        pairs_max=8,
+        target_rel_ci=0.02,
+    )
     low, high = paired.ci95
-    return {"same_architecture_ratio": round(paired.ratio, 4), "same_architecture_ci95": [round(low, 4), round(high, 4)], "same_architecture_pairs": paired.n}
+    return {
+        "same_architecture_ratio": round(paired.ratio, 4),
+        "same_architecture_ci95": [round(low, 4), round(high, 4)],
+        "same_architecture_pairs": paired.n,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--meters", default=None, help="comma-separated meter names (default: every meter this machine offers)")
+    parser.add_argument(
+        "--meters", default=None, help="comma-separated meter names (default: every meter this machine offers)"
+    )
     parser.add_argument("--windows", type=int, default=10, help="metered windows per meter (as many bare ones)")
     parser.add_argument("--window-s", type=float, default=0.5, help="seconds of work per window")
     args = parser.parse_args()
@@ -149,19 +171,31 @@ def main() -> int:
     names = args.meters.split(",") if args.meters else usable
     for name in names:
         if name not in usable:
-            print(f"meter_overhead.py: error: --meters = {name!r}: expected one of {', '.join(usable)} (offered here)", file=sys.stderr)
+            print(
+                f"meter_overhead.py: error: --meters = {name!r}: expected one of {', '.join(usable)} (offered here)",
+                file=sys.stderr,
+            )
             return 2
     if not 2 <= args.windows <= 1000 or not 0 < args.window_s <= 60 or not math.isfinite(args.window_s):
-        print(f"meter_overhead.py: error: --windows = {args.windows}, --window-s = {args.window_s}: expected 2..1000 windows of (0, 60] s", file=sys.stderr)
+        print(
+            f"meter_overhead.py: error: --windows = {args.windows}, --window-s = {args.window_s}: expected 2..1000 windows of (0, 60] s",
+            file=sys.stderr,
+        )
         return 2
     from tasks.meters.runtime import stabilise_allocator
 
     stabilise_allocator()
     meters = {name: _measure_meter(name, args.windows, args.window_s) for name in names}
-    print("| meter | source | overhead share | window s (bare / metered) | window J | CV | max/min-1 | same-architecture ratio (95 % CI) |")
+    print(
+        "| meter | source | overhead share | window s (bare / metered) | window J | CV | max/min-1 | same-architecture ratio (95 % CI) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, m in meters.items():
-        same = "-" if m["same_architecture_ratio"] is None else f"{m['same_architecture_ratio']} {m['same_architecture_ci95']}"
+        same = (
+            "-"
+            if m["same_architecture_ratio"] is None
+            else f"{m['same_architecture_ratio']} {m['same_architecture_ci95']}"
+        )
         print(
             f"| {name} | {m['source']}{' (estimated)' if m['estimated'] else ''} | {m['overhead_share']:.2%} | "
             f"{m['bare_window_s']} / {m['metered_window_s']} | {m['window_energy_j']} | {m['window_cv']} | {m['window_spread']} | {same} |"

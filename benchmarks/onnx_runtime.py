@@ -34,12 +34,28 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=4000, help="mnist1d samples (digits is its bundled size)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 4096])
     parser.add_argument("--window-s", type=float, default=1.0)
-    parser.add_argument("--pairs", type=int, default=4, help="ABBA pairs per runtime and batch size (whole blocks of two)")
-    parser.add_argument("--optimized-hidden", type=int, nargs="+", default=[32, 16], help="hidden widths of the paper table's optimised MLP")
+    parser.add_argument(
+        "--pairs", type=int, default=4, help="ABBA pairs per runtime and batch size (whole blocks of two)"
+    )
+    parser.add_argument(
+        "--optimized-hidden",
+        type=int,
+        nargs="+",
+        default=[32, 16],
+        help="hidden widths of the paper table's optimised MLP",
+    )
     parser.add_argument("--meter", default="auto")
     args = parser.parse_args()
-    if args.pairs < 2 or args.window_s <= 0 or any(b < 1 for b in args.batch_sizes) or any(w < 1 for w in args.optimized_hidden):
-        print("onnx_runtime.py: error: --pairs >= 2, --window-s > 0, batch sizes and widths >= 1 expected", file=sys.stderr)
+    if (
+        args.pairs < 2
+        or args.window_s <= 0
+        or any(b < 1 for b in args.batch_sizes)
+        or any(w < 1 for w in args.optimized_hidden)
+    ):
+        print(
+            "onnx_runtime.py: error: --pairs >= 2, --window-s > 0, batch sizes and widths >= 1 expected",
+            file=sys.stderr,
+        )
         return 2
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import torch
@@ -87,7 +103,15 @@ def main() -> int:
                 entry: dict[str, object] = {"max_abs_output_gap": gap}
                 for name, served in runtimes.items():
                     mine, theirs, paired = measure_inference_paired(
-                        served, torch_model, data, meter, batch, args.window_s, label=f"{key} {name} b{batch}", pairs_min=args.pairs, pairs_max=args.pairs
+                        served,
+                        torch_model,
+                        data,
+                        meter,
+                        batch,
+                        args.window_s,
+                        label=f"{key} {name} b{batch}",
+                        pairs_min=args.pairs,
+                        pairs_max=args.pairs,
                     )
                     low, high = paired.ci95
                     prefix = name.replace("-", "_")
@@ -105,13 +129,23 @@ def main() -> int:
                 results[f"{key} @ {batch}"] = entry
                 rows.append(row(dataset, label, batch, entry))
     meter.close()
-    run_id = mlflow_model.log_onnx_benchmark("onnx-runtime", {"datasets": ",".join(args.datasets), "batch_sizes": ",".join(map(str, args.batch_sizes))}, graphs)
+    run_id = mlflow_model.log_onnx_benchmark(
+        "onnx-runtime",
+        {"datasets": ",".join(args.datasets), "batch_sizes": ",".join(map(str, args.batch_sizes))},
+        graphs,
+    )
     source = f"{meter.source} ({'estimated' if meter.estimated else 'measured'})"
     print(f"Energy source: {source}; J per 1k predictions; ratios: paired ABBA windows vs torch fp32, [95 % CI].")
-    print("| dataset | model | batch | torch J/1k | ort J/1k | ort int8 J/1k | ort/torch | ort int8/torch | torch ms/batch | ort ms/batch |")
+    print(
+        "| dataset | model | batch | torch J/1k | ort J/1k | ort int8 J/1k | ort/torch | ort int8/torch | torch ms/batch | ort ms/batch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print(json.dumps({"energy_source": meter.source, "estimated": meter.estimated, "mlflow_run_id": run_id, "results": results}))
+    print(
+        json.dumps(
+            {"energy_source": meter.source, "estimated": meter.estimated, "mlflow_run_id": run_id, "results": results}
+        )
+    )
     return 0
 
 

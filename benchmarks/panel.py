@@ -68,7 +68,9 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
     from thresholds.energy.policy import closest, relative_cost
     from thresholds.errors import InputError
 
-    dataset, target = _package_table(table, folder) if table in ("penguins", "cars", "seattle_weather") else (table, None)
+    dataset, target = (
+        _package_table(table, folder) if table in ("penguins", "cars", "seattle_weather") else (table, None)
+    )
     size = samples if table == "mnist1d" else None
     work = folder / "work"
     try:
@@ -77,21 +79,36 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
     except InputError as exc:
         return {"state": "DATA_ERROR", "reason": str(exc)}
     metric, _ = resolve_quality_metric(settings.targets.quality_metric, data)
-    outcome = energy_loop(scenario=scenario, dataset=dataset, target=target, samples=size, model_name=f"panel-{table}", work_root=str(work))
+    outcome = energy_loop(
+        scenario=scenario,
+        dataset=dataset,
+        target=target,
+        samples=size,
+        model_name=f"panel-{table}",
+        work_root=str(work),
+    )
     history = outcome.history
     baseline = history[0]
     # Not passed: the optimised candidate closest to passing (the baseline's own ratios, all 1, would say nothing).
     final = history[outcome.chosen] if outcome.chosen is not None else closest(settings, history, optimised_only=True)
-    unreachable = outcome.reason[len(UNREACHABLE) :].split(":", 1)[0] if outcome.reason.startswith(UNREACHABLE) else None
+    unreachable = (
+        outcome.reason[len(UNREACHABLE) :].split(":", 1)[0] if outcome.reason.startswith(UNREACHABLE) else None
+    )
     row: dict[str, Any] = {
         "state": outcome.state,
         "rows": len(data.y_train) + len(data.y_val) + len(data.y_test),
         "task": data.task,
         "quality_metric": quality_tag(metric, data),
         "final_candidate": None if final is None else "+".join(final.lineage) or final.step.label,
-        "inference_energy_ratio": None if final is None else _ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
-        "train_energy_ratio": None if final is None else _ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
-        "train_energy_ratio_priced": None if final is None else final.train_ratio_vs_baseline,  # priced by work: what the gate judged
+        "inference_energy_ratio": None
+        if final is None
+        else _ratio(relative_cost(final, baseline), 1.0),  # paired where measured so: what the gate judged
+        "train_energy_ratio": None
+        if final is None
+        else _ratio(final.train_energy_j, baseline.train_energy_j),  # as measured
+        "train_energy_ratio_priced": None
+        if final is None
+        else final.train_ratio_vs_baseline,  # priced by work: what the gate judged
         "accuracy_delta_pt": None,
         "rmse_change_pct": None,
         "iterations": len(history),
@@ -130,16 +147,25 @@ def main() -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     overrides: dict[str, dict[str, Any]] = {}
     if args.max_epochs:
-        overrides["training"] = {"max_epochs": args.max_epochs, "fine_tune_epochs": args.max_epochs, "patience": min(5, args.max_epochs)}
+        overrides["training"] = {
+            "max_epochs": args.max_epochs,
+            "fine_tune_epochs": args.max_epochs,
+            "patience": min(5, args.max_epochs),
+        }
     if args.min_window_s:
         overrides.setdefault("measurement", {})["min_window_s"] = args.min_window_s
     if args.repeats_max:
-        overrides.setdefault("measurement", {}).update({"repeats_min": min(3, args.repeats_max), "repeats_max": args.repeats_max})
+        overrides.setdefault("measurement", {}).update(
+            {"repeats_min": min(3, args.repeats_max), "repeats_max": args.repeats_max}
+        )
 
     from flows.prefect_api import LoopServices, api_settings
 
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="panel-") as tmp, api_settings(LoopServices().ready()):  # as `energy-loop run` starts it
+    with (
+        tempfile.TemporaryDirectory(prefix="panel-") as tmp,
+        api_settings(LoopServices().ready()),
+    ):  # as `energy-loop run` starts it
         folder = Path(tmp)
         scenario = str(scenario_with_overrides(args.scenario, overrides, folder))
         for table in tables:
@@ -154,7 +180,9 @@ def main() -> int:
 
     print()
     print(
-        f"Scenario {args.scenario}" + (f", smoke overrides {json.dumps(overrides)}" if overrides else "") + ". Energy ratios: final model / baseline, same run."
+        f"Scenario {args.scenario}"
+        + (f", smoke overrides {json.dumps(overrides)}" if overrides else "")
+        + ". Energy ratios: final model / baseline, same run."
     )
     print()
     print("| table | rows | metric | state | inference x | training x | quality delta | iterations | reason |")

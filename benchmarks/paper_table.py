@@ -35,12 +35,16 @@ def main() -> int:
     parser.add_argument("--scenario", default="paper")
     parser.add_argument("--mnist1d-samples", type=int, default=10000)
     parser.add_argument("--out-dir", default="benchmarks/out")
-    parser.add_argument("--repeats", type=int, default=1, help="> 1: run the mnist1d loop this many times and report each run")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="> 1: run the mnist1d loop this many times and report each run"
+    )
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.prefect_api import LoopServices, api_settings
 
-    with api_settings(LoopServices().ready()):  # one local Prefect server for every loop, as `energy-loop run` starts it
+    with api_settings(
+        LoopServices().ready()
+    ):  # one local Prefect server for every loop, as `energy-loop run` starts it
         if args.repeats > 1:
             return repeated(args.scenario, args.mnist1d_samples, args.repeats)
         return paper_table(args)
@@ -69,7 +73,9 @@ def paper_table(args: argparse.Namespace) -> int:
         outcome = energy_loop(scenario=str(path), dataset=dataset, samples=samples, model_name=f"paper-{dataset}")
         history = outcome.history
         baseline = history[0]
-        optimized = history[outcome.chosen] if outcome.chosen is not None else closest(scenario, history, optimised_only=True)
+        optimized = (
+            history[outcome.chosen] if outcome.chosen is not None else closest(scenario, history, optimised_only=True)
+        )
         assert optimized is not None, "the loop trained no candidate"
         # The CNN is measured in this process with the same meter the loop used.
         cnn_scenario = scenario.model_copy(update={"model": scenario.model.model_copy(update={"kind": "cnn1d"})})
@@ -89,7 +95,9 @@ def paper_table(args: argparse.Namespace) -> int:
             "optimized_steps": "+".join(optimized.lineage),
             "train_energy_ratio": ratio(optimized.train_energy_j, baseline.train_energy_j),  # as measured
             "train_energy_ratio_priced": optimized.train_ratio_vs_baseline,  # priced by work: what the gate judged
-            "inference_energy_ratio": ratio(relative_cost(optimized, baseline), 1.0),  # paired where measured so: what the gate judged
+            "inference_energy_ratio": ratio(
+                relative_cost(optimized, baseline), 1.0
+            ),  # paired where measured so: what the gate judged
             "accuracy_delta_pt": round(((optimized.accuracy or 0) - (baseline.accuracy or 0)) * 100, 2),
             "baseline_accuracy": round(baseline.accuracy or 0, 4),
             "optimized_accuracy": round(optimized.accuracy or 0, 4),
@@ -109,9 +117,15 @@ def paper_table(args: argparse.Namespace) -> int:
         "| dataset | model | steps | accuracy | train J | inference J/1k | latency ms/batch | params | MACs | epochs | energy source |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ratios = ["", "| dataset | train energy opt/base | inference energy opt/base | accuracy delta pt | CNN accuracy |", "|---|---|---|---|---|"]
+    ratios = [
+        "",
+        "| dataset | train energy opt/base | inference energy opt/base | accuracy delta pt | CNN accuracy |",
+        "|---|---|---|---|---|",
+    ]
     for dataset, r in results.items():
-        ratios.append(f"| {dataset} | {r['train_energy_ratio']} | {r['inference_energy_ratio']} | {r['accuracy_delta_pt']} | {r['cnn_accuracy']} |")
+        ratios.append(
+            f"| {dataset} | {r['train_energy_ratio']} | {r['inference_energy_ratio']} | {r['accuracy_delta_pt']} | {r['cnn_accuracy']} |"
+        )
     table = "\n".join(header + rows + ratios)
     md = out_dir / "paper_table.md"
     md.write_text(f"# The paper's experiment, reproduced (scenario {scenario.name})\n\n{table}\n")
@@ -130,7 +144,9 @@ def paper_table(args: argparse.Namespace) -> int:
 
     from registry.store import log_benchmark
 
-    run_id = log_benchmark("paper-table", {"scenario": scenario.name, "mnist1d_samples": str(args.mnist1d_samples)}, [md, png])
+    run_id = log_benchmark(
+        "paper-table", {"scenario": scenario.name, "mnist1d_samples": str(args.mnist1d_samples)}, [md, png]
+    )
     logging.getLogger("prefect").setLevel(logging.WARNING)  # keep the JSON line last
     print(table)
     print(f"\nmarkdown: {md}  pareto: {png}  MLflow run: {run_id}")
@@ -153,7 +169,9 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
         outcome = energy_loop(scenario=str(path), dataset="mnist1d", samples=samples, model_name=f"paper-repeat-{i}")
         history = outcome.history
         baseline = history[0]
-        chosen = history[outcome.chosen] if outcome.chosen is not None else closest(scenario, history, optimised_only=True)
+        chosen = (
+            history[outcome.chosen] if outcome.chosen is not None else closest(scenario, history, optimised_only=True)
+        )
         assert chosen is not None, "the loop trained no candidate"
         # Candidates that run the baseline's exact computation: its architecture, fp32, under torch.
         twins = [
@@ -171,7 +189,9 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
                 "chosen": "+".join(chosen.lineage),
                 "inference_energy_ratio": chosen.inference_ratio_vs_baseline,
                 "train_energy_ratio_priced": chosen.train_ratio_vs_baseline,
-                "train_energy_ratio_measured": None if not baseline.train_energy_j else round((chosen.train_energy_j or 0) / baseline.train_energy_j, 4),
+                "train_energy_ratio_measured": None
+                if not baseline.train_energy_j
+                else round((chosen.train_energy_j or 0) / baseline.train_energy_j, 4),
                 "accuracy_delta_pt": round(((chosen.accuracy or 0) - (baseline.accuracy or 0)) * 100, 2),
                 "iterations": len(history),
                 "same_architecture_ratios": [round(c.inference_ratio_vs_baseline or 0, 4) for c in twins],

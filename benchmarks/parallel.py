@@ -42,7 +42,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="dev-cpu")
     parser.add_argument("--dataset", default="mnist1d")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8000, 30000], help="workload sizes in samples (default: 8000 30000)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[8000, 30000], help="workload sizes in samples (default: 8000 30000)"
+    )
     parser.add_argument("--candidates", type=int, default=4, help=f"pruning ratios from {RATIOS}")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -61,12 +63,17 @@ def main() -> int:
 
     @flow(name="benchmark-parallel")
     def bench() -> dict[str, Any]:
-        return {str(size): _one_size(args.scenario, args.dataset, size, args.candidates, args.workers) for size in args.sizes}
+        return {
+            str(size): _one_size(args.scenario, args.dataset, size, args.candidates, args.workers)
+            for size in args.sizes
+        }
 
     sizes = bench()
     logging.getLogger("prefect").setLevel(logging.WARNING)
     print()
-    print("| samples | training speedup | machine energy parallel/serial | attribution error | auto chose | auto consistent |")
+    print(
+        "| samples | training speedup | machine energy parallel/serial | attribution error | auto chose | auto consistent |"
+    )
     print("|---|---|---|---|---|---|")
     for size, f in sizes.items():
         print(
@@ -102,29 +109,69 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
             history.append(run_step(settings, step, history, data_path, Path(tmp) / "setup", meter))
         steps = [Step(kind=StepKind.PRUNE, value=r, parent=1) for r in RATIOS[:n]]
         # A second meter of the same kind reads each phase independently of the one the loop splits.
-        phase_meter = make_meter(meter_name, settings.measurement.fixed_power_w, settings.measurement.codecarbon_country)
+        phase_meter = make_meter(
+            meter_name, settings.measurement.fixed_power_w, settings.measurement.codecarbon_country
+        )
 
         def calls(work: str) -> list[dict[str, Any]]:
             return [
-                dict(scenario=settings, step=s, history=history, index=len(history) + i, data_path=data_path, work_dir=str(Path(tmp) / work), meter=meter_name)
+                dict(
+                    scenario=settings,
+                    step=s,
+                    history=history,
+                    index=len(history) + i,
+                    data_path=data_path,
+                    work_dir=str(Path(tmp) / work),
+                    meter=meter_name,
+                )
                 for i, s in enumerate(steps)
             ]
 
         t0 = time.perf_counter()
         with phase_meter.window("serial phase") as serial_phase:
-            serial = train_rung(None, train_candidate, calls("serial"), history, meter, ScaleOut(width=1, threads_per_worker=n_cores, why="serial"))
+            serial = train_rung(
+                None,
+                train_candidate,
+                calls("serial"),
+                history,
+                meter,
+                ScaleOut(width=1, threads_per_worker=n_cores, why="serial"),
+            )
         serial_s = time.perf_counter() - t0
 
         # Measured afresh, not the machine's cache, through the loop's task path, read by the independent meter.
-        table = calibrate_parallel(phase_meter, settings, data_path, train_candidate, meter_name, Path(tmp) / "calibration")
-        auto = parallel_width(table, None, n_cores, sigmas=settings.measurement.significance_sigmas, min_gain_pct=settings.ladder.min_gain_pct)
-        scale = ScaleOut(width=workers, threads_per_worker=threads_per_worker(n_cores, workers), why="benchmark", idle_power_w=table.idle_power_w)
+        table = calibrate_parallel(
+            phase_meter, settings, data_path, train_candidate, meter_name, Path(tmp) / "calibration"
+        )
+        auto = parallel_width(
+            table,
+            None,
+            n_cores,
+            sigmas=settings.measurement.significance_sigmas,
+            min_gain_pct=settings.ladder.min_gain_pct,
+        )
+        scale = ScaleOut(
+            width=workers,
+            threads_per_worker=threads_per_worker(n_cores, workers),
+            why="benchmark",
+            idle_power_w=table.idle_power_w,
+        )
         with candidate_runner(workers, task=train_candidate) as runner:
             # Not timed: the workers' first task run (Prefect's own start there, the data loaded), which a
             # loop pays once; the calibration counts it in the start-up it spreads over the loop's rungs.
-            warm = settings.model_copy(update={"training": settings.training.model_copy(update={"max_epochs": 1, "patience": 1})})
+            warm = settings.model_copy(
+                update={"training": settings.training.model_copy(update={"max_epochs": 1, "patience": 1})}
+            )
             warm_calls = [
-                dict(scenario=warm, step=Step(kind=StepKind.BASELINE), history=[], index=i, data_path=data_path, work_dir=f"{tmp}/warm", meter=meter_name)
+                dict(
+                    scenario=warm,
+                    step=Step(kind=StepKind.BASELINE),
+                    history=[],
+                    index=i,
+                    data_path=data_path,
+                    work_dir=f"{tmp}/warm",
+                    meter=meter_name,
+                )
                 for i in range(workers)
             ]
             train_rung(runner, train_candidate, warm_calls, [], NullMeter(), scale)
@@ -139,7 +186,9 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
     attributed_j = sum(c.spent_energy_j for c in parallel)
     speedup = serial_s / parallel_s
     energy_ratio = machine_parallel_j / machine_serial_j if machine_serial_j > 0 else float("nan")
-    print(f"\n{samples} samples, {n} candidates, {workers} workers x {scale.threads_per_worker} torch threads, {n_cores} cores, meter {meter.source}")
+    print(
+        f"\n{samples} samples, {n} candidates, {workers} workers x {scale.threads_per_worker} torch threads, {n_cores} cores, meter {meter.source}"
+    )
     print("| candidate | serial train J (own) | parallel train J (attributed) | CPU share | time share | trained on |")
     print("|---|---|---|---|---|---|")
     for s, p in zip(serial, parallel, strict=True):
@@ -153,12 +202,16 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
         f"machine reading: serial {machine_serial_j:.2f} J, parallel {machine_parallel_j:.2f} J -> {energy_ratio:.3f}; "
         f"attributed to the parallel candidates: {attributed_j:.2f} J"
     )
-    print(f"--parallel auto: {auto.why} (calibration took {table.calibration_s:.1f} s, {table.epochs_per_job} epochs per probe candidate)")
+    print(
+        f"--parallel auto: {auto.why} (calibration took {table.calibration_s:.1f} s, {table.epochs_per_job} epochs per probe candidate)"
+    )
     saved_both = speedup > 1.0 and energy_ratio < 1.0
     return {
         "training_speedup": round(speedup, 3),
         "machine_energy_ratio": round(energy_ratio, 4),
-        "attribution_error": round(abs(attributed_j - machine_parallel_j) / machine_parallel_j, 4) if machine_parallel_j > 0 else None,
+        "attribution_error": round(abs(attributed_j - machine_parallel_j) / machine_parallel_j, 4)
+        if machine_parallel_j > 0
+        else None,
         "auto_choice": auto.width,
         "calibration_s": round(table.calibration_s, 1),
         "workers_startup_s": round(table.startup_s[workers], 2) if workers in table.startup_s else None,

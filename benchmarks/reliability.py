@@ -63,12 +63,18 @@ TABLES: dict[str, tuple[str | bytes, list[str]]] = {
     "column entirely missing": ("a,b,label\n" + "1,,0\n2,,1\n" * 15, ["--target", "label"]),
     "target missing in every row": ("a,b,label\n" + "1,2,\n2,3,\n" * 15, ["--target", "label"]),
     "empty file": ("", ["--target", "label"]),
-    "categorical column with 100,000 levels": ("x,city,label\n" + "".join(f"{i % 7},c{i % 100_000},{i % 2}\n" for i in range(200_000)), ["--target", "label"]),
+    "categorical column with 100,000 levels": (
+        "x,city,label\n" + "".join(f"{i % 7},c{i % 100_000},{i % 2}\n" for i in range(200_000)),
+        ["--target", "label"],
+    ),
     "inf cell": ("a,b,label\n" + "1,inf,0\n1,2,1\n" * 15, ["--target", "label"]),
     "only the target": ("label\n" + "0\n1\n" * 15, ["--target", "label"]),
     "missing target cell": ("a,label\n" + "1,0\n2,\n" * 15, ["--target", "label"]),
     "wrong encoding": (("a,label\n" + "caf\u00e9,1\n" * 30).encode("utf-16"), ["--target", "label"]),
-    "ten thousand columns, five rows": (",".join(f"c{i}" for i in range(10_000)) + ",label\n" + ("1," * 10_000 + "0\n") * 5, ["--target", "label"]),
+    "ten thousand columns, five rows": (
+        ",".join(f"c{i}" for i in range(10_000)) + ",label\n" + ("1," * 10_000 + "0\n") * 5,
+        ["--target", "label"],
+    ),
 }
 ARGS: dict[str, list[str]] = {
     "unknown dataset": ["run", "--scenario", "dev-cpu", "--dataset", "imagenet"],
@@ -114,14 +120,23 @@ def corpus(work: Path) -> list[dict[str, object]]:
     for name, (content, extra) in TABLES.items():
         path = work / f"table-{len(cases)}.csv"
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
-        cases.append((f"dataset: {name}", ["run", "--scenario", str(ROOT / "tests/fixtures/quick.yaml"), "--dataset", str(path), *extra]))
+        cases.append(
+            (
+                f"dataset: {name}",
+                ["run", "--scenario", str(ROOT / "tests/fixtures/quick.yaml"), "--dataset", str(path), *extra],
+            )
+        )
     cases += [(f"cli: {name}", argv) for name, argv in ARGS.items()]
     results = []
     for i, (name, argv) in enumerate(cases):
         uri = f"sqlite:///{work / f'store-{i}.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = uri
         code, err = _run_cli(argv)
-        lines = [line for line in err.splitlines() if line.strip() and not line.startswith("usage:") and not line.startswith(" ")]
+        lines = [
+            line
+            for line in err.splitlines()
+            if line.strip() and not line.startswith("usage:") and not line.startswith(" ")
+        ]
         clean = code == 2 and len(lines) == 1 and _nothing_written(uri)
         results.append({"input": name, "exit": code, "error": lines[-1] if lines else "", "clean": clean})
     return results

@@ -25,7 +25,9 @@ def load(samples: int | None = None, seed: int = 0) -> dict[str, Any]:
     mean, std = float(x.mean()), float(x.std()) or 1.0  # one scale for every step: the training signals' statistics
 
     def shaped(values: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy((values.astype(np.float32) - mean) / std).unsqueeze(-1)  # (N, 40) -> (N, 40 steps, 1 feature)
+        return torch.from_numpy((values.astype(np.float32) - mean) / std).unsqueeze(
+            -1
+        )  # (N, 40) -> (N, 40 steps, 1 feature)
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))

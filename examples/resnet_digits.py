@@ -34,7 +34,9 @@ class Block(nn.Module):
 class ResNet(nn.Module):
     def __init__(self, channels: int, n_outputs: int, widths: tuple[int, ...], blocks_per_stage: int) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         layers: list[nn.Module] = []
         c_in = widths[0]
         for i, width in enumerate(widths):
@@ -49,7 +51,9 @@ class ResNet(nn.Module):
         return self.head(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
-def make(input_shape: tuple[int, ...], n_outputs: int, widths: tuple[int, ...] = (32, 64, 128), blocks_per_stage: int = 1) -> nn.Module:
+def make(
+    input_shape: tuple[int, ...], n_outputs: int, widths: tuple[int, ...] = (32, 64, 128), blocks_per_stage: int = 1
+) -> nn.Module:
     """`input_shape` is (channels, height, width): 1 channel for greyscale images."""
     if len(input_shape) != 3:
         raise ValueError(f"input_shape {tuple(input_shape)}: expected (channels, height, width)")

@@ -21,12 +21,24 @@ from torch import Tensor, nn
 
 
 class TransformerClassifier(nn.Module):
-    def __init__(self, steps: int, features: int, n_outputs: int, d_model: int, n_heads: int, n_layers: int, ff_dim: int, window: int) -> None:
+    def __init__(
+        self,
+        steps: int,
+        features: int,
+        n_outputs: int,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        ff_dim: int,
+        window: int,
+    ) -> None:
         super().__init__()
         self.window = window
         self.embed = nn.Linear(features * window, d_model)
         self.position = nn.Parameter(torch.zeros(1, steps, d_model))
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=ff_dim, dropout=0.0, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward=ff_dim, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_outputs)
@@ -42,7 +54,15 @@ class TransformerClassifier(nn.Module):
         return self.head(self.norm(h.mean(dim=1)))
 
 
-def make(input_shape: tuple[int, ...], n_outputs: int, d_model: int = 64, n_heads: int = 4, n_layers: int = 2, ff_dim: int = 128, window: int = 9) -> nn.Module:
+def make(
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_layers: int = 2,
+    ff_dim: int = 128,
+    window: int = 9,
+) -> nn.Module:
     """`input_shape` is (steps, features)."""
     if len(input_shape) != 2:
         raise ValueError(f"input_shape {tuple(input_shape)}: expected (steps, features)")

@@ -29,23 +29,40 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     from thresholds.core import METER_NAMES
 
     parser = argparse.ArgumentParser(
-        prog=prog, description="Train a model, measure its energy, gate it against thresholds and escalate compression until it passes."
+        prog=prog,
+        description="Train a model, measure its energy, gate it against thresholds and escalate compression until it passes.",
     )
     parser.set_defaults(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the energy feedback loop (a Prefect flow)")
-    run.add_argument("--scenario", required=True, help="thresholds YAML file, or a bundled name: dev-cpu, strict, impossible")
+    run.add_argument(
+        "--scenario", required=True, help="thresholds YAML file, or a bundled name: dev-cpu, strict, impossible"
+    )
     run.add_argument(
         "--dataset",
         required=True,
         help="mnist1d, digits, ..., a .csv/.parquet file, an image folder (one subfolder per class, PNG/JPEG), "
         "or PKG.MODULE:FUNCTION returning the splits (see tasks/data/user_data.py)",
     )
-    run.add_argument("--model", help="your model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) (sets model.factory)")
-    run.add_argument("--loss", help="your loss: PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor (sets model.loss)")
-    run.add_argument("--metric", help="your quality metric: PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better (sets model.metric)")
-    run.add_argument("--train-step", help="your training step: PKG.MODULE:FUNCTION, (model, batch as items) -> scalar loss tensor (sets model.train_step)")
-    run.add_argument("--image-size", help="HxW: resize every image of an image folder to this size (mixed sizes are refused without it)")
+    run.add_argument(
+        "--model",
+        help="your model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) (sets model.factory)",
+    )
+    run.add_argument(
+        "--loss", help="your loss: PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor (sets model.loss)"
+    )
+    run.add_argument(
+        "--metric",
+        help="your quality metric: PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better (sets model.metric)",
+    )
+    run.add_argument(
+        "--train-step",
+        help="your training step: PKG.MODULE:FUNCTION, (model, batch as items) -> scalar loss tensor (sets model.train_step)",
+    )
+    run.add_argument(
+        "--image-size",
+        help="HxW: resize every image of an image folder to this size (mixed sizes are refused without it)",
+    )
     run.add_argument(
         "--image-cache",
         choices=("memory", "stream", "auto"),
@@ -56,9 +73,17 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     run.add_argument("--target", help="target column of a CSV/Parquet dataset")
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")
     run.add_argument("--samples", type=int, help="number of samples to use (mnist1d generates this many; default 5000)")
-    run.add_argument("--task", dest="task_type", choices=["auto", "classification", "regression"], default="auto", help="task type of a file dataset")
+    run.add_argument(
+        "--task",
+        dest="task_type",
+        choices=["auto", "classification", "regression"],
+        default="auto",
+        help="task type of a file dataset",
+    )
     run.add_argument("--meter", choices=METER_NAMES, help="energy meter (default: the scenario's)")
-    run.add_argument("--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)")
+    run.add_argument(
+        "--work-dir", default=".energy-loop", help="folder for cached data and candidate models (default .energy-loop)"
+    )
     run.add_argument(
         "--parallel",
         default="auto",
@@ -66,13 +91,18 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
         "of this workload through the loop's own task path, measured it saving both wall time and energy beyond the noise here; "
         "N to force N (1: serial, in process)",
     )
-    run.add_argument("--dask-address", help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one")
+    run.add_argument(
+        "--dask-address",
+        help="train on an existing Dask cluster at this address (e.g. tcp://host:8786) instead of a local one",
+    )
     _verbose(run)
     run.set_defaults(handler=_run, loop_console=True)  # flows/console.py: progress, table, verdict
     check = sub.add_parser("validate", help="validate a scenario file and print it")
     check.add_argument("scenario")
     check.set_defaults(handler=_validate)
-    sub.add_parser("meters", help="list the energy meters this machine offers and which `auto` picks").set_defaults(handler=_meters)
+    sub.add_parser("meters", help="list the energy meters this machine offers and which `auto` picks").set_defaults(
+        handler=_meters
+    )
     promote = sub.add_parser("promote", help="move the champion alias to a version whose recorded gates passed")
     promote.add_argument("model", help="registered model name")
     promote.add_argument("version", help="model version number")
@@ -81,22 +111,41 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     promote.set_defaults(handler=_promote)
     trigger = sub.add_parser("trigger", help="start a deployment run through the Prefect API (CI-triggered retraining)")
     trigger.add_argument("--deployment", required=True, help="FLOW/DEPLOYMENT, e.g. energy-loop/dev-cpu")
-    trigger.add_argument("--param", action="append", default=[], metavar="K=V", help="flow parameter override (repeatable)")
-    trigger.add_argument("--wait", action="store_true", help="stream the run's state and exit 0 only if the loop ends PASSED")
+    trigger.add_argument(
+        "--param", action="append", default=[], metavar="K=V", help="flow parameter override (repeatable)"
+    )
+    trigger.add_argument(
+        "--wait", action="store_true", help="stream the run's state and exit 0 only if the loop ends PASSED"
+    )
     trigger.add_argument("--poll-s", type=float, default=2.0, help="seconds between state polls (default 2)")
     _verbose(trigger)
     trigger.set_defaults(handler=_trigger)
     show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
     show.add_argument("model", help="registered model name")
     show.set_defaults(handler=_status)
-    _cooling_parsers(sub.add_parser("cooling", help="the cooling agent's pipeline (train, gate, register a DQN)"), METER_NAMES)
-    score = sub.add_parser("predict", help="batch-score a CSV/Parquet file or an image folder with a registered version, measuring its energy")
+    _cooling_parsers(
+        sub.add_parser("cooling", help="the cooling agent's pipeline (train, gate, register a DQN)"), METER_NAMES
+    )
+    score = sub.add_parser(
+        "predict",
+        help="batch-score a CSV/Parquet file or an image folder with a registered version, measuring its energy",
+    )
     score.add_argument("model", help="NAME@ALIAS, NAME/VERSION, or NAME (its champion)")
-    score.add_argument("--input", required=True, help="a .csv or .parquet file with the model's input columns, or a folder of images for an image model")
+    score.add_argument(
+        "--input",
+        required=True,
+        help="a .csv or .parquet file with the model's input columns, or a folder of images for an image model",
+    )
     score.add_argument("--output", required=True, help="where to write the predictions (.csv or .parquet)")
-    score.add_argument("--batch-size", type=int, help="rows per batch (default: the version's deployment.energy_optimal_batch_size)")
+    score.add_argument(
+        "--batch-size", type=int, help="rows per batch (default: the version's deployment.energy_optimal_batch_size)"
+    )
     score.set_defaults(handler=_predict)
-    _webhook_parsers(sub.add_parser("webhook", help="guard the champion alias: the receiver of MLflow registry webhooks, and its registration"))
+    _webhook_parsers(
+        sub.add_parser(
+            "webhook", help="guard the champion alias: the receiver of MLflow registry webhooks, and its registration"
+        )
+    )
     return parser
 
 
@@ -111,7 +160,9 @@ def _verbose(command: argparse.ArgumentParser) -> None:
 def _cooling_parsers(cooling: argparse.ArgumentParser, meter_names: tuple[str, ...]) -> None:
     sub = cooling.add_subparsers(dest="cooling_command", required=True)
     run = sub.add_parser("run", help="run the cooling loop (a Prefect flow)")
-    run.add_argument("--scenario", required=True, help="cooling-room, cooling-seed, or a path to a thresholds YAML file")
+    run.add_argument(
+        "--scenario", required=True, help="cooling-room, cooling-seed, or a path to a thresholds YAML file"
+    )
     run.add_argument("--env", choices=["seed", "room"], help="environment (default: the scenario's)")
     run.add_argument("--months", type=int, help="evaluation period in 30-day months (default: the scenario's)")
     run.add_argument("--days", type=int, help="evaluation period in days (short runs)")
@@ -132,9 +183,15 @@ def _webhook_parsers(hook: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: loopback only)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     serve.set_defaults(handler=_webhook_serve)
-    register = sub.add_parser("register", help=f"create or update the alias webhook on the MLflow server (secret from {SECRET_ENV})")
-    register.add_argument("--url", required=True, help=f"the receiver as the MLflow server reaches it, e.g. http://127.0.0.1:8765{PATH}")
-    register.add_argument("--name", default=WEBHOOK_NAME, help=f"webhook name; an existing one is updated (default {WEBHOOK_NAME})")
+    register = sub.add_parser(
+        "register", help=f"create or update the alias webhook on the MLflow server (secret from {SECRET_ENV})"
+    )
+    register.add_argument(
+        "--url", required=True, help=f"the receiver as the MLflow server reaches it, e.g. http://127.0.0.1:8765{PATH}"
+    )
+    register.add_argument(
+        "--name", default=WEBHOOK_NAME, help=f"webhook name; an existing one is updated (default {WEBHOOK_NAME})"
+    )
     register.add_argument("--no-test", dest="test", action="store_false", help="skip the signed test delivery")
     register.set_defaults(handler=_webhook_register)
 
@@ -144,12 +201,16 @@ def _run(args: argparse.Namespace) -> int:
     from thresholds import scenario_path
     from thresholds.errors import InputError
 
-    early = LoopServices.start_early()  # only where starting them creates nothing: they boot while the inputs are checked
+    early = (
+        LoopServices.start_early()
+    )  # only where starting them creates nothing: they boot while the inputs are checked
     path = scenario_path(args.scenario)
     parallel = args.parallel
     try:  # fail fast, before any run is started
         hooks = {"loss": args.loss, "metric": args.metric, "train_step": args.train_step}
-        settings = check_arguments(str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks, args.image_cache)
+        settings = check_arguments(
+            str(path), args.dataset, args.samples, args.image_size, parallel, args.model, hooks, args.image_cache
+        )
         code = _prepare_data(args, settings)
     except InputError as exc:
         code = bad_input(args.prog, exc)
@@ -209,14 +270,18 @@ def run_loop(prog: str, services: LoopServices, loop: Callable[[], Any]) -> int:
         return bad_input(prog, exc)
     except OSError as exc:
         # Disk full or an unwritable artifact location: the loop ended FAILED before registering anything.
-        print(f"{prog}: FAILED: could not write {getattr(exc, 'filename', None) or 'an artifact'}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"{prog}: FAILED: could not write {getattr(exc, 'filename', None) or 'an artifact'}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return EXIT_NOT_PASSED
     except MlflowException as exc:
         # Tracking unreachable past the retry budget: the loop ends FAILED, nothing registered, no alias moved;
         # the next loop closes its run as orphaned.
         first = str(exc).splitlines()[0][:300]
         print(
-            f"{prog}: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}", file=sys.stderr
+            f"{prog}: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}",
+            file=sys.stderr,
         )
         return EXIT_NOT_PASSED
     return print_outcome(outcome, started)
@@ -228,7 +293,9 @@ def _cooling_run(args: argparse.Namespace) -> int:
 
     early = LoopServices.start_early()  # see _run
     try:
-        check_arguments(args.scenario, args.env, args.months, args.days, args.meter)  # fail fast, before any run is opened
+        check_arguments(
+            args.scenario, args.env, args.months, args.days, args.meter
+        )  # fail fast, before any run is opened
     except InputError as exc:
         if early is not None:
             early.stop()
@@ -239,7 +306,14 @@ def _cooling_run(args: argparse.Namespace) -> int:
     return run_loop(
         args.prog,
         services,
-        lambda: cooling_loop(scenario=args.scenario, env=args.env, months=args.months, days=args.days, meter=args.meter, work_root=args.work_dir),
+        lambda: cooling_loop(
+            scenario=args.scenario,
+            env=args.env,
+            months=args.months,
+            days=args.days,
+            meter=args.meter,
+            work_root=args.work_dir,
+        ),
     )
 
 
@@ -280,18 +354,26 @@ def _prepare_data(args: argparse.Namespace, settings: Any) -> int | None:
 
     try:
         work = Path(args.work_dir) / "cache"
-        prepared = prepare_checked(settings, args.dataset, work, args.target, args.samples, args.task_type, args.image_size, args.image_cache)
+        prepared = prepare_checked(
+            settings, args.dataset, work, args.target, args.samples, args.task_type, args.image_size, args.image_cache
+        )
     except (InputError, OSError) as exc:  # one line; --verbose adds the traceback
         if args.verbose:
             traceback.print_exc()
         if isinstance(exc, InputError):
             return bad_input(args.prog, exc)
-        print(f"{args.prog}: error: could not write the data cache in {args.work_dir}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"{args.prog}: error: could not write the data cache in {args.work_dir}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return EXIT_NOT_PASSED
     data = prepared.data
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
     inputs = f"samples of shape {data.input_shape}" if data.sample_shape else f"{data.n_features} model inputs"
-    print(f"Data {data.name}: {rows} rows, {inputs}, {data.task}" + (f", {data.n_classes} classes" if data.task == "classification" else ""))
+    print(
+        f"Data {data.name}: {rows} rows, {inputs}, {data.task}"
+        + (f", {data.n_classes} classes" if data.task == "classification" else "")
+    )
     for note in data.notes:
         print(f"  - {note}")
     if data.task == "classification" or settings.model.metric:
@@ -312,7 +394,9 @@ def print_outcome(outcome: Any, started: float) -> int:
     print()
     print(f"{outcome.state}: {outcome.reason}")
     print(outcome.champion_reason)
-    print(f"model {outcome.model_name}, versions {outcome.versions}, MLflow run {outcome.loop_run_id}, {time.perf_counter() - started:.1f} s")
+    print(
+        f"model {outcome.model_name}, versions {outcome.versions}, MLflow run {outcome.loop_run_id}, {time.perf_counter() - started:.1f} s"
+    )
     return EXIT_PASSED if outcome.state == "PASSED" else EXIT_NOT_PASSED
 
 
@@ -370,13 +454,27 @@ def _promote(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return bad_input("energy-loop", exc)
     except MlflowException as exc:
-        print(f"energy-loop: error: model = {args.model!r} version = {args.version!r}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(
+            f"energy-loop: error: model = {args.model!r} version = {args.version!r}: {str(exc).splitlines()[0]}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     return 0
 
 
 FLOW_PARAMETERS = (
-    *("scenario", "dataset", "target", "model_name", "samples", "task_type", "meter", "work_root", "model_factory", "image_size"),
+    *(
+        "scenario",
+        "dataset",
+        "target",
+        "model_name",
+        "samples",
+        "task_type",
+        "meter",
+        "work_root",
+        "model_factory",
+        "image_size",
+    ),
     *("model_loss", "model_metric", "model_train_step", "image_cache"),
     *("env", "months", "days"),
 )  # both flows
@@ -402,13 +500,25 @@ def _trigger(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return bad_input("energy-loop", exc)
     if not os.environ.get("PREFECT_API_URL"):
-        print("energy-loop: PREFECT_API_URL is not set: no server to trigger, running the flow in this process instead", file=sys.stderr)
+        print(
+            "energy-loop: PREFECT_API_URL is not set: no server to trigger, running the flow in this process instead",
+            file=sys.stderr,
+        )
         missing = [k for k in ("scenario", "dataset") if k not in params]
         if missing:
-            print(f"energy-loop: error: --param {missing[0]}=...: expected when running in process (no deployment defaults)", file=sys.stderr)
+            print(
+                f"energy-loop: error: --param {missing[0]}=...: expected when running in process (no deployment defaults)",
+                file=sys.stderr,
+            )
             return EXIT_BAD_INPUT
         argv = ["run", "--scenario", str(params["scenario"]), "--dataset", str(params["dataset"])]
-        flags = (("target", "--target"), ("model_name", "--model-name"), ("samples", "--samples"), ("meter", "--meter"), ("model_factory", "--model"))
+        flags = (
+            ("target", "--target"),
+            ("model_name", "--model-name"),
+            ("samples", "--samples"),
+            ("meter", "--meter"),
+            ("model_factory", "--model"),
+        )
         hooks = (("model_loss", "--loss"), ("model_metric", "--metric"), ("model_train_step", "--train-step"))
         for key, flag in (*flags, ("image_size", "--image-size"), ("image_cache", "--image-cache"), *hooks):
             if key in params:
@@ -440,7 +550,10 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
             state = client.read_flow_run(flow_run.id).state
             if state is not None and state.name != last:
                 last = state.name
-                print(f"  {clock.strftime('%H:%M:%S')} {state.name}" + (f": {state.message}" if state.message else ""), flush=True)
+                print(
+                    f"  {clock.strftime('%H:%M:%S')} {state.name}" + (f": {state.message}" if state.message else ""),
+                    flush=True,
+                )
             if state is not None and state.is_final():
                 break
             clock.sleep(poll_s)
@@ -452,7 +565,10 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
         return EXIT_NOT_PASSED
     result = loop_result(str(flow_run.id))
     if result is None:
-        print("energy-loop: the flow run completed but no loop run was found in MLflow (is MLFLOW_TRACKING_URI the worker's?)", file=sys.stderr)
+        print(
+            "energy-loop: the flow run completed but no loop run was found in MLflow (is MLFLOW_TRACKING_URI the worker's?)",
+            file=sys.stderr,
+        )
         return EXIT_NOT_PASSED
     loop_state, reason = result
     print(f"{loop_state}: {reason}")
@@ -478,7 +594,9 @@ def _status(args: argparse.Namespace) -> int:
 
     result = status(args.model)
     if result["champion"] is None and result["challenger"] is None:
-        print(f"energy-loop: error: model = {args.model!r}: no registered versions with recorded gates", file=sys.stderr)
+        print(
+            f"energy-loop: error: model = {args.model!r}: no registered versions with recorded gates", file=sys.stderr
+        )
         return EXIT_BAD_INPUT
     for role in ("champion", "challenger"):
         entry = result[role]
@@ -539,15 +657,28 @@ def _predict(args: argparse.Namespace) -> int:
         return bad(str(exc))
     meter_name, power_w = serving.meter_setting(tags)
     meter = make_meter(meter_name, power_w)
-    why = "recorded energy-optimal" if args.batch_size is None and recorded.isdigit() else "given" if args.batch_size else "default"
-    print(f"scoring {rows.rows} rows with {name} version {version.version} at batch size {batch_size} ({why}), meter {meter.source}", file=sys.stderr)
+    why = (
+        "recorded energy-optimal"
+        if args.batch_size is None and recorded.isdigit()
+        else "given"
+        if args.batch_size
+        else "default"
+    )
+    print(
+        f"scoring {rows.rows} rows with {name} version {version.version} at batch size {batch_size} ({why}), meter {meter.source}",
+        file=sys.stderr,
+    )
 
     def progress(done: int) -> None:
         filled = 30 * done // rows.rows
         end = "\n" if done == rows.rows else ""
-        print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{rows.rows} rows", end=end, file=sys.stderr, flush=True)
+        print(
+            f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{rows.rows} rows", end=end, file=sys.stderr, flush=True
+        )
 
-    check = None if frame is not None else functools.partial(scorer.check, where=f"input {source}")  # a table was checked whole, above
+    check = (
+        None if frame is not None else functools.partial(scorer.check, where=f"input {source}")
+    )  # a table was checked whole, above
     try:
         predictions, report = serving.score(pyfunc.predict, rows, batch_size, meter, progress, check)
     except MlflowException as exc:  # the signature refused a value (e.g. a fraction in an integer column)
@@ -577,7 +708,9 @@ def _predict(args: argparse.Namespace) -> int:
     loop = tags.get("inference_energy_j_per_1k", "not recorded")
     label = "estimated" if report.estimated else "measured"
     print(f"wrote {report.rows} predictions to {target} in {report.duration_s:.2f} s")
-    print(f"energy: {report.energy_j_per_1k:.6g} J per 1k predictions ({label}, {report.source}); the loop measured {loop} J per 1k")
+    print(
+        f"energy: {report.energy_j_per_1k:.6g} J per 1k predictions ({label}, {report.source}); the loop measured {loop} J per 1k"
+    )
     return 0
 
 
@@ -588,7 +721,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before any Prefect server starts: it reads this
+    os.environ.setdefault(
+        "PREFECT_SERVER_ANALYTICS_ENABLED", "false"
+    )  # before any Prefect server starts: it reads this
     from mlflow.exceptions import MlflowException
 
     if getattr(args, "loop_console", False):  # the loop: progress, table and verdict; --verbose adds every log line
@@ -606,7 +741,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     except MlflowException as exc:
         # Unreachable or refusing tracking server (e.g. 401 without MLFLOW_TRACKING_USERNAME/PASSWORD): one line, exit 1.
         first = str(exc).splitlines()[0][:300]
-        print(f"{args.prog}: error: tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}: {first}", file=sys.stderr)
+        print(
+            f"{args.prog}: error: tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}: {first}",
+            file=sys.stderr,
+        )
         return EXIT_NOT_PASSED
 
 

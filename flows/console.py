@@ -67,7 +67,9 @@ class Console(logging.Handler):
                 sys.stderr.write(self.format(record) + "\n")
             elif for_a_person(record):
                 self.end_line()
-                sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")  # no traceback: --verbose has it
+                sys.stderr.write(
+                    f"{record.levelname.lower()}: {record.getMessage()}\n"
+                )  # no traceback: --verbose has it
         except Exception:
             self.handleError(record)
 

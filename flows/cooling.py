@@ -39,8 +39,15 @@ def cooling_loop(
     settings, meter_name = checked.settings, checked.meter
     loop_id = uuid.uuid4().hex[:12]
     work_dir = str(Path(work_root) / "cooling" / loop_id)
-    tags = {"scenario": settings.name, "environment": settings.env, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or "")}
-    loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {settings.env} {loop_id}", settings.model_dump(mode="json"), tags)
+    tags = {
+        "scenario": settings.name,
+        "environment": settings.env,
+        "meter": meter_name,
+        "prefect.flow_run_id": str(flow_run.id or ""),
+    }
+    loop_run_id = open_loop(
+        EXPERIMENT, f"{settings.name} {settings.env} {loop_id}", settings.model_dump(mode="json"), tags
+    )
     history: list[Attempt] = []
     with aborting(loop_run_id):
         decision = plan_next(settings, history)

@@ -57,7 +57,18 @@ def energy_loop(
     # `--model`, `--loss`, `--metric`, `--train-step` override the scenario's model.factory, .loss, .metric, .train_step
     hooks = {"loss": model_loss, "metric": model_metric, "train_step": model_train_step}
     checked = check_inputs(
-        scenario, dataset, str(Path(work_root) / "cache"), target, samples, task_type, meter, parallel, model_factory, image_size, hooks, image_cache
+        scenario,
+        dataset,
+        str(Path(work_root) / "cache"),
+        target,
+        samples,
+        task_type,
+        meter,
+        parallel,
+        model_factory,
+        image_size,
+        hooks,
+        image_cache,
     )
     if isinstance(checked, InputError):
         return invalid_input(checked)  # type: ignore[return-value]  # Prefect ends the run in the returned state
@@ -70,24 +81,43 @@ def energy_loop(
         "promotion_mode": settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),
     }  # fmt: skip
-    loop_run_id = open_loop(EXPERIMENT, f"{settings.name} {dataset} {loop_id}", {**settings.model_dump(mode="json"), "samples": samples}, tags)
+    loop_run_id = open_loop(
+        EXPERIMENT,
+        f"{settings.name} {dataset} {loop_id}",
+        {**settings.model_dump(mode="json"), "samples": samples},
+        tags,
+    )
     history: list[CandidateResult] = []
     with aborting(loop_run_id):
         with phase("setup", "idle power, calibration, parallel width"):
             idle_w = idle_power(settings, meter_name)
-            calibration = calibrate_machine(settings, meter_name, str(Path(work_root) / "cache"), loop_run_id, data_path)
+            calibration = calibrate_machine(
+                settings, meter_name, str(Path(work_root) / "cache"), loop_run_id, data_path
+            )
             scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
         with candidate_runner(scale.width, dask_address, train_candidate) as runner:
             decision = plan_next(settings, history, calibration, scale.width)
             while not isinstance(decision, Final):
                 calls = [
-                    dict(scenario=settings, step=n.step, history=history, index=len(history) + i, data_path=data_path, work_dir=work_dir, meter=meter_name)
+                    dict(
+                        scenario=settings,
+                        step=n.step,
+                        history=history,
+                        index=len(history) + i,
+                        data_path=data_path,
+                        work_dir=work_dir,
+                        meter=meter_name,
+                    )
                     for i, n in enumerate(decision)
                 ]
                 progress.training(settings, history, decision)
-                for produced in train_rung(runner, train_candidate, calls, history, scenario_meter(settings, meter_name), scale):
+                for produced in train_rung(
+                    runner, train_candidate, calls, history, scenario_meter(settings, meter_name), scale
+                ):
                     progress.trained(settings, history, produced)
-                    candidate = measure_candidate(settings, produced, data_path, meter_name, idle_w, history[0].model_dir if history else None)
+                    candidate = measure_candidate(
+                        settings, produced, data_path, meter_name, idle_w, history[0].model_dir if history else None
+                    )
                     history.append(log_candidate(settings, loop_run_id, history, candidate))
                     progress.judged(settings, history, produced)
                 decision = plan_next(settings, history, calibration, scale.width)

@@ -63,8 +63,24 @@ class LocalApi:
             raise RuntimeError("Prefect is not installed")
         package_dir = str(Path(next(iter(spec.submodule_search_locations))).parent)
         app = ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", package_dir, *app, "--log-level", "error", "--lifespan", "on"], env=env)
-        log.info("Prefect API: starting a local server for this command on %s (no PREFECT_API_URL configured)", self.url)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                package_dir,
+                *app,
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+        )
+        log.info(
+            "Prefect API: starting a local server for this command on %s (no PREFECT_API_URL configured)", self.url
+        )
 
     def ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
         """The API's URL once its health check answers; RuntimeError when it does not in `timeout_s`."""

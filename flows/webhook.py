@@ -34,7 +34,11 @@ PATH = "/webhooks/mlflow"
 WEBHOOK_NAME = "energy-loop-champion-guard"
 UNGATED_EVENT = "energy-loop.champion.ungated"
 # The header names of mlflow.webhooks.constants (mlflow 3.17), kept here so the receiver starts fast.
-SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_ID_HEADER = ("X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id")
+SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_ID_HEADER = (
+    "X-MLflow-Signature",
+    "X-MLflow-Timestamp",
+    "X-MLflow-Delivery-Id",
+)
 
 log = logging.getLogger("energy_loop.webhook")
 
@@ -48,7 +52,9 @@ def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
 def signature_ok(secret: str, delivery_id: str, timestamp: str, body: bytes, header: str) -> bool:
     """Constant-time check of every `v1,...` signature in the header (space-separated, as Standard Webhooks allows)."""
     expected = sign(secret, delivery_id, timestamp, body).encode()
-    return any(hmac.compare_digest(expected, candidate.encode()) for candidate in header.split() if candidate.startswith("v1,"))
+    return any(
+        hmac.compare_digest(expected, candidate.encode()) for candidate in header.split() if candidate.startswith("v1,")
+    )
 
 
 def timestamp_fresh(timestamp: str, now_s: float, tolerance_s: float = TIMESTAMP_TOLERANCE_S) -> bool:
@@ -68,13 +74,24 @@ def alias_event(body: bytes) -> tuple[str, str, str] | None:
         event = json.loads(body)
     except RecursionError:  # a deeply nested document: malformed for our purpose, never a crash
         raise ValueError("JSON nested too deeply") from None
-    if not isinstance(event, dict) or not isinstance(event.get("entity"), str) or not isinstance(event.get("action"), str):
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("entity"), str)
+        or not isinstance(event.get("action"), str)
+    ):
         raise ValueError("expected an object with string fields entity, action and an object data")
     if (event["entity"], event["action"]) != ("model_version_alias", "created"):
         return None
     data = event.get("data")
     name, alias, version = (data.get(k) if isinstance(data, dict) else None for k in ("name", "alias", "version"))
-    if not (isinstance(name, str) and name and isinstance(alias, str) and alias and isinstance(version, str) and version.isdigit()):
+    if not (
+        isinstance(name, str)
+        and name
+        and isinstance(alias, str)
+        and alias
+        and isinstance(version, str)
+        and version.isdigit()
+    ):
         raise ValueError("expected data.name, data.alias and data.version (a version number) as strings")
     return name, alias, version
 
@@ -87,8 +104,16 @@ def emit_ungated(record: Any) -> None:
 
     emit_event(
         event=UNGATED_EVENT,
-        resource={"prefect.resource.id": f"energy-loop.model.{record.model_name}", "prefect.resource.name": record.model_name},
-        related=[{"prefect.resource.id": f"energy-loop.model.{record.model_name}.version.{record.version}", "prefect.resource.role": "model-version"}],
+        resource={
+            "prefect.resource.id": f"energy-loop.model.{record.model_name}",
+            "prefect.resource.name": record.model_name,
+        },
+        related=[
+            {
+                "prefect.resource.id": f"energy-loop.model.{record.model_name}.version.{record.version}",
+                "prefect.resource.role": "model-version",
+            }
+        ],
         payload={
             "version": record.version,
             "action": record.guard.action,
@@ -101,7 +126,9 @@ def emit_ungated(record: Any) -> None:
     )
 
 
-def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None, emit: Callable[[Any], None] = emit_ungated) -> Any:
+def create_app(
+    secret: str, guard: Callable[[str, str, str], Any] | None = None, emit: Callable[[Any], None] = emit_ungated
+) -> Any:
     """The FastAPI app: GET /health and POST /webhooks/mlflow."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -156,7 +183,13 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
             log.warning("refused a delivery from %s: bad signature (401)", client)
             return answer(401, "bad signature")
         if not timestamp_fresh(timestamp, time.time()):
-            log.warning("refused delivery %s from %s: timestamp %s is more than %d s off (401)", delivery_id, client, timestamp, TIMESTAMP_TOLERANCE_S)
+            log.warning(
+                "refused delivery %s from %s: timestamp %s is more than %d s off (401)",
+                delivery_id,
+                client,
+                timestamp,
+                TIMESTAMP_TOLERANCE_S,
+            )
             return answer(401, f"timestamp more than {TIMESTAMP_TOLERANCE_S} s off: replayed or clock skew")
         if delivery_id in seen:
             return answer(200, "duplicate delivery: already handled")
@@ -192,7 +225,9 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code):
                 return 200, {"detail": f"ignored: {name} version {version} does not exist (deleted since?)"}
-            log.error("delivery %s: MLflow failed: %s (503, MLflow will retry)", delivery_id, str(exc).splitlines()[0][:300])
+            log.error(
+                "delivery %s: MLflow failed: %s (503, MLflow will retry)", delivery_id, str(exc).splitlines()[0][:300]
+            )
             return 503, {"detail": "MLflow could not be read or written; retry"}
         except ChampionLockTimeout as exc:
             log.error("delivery %s: %s (503, MLflow will retry)", delivery_id, exc)
@@ -204,7 +239,11 @@ def create_app(secret: str, guard: Callable[[str, str, str], Any] | None = None,
                 log.error("could not emit %s: %s", UNGATED_EVENT, exc)
         if record.guard.action != "ignore":
             log.info("%s@%s -> version %s: %s: %s", name, alias, version, record.guard.action, record.guard.reason)
-        return 200, {"detail": record.guard.reason, "action": record.guard.action, "restored_version": record.guard.restore_version}
+        return 200, {
+            "detail": record.guard.reason,
+            "action": record.guard.action,
+            "restored_version": record.guard.restore_version,
+        }
 
     return app
 
@@ -214,7 +253,9 @@ def read_secret() -> str:
     secret = os.environ.get(SECRET_ENV, "")
     if len(secret) < MIN_SECRET_CHARS:
         shown = "<unset>" if SECRET_ENV not in os.environ else f"<{len(secret)} characters>"
-        raise ValueError(f"{SECRET_ENV} = {shown}: expected a secret of at least {MIN_SECRET_CHARS} characters (the same for serve and register)")
+        raise ValueError(
+            f"{SECRET_ENV} = {shown}: expected a secret of at least {MIN_SECRET_CHARS} characters (the same for serve and register)"
+        )
     return secret
 
 
@@ -229,12 +270,20 @@ def serve(secret: str, host: str, port: int) -> int:
     import uvicorn
 
     if not os.environ.get("PREFECT_API_URL"):
-        log.warning("PREFECT_API_URL is not set: ungated promotions are tagged in MLflow but no Prefect event is emitted")
+        log.warning(
+            "PREFECT_API_URL is not set: ungated promotions are tagged in MLflow but no Prefect event is emitted"
+        )
     else:
         import prefect.events  # noqa: F401  (imported now, not while MLflow waits on the first delivery)
     import registry.webhook  # noqa: F401  (mlflow too)
 
-    log.info("guarding champion: MLflow webhooks to http://%s:%d%s (tracking %s)", host, port, PATH, os.environ.get("MLFLOW_TRACKING_URI", "sqlite"))
+    log.info(
+        "guarding champion: MLflow webhooks to http://%s:%d%s (tracking %s)",
+        host,
+        port,
+        PATH,
+        os.environ.get("MLFLOW_TRACKING_URI", "sqlite"),
+    )
     uvicorn.run(create_app(secret), host=host, port=port, log_level="warning", access_log=False)
     return 0
 
@@ -249,7 +298,9 @@ def check_registration(url: str) -> None:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"--url = {url!r}: expected http(s)://HOST[:PORT]{PATH}")
     if not tracking_uri().startswith(("http://", "https://")):
-        raise ValueError(f"MLFLOW_TRACKING_URI = {tracking_uri()!r}: expected an MLflow server (http[s]://...): only a server delivers webhooks")
+        raise ValueError(
+            f"MLFLOW_TRACKING_URI = {tracking_uri()!r}: expected an MLflow server (http[s]://...): only a server delivers webhooks"
+        )
 
 
 def register(secret: str, url: str, name: str, test: bool) -> int:

@@ -39,7 +39,14 @@ def _figures(a: Attempt, extra: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def log_attempt(loop_run_id: str, a: Attempt, verdict: str, metrics: dict[str, float], series: dict[str, list[float]], tags: dict[str, str]) -> str:
+def log_attempt(
+    loop_run_id: str,
+    a: Attempt,
+    verdict: str,
+    metrics: dict[str, float],
+    series: dict[str, list[float]],
+    tags: dict[str, str],
+) -> str:
     """Nested run: settings, figures, per-episode curves, the comparison table and the agent files."""
     params = {
         "kind": a.kind.value,
@@ -52,10 +59,22 @@ def log_attempt(loop_run_id: str, a: Attempt, verdict: str, metrics: dict[str, f
     if a.failed_reason:
         all_tags["failed_reason"] = a.failed_reason[:4000]
     run_name = f"#{a.index} {a.kind.value} {a.hidden_units[0]}-{a.hidden_units[1]}"
-    return log_nested_run(loop_run_id, run_name, flatten(params), _figures(a, metrics), series, all_tags, a.agent_dir, "agent", not a.failed_reason)
+    return log_nested_run(
+        loop_run_id,
+        run_name,
+        flatten(params),
+        _figures(a, metrics),
+        series,
+        all_tags,
+        a.agent_dir,
+        "agent",
+        not a.failed_reason,
+    )
 
 
-def version_tags(a: Attempt, common: dict[str, str], passed: bool, verdict: str, loop_run_id: str, final: Final) -> dict[str, str]:
+def version_tags(
+    a: Attempt, common: dict[str, str], passed: bool, verdict: str, loop_run_id: str, final: Final
+) -> dict[str, str]:
     tags = {k: f"{v:.6g}" for k, v in _figures(a, {}).items()}
     tags.update(
         {
@@ -91,7 +110,11 @@ def close_loop(
     """Register each attempt that produced an agent, end the run, then move `champion` if earned."""
     versions = [
         VersionSpec(
-            index=a.index, run_id=a.run_id, model_dir=a.agent_dir, artifact_path="agent", tags=version_tags(a, common_tags, ok, verdict, loop_run_id, final)
+            index=a.index,
+            run_id=a.run_id,
+            model_dir=a.agent_dir,
+            artifact_path="agent",
+            tags=version_tags(a, common_tags, ok, verdict, loop_run_id, final),
         )
         for a, verdict, ok in zip(history, verdicts, gates_passed, strict=True)
         if a.run_id and a.agent_dir and not a.failed_reason
@@ -102,7 +125,16 @@ def close_loop(
         "summary.json": json.dumps(summary, indent=2, default=str),
     }
     description = "Server-room cooling agents (DQN) produced by the cooling loop."
-    return core.close_loop(loop_run_id, model_name, description, final, texts, artifacts, versions, lambda champion: beats_champion(chosen, champion))
+    return core.close_loop(
+        loop_run_id,
+        model_name,
+        description,
+        final,
+        texts,
+        artifacts,
+        versions,
+        lambda champion: beats_champion(chosen, champion),
+    )
 
 
 def log_benchmark(params: dict[str, str], artifacts: list[Path]) -> str:

@@ -76,15 +76,24 @@ def reap_orphans(experiment_id: str, stale_after_s: float = 24 * 3600) -> list[s
 
     mc = client()
     reaped = []
-    running = mc.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING' and tags.`loop.state` = 'RUNNING'", max_results=200)
+    running = mc.search_runs(
+        [experiment_id],
+        filter_string="attributes.status = 'RUNNING' and tags.`loop.state` = 'RUNNING'",
+        max_results=200,
+    )
     for run in running:
         tags = run.data.tags
         pid, host = tags.get("loop.pid", ""), tags.get("loop.host", "")
         here = host == socket.gethostname() and pid.isdigit()
         age_s = time.time() - run.info.start_time / 1000
         if (here and _process_gone(int(pid))) or (not here and age_s > stale_after_s):
-            reason = f"orphaned: process {pid or '?'} on {host or '?'} is gone (killed or crashed); found by a later loop"
-            nested = mc.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'")
+            reason = (
+                f"orphaned: process {pid or '?'} on {host or '?'} is gone (killed or crashed); found by a later loop"
+            )
+            nested = mc.search_runs(
+                [experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'",
+            )
             for child in nested:
                 mc.set_terminated(child.info.run_id, status="FAILED")
             abort_loop(run.info.run_id, reason, "FAILED")
@@ -115,7 +124,12 @@ def log_nested_run(
     found = [Metric(k, float(v), 0, 0) for k, v in metrics.items() if v is not None]
     for name, values in series.items():
         found += [Metric(name, float(v), 0, step) for step, v in enumerate(values, start=1)]
-    mc.log_batch(run_id, metrics=found[:1000], params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()])
+    mc.log_batch(
+        run_id,
+        metrics=found[:1000],
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
     for start in range(1000, len(found), 1000):
         mc.log_batch(run_id, metrics=found[start : start + 1000])
     if log_model is not None:
@@ -150,7 +164,9 @@ def check_logged_model(mc: Any, run_id: str, model_dir: Path, artifact_path: str
         size = local.stat().st_size
         if logged.get(local.name) != size:
             stored = logged.get(local.name)
-            raise IncompleteArtifact(f"run {run_id}: artifact {artifact_path}/{local.name} is {stored} bytes in the store, expected {size}: nothing registered")
+            raise IncompleteArtifact(
+                f"run {run_id}: artifact {artifact_path}/{local.name} is {stored} bytes in the store, expected {size}: nothing registered"
+            )
 
 
 class ChampionLockTimeout(RuntimeError):
@@ -179,7 +195,12 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
         try:
             mc.create_registered_model(
                 name,
-                tags={"owner": owner, "host": socket.gethostname(), "pid": str(os.getpid()), "expires_at": f"{time.time() + lease_s:.3f}"},
+                tags={
+                    "owner": owner,
+                    "host": socket.gethostname(),
+                    "pid": str(os.getpid()),
+                    "expires_at": f"{time.time() + lease_s:.3f}",
+                },
                 description=f"Held while {owner} moves the champion alias of {model_name}; deleted when done.",
             )
             break
@@ -200,7 +221,9 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
                 pass
             continue
         if time.monotonic() > deadline:
-            raise ChampionLockTimeout(f"champion lock of {model_name} held by {held.tags.get('owner', '?')} for more than {wait_s:g} s")
+            raise ChampionLockTimeout(
+                f"champion lock of {model_name} held by {held.tags.get('owner', '?')} for more than {wait_s:g} s"
+            )
         time.sleep(0.2 + random.random() * 0.3)
     try:
         yield
@@ -240,7 +263,9 @@ def record_gated_champion(mc: Any, model_name: str, version: str) -> None:
     mc.set_registered_model_tag(model_name, LAST_GATED_CHAMPION, version)
 
 
-def move_champion(mc: Any, model_name: str, version: str, beats: Callable[[dict[str, str] | None], tuple[bool, str]], owner: str) -> tuple[bool, str]:
+def move_champion(
+    mc: Any, model_name: str, version: str, beats: Callable[[dict[str, str] | None], tuple[bool, str]], owner: str
+) -> tuple[bool, str]:
     """Under the champion lock: re-read the champion, judge with `beats(champion tags or None)`, move the alias only if it wins."""
     with champion_lock(mc, model_name, owner):
         current = champion_version(mc, model_name)
@@ -259,7 +284,9 @@ class VersionSpec(BaseModel):
     model_dir: str
     artifact_path: str
     tags: dict[str, str]
-    model_id: str | None = None  # an MLflow logged model (registered from `models:/<id>`); else the run's artifact folder
+    model_id: str | None = (
+        None  # an MLflow logged model (registered from `models:/<id>`); else the run's artifact folder
+    )
     figures: dict[str, float] = {}  # attached to the logged model as its metrics
 
 
@@ -295,9 +322,15 @@ def close_loop(
             source, model_id = f"models:/{spec.model_id}", spec.model_id
         else:
             source, model_id = f"runs:/{spec.run_id}/{spec.artifact_path}", None
-        version = mc.create_model_version(model_name, source=source, run_id=spec.run_id, tags=spec.tags, model_id=model_id)
+        version = mc.create_model_version(
+            model_name, source=source, run_id=spec.run_id, tags=spec.tags, model_id=model_id
+        )
         record.versions[spec.index] = str(version.version)
-    chosen = final.chosen if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions else None
+    chosen = (
+        final.chosen
+        if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions
+        else None
+    )
     mc.set_tag(loop_run_id, "loop.state", final.state.value)
     mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
     if final.unreachable:
@@ -306,7 +339,9 @@ def close_loop(
     # The alias moves last, after the run is recorded as finished, and under the champion lock so that
     # two loops finishing at once compare against the champion as it is, not as it was.
     if chosen is not None:
-        record.champion_moved, record.champion_reason = move_champion(mc, model_name, record.versions[chosen], beats, owner=f"loop run {loop_run_id}")
+        record.champion_moved, record.champion_reason = move_champion(
+            mc, model_name, record.versions[chosen], beats, owner=f"loop run {loop_run_id}"
+        )
     moved = f"moved to {record.versions[chosen]}: " if record.champion_moved and chosen is not None else "unchanged: "
     mc.set_tag(loop_run_id, "loop.champion", moved + (record.champion_reason or final.state.value)[:3900])
     current = champion_version(mc, model_name)
@@ -346,7 +381,9 @@ def version_gate_problems(mc: Any, mv: Any) -> list[str]:
             return "DELETED"
 
     tags = dict(mv.tags)
-    return gate_problems(tags, status_of(mv.run_id), status_of(tags["loop_run_id"]) if tags.get("loop_run_id") else None)
+    return gate_problems(
+        tags, status_of(mv.run_id), status_of(tags["loop_run_id"]) if tags.get("loop_run_id") else None
+    )
 
 
 def promote(model_name: str, version: str, force: bool = False, reason: str = "", user: str = "") -> str:
@@ -377,7 +414,11 @@ def status(model_name: str) -> dict[str, dict[str, str] | None]:
     mc = client()
     versions = mc.search_model_versions(f"name='{model_name}'")
     champion = champion_version(mc, model_name)
-    passing = [v for v in versions if v.tags.get("gates_passed") == "true" and (champion is None or v.version != champion.version)]
+    passing = [
+        v
+        for v in versions
+        if v.tags.get("gates_passed") == "true" and (champion is None or v.version != champion.version)
+    ]
 
     def energy(v: Any) -> float:
         try:
@@ -396,7 +437,11 @@ def loop_result(flow_run_id: str) -> tuple[str, str] | None:
     experiment_ids = [e.experiment_id for e in mc.search_experiments()]
     if not experiment_ids:
         return None
-    runs = mc.search_runs(experiment_ids, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' and tags.`loop.state` != ''", max_results=1)
+    runs = mc.search_runs(
+        experiment_ids,
+        filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' and tags.`loop.state` != ''",
+        max_results=1,
+    )
     if not runs:
         return None
     tags = runs[0].data.tags

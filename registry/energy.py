@@ -102,18 +102,47 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: S
     log_model = None
     if serving is not None and c.model_dir:
         model_dir = Path(c.model_dir)
-        shown = ("energy_source", "energy_estimated", "compression_steps", "candidate", "serving.runtime", "serving.precision")
+        shown = (
+            "energy_source",
+            "energy_estimated",
+            "compression_steps",
+            "candidate",
+            "serving.runtime",
+            "serving.precision",
+        )
         model_tags: dict[str, str] = {k: tags[k] for k in shown if k in tags}
 
         def log_model(mc: Any, run_id: str) -> None:  # the run's step-0 metrics become the logged model's metrics
-            mlflow_model.log_model(mc, run_id, model_dir, model_tags, serving.code_path, serving.example, serving.example_output, serving.requirements)
+            mlflow_model.log_model(
+                mc,
+                run_id,
+                model_dir,
+                model_tags,
+                serving.code_path,
+                serving.example,
+                serving.example_output,
+                serving.requirements,
+            )
             if serving.onnx_path is not None:
                 mlflow_model.log_onnx(mc, run_id, serving.onnx_path, model_tags)
 
-    return log_nested_run(loop_run_id, f"#{c.index} {c.step.label}", params, metrics, c.series, tags, c.model_dir, "model", c.ok, log_model)
+    return log_nested_run(
+        loop_run_id,
+        f"#{c.index} {c.step.label}",
+        params,
+        metrics,
+        c.series,
+        tags,
+        c.model_dir,
+        "model",
+        c.ok,
+        log_model,
+    )
 
 
-def move_champion_if_better(mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str) -> tuple[bool, str]:
+def move_champion_if_better(
+    mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str
+) -> tuple[bool, str]:
     """Under the champion lock: re-read the champion, judge, move the alias only if `candidate` beats it."""
     return move_champion(mc, model_name, version, lambda champion: beats_champion(candidate, champion, sigmas), owner)
 
@@ -166,7 +195,9 @@ def close_loop(
         {"iterations.md": f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n"},
         files,
         versions,
-        lambda champion: beats_champion(chosen, champion, sigmas) if chosen is not None else (False, "no candidate chosen"),
+        lambda champion: (
+            beats_champion(chosen, champion, sigmas) if chosen is not None else (False, "no candidate chosen")
+        ),
     )
 
 

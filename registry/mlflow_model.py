@@ -35,11 +35,22 @@ def _new_logged_model(mc: Any, run_id: str, name: str, tags: dict[str, str]) -> 
     """A logged model in the run's experiment (left to `Model.log`, it lands in the default experiment)."""
     _use(mc)
     run = mc.get_run(run_id)
-    return str(mc.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, params=run.data.params).model_id)
+    return str(
+        mc.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, params=run.data.params
+        ).model_id
+    )
 
 
 def log_model(
-    mc: Any, run_id: str, model_dir: Path, tags: dict[str, str], code_path: Path, example: Any, example_output: Any, requirements: tuple[str, ...] = ()
+    mc: Any,
+    run_id: str,
+    model_dir: Path,
+    tags: dict[str, str],
+    code_path: Path,
+    example: Any,
+    example_output: Any,
+    requirements: tuple[str, ...] = (),
 ) -> str:
     """Log `model_dir` as the run's MLflow model served by `code_path`, with the signature of `example` -> `example_output`
     (raw input rows and what the model returns for them) and `requirements` beyond torch's; return the logged model's ID."""
@@ -91,10 +102,14 @@ def check_logged(mc: Any, model_id: str, model_dir: Path) -> None:
     """The logged model's MLmodel, its code and every file of the model folder are in the store at full size."""
     stored = {f.path: f.file_size for f in mc.list_logged_model_artifacts(model_id)}
     # pyfunc keeps an artifact folder under its own name: artifacts/<folder name>/...
-    nested = {Path(f.path).name: f.file_size for f in mc.list_logged_model_artifacts(model_id, f"artifacts/{model_dir.name}")}
+    nested = {
+        Path(f.path).name: f.file_size for f in mc.list_logged_model_artifacts(model_id, f"artifacts/{model_dir.name}")
+    }
     for required in ("MLmodel", PYFUNC_CODE_NAME):
         if required not in stored:
-            raise IncompleteArtifact(f"logged model {model_id}: {required} is missing from the store: nothing registered")
+            raise IncompleteArtifact(
+                f"logged model {model_id}: {required} is missing from the store: nothing registered"
+            )
     for local in model_dir.iterdir():
         size = local.stat().st_size
         if nested.get(local.name) != size:
@@ -113,7 +128,11 @@ def attach_figures(mc: Any, run_id: str, model_id: str, figures: dict[str, float
     logged = mc.get_logged_model(model_id).metrics or []
     current = {m.key: m.value for m in logged}
     now = int(time.time() * 1000)
-    changed = [Metric(k, float(v), now, 0, run_id=run_id, model_id=model_id) for k, v in figures.items() if current.get(k) != float(v)]
+    changed = [
+        Metric(k, float(v), now, 0, run_id=run_id, model_id=model_id)
+        for k, v in figures.items()
+        if current.get(k) != float(v)
+    ]
     if changed:
         mc.log_batch(run_id, metrics=changed)
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from registry.core import LAST_GATED_CHAMPION, champion_lock, champion_version, client, record_gated_champion, version_gate_problems
+from registry.core import (
+    LAST_GATED_CHAMPION,
+    champion_lock,
+    champion_version,
+    client,
+    record_gated_champion,
+    version_gate_problems,
+)
 from thresholds.promotion import CHAMPION, Guard, forced_recently, guard_champion, promotion_mode, superseded
 
 ALIAS_EVENT = "model_version_alias.created"
@@ -48,7 +55,9 @@ def register_webhook(url: str, secret: str, name: str) -> tuple[str, bool]:
         token = page.token
         if not token:
             break
-    description = "energy-loop: guards the champion alias (tags ungated promotions; moves champion back under promotion: enforce)"
+    description = (
+        "energy-loop: guards the champion alias (tags ungated promotions; moves champion back under promotion: enforce)"
+    )
     hook = mc.create_webhook(name=name, url=url, events=[ALIAS_EVENT], description=description, secret=secret)
     return str(hook.webhook_id), True
 

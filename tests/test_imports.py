@@ -175,7 +175,9 @@ def test_task_subpackages_import_only_the_layers_below() -> None:
         for module, targets in import_graph().items()
         if module.startswith("tasks.")
         for target in targets
-        if target.startswith("tasks.") and target.split(".")[1] != module.split(".")[1] and target.split(".")[1] not in TASK_LAYERS[module.split(".")[1]]
+        if target.startswith("tasks.")
+        and target.split(".")[1] != module.split(".")[1]
+        and target.split(".")[1] not in TASK_LAYERS[module.split(".")[1]]
     )
     assert not wrong, "; ".join(wrong)
 
@@ -195,7 +197,9 @@ def test_only_the_stage_modules_import_prefect() -> None:
         last = module.rsplit(".", 1)[-1]
         return module.startswith("flows.") or last == "stages" or last.endswith("_stages")
 
-    others = sorted(m for m, path in modules().items() if not is_stage(m) and {"prefect", "prefect_dask"} & third_party(path))
+    others = sorted(
+        m for m, path in modules().items() if not is_stage(m) and {"prefect", "prefect_dask"} & third_party(path)
+    )
     assert not others, "Prefect imported outside the stage modules: " + ", ".join(others)
 
 

@@ -96,7 +96,9 @@ class JobResult:
 
 def _setup_python(version: str, tool_dir: Path) -> Path:
     python = Path(getattr(sys, "_base_executable", sys.executable))
-    assert f"{sys.version_info.major}.{sys.version_info.minor}" == version, f"setup-python asks for {version}, tests run on {sys.version}"
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == version, (
+        f"setup-python asks for {version}, tests run on {sys.version}"
+    )
     bin_dir = tool_dir / "python" / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name in ("python", "python3"):
@@ -106,7 +108,11 @@ def _setup_python(version: str, tool_dir: Path) -> Path:
 
 
 def run_job(
-    secrets: dict[str, str], inputs: dict[str, str], tmp_path: Path, install: Literal["substitute", "real"] = "substitute", timeout_s: float = 900
+    secrets: dict[str, str],
+    inputs: dict[str, str],
+    tmp_path: Path,
+    install: Literal["substitute", "real"] = "substitute",
+    timeout_s: float = 900,
 ) -> JobResult:
     spec = job()
     unsupported = set(spec) - SUPPORTED_JOB_KEYS
@@ -140,7 +146,9 @@ def run_job(
             if action == "actions/checkout":
                 continue  # the steps already run in this checkout
             if action == "actions/setup-python":
-                env["PATH"] = f"{_setup_python(str(step['with']['python-version']), tmp_path / 'toolcache')}:{env['PATH']}"
+                env["PATH"] = (
+                    f"{_setup_python(str(step['with']['python-version']), tmp_path / 'toolcache')}:{env['PATH']}"
+                )
                 continue
             raise AssertionError(f"the local runner has no stand-in for {step['uses']}")
         script = step["run"]
@@ -166,7 +174,9 @@ def run_job(
             env["PATH"] = f"{line}:{env['PATH']}"
         for line in github_env.read_text().splitlines():
             key, sep, value = line.partition("=")
-            assert sep and "<<" not in key, f"the local runner supports only KEY=VALUE lines in GITHUB_ENV, not {line!r}"
+            assert sep and "<<" not in key, (
+                f"the local runner supports only KEY=VALUE lines in GITHUB_ENV, not {line!r}"
+            )
             env[key] = value
         github_path.write_text("")
         github_env.write_text("")

@@ -11,7 +11,9 @@ def scenario_path(name_or_path: str) -> Path:
     return bundled if bundled.is_file() and "/" not in name_or_path else Path(name_or_path)
 
 
-def scenario_with_overrides(name_or_path: str, overrides: dict[str, dict[str, object]], folder: Path, suffix: str = "smoke") -> Path:
+def scenario_with_overrides(
+    name_or_path: str, overrides: dict[str, dict[str, object]], folder: Path, suffix: str = "smoke"
+) -> Path:
     """The scenario's path, or a copy in `folder` with each section's `overrides` applied (benchmark runs)."""
     import yaml
 

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
-INVALID_INPUT = "InvalidInput"  # the name of the Failed state a loop's flow run ends in on bad input (its message: the line)
+INVALID_INPUT = (
+    "InvalidInput"  # the name of the Failed state a loop's flow run ends in on bad input (its message: the line)
+)
 
 
 class InputError(ValueError):

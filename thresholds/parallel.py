@@ -52,12 +52,16 @@ class ParallelCalibration(BaseModel):
     workload: str
     cores: int = Field(ge=1)
     meter: str
-    idle_power_w: float = Field(ge=0)  # the constant part of a phase reading, split by each candidate's time on its worker
+    idle_power_w: float = Field(
+        ge=0
+    )  # the constant part of a phase reading, split by each candidate's time on its worker
     epochs_per_job: int = Field(ge=1)  # epochs each calibration candidate trained
     candidates_per_loop: int = Field(ge=1)  # the loop's budget.max_iterations: what the start-up is spread over
     serial: dict[int, WidthTrial] = {}  # width -> the rung of `width` candidates, one after another in process
     parallel: dict[int, WidthTrial] = {}  # width -> the same rung on `width` workers at once
-    startup_s: dict[int, float] = {}  # width -> starting (workers up, stack imported, data loaded) + closing the workers
+    startup_s: dict[
+        int, float
+    ] = {}  # width -> starting (workers up, stack imported, data loaded) + closing the workers
     startup_j: dict[int, float] = {}
     calibration_s: float = 0.0  # what measuring this table took
     busy_elsewhere_cores: float = 0.0  # mean cores other processes kept busy during the serial runs
@@ -118,7 +122,9 @@ def threads_per_worker(cores: int, width: int) -> int:
     return max(1, cores // max(1, width))
 
 
-def saving_beyond_noise(serial: Sequence[float], parallel: Sequence[float], sigmas: float, min_gain_pct: float) -> str | None:
+def saving_beyond_noise(
+    serial: Sequence[float], parallel: Sequence[float], sigmas: float, min_gain_pct: float
+) -> str | None:
     """None when `parallel` saved on `serial` beyond the noise, else why not (a short phrase).
 
     Beyond the noise: every parallel run below every serial run, and the mean saving above both
@@ -138,7 +144,13 @@ def saving_beyond_noise(serial: Sequence[float], parallel: Sequence[float], sigm
     return None
 
 
-def parallel_width(calibration: ParallelCalibration | None, requested: int | None, cores: int, sigmas: float = 2.0, min_gain_pct: float = 0.0) -> WidthChoice:
+def parallel_width(
+    calibration: ParallelCalibration | None,
+    requested: int | None,
+    cores: int,
+    sigmas: float = 2.0,
+    min_gain_pct: float = 0.0,
+) -> WidthChoice:
     """The width to train rungs at: `requested` when forced, else the measured width that saved
     both wall time and energy beyond the noise (the lowest energy among those, then the
     fastest), else serial with torch on every core."""
@@ -148,7 +160,11 @@ def parallel_width(calibration: ParallelCalibration | None, requested: int | Non
     if cores <= 1:
         return WidthChoice(width=1, threads_per_worker=1, why="serial: one core here")
     if calibration is None:
-        return WidthChoice(width=1, threads_per_worker=cores, why="serial: no parallel calibration (calibration is off in this scenario)")
+        return WidthChoice(
+            width=1,
+            threads_per_worker=cores,
+            why="serial: no parallel calibration (calibration is off in this scenario)",
+        )
     if calibration.shared_machine():
         why = f"serial: other processes kept {calibration.busy_elsewhere_cores:.2f} of {calibration.cores} cores busy while calibrating: not a fair measure"
         return WidthChoice(width=1, threads_per_worker=cores, why=why)
@@ -163,13 +179,19 @@ def parallel_width(calibration: ParallelCalibration | None, requested: int | Non
         serial = calibration.serial[width]
         time_no = saving_beyond_noise(serial.wall_s_runs, wall_runs, sigmas, min_gain_pct)
         energy_no = saving_beyond_noise(serial.energy_j_runs, energy_runs, sigmas, min_gain_pct)
-        verdict = "; ".join(f"{what} {no}" for what, no in (("time", time_no), ("energy", energy_no)) if no) or "saved both"
+        verdict = (
+            "; ".join(f"{what} {no}" for what, no in (("time", time_no), ("energy", energy_no)) if no) or "saved both"
+        )
         tried.append(f"{width} workers: {speedup:.2f}x faster, {energy:.2f}x the energy ({verdict})")
         if time_no is None and energy_no is None:
             saving.append((energy, -speedup, width))
     if not saving:
         measured = "; ".join(tried) if tried else "no width measured"
-        return WidthChoice(width=1, threads_per_worker=cores, why=f"serial: no width saved both wall time and energy beyond the noise here ({measured})")
+        return WidthChoice(
+            width=1,
+            threads_per_worker=cores,
+            why=f"serial: no width saved both wall time and energy beyond the noise here ({measured})",
+        )
     energy, neg_speedup, width = min(saving)
     return WidthChoice(
         width=width,

@@ -54,7 +54,9 @@ def forced_recently(tags: dict[str, str], now_s: float, promoted_at_s: float | N
     return 0 <= now_s - promoted_at_s <= FORCED_PROMOTION_WINDOW_S
 
 
-def guard_champion(alias: str, version: str, problems: list[str], mode: PromotionMode, last_gated: str | None, forced: bool) -> Guard:
+def guard_champion(
+    alias: str, version: str, problems: list[str], mode: PromotionMode, last_gated: str | None, forced: bool
+) -> Guard:
     """The decision for `alias` set on `version` (see the module docstring)."""
     if alias != CHAMPION:
         return Guard("ignore", f"alias {alias!r} is not guarded (only {CHAMPION!r} is)")
@@ -66,7 +68,11 @@ def guard_champion(alias: str, version: str, problems: list[str], mode: Promotio
     if mode == "warn":
         return Guard("warn", f"{why}; promotion mode warn: left in place")
     if last_gated is not None and last_gated != version:
-        return Guard("revert", f"{why}; promotion mode enforce: moved back to version {last_gated}, the last gated champion", last_gated)
+        return Guard(
+            "revert",
+            f"{why}; promotion mode enforce: moved back to version {last_gated}, the last gated champion",
+            last_gated,
+        )
     return Guard("remove", f"{why}; promotion mode enforce and no earlier gated champion: alias removed")
 
 

@@ -23,7 +23,14 @@ def first_line(exc: BaseException) -> str:
 def is_entry_point(value: str) -> bool:
     """`PKG.MODULE:NAME` (a colon, no path separator): how a user's own code is named."""
     module, sep, name = value.partition(":")
-    return bool(sep) and bool(module) and bool(name) and "/" not in value and "\\" not in value and not os.path.exists(value)
+    return (
+        bool(sep)
+        and bool(module)
+        and bool(name)
+        and "/" not in value
+        and "\\" not in value
+        and not os.path.exists(value)
+    )
 
 
 def resolve_callable(value: str, field: str) -> Callable[..., Any]:

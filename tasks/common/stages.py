@@ -91,7 +91,9 @@ def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
     try:
         core.abort_loop(loop_run_id, reason, status)
     except Exception as exc:
-        get_run_logger().warning("could not mark loop run %s %s (%s); the next loop will close it as orphaned", loop_run_id, status, exc)
+        get_run_logger().warning(
+            "could not mark loop run %s %s (%s); the next loop will close it as orphaned", loop_run_id, status, exc
+        )
 
 
 @contextmanager
@@ -107,7 +109,16 @@ def aborting(loop_run_id: str) -> Iterator[None]:
         close_shared_meters()
 
 
-def outcome(title: str, artifact_key: str, final: Final, record: LoopRecord, model_name: str, loop_run_id: str, table: str, history: list[Any]) -> LoopOutcome:
+def outcome(
+    title: str,
+    artifact_key: str,
+    final: Final,
+    record: LoopRecord,
+    model_name: str,
+    loop_run_id: str,
+    table: str,
+    history: list[Any],
+) -> LoopOutcome:
     """The loop's record: the champion sentence, a Prefect markdown artifact, and the outcome the CLI prints."""
     champion = (
         f"champion moved to version {record.champion_version}: {record.champion_reason}"

@@ -38,14 +38,23 @@ def student_spec(teacher: models.ModelSpec, width_factor: float) -> models.Model
 
 
 def student(
-    teacher: nn.Module, teacher_spec: models.ModelSpec, width_factor: float, keep_layers: Sequence[str] = (), factory: str | None = None
+    teacher: nn.Module,
+    teacher_spec: models.ModelSpec,
+    width_factor: float,
+    keep_layers: Sequence[str] = (),
+    factory: str | None = None,
 ) -> tuple[nn.Module, models.ModelSpec]:
     """The student for `teacher`: a second factory's model, a narrower built-in, or a pruned copy (see the module docstring).
 
     Call under a fixed seed: fresh students are initialised from the global generator.
     """
     if factory is not None:
-        spec = models.ModelSpec(factory=factory, input_shape=teacher_spec.input_shape, out_features=teacher_spec.out_features, hooks=teacher_spec.hooks)
+        spec = models.ModelSpec(
+            factory=factory,
+            input_shape=teacher_spec.input_shape,
+            out_features=teacher_spec.out_features,
+            hooks=teacher_spec.hooks,
+        )
         spec = spec.model_copy(update={"history": [*teacher_spec.history, f"distill:{factory}"]})
         return models.build(spec), spec
     if teacher_spec.kind in models.BUILTINS and not teacher_spec.pruned:
@@ -58,7 +67,14 @@ def student(
     return model, spec.model_copy(update={"precision": "fp32", "history": history})
 
 
-def distillation_loss(teacher_out: torch.Tensor, y: torch.Tensor, task: str, temperature: float, alpha: float, hard: BatchLoss | None = None) -> BatchLoss:
+def distillation_loss(
+    teacher_out: torch.Tensor,
+    y: torch.Tensor,
+    task: str,
+    temperature: float,
+    alpha: float,
+    hard: BatchLoss | None = None,
+) -> BatchLoss:
     """alpha x soft-label loss (KL at temperature T, scaled by T^2) + (1 - alpha) x hard-label loss;
     `hard(outputs, targets)` (the user's loss) replaces the task's hard-label loss."""
     targets = loss_targets(y, task)
@@ -66,7 +82,9 @@ def distillation_loss(teacher_out: torch.Tensor, y: torch.Tensor, task: str, tem
         soft = nn.functional.log_softmax(teacher_out / temperature, dim=1)
 
         def loss(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            kd = nn.functional.kl_div(nn.functional.log_softmax(out / temperature, dim=1), soft[idx], log_target=True, reduction="batchmean")
+            kd = nn.functional.kl_div(
+                nn.functional.log_softmax(out / temperature, dim=1), soft[idx], log_target=True, reduction="batchmean"
+            )
             labels = nn.functional.cross_entropy(out, y[idx]) if hard is None else hard(out, targets[idx])
             return alpha * kd * temperature**2 + (1 - alpha) * labels
 
@@ -102,5 +120,7 @@ def distill(
     else:
         with torch.no_grad():
             teacher_out = outputs(teacher, data.x_train)
-    loss = distillation_loss(teacher_out, data.y_train, data.task, temperature, alpha, hooks.loss if "loss" in hooks else None)
+    loss = distillation_loss(
+        teacher_out, data.y_train, data.task, temperature, alpha, hooks.loss if "loss" in hooks else None
+    )
     return fit(student, data, cfg, label=label, meter=meter, batch_loss=loss, hooks=hooks), labelling_j

@@ -37,7 +37,9 @@ class Runtime(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    runtime: Literal["torch", "torch-fused", "onnxruntime"] = "torch"  # torch-fused: tasks/models/fuse.py, built at load
+    runtime: Literal["torch", "torch-fused", "onnxruntime"] = (
+        "torch"  # torch-fused: tasks/models/fuse.py, built at load
+    )
     precision: str = "fp32"
     threads: int = 0  # intra-op threads it was measured with (`measurement.inference_threads`); 0: the library default
 

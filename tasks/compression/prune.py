@@ -33,7 +33,13 @@ from tasks.common.errors import RungNotApplicable
 from tasks.models.factory import ModelSpec, example_input, structure_of, widths_of
 
 
-def pruning_label(ratio: float, importance: str = "magnitude", global_pruning: bool = False, iterative_steps: int = 1, attention: str = "head_dims") -> str:
+def pruning_label(
+    ratio: float,
+    importance: str = "magnitude",
+    global_pruning: bool = False,
+    iterative_steps: int = 1,
+    attention: str = "head_dims",
+) -> str:
     options = [
         o
         for o in (
@@ -51,9 +57,12 @@ def output_layer(model: nn.Module, example: torch.Tensor, n_outputs: int) -> str
     """The name of the last layer (in execution order) whose output has `n_outputs` features: the head."""
     ran: list[tuple[str, torch.Size]] = []
     hooks = [
-        module.register_forward_hook(lambda _m, _i, out, name=name: ran.append((name, out.shape)) if isinstance(out, torch.Tensor) else None)
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: ran.append((name, out.shape)) if isinstance(out, torch.Tensor) else None
+        )
         for name, module in model.named_modules()
-        if next(module.children(), None) is None and next(module.parameters(recurse=False), None) is not None  # leaf layers with weights
+        if next(module.children(), None) is None
+        and next(module.parameters(recurse=False), None) is not None  # leaf layers with weights
     ]
     was_training = model.training
     try:
@@ -65,7 +74,9 @@ def output_layer(model: nn.Module, example: torch.Tensor, n_outputs: int) -> str
             hook.remove()
     heads = [name for name, shape in ran if len(shape) >= 2 and n_outputs in (shape[-1], shape[1])]
     if not heads:
-        raise RungNotApplicable(f"pruning: no layer of the model produces its {n_outputs} outputs, so the head cannot be kept")
+        raise RungNotApplicable(
+            f"pruning: no layer of the model produces its {n_outputs} outputs, so the head cannot be kept"
+        )
     return heads[-1]
 
 
@@ -78,7 +89,10 @@ def unsupported_layers(model: nn.Module) -> list[str]:
     return [
         f"{name} ({type(m).__name__})"
         for name, m in model.named_modules()
-        if name and type(m).__module__.startswith("torch.nn.") and not isinstance(m, known) and next(m.parameters(recurse=False), None) is not None
+        if name
+        and type(m).__module__.startswith("torch.nn.")
+        and not isinstance(m, known)
+        and next(m.parameters(recurse=False), None) is not None
     ]
 
 
@@ -163,14 +177,20 @@ def prune(
     except RungNotApplicable:
         raise
     except Exception as exc:  # a layer or operation the dependency graph does not cover
-        raise RungNotApplicable(f"Torch-Pruning cannot prune this model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise RungNotApplicable(
+            f"Torch-Pruning cannot prune this model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     finally:
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     if sum(p.numel() for p in model.parameters()) == params_before:
-        raise RungNotApplicable("Torch-Pruning found no channel it could remove (every prunable layer is coupled to a kept or unknown one)")
+        raise RungNotApplicable(
+            "Torch-Pruning found no channel it could remove (every prunable layer is coupled to a kept or unknown one)"
+        )
     if out.shape[-1] != spec.out_features:
-        raise RungNotApplicable(f"pruning changed the model's outputs to {tuple(out.shape[1:])}, expected {spec.out_features}")
+        raise RungNotApplicable(
+            f"pruning changed the model's outputs to {tuple(out.shape[1:])}, expected {spec.out_features}"
+        )
     new_spec = structure_of(model, widths_of(model, spec))
     label = pruning_label(ratio, importance, global_pruning, iterative_steps, attention if heads else "head_dims")
     return model, new_spec.model_copy(update={"history": [*spec.history, label]})
@@ -191,20 +211,28 @@ def _prune_heads(graph: Any, scorer: Any, initial: dict[nn.MultiheadAttention, i
         if first in done:
             continue
         group = graph.get_pruning_group(first, handle, list(range(first.embed_dim)))
-        coupled = list(dict.fromkeys(dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.MultiheadAttention)))
+        coupled = list(
+            dict.fromkeys(dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.MultiheadAttention))
+        )
         done.update(coupled)
         shapes = {(m.num_heads, m.head_dim) for m in coupled}
         if len(shapes) > 1:
-            raise RungNotApplicable(f"pruning heads: attention layers sharing a residual stream have different (heads, head_dim): {sorted(shapes)}")
+            raise RungNotApplicable(
+                f"pruning heads: attention layers sharing a residual stream have different (heads, head_dim): {sorted(shapes)}"
+            )
         (n_heads, head_dim), target = shapes.pop(), min(count - 1, math.floor(fraction * count + 0.5))
         remove = target - (count - n_heads)  # heads still to go at this step
         if remove <= 0:
             continue
-        per_head = scorer(group).view(n_heads, head_dim).mean(dim=1)  # one importance per channel, summed over the group
+        per_head = (
+            scorer(group).view(n_heads, head_dim).mean(dim=1)
+        )  # one importance per channel, summed over the group
         doomed = per_head.argsort()[:remove].tolist()
         channels = sorted(h * head_dim + d for h in doomed for d in range(head_dim))
         for m in coupled:
-            m.num_heads = 1  # the pruner checks that the new width divides by the heads it still counts: set right below
+            m.num_heads = (
+                1  # the pruner checks that the new width divides by the heads it still counts: set right below
+            )
         graph.get_pruning_group(first, handle, channels).prune()
         for m in coupled:
             m.num_heads = n_heads - remove

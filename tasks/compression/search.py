@@ -72,7 +72,9 @@ def search(
     trained: dict[str, torch.nn.Module] = {}
     spent_j = 0.0
     for hidden in architectures:
-        spec = base.model_copy(update={"hidden": list(hidden), "history": [*base.history, f"search:{'-'.join(map(str, hidden))}"]})
+        spec = base.model_copy(
+            update={"hidden": list(hidden), "history": [*base.history, f"search:{'-'.join(map(str, hidden))}"]}
+        )
         estimate = analytic.inference_energy(models.build(spec), "fp32", batch_size).energy_j_per_1k
         if estimate > cap_j_per_1k:
             continue  # over the cap: not worth training
@@ -80,13 +82,24 @@ def search(
         model = models.build(spec)
         report: TrainReport = fit(model, data, cfg, label=f"{label} {hidden}", meter=meter, hooks=hooks)
         spent_j += report.energy_j
-        points.append(Point(hidden=list(hidden), val_accuracy=_val_accuracy(model, data), energy_j_per_1k=estimate, train_energy_j=report.energy_j))
+        points.append(
+            Point(
+                hidden=list(hidden),
+                val_accuracy=_val_accuracy(model, data),
+                energy_j_per_1k=estimate,
+                train_energy_j=report.energy_j,
+            )
+        )
         trained[str(hidden)] = model
     front = pareto_front(points)
     best = pick(front)
     if best is None:
-        raise ValueError(f"no architecture of {architectures} fits the energy cap of {cap_j_per_1k:.4g} J/1k (analytic)")
-    spec = base.model_copy(update={"hidden": best.hidden, "history": [*base.history, f"search:{'-'.join(map(str, best.hidden))}"]})
+        raise ValueError(
+            f"no architecture of {architectures} fits the energy cap of {cap_j_per_1k:.4g} J/1k (analytic)"
+        )
+    spec = base.model_copy(
+        update={"hidden": best.hidden, "history": [*base.history, f"search:{'-'.join(map(str, best.hidden))}"]}
+    )
     return trained[str(best.hidden)], spec, points, front, spent_j
 
 

@@ -90,14 +90,21 @@ def setpoint_sweep(cfg: RoomConfig, traj: RoomTrajectory, step_k: float = 0.25) 
 def best_setpoint(sweep: dict[float, dict[str, float]], builtin: dict[str, float]) -> float:
     """Lowest energy among setpoints no less safe than the built-in thermostat."""
     safe = {
-        sp: t for sp, t in sweep.items() if t["minutes_outside_band"] <= builtin["minutes_outside_band"] and t["failed_minutes"] <= builtin["failed_minutes"]
+        sp: t
+        for sp, t in sweep.items()
+        if t["minutes_outside_band"] <= builtin["minutes_outside_band"]
+        and t["failed_minutes"] <= builtin["failed_minutes"]
     }
     pool = safe or sweep
     return min(pool, key=lambda sp: pool[sp]["energy_kwh"])
 
 
 def compare(
-    cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, weights: Weights, bar: bool = False, traces: bool = False
+    cfg: SeedConfig | RoomConfig,
+    traj: SeedTrajectory | RoomTrajectory,
+    weights: Weights,
+    bar: bool = False,
+    traces: bool = False,
 ) -> tuple[Comparison, dict[str, RunResult]]:
     """The agent and the baselines over one trajectory; with `traces`, the per-minute runs for plots."""
     runner = (
@@ -127,11 +134,18 @@ def compare(
             _seed_row("band rule", runs["band rule"].totals, builtin_units),
         ]
         comparison = Comparison(
-            env="seed", minutes=agent.steps, energy_unit="energy units", rows=rows, agent_steps_per_s=agent.steps_per_s, agent_seconds=agent.seconds
+            env="seed",
+            minutes=agent.steps,
+            energy_unit="energy units",
+            rows=rows,
+            agent_steps_per_s=agent.steps_per_s,
+            agent_seconds=agent.seconds,
         )
         return comparison, runs
     assert isinstance(traj, RoomTrajectory)
-    runs["built-in"] = run(cfg, traj, Controller.rule(cfg.builtin_setpoint_c, cfg.builtin_dead_band_k), keep_trace=traces)
+    runs["built-in"] = run(
+        cfg, traj, Controller.rule(cfg.builtin_setpoint_c, cfg.builtin_dead_band_k), keep_trace=traces
+    )
     runs["do-nothing"] = run(cfg, traj, Controller.constant(0), keep_trace=traces)
     sweep = setpoint_sweep(cfg, traj)
     best = best_setpoint(sweep, runs["built-in"].totals)

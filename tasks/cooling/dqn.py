@@ -44,7 +44,11 @@ class QNetwork(nn.Module):
     def __init__(self, obs_dim: int, hidden_units: tuple[int, int], n_actions: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden_units[0]), nn.ReLU(), nn.Linear(hidden_units[0], hidden_units[1]), nn.ReLU(), nn.Linear(hidden_units[1], n_actions)
+            nn.Linear(obs_dim, hidden_units[0]),
+            nn.ReLU(),
+            nn.Linear(hidden_units[0], hidden_units[1]),
+            nn.ReLU(),
+            nn.Linear(hidden_units[1], n_actions),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +73,9 @@ def dims(cfg: EnvConfig) -> tuple[int, int]:
     return ROOM_OBS, len(cfg.cooling_levels_kw)
 
 
-def make_trajectory(cfg: EnvConfig, minutes: int, rng: np.random.Generator | int, start_month: int | None = None) -> seed.SeedTrajectory | room.RoomTrajectory:
+def make_trajectory(
+    cfg: EnvConfig, minutes: int, rng: np.random.Generator | int, start_month: int | None = None
+) -> seed.SeedTrajectory | room.RoomTrajectory:
     if isinstance(cfg, SeedConfig):
         return seed.trajectory(cfg, minutes, rng, start_month)
     return room.trajectory(cfg, minutes, rng, start_month)
@@ -134,7 +140,9 @@ class TrainResult:
     validation_scores: list[float] = field(default_factory=list)
 
 
-def _td_step(net: QNetwork, target: QNetwork | None, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], dqn: DQNConfig) -> float:
+def _td_step(
+    net: QNetwork, target: QNetwork | None, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], dqn: DQNConfig
+) -> float:
     obs, act, rew, nxt, done = batch
     with torch.no_grad():
         q_next_online = net(nxt)
@@ -166,7 +174,9 @@ def train(
         return _train(cfg, dqn, early_stopping_on, log or (lambda _: None), init)
 
 
-def _train(cfg: EnvConfig, dqn: DQNConfig, early_stopping_on: str, log: Callable[[str], None], init: QNetwork | None) -> TrainResult:
+def _train(
+    cfg: EnvConfig, dqn: DQNConfig, early_stopping_on: str, log: Callable[[str], None], init: QNetwork | None
+) -> TrainResult:
     started = time.perf_counter()
     torch.manual_seed(dqn.seed)
     rng = np.random.default_rng(dqn.seed)
@@ -236,7 +246,12 @@ def _train(cfg: EnvConfig, dqn: DQNConfig, early_stopping_on: str, log: Callable
 
 
 def distil(
-    cfg: EnvConfig, teacher: QNetwork, hidden_units: tuple[int, int], seed_value: int, minutes: int = 4 * MINUTES_PER_MONTH, epochs: int = 30
+    cfg: EnvConfig,
+    teacher: QNetwork,
+    hidden_units: tuple[int, int],
+    seed_value: int,
+    minutes: int = 4 * MINUTES_PER_MONTH,
+    epochs: int = 30,
 ) -> tuple[QNetwork, float]:
     """A smaller student regressing the teacher's Q-values on states the teacher visits (10 % random actions
     for coverage). Returns the student and the final mean squared error."""
@@ -249,7 +264,13 @@ def distil(
             traj = make_trajectory(cfg, minutes // 4, rng, month)
             sim = Simulation(cfg, traj, Controller.network(teacher.weights()), train=False)
             n = traj.minutes
-            bufs = (np.zeros((n, obs_dim)), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros((n, obs_dim)), np.zeros(n))
+            bufs = (
+                np.zeros((n, obs_dim)),
+                np.zeros(n, dtype=np.int64),
+                np.zeros(n),
+                np.zeros((n, obs_dim)),
+                np.zeros(n),
+            )
             steps = sim.advance(n, 0.1, rng.random(n), rng.integers(n_actions, size=n), bufs)
             states.append(bufs[0][:steps])
         x = torch.from_numpy(np.concatenate(states).astype(np.float32))

@@ -136,7 +136,30 @@ def _seed_obs(p, x, s, t, out):
 
 
 @njit(cache=_CACHE)
-def _seed_run(p, moves, x, s, n, controller, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
+def _seed_run(
+    p,
+    moves,
+    x,
+    s,
+    n,
+    controller,
+    pp,
+    eps,
+    u_explore,
+    a_explore,
+    w1,
+    b1,
+    w2,
+    b2,
+    w3,
+    b3,
+    obs_buf,
+    act_buf,
+    rew_buf,
+    nxt_buf,
+    done_buf,
+    trace,
+):
     lo, hi, safe_lo, safe_hi = p[0], p[1], p[2], p[3]
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
@@ -248,7 +271,30 @@ def _room_obs(p, x, s, t, out):
 
 
 @njit(cache=_CACHE)
-def _room_run(p, levels, x, s, n, controller, pp, eps, u_explore, a_explore, w1, b1, w2, b2, w3, b3, obs_buf, act_buf, rew_buf, nxt_buf, done_buf, trace):
+def _room_run(
+    p,
+    levels,
+    x,
+    s,
+    n,
+    controller,
+    pp,
+    eps,
+    u_explore,
+    a_explore,
+    w1,
+    b1,
+    w2,
+    b2,
+    w3,
+    b3,
+    obs_buf,
+    act_buf,
+    rew_buf,
+    nxt_buf,
+    done_buf,
+    trace,
+):
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
     obs = np.empty(6)
@@ -420,7 +466,13 @@ def _controller_params(env: str, cfg: SeedConfig | RoomConfig, controller: Contr
 class Simulation:
     """One run of one controller over one trajectory, advanced in compiled chunks."""
 
-    def __init__(self, cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, controller: Controller, train: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: SeedConfig | RoomConfig,
+        traj: SeedTrajectory | RoomTrajectory,
+        controller: Controller,
+        train: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.controller = controller
         self.x = traj.as_array()
@@ -467,8 +519,26 @@ class Simulation:
         if buffers is None:
             buffers = (EMPTY2, EMPTY_I, EMPTY1, EMPTY2, EMPTY1)
         if eps > 0.0 and (len(u_explore) < n or len(a_explore) < n):
-            raise ValueError(f"u_explore/a_explore hold {min(len(u_explore), len(a_explore))} draws: expected at least n = {n}")
-        return int(self.kernel(self.p, self.actions, self.x, self.s, n, self.controller.kind, self.pp, eps, u_explore, a_explore, *self.w, *buffers, trace))
+            raise ValueError(
+                f"u_explore/a_explore hold {min(len(u_explore), len(a_explore))} draws: expected at least n = {n}"
+            )
+        return int(
+            self.kernel(
+                self.p,
+                self.actions,
+                self.x,
+                self.s,
+                n,
+                self.controller.kind,
+                self.pp,
+                eps,
+                u_explore,
+                a_explore,
+                *self.w,
+                *buffers,
+                trace,
+            )
+        )
 
     def totals(self) -> dict[str, float]:
         s = self.s
@@ -537,7 +607,11 @@ def run(
 
 
 def run_with_bar(
-    cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, controller: Controller, label: str, keep_trace: bool = False
+    cfg: SeedConfig | RoomConfig,
+    traj: SeedTrajectory | RoomTrajectory,
+    controller: Controller,
+    label: str,
+    keep_trace: bool = False,
 ) -> RunResult:
     """`run` with a progress bar on stderr (rich, installed with Prefect); plain when not a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -547,7 +621,10 @@ def run_with_bar(
         task = bar.add_task(label, total=traj.minutes)
         result = run(cfg, traj, controller, keep_trace=keep_trace, progress=lambda n: bar.advance(task, n))
     if not sys.stderr.isatty():
-        print(f"{label}: {result.steps:,} minutes in {result.seconds:.2f} s ({result.steps_per_s:,.0f} steps/s)", file=sys.stderr)
+        print(
+            f"{label}: {result.steps:,} minutes in {result.seconds:.2f} s ({result.steps_per_s:,.0f} steps/s)",
+            file=sys.stderr,
+        )
     return result
 
 
@@ -557,9 +634,18 @@ def warm_up() -> float:
 
     start = time.perf_counter()
     scfg, rcfg = SeedConfig(), RoomConfig()
-    for cfg, traj, obs in ((scfg, seed.trajectory(scfg, 5, 0), SEED_OBS), (rcfg, room.trajectory(rcfg, 5, 0), ROOM_OBS)):
+    for cfg, traj, obs in (
+        (scfg, seed.trajectory(scfg, 5, 0), SEED_OBS),
+        (rcfg, room.trajectory(rcfg, 5, 0), ROOM_OBS),
+    ):
         n_actions = len(cfg.action_moves_c) if isinstance(cfg, SeedConfig) else len(cfg.cooling_levels_kw)
-        w = Weights.from_linear([(np.zeros((2, obs)), np.zeros(2)), (np.zeros((2, 2)), np.zeros(2)), (np.zeros((n_actions, 2)), np.zeros(n_actions))])
+        w = Weights.from_linear(
+            [
+                (np.zeros((2, obs)), np.zeros(2)),
+                (np.zeros((2, 2)), np.zeros(2)),
+                (np.zeros((n_actions, 2)), np.zeros(n_actions)),
+            ]
+        )
         for controller in (Controller.network(w), Controller.constant(0), Controller.rule()):
             run(cfg, traj, controller, keep_trace=True)
         sim = Simulation(cfg, traj, Controller.network(w), train=True)
@@ -571,7 +657,9 @@ def warm_up() -> float:
 # ---- the plain reference ------------------------------------------------------------------------
 
 
-def reference_run(cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, controller: Controller) -> dict[str, float]:
+def reference_run(
+    cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTrajectory, controller: Controller
+) -> dict[str, float]:
     """The same evaluation as `run`, one Python step at a time through SeedEnv / RoomEnv."""
     if isinstance(cfg, SeedConfig):
         assert isinstance(traj, SeedTrajectory)
@@ -585,7 +673,11 @@ def reference_run(cfg: SeedConfig | RoomConfig, traj: SeedTrajectory | RoomTraje
                 a = controller.action
             else:
                 temp = senv.temperature_ai_c
-                a = cool if temp > cfg.optimal_max_temperature_c else (heat if temp < cfg.optimal_min_temperature_c else idle)
+                a = (
+                    cool
+                    if temp > cfg.optimal_max_temperature_c
+                    else (heat if temp < cfg.optimal_min_temperature_c else idle)
+                )
             obs, _, _ = senv.step(a)
         st = senv.totals
         return {

@@ -20,7 +20,9 @@ class CheckedInputs(BaseModel):
     meter: str
 
 
-def check_arguments(scenario: str, env: str | None = None, months: int | None = None, days: int | None = None, meter: str | None = None) -> CheckedInputs:
+def check_arguments(
+    scenario: str, env: str | None = None, months: int | None = None, days: int | None = None, meter: str | None = None
+) -> CheckedInputs:
     """The scenario (a bundled name or a file) with the overrides, validated as a whole, and the meter
     (`auto` resolved to this machine's). Raises InputError."""
     settings = settings_for(scenario, env, months, days)

@@ -55,7 +55,9 @@ def monthly_energy(runs: dict[str, RunResult]) -> dict[str, np.ndarray]:
     return out
 
 
-def week_plot(runs: dict[str, RunResult], cfg: SeedConfig | RoomConfig, path: Path, start_month: int, title: str) -> Path:
+def week_plot(
+    runs: dict[str, RunResult], cfg: SeedConfig | RoomConfig, path: Path, start_month: int, title: str
+) -> Path:
     plt = _pyplot()
     temps = temperatures(runs)
     n = len(next(iter(temps.values())))

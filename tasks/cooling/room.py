@@ -64,7 +64,9 @@ class RoomTrajectory:
         return np.ascontiguousarray(np.stack([self.outside_c, self.it_load_kw, self.hour_sin, self.hour_cos]))
 
 
-def trajectory(cfg: RoomConfig, minutes: int, seed: int | np.random.Generator, start_month: int | None = None) -> RoomTrajectory:
+def trajectory(
+    cfg: RoomConfig, minutes: int, seed: int | np.random.Generator, start_month: int | None = None
+) -> RoomTrajectory:
     """Weather, IT load and time of day for minutes 0..minutes, from one seeded generator."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     month0 = cfg.start_month if start_month is None else start_month
@@ -73,10 +75,16 @@ def trajectory(cfg: RoomConfig, minutes: int, seed: int | np.random.Generator, s
     hour = (t % MINUTES_PER_DAY) / 60.0
     months = (month0 + t // MINUTES_PER_MONTH) % 12
     days = t // MINUTES_PER_DAY
-    daily = rng.normal(0.0, cfg.weather_day_noise_c, size=int(days[-1]) + 2) if cfg.weather_day_noise_c > 0 else np.zeros(int(days[-1]) + 2)
+    daily = (
+        rng.normal(0.0, cfg.weather_day_noise_c, size=int(days[-1]) + 2)
+        if cfg.weather_day_noise_c > 0
+        else np.zeros(int(days[-1]) + 2)
+    )
     frac = (t % MINUTES_PER_DAY) / MINUTES_PER_DAY
     weather = daily[days] + (daily[days + 1] - daily[days]) * frac
-    outside = np.asarray(cfg.monthly_mean_outside_temperature_c)[months] + cfg.daily_outside_amplitude_c * np.cos(2 * np.pi * (hour - cfg.warmest_hour) / 24)
+    outside = np.asarray(cfg.monthly_mean_outside_temperature_c)[months] + cfg.daily_outside_amplitude_c * np.cos(
+        2 * np.pi * (hour - cfg.warmest_hour) / 24
+    )
     outside = outside + weather
     profile = 1 + cfg.daily_load_amplitude_fraction * np.cos(2 * np.pi * (hour - cfg.busiest_hour) / 24)
     load = cfg.it_idle_power_kw + (cfg.it_power_kw_per_user * users + cfg.it_power_kw_per_mbps * rate) * profile
@@ -87,9 +95,9 @@ def trajectory(cfg: RoomConfig, minutes: int, seed: int | np.random.Generator, s
 def max_it_load_kw(cfg: RoomConfig) -> float:
     """The largest IT load the walks allow, for scaling the observation."""
     w = cfg.workload
-    return cfg.it_idle_power_kw + (cfg.it_power_kw_per_user * w.max_users + cfg.it_power_kw_per_mbps * w.max_data_rate_mbps) * (
-        1 + cfg.daily_load_amplitude_fraction
-    )
+    return cfg.it_idle_power_kw + (
+        cfg.it_power_kw_per_user * w.max_users + cfg.it_power_kw_per_mbps * w.max_data_rate_mbps
+    ) * (1 + cfg.daily_load_amplitude_fraction)
 
 
 def free_cooling_kw(cfg: RoomConfig, room_c: float, outside_c: float) -> float:
@@ -139,7 +147,8 @@ class RoomEnv:
         lo, hi = OBS_OUTSIDE_RANGE_C
         return np.array(
             [
-                (self.temperature_c - c.allowable_min_temperature_c) / (c.allowable_max_temperature_c - c.allowable_min_temperature_c),
+                (self.temperature_c - c.allowable_min_temperature_c)
+                / (c.allowable_max_temperature_c - c.allowable_min_temperature_c),
                 (out - lo) / (hi - lo),
                 float(self.traj.it_load_kw[t]) / self.load_scale_kw,
                 free_cooling_kw(c, self.temperature_c, out) / self.load_scale_kw,
@@ -157,7 +166,11 @@ class RoomEnv:
         energy_kwh = power_kw * DT_S / 3600.0
         room = room + (load + c.envelope_ua_kw_per_k * (out - room) - heat) * DT_S / c.heat_capacity_kj_per_k
         self.temperature_c = room
-        beyond = max(0.0, (c.recommended_min_temperature_c + c.reward_margin_k) - room, room - (c.recommended_max_temperature_c - c.reward_margin_k))
+        beyond = max(
+            0.0,
+            (c.recommended_min_temperature_c + c.reward_margin_k) - room,
+            room - (c.recommended_max_temperature_c - c.reward_margin_k),
+        )
         reward = -c.reward_per_kwh * energy_kwh - c.penalty_per_degree_minute * beyond
         outside = max(0.0, c.recommended_min_temperature_c - room, room - c.recommended_max_temperature_c)
         failed = room < c.allowable_min_temperature_c or room > c.allowable_max_temperature_c
@@ -192,4 +205,7 @@ def cop_table(cfg: RoomConfig) -> str:
     rows = [f"{'outside C':>10} " + " ".join(f"room {r:>4.0f}" for r in (21, 24, 27))]
     for out in (0, 10, 20, 30):
         rows.append(f"{out:>10} " + " ".join(f"{chiller_cop(cfg, r, out):9.2f}" for r in (21, 24, 27)))
-    return "\n".join(rows) + f"\nfree cooling at 10 C outside: {free_cooling_kw(cfg, 21, 10):.1f} kW (room 21), {free_cooling_kw(cfg, 27, 10):.1f} kW (room 27)"
+    return (
+        "\n".join(rows)
+        + f"\nfree cooling at 10 C outside: {free_cooling_kw(cfg, 21, 10):.1f} kW (room 21), {free_cooling_kw(cfg, 27, 10):.1f} kW (room 27)"
+    )

@@ -44,7 +44,12 @@ def workload_walks(cfg: WorkloadConfig, minutes: int, rng: np.random.Generator) 
 
     du, dr = steps(cfg.users_step), steps(cfg.data_rate_step_mbps)
     users = _clipped_walk(float(cfg.initial_users), du.astype(np.float64), float(cfg.min_users), float(cfg.max_users))
-    rate = _clipped_walk(float(cfg.initial_data_rate_mbps), dr.astype(np.float64), float(cfg.min_data_rate_mbps), float(cfg.max_data_rate_mbps))
+    rate = _clipped_walk(
+        float(cfg.initial_data_rate_mbps),
+        dr.astype(np.float64),
+        float(cfg.min_data_rate_mbps),
+        float(cfg.max_data_rate_mbps),
+    )
     return users, rate
 
 
@@ -77,7 +82,9 @@ class SeedTrajectory:
         return np.ascontiguousarray(np.stack([self.users, self.data_rate_mbps, self.intrinsic_c]))
 
 
-def trajectory(cfg: SeedConfig, minutes: int, seed: int | np.random.Generator, start_month: int | None = None) -> SeedTrajectory:
+def trajectory(
+    cfg: SeedConfig, minutes: int, seed: int | np.random.Generator, start_month: int | None = None
+) -> SeedTrajectory:
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     month0 = cfg.start_month if start_month is None else start_month
     users, rate = workload_walks(cfg.workload, minutes, rng)
@@ -126,9 +133,11 @@ class SeedEnv:
         c, w = self.cfg, self.cfg.workload
         return np.array(
             [
-                (self.temperature_ai_c - c.safe_min_temperature_c) / (c.safe_max_temperature_c - c.safe_min_temperature_c),
+                (self.temperature_ai_c - c.safe_min_temperature_c)
+                / (c.safe_max_temperature_c - c.safe_min_temperature_c),
                 (self.traj.users[self.t] - w.min_users) / (w.max_users - w.min_users),
-                (self.traj.data_rate_mbps[self.t] - w.min_data_rate_mbps) / (w.max_data_rate_mbps - w.min_data_rate_mbps),
+                (self.traj.data_rate_mbps[self.t] - w.min_data_rate_mbps)
+                / (w.max_data_rate_mbps - w.min_data_rate_mbps),
             ]
         )
 

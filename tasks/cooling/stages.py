@@ -98,10 +98,21 @@ def run_attempt_plain(
     index = len(history)
     cfg = s.env_config()
     dqn = _dqn_config(s, step)
-    attempt = Attempt(index=index, kind=step.kind, hidden_units=step.hidden_units, max_episodes=step.max_episodes, epsilon=step.epsilon, parent=step.parent)
-    line = progress.numbered(index, s.budget.max_attempts, f"{step.kind.value} {step.hidden_units[0]}-{step.hidden_units[1]}", step.parent)
+    attempt = Attempt(
+        index=index,
+        kind=step.kind,
+        hidden_units=step.hidden_units,
+        max_episodes=step.max_episodes,
+        epsilon=step.epsilon,
+        parent=step.parent,
+    )
+    line = progress.numbered(
+        index, s.budget.max_attempts, f"{step.kind.value} {step.hidden_units[0]}-{step.hidden_units[1]}", step.parent
+    )
 
-    def episode(message: str) -> None:  # dqn.train's one line per episode: all of it to the logs, a few counters to the console
+    def episode(
+        message: str,
+    ) -> None:  # dqn.train's one line per episode: all of it to the logs, a few counters to the console
         log(message)
         ticker(f"{message.partition(':')[0]}…")
 
@@ -120,8 +131,13 @@ def run_attempt_plain(
             else:
                 result = dqn_mod.train(cfg, dqn, s.training.early_stopping_on, log=episode)
                 net, episodes = result.network, result.episodes_run
-                extra["series"] = {"episode_reward": result.episode_rewards, "validation_score": result.validation_scores}
-                extra["metrics"].update(gradient_steps=result.gradient_steps, env_steps=result.env_steps, best_episode=result.best_episode)
+                extra["series"] = {
+                    "episode_reward": result.episode_rewards,
+                    "validation_score": result.validation_scores,
+                }
+                extra["metrics"].update(
+                    gradient_steps=result.gradient_steps, env_steps=result.env_steps, best_episode=result.best_episode
+                )
     except Exception as exc:  # a crashed attempt is a record; the loop decides what comes next
         log(f"attempt #{index} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
         attempt = attempt.model_copy(update={"failed_reason": f"{type(exc).__name__}: {exc}"[:500]})
@@ -131,7 +147,9 @@ def run_attempt_plain(
     progress.say(line, f"{trained_s:.1f} s  evaluating…")
     m = w.measurement
     own_j = m.energy_j
-    lineage_j = own_j + (history[step.parent].train_energy_j or 0.0 if step.kind == Kind.DISTIL and step.parent is not None else 0.0)
+    lineage_j = own_j + (
+        history[step.parent].train_energy_j or 0.0 if step.kind == Kind.DISTIL and step.parent is not None else 0.0
+    )
     agent_dir = work_dir / f"attempt-{index}"
     obs_dim, n_actions = dqn_mod.dims(cfg)
     dqn_mod.save_agent(
@@ -171,10 +189,16 @@ def run_attempt_plain(
         inference_measured_minutes=measured_minutes,
         parameters=net.parameter_count(),
     )
-    extra["tags"] = {"energy_source": m.source, "energy_estimated": str(m.estimated).lower(), **{f"meter.{k}": v for k, v in m.details.items()}}
+    extra["tags"] = {
+        "energy_source": m.source,
+        "energy_estimated": str(m.estimated).lower(),
+        **{f"meter.{k}": v for k, v in m.details.items()},
+    }
     (agent_dir / "evaluation.json").write_text(evaluation.model_dump_json(indent=2))
     (agent_dir / "comparison.md").write_text(
-        "\n\n".join(f"seed {sd}:\n\n{c.table()}" for sd, c in zip(s.evaluation.seeds, evaluation.comparisons, strict=True))
+        "\n\n".join(
+            f"seed {sd}:\n\n{c.table()}" for sd, c in zip(s.evaluation.seeds, evaluation.comparisons, strict=True)
+        )
     )
     log(f"attempt #{index} {step.kind.value} {step.hidden_units}: {summary(s.targets, attempt)}")
     progress.say(line, f"{time.perf_counter() - started - trained_s:.1f} s  {gate_word(s, attempt)}", end=True)
@@ -247,9 +271,15 @@ def run_attempt(s: CoolingScenario, step: Next, history: list[Attempt], work_dir
 @task(cache_policy=NO_CACHE)
 def log_attempt(s: CoolingScenario, loop_run_id: str, attempt: Attempt, work_dir: str) -> Attempt:
     folder = Path(attempt.agent_dir) if attempt.agent_dir else Path(work_dir) / f"attempt-{attempt.index}-failed"
-    extra = json.loads((folder / "tracking.json").read_text()) if (folder / "tracking.json").exists() else {"metrics": {}, "series": {}, "tags": {}}
+    extra = (
+        json.loads((folder / "tracking.json").read_text())
+        if (folder / "tracking.json").exists()
+        else {"metrics": {}, "series": {}, "tags": {}}
+    )
     tags = {"environment": s.env, **extra.get("tags", {})}
-    run_id = registry.log_attempt(loop_run_id, attempt, verdict(s, attempt), extra.get("metrics", {}), extra.get("series", {}), tags)
+    run_id = registry.log_attempt(
+        loop_run_id, attempt, verdict(s, attempt), extra.get("metrics", {}), extra.get("series", {}), tags
+    )
     return attempt.model_copy(update={"run_id": run_id})
 
 
@@ -269,13 +299,30 @@ def _plots(s: CoolingScenario, attempt: Attempt | None, work_dir: Path) -> list[
 
 
 @task(cache_policy=NO_CACHE)
-def close_loop(s: CoolingScenario, final: Final, history: list[Attempt], loop_run_id: str, work_dir: str, common_tags: dict[str, str]) -> LoopOutcome:
-    shown = history[final.chosen] if final.chosen is not None else next((a for a in reversed(history) if a.agent_dir), None)
+def close_loop(
+    s: CoolingScenario,
+    final: Final,
+    history: list[Attempt],
+    loop_run_id: str,
+    work_dir: str,
+    common_tags: dict[str, str],
+) -> LoopOutcome:
+    shown = (
+        history[final.chosen] if final.chosen is not None else next((a for a in reversed(history) if a.agent_dir), None)
+    )
     artifacts = _plots(s, shown, Path(work_dir))
     table = attempts_table(s, history)
     if shown is not None and shown.agent_dir:
-        table += f"\n\nAttempt #{shown.index} against the baselines:\n\n" + (Path(shown.agent_dir) / "comparison.md").read_text()
-    summary_json = {"state": final.state.value, "reason": final.reason, "chosen": final.chosen, "attempts": [a.model_dump(mode="json") for a in history]}
+        table += (
+            f"\n\nAttempt #{shown.index} against the baselines:\n\n"
+            + (Path(shown.agent_dir) / "comparison.md").read_text()
+        )
+    summary_json = {
+        "state": final.state.value,
+        "reason": final.reason,
+        "chosen": final.chosen,
+        "attempts": [a.model_dump(mode="json") for a in history],
+    }
     record = registry.close_loop(
         loop_run_id,
         s.model_name,

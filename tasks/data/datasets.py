@@ -68,9 +68,15 @@ class CachedData:
     preprocessing: dict[str, Any] = field(default_factory=dict)  # TablePreprocessor.to_dict()
     notes: tuple[str, ...] = ()  # what preparing the data did (dropped rows/columns, imputation, encoding)
     raw_example: tuple[dict[str, Any], ...] = ()  # a few raw rows as the table had them (the serving input example)
-    sample_shape: tuple[int, ...] = ()  # one sample's shape without the batch dimension; () means a table row (n_features,)
-    extras: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # split -> a dataset function's per-sample extras, in item order
-    extra_keys: tuple[str, ...] | None = None  # the extras' names when its items were mappings; None: tuples (x, y, *extras)
+    sample_shape: tuple[
+        int, ...
+    ] = ()  # one sample's shape without the batch dimension; () means a table row (n_features,)
+    extras: dict[str, list[torch.Tensor]] = field(
+        default_factory=dict
+    )  # split -> a dataset function's per-sample extras, in item order
+    extra_keys: tuple[str, ...] | None = (
+        None  # the extras' names when its items were mappings; None: tuples (x, y, *extras)
+    )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -81,7 +87,13 @@ class CachedData:
     def out_features(self) -> int:
         return self.n_classes if self.task == "classification" else 1
 
-    def batch(self, split: str, targets: torch.Tensor, rows: torch.Tensor | slice = slice(None), inputs: torch.Tensor | None = None) -> Batch:
+    def batch(
+        self,
+        split: str,
+        targets: torch.Tensor,
+        rows: torch.Tensor | slice = slice(None),
+        inputs: torch.Tensor | None = None,
+    ) -> Batch:
         """`rows` of a split (all by default) as a training step takes them, in the form of the dataset's items:
         `(x, targets, *extras)`, or `{"x": x, "y": targets, **extras}` for a dataset function's mappings.
         `targets`: the whole split's, as the loss sees them (tasks/models/train.py `loss_targets`); `inputs`: those
@@ -134,7 +146,9 @@ def _read_table(path: Path) -> Any:
 
     where = f"dataset {path}"
     if path.stat().st_size == 0:
-        raise InputError("file", path.name, f"a table with a header row and at least {MIN_ROWS} rows (the file is empty)", where)
+        raise InputError(
+            "file", path.name, f"a table with a header row and at least {MIN_ROWS} rows (the file is empty)", where
+        )
     try:
         return pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
     except UnicodeDecodeError as exc:
@@ -162,7 +176,9 @@ def _split(y: np.ndarray, task: str, seed: int, val_fraction: float, test_fracti
     stratify = y if task == "classification" and np.bincount(y).min() >= 3 else None
     rest, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=stratify)
     stratify_rest = y[rest] if stratify is not None else None
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=stratify_rest)
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=stratify_rest
+    )
     return train, val, test
 
 
@@ -171,7 +187,9 @@ def resolve_source(dataset: str) -> tuple[str, Path | None]:
     if dataset in BUILTIN_DATASETS:
         return dataset, None
     if is_entry_point(dataset):
-        return dataset.partition(":")[0].rsplit(".", 1)[-1], None  # the module's name: `examples.mnist1d_sequence:load` -> mnist1d_sequence
+        return dataset.partition(":")[0].rsplit(".", 1)[
+            -1
+        ], None  # the module's name: `examples.mnist1d_sequence:load` -> mnist1d_sequence
     path = Path(dataset)
     if path.is_dir():
         return path.resolve().name, path
@@ -180,23 +198,38 @@ def resolve_source(dataset: str) -> tuple[str, Path | None]:
             raise InputError("dataset", dataset, "an existing .csv or .parquet file")
         return path.stem, path
     raise InputError(
-        "dataset", dataset, f"one of {', '.join(BUILTIN_DATASETS)}, a .csv/.parquet file, an image folder (one subfolder per class) or PKG.MODULE:FUNCTION"
+        "dataset",
+        dataset,
+        f"one of {', '.join(BUILTIN_DATASETS)}, a .csv/.parquet file, an image folder (one subfolder per class) or PKG.MODULE:FUNCTION",
     )
 
 
 def _fingerprint(dataset: str, path: Path | None) -> list[object]:
     """What invalidates the cache: a file's size and time, every file of a folder, a dataset function's module file."""
     if path is not None and path.is_dir():
-        return [str(path.resolve()), *((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file())]
+        return [
+            str(path.resolve()),
+            *(
+                (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+            ),
+        ]
     if path is not None:
         stat = path.stat()
         return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
     if is_entry_point(dataset):
         import sys
 
-        resolve_callable(dataset, "--dataset")  # imports the module (one line if it does not import) from the working directory
+        resolve_callable(
+            dataset, "--dataset"
+        )  # imports the module (one line if it does not import) from the working directory
         origin = getattr(sys.modules[dataset.partition(":")[0]], "__file__", None)
-        return [origin, Path(origin).stat().st_size, Path(origin).stat().st_mtime_ns] if origin and Path(origin).is_file() else []
+        return (
+            [origin, Path(origin).stat().st_size, Path(origin).stat().st_mtime_ns]
+            if origin and Path(origin).is_file()
+            else []
+        )
     return []
 
 
@@ -221,7 +254,18 @@ def prepare(
     if samples is not None and samples < MIN_ROWS:
         raise InputError("samples", samples, f"an integer >= {MIN_ROWS}")
     name, path = resolve_source(dataset)
-    key_parts = [_CACHE_VERSION, dataset, target, samples, task, seed, val_fraction, test_fraction, image_size, *_fingerprint(dataset, path)]
+    key_parts = [
+        _CACHE_VERSION,
+        dataset,
+        target,
+        samples,
+        task,
+        seed,
+        val_fraction,
+        test_fraction,
+        image_size,
+        *_fingerprint(dataset, path),
+    ]
     if path is not None and path.is_dir():
         key_parts.append(image_cache)
     key = hashlib.sha256(json.dumps(key_parts, default=str).encode()).hexdigest()[:16]
@@ -231,7 +275,9 @@ def prepare(
     if is_entry_point(dataset):
         payload = _function_payload(dataset, name, samples, seed)
     elif path is not None and path.is_dir():
-        payload = _image_payload(path, name, samples, seed, val_fraction, test_fraction, image_size, image_cache, memory_budget_bytes)
+        payload = _image_payload(
+            path, name, samples, seed, val_fraction, test_fraction, image_size, image_cache, memory_budget_bytes
+        )
     else:
         payload = _table_payload(dataset, name, path, target, samples, task, seed, val_fraction, test_fraction)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +288,15 @@ def prepare(
 
 
 def _table_payload(
-    dataset: str, name: str, path: Path | None, target: str | None, samples: int | None, task: TaskType, seed: int, val_fraction: float, test_fraction: float
+    dataset: str,
+    name: str,
+    path: Path | None,
+    target: str | None,
+    samples: int | None,
+    task: TaskType,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
 ) -> dict[str, Any]:
     where = f"dataset {dataset}"
     if path is None:
@@ -262,8 +316,12 @@ def _table_payload(
         train, val, test = _split(values, kind, seed, val_fraction, test_fraction)
     else:
         index = {label: i for i, label in enumerate(labels)}
-        train, val, test = _split(np.array([index[str(v)] for v in frame[target]]), kind, seed, val_fraction, test_fraction)
-    pre = TablePreprocessor.fit(frame.iloc[np.sort(train)], target, task=kind, class_labels=labels)  # in table order: a row number still rises
+        train, val, test = _split(
+            np.array([index[str(v)] for v in frame[target]]), kind, seed, val_fraction, test_fraction
+        )
+    pre = TablePreprocessor.fit(
+        frame.iloc[np.sort(train)], target, task=kind, class_labels=labels
+    )  # in table order: a row number still rises
     pre.notes[:0] = notes
     x, y = pre.transform(frame), pre.encode_target(frame[target])
     y_dtype = torch.int64 if kind == "classification" else torch.float32
@@ -278,16 +336,25 @@ def _table_payload(
             "target_std": pre.target_std,
             "preprocessing_json": json.dumps(pre.to_dict()),
             # A few raw test rows (every column but the target): a deployed model's input example.
-            "raw_example_json": frame.drop(columns=[target]).iloc[np.sort(test)[:5]].to_json(orient="records", date_format="iso"),
+            "raw_example_json": frame.drop(columns=[target])
+            .iloc[np.sort(test)[:5]]
+            .to_json(orient="records", date_format="iso"),
         },
-        **{f"x_{s}": torch.tensor(x[i], dtype=torch.float32) for s, i in (("train", train), ("val", val), ("test", test))},
+        **{
+            f"x_{s}": torch.tensor(x[i], dtype=torch.float32)
+            for s, i in (("train", train), ("val", val), ("test", test))
+        },
         **{f"y_{s}": torch.tensor(y[i], dtype=y_dtype) for s, i in (("train", train), ("val", val), ("test", test))},
     }
 
 
-def _shaped_meta(name: str, task: str, shape: tuple[int, ...], labels: list[str], pre: Any, example: torch.Tensor, columns: list[str]) -> dict[str, Any]:
+def _shaped_meta(
+    name: str, task: str, shape: tuple[int, ...], labels: list[str], pre: Any, example: torch.Tensor, columns: list[str]
+) -> dict[str, Any]:
     """The cache's metadata for image and tensor data: samples keep their shape; the example is raw values as table rows."""
-    rows = [dict(zip(columns, (float(v) for v in row), strict=True)) for row in example.reshape(len(example), -1).tolist()]
+    rows = [
+        dict(zip(columns, (float(v) for v in row), strict=True)) for row in example.reshape(len(example), -1).tolist()
+    ]
     return {
         "name": name,
         "task": task,
@@ -325,7 +392,12 @@ def _image_payload(
     if samples is not None and samples < len(files):
         from sklearn.model_selection import train_test_split
 
-        keep, _ = train_test_split(np.arange(len(files)), train_size=samples, random_state=seed, stratify=labels if np.bincount(labels).min() >= 2 else None)
+        keep, _ = train_test_split(
+            np.arange(len(files)),
+            train_size=samples,
+            random_state=seed,
+            stratify=labels if np.bincount(labels).min() >= 2 else None,
+        )
         keep = np.sort(keep)
         files, labels = [files[i] for i in keep], labels[keep]
         notes.append(f"--samples {samples}: a stratified subset of the {len(folder.files)} images")
@@ -341,15 +413,22 @@ def _image_payload(
         return {
             "meta": {
                 **_shaped_meta(name, "classification", shape, folder.class_names, pre, example, pre.input_columns),
-                "image_files_json": json.dumps({"root": str(root.resolve()), "files": [str(f.relative_to(root)) for f in files]}),
+                "image_files_json": json.dumps(
+                    {"root": str(root.resolve()), "files": [str(f.relative_to(root)) for f in files]}
+                ),
             },
-            **{f"i_{s}": torch.from_numpy(i.astype(np.int64)) for s, i in (("train", train), ("val", val), ("test", test))},
+            **{
+                f"i_{s}": torch.from_numpy(i.astype(np.int64))
+                for s, i in (("train", train), ("val", val), ("test", test))
+            },
             **{f"y_{s}": y[i] for s, i in (("train", train), ("val", val), ("test", test))},
         }
     pixels = images.decode(files, *shape, root)
     pre = images.ImagePreprocessor.fit(pixels[train], folder.class_names, notes)
     return {
-        "meta": _shaped_meta(name, "classification", shape, folder.class_names, pre, pixels[test[:5]], pre.input_columns),
+        "meta": _shaped_meta(
+            name, "classification", shape, folder.class_names, pre, pixels[test[:5]], pre.input_columns
+        ),
         **{f"x_{s}": pre.scale(pixels[i]) for s, i in (("train", train), ("val", val), ("test", test))},
         **{f"y_{s}": y[i] for s, i in (("train", train), ("val", val), ("test", test))},
     }
@@ -367,10 +446,15 @@ def _function_payload(dataset: str, name: str, samples: int | None, seed: int) -
         pre.target_mean, pre.target_std = float(y["train"].double().mean()), float(y["train"].double().std()) or 1.0
         y = {s: ((t.double() - pre.target_mean) / pre.target_std).float() for s, t in y.items()}
     return {
-        "meta": {**_shaped_meta(name, splits.task, shape, splits.class_labels, pre, x["test"][:5], pre.input_columns), "extra_keys": splits.extra_keys},
+        "meta": {
+            **_shaped_meta(name, splits.task, shape, splits.class_labels, pre, x["test"][:5], pre.input_columns),
+            "extra_keys": splits.extra_keys,
+        },
         **{f"x_{s}": x[s] for s in ("train", "val", "test")},
         **{f"y_{s}": y[s] for s in ("train", "val", "test")},
-        **{f"extras_{s}": splits.extras[s] for s in ("train", "val", "test")},  # lists of tensors: weights_only reads them
+        **{
+            f"extras_{s}": splits.extras[s] for s in ("train", "val", "test")
+        },  # lists of tensors: weights_only reads them
     }
 
 
@@ -398,7 +482,9 @@ def load_cached(cache_path: str) -> CachedData:
         root = Path(listed["root"])
         pre = images.ImagePreprocessor.from_dict(json.loads(meta["preprocessing_json"]))
         for s in ("train", "val", "test"):
-            payload[f"x_{s}"] = images.StreamedSplit([root / listed["files"][i] for i in payload[f"i_{s}"].tolist()], root, pre)
+            payload[f"x_{s}"] = images.StreamedSplit(
+                [root / listed["files"][i] for i in payload[f"i_{s}"].tolist()], root, pre
+            )
     return CachedData(
         name=meta["name"],
         task=meta["task"],

@@ -54,7 +54,11 @@ FORMAT_VERSION = 1
 DECODE_BATCH = 64
 MEMORY_SHARE = 0.25  # of physical memory: the most `auto` lets a pre-cached folder take
 
-IMAGE_CACHE_MODES = ("memory", "stream", "auto")  # --image-cache: pre-cache an image folder's tensors, decode on the fly, or pick by size
+IMAGE_CACHE_MODES = (
+    "memory",
+    "stream",
+    "auto",
+)  # --image-cache: pre-cache an image folder's tensors, decode on the fly, or pick by size
 
 
 def check_image_cache(value: object) -> None:
@@ -83,12 +87,19 @@ def _header(path: Path, root: Path) -> tuple[tuple[int, int], str]:
     try:
         with Image.open(path) as img:
             if img.format not in ("PNG", "JPEG"):
-                raise InputError("file", str(path.relative_to(root)), f"a PNG or JPEG image (it is {img.format})", f"dataset {root}")
+                raise InputError(
+                    "file", str(path.relative_to(root)), f"a PNG or JPEG image (it is {img.format})", f"dataset {root}"
+                )
             return img.size, img.mode
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, InputError):
             raise
-        raise InputError("file", str(path.relative_to(root)), f"a readable PNG or JPEG image ({type(exc).__name__})", f"dataset {root}") from None
+        raise InputError(
+            "file",
+            str(path.relative_to(root)),
+            f"a readable PNG or JPEG image ({type(exc).__name__})",
+            f"dataset {root}",
+        ) from None
 
 
 def scan(root: Path, image_size: tuple[int, int] | None = None) -> ImageFolder:
@@ -96,7 +107,12 @@ def scan(root: Path, image_size: tuple[int, int] | None = None) -> ImageFolder:
     where = f"dataset {root}"
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise InputError("class folders", [p.name for p in classes], "at least 2 subfolders, one per class, holding PNG or JPEG images", where)
+        raise InputError(
+            "class folders",
+            [p.name for p in classes],
+            "at least 2 subfolders, one per class, holding PNG or JPEG images",
+            where,
+        )
     files: list[Path] = []
     labels: list[int] = []
     for index, folder in enumerate(classes):
@@ -105,7 +121,12 @@ def scan(root: Path, image_size: tuple[int, int] | None = None) -> ImageFolder:
             raise InputError("class folder", folder.name, "at least one PNG or JPEG image (it is empty)", where)
         for path in found:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise InputError("file", str(path.relative_to(root)), f"only PNG or JPEG images ({', '.join(IMAGE_SUFFIXES)}) in the class folders", where)
+                raise InputError(
+                    "file",
+                    str(path.relative_to(root)),
+                    f"only PNG or JPEG images ({', '.join(IMAGE_SUFFIXES)}) in the class folders",
+                    where,
+                )
         files += found
         labels += [index] * len(found)
     headers = [_header(path, root) for path in files]
@@ -115,7 +136,9 @@ def scan(root: Path, image_size: tuple[int, int] | None = None) -> ImageFolder:
     if image_size is not None:
         height, width = image_size
         if len(sizes) > 1 or (common_h, common_w) != image_size:
-            notes.append(f"resized {sum(n for s, n in sizes.items() if s != (width, height))} of {len(files)} images to {height}x{width} (--image-size)")
+            notes.append(
+                f"resized {sum(n for s, n in sizes.items() if s != (width, height))} of {len(files)} images to {height}x{width} (--image-size)"
+            )
     elif len(sizes) > 1:
         odd = next(i for i, (size, _) in enumerate(headers) if size != (common_w, common_h))
         w, h = headers[odd][0]
@@ -192,18 +215,24 @@ def _raise_for(errors: Any, files: list[Path], root: Path) -> None:
             raise InputError("file", str(name), f"a readable PNG or JPEG image ({error})", f"dataset {root}")
 
 
-def decoded_batches(files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None) -> Iterator[torch.Tensor]:
+def decoded_batches(
+    files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None
+) -> Iterator[torch.Tensor]:
     """The files in order as uint8 batches (up to `DECODE_BATCH`, C, H, W), decoded ahead by `workers` processes
     (`None`: `default_workers`); a file that fails to decode is one `InputError` line naming it."""
     workers = default_workers(len(files)) if workers is None else workers
     start = 0
-    for batch, errors in _loader(_Decode(files, channels, height, width), workers, batch_size=DECODE_BATCH, shuffle=False):
+    for batch, errors in _loader(
+        _Decode(files, channels, height, width), workers, batch_size=DECODE_BATCH, shuffle=False
+    ):
         _raise_for(errors, files[start : start + len(batch)], root)
         yield batch
         start += len(batch)
 
 
-def decode(files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None) -> torch.Tensor:
+def decode(
+    files: list[Path], channels: int, height: int, width: int, root: Path, workers: int | None = None
+) -> torch.Tensor:
     """Every file as one uint8 tensor (N, C, H, W), through a DataLoader with worker processes and prefetching."""
     out = torch.empty(len(files), channels, height, width, dtype=torch.uint8)
     start = 0
@@ -246,11 +275,25 @@ class ImagePreprocessor:
         mean = scaled.mean(dim=(0, 2, 3))
         std = scaled.std(dim=(0, 2, 3))
         _, c, h, w = pixels.shape
-        return cls(c, h, w, [float(v) for v in mean], [float(v) if v > 0 else 1.0 for v in std], list(class_labels), list(notes))
+        return cls(
+            c,
+            h,
+            w,
+            [float(v) for v in mean],
+            [float(v) if v > 0 else 1.0 for v in std],
+            list(class_labels),
+            list(notes),
+        )
 
     @classmethod
     def fit_streamed(
-        cls, files: list[Path], train: np.ndarray, sample_shape: tuple[int, int, int], root: Path, class_labels: list[str], notes: list[str]
+        cls,
+        files: list[Path],
+        train: np.ndarray,
+        sample_shape: tuple[int, int, int],
+        root: Path,
+        class_labels: list[str],
+        notes: list[str],
     ) -> ImagePreprocessor:
         """`fit`'s statistics of the training files `files[train]`, from one decoding pass over all `files` (so every
         file is checked, as the memory cache's decoding checks it), holding one batch of pixels at a time.
@@ -267,7 +310,9 @@ class ImagePreprocessor:
             start += len(batch)
         n = len(train) * height * width  # values per channel
         mean = [t / n / 255.0 for t in total]
-        std = [math.sqrt((n * q - t * t) / (n * (n - 1))) / 255.0 for t, q in zip(total, squares, strict=True)]  # n * q - t * t: exact
+        std = [
+            math.sqrt((n * q - t * t) / (n * (n - 1))) / 255.0 for t, q in zip(total, squares, strict=True)
+        ]  # n * q - t * t: exact
         return cls(channels, height, width, mean, [v if v > 0 else 1.0 for v in std], list(class_labels), list(notes))
 
     def scale(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -300,8 +345,18 @@ class ImagePreprocessor:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImagePreprocessor:
         if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
-            raise InputError("preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}")
-        return cls(int(d["channels"]), int(d["height"]), int(d["width"]), list(d["mean"]), list(d["std"]), list(d["class_labels"]), list(d["notes"]))
+            raise InputError(
+                "preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}"
+            )
+        return cls(
+            int(d["channels"]),
+            int(d["height"]),
+            int(d["width"]),
+            list(d["mean"]),
+            list(d["std"]),
+            list(d["class_labels"]),
+            list(d["notes"]),
+        )
 
 
 def memory_budget_bytes() -> int:
@@ -317,7 +372,9 @@ def memory_budget_bytes() -> int:
     return int(total * MEMORY_SHARE)
 
 
-def choose_cache(mode: str, n_images: int, sample_shape: tuple[int, int, int], budget_bytes: int | None = None) -> tuple[str, str | None]:
+def choose_cache(
+    mode: str, n_images: int, sample_shape: tuple[int, int, int], budget_bytes: int | None = None
+) -> tuple[str, str | None]:
     """("memory" or "stream", the note saying why) for `--image-cache mode`; an explicit `memory` has no note.
     `auto` pre-caches when the folder as float32 fits under `budget_bytes` (default `memory_budget_bytes()`):
     it is the float32 copy that stays in memory for the whole loop."""
@@ -329,8 +386,14 @@ def choose_cache(mode: str, n_images: int, sample_shape: tuple[int, int, int], b
     size_mb = 4 * n_images * math.prod(sample_shape) / 1e6
     budget_mb = (memory_budget_bytes() if budget_bytes is None else budget_bytes) / 1e6
     if size_mb <= budget_mb:
-        return ("memory", f"image cache: memory (--image-cache auto): {n_images} decoded images take {size_mb:,.1f} MB as float32, within {budget_mb:,.0f} MB")
-    return ("stream", f"image cache: stream (--image-cache auto): {n_images} decoded images would take {size_mb:,.1f} MB as float32, over {budget_mb:,.0f} MB")
+        return (
+            "memory",
+            f"image cache: memory (--image-cache auto): {n_images} decoded images take {size_mb:,.1f} MB as float32, within {budget_mb:,.0f} MB",
+        )
+    return (
+        "stream",
+        f"image cache: stream (--image-cache auto): {n_images} decoded images would take {size_mb:,.1f} MB as float32, over {budget_mb:,.0f} MB",
+    )
 
 
 class _Order(torch.utils.data.Sampler[list[int]]):
@@ -374,7 +437,9 @@ class StreamedSplit:
         return (len(self.files), *self.pre.sample_shape)
 
     def __getitem__(self, index: slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
-        picked = range(len(self.files))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).tolist()
+        picked = (
+            range(len(self.files))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).tolist()
+        )
         # In this process: a few hundred images (a measurement pool, a pruning batch) decode faster than a fresh
         # pool of worker processes starts (about 0.1 s against 4 s here).
         pixels = decode([self.files[i] for i in picked], *self.pre.sample_shape, self.root, workers=0)
@@ -391,7 +456,9 @@ class StreamedSplit:
         finally:
             self._free.release()
 
-    def _read(self, slices: list[torch.Tensor], order: _Order, persistent: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _read(
+        self, slices: list[torch.Tensor], order: _Order, persistent: bool
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order.batches = [idx.tolist() for idx in slices]  # the sampler the loader asks at the start of this pass
         if not persistent:
             loader = _loader(_Decode(self.files, *self.pre.sample_shape), self.workers, batch_sampler=order)
@@ -414,7 +481,11 @@ def files_to_score(source: Path) -> list[Path]:
     """The PNG/JPEG files of a folder to score (any depth, sorted); one line when there are none."""
     if not source.is_dir():
         raise InputError("input", str(source), "a folder of PNG or JPEG images")
-    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p
+        for p in source.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
         raise InputError("input", str(source), "a folder holding at least one PNG or JPEG image (found none)")
     return files

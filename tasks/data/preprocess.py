@@ -97,7 +97,11 @@ def _stray_text(series: pd.Series) -> tuple[int, object] | None:
 def _is_date_text(present: pd.Series) -> bool:
     """Text in which every value is an ISO date or timestamp ('2012-01-01', '2012-01-01T10:00')."""
     textual = pd.api.types.is_string_dtype(present) or pd.api.types.is_object_dtype(present)
-    if present.empty or not textual or not all(isinstance(v, str) and ("-" in v or "/" in v) for v in present.iloc[:50]):
+    if (
+        present.empty
+        or not textual
+        or not all(isinstance(v, str) and ("-" in v or "/" in v) for v in present.iloc[:50])
+    ):
         return False
     return bool(pd.to_datetime(present, format="ISO8601", errors="coerce", utc=True).notna().all())
 
@@ -121,9 +125,13 @@ def _levels(series: pd.Series) -> pd.Series:
 def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tuple[pd.DataFrame, list[str]]:
     """The rows that have a target, and notes; raises one-line `InputError`s for tables no model can use."""
     if frame.shape[1] == 0 or len(frame) == 0:
-        raise InputError("rows", len(frame), f"a table with a header row and at least {MIN_ROWS} rows (the file has no data)", where)
+        raise InputError(
+            "rows", len(frame), f"a table with a header row and at least {MIN_ROWS} rows (the file has no data)", where
+        )
     if target is None:
-        raise InputError("target", None, f"the name of the target column (--target), one of {list(frame.columns)[:10]}", where)
+        raise InputError(
+            "target", None, f"the name of the target column (--target), one of {list(frame.columns)[:10]}", where
+        )
     if target not in frame.columns:
         raise InputError("target", target, f"one of the columns {list(frame.columns)[:10]}", where)
     if frame.columns.duplicated().any():
@@ -132,7 +140,12 @@ def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tup
     notes: list[str] = []
     missing_target = frame[target].isna()
     if missing_target.all():
-        raise InputError(f"target column {target!r}", f"missing in all {len(frame)} rows", f"a value in at least {MIN_ROWS} rows", where)
+        raise InputError(
+            f"target column {target!r}",
+            f"missing in all {len(frame)} rows",
+            f"a value in at least {MIN_ROWS} rows",
+            where,
+        )
     if missing_target.any():
         notes.append(f"dropped {int(missing_target.sum())} of {len(frame)} rows whose target {target!r} is missing")
         frame = frame.loc[~missing_target].reset_index(drop=True)
@@ -144,13 +157,23 @@ def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tup
     for column in features:
         series = frame[column]
         if series.isna().all():
-            raise InputError(f"column {column!r}", f"missing in all {len(series)} rows", "at least one value (remove the empty column)", where)
+            raise InputError(
+                f"column {column!r}",
+                f"missing in all {len(series)} rows",
+                "at least one value (remove the empty column)",
+                where,
+            )
         if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
             values = series.to_numpy(dtype=np.float64)
             infinite = np.isinf(values)
             if infinite.any():
                 row = int(np.argmax(infinite))
-                raise InputError(f"column {column!r} row {row}", float(values[row]), "a finite number or an empty cell for a missing value", where)
+                raise InputError(
+                    f"column {column!r} row {row}",
+                    float(values[row]),
+                    "a finite number or an empty cell for a missing value",
+                    where,
+                )
             continue
         if _is_bool_column(series) or pd.api.types.is_datetime64_any_dtype(series) or _is_date_text(series.dropna()):
             continue
@@ -158,12 +181,26 @@ def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tup
             levels = _levels(series)
             n_levels = int(levels.nunique())
         except TypeError:  # lists or dicts inside a Parquet cell
-            raise InputError(f"column {column!r}", type(series.dropna().iloc[0]).__name__, "numbers, booleans or text in every cell", where) from None
+            raise InputError(
+                f"column {column!r}",
+                type(series.dropna().iloc[0]).__name__,
+                "numbers, booleans or text in every cell",
+                where,
+            ) from None
         stray = _stray_text(levels)
         if stray is not None:
             row, value = stray
-            raise InputError(f"column {column!r} row {row}", value, "a number like the rest of the column (leave the cell empty if it is missing)", where)
-        if n_levels > MAX_CATEGORY_LEVELS and not _distinct_text(n_levels, int(series.notna().sum())) and not _looks_like_id(column):
+            raise InputError(
+                f"column {column!r} row {row}",
+                value,
+                "a number like the rest of the column (leave the cell empty if it is missing)",
+                where,
+            )
+        if (
+            n_levels > MAX_CATEGORY_LEVELS
+            and not _distinct_text(n_levels, int(series.notna().sum()))
+            and not _looks_like_id(column)
+        ):
             raise InputError(
                 f"column {column!r}",
                 f"{n_levels} distinct values",
@@ -214,7 +251,9 @@ class ColumnPlan:
         if self.kind == "onehot":
             return np.stack([(text == level).to_numpy(dtype=np.float64) for level in self.levels], axis=1)
         rank = {level: i for i, level in enumerate(self.levels)}
-        return text.map(lambda v: rank.get(v, len(self.levels))).to_numpy(dtype=np.float64)[:, None]  # unseen: past the rarest
+        return text.map(lambda v: rank.get(v, len(self.levels))).to_numpy(dtype=np.float64)[
+            :, None
+        ]  # unseen: past the rarest
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "t", "y", "1.0"}, {"false", "0", "no", "f", "n", "0.0"}
@@ -255,7 +294,13 @@ class TablePreprocessor:
 
     @classmethod
     def fit(
-        cls, frame: pd.DataFrame, target: str, *, task: str = "auto", class_labels: list[str] | None = None, one_hot_max_levels: int = ONE_HOT_MAX_LEVELS
+        cls,
+        frame: pd.DataFrame,
+        target: str,
+        *,
+        task: str = "auto",
+        class_labels: list[str] | None = None,
+        one_hot_max_levels: int = ONE_HOT_MAX_LEVELS,
     ) -> TablePreprocessor:
         """Learn the plan from `frame` (the training rows; run `check_table` on the whole table first).
 
@@ -289,14 +334,20 @@ class TablePreprocessor:
                 counts = levels.value_counts(sort=False)
                 if _distinct_text(len(counts), len(present)):
                     share = len(counts) / len(present)
-                    dropped[name] = "ID-like (every value distinct)" if share == 1 else f"ID-like ({share:.0%} of its values distinct)"
+                    dropped[name] = (
+                        "ID-like (every value distinct)"
+                        if share == 1
+                        else f"ID-like ({share:.0%} of its values distinct)"
+                    )
                     continue
                 if len(counts) > MAX_CATEGORY_LEVELS and _looks_like_id(name):
                     dropped[name] = f"ID-like (named like an ID, more than {MAX_CATEGORY_LEVELS} levels)"
                     continue
                 ranked = sorted(counts.index, key=lambda v: (-int(counts[v]), v))  # most frequent first, ties by name
                 onehot = len(ranked) <= one_hot_max_levels
-                plan = ColumnPlan(name, "onehot" if onehot else "ordinal", ranked[0], sorted(ranked) if onehot else ranked)
+                plan = ColumnPlan(
+                    name, "onehot" if onehot else "ordinal", ranked[0], sorted(ranked) if onehot else ranked
+                )
                 encoded.append(f"{name!r} ({len(ranked)} levels, {'one-hot' if onehot else 'ordinal by frequency'})")
             missing = int(series.isna().sum())
             if missing:
@@ -305,7 +356,9 @@ class TablePreprocessor:
             plans.append(plan)
         notes = _notes(dropped, encoded, imputed, len(frame))
         if not plans:
-            raise InputError("columns", features[:10], "at least one usable feature column (every one is constant or ID-like)")
+            raise InputError(
+                "columns", features[:10], "at least one usable feature column (every one is constant or ID-like)"
+            )
         pre = cls(
             input_columns=[str(c) for c in features],
             input_dtypes={str(c): _mlflow_type(frame[c]) for c in features},
@@ -315,7 +368,9 @@ class TablePreprocessor:
             std=[],
             target=target,
             task=kind,
-            class_labels=list(class_labels) if class_labels is not None else (class_labels_of(y) if kind == "classification" else []),
+            class_labels=list(class_labels)
+            if class_labels is not None
+            else (class_labels_of(y) if kind == "classification" else []),
             notes=notes,
         )
         raw = pre._encode(frame)
@@ -333,7 +388,9 @@ class TablePreprocessor:
     def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [plan.name for plan in self.columns if plan.name not in frame.columns]
         if missing:
-            raise InputError("column", missing[0], f"present in the input: the model reads {[p.name for p in self.columns][:10]}")
+            raise InputError(
+                "column", missing[0], f"present in the input: the model reads {[p.name for p in self.columns][:10]}"
+            )
         blocks = [plan.encode(frame[plan.name]) for plan in self.columns]
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
 
@@ -347,7 +404,9 @@ class TablePreprocessor:
                 bad = pd.to_numeric(frame[plan.name], errors="coerce").isna() & frame[plan.name].notna()
                 if bad.any():
                     row = int(np.argmax(bad.to_numpy()))
-                    raise InputError(f"column {plan.name!r} row {row}", frame[plan.name].iloc[row], "a number or an empty cell")
+                    raise InputError(
+                        f"column {plan.name!r} row {row}", frame[plan.name].iloc[row], "a number or an empty cell"
+                    )
         return ((raw - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
 
     def encode_target(self, series: pd.Series) -> np.ndarray:
@@ -362,7 +421,9 @@ class TablePreprocessor:
         """Model outputs back to labels (argmax) or target units."""
         if self.task == "classification":
             return np.asarray(self.class_labels, dtype=object)[np.asarray(outputs).argmax(axis=1)]
-        return np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)[:, 0] * self.target_std + self.target_mean
+        return (
+            np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)[:, 0] * self.target_std + self.target_mean
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -375,7 +436,9 @@ class TablePreprocessor:
             "target_std": self.target_std,
             "input_columns": list(self.input_columns),
             "input_dtypes": dict(self.input_dtypes),
-            "columns": [{"name": p.name, "kind": p.kind, "fill": p.fill, "levels": list(p.levels)} for p in self.columns],
+            "columns": [
+                {"name": p.name, "kind": p.kind, "fill": p.fill, "levels": list(p.levels)} for p in self.columns
+            ],
             "dropped": dict(self.dropped),
             "output_columns": self.output_columns,
             "mean": list(self.mean),
@@ -386,7 +449,9 @@ class TablePreprocessor:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TablePreprocessor:
         if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
-            raise InputError("preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}")
+            raise InputError(
+                "preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}"
+            )
         return cls(
             input_columns=list(d["input_columns"]),
             input_dtypes=dict(d["input_dtypes"]),
@@ -417,7 +482,9 @@ def _notes(dropped: dict[str, str], encoded: list[str], imputed: list[str], rows
         names = [name for name, why in dropped.items() if why == reason]
         notes.append(f"dropped {len(names)} {reason} column{'s' if len(names) > 1 else ''}: {_shown(names)}")
     if imputed:
-        notes.append(f"imputed missing values in {len(imputed)} column{'s' if len(imputed) > 1 else ''} (of {rows} training rows): {'; '.join(imputed[:6])}")
+        notes.append(
+            f"imputed missing values in {len(imputed)} column{'s' if len(imputed) > 1 else ''} (of {rows} training rows): {'; '.join(imputed[:6])}"
+        )
     if encoded:
         notes.append(f"encoded {len(encoded)} text column{'s' if len(encoded) > 1 else ''}: {'; '.join(encoded[:6])}")
     return notes

@@ -41,7 +41,9 @@ from thresholds.errors import InputError
 FORMAT = "energy-loop.tensor-preprocessing"
 FORMAT_VERSION = 1
 CONTRACT = '{"train": ..., "val": ..., "test": ... (optional), "task": "classification"|"regression"} or a tuple (train, val, test or None, task)'
-SPLIT_CONTRACT = "a torch Dataset of (x, y, *extras) or {'x', 'y', ...} items, or tensors (x, y, *extras) or {'x': X, 'y': Y, ...}"
+SPLIT_CONTRACT = (
+    "a torch Dataset of (x, y, *extras) or {'x', 'y', ...} items, or tensors (x, y, *extras) or {'x': X, 'y': Y, ...}"
+)
 TEST_FRACTION = 0.2
 
 
@@ -86,7 +88,9 @@ class Split:
         shapes = [tuple(t.shape[1:]) for t in self.extras]
         if self.keys is None:
             return "(x, y" + "".join(f", extra of shape {shape}" for shape in shapes) + ")"
-        return "{x, y" + "".join(f", {key!r} of shape {shape}" for key, shape in zip(self.keys, shapes, strict=True)) + "}"
+        return (
+            "{x, y" + "".join(f", {key!r} of shape {shape}" for key, shape in zip(self.keys, shapes, strict=True)) + "}"
+        )
 
 
 class _MixedForms(Exception):
@@ -113,15 +117,27 @@ def _collated(field_name: str, value: Any, where: str) -> tuple[list[Any], list[
     try:
         length = len(value)
     except TypeError:
-        raise InputError(field_name, f"a {_kind(value)} without len()", f"{SPLIT_CONTRACT} (a map-style Dataset)", where) from None
+        raise InputError(
+            field_name, f"a {_kind(value)} without len()", f"{SPLIT_CONTRACT} (a map-style Dataset)", where
+        ) from None
     if length == 0:
         raise InputError(field_name, f"an empty {_kind(value)}", "at least one sample", where)
     first = value[0]
     form = _item_form(first)
     if form is None:
-        raise InputError(field_name, f"a {_kind(value)} whose items are {_kind(first)}", f"{SPLIT_CONTRACT}: items (x, y, *extras) or mappings", where)
+        raise InputError(
+            field_name,
+            f"a {_kind(value)} whose items are {_kind(first)}",
+            f"{SPLIT_CONTRACT}: items (x, y, *extras) or mappings",
+            where,
+        )
     if isinstance(form, tuple) and not {"x", "y"} <= set(form):
-        raise InputError(field_name, f"a {_kind(value)} whose items have keys {list(form)}", "mappings with keys 'x' and 'y' (and any others)", where)
+        raise InputError(
+            field_name,
+            f"a {_kind(value)} whose items have keys {list(form)}",
+            "mappings with keys 'x' and 'y' (and any others)",
+            where,
+        )
 
     def collate(items: list[Any]) -> Any:
         for item in items:
@@ -132,9 +148,16 @@ def _collated(field_name: str, value: Any, where: str) -> tuple[list[Any], list[
     try:
         batches = list(torch.utils.data.DataLoader(value, batch_size=1024, shuffle=False, collate_fn=collate))
     except _MixedForms as exc:
-        raise InputError(f"{field_name} items", str(exc), f"items of one form, like the first: {_shown_form(form, first)}", where) from None
+        raise InputError(
+            f"{field_name} items", str(exc), f"items of one form, like the first: {_shown_form(form, first)}", where
+        ) from None
     except Exception as exc:  # e.g. the default collate on items of different shapes, or an item of None
-        raise InputError(field_name, _kind(value), f"{SPLIT_CONTRACT} with tensors of one shape ({str(exc).splitlines()[0][:160]})", where) from None
+        raise InputError(
+            field_name,
+            _kind(value),
+            f"{SPLIT_CONTRACT} with tensors of one shape ({str(exc).splitlines()[0][:160]})",
+            where,
+        ) from None
     if isinstance(form, int):
         return [[b[i] for b in batches] for i in range(form)], None
     keys = [k for k in form if k not in ("x", "y")]
@@ -152,19 +175,34 @@ def _materialise(split: str, value: Any, where: str) -> Split:
         columns = list(value)
     elif isinstance(value, torch.utils.data.Dataset):
         chunks, keys = _collated(field_name, value, where)
-        columns = [torch.cat(chunk) if all(isinstance(c, torch.Tensor) for c in chunk) else chunk[0] for chunk in chunks]  # else: not numbers
+        columns = [
+            torch.cat(chunk) if all(isinstance(c, torch.Tensor) for c in chunk) else chunk[0] for chunk in chunks
+        ]  # else: not numbers
     else:
         shown = f"a mapping with keys {sorted(map(str, value))}" if isinstance(value, Mapping) else _kind(value)
         raise InputError(field_name, shown, SPLIT_CONTRACT, where)
     x, y = _as_tensor(columns[0]), _as_tensor(columns[1])
     if x is None or y is None:
-        raise InputError(field_name, f"({_kind(columns[0])}, {_kind(columns[1])})", f"{SPLIT_CONTRACT}: x and y tensors or numpy arrays", where)
+        raise InputError(
+            field_name,
+            f"({_kind(columns[0])}, {_kind(columns[1])})",
+            f"{SPLIT_CONTRACT}: x and y tensors or numpy arrays",
+            where,
+        )
     y = y.reshape(-1)
     if x.dim() < 2 or len(x) != len(y) or len(x) == 0:
-        raise InputError(field_name, f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}", "x (N, ...) and y (N,) with the same N >= 1", where)
+        raise InputError(
+            field_name,
+            f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}",
+            "x (N, ...) and y (N,) with the same N >= 1",
+            where,
+        )
     if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
         raise InputError(field_name, f"x of dtype {x.dtype}", "numbers", where)
-    extras = [_extra(field_name, repr(keys[i]) if keys is not None else f"[{i + 2}]", column, len(x), where) for i, column in enumerate(columns[2:])]
+    extras = [
+        _extra(field_name, repr(keys[i]) if keys is not None else f"[{i + 2}]", column, len(x), where)
+        for i, column in enumerate(columns[2:])
+    ]
     return Split(x.float().contiguous(), y, extras, keys)
 
 
@@ -173,9 +211,16 @@ def _extra(field_name: str, name: str, value: Any, n: int, where: str) -> torch.
     extra = _as_tensor(value)
     if extra is None or extra.is_complex():
         shown = f"a list of {_kind(value[0])}" if isinstance(value, list | tuple) and value else _kind(value)
-        raise InputError(f"{field_name} extra {name}", shown, "numbers: a number or a tensor per Dataset item, or a tensor or numpy array of N rows", where)
+        raise InputError(
+            f"{field_name} extra {name}",
+            shown,
+            "numbers: a number or a tensor per Dataset item, or a tensor or numpy array of N rows",
+            where,
+        )
     if extra.dim() == 0 or len(extra) != n:
-        raise InputError(f"{field_name} extra {name}", f"shape {tuple(extra.shape)}", f"{n} rows, one per sample like x and y", where)
+        raise InputError(
+            f"{field_name} extra {name}", f"shape {tuple(extra.shape)}", f"{n} rows, one per sample like x and y", where
+        )
     return extra.float().contiguous() if extra.is_floating_point() else extra.contiguous()
 
 
@@ -184,9 +229,17 @@ def _unpack(result: Any, where: str) -> tuple[Any, Any, Any, Any, list[str] | No
     if isinstance(result, Mapping):
         missing = [k for k in ("train", "val", "task") if k not in result]
         if missing:
-            raise InputError("returned", f"a mapping with keys {sorted(map(str, result))}", f"{CONTRACT} (missing {missing})", where)
+            raise InputError(
+                "returned", f"a mapping with keys {sorted(map(str, result))}", f"{CONTRACT} (missing {missing})", where
+            )
         labels = result.get("class_labels")
-        return (result["train"], result["val"], result.get("test"), result["task"], None if labels is None else [str(v) for v in labels])
+        return (
+            result["train"],
+            result["val"],
+            result.get("test"),
+            result["task"],
+            None if labels is None else [str(v) for v in labels],
+        )
     if isinstance(result, tuple | list) and len(result) == 4:
         return (*result, None)
     shown = f"a {_kind(result)} of {len(result)} items" if isinstance(result, tuple | list) else f"a {_kind(result)}"
@@ -201,12 +254,18 @@ def _call(value: str, samples: int | None, seed: int) -> tuple[Any, list[str]]:
         accepted = {}  # type: ignore[assignment]
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     kwargs = {k: v for k, v in (("samples", samples), ("seed", seed)) if takes_any or k in accepted}
-    notes = [] if samples is None or "samples" in kwargs else [f"--samples {samples} not passed: {value} takes no 'samples' argument"]
+    notes = (
+        []
+        if samples is None or "samples" in kwargs
+        else [f"--samples {samples} not passed: {value} takes no 'samples' argument"]
+    )
     try:
         return function(**kwargs), notes
     except Exception as exc:
         first = (str(exc).splitlines() or [""])[0][:200]
-        raise InputError("--dataset", value, f"a dataset function that runs (it raised {type(exc).__name__}: {first})") from None
+        raise InputError(
+            "--dataset", value, f"a dataset function that runs (it raised {type(exc).__name__}: {first})"
+        ) from None
 
 
 def load(value: str, samples: int | None, seed: int) -> Splits:
@@ -216,11 +275,20 @@ def load(value: str, samples: int | None, seed: int) -> Splits:
     train, val, test, task, labels = _unpack(result, where)
     if task not in ("classification", "regression"):
         raise InputError("task", task, '"classification" or "regression"', where)
-    parts = {name: _materialise(name, split, where) for name, split in (("train", train), ("val", val), ("test", test)) if split is not None}
+    parts = {
+        name: _materialise(name, split, where)
+        for name, split in (("train", train), ("val", val), ("test", test))
+        if split is not None
+    }
     forms = {name: part.form for name, part in parts.items()}
     for name, form in forms.items():
         if form != forms["train"]:  # a training step gets the validation split in that form too
-            raise InputError(f"{name} split form", form, f"the training split's form, {forms['train']}: the same extras, each of one shape", where)
+            raise InputError(
+                f"{name} split form",
+                form,
+                f"the training split's form, {forms['train']}: the same extras, each of one shape",
+                where,
+            )
     x = {name: part.x for name, part in parts.items()}
     y = {name: part.y for name, part in parts.items()}
     extras = {name: part.extras for name, part in parts.items()}
@@ -237,24 +305,39 @@ def load(value: str, samples: int | None, seed: int) -> Splits:
             y[name] = t.float()
     if "test" not in x:
         keep, test_rows = _hold_out(y["train"], task, seed)
-        x["test"], y["test"], extras["test"] = (x["train"][test_rows], y["train"][test_rows], [e[test_rows] for e in extras["train"]])
+        x["test"], y["test"], extras["test"] = (
+            x["train"][test_rows],
+            y["train"][test_rows],
+            [e[test_rows] for e in extras["train"]],
+        )
         x["train"], y["train"], extras["train"] = x["train"][keep], y["train"][keep], [e[keep] for e in extras["train"]]
-        notes.append(f"no test split returned: held out a stratified {TEST_FRACTION:.0%} of the training split as the test split (seed {seed})")
+        notes.append(
+            f"no test split returned: held out a stratified {TEST_FRACTION:.0%} of the training split as the test split (seed {seed})"
+        )
     if extras["train"]:
-        notes.append(f"items {forms['train']}: only a training step (model.train_step) gets the extras, in its batches; without one they are unused")
+        notes.append(
+            f"items {forms['train']}: only a training step (model.train_step) gets the extras, in its batches; without one they are unused"
+        )
     return Splits(x, y, task, labels or [], notes, extras, keys)
 
 
 def _check_classes(y: dict[str, torch.Tensor], labels: list[str] | None, where: str) -> list[str]:
     for name, t in y.items():
         if t.is_floating_point() and not bool(torch.all(t == t.round())):
-            raise InputError(f"{name} targets", "fractional values", 'class indices 0..K-1 (integers) for a "classification" task', where)
+            raise InputError(
+                f"{name} targets",
+                "fractional values",
+                'class indices 0..K-1 (integers) for a "classification" task',
+                where,
+            )
         if bool((t < 0).any()):
             raise InputError(f"{name} targets", int(t.min()), "class indices 0..K-1 (integers >= 0)", where)
         y[name] = t.long()
     n_classes = int(max(int(t.max()) for t in y.values())) + 1
     if labels is not None and len(labels) < n_classes:
-        raise InputError("class_labels", labels, f"one label per class index (the targets go up to {n_classes - 1})", where)
+        raise InputError(
+            "class_labels", labels, f"one label per class index (the targets go up to {n_classes - 1})", where
+        )
     if n_classes < 2:
         raise InputError("classes", n_classes, "at least 2 distinct classes", where)
     return labels or [str(i) for i in range(n_classes)]
@@ -307,5 +390,14 @@ class TensorPreprocessor:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorPreprocessor:
         if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
-            raise InputError("preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}")
-        return cls(tuple(d["sample_shape"]), d["task"], list(d["class_labels"]), float(d["target_mean"]), float(d["target_std"]), list(d["notes"]))
+            raise InputError(
+                "preprocessing format", f"{d.get('format')} v{d.get('version')}", f"{FORMAT} v{FORMAT_VERSION}"
+            )
+        return cls(
+            tuple(d["sample_shape"]),
+            d["task"],
+            list(d["class_labels"]),
+            float(d["target_mean"]),
+            float(d["target_std"]),
+            list(d["notes"]),
+        )

@@ -59,7 +59,9 @@ def _energy_per_call(meter: EnergyMeter, fn: object, window_s: float, repeats: i
             while n < 1 or time.perf_counter() - start < window_s:
                 call()  # type: ignore[operator]
                 n += 1
-        per_call.append(window.measurement.energy_j / n if window.measurement.energy_j else window.measurement.duration_s / n)
+        per_call.append(
+            window.measurement.energy_j / n if window.measurement.energy_j else window.measurement.duration_s / n
+        )
     return sorted(per_call)[len(per_call) // 2]  # median: robust to one disturbed window
 
 
@@ -92,7 +94,9 @@ def calibrate(
     torch.manual_seed(0)
     base = models.build(spec).eval()
     architecture = f"{spec.model_dump_json(include={'factory', 'input_shape', 'out_features', 'kwargs'})}|{base!r}"
-    key = hashlib.sha256(f"{machine}|{meter.source}|{batch_size}|{architecture}|inference threads {threads}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{machine}|{meter.source}|{batch_size}|{architecture}|inference threads {threads}".encode()
+    ).hexdigest()[:16]
     path = cache_dir / f"calibration-{key}.json"
     shared = shared_dir / path.name if shared_dir is not None else None
     for known in (path, shared):
@@ -107,7 +111,10 @@ def calibrate(
             return table
     x = torch.randn(batch_size, *spec.input_shape)
     inference: dict[str, float] = {}
-    with torch.inference_mode(), torch_threads(threads):  # inference is measured at these (measurement.inference_threads)
+    with (
+        torch.inference_mode(),
+        torch_threads(threads),
+    ):  # inference is measured at these (measurement.inference_threads)
         for precision in PRECISIONS:
             predictor = models.to_precision(base, precision)  # type: ignore[arg-type]
             inference[precision] = _energy_per_call(meter, lambda p=predictor: p(x), window_s, repeats)
@@ -147,5 +154,9 @@ def analytic_calibration(batch_size: int) -> Calibration:
     fp32 = analytic.inference_energy(model, "fp32", batch_size).energy_j_per_1k
     return Calibration(
         machine=f"analytic:{analytic.TABLE}",
-        inference_ratio={p: round(analytic.inference_energy(model, p, batch_size).energy_j_per_1k / fp32, 4) for p in PRECISIONS if p != "fp32"},
+        inference_ratio={
+            p: round(analytic.inference_energy(model, p, batch_size).energy_j_per_1k / fp32, 4)
+            for p in PRECISIONS
+            if p != "fp32"
+        },
     )

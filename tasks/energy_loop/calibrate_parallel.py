@@ -54,7 +54,10 @@ CACHE_VERSION = "prefect-path-v2"  # bump when what is measured changes: older t
 
 
 def machine_cache_dir() -> Path:
-    return Path(os.environ.get("ENERGY_LOOP_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "energy-loop")
+    return Path(
+        os.environ.get("ENERGY_LOOP_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "energy-loop"
+    )
 
 
 def widths_to_try(n_cores: int, limit: int = 8) -> list[int]:
@@ -87,7 +90,9 @@ def calibrate_parallel(
     n_cores = cores()
     workload = _workload(scenario, data_path)
     machine = _machine()
-    key = hashlib.sha256(f"{CACHE_VERSION}|{machine}|{meter.source}|{workload}|{n_cores}|{scenario.budget.max_iterations}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{CACHE_VERSION}|{machine}|{meter.source}|{workload}|{n_cores}|{scenario.budget.max_iterations}".encode()
+    ).hexdigest()[:16]
     cache_dir = cache_dir or machine_cache_dir()
     path = cache_dir / f"parallel-calibration-{key}.json"
     if path.exists():
@@ -135,7 +140,15 @@ def _load_data(data_path: str) -> int:
 class _Probe:
     """Rungs of baseline candidates trained through the loop's task, serially or on workers."""
 
-    def __init__(self, scenario: Scenario, data_path: str, train_task: Callable[..., CandidateResult], meter_name: str, work: str, n_cores: int) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        data_path: str,
+        train_task: Callable[..., CandidateResult],
+        meter_name: str,
+        work: str,
+        n_cores: int,
+    ) -> None:
         self.scenario, self.data_path, self.train_task, self.meter_name = scenario, data_path, train_task, meter_name
         self.work, self.n_cores, self.runs = Path(work), n_cores, 0
         self.elsewhere_cores: list[float] = []  # per serial run: cores kept busy by other processes
@@ -146,12 +159,24 @@ class _Probe:
         self.runs += 1
         work_dir = str(self.work / f"run-{self.runs}")
         return [
-            dict(scenario=scenario, step=Step(kind=StepKind.BASELINE), history=[], index=i, data_path=self.data_path, work_dir=work_dir, meter=self.meter_name)
+            dict(
+                scenario=scenario,
+                step=Step(kind=StepKind.BASELINE),
+                history=[],
+                index=i,
+                data_path=self.data_path,
+                work_dir=work_dir,
+                meter=self.meter_name,
+            )
             for i in range(width)
         ]
 
     def rung(self, runner: Any | None, width: int, epochs: int) -> None:
-        scale = ScaleOut(width=width if runner else 1, threads_per_worker=threads_per_worker(self.n_cores, width if runner else 1), why="calibration")
+        scale = ScaleOut(
+            width=width if runner else 1,
+            threads_per_worker=threads_per_worker(self.n_cores, width if runner else 1),
+            why="calibration",
+        )
         produced = train_rung(runner, self.train_task, self.calls(width, epochs), [], NullMeter(), scale)
         rejected = [c.rejected_reason for c in produced if c.rejected_reason]
         if rejected:
@@ -197,7 +222,9 @@ class _Probe:
                 runner = workers.enter_context(candidate_runner(width, task=self.train_task))
                 assert runner is not None, "a width of 2 or more always starts workers"
                 runner.client.run(_load_data, self.data_path)  # what the first rung would load on each worker
-                self.rung(runner, width, 1)  # and the first task run on each worker (Prefect's own start): once per loop
+                self.rung(
+                    runner, width, 1
+                )  # and the first task run on each worker (Prefect's own start): once per loop
                 start_s = time.perf_counter() - t0
             for r in range(repeats):
                 timed(parallel, runner, f"parallel calibration {width}: workers {r}")

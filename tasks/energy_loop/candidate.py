@@ -58,7 +58,11 @@ def _trained(result: CandidateResult, report: TrainReport) -> CandidateResult:
             "epochs_run": report.epochs_run,
             "epochs_saved": report.epochs_saved,
             "train_s": report.duration_s,
-            "series": {"val_loss": report.val_losses, "train_loss": report.train_losses, "epoch_energy_j": report.epoch_energy_j},
+            "series": {
+                "val_loss": report.val_losses,
+                "train_loss": report.train_losses,
+                "epoch_energy_j": report.epoch_energy_j,
+            },
         }
     )
 
@@ -72,15 +76,30 @@ def batch_factor(history: list[str]) -> int:
 
 
 def run_step(
-    scenario: Scenario, step: Step, history: list[CandidateResult], data_path: str, work_dir: Path, meter: EnergyMeter, idle_power_w: float = 0.0
+    scenario: Scenario,
+    step: Step,
+    history: list[CandidateResult],
+    data_path: str,
+    work_dir: Path,
+    meter: EnergyMeter,
+    idle_power_w: float = 0.0,
 ) -> CandidateResult:
     """Produce and measure candidate number `len(history)`; failures become a rejected result."""
     produced = produce_step(scenario, step, history, len(history), data_path, work_dir, meter)
-    measured = measure_step(scenario, produced, data_path, meter, idle_power_w, history[0].model_dir if history else None)
+    measured = measure_step(
+        scenario, produced, data_path, meter, idle_power_w, history[0].model_dir if history else None
+    )
     return price_training(history, measured)
 
 
-def train_config(training: Training, epochs: int, patience: int, batch_factor: int = 1, early_stopping: bool = True, autocast: bool = False) -> TrainConfig:
+def train_config(
+    training: Training,
+    epochs: int,
+    patience: int,
+    batch_factor: int = 1,
+    early_stopping: bool = True,
+    autocast: bool = False,
+) -> TrainConfig:
     """The one place a rung's training settings are built: the scenario's recipe at `batch_factor` x the batch size."""
     return TrainConfig(
         max_epochs=epochs,
@@ -123,14 +142,27 @@ class Production:
         model, spec = models.load(Path(parent.model_dir))
         return model, spec, parent
 
-    def train(self, model: torch.nn.Module, cfg: TrainConfig, teacher: torch.nn.Module | None = None, label: str | None = None) -> tuple[TrainReport, float]:
+    def train(
+        self, model: torch.nn.Module, cfg: TrainConfig, teacher: torch.nn.Module | None = None, label: str | None = None
+    ) -> tuple[TrainReport, float]:
         """Train `model` on the labels, or on `teacher`'s soft labels; returns the report and the labelling energy."""
         if teacher is None:
-            report, labelling_j = (fit(model, self.data, cfg, label=label or self.label, meter=self.meter, hooks=self.hooks), 0.0)
+            report, labelling_j = (
+                fit(model, self.data, cfg, label=label or self.label, meter=self.meter, hooks=self.hooks),
+                0.0,
+            )
         else:
             ladder = self.scenario.ladder
             report, labelling_j = distill_mod.distill(
-                teacher, model, self.data, cfg, ladder.distill_temperature, ladder.distill_alpha, self.meter, label or self.label, self.hooks
+                teacher,
+                model,
+                self.data,
+                cfg,
+                ladder.distill_temperature,
+                ladder.distill_alpha,
+                self.meter,
+                label or self.label,
+                self.hooks,
             )
         self.spent_j += report.energy_j + labelling_j
         work = work_key(model, cfg, teacher is not None)
@@ -156,7 +188,9 @@ def work_key(model: torch.nn.Module, cfg: TrainConfig, distilled: bool) -> str:
     the batch size, autocast and whether the labels come from a teacher."""
     shapes = ";".join("x".join(map(str, p.shape)) for p in model.parameters())
     digest = hashlib.sha256(shapes.encode()).hexdigest()[:10]
-    return f"{digest}/bs{cfg.batch_size}/{'autocast' if cfg.autocast else 'fp32'}/{'teacher' if distilled else 'labels'}"
+    return (
+        f"{digest}/bs{cfg.batch_size}/{'autocast' if cfg.autocast else 'fp32'}/{'teacher' if distilled else 'labels'}"
+    )
 
 
 class Made(NamedTuple):
@@ -214,20 +248,37 @@ def from_scratch(p: Production) -> Made:
     if early:
         extra = ["mixed-precision:bf16"] if mixed else [f"batch:{factor}"] if factor > 1 else []
         spec = spec.model_copy(update={"history": ["early-stopping", *extra]})
-    report, _ = p.train(model, train_config(training, training.max_epochs, training.patience, factor, early_stopping=early, autocast=mixed))
+    report, _ = p.train(
+        model,
+        train_config(training, training.max_epochs, training.patience, factor, early_stopping=early, autocast=mixed),
+    )
     return Made(model, spec, report.energy_j, report.energy_sem_j, report)
 
 
 def _fine_tuned(
-    p: Production, model: torch.nn.Module, spec: models.ModelSpec, teacher: torch.nn.Module | None, epochs: int, parent: CandidateResult, autocast: bool = False
+    p: Production,
+    model: torch.nn.Module,
+    spec: models.ModelSpec,
+    teacher: torch.nn.Module | None,
+    epochs: int,
+    parent: CandidateResult,
+    autocast: bool = False,
 ) -> Made:
     """Train a derived model (pruned, student, fake-quantized) on top of its parent's lineage."""
     training = p.scenario.training
-    report, _ = p.train(model, train_config(training, epochs, min(training.patience, epochs), batch_factor(spec.history), autocast=autocast), teacher)
+    report, _ = p.train(
+        model,
+        train_config(training, epochs, min(training.patience, epochs), batch_factor(spec.history), autocast=autocast),
+        teacher,
+    )
     if teacher is not None:
         p.tags["teacher_params"] = str(models.count_params(teacher))
-    lineage_j = (parent.train_energy_j or 0.0) + p.spent_j  # everything this rung trained, on top of the parent's lineage
-    return Made(model, spec, lineage_j, math.hypot(parent.train_energy_sem_j, report.energy_sem_j), report, p.lineage(parent))
+    lineage_j = (
+        parent.train_energy_j or 0.0
+    ) + p.spent_j  # everything this rung trained, on top of the parent's lineage
+    return Made(
+        model, spec, lineage_j, math.hypot(parent.train_energy_sem_j, report.energy_sem_j), report, p.lineage(parent)
+    )
 
 
 @producer(StepKind.PRUNE)
@@ -260,7 +311,11 @@ def _with_teacher_lineage(made: Made, teacher: CandidateResult) -> Made:
     have = {(s.origin, s.run) for s in own}
     extra = [s for s in teacher.train_segments if (s.origin, s.run) not in have]
     lineage_j = made.lineage_j + sum(s.energy_j for s in extra)
-    return made._replace(segments=[*own, *extra], lineage_j=lineage_j, lineage_sem_j=math.hypot(made.lineage_sem_j, *(s.energy_sem_j for s in extra)))
+    return made._replace(
+        segments=[*own, *extra],
+        lineage_j=lineage_j,
+        lineage_sem_j=math.hypot(made.lineage_sem_j, *(s.energy_sem_j for s in extra)),
+    )
 
 
 def _teacher(p: Production, parent_model: torch.nn.Module) -> torch.nn.Module | None:
@@ -276,7 +331,11 @@ def _teacher(p: Production, parent_model: torch.nn.Module) -> torch.nn.Module | 
 
 
 def _pruned(
-    p: Production, model: torch.nn.Module, spec: models.ModelSpec, steps: int = 1, between: Callable[[torch.nn.Module, int], None] | None = None
+    p: Production,
+    model: torch.nn.Module,
+    spec: models.ModelSpec,
+    steps: int = 1,
+    between: Callable[[torch.nn.Module, int], None] | None = None,
 ) -> tuple[torch.nn.Module, models.ModelSpec]:
     """`model` with `step.value` of its channels pruned by the scenario's importance (in `steps`, `between` them)."""
     ladder = p.scenario.ladder
@@ -302,13 +361,22 @@ def _pruned(
 
 def _recipe_of(lineage: list[str]) -> list[str]:
     """The training-recipe steps of a lineage (early stopping, mixed precision, batch factor)."""
-    return [s for s in lineage if s == "early-stopping" or s.startswith(("mixed-precision:", "batch:"))] or ["early-stopping"]
+    return [s for s in lineage if s == "early-stopping" or s.startswith(("mixed-precision:", "batch:"))] or [
+        "early-stopping"
+    ]
 
 
 def _recipe_config(training: Training, recipe: list[str], epochs: int, early_stopping: bool = True) -> TrainConfig:
     """The recipe's training settings (batch factor and autocast of `recipe`) for `epochs`."""
     autocast = "mixed-precision:bf16" in recipe
-    return train_config(training, epochs, min(training.patience, epochs), batch_factor(recipe), early_stopping=early_stopping, autocast=autocast)
+    return train_config(
+        training,
+        epochs,
+        min(training.patience, epochs),
+        batch_factor(recipe),
+        early_stopping=early_stopping,
+        autocast=autocast,
+    )
 
 
 @producer(StepKind.PRUNE_EARLY)
@@ -319,9 +387,13 @@ def prune_early(p: Production) -> Made:
     recipe = _recipe_of(p.history[p.step.parent if p.step.parent is not None else 0].lineage)
     at = min(training.prune_at_epoch, training.max_epochs - 1)
     model, spec = _fresh(p)
-    first, _ = p.train(model, _recipe_config(training, recipe, max(1, at), early_stopping=False), label=f"{p.label} epochs 1-{at}")
+    first, _ = p.train(
+        model, _recipe_config(training, recipe, max(1, at), early_stopping=False), label=f"{p.label} epochs 1-{at}"
+    )
     model, spec = _pruned(p, model, spec)
-    rest, _ = p.train(model, _recipe_config(training, recipe, max(1, training.max_epochs - at)), label=f"{p.label} pruned")
+    rest, _ = p.train(
+        model, _recipe_config(training, recipe, max(1, training.max_epochs - at)), label=f"{p.label} pruned"
+    )
     p.tags.update({"prune_at_epoch": str(at), "epochs_before_pruning": str(first.epochs_run)})
     spec = spec.model_copy(update={"history": [*recipe, f"prune-early:{float(p.step.value):g}@{at}"]})  # type: ignore[arg-type]
     return Made(model, spec, p.spent_j, math.hypot(first.energy_sem_j, rest.energy_sem_j), rest)
@@ -350,7 +422,9 @@ def scratch(p: Production) -> Made:
     _, parent_spec, parent = p.parent()
     training = p.scenario.training
     recipe = _recipe_of(parent_spec.history)
-    widths = "-".join(str(w) for w in (parent_spec.hidden or parent_spec.channels)) or f"#{parent.index}"  # a user's model: its parent's structure
+    widths = (
+        "-".join(str(w) for w in (parent_spec.hidden or parent_spec.channels)) or f"#{parent.index}"
+    )  # a user's model: its parent's structure
     spec = parent_spec.model_copy(update={"precision": "fp32", "history": [*recipe, f"scratch:{widths}"]})
     torch.manual_seed(training.seed)
     model = models.build(spec)
@@ -366,8 +440,12 @@ def distill(p: Production) -> Made:
     teacher, teacher_spec, parent = p.parent()
     torch.manual_seed(p.scenario.training.seed)
     settings = p.scenario.model
-    student, spec = distill_mod.student(teacher, teacher_spec, float(p.step.value), settings.keep_layers, settings.student)  # type: ignore[arg-type]
-    epochs = p.step.epochs or p.scenario.training.max_epochs  # `distill:f/Nep`: the budget a missed training target leaves
+    student, spec = distill_mod.student(
+        teacher, teacher_spec, float(p.step.value), settings.keep_layers, settings.student
+    )  # type: ignore[arg-type]
+    epochs = (
+        p.step.epochs or p.scenario.training.max_epochs
+    )  # `distill:f/Nep`: the budget a missed training target leaves
     return _fine_tuned(p, student, spec, teacher, epochs, parent)
 
 
@@ -383,10 +461,22 @@ def qat(p: Production) -> Made:
     return made._replace(spec=spec.model_copy(update={"precision": "int8", "history": [*spec.history, "qat:int8"]}))
 
 
-def _served(model: torch.nn.Module, spec: models.ModelSpec, parent: CandidateResult, finish: Callable[[Path], None] | None = None) -> Made:
+def _served(
+    model: torch.nn.Module,
+    spec: models.ModelSpec,
+    parent: CandidateResult,
+    finish: Callable[[Path], None] | None = None,
+) -> Made:
     """A serving form of the parent (a precision, a runtime, the fused form): nothing is trained, so its lineage
     is the parent's, energy and runs."""
-    return Made(model, spec, parent.train_energy_j or 0.0, parent.train_energy_sem_j, segments=parent.train_segments, finish=finish)
+    return Made(
+        model,
+        spec,
+        parent.train_energy_j or 0.0,
+        parent.train_energy_sem_j,
+        segments=parent.train_segments,
+        finish=finish,
+    )
 
 
 @producer(StepKind.PRECISION)
@@ -451,7 +541,9 @@ def ort(p: Production) -> Made:
     def finish(model_dir: Path) -> None:
         try:
             onnx_runtime.save_for_onnxruntime(model_dir, precision)
-        except Exception as exc:  # the exporter and the quantizer raise many types: the rung does not apply to this model
+        except (
+            Exception
+        ) as exc:  # the exporter and the quantizer raise many types: the rung does not apply to this model
             first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise RungNotApplicable(f"ONNX export of #{parent.index} at {precision} failed: {first}") from None
 
@@ -479,7 +571,13 @@ def fuse_form(p: Production) -> Made:
 
 
 def produce_step(
-    scenario: Scenario, step: Step, history: list[CandidateResult], index: int, data_path: str, work_dir: Path, meter: EnergyMeter
+    scenario: Scenario,
+    step: Step,
+    history: list[CandidateResult],
+    index: int,
+    data_path: str,
+    work_dir: Path,
+    meter: EnergyMeter,
 ) -> CandidateResult:
     """Build or derive candidate `index` with its rung's producer, train it and save it; its inference is measured later.
 
@@ -490,7 +588,15 @@ def produce_step(
     stabilise_allocator()
     started = time.perf_counter()
     data = load_cached(data_path)
-    p = Production(scenario=scenario, step=step, history=history, index=index, data=data, meter=meter, hooks=hooks.resolve(scenario.model.hooks))
+    p = Production(
+        scenario=scenario,
+        step=step,
+        history=history,
+        index=index,
+        data=data,
+        meter=meter,
+        hooks=hooks.resolve(scenario.model.hooks),
+    )
     result = CandidateResult(index=index, step=step, energy_source=meter.source, estimated=meter.estimated)
     try:
         made = PRODUCERS[step.kind](p)
@@ -518,7 +624,12 @@ def produce_step(
         spent_j = p.spent_j + getattr(exc, "partial_energy_j", 0.0)
         refused = isinstance(exc, RungNotApplicable)
         return result.model_copy(
-            update={"rejected_reason": str(exc), "not_applicable": refused, "spent_energy_j": spent_j, "wall_s": time.perf_counter() - started}
+            update={
+                "rejected_reason": str(exc),
+                "not_applicable": refused,
+                "spent_energy_j": spent_j,
+                "wall_s": time.perf_counter() - started,
+            }
         )
 
 
@@ -529,7 +640,13 @@ def meter_tags(meter: EnergyMeter) -> dict[str, str]:
 
 
 def _measure_inference(
-    scenario: Scenario, predictor: torch.nn.Module, data: CachedData, meter: EnergyMeter, label: str, idle_power_w: float, reference_dir: str | None
+    scenario: Scenario,
+    predictor: torch.nn.Module,
+    data: CachedData,
+    meter: EnergyMeter,
+    label: str,
+    idle_power_w: float,
+    reference_dir: str | None,
 ) -> tuple[InferenceReport, dict[str, object], float]:
     """The candidate's inference report at the scenario's serving batch sizes (one figure across them:
     `across_sizes`); with a reference model (the baseline) and `measurement.paired`, measured in ABBA
@@ -551,7 +668,17 @@ def _measure_inference(
         pairs_max = max(pairs_min, math.ceil(m.repeats_max / len(sizes)))
         try:
             measured = [
-                measure_inference_paired(predictor, reference, data, meter, batch_size=b, label=at(b), pairs_min=pairs_min, pairs_max=pairs_max, **common)  # type: ignore[arg-type]
+                measure_inference_paired(
+                    predictor,
+                    reference,
+                    data,
+                    meter,
+                    batch_size=b,
+                    label=at(b),
+                    pairs_min=pairs_min,
+                    pairs_max=pairs_max,
+                    **common,
+                )  # type: ignore[arg-type]
                 for b in sizes
             ]
         except ValueError as exc:  # a window read no energy above idle: nothing to pair
@@ -560,11 +687,24 @@ def _measure_inference(
             paired = AcrossSizes(tuple(r for _, _, r in measured))
             theirs = across_sizes([t for _, t, _ in measured])
             low, high = paired.ci95
-            tags = {"inference_paired_with": reference_dir, "inference_reference_j_per_1k": f"{theirs.energy_j_per_1k:.6g}"}
+            tags = {
+                "inference_paired_with": reference_dir,
+                "inference_reference_j_per_1k": f"{theirs.energy_j_per_1k:.6g}",
+            }
             if len(sizes) > 1:
                 tags["inference_ratio_worst_size"] = f"{paired.worst:.6g}"
-                tags.update({f"inference_ratio_at_batch_{b}": f"{r.ratio:.6g}" for b, (_, _, r) in zip(sizes, measured, strict=True)})
-                tags.update({f"inference_j_per_1k_at_batch_{b}": f"{mine.energy_j_per_1k:.6g}" for b, (mine, _, _) in zip(sizes, measured, strict=True)})
+                tags.update(
+                    {
+                        f"inference_ratio_at_batch_{b}": f"{r.ratio:.6g}"
+                        for b, (_, _, r) in zip(sizes, measured, strict=True)
+                    }
+                )
+                tags.update(
+                    {
+                        f"inference_j_per_1k_at_batch_{b}": f"{mine.energy_j_per_1k:.6g}"
+                        for b, (mine, _, _) in zip(sizes, measured, strict=True)
+                    }
+                )
             fields: dict[str, object] = {
                 "inference_ratio_vs_baseline": paired.ratio,
                 "inference_ratio_log_sem": paired.log_sem,
@@ -576,15 +716,33 @@ def _measure_inference(
             return across_sizes([mine for mine, _, _ in measured]), fields, theirs.total_energy_j
     repeats_max = max(m.repeats_min, math.ceil(m.repeats_max / len(sizes)))
     alone = [
-        measure_inference(predictor, data, meter, batch_size=b, label=at(b), repeats_min=m.repeats_min, repeats_max=repeats_max, **common)  # type: ignore[arg-type]
+        measure_inference(
+            predictor,
+            data,
+            meter,
+            batch_size=b,
+            label=at(b),
+            repeats_min=m.repeats_min,
+            repeats_max=repeats_max,
+            **common,
+        )  # type: ignore[arg-type]
         for b in sizes
     ]
-    per_size = {f"inference_j_per_1k_at_batch_{b}": f"{r.energy_j_per_1k:.6g}" for b, r in zip(sizes, alone, strict=True)} if len(sizes) > 1 else {}
+    per_size = (
+        {f"inference_j_per_1k_at_batch_{b}": f"{r.energy_j_per_1k:.6g}" for b, r in zip(sizes, alone, strict=True)}
+        if len(sizes) > 1
+        else {}
+    )
     return across_sizes(alone), {"tags": per_size} if per_size else {}, 0.0
 
 
 def measure_step(
-    scenario: Scenario, produced: CandidateResult, data_path: str, meter: EnergyMeter, idle_power_w: float = 0.0, reference_dir: str | None = None
+    scenario: Scenario,
+    produced: CandidateResult,
+    data_path: str,
+    meter: EnergyMeter,
+    idle_power_w: float = 0.0,
+    reference_dir: str | None = None,
 ) -> CandidateResult:
     """Score a produced candidate and measure its inference energy (alone on the machine)."""
     if not produced.ok or produced.model_dir is None:
@@ -593,11 +751,15 @@ def measure_step(
     started = time.perf_counter()
     try:
         with torch_threads(scenario.measurement.inference_threads):
-            return _scored(scenario, produced, Path(produced.model_dir), data_path, meter, idle_power_w, reference_dir, started)
+            return _scored(
+                scenario, produced, Path(produced.model_dir), data_path, meter, idle_power_w, reference_dir, started
+            )
     except MeterError as exc:
         log.warning("candidate #%d (%s) rejected: %s", produced.index, produced.step.label, exc)
         partial_j = getattr(exc, "partial_energy_j", 0.0)
-        return produced.model_copy(update={"rejected_reason": str(exc), "spent_energy_j": produced.spent_energy_j + partial_j})
+        return produced.model_copy(
+            update={"rejected_reason": str(exc), "spent_energy_j": produced.spent_energy_j + partial_j}
+        )
 
 
 def _scored(
@@ -621,12 +783,24 @@ def _scored(
     model, spec = models.load(model_dir)
     predictor = onnx_runtime.predictor(model_dir, model, spec, threads)
     runtime = onnx_runtime.record(model_dir, onnx_runtime.runtime_of(model_dir).model_copy(update={"threads": threads}))
-    tags.update({"serving.runtime": runtime.runtime, "serving.precision": runtime.precision, "serving.threads": str(threads or "default")})
+    tags.update(
+        {
+            "serving.runtime": runtime.runtime,
+            "serving.precision": runtime.precision,
+            "serving.threads": str(threads or "default"),
+        }
+    )
     tags["serving.batch_sizes"] = ",".join(str(b) for b in scenario.measurement.batch_sizes_served)
     if runtime.runtime == "torch" and spec.precision == "int8":
         tags["int8_backend"] = models.int8_backend()
-    subset = representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed) if scenario.measurement.eval_subset else None
-    metric, _ = resolve_quality_metric(scenario.targets.quality_metric, data, spec.hooks.get("metric"))  # the metric the model was saved with
+    subset = (
+        representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed)
+        if scenario.measurement.eval_subset
+        else None
+    )
+    metric, _ = resolve_quality_metric(
+        scenario.targets.quality_metric, data, spec.hooks.get("metric")
+    )  # the metric the model was saved with
     q = quality(predictor, data, subset, metric)
     tags["eval_samples"] = str(q.samples)
     tags["quality_metric"] = quality_tag(metric, data)
@@ -638,7 +812,9 @@ def _scored(
             scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
         )
     tags[contention.TAG] = f"{others.share:.3f}"
-    busy = contention.busy_warning(f"candidate #{index} ({step.label})", others.share, scenario.measurement.max_other_cpu_share)
+    busy = contention.busy_warning(
+        f"candidate #{index} ({step.label})", others.share, scenario.measurement.max_other_cpu_share
+    )
     if busy:
         log.warning(busy)
         tags["measurement.warning"] = busy
@@ -654,7 +830,9 @@ def _scored(
             # Targeting an edge device: the gates judge the estimate; the local reading stays on record.
             tags["measured_inference_energy_j_per_1k"] = f"{inference_j:.6g}"
             inference_j, inference_sem_j = estimate.energy_j_per_1k, 0.0
-            result = result.model_copy(update={"energy_source": f"{meter.source}+analytic:{estimate.table}", "estimated": True})
+            result = result.model_copy(
+                update={"energy_source": f"{meter.source}+analytic:{estimate.table}", "estimated": True}
+            )
     if idle_power_w:
         tags["idle_power_w_subtracted"] = f"{idle_power_w:.3f}"
     tags.update({f"energy.{k}": v for k, v in inference.measurement.details.items()})

@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tasks.energy_loop.parallel import QUIET_DASK, ScaleOut, attribute_phase, cores, local_cluster_kwargs, quiet_dask_logs
+from tasks.energy_loop.parallel import (
+    QUIET_DASK,
+    ScaleOut,
+    attribute_phase,
+    cores,
+    local_cluster_kwargs,
+    quiet_dask_logs,
+)
 from tasks.meters.base import EnergyMeter
 from thresholds.energy.policy import CandidateResult
 
@@ -45,7 +52,9 @@ def candidate_runner(width: int, address: str | None = None, task: Any = None) -
     import dask
 
     try:
-        runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(width))
+        runner = (
+            DaskTaskRunner(address=address) if address else DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(width))
+        )
         # Idle Dask costs CPU (a 10 ms statistical profiler and 20 ms ticks per worker: ~5 % of this 2-core
         # machine, measured with psutil), which a machine-level meter would add to the serial inference windows.
         with dask.config.set(QUIET_DASK), runner:

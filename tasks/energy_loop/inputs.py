@@ -106,19 +106,36 @@ def prepare_checked(
 
     try:
         size = parse_size(image_size) if image_size else None
-        cache = prepare(dataset, cache_dir, target, samples, task_type, settings.training.seed, image_size=size, image_cache=image_cache)  # type: ignore[arg-type]
+        cache = prepare(
+            dataset,
+            cache_dir,
+            target,
+            samples,
+            task_type,
+            settings.training.seed,
+            image_size=size,
+            image_cache=image_cache,
+        )  # type: ignore[arg-type]
         data = load_cached(str(cache))
     except (InputError, OSError):
         raise
     except Exception as exc:
         first = (str(exc).splitlines() or [""])[0][:300]
-        raise InputError("dataset", dataset, f"data that can be prepared (preparing it raised {type(exc).__name__}: {first})") from exc
+        raise InputError(
+            "dataset", dataset, f"data that can be prepared (preparing it raised {type(exc).__name__}: {first})"
+        ) from exc
     model = ""
     if settings.model.factory:
-        checked = check_factory(settings.model.factory, data.input_shape, data.out_features, settings.training.batch_size)
+        checked = check_factory(
+            settings.model.factory, data.input_shape, data.out_features, settings.training.batch_size
+        )
         model = f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
     if settings.model.hooks:
-        hooks.check(settings.model.hooks, models.build(model_spec(settings, data)), data.batch("train", loss_targets(data.y_train, data.task), slice(0, 4)))
+        hooks.check(
+            settings.model.hooks,
+            models.build(model_spec(settings, data)),
+            data.batch("train", loss_targets(data.y_train, data.task), slice(0, 4)),
+        )
     return Prepared(str(cache), data, model)
 
 

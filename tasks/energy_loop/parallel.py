@@ -59,7 +59,11 @@ def quiet_dask_logs() -> None:
 
 
 def attribute_phase(
-    produced: list[CandidateResult], history: list[CandidateResult], reading: Measurement, idle_power_w: float, host: str
+    produced: list[CandidateResult],
+    history: list[CandidateResult],
+    reading: Measurement,
+    idle_power_w: float,
+    host: str,
 ) -> list[CandidateResult]:
     """Replace the provisional CPU-second figures of the candidates trained on this host by their
     part of the machine-level `reading`; the parts sum to the reading."""
@@ -73,7 +77,12 @@ def attribute_phase(
         tags = {**c.tags, **part.tags(reading.energy_j, reading.duration_s, idle_power_w, len(here))}
         own_cpu_s = c.spent_energy_j  # provisional: the CPU seconds of its own measured windows
         k = part.energy_j / own_cpu_s if own_cpu_s > 0 else 0.0
-        update: dict[str, Any] = {"spent_energy_j": part.energy_j, "energy_source": reading.source, "estimated": True, "tags": tags}
+        update: dict[str, Any] = {
+            "spent_energy_j": part.energy_j,
+            "energy_source": reading.source,
+            "estimated": True,
+            "tags": tags,
+        }
         if "epoch_energy_j" in c.series:
             update["series"] = {**c.series, "epoch_energy_j": [e * k for e in c.series["epoch_energy_j"]]}
         if c.train_energy_j is not None:

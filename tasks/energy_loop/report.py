@@ -22,7 +22,9 @@ def _energy(c: CandidateResult) -> str:
     return f"{c.inference_energy_j_per_1k:.4g}"
 
 
-def gate_verdict(scenario: Scenario, c: CandidateResult, baseline: CandidateResult, inference_figure: bool = False) -> str:
+def gate_verdict(
+    scenario: Scenario, c: CandidateResult, baseline: CandidateResult, inference_figure: bool = False
+) -> str:
     """`PASS`, `miss: <the targets missed>` or `rejected: <why>`: the gates' word on one candidate. With
     `inference_figure`, a pass also shows its inference checks (`PASS: <detail>`): several serving forms of one
     model can pass, and the cheapest of them is chosen by that figure."""
@@ -67,7 +69,11 @@ def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
     judged = f" Quality: {metric} (the accuracy targets judge it)." if metric not in ("accuracy", "rmse") else ""
     rows = [
         f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated windows.{judged}"
-        + (" Train J: as measured; (xR): the lineage's cost over the baseline's, priced by work, which the training gates judge." if priced else ""),
+        + (
+            " Train J: as measured; (xR): the lineage's cost over the baseline's, priced by work, which the training gates judge."
+            if priced
+            else ""
+        ),
         "",
         f"| # | steps | {metric} | train J | inference J/1k | latency ms/batch | params | verdict |",
         "|---|---|---|---|---|---|---|---|",
@@ -83,7 +89,11 @@ def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
 
 def pareto_front(history: list[CandidateResult]) -> list[int]:
     """Indices of candidates no other candidate beats on both inference cost and quality."""
-    pts = [(c.index, cost(c), c.accuracy if c.accuracy is not None else -(c.rmse or 0.0)) for c in history if c.ok and cost(c) is not None]
+    pts = [
+        (c.index, cost(c), c.accuracy if c.accuracy is not None else -(c.rmse or 0.0))
+        for c in history
+        if c.ok and cost(c) is not None
+    ]
     front = []
     for i, e, q in pts:
         dominated = any((e2 <= e and q2 >= q) and (e2 < e or q2 > q) for _, e2, q2 in pts)  # type: ignore[operator]
@@ -103,11 +113,19 @@ def draw_pareto(ax: Any, history: list[CandidateResult], title: str) -> None:
         ax.scatter(x, y, color="tab:red" if c.index in front else "tab:gray", zorder=3)
         if c.inference_energy_sem_j_per_1k:
             ax.errorbar(x, y, xerr=c.inference_energy_sem_j_per_1k, color="tab:gray", alpha=0.5, zorder=2)
-        ax.annotate(f"#{c.index} {'+'.join(c.lineage) or c.step.label}", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            f"#{c.index} {'+'.join(c.lineage) or c.step.label}",
+            (x, y),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     energy_read = any(c.inference_energy_j_per_1k for c in ok)
     source = ok[0].energy_source if ok else "?"
     estimated = " (estimated)" if ok and ok[0].estimated else ""
-    ax.set_xlabel(f"inference energy, J per 1k samples [{source}{estimated}]" if energy_read else "latency, ms per batch")
+    ax.set_xlabel(
+        f"inference energy, J per 1k samples [{source}{estimated}]" if energy_read else "latency, ms per batch"
+    )
     if ok and max(cost(c) or 0.0 for c in ok) > 5 * min(cost(c) or 1.0 for c in ok):
         ax.set_xscale("log")  # a CNN next to pruned MLPs spans more than one order of magnitude
     ax.set_ylabel("test accuracy" if classification else "test RMSE")

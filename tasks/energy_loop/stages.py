@@ -29,7 +29,13 @@ from tasks.meters.runtime import torch_threads
 from tasks.meters.select import make_meter, resolve_meter_name, shared_meter
 from tasks.meters.share import CpuTimeMeter, ProcessShareMeter
 from tasks.models import factory as models
-from tasks.models.evaluate import energy_by_batch_size, measure_idle_power_w, quality, quality_tag, resolve_quality_metric
+from tasks.models.evaluate import (
+    energy_by_batch_size,
+    measure_idle_power_w,
+    quality,
+    quality_tag,
+    resolve_quality_metric,
+)
 from tasks.serving import scorer as serving
 from thresholds.energy.policy import (
     Calibration,
@@ -78,9 +84,13 @@ def check_inputs(
     A problem comes back as the `InputError`, not raised, so no log holds a traceback; the flow ends
     Failed with its one line."""
     try:
-        settings = inputs.check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache)
+        settings = inputs.check_arguments(
+            scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache
+        )
         meter_name = resolve_meter_name(meter or settings.measurement.meter)
-        prepared = inputs.prepare_checked(settings, dataset, Path(cache_dir), target, samples, task_type, image_size, image_cache)
+        prepared = inputs.prepare_checked(
+            settings, dataset, Path(cache_dir), target, samples, task_type, image_size, image_cache
+        )
     except InputError as exc:
         return exc
     return CheckedInputs(settings=settings, meter=meter_name, data_path=prepared.data_path)
@@ -99,13 +109,17 @@ def data_tags(scenario: Scenario, data_path: str) -> dict[str, str]:
 
 
 @task(cache_policy=NO_CACHE)
-def plan_next(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None, width: int = 1) -> list[Next] | Final:
+def plan_next(
+    scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None, width: int = 1
+) -> list[Next] | Final:
     """The next step(s): one, or up to `width` that can train at once."""
     return plan_batch(scenario, history, calibration, width)
 
 
 @task(cache_policy=NO_CACHE)
-def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str, data_path: str) -> Calibration | None:
+def calibrate_machine(
+    scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str, data_path: str
+) -> Calibration | None:
     """Which rungs save energy for this loop's architecture on this machine (measured once, cached), logged to the loop's run.
 
     Not measured at all when the scenario switches calibration off: the policy would ignore it."""
@@ -116,7 +130,14 @@ def calibrate_machine(scenario: Scenario, meter: str, cache_dir: str, loop_run_i
         table = analytic_calibration(batch_size)
     else:
         spec, threads = model_spec(scenario, data_mod.load_cached(data_path)), scenario.measurement.inference_threads
-        table = calibrate(scenario_meter(scenario, meter), Path(cache_dir), batch_size, shared_dir=machine_cache_dir(), spec=spec, threads=threads)
+        table = calibrate(
+            scenario_meter(scenario, meter),
+            Path(cache_dir),
+            batch_size,
+            shared_dir=machine_cache_dir(),
+            spec=spec,
+            threads=threads,
+        )
     registry.log_calibration(loop_run_id, table)
     return table
 
@@ -166,7 +187,9 @@ def train_candidate(
         if host == phase_host:
             energy_meter = CpuTimeMeter(energy_meter.source)
         else:
-            tags["train_energy_attribution"] = f"worker-host-windows: {host}'s machine-level meter, whole machine counted"
+            tags["train_energy_attribution"] = (
+                f"worker-host-windows: {host}'s machine-level meter, whole machine counted"
+            )
     elif attribute_by_process(scenario, energy_meter):  # serial, but other processes share the machine-level reading
         energy_meter = ProcessShareMeter(energy_meter)
     produced = produce_step(scenario, step, history, index, data_path, Path(work_dir), energy_meter)
@@ -176,7 +199,9 @@ def train_candidate(
     return produced.model_copy(update={"tags": {**produced.tags, **tags}})
 
 
-def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path: str, loop_run_id: str, address: str | None) -> ScaleOut:
+def choose_width(
+    scenario: Scenario, requested: int | str, meter: str, data_path: str, loop_run_id: str, address: str | None
+) -> ScaleOut:
     """How many candidates of a rung train at once: forced, the slots of the given cluster, or
     (`auto`) the width calibration measured to save both wall time and energy here.
 
@@ -188,7 +213,11 @@ def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path
     table = None
     if address:
         slots, threads = cluster_shape(address)
-        choice = WidthChoice(width=wanted or slots, threads_per_worker=threads, why=f"{wanted or slots} at once on the Dask cluster at {address}")
+        choice = WidthChoice(
+            width=wanted or slots,
+            threads_per_worker=threads,
+            why=f"{wanted or slots} at once on the Dask cluster at {address}",
+        )
     elif wanted is None and scenario.ladder.use_calibration and n_cores > 1:
         # A meter of its own reads the machine over each probe rung; the candidates' windows use the shared one.
         machine_meter = make_meter(meter, scenario.measurement.fixed_power_w, scenario.measurement.codecarbon_country)
@@ -197,14 +226,22 @@ def choose_width(scenario: Scenario, requested: int | str, meter: str, data_path
         finally:
             machine_meter.close()
         m = scenario.measurement
-        choice = parallel_width(table, None, n_cores, sigmas=m.significance_sigmas, min_gain_pct=scenario.ladder.min_gain_pct)
+        choice = parallel_width(
+            table, None, n_cores, sigmas=m.significance_sigmas, min_gain_pct=scenario.ladder.min_gain_pct
+        )
     else:
         choice = parallel_width(None, wanted, n_cores)
     idle_w = 0.0
     if choice.width > 1 or address:
-        idle_w = table.idle_power_w if table is not None else measure_idle_power_w(energy_meter, scenario.measurement.idle_window_s)
+        idle_w = (
+            table.idle_power_w
+            if table is not None
+            else measure_idle_power_w(energy_meter, scenario.measurement.idle_window_s)
+        )
     scale = ScaleOut(**choice.model_dump(), idle_power_w=idle_w, address=address)
-    registry.log_parallel(loop_run_id, scale.model_dump(mode="json"), None if table is None else table.model_dump(mode="json"))
+    registry.log_parallel(
+        loop_run_id, scale.model_dump(mode="json"), None if table is None else table.model_dump(mode="json")
+    )
     return scale
 
 
@@ -219,7 +256,12 @@ def attribute_by_process(scenario: Scenario, meter: EnergyMeter) -> bool:
 
 @task(cache_policy=NO_CACHE, task_run_name="measure-#{produced.index}-{produced.step.label}")
 def measure_candidate(
-    scenario: Scenario, produced: CandidateResult, data_path: str, meter: str, idle_power_w: float, reference_dir: str | None = None
+    scenario: Scenario,
+    produced: CandidateResult,
+    data_path: str,
+    meter: str,
+    idle_power_w: float,
+    reference_dir: str | None = None,
 ) -> CandidateResult:
     """Quality and inference energy, measured serially in the flow's process (paired with the
     reference model, the baseline, in ABBA windows when given)."""
@@ -227,16 +269,22 @@ def measure_candidate(
 
 
 @task(cache_policy=NO_CACHE)
-def log_candidate(scenario: Scenario, loop_run_id: str, history: list[CandidateResult], candidate: CandidateResult) -> CandidateResult:
+def log_candidate(
+    scenario: Scenario, loop_run_id: str, history: list[CandidateResult], candidate: CandidateResult
+) -> CandidateResult:
     """Price the candidate's training by work against what the loop has run so far, judge it, log it."""
     candidate = price_training(history, candidate)
     verdict = report.verdicts(scenario, [*history, candidate])[-1]
-    run_id = registry.log_candidate(loop_run_id, candidate, verdict, serving.mlflow_serving(candidate.model_dir) if candidate.ok else None)
+    run_id = registry.log_candidate(
+        loop_run_id, candidate, verdict, serving.mlflow_serving(candidate.model_dir) if candidate.ok else None
+    )
     return candidate.model_copy(update={"run_id": run_id})
 
 
 @task(cache_policy=NO_CACHE)
-def confirm_full_test(scenario: Scenario, final: Final, history: list[CandidateResult], data_path: str) -> tuple[Final, list[CandidateResult]]:
+def confirm_full_test(
+    scenario: Scenario, final: Final, history: list[CandidateResult], data_path: str
+) -> tuple[Final, list[CandidateResult]]:
     """Before promotion: the chosen candidate and the baseline on the full test split."""
     if not scenario.measurement.eval_subset or final.chosen is None:
         return final, history
@@ -255,7 +303,9 @@ BATCH_SIZES = [1, 16, 64, 256, 1024, 4096]
 
 
 @task(cache_policy=NO_CACHE)
-def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateResult], data_path: str, meter: str) -> dict[str, str]:
+def deployment_hints(
+    scenario: Scenario, final: Final, history: list[CandidateResult], data_path: str, meter: str
+) -> dict[str, str]:
     """For the model the loop ended on: the energy-optimal inference batch size and the energy payback."""
     chosen = history[final.chosen] if final.chosen is not None else closest(scenario, history)
     if chosen is None or chosen.model_dir is None or len(history) < 2:
@@ -267,7 +317,9 @@ def deployment_hints(scenario: Scenario, final: Final, history: list[CandidateRe
     threads = scenario.measurement.inference_threads
     served = onnx_runtime.predictor(Path(chosen.model_dir), model, spec, threads)
     with torch_threads(threads):
-        by_size = energy_by_batch_size(served, data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1)
+        by_size = energy_by_batch_size(
+            served, data_mod.load_cached(data_path), scenario_meter(scenario, meter), BATCH_SIZES, window_s, repeats=1
+        )
     best = min(by_size, key=lambda size: by_size[size])
     back = payback(history, chosen)
     hints = {
@@ -301,9 +353,23 @@ def close_loop(
         )
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []
-    plot = report.pareto_plot(history, Path(work_dir) / "pareto.png", f"{model_name}: {final.state.value}") if history else None
+    plot = (
+        report.pareto_plot(history, Path(work_dir) / "pareto.png", f"{model_name}: {final.state.value}")
+        if history
+        else None
+    )
     record = registry.close_loop(
-        loop_run_id, model_name, final, history, scenario.measurement.significance_sigmas, verdicts, passed, table, plot, common_tags, hints
+        loop_run_id,
+        model_name,
+        final,
+        history,
+        scenario.measurement.significance_sigmas,
+        verdicts,
+        passed,
+        table,
+        plot,
+        common_tags,
+        hints,
     )
     if final.state != FinalState.PASSED:
         # An automation on this event notifies the team (README: "Alerts").

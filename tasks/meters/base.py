@@ -77,8 +77,15 @@ class EnergyMeter(ABC):
             valid = math.isfinite(energy_j) and energy_j >= 0
             if valid:
                 handle._measurement = Measurement(
-                    energy_j=float(energy_j), duration_s=duration_s, source=self.source, estimated=self.estimated, label=label, details=details
+                    energy_j=float(energy_j),
+                    duration_s=duration_s,
+                    source=self.source,
+                    estimated=self.estimated,
+                    label=label,
+                    details=details,
                 )
         # Reached only when the block succeeded: reject values that cannot be energy.
         if not valid:
-            raise MeterError(f"meter {self.source} returned energy_j={energy_j!r} for window {label!r}: expected a finite number >= 0")
+            raise MeterError(
+                f"meter {self.source} returned energy_j={energy_j!r} for window {label!r}: expected a finite number >= 0"
+            )

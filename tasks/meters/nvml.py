@@ -79,7 +79,10 @@ class NvmlMeter(EnergyMeter):
                 return
 
     def _begin(self, label: str) -> None:
-        self._start_mj = [int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(h)) if c else 0 for h, c in zip(self._handles, self._has_counter, strict=True)]
+        self._start_mj = [
+            int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(h)) if c else 0
+            for h, c in zip(self._handles, self._has_counter, strict=True)
+        ]
         self._samples = [[] for _ in self._handles]
         if not all(self._has_counter):
             self._stop.clear()
@@ -104,7 +107,10 @@ class NvmlMeter(EnergyMeter):
                 total_j += delta_mj / 1000.0
             else:
                 total_j += trapezoid_j(self._samples[i])
-        details = {"gpus": ", ".join(self._names), "method": "+".join("counter" if c else "power-sampling" for c in self._has_counter)}
+        details = {
+            "gpus": ", ".join(self._names),
+            "method": "+".join("counter" if c else "power-sampling" for c in self._has_counter),
+        }
         details.update(self._record())
         return total_j, details
 

@@ -88,7 +88,9 @@ class PairedRatio:
         the winsorized standard deviation over (n - 2k) / sqrt(n)."""
         if self.n < 2:
             return 0.0
-        return statistics.stdev(winsorized(self.log_ratios)) * math.sqrt(self.n) / (self.n - 2 * trimmed(self.log_ratios))
+        return (
+            statistics.stdev(winsorized(self.log_ratios)) * math.sqrt(self.n) / (self.n - 2 * trimmed(self.log_ratios))
+        )
 
     @property
     def log_ci95(self) -> float:
@@ -102,7 +104,11 @@ class PairedRatio:
 
 
 def measure_paired(
-    measure_reference: Callable[[], float], measure_candidate: Callable[[], float], pairs_min: int, pairs_max: int, target_rel_ci: float
+    measure_reference: Callable[[], float],
+    measure_candidate: Callable[[], float],
+    pairs_min: int,
+    pairs_max: int,
+    target_rel_ci: float,
 ) -> PairedRatio:
     """Alternate the two measurements in ABBA blocks until the 95 % interval of the log ratio is
     within `target_rel_ci` (after at least `pairs_min` pairs), or `pairs_max` pairs were measured.
@@ -117,7 +123,9 @@ def measure_paired(
         for who in abba_order(2)[: 4 if pairs_max - len(candidate) >= 2 else 2]:
             value = measure_reference() if who == REFERENCE else measure_candidate()
             if not value > 0:
-                raise ValueError(f"paired measurement: a window read {value!r}: expected a positive energy (a meter that reads nothing cannot be paired)")
+                raise ValueError(
+                    f"paired measurement: a window read {value!r}: expected a positive energy (a meter that reads nothing cannot be paired)"
+                )
             (reference if who == REFERENCE else candidate).append(value)
         done = PairedRatio(tuple(reference), tuple(candidate))
         if done.n >= max(pairs_min, 2) and done.log_ci95 <= target_rel_ci:
@@ -158,9 +166,13 @@ class AcrossSizes:
         """Standard error of the mean over sizes of the per-size mean log ratios, from the pooled variance."""
         if self.dof < 1:
             return 0.0
-        squares = sum((w - statistics.fmean(ws)) ** 2 for ws in (winsorized(p.log_ratios) for p in self.parts) for w in ws)
+        squares = sum(
+            (w - statistics.fmean(ws)) ** 2 for ws in (winsorized(p.log_ratios) for p in self.parts) for w in ws
+        )
         variance = squares / sum(p.n - 1 for p in self.parts)
-        return math.sqrt(variance * sum(p.n / (p.n - 2 * trimmed(p.log_ratios)) ** 2 for p in self.parts)) / len(self.parts)
+        return math.sqrt(variance * sum(p.n / (p.n - 2 * trimmed(p.log_ratios)) ** 2 for p in self.parts)) / len(
+            self.parts
+        )
 
     @property
     def log_ci95(self) -> float:

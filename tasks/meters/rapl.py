@@ -49,7 +49,10 @@ def discover(root: Path = POWERCAP_ROOT) -> tuple[list[Zone], str]:
             max_range = int((path / "max_energy_range_uj").read_text().strip())
             Zone(path, _zone_name(path), max_range).read_uj()
         except PermissionError:
-            return ([], f"unreadable: permission denied on {path / 'energy_uj'} (needs root, or `chmod a+r` on the energy_uj files)")
+            return (
+                [],
+                f"unreadable: permission denied on {path / 'energy_uj'} (needs root, or `chmod a+r` on the energy_uj files)",
+            )
         except (OSError, ValueError) as exc:
             return [], f"unreadable: {path}: {exc}"
         zones.append(Zone(path, _zone_name(path), max_range))
@@ -78,6 +81,9 @@ class RaplMeter(EnergyMeter):
 
     def _end(self, duration_s: float) -> tuple[float, dict[str, str]]:
         ends = [z.read_uj() for z in self._zones]
-        deltas = [counter_delta_uj(s, e, z.max_energy_range_uj) for s, e, z in zip(self._start, ends, self._zones, strict=True)]
+        deltas = [
+            counter_delta_uj(s, e, z.max_energy_range_uj)
+            for s, e, z in zip(self._start, ends, self._zones, strict=True)
+        ]
         details = {f"{z.name}_j": f"{d / 1e6:.4f}" for z, d in zip(self._zones, deltas, strict=True)}
         return sum(deltas) / 1e6, details

@@ -38,7 +38,9 @@ def stabilise_allocator(mmap_threshold_bytes: int = 256 * 1024 * 1024) -> bool:
     _done = False
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        _done = bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold_bytes)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 * mmap_threshold_bytes))
+        _done = bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold_bytes)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, 2 * mmap_threshold_bytes)
+        )
     return _done
 
 

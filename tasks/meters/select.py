@@ -14,7 +14,9 @@ def available_meters() -> dict[str, str]:
     gpus = gpu_count()
     _, rapl_status = discover()
     return {
-        "nvml": f"available: {gpus} GPU(s), total-energy counter (a reading)" if gpus else "unavailable: no NVML device",
+        "nvml": f"available: {gpus} GPU(s), total-energy counter (a reading)"
+        if gpus
+        else "unavailable: no NVML device",
         "rapl": rapl_status + (" (a reading)" if rapl_status.startswith("available") else ""),
         "codecarbon": "available: CPU from RAPL where readable, else load x TDP; RAM from a constant (an estimate)",
         "fixed-power": "available: constant assumed power x wall time (an estimate)",

@@ -95,7 +95,9 @@ class PhaseSplit:
         }
 
 
-def split_phase_energy(machine_energy_j: float, phase_s: float, idle_power_w: float, cpu_s: Sequence[float], wall_s: Sequence[float]) -> list[PhaseSplit]:
+def split_phase_energy(
+    machine_energy_j: float, phase_s: float, idle_power_w: float, cpu_s: Sequence[float], wall_s: Sequence[float]
+) -> list[PhaseSplit]:
     """Split one machine-level reading among the candidates that ran in the phase.
 
     Every joule of the reading goes to some candidate: the parts sum to `machine_energy_j`.
@@ -104,14 +106,24 @@ def split_phase_energy(machine_energy_j: float, phase_s: float, idle_power_w: fl
     if n == 0:
         return []
     if len(wall_s) != n:
-        raise ValueError(f"split_phase_energy: {n} CPU times but {len(wall_s)} wall times: expected one of each per candidate")
+        raise ValueError(
+            f"split_phase_energy: {n} CPU times but {len(wall_s)} wall times: expected one of each per candidate"
+        )
     if machine_energy_j < 0 or phase_s < 0 or idle_power_w < 0 or any(t < 0 for t in (*cpu_s, *wall_s)):
-        raise ValueError(f"split_phase_energy({machine_energy_j}, {phase_s}, {idle_power_w}, {list(cpu_s)}, {list(wall_s)}): expected non-negative figures")
+        raise ValueError(
+            f"split_phase_energy({machine_energy_j}, {phase_s}, {idle_power_w}, {list(cpu_s)}, {list(wall_s)}): expected non-negative figures"
+        )
     constant_j = min(machine_energy_j, idle_power_w * phase_s)
     busy_j = machine_energy_j - constant_j
     cpu, held = _shares(cpu_s), _shares(wall_s)
     return [
-        PhaseSplit(energy_j=busy_j * c + constant_j * t, busy_j=busy_j * c, constant_j=constant_j * t, cpu_share=c, time_share=t)
+        PhaseSplit(
+            energy_j=busy_j * c + constant_j * t,
+            busy_j=busy_j * c,
+            constant_j=constant_j * t,
+            cpu_share=c,
+            time_share=t,
+        )
         for c, t in zip(cpu, held, strict=True)
     ]
 
@@ -168,9 +180,17 @@ class ProcessShareMeter(EnergyMeter):
         self._window.__exit__(None, None, None)
         measured = self._handle.measurement
         if self._busy0 is None or busy1 is None:
-            return measured.energy_j, {**measured.details, "attribution": "unavailable: no /proc/stat, whole machine counted"}
+            return measured.energy_j, {
+                **measured.details,
+                "attribution": "unavailable: no /proc/stat, whole machine counted",
+            }
         share = cpu_share(own_s, busy1 - self._busy0)
-        details = {**measured.details, "attribution": self.attribution, "cpu_share": f"{share:.6f}", "machine_energy_j": f"{measured.energy_j:.6f}"}
+        details = {
+            **measured.details,
+            "attribution": self.attribution,
+            "cpu_share": f"{share:.6f}",
+            "machine_energy_j": f"{measured.energy_j:.6f}",
+        }
         return measured.energy_j * share, details
 
     def close(self) -> None:

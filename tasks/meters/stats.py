@@ -50,7 +50,9 @@ class Repeated:
         return self.ci95 / abs(self.mean) if self.mean else math.inf
 
 
-def repeat_until_stable(measure_once: Callable[[], float], min_repeats: int, max_repeats: int, target_rel_ci: float) -> Repeated:
+def repeat_until_stable(
+    measure_once: Callable[[], float], min_repeats: int, max_repeats: int, target_rel_ci: float
+) -> Repeated:
     """Call `measure_once` at least `min_repeats` times, stopping once the relative CI is small enough."""
     if not 1 <= min_repeats <= max_repeats:
         raise ValueError(f"repeats: expected 1 <= min_repeats ({min_repeats}) <= max_repeats ({max_repeats})")

@@ -67,7 +67,9 @@ def score(metric: QualityMetric, predicted: torch.Tensor, truth: torch.Tensor) -
 
     if metric == "balanced_accuracy":
         return float(balanced_accuracy_score(truth.numpy(), predicted.numpy()))
-    return float(f1_score(truth.numpy(), predicted.numpy(), average="macro", labels=sorted(set(truth.tolist())), zero_division=0))
+    return float(
+        f1_score(truth.numpy(), predicted.numpy(), average="macro", labels=sorted(set(truth.tolist())), zero_division=0)
+    )
 
 
 def representative_subset(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
@@ -108,7 +110,9 @@ class InferenceReport:
     measurement: Measurement  # the last window, for its provenance details
 
 
-def quality(model: nn.Module, data: CachedData, subset: torch.Tensor | None = None, metric: str = "accuracy") -> Quality:
+def quality(
+    model: nn.Module, data: CachedData, subset: torch.Tensor | None = None, metric: str = "accuracy"
+) -> Quality:
     """`metric` (or RMSE) on the test split, or on `subset` of it with its error bound. A `PKG.MODULE:FUNCTION`
     metric (the user's, tasks/models/hooks.py) is the `accuracy` figure of either task, without a bound (its spread is unknown)."""
     x, y = (data.x_test, data.y_test) if subset is None else (data.x_test[subset], data.y_test[subset])
@@ -166,10 +170,23 @@ class _Windows:
     """Measured inference windows of one model: each runs batches for at least `min_window_s`."""
 
     def __init__(
-        self, model: nn.Module, pool: torch.Tensor, meter: EnergyMeter, batch_size: int, min_window_s: float, label: str, min_batches: int, idle_power_w: float
+        self,
+        model: nn.Module,
+        pool: torch.Tensor,
+        meter: EnergyMeter,
+        batch_size: int,
+        min_window_s: float,
+        label: str,
+        min_batches: int,
+        idle_power_w: float,
     ) -> None:
         self.model, self.pool, self.meter, self.batch_size = model, pool, meter, batch_size
-        self.min_window_s, self.label, self.min_batches, self.idle_power_w = (min_window_s, label, min_batches, idle_power_w)
+        self.min_window_s, self.label, self.min_batches, self.idle_power_w = (
+            min_window_s,
+            label,
+            min_batches,
+            idle_power_w,
+        )
         self.starts = list(range(0, len(pool) - batch_size + 1, batch_size))
         self.latencies_ms: list[float] = []
         self.windows: list[Measurement] = []
@@ -274,10 +291,17 @@ def measure_idle_power_w(meter: EnergyMeter, window_s: float) -> float:
 
 
 def energy_by_batch_size(
-    model: nn.Module, data: CachedData, meter: EnergyMeter, batch_sizes: list[int], min_window_s: float, repeats: int = 2
+    model: nn.Module,
+    data: CachedData,
+    meter: EnergyMeter,
+    batch_sizes: list[int],
+    min_window_s: float,
+    repeats: int = 2,
 ) -> dict[int, float]:
     """Inference energy per 1k samples at each batch size (the paper's batch-size adaptation)."""
     return {
-        size: measure_inference(model, data, meter, size, min_window_s, label=f"batch {size}", repeats_min=repeats, repeats_max=repeats).energy_j_per_1k
+        size: measure_inference(
+            model, data, meter, size, min_window_s, label=f"batch {size}", repeats_min=repeats, repeats_max=repeats
+        ).energy_j_per_1k
         for size in batch_sizes
     }

@@ -54,11 +54,17 @@ class ModelSpec(BaseModel):
     input_shape: tuple[int, ...]
     out_features: int = Field(gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # the factory's own arguments (JSON values)
-    attributes: dict[str, dict[str, int | list[int]]] = Field(default_factory=dict)  # module -> attribute -> value pruning changed
-    shapes: dict[str, list[int]] = Field(default_factory=dict)  # state-dict entry -> its shape, where pruning changed it
+    attributes: dict[str, dict[str, int | list[int]]] = Field(
+        default_factory=dict
+    )  # module -> attribute -> value pruning changed
+    shapes: dict[str, list[int]] = Field(
+        default_factory=dict
+    )  # state-dict entry -> its shape, where pruning changed it
     precision: Precision = "fp32"
     history: list[str] = Field(default_factory=list)
-    hooks: dict[HookName, str] = Field(default_factory=dict)  # the user's loss / metric / train_step it was trained and judged with
+    hooks: dict[HookName, str] = Field(
+        default_factory=dict
+    )  # the user's loss / metric / train_step it was trained and judged with
 
     def __init__(self, **data: Any) -> None:
         """Also takes the legacy keywords `kind`, `in_features`, `hidden` and `channels` (see `_legacy`)."""
@@ -183,9 +189,13 @@ def build_fresh(spec: ModelSpec) -> nn.Module:
     try:
         model = factory(input_shape=tuple(spec.input_shape), n_outputs=spec.out_features, **spec.kwargs)
     except Exception as exc:  # the user's code: its message, on one line
-        raise InputError("model.factory", spec.factory, f"a factory that builds a model ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            "model.factory", spec.factory, f"a factory that builds a model ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise InputError("model.factory", spec.factory, f"a factory returning an nn.Module, not a {type(model).__name__}")
+        raise InputError(
+            "model.factory", spec.factory, f"a factory returning an nn.Module, not a {type(model).__name__}"
+        )
     return model
 
 
@@ -201,7 +211,9 @@ def _settable(value: Any) -> bool:
     """An attribute pruning may change and JSON can hold: an int, or a tuple of ints (bools are not pruned)."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, tuple) and bool(value) and all(isinstance(v, int) for v in value))
+    return isinstance(value, int) or (
+        isinstance(value, tuple) and bool(value) and all(isinstance(v, int) for v in value)
+    )
 
 
 def structure_of(model: nn.Module, spec: ModelSpec) -> ModelSpec:
@@ -213,12 +225,22 @@ def structure_of(model: nn.Module, spec: ModelSpec) -> ModelSpec:
     for name, module in model.named_modules():
         reference = fresh_modules.get(name)
         if reference is None:
-            raise RungNotApplicable(f"pruning added module {name!r}, which a rebuild from {spec.factory} cannot reproduce")
-        changed = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(module).items() if _settable(v) and vars(reference).get(k) != v}
+            raise RungNotApplicable(
+                f"pruning added module {name!r}, which a rebuild from {spec.factory} cannot reproduce"
+            )
+        changed = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in vars(module).items()
+            if _settable(v) and vars(reference).get(k) != v
+        }
         if changed:
             attributes[name] = changed
     fresh_state = fresh.state_dict()
-    shapes = {k: list(t.shape) for k, t in model.state_dict().items() if k not in fresh_state or fresh_state[k].shape != t.shape}
+    shapes = {
+        k: list(t.shape)
+        for k, t in model.state_dict().items()
+        if k not in fresh_state or fresh_state[k].shape != t.shape
+    }
     return base.model_copy(update={"attributes": attributes, "shapes": shapes})
 
 
@@ -319,7 +341,9 @@ def check_precision(model: nn.Module, spec: ModelSpec) -> None:
     if not any(isinstance(m, INT8_DYNAMIC) for m in model.modules()):
         raise RungNotApplicable("int8: the model has no Linear or LSTM layer for dynamic quantization")
     if int8_backend() == "torchao" and not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise RungNotApplicable("int8: torchao's dynamic quantization covers Linear layers only, and the model has none")
+        raise RungNotApplicable(
+            "int8: torchao's dynamic quantization covers Linear layers only, and the model has none"
+        )
     if spec.kind not in BUILTINS and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
         raise RungNotApplicable(
             "int8: convolutions need static (PT2E) quantization, whose int8 kernels (torchao) run only under "
@@ -334,7 +358,9 @@ def _runs(model: nn.Module, spec: ModelSpec) -> None:
         with torch.no_grad():
             to_precision(model, spec.precision)(example_input(spec, batch=2))
     except Exception as exc:  # e.g. nn.TransformerEncoderLayer's fast-path checks on a quantized Linear
-        raise RungNotApplicable(f"{spec.precision}: the model does not run at this precision ({type(exc).__name__}: {exc})") from None
+        raise RungNotApplicable(
+            f"{spec.precision}: the model does not run at this precision ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def to_precision(model: nn.Module, precision: Precision) -> Predictor:

@@ -51,7 +51,11 @@ def linear_relu(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | No
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules.get(str(node.target)), nn.ReLU)
-    return node.op in ("call_function", "call_method") and (node.target in RELUS or node.target == "relu") and len(node.args) == 1
+    return (
+        node.op in ("call_function", "call_method")
+        and (node.target in RELUS or node.target == "relu")
+        and len(node.args) == 1
+    )
 
 
 def fused(model: nn.Module) -> fx.GraphModule:
@@ -70,7 +74,11 @@ def fused(model: nn.Module) -> fx.GraphModule:
     graph, linears = folded.graph, 0
     for node in list(graph.nodes):
         kind = type(modules.get(str(node.target))) if node.op == "call_module" else None
-        if kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and len(node.users) == 1 and _is_relu(next(iter(node.users)), modules):
+        if (
+            kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+            and len(node.users) == 1
+            and _is_relu(next(iter(node.users)), modules)
+        ):
             relu = next(iter(node.users))  # the convolution's fresh output, read by nothing else: ReLU it in place
             with graph.inserting_after(relu):
                 in_place = graph.call_function(torch.relu_, (node,))
@@ -93,7 +101,10 @@ def fused(model: nn.Module) -> fx.GraphModule:
                 folded.register_buffer(bias_name, layer.bias.detach().clone())
                 bias = graph.get_attr(bias_name)
             weight_t = graph.get_attr(weight_name)
-            replacement = graph.call_function(linear_relu if with_relu else linear, (node.args[0] if node.args else node.kwargs["input"], weight_t, bias))
+            replacement = graph.call_function(
+                linear_relu if with_relu else linear,
+                (node.args[0] if node.args else node.kwargs["input"], weight_t, bias),
+            )
         if with_relu:
             users[0].replace_all_uses_with(replacement)
             graph.erase_node(users[0])
@@ -115,7 +126,15 @@ def check(model: nn.Module, example: torch.Tensor, atol: float = 1e-5, rtol: flo
     model = model.eval()
     with torch.inference_mode():
         expected, got = model(example), form(example.clone())
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not torch.allclose(got, expected, atol=atol, rtol=rtol):
-        worst = (got - expected).abs().max().item() if isinstance(got, torch.Tensor) and got.shape == expected.shape else float("nan")
+    if (
+        not isinstance(got, torch.Tensor)
+        or got.shape != expected.shape
+        or not torch.allclose(got, expected, atol=atol, rtol=rtol)
+    ):
+        worst = (
+            (got - expected).abs().max().item()
+            if isinstance(got, torch.Tensor) and got.shape == expected.shape
+            else float("nan")
+        )
         raise NotFusable(f"its fused form computes something else (max difference {worst:.3g})")
     return form

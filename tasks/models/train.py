@@ -114,7 +114,9 @@ def fit(
     """
     hooks = hooks or Hooks()
     if batch_loss is not None and "train_step" in hooks:
-        raise RungNotApplicable(f"model.train_step {hooks.names['train_step']} computes the training loss itself, so soft labels cannot replace it")
+        raise RungNotApplicable(
+            f"model.train_step {hooks.names['train_step']} computes the training loss itself, so soft labels cannot replace it"
+        )
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     criterion: BatchLoss = loss_fn(data.task, hooks)
@@ -122,7 +124,11 @@ def fit(
     x, y = data.x_train, loss_targets(data.y_train, data.task)
     x_val, y_val = data.x_val, loss_targets(data.y_val, data.task)
     step_loss: BatchLoss = batch_loss or (lambda out, idx: criterion(out, y[idx]))
-    train_step: BatchStep | None = (lambda m, idx, inputs: hooks.train_step(m, data.batch("train", y, idx, inputs))) if "train_step" in hooks else None
+    train_step: BatchStep | None = (
+        (lambda m, idx, inputs: hooks.train_step(m, data.batch("train", y, idx, inputs)))
+        if "train_step" in hooks
+        else None
+    )
     # The validation split in the dataset's form, for the user's step (a streamed image folder's is read in chunks).
     val_batch = data.batch("val", y_val) if "train_step" in hooks and isinstance(x_val, torch.Tensor) else None
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
@@ -141,8 +147,23 @@ def fit(
         windows.open(epoch)
         began = time.perf_counter()
         try:
-            train_loss = _epoch(model, x, step_loss, optimizer, generator, cfg.batch_size, label, epoch, cfg.autocast, scaler, amp_dtype, train_step)
-            val_loss, val_acc = _validate(model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, val_batch)
+            train_loss = _epoch(
+                model,
+                x,
+                step_loss,
+                optimizer,
+                generator,
+                cfg.batch_size,
+                label,
+                epoch,
+                cfg.autocast,
+                scaler,
+                amp_dtype,
+                train_step,
+            )
+            val_loss, val_acc = _validate(
+                model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, val_batch
+            )
         except DivergedError as exc:
             exc.partial_energy_j = windows.abandon()
             raise
@@ -159,7 +180,15 @@ def fit(
             patience_score, patience_epoch = score, epoch
         now = time.perf_counter()
         if now - last_log >= cfg.log_every_s:
-            log.info("%s: epoch %d/%d val_loss %.4f (best %.4f @ %d)", label, epoch, cfg.max_epochs, val_loss, best_loss, best_epoch)
+            log.info(
+                "%s: epoch %d/%d val_loss %.4f (best %.4f @ %d)",
+                label,
+                epoch,
+                cfg.max_epochs,
+                val_loss,
+                best_loss,
+                best_epoch,
+            )
             last_log = now
         stopping = cfg.early_stopping and epoch - patience_epoch >= cfg.patience
         windows.epoch_done(now - began, last=stopping or epoch == cfg.max_epochs)
@@ -202,7 +231,9 @@ class _EpochWindows:
         if last or sum(self._durations_s) >= self.window_s:
             energy_j = self._close()
             total_s = sum(self._durations_s)
-            self.epoch_energy_j.extend(energy_j * d / total_s if total_s > 0 else energy_j / len(self._durations_s) for d in self._durations_s)
+            self.epoch_energy_j.extend(
+                energy_j * d / total_s if total_s > 0 else energy_j / len(self._durations_s) for d in self._durations_s
+            )
 
     def abandon(self) -> float:
         """Close the open window after a failure; the energy of the whole run so far."""
@@ -220,7 +251,9 @@ def _significant(score: tuple[float, float], reference: tuple[float, float], min
     minimum: any higher accuracy, or at equal accuracy a loss lower by more than `min_delta_pct` percent."""
     if score[0] != reference[0]:
         return score[0] < reference[0]
-    return score[1] < reference[1] * (1 - min_delta_pct / 100) if math.isfinite(reference[1]) else score[1] < reference[1]
+    return (
+        score[1] < reference[1] * (1 - min_delta_pct / 100) if math.isfinite(reference[1]) else score[1] < reference[1]
+    )
 
 
 def amp_settings(device_type: str, enabled: bool, dtype: str | None = None) -> tuple[torch.dtype, bool]:
@@ -278,7 +311,9 @@ def _epoch(
     return total / len(x)
 
 
-def _batches(x: torch.Tensor | StreamedSplit, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    x: torch.Tensor | StreamedSplit, order: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(indices, inputs) of each batch of an epoch in `order`: sliced from a tensor, or decoded ahead by a streamed
     split's workers."""
     if isinstance(x, StreamedSplit):
@@ -287,7 +322,11 @@ def _batches(x: torch.Tensor | StreamedSplit, order: torch.Tensor, batch_size: i
 
 
 def _outputs_and_step_loss(
-    model: nn.Module, x: torch.Tensor | StreamedSplit, y: torch.Tensor, train_step: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch | None
+    model: nn.Module,
+    x: torch.Tensor | StreamedSplit,
+    y: torch.Tensor,
+    train_step: Callable[[nn.Module, Batch], torch.Tensor],
+    batch: Batch | None,
 ) -> tuple[torch.Tensor, float]:
     """The model's outputs on a split, and the user's training step on it as a validation loss: on the whole split
     in the dataset's form (`batch`, built once before the epochs), or on a streamed split's chunks, each decoded

@@ -63,17 +63,23 @@ def _fits(step_bytes: int, available: int) -> bool:
     return step_bytes <= available * MEMORY_HEADROOM
 
 
-def check_factory(value: str, input_shape: tuple[int, ...], n_outputs: int, batch_size: int, field: str = FIELD) -> CheckedModel:
+def check_factory(
+    value: str, input_shape: tuple[int, ...], n_outputs: int, batch_size: int, field: str = FIELD
+) -> CheckedModel:
     """Build the user's model once and try it: import, build, output shape, memory at `batch_size`."""
     factory = resolve_callable(value, field)
     try:
         model = factory(input_shape=tuple(input_shape), n_outputs=n_outputs)
     except Exception as exc:  # the user's code: its message, in one line
         raise InputError(
-            field, value, f"a factory that builds a model for input_shape={tuple(input_shape)}, n_outputs={n_outputs} (it raised {first_line(exc)})"
+            field,
+            value,
+            f"a factory that builds a model for input_shape={tuple(input_shape)}, n_outputs={n_outputs} (it raised {first_line(exc)})",
         ) from None
     if not isinstance(model, nn.Module):
-        raise InputError(field, value, f"a factory that returns a torch.nn.Module (it returned a {type(model).__name__})")
+        raise InputError(
+            field, value, f"a factory that returns a torch.nn.Module (it returned a {type(model).__name__})"
+        )
     dummy = torch.zeros(2, *input_shape)
     model.eval()
     try:
@@ -81,14 +87,23 @@ def check_factory(value: str, input_shape: tuple[int, ...], n_outputs: int, batc
             out = model(dummy)
     except Exception as exc:
         raise InputError(
-            field, value, f"a model that takes a batch of shape (N, {', '.join(map(str, input_shape))}) (its forward raised {first_line(exc)})"
+            field,
+            value,
+            f"a model that takes a batch of shape (N, {', '.join(map(str, input_shape))}) (its forward raised {first_line(exc)})",
         ) from None
     what = f"{n_outputs} classes" if n_outputs > 1 else "a regression target"
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_outputs):
         shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError("model output shape", shown, f"(2, {n_outputs}) for a batch of 2: one output per class ({what})", f"{field} {value}")
+        raise InputError(
+            "model output shape",
+            shown,
+            f"(2, {n_outputs}) for a batch of 2: one output per class ({what})",
+            f"{field} {value}",
+        )
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    step_bytes = 2 * batch_size * _activation_bytes_per_sample(model, dummy) + 4 * params  # activations + their gradients; weights, grads, Adam
+    step_bytes = (
+        2 * batch_size * _activation_bytes_per_sample(model, dummy) + 4 * params
+    )  # activations + their gradients; weights, grads, Adam
     available = _available_bytes()
     if not _fits(step_bytes, available):
         raise _too_big(batch_size, step_bytes, available, params, value)
@@ -108,10 +123,20 @@ def _too_big(batch_size: int, step_bytes: int, available: int, params: int, valu
     suggestion = _suggested_batch(batch_size, step_bytes, available, params)
     gib = 2**30
     detail = why or f"a training step needs about {step_bytes / gib:.1f} GiB, {available / gib:.1f} GiB are available"
-    return InputError("training.batch_size", batch_size, f"a batch size at which {value} fits in memory ({detail}; try {suggestion})")
+    return InputError(
+        "training.batch_size", batch_size, f"a batch size at which {value} fits in memory ({detail}; try {suggestion})"
+    )
 
 
-def _try_step(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, step_bytes: int, available: int, params: int, value: str) -> None:
+def _try_step(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    step_bytes: int,
+    available: int,
+    params: int,
+    value: str,
+) -> None:
     """One forward + backward at the training batch size; an allocation failure is the one-line batch-size error."""
     model.train()
     try:
@@ -121,9 +146,15 @@ def _try_step(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, s
         message = str(exc).lower()
         if "alloc" in message or "out of memory" in message or "not enough memory" in message:
             asked = re.search(r"allocate (\d+) bytes", message)
-            why = f"a training step failed to allocate {int(asked.group(1)) / 2**30:,.1f} GiB" if asked else first_line(exc)
+            why = (
+                f"a training step failed to allocate {int(asked.group(1)) / 2**30:,.1f} GiB"
+                if asked
+                else first_line(exc)
+            )
             raise _too_big(batch_size, step_bytes, available, params, value, why=why) from None
-        raise InputError(FIELD, value, f"a model that trains at batch size {batch_size} (a training step raised {first_line(exc)})") from None
+        raise InputError(
+            FIELD, value, f"a model that trains at batch size {batch_size} (a training step raised {first_line(exc)})"
+        ) from None
     finally:
         model.zero_grad(set_to_none=True)
         gc.collect()

@@ -20,7 +20,10 @@ from types import ModuleType
 import torch
 
 # The schemas torchvision's _C declares for the ops its _meta_registrations.py registers fakes for unguarded.
-SCHEMAS = {"nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor", "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"}
+SCHEMAS = {
+    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+}
 MISSING_OP = re.compile(r"operator torchvision::(\w+) does not exist")
 
 _library: torch.library.Library | None = None  # kept alive: a Library's registrations go when it is collected

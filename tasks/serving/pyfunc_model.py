@@ -31,7 +31,9 @@ class EnergyLoopModel(PythonModel):
 
             torch.set_num_threads(self.scorer.runtime.threads)
 
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         self.scorer.check(frame)
         return self.scorer.predict(frame)

@@ -71,7 +71,11 @@ NUMBER_DTYPES = ("double", "float", "long", "integer", "boolean", "bool")  # MLf
 
 def _kind(dtype: str) -> str:
     """The dtype family a column must belong to: numbers (ints, floats, bools) or anything."""
-    return "number" if dtype in NUMBER_DTYPES or dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float")) else "any"
+    return (
+        "number"
+        if dtype in NUMBER_DTYPES or dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float"))
+        else "any"
+    )
 
 
 class Scorer:
@@ -82,7 +86,9 @@ class Scorer:
 
         model, self.spec = models.load(model_dir)
         self.runtime = onnx_runtime.runtime_of(model_dir)
-        self.model = onnx_runtime.predictor(model_dir, model, self.spec)  # an onnxruntime session when the version was measured under one
+        self.model = onnx_runtime.predictor(
+            model_dir, model, self.spec
+        )  # an onnxruntime session when the version was measured under one
         self.input = InputSpec.model_validate(json.loads((model_dir / INPUT_FILE).read_text()))
         # A table's fitted preprocessing, or an image model's size/channels/standardisation (tasks/data/images.py),
         # or a dataset function's sample shape (tasks/data/user_data.py): each maps raw columns to the model's input.
@@ -113,15 +119,32 @@ class Scorer:
             raise InputError("rows", 0, "at least one row to score", where)
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
-            raise InputError("columns", missing[:10], f"every input column of the model: missing {len(missing)} of {list(self.columns)[:10]}", where)
+            raise InputError(
+                "columns",
+                missing[:10],
+                f"every input column of the model: missing {len(missing)} of {list(self.columns)[:10]}",
+                where,
+            )
         extra = [str(c) for c in frame.columns if c not in self.columns]
         if extra:
-            raise InputError("columns", extra[:10], f"only the model's input columns {list(self.columns)[:10]} (remove the extra ones)", where)
+            raise InputError(
+                "columns",
+                extra[:10],
+                f"only the model's input columns {list(self.columns)[:10]} (remove the extra ones)",
+                where,
+            )
         for column, dtype in self.columns.items():
             series = frame[column]
-            if _kind(dtype) == "number" and not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+            if _kind(dtype) == "number" and not (
+                pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+            ):
                 sample = series.dropna().iloc[0] if series.notna().any() else None
-                raise InputError(f"column {column!r}", sample, f"numbers (dtype {dtype} when trained), got dtype {series.dtype}", where)
+                raise InputError(
+                    f"column {column!r}",
+                    sample,
+                    f"numbers (dtype {dtype} when trained), got dtype {series.dtype}",
+                    where,
+                )
 
     def features(self, frame: pd.DataFrame) -> torch.Tensor:
         """The float32 tensor the model takes: the table preprocessing (imputation, encoding, standardisation),
@@ -158,7 +181,13 @@ def mlflow_serving(model_dir: str | None) -> Any:
     scorer = Scorer(Path(model_dir))
     example = scorer.example()
     if scorer.runtime.runtime == "onnxruntime":
-        return Serving(PYFUNC_CODE, example, scorer.predict(example), ("onnx", "onnxruntime"), Path(model_dir) / onnx_runtime.ONNX_FILE)
+        return Serving(
+            PYFUNC_CODE,
+            example,
+            scorer.predict(example),
+            ("onnx", "onnxruntime"),
+            Path(model_dir) / onnx_runtime.ONNX_FILE,
+        )
     return Serving(PYFUNC_CODE, example, scorer.predict(example))
 
 
@@ -210,10 +239,16 @@ def images_to_score(source: Path, scorer: Scorer, batch_size: int) -> ToScore:
 
     pre = scorer.preprocessor
     if not isinstance(pre, ImagePreprocessor):
-        raise InputError("input", str(source), "a .csv or .parquet file: this version was trained on a table, not on images")
+        raise InputError(
+            "input", str(source), "a .csv or .parquet file: this version was trained on a table, not on images"
+        )
     files = files_to_score(source)
     rows = max(batch_size, IMAGE_CHUNK_ROWS // batch_size * batch_size)  # whole batches per chunk
-    return ToScore(rows=len(files), chunks=lambda: pixel_frames(files, pre, source, rows), files=[str(f.relative_to(source)) for f in files])
+    return ToScore(
+        rows=len(files),
+        chunks=lambda: pixel_frames(files, pre, source, rows),
+        files=[str(f.relative_to(source)) for f in files],
+    )
 
 
 FILE_COLUMN = "file"

@@ -59,7 +59,9 @@ def test_every_rung_reloads_exactly(example: models.ModelSpec, tmp_path: Path) -
     student, student_spec = distill.student(pruned, spec, 0.5)
     assert models.count_params(student) < models.count_params(pruned) and student_spec.history[-1] == "distill:0.5"
     rungs["distill"] = (student, student_spec)
-    assert {"prune", "fp16", "bf16", "distill"} <= set(rungs) and ("int8" in rungs) == ("transformer" in example.factory)
+    assert {"prune", "fp16", "bf16", "distill"} <= set(rungs) and ("int8" in rungs) == (
+        "transformer" in example.factory
+    )
     for rung, (m, s) in rungs.items():
         reloaded, reloaded_spec = models.load(models.save(m, s, tmp_path / rung))
         assert reloaded_spec == s

@@ -19,11 +19,16 @@ from flows.cli import main
         (["run", "--scenario", "dev-cpu", "--dataset", "missing.csv"], "existing .csv"),
         (["run", "--scenario", "dev-cpu", "--dataset", "digits", "--samples", "3"], "--samples = 3"),
         (["run", "--scenario", "dev-cpu", "--dataset", "digits", "--parallel", "many"], "--parallel = 'many'"),
-        (["run", "--scenario", "dev-cpu", "--dataset", "digits", "--parallel", "0"], "--parallel = '0': expected auto or an integer"),
+        (
+            ["run", "--scenario", "dev-cpu", "--dataset", "digits", "--parallel", "0"],
+            "--parallel = '0': expected auto or an integer",
+        ),
         (["validate", "nope.yaml"], "expected an existing YAML file"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], mlflow_store: str) -> None:
+def test_bad_input_exits_2_with_one_line(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], mlflow_store: str
+) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err
@@ -50,7 +55,9 @@ def test_meters_lists_what_auto_picks(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 @pytest.mark.parametrize(("extra", "expected"), [([], "auto"), (["--parallel", "3"], "3"), (["--parallel", "1"], "1")])
-def test_parallel_defaults_to_auto_and_a_number_forces_it(extra: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, mlflow_store: str) -> None:
+def test_parallel_defaults_to_auto_and_a_number_forces_it(
+    extra: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, mlflow_store: str
+) -> None:
     import flows.cli
     import flows.energy_loop
 
@@ -84,23 +91,50 @@ def test_model_image_size_and_image_cache_reach_the_flow_after_the_checks(
 ) -> None:
     _user_project(tmp_path)
     calls: list[dict[str, object]] = []
-    outcome = SimpleNamespace(state="PASSED", reason="r", table_md="", champion_reason="c", model_name="m", versions={}, loop_run_id="x")
+    outcome = SimpleNamespace(
+        state="PASSED", reason="r", table_md="", champion_reason="c", model_name="m", versions={}, loop_run_id="x"
+    )
     monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kw: calls.append(kw) or outcome)
     # The flow is a stand-in that talks to no Prefect API: a configured (unused) one spares the wait for a local server.
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    argv = ["run", "--scenario", "dev-cpu", "--dataset", str(tmp_path / "pics"), "--model", "my_model:make", "--image-size", "5x3", "--image-cache", "stream"]
+    argv = [
+        "run",
+        "--scenario",
+        "dev-cpu",
+        "--dataset",
+        str(tmp_path / "pics"),
+        "--model",
+        "my_model:make",
+        "--image-size",
+        "5x3",
+        "--image-cache",
+        "stream",
+    ]
     assert main(argv) == 0
-    assert calls[0]["model_factory"] == "my_model:make" and calls[0]["image_size"] == "5x3" and calls[0]["dataset"] == str(tmp_path / "pics")
+    assert (
+        calls[0]["model_factory"] == "my_model:make"
+        and calls[0]["image_size"] == "5x3"
+        and calls[0]["dataset"] == str(tmp_path / "pics")
+    )
     assert calls[0]["image_cache"] == "stream"
     out = capsys.readouterr().out
-    assert "samples of shape (1, 5, 3)" in out and "Model my_model:make: Sequential, 32 parameters, input (1, 5, 3) -> 2 outputs" in out
+    assert (
+        "samples of shape (1, 5, 3)" in out
+        and "Model my_model:make: Sequential, 32 parameters, input (1, 5, 3) -> 2 outputs" in out
+    )
     assert "image cache: stream (--image-cache stream)" in out
 
 
-def test_a_factory_named_in_the_scenario_is_checked_before_the_flow(tmp_path: Path, mlflow_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_factory_named_in_the_scenario_is_checked_before_the_flow(
+    tmp_path: Path, mlflow_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _user_project(tmp_path)
-    (tmp_path / "mine.yaml").write_text("name: mine\ntargets:\n  max_accuracy_drop_pt: 2\nmodel:\n  factory: my_model:broken\n")
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\ntargets:\n  max_accuracy_drop_pt: 2\nmodel:\n  factory: my_model:broken\n"
+    )
     assert main(["run", "--scenario", str(tmp_path / "mine.yaml"), "--dataset", str(tmp_path / "pics")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "model.factory = 'my_model:broken'" in err and "ValueError: no such layer" in err
+    assert (
+        len(err.splitlines()) == 1 and "model.factory = 'my_model:broken'" in err and "ValueError: no such layer" in err
+    )
     assert not Path("mlflow.db").exists()

@@ -21,13 +21,17 @@ LIBRARY = "/venv/lib/python3.11/site-packages/prefect/task_engine.py"
 OURS = str(ROOT / "tasks" / "candidate.py")
 
 
-def test_fragments_become_one_line_per_candidate_and_a_warning_cuts_in_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+def test_fragments_become_one_line_per_candidate_and_a_warning_cuts_in_cleanly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with console.session(verbose=False):
         progress.say("[1/3] #0 baseline", "training…")
         progress.say("[1/3] #0 baseline", "2.0 s  measuring…")
         progress.say("[1/3] #0 baseline", "1.0 s  PASS", end=True)
         progress.say("[2/3] #1 prune:0.3 from #0", "training…")
-        logging.getLogger().handle(_record("tasks.energy_loop.candidate", logging.WARNING, "candidate #1 (prune:0.3) rejected: diverged", OURS))
+        logging.getLogger().handle(
+            _record("tasks.energy_loop.candidate", logging.WARNING, "candidate #1 (prune:0.3) rejected: diverged", OURS)
+        )
         progress.say("[2/3] #1 prune:0.3 from #0", "0.5 s", end=True)
     out, err = capsys.readouterr()
     assert out.splitlines() == [
@@ -42,14 +46,41 @@ def test_fragments_become_one_line_per_candidate_and_a_warning_cuts_in_cleanly(c
     ("name", "level", "message", "path"),
     [
         ("prefect.task_runs", logging.INFO, "Finished in state Completed()", LIBRARY),
-        ("prefect", logging.INFO, "Starting temporary server on http://127.0.0.1:8298", LIBRARY.replace("task_engine", "server/api/server")),
-        ("prefect.flow_runs", logging.ERROR, "Encountered exception during execution:\nTraceback (most recent call last):", LIBRARY),
-        ("mlflow.store.db.utils", logging.INFO, "Creating initial MLflow database tables...", "/venv/lib/python3.11/site-packages/mlflow/store/db/utils.py"),
-        ("py.warnings", logging.WARNING, "copyreg.py:105: FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated", "/usr/lib/python3.11/warnings.py"),
-        ("tasks.models.train", logging.INFO, "#0 baseline: epoch 6/60 val_loss 0.5024 (best 0.5024 @ 6)", str(ROOT / "tasks" / "train.py")),
+        (
+            "prefect",
+            logging.INFO,
+            "Starting temporary server on http://127.0.0.1:8298",
+            LIBRARY.replace("task_engine", "server/api/server"),
+        ),
+        (
+            "prefect.flow_runs",
+            logging.ERROR,
+            "Encountered exception during execution:\nTraceback (most recent call last):",
+            LIBRARY,
+        ),
+        (
+            "mlflow.store.db.utils",
+            logging.INFO,
+            "Creating initial MLflow database tables...",
+            "/venv/lib/python3.11/site-packages/mlflow/store/db/utils.py",
+        ),
+        (
+            "py.warnings",
+            logging.WARNING,
+            "copyreg.py:105: FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated",
+            "/usr/lib/python3.11/warnings.py",
+        ),
+        (
+            "tasks.models.train",
+            logging.INFO,
+            "#0 baseline: epoch 6/60 val_loss 0.5024 (best 0.5024 @ 6)",
+            str(ROOT / "tasks" / "train.py"),
+        ),
     ],
 )
-def test_what_is_not_for_a_person_shows_only_with_verbose(name: str, level: int, message: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_what_is_not_for_a_person_shows_only_with_verbose(
+    name: str, level: int, message: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     for verbose in (False, True):
         with console.session(verbose=verbose):
             logging.getLogger().handle(_record(name, level, message, path))
@@ -72,12 +103,16 @@ def test_the_session_gives_back_the_logging_and_environment_it_found(monkeypatch
     with console.session(verbose=False):
         assert [type(h) for h in root.handlers] == [console.Console]
         assert logging.getLogger("mlflow").level == logging.ERROR
-        assert os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "WARNING"  # the Dask workers' and server's console too
+        assert (
+            os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "WARNING"
+        )  # the Dask workers' and server's console too
     assert (root.handlers, root.level, logging.getLogger("mlflow").level) == before
     assert "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" not in os.environ
 
 
-def test_a_long_stretch_adds_a_few_counters_to_its_line_not_one_per_step(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_long_stretch_adds_a_few_counters_to_its_line_not_one_per_step(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     clock = iter([0.0, 10.0, 31.0, 50.0, 61.0, 70.0, 139.0, 141.0])  # seconds: the ticker's start, then one per episode
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     line = progress.numbered(1, 3, "retrain 16-8")
@@ -90,17 +125,30 @@ def test_a_long_stretch_adds_a_few_counters_to_its_line_not_one_per_step(monkeyp
         progress.say(line, "141.0 s  evaluating…")
         progress.say(line, "0.1 s  PASS", end=True)
     # Said at 31 s, then once the stretch had doubled (62 s, 140 s); 7 episodes, 3 counters.
-    assert capsys.readouterr().out == "[2/3] #1 retrain 16-8  training… episode 2/200… episode 5/200… episode 7/200… 141.0 s  evaluating… 0.1 s  PASS\n"
+    assert (
+        capsys.readouterr().out
+        == "[2/3] #1 retrain 16-8  training… episode 2/200… episode 5/200… episode 7/200… 141.0 s  evaluating… 0.1 s  PASS\n"
+    )
 
 
-def test_a_rung_refused_as_not_applicable_says_so_and_the_next_candidate_keeps_its_place(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_rung_refused_as_not_applicable_says_so_and_the_next_candidate_keeps_its_place(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from thresholds.energy.policy import CandidateResult, Next, Step, StepKind
     from thresholds.energy.schema import Scenario
 
-    scenario = Scenario.model_validate({"name": "t", "targets": {"max_accuracy_drop_pt": 2.0}, "budget": {"max_iterations": 3}})
+    scenario = Scenario.model_validate(
+        {"name": "t", "targets": {"max_accuracy_drop_pt": 2.0}, "budget": {"max_iterations": 3}}
+    )
     base = CandidateResult(index=0, step=Step(kind=StepKind.BASELINE), accuracy=0.9, energy_source="replay")
     fuse = Step(kind=StepKind.FUSE, parent=0)
-    refused = CandidateResult(index=1, step=fuse, rejected_reason="no fused form of #0: nothing to fuse", not_applicable=True, energy_source="replay")
+    refused = CandidateResult(
+        index=1,
+        step=fuse,
+        rejected_reason="no fused form of #0: nothing to fuse",
+        not_applicable=True,
+        energy_source="replay",
+    )
     prune = Step(kind=StepKind.PRUNE, value=0.5, parent=0)
     with console.session(verbose=False):
         progress.training(scenario, [base], [Next(step=fuse, why="x")])
@@ -108,16 +156,24 @@ def test_a_rung_refused_as_not_applicable_says_so_and_the_next_candidate_keeps_i
         progress.judged(scenario, [base, refused], refused)
         progress.training(scenario, [base, refused], [Next(step=prune, why="x")])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("[2/3] #1 fuse from #0  training… 0.0 s rejected: no fused form") and lines[0].endswith("(not applicable: no iteration used)")
-    assert lines[1].startswith("[2/3] #2 prune:0.5 from #0  training…")  # the refusal used no iteration: #2 is still the second
+    assert lines[0].startswith("[2/3] #1 fuse from #0  training… 0.0 s rejected: no fused form") and lines[0].endswith(
+        "(not applicable: no iteration used)"
+    )
+    assert lines[1].startswith(
+        "[2/3] #2 prune:0.5 from #0  training…"
+    )  # the refusal used no iteration: #2 is still the second
 
 
 def test_a_passing_candidate_shows_its_inference_figure(capsys: pytest.CaptureFixture[str]) -> None:
     from thresholds.energy.policy import CandidateResult, Step, StepKind
     from thresholds.energy.schema import Scenario
 
-    scenario = Scenario.model_validate({"name": "t", "targets": {"max_accuracy_drop_pt": 2.0, "max_inference_energy_vs_baseline": 0.5}})
-    base = CandidateResult(index=0, step=Step(kind=StepKind.BASELINE), accuracy=0.9, inference_energy_j_per_1k=1.0, energy_source="replay")
+    scenario = Scenario.model_validate(
+        {"name": "t", "targets": {"max_accuracy_drop_pt": 2.0, "max_inference_energy_vs_baseline": 0.5}}
+    )
+    base = CandidateResult(
+        index=0, step=Step(kind=StepKind.BASELINE), accuracy=0.9, inference_energy_j_per_1k=1.0, energy_source="replay"
+    )
     ort = Step(kind=StepKind.ORT, value="fp32", parent=0)
     served = CandidateResult(index=1, step=ort, accuracy=0.9, inference_energy_j_per_1k=0.25, energy_source="replay")
     with console.session(verbose=False):

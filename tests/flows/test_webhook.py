@@ -24,7 +24,9 @@ PROBLEMS = ["its recorded gates did not pass (miss: accuracy)"]
 
 def test_our_signature_is_mlflows() -> None:
     body = b'{"entity": "model_version_alias"}'
-    assert webhook.sign(SECRET, "d1", "1700000000", body) == _generate_hmac_signature(SECRET, "d1", "1700000000", body.decode())
+    assert webhook.sign(SECRET, "d1", "1700000000", body) == _generate_hmac_signature(
+        SECRET, "d1", "1700000000", body.decode()
+    )
 
 
 class Recorder:
@@ -59,7 +61,13 @@ def _headers(body: bytes, secret: str = SECRET, stamp: float | None = None) -> d
 
 
 def _event(alias: str = "champion", version: str = "5") -> bytes:
-    return json.dumps({"entity": "model_version_alias", "action": "created", "data": {"name": "m", "alias": alias, "version": version}}).encode()
+    return json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": "m", "alias": alias, "version": version},
+        }
+    ).encode()
 
 
 def test_signed_alias_event_is_guarded_and_announced_once(app: tuple[TestClient, Recorder]) -> None:
@@ -86,7 +94,9 @@ def test_unsigned_badly_signed_and_stale_deliveries_get_401_and_reach_nothing(ap
         _headers(body, stamp=time.time() - 3600),
     ):
         assert client.post(webhook.PATH, content=body, headers=headers).status_code == 401
-    assert client.post(webhook.PATH, content=_event(version="6"), headers=good).status_code == 401  # signature of another body
+    assert (
+        client.post(webhook.PATH, content=_event(version="6"), headers=good).status_code == 401
+    )  # signature of another body
     assert recorder.calls == [] and recorder.emitted == []
 
 
@@ -105,7 +115,15 @@ def test_oversized_bodies_get_413_declared_or_streamed(app: tuple[TestClient, Re
 
 @pytest.mark.parametrize(
     "body",
-    [b"{oops", b"\xff\xfe\x00", b"[" * 50_000, b"[]", b'{"entity": 1, "action": "created"}', _event(version="x"), _event(alias="")],
+    [
+        b"{oops",
+        b"\xff\xfe\x00",
+        b"[" * 50_000,
+        b"[]",
+        b'{"entity": 1, "action": "created"}',
+        _event(version="x"),
+        _event(alias=""),
+    ],
     ids=["syntax", "not-utf8", "deep", "array", "types", "version", "empty-alias"],
 )
 def test_malformed_json_gets_400(app: tuple[TestClient, Recorder], body: bytes) -> None:
@@ -122,7 +140,9 @@ def test_other_events_are_acknowledged_and_ignored(app: tuple[TestClient, Record
     assert client.get("/health").json() == {"status": "ok"} and recorder.calls == []
 
 
-def test_cli_refuses_a_missing_secret_and_a_bad_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_a_missing_secret_and_a_bad_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv(webhook.SECRET_ENV, raising=False)
     assert main(["webhook", "serve"]) == 2
     err = capsys.readouterr().err

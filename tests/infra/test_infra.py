@@ -20,7 +20,11 @@ def _compose() -> dict:
 
 
 def _env_example() -> dict[str, str]:
-    pairs = [line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    pairs = [
+        line.split("=", 1)
+        for line in (INFRA / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     return {k: v for k, v in pairs}
 
 
@@ -33,7 +37,9 @@ def test_every_long_running_service_has_a_health_check_and_data_lives_in_named_v
             continue  # one-shot setup jobs
         assert "healthcheck" in service or name == "worker", name
     mounts = {name: [v.split(":")[0] for v in s.get("volumes", [])] for name, s in services.items()}
-    assert "postgres-data" in mounts["postgres"] and "minio-data" in mounts["minio"] and "worker-data" in mounts["worker"]
+    assert (
+        "postgres-data" in mounts["postgres"] and "minio-data" in mounts["minio"] and "worker-data" in mounts["worker"]
+    )
     assert {"postgres-data", "minio-data", "worker-data"} <= set(compose["volumes"])
     for service in services.values():  # published ports are loopback only
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", []))
@@ -66,7 +72,13 @@ def test_no_credential_is_committed_and_every_required_one_is_documented() -> No
 
 
 def test_the_auth_script_refuses_to_start_without_credentials() -> None:
-    result = subprocess.run(["sh", str(INFRA / "mlflow-server.sh")], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["sh", str(INFRA / "mlflow-server.sh")],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0 and "MLFLOW_BACKEND_STORE_URI" in result.stderr
 
 
@@ -82,16 +94,27 @@ def test_deployments_carry_schedules_and_the_work_pool() -> None:
 def test_the_champion_guard_runs_in_the_stack_and_registers_its_webhook() -> None:
     services = _compose()["services"]
     receiver, register = services["webhook"], services["webhook-register"]
-    assert receiver["command"][:3] == ["energy-loop", "webhook", "serve"] and "/health" in " ".join(receiver["healthcheck"]["test"])
+    assert receiver["command"][:3] == ["energy-loop", "webhook", "serve"] and "/health" in " ".join(
+        receiver["healthcheck"]["test"]
+    )
     assert receiver["ports"] == ["127.0.0.1:${WEBHOOK_PORT:-8765}:8765"]
     assert register["restart"] == "no" and register["depends_on"]["webhook"]["condition"] == "service_healthy"
     port = receiver["command"][receiver["command"].index("--port") + 1]
-    assert register["command"][:3] == ["energy-loop", "webhook", "register"] and f"http://webhook:{port}/webhooks/mlflow" in register["command"]
+    assert (
+        register["command"][:3] == ["energy-loop", "webhook", "register"]
+        and f"http://webhook:{port}/webhooks/mlflow" in register["command"]
+    )
     for service in (receiver, register):  # the same secret on both sides, from infra/.env only
         assert service["environment"]["ENERGY_LOOP_WEBHOOK_SECRET"].startswith("${ENERGY_LOOP_WEBHOOK_SECRET:?")
         assert service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     mlflow = services["mlflow"]["environment"]
     assert mlflow["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"].startswith("${MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY:?")
-    assert mlflow["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http,https" and mlflow["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    assert (
+        mlflow["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http,https"
+        and mlflow["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    )
     example = _env_example()
-    assert "CHANGE-ME" in example["ENERGY_LOOP_WEBHOOK_SECRET"] and "CHANGE-ME" in example["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]
+    assert (
+        "CHANGE-ME" in example["ENERGY_LOOP_WEBHOOK_SECRET"]
+        and "CHANGE-ME" in example["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]
+    )

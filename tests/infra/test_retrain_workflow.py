@@ -38,14 +38,20 @@ def test_the_jobs_secrets_are_the_client_variables_of_env_example() -> None:
     assert all(key == name for key, name in secrets.items()), f"each secret must be named as its variable: {secrets}"
     only_job, only_example = set(secrets) - set(client), set(client) - set(secrets)
     assert not only_job, f"the job reads {sorted(only_job)}, which the client part of infra/.env.example lacks"
-    assert not only_example, f"infra/.env.example names client variables {sorted(only_example)}, which the job does not pass"
+    assert not only_example, (
+        f"infra/.env.example names client variables {sorted(only_example)}, which the job does not pass"
+    )
     misfiled = [key for key in server if key.startswith(CLIENT_PREFIXES)]
     assert not misfiled, f"{misfiled} are client variables: move them below {CLIENTS_MARKER!r} and pass them in the job"
 
 
 def test_the_readme_and_the_compose_clients_use_the_same_names() -> None:
     readme = (ROOT / "README.md").read_text()
-    exported = set(re.findall(r"\b([A-Z][A-Z0-9_]+)=", "\n".join(line for line in readme.splitlines() if line.startswith("export "))))
+    exported = set(
+        re.findall(
+            r"\b([A-Z][A-Z0-9_]+)=", "\n".join(line for line in readme.splitlines() if line.startswith("export "))
+        )
+    )
     assert set(secret_names()) <= exported, f"README's export lines lack {sorted(set(secret_names()) - exported)}"
     compose = yaml.safe_load((ROOT / "infra" / "docker-compose.yml").read_text())
     assert set(secret_names()) <= set(compose["x-client-env"]), "the worker and the CI job must read the same variables"
@@ -58,7 +64,9 @@ def test_the_secrets_are_checked_first_by_name_and_inputs_only_through_env() -> 
     for name in secret_names():
         assert re.search(rf"\b{name}\b", check["run"]), f"the check step does not test {name}"
     for step in steps:
-        assert "${{" not in step.get("run", ""), f"step {step.get('name')!r}: an expression inside run: is a script injection"
+        assert "${{" not in step.get("run", ""), (
+            f"step {step.get('name')!r}: an expression inside run: is a script injection"
+        )
     inputs_in_env = [key for key, value in job()["env"].items() if "inputs." in str(value)]
     assert inputs_in_env, "the dispatch inputs reach the steps through env"
 
@@ -71,10 +79,16 @@ def test_every_deployment_of_prefect_yaml_can_be_dispatched() -> None:
         flow_name = re.search(rf'@flow\(name="([^"]+)"[^\n]*\)\s*\ndef {function}\(', (ROOT / path).read_text())
         assert flow_name, f"no @flow(name=...) on {deployment['entrypoint']}"
         deployments.add(f"{flow_name[1]}/{deployment['name']}")
-    dispatch = yaml.safe_load(WORKFLOW.read_text())[True]["workflow_dispatch"]["inputs"]["deployment"]  # YAML 1.1 reads `on` as True
+    dispatch = yaml.safe_load(WORKFLOW.read_text())[True]["workflow_dispatch"]["inputs"][
+        "deployment"
+    ]  # YAML 1.1 reads `on` as True
     assert set(dispatch["options"]) == deployments
-    assert any(d.startswith("cooling-loop/") for d in dispatch["options"]) and any(d.startswith("energy-loop/") for d in dispatch["options"])
-    assert f"inputs.deployment || '{dispatch['default']}'" in job()["env"]["DEPLOYMENT"], "a push runs the dispatch default"
+    assert any(d.startswith("cooling-loop/") for d in dispatch["options"]) and any(
+        d.startswith("energy-loop/") for d in dispatch["options"]
+    )
+    assert f"inputs.deployment || '{dispatch['default']}'" in job()["env"]["DEPLOYMENT"], (
+        "a push runs the dispatch default"
+    )
 
 
 def test_the_job_installs_the_client_group_pinned_as_the_project_pins() -> None:
@@ -89,4 +103,6 @@ def test_the_job_installs_the_client_group_pinned_as_the_project_pins() -> None:
     install = next(step["run"] for step in job()["steps"] if step.get("name") == INSTALL_STEP)
     pip_lines = [line for line in install.splitlines() if "pip install" in line]
     assert any("--group client" in line for line in pip_lines)
-    assert all("--group client" in line or '"pip>=' in line for line in pip_lines), f"the job installs the client group only: {pip_lines}"
+    assert all("--group client" in line or '"pip>=' in line for line in pip_lines), (
+        f"the job installs the client group only: {pip_lines}"
+    )

@@ -93,5 +93,7 @@ def quick_loop(_quick_loop_once: QuickLoop, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.chdir(_quick_loop_once.folder)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", _quick_loop_once.store)
-    mlflow.set_tracking_uri(_quick_loop_once.store)  # MLflow's global URI, as the loop leaves it set (registry.core) after running
+    mlflow.set_tracking_uri(
+        _quick_loop_once.store
+    )  # MLflow's global URI, as the loop leaves it set (registry.core) after running
     return _quick_loop_once

@@ -27,7 +27,9 @@ def _render(url: str, profile: Path, screenshot: Path) -> str:
     return subprocess.run([*args, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
 
 
-def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     require(CHROMIUM is not None, "Debian's chromium (apt-get install chromium; .ci/run installs it)")
     # Only once Chromium is known to be there: the shared quick loop (tests/integration/conftest.py, quick.yaml
     # on digits, model digits-quick, real Prefect and a real embedded MLflow store) takes a while the first time.
@@ -43,7 +45,11 @@ def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(tmp_path:
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", 120, proc, log)
         shot = Path(os.environ.get("BROWSER_SCREENSHOT_DIR", tmp_path)) / "model-version-page.png"
-        dom = _render(f"http://127.0.0.1:{port}/#/models/{loop.model_name}/versions/{outcome.champion_version}", tmp_path / "profile", shot)
+        dom = _render(
+            f"http://127.0.0.1:{port}/#/models/{loop.model_name}/versions/{outcome.champion_version}",
+            tmp_path / "profile",
+            shot,
+        )
     finally:
         _stop(proc)
     assert shot.exists() and shot.stat().st_size > 10_000

@@ -73,10 +73,14 @@ def _run(*argv: str) -> tuple[int, str, str]:
     return _cli("run", "--scenario", str(FIXTURES / "byo-quick.yaml"), *argv)
 
 
-def test_a_resnet_on_an_image_folder_goes_through_the_loop_and_scores_new_images(user_dir: Path, mlflow_store: str) -> None:
+def test_a_resnet_on_an_image_folder_goes_through_the_loop_and_scores_new_images(
+    user_dir: Path, mlflow_store: str
+) -> None:
     digits = _digits_png(user_dir / "digits_png")
     # Streamed: batches decoded on the fly by DataLoader workers (300 files: over the 256 that start workers).
-    code, out, _ = _run("--dataset", str(digits), "--model", "tiny:resnet", "--model-name", "byo-resnet", "--image-cache", "stream")
+    code, out, _ = _run(
+        "--dataset", str(digits), "--model", "tiny:resnet", "--model-name", "byo-resnet", "--image-cache", "stream"
+    )
     assert code == 1, out  # the fixture's inference target is out of reach
     assert "samples of shape (1, 8, 8)" in out and "Model tiny:resnet: ResNet" in out and "image cache: stream" in out
     client = MlflowClient(mlflow_store)
@@ -111,15 +115,28 @@ def test_a_resnet_on_an_image_folder_goes_through_the_loop_and_scores_new_images
     code, out, err = _cli("predict", f"byo-resnet/{version}", "--input", str(new), "--output", str(scored))
     assert code == 2 and "zz-broken.png" in err and "Traceback" not in err + out, err
     assert [line for line in err.splitlines() if "error" in line] == [err.strip().splitlines()[-1]]
-    assert scored.read_text() == before and client.get_model_version("byo-resnet", version).tags["observed.rows"] == "20"
+    assert (
+        scored.read_text() == before and client.get_model_version("byo-resnet", version).tags["observed.rows"] == "20"
+    )
     (new / "zz-broken.png").unlink()
     # One image file is not what predict takes: one line, exit 2.
-    code, _, err = _cli("predict", f"byo-resnet/{version}", "--input", str(digits / "0" / "0.png"), "--output", str(scored))
+    code, _, err = _cli(
+        "predict", f"byo-resnet/{version}", "--input", str(digits / "0" / "0.png"), "--output", str(scored)
+    )
     assert code == 2 and err.count("\n") == 1 and "a .csv or .parquet file, or a folder of images" in err
 
 
 def test_a_transformer_on_a_dataset_function_goes_through_the_loop(user_dir: Path, mlflow_store: str) -> None:
-    code, out, _ = _run("--dataset", "examples.mnist1d_sequence:load", "--samples", "300", "--model", "tiny:transformer", "--model-name", "byo-seq")
+    code, out, _ = _run(
+        "--dataset",
+        "examples.mnist1d_sequence:load",
+        "--samples",
+        "300",
+        "--model",
+        "tiny:transformer",
+        "--model-name",
+        "byo-seq",
+    )
     assert code == 1, out  # the fixture's inference target is out of reach
     assert "samples of shape (40, 1)" in out and "TransformerClassifier" in out
     versions = MlflowClient(mlflow_store).search_model_versions("name='byo-seq'")
@@ -142,10 +159,14 @@ def top2(outputs, targets):
 
 def test_a_custom_loss_and_metric_and_whole_head_pruning_go_through_the_loop(user_dir: Path, mlflow_store: str) -> None:
     (user_dir / "user_hooks.py").write_text(HOOKS)
-    scenario = scenario_with_overrides(str(FIXTURES / "byo-quick.yaml"), {"ladder": {"pruning_attention": "heads"}}, user_dir, "heads")
+    scenario = scenario_with_overrides(
+        str(FIXTURES / "byo-quick.yaml"), {"ladder": {"pruning_attention": "heads"}}, user_dir, "heads"
+    )
     dataset = ["--dataset", "examples.mnist1d_sequence:load", "--samples", "300"]
     hooks = ["--loss", "user_hooks:smoothed", "--metric", "user_hooks:top2"]
-    code, out, _ = _cli("run", "--scenario", str(scenario), *dataset, "--model", "tiny:transformer", *hooks, "--model-name", "byo-hooks")
+    code, out, _ = _cli(
+        "run", "--scenario", str(scenario), *dataset, "--model", "tiny:transformer", *hooks, "--model-name", "byo-hooks"
+    )
     assert code == 1, out  # the fixture's inference target is out of reach
     assert "quality metric: user_hooks:top2 (model.metric" in out and "| user_hooks:top2 |" in out, out
     data = load_cached(str(prepare("examples.mnist1d_sequence:load", user_dir / ".energy-loop" / "cache", samples=300)))
@@ -155,12 +176,21 @@ def test_a_custom_loss_and_metric_and_whole_head_pruning_go_through_the_loop(use
     assert len(versions) == 3, out
     run_dir = next((user_dir / ".energy-loop" / "runs").iterdir())
     for version in versions:
-        assert version.tags["quality_metric"] == "user_hooks:top2" and version.tags["model.loss"] == "user_hooks:smoothed"
+        assert (
+            version.tags["quality_metric"] == "user_hooks:top2" and version.tags["model.loss"] == "user_hooks:smoothed"
+        )
         model, spec = models.load(run_dir / f"candidate-{version.tags['candidate']}")
-        assert spec.hooks == {"loss": "user_hooks:smoothed", "metric": "user_hooks:top2"}  # recorded: a reload judges the same way
+        assert spec.hooks == {
+            "loss": "user_hooks:smoothed",
+            "metric": "user_hooks:top2",
+        }  # recorded: a reload judges the same way
         with torch.no_grad():
-            top2 = (model(data.x_test).topk(2, dim=1).indices == data.y_test.unsqueeze(1)).any(dim=1).float().mean().item()
-        assert float(version.tags["accuracy"]) == pytest.approx(top2, abs=1e-5)  # the quality figure is the user's metric
+            top2 = (
+                (model(data.x_test).topk(2, dim=1).indices == data.y_test.unsqueeze(1)).any(dim=1).float().mean().item()
+            )
+        assert float(version.tags["accuracy"]) == pytest.approx(
+            top2, abs=1e-5
+        )  # the quality figure is the user's metric
     pruned = next(v for v in versions if "prune" in v.tags["compression_steps"])
     assert pruned.tags["compression_steps"].endswith("prune:0.5(heads)"), pruned.tags["compression_steps"]
     model, _ = models.load(run_dir / f"candidate-{pruned.tags['candidate']}")

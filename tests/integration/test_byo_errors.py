@@ -139,7 +139,9 @@ CASES: list[tuple[str, Callable[[Path], str], list[str], str]] = [
 
 
 @pytest.mark.parametrize(("make", "extra", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_model_or_data_is_one_line_before_the_flow(tmp_path: Path, make: Callable[[Path], str], extra: list[str], needle: str) -> None:
+def test_bad_model_or_data_is_one_line_before_the_flow(
+    tmp_path: Path, make: Callable[[Path], str], extra: list[str], needle: str
+) -> None:
     (tmp_path / "user_code.py").write_text(USER_CODE)
     dataset = make(tmp_path / "images")
     env = {
@@ -148,7 +150,19 @@ def test_bad_model_or_data_is_one_line_before_the_flow(tmp_path: Path, make: Cal
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    argv = [sys.executable, "-m", "flows.cli", "run", "--scenario", "dev-cpu", "--dataset", dataset, "--model-name", "bad", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--scenario",
+        "dev-cpu",
+        "--dataset",
+        dataset,
+        "--model-name",
+        "bad",
+        *extra,
+    ]
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output

@@ -47,7 +47,19 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     raw["measurement"] = {**raw["measurement"], "meter": "codecarbon"}  # its tracker's lines are part of the noise
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(yaml.safe_dump(raw))
-    argv = [sys.executable, "-m", "flows.cli", "run", "--scenario", str(scenario), "--dataset", "digits", "--parallel", "1", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--scenario",
+        str(scenario),
+        "--dataset",
+        "digits",
+        "--parallel",
+        "1",
+        *extra,
+    ]
     return subprocess.run(argv, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
 
 
@@ -61,12 +73,21 @@ def test_the_console_shows_progress_table_and_verdict_and_no_orchestrator_lines(
     lines = done.stdout.splitlines()
     seconds = r"\d+\.\d s"
     verdict = r"(PASS(: .+)?|miss: .+|rejected: .+)"
-    assert any(re.fullmatch(rf"setup  idle power, calibration, parallel width… {seconds}", line) for line in lines), done.stdout
+    assert any(re.fullmatch(rf"setup  idle power, calibration, parallel width… {seconds}", line) for line in lines), (
+        done.stdout
+    )
     progress = [line for line in lines if line.startswith("[")]
     assert len(progress) == 2, done.stdout  # one line per candidate
-    assert re.fullmatch(rf"\[1/2\] #0 baseline  training… {seconds}(  measuring… {seconds})?  {verdict}", progress[0]), progress[0]
-    assert re.fullmatch(rf"\[2/2\] #1 \S+ from #0  training… {seconds}(  measuring… {seconds})?  {verdict}", progress[1]), progress[1]
-    assert any(re.fullmatch(rf"closing  full-test confirmation, batch-size sweep, registration… {seconds}", line) for line in lines), done.stdout
+    assert re.fullmatch(
+        rf"\[1/2\] #0 baseline  training… {seconds}(  measuring… {seconds})?  {verdict}", progress[0]
+    ), progress[0]
+    assert re.fullmatch(
+        rf"\[2/2\] #1 \S+ from #0  training… {seconds}(  measuring… {seconds})?  {verdict}", progress[1]
+    ), progress[1]
+    assert any(
+        re.fullmatch(rf"closing  full-test confirmation, batch-size sweep, registration… {seconds}", line)
+        for line in lines
+    ), done.stdout
     assert "| # | steps |" in done.stdout
     assert re.search(r"^(PASSED|BUDGET_EXHAUSTED|FAILED): ", done.stdout, re.MULTILINE)
 
@@ -81,7 +102,9 @@ def test_verbose_shows_the_orchestrator_lines(tmp_path: Path) -> None:
 
 def _cooling(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """`energy-cooling run` on the quick fixture (a fixed-power meter: no CodeCarbon lines to hide here)."""
-    alias = "from flows.cli import cooling_main; raise SystemExit(cooling_main())"  # `energy-cooling`, from this checkout
+    alias = (
+        "from flows.cli import cooling_main; raise SystemExit(cooling_main())"  # `energy-cooling`, from this checkout
+    )
     argv = [sys.executable, "-c", alias, "run", "--scenario", str(FIXTURES / "cooling-quick.yaml"), *extra]
     return subprocess.run(argv, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
 
@@ -99,7 +122,10 @@ def test_the_cooling_console_shows_progress_table_and_verdict_and_no_orchestrato
     assert progress, done.stdout  # one line per attempt: the quick agent passes at its first or is retrained once
     for i, line in enumerate(progress):
         step = "train 16-8" if i == 0 else r"retrain 16-8"
-        assert re.fullmatch(rf"\[{i + 1}/2\] #{i} {step}  training…( episode \d+/\d+…)* {seconds}  evaluating… {seconds}  (PASS|miss: .+)", line), line
+        assert re.fullmatch(
+            rf"\[{i + 1}/2\] #{i} {step}  training…( episode \d+/\d+…)* {seconds}  evaluating… {seconds}  (PASS|miss: .+)",
+            line,
+        ), line
     assert any(re.fullmatch(rf"closing  plots, registration… {seconds}", line) for line in lines), done.stdout
     assert "| # | step | hidden |" in done.stdout
     assert re.search(r"^(PASSED|BUDGET_EXHAUSTED|FAILED): ", done.stdout, re.MULTILINE)

@@ -34,7 +34,9 @@ def _variant(tmp_path: Path, **changes: object) -> str:
     return str(path)
 
 
-def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(
+    mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", "--scenario", str(QUICK), "--days", "2"]) == 0
     client = MlflowClient(mlflow_store)
     versions = {v.version: dict(v.tags) for v in client.search_model_versions(f"name='{MODEL}'")}
@@ -42,23 +44,38 @@ def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(mlflo
     champion = client.get_model_version_by_alias(MODEL, "champion")
     tags = versions[champion.version]
     assert tags["gates_passed"] == "true" and tags["environment"] == "room" and tags["loop_state"] == "PASSED"
-    for key in ("energy_saved_pct", "minutes_outside_band", "train_energy_j", "inference_energy_j_per_year", "hidden_units", "energy_source"):
+    for key in (
+        "energy_saved_pct",
+        "minutes_outside_band",
+        "train_energy_j",
+        "inference_energy_j_per_year",
+        "hidden_units",
+        "energy_source",
+    ):
         assert key in tags, key
     assert tags["energy_source"] == "fixed-power:20W"
     loop = client.get_run(tags["loop_run_id"])
     assert loop.info.status == "FINISHED" and loop.data.tags["loop.state"] == "PASSED"
-    assert {"attempts.md", "summary.json", "week.png", "monthly_energy.png"} <= {a.path for a in client.list_artifacts(loop.info.run_id)}
+    assert {"attempts.md", "summary.json", "week.png", "monthly_energy.png"} <= {
+        a.path for a in client.list_artifacts(loop.info.run_id)
+    }
     attempt_run = champion.run_id
     assert {"agent/agent.pt", "agent/spec.json"} <= {a.path for a in client.list_artifacts(attempt_run, "agent")}
     assert client.get_metric_history(attempt_run, "episode_reward")
     out = capsys.readouterr().out
     assert "PASSED" in out
-    assert re.search(r"^\[1/2\] #0 train 16-8  training… \d+\.\d s  evaluating… \d+\.\d s  PASS$", out, re.MULTILINE), out  # the progress line
+    assert re.search(r"^\[1/2\] #0 train 16-8  training… \d+\.\d s  evaluating… \d+\.\d s  PASS$", out, re.MULTILINE), (
+        out
+    )  # the progress line
     # The gate has teeth: the agent used less electricity than the thermostat without leaving the band more,
     # while the do-nothing controller, judged on the same simulated days by the same gate, misses it.
     targets = settings_for(str(QUICK), days=2).targets
-    assert float(tags["energy_saved_pct"]) >= 2.0 and float(tags["minutes_outside_band"]) <= float(tags["builtin_minutes_outside_band"])
-    evaluation = Evaluation.model_validate_json(Path(client.download_artifacts(attempt_run, "agent/evaluation.json", str(tmp_path))).read_text())
+    assert float(tags["energy_saved_pct"]) >= 2.0 and float(tags["minutes_outside_band"]) <= float(
+        tags["builtin_minutes_outside_band"]
+    )
+    evaluation = Evaluation.model_validate_json(
+        Path(client.download_artifacts(attempt_run, "agent/evaluation.json", str(tmp_path))).read_text()
+    )
     rows = [c.row("do-nothing") for c in evaluation.comparisons]
     do_nothing = Attempt(index=0, kind=Kind.TRAIN, hidden_units=(1, 1), max_episodes=0, epsilon=0.0, train_energy_j=0.0, inference_energy_j_per_year=0.0,
                          energy_saved_pct=sum(r.saved_pct for r in rows) / len(rows), minutes_outside_band=sum(r.minutes_outside_band for r in rows),
@@ -79,7 +96,9 @@ def test_missed_saving_escalates_then_exhausts_the_budget_without_a_champion(mlf
     assert outcome.champion_version is None and not outcome.champion_moved
 
 
-def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_shrunk(mlflow_store: str, tmp_path: Path) -> None:
+def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_shrunk(
+    mlflow_store: str, tmp_path: Path
+) -> None:
     """The first agent meets the quality gate; what it misses picks the rung. A 1 uJ/year inference budget:
     `distil` it into a 1-1 student (its Q-values regressed, its lineage's training energy includes the
     teacher's), which cannot shrink further. A 1 uJ training budget: `shrink`, a smaller agent trained
@@ -90,27 +109,46 @@ def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_
     outcome = cooling_loop(scenario=costly_to_run, days=2)
     targets = settings_for(costly_to_run, days=2).targets
     train, distil = outcome.history
-    assert (train.kind, distil.kind) == (Kind.TRAIN, Kind.DISTIL) and quality_ok(targets, train) and not passed(targets, train)
-    assert distil.parent == 0 and distil.hidden_units == (1, 1) and distil.episodes_run == 0  # regressed, not trained by RL
-    assert distil.train_energy_j is not None and train.train_energy_j is not None and distil.train_energy_j > train.train_energy_j  # lineage
-    assert outcome.state == "FAILED" and "1-1 cannot shrink further" in outcome.reason and outcome.champion_version is None
+    assert (
+        (train.kind, distil.kind) == (Kind.TRAIN, Kind.DISTIL)
+        and quality_ok(targets, train)
+        and not passed(targets, train)
+    )
+    assert (
+        distil.parent == 0 and distil.hidden_units == (1, 1) and distil.episodes_run == 0
+    )  # regressed, not trained by RL
+    assert (
+        distil.train_energy_j is not None
+        and train.train_energy_j is not None
+        and distil.train_energy_j > train.train_energy_j
+    )  # lineage
+    assert (
+        outcome.state == "FAILED" and "1-1 cannot shrink further" in outcome.reason and outcome.champion_version is None
+    )
     versions = {v.tags["kind"]: v.tags for v in client.search_model_versions(f"name='{MODEL}'")}
     assert set(versions) == {"train", "distil"} and versions["distil"]["hidden_units"] == "1-1"
 
     costly_to_train = _variant(tmp_path, targets__max_train_energy_j=1e-6, **{**ladder, "budget__max_attempts": 2})
     outcome = cooling_loop(scenario=costly_to_train, days=2)
     train, shrink = outcome.history
-    assert (train.kind, shrink.kind) == (Kind.TRAIN, Kind.SHRINK) and quality_ok(settings_for(costly_to_train, days=2).targets, train)
+    assert (train.kind, shrink.kind) == (Kind.TRAIN, Kind.SHRINK) and quality_ok(
+        settings_for(costly_to_train, days=2).targets, train
+    )
     assert shrink.parent is None and shrink.hidden_units == (1, 1) and shrink.episodes_run >= 1  # trained from scratch
     assert outcome.state == "BUDGET_EXHAUSTED" and outcome.champion_version is None
     assert all(v.tags["gates_passed"] == "false" for v in client.search_model_versions(f"name='{MODEL}'"))
 
 
 def test_a_crash_marks_the_loop_failed_and_registers_nothing(mlflow_store: str) -> None:
-    with mock.patch("tasks.cooling.stages.evaluate", side_effect=RuntimeError("simulated crash")), pytest.raises(RuntimeError):
+    with (
+        mock.patch("tasks.cooling.stages.evaluate", side_effect=RuntimeError("simulated crash")),
+        pytest.raises(RuntimeError),
+    ):
         cooling_loop(scenario=str(QUICK), days=1)
     client = MlflowClient(mlflow_store)
-    runs = client.search_runs([client.get_experiment_by_name("cooling-loop").experiment_id], filter_string="tags.`loop.state` = 'FAILED'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("cooling-loop").experiment_id], filter_string="tags.`loop.state` = 'FAILED'"
+    )
     assert len(runs) == 1 and "simulated crash" in runs[0].data.tags["loop.reason"]
     assert client.search_registered_models() == [] or not client.search_model_versions(f"name='{MODEL}'")
 
@@ -123,7 +161,9 @@ def test_a_crash_marks_the_loop_failed_and_registers_nothing(mlflow_store: str) 
         (["run", "--scenario", str(QUICK), "--days", "-2"], "evaluation.days"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], mlflow_store: str, tmp_path: Path) -> None:
+def test_cli_bad_input_exits_2_with_one_line(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], mlflow_store: str, tmp_path: Path
+) -> None:
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err and out == ""
@@ -151,11 +191,15 @@ def test_the_flow_called_directly_with_a_bad_value_ends_failed_with_the_line(
     assert str(raised.value) == state.message
     captured = capfd.readouterr()
     assert "Traceback" not in captured.out + captured.err
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "work").exists()  # no run opened, no MLflow version, no agent
+    assert (
+        not (tmp_path / "mlflow.db").exists() and not (tmp_path / "work").exists()
+    )  # no run opened, no MLflow version, no agent
 
 
 @pytest.mark.parametrize("fault", ["unwritable-store", "tracking-unreachable"])
-def test_cli_turns_store_and_tracking_failures_into_one_line(fault: str, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_turns_store_and_tracking_failures_into_one_line(
+    fault: str, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import contextlib
     import io
 

@@ -31,7 +31,9 @@ def _free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, address: str, scheduler: subprocess.Popen[bytes], workers: dict[str, subprocess.Popen[bytes]]) -> None:
+    def __init__(
+        self, address: str, scheduler: subprocess.Popen[bytes], workers: dict[str, subprocess.Popen[bytes]]
+    ) -> None:
         self.address, self.scheduler, self.workers = address, scheduler, workers
 
 
@@ -47,12 +49,28 @@ def dask_cluster(tmp_path: Path) -> Iterator[Cluster]:
     logs.mkdir()
 
     def start(name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([DASK, *args], env=env, cwd=tmp_path, stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [DASK, *args], env=env, cwd=tmp_path, stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT
+        )
 
     port = address.rsplit(":", 1)[1]
     scheduler = start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"])
     workers = {
-        name: start(name, ["worker", address, "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"])
+        name: start(
+            name,
+            [
+                "worker",
+                address,
+                "--name",
+                name,
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+            ],
+        )
         for name in ("w1", "w2")
     }
     try:
@@ -91,7 +109,9 @@ def _kill_a_worker_mid_training(cluster: Cluster, killed: dict[str, object], sto
             time.sleep(0.05)
 
 
-def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(dask_cluster: Cluster, mlflow_store: str, tmp_path: Path) -> None:
+def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(
+    dask_cluster: Cluster, mlflow_store: str, tmp_path: Path
+) -> None:
     killed: dict[str, object] = {}
     stop = threading.Event()
     killer = threading.Thread(target=_kill_a_worker_mid_training, args=(dask_cluster, killed, stop), daemon=True)
@@ -112,7 +132,9 @@ def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(dask_clust
     assert survivor.poll() is None
 
     client = MlflowClient(mlflow_store)
-    loop = client.search_runs(client.get_experiment_by_name("energy-loop").experiment_id, "tags.`loop.state` = 'PASSED'")
+    loop = client.search_runs(
+        client.get_experiment_by_name("energy-loop").experiment_id, "tags.`loop.state` = 'PASSED'"
+    )
     assert len(loop) == 1
     assert loop[0].data.tags["parallel.width"] == "2"  # `auto` on a cluster: its two worker slots
     candidates = client.search_runs([loop[0].info.experiment_id], f"tags.mlflow.parentRunId = '{loop[0].info.run_id}'")
@@ -128,7 +150,9 @@ def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(dask_clust
             assert v.tags["train_energy_attribution"] == "machine-phase-split"  # the workers share this machine
 
 
-def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_caches_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_caches_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tiny size: the probe rungs are the loop's own `train_candidate` task runs, in process and on
     the loop's Dask task runner, read under the meter, with the workers' start-up measured."""
     import tasks.energy_loop.calibrate_parallel
@@ -152,12 +176,20 @@ def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_
     data_path = str(data_mod.prepare("digits", tmp_path / "data", seed=scenario.training.seed))
     meter = FixedPowerMeter(20.0)
     began = datetime.now(UTC)
-    table = calibrate_parallel(meter, scenario, data_path, train_candidate, "fixed-power", tmp_path / "cache", repeats=2)
+    table = calibrate_parallel(
+        meter, scenario, data_path, train_candidate, "fixed-power", tmp_path / "cache", repeats=2
+    )
     n = cores()
     assert table.cores == n and table.meter == meter.source and table.idle_power_w == pytest.approx(20.0)
-    assert table.candidates_per_loop == scenario.budget.max_iterations and table.calibration_s > 0 and table.busy_elsewhere_cores == 0
+    assert (
+        table.candidates_per_loop == scenario.budget.max_iterations
+        and table.calibration_s > 0
+        and table.busy_elsewhere_cores == 0
+    )
     assert table.epochs_per_job == scenario.training.fine_tune_epochs  # the scenario's shortest real rung
-    assert sorted(table.parallel) == sorted(table.serial) == sorted(table.startup_s) and (2 in table.parallel) == (n >= 2)
+    assert sorted(table.parallel) == sorted(table.serial) == sorted(table.startup_s) and (2 in table.parallel) == (
+        n >= 2
+    )
     for width, trial in table.parallel.items():
         assert (trial.workers, trial.threads_per_worker) == (width, max(1, n // width))
         assert table.serial[width].threads_per_worker == n  # serial: torch on every core
@@ -166,7 +198,9 @@ def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_
             for wall_s, energy_j in zip(t.wall_s_runs, t.energy_j_runs, strict=True):
                 # Read under the meter; the window also holds the timer's own start and stop (50 ms slack on a loaded machine).
                 assert wall_s > 0 and energy_j == pytest.approx(20.0 * wall_s, rel=0.05, abs=20.0 * 0.05)
-        assert table.startup_s[width] > 0 and table.startup_j[width] == pytest.approx(20.0 * table.startup_s[width], rel=0.05, abs=20.0 * 0.05)
+        assert table.startup_s[width] > 0 and table.startup_j[width] == pytest.approx(
+            20.0 * table.startup_s[width], rel=0.05, abs=20.0 * 0.05
+        )
     # Every probe candidate was a run of the loop's task: one warm-up in process, then per width a warm-up
     # rung on the workers (in the start-up) and 2 x 2 measured rungs of `width`.
     with get_client(sync_client=True) as client:
@@ -174,7 +208,9 @@ def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_
     trained = [r for r in runs if r.name.startswith("train-#") and r.state is not None and r.state.is_completed()]
     assert len(trained) == 1 + sum(w + 2 * 2 * w for w in table.parallel)
     # Cached per machine, meter and workload: a second call measures nothing (a replay meter would read 1 J).
-    again = calibrate_parallel(ReplayMeter([1.0], source=meter.source), scenario, data_path, train_candidate, "fixed-power", tmp_path / "cache")
+    again = calibrate_parallel(
+        ReplayMeter([1.0], source=meter.source), scenario, data_path, train_candidate, "fixed-power", tmp_path / "cache"
+    )
     assert again == table
     choice = parallel_width(table, None, n)
     assert choice.width == 1 or (table.speedup(choice.width) or 0) > 1 and (table.energy_ratio(choice.width) or 2) < 1

@@ -31,7 +31,11 @@ pytestmark = pytest.mark.integration
 
 def _rows(n: int = 40) -> dict[str, object]:
     rng = np.random.default_rng(0)
-    return {"length": rng.normal(40, 5, n), "island": rng.choice(["Biscoe", "Dream"], size=n), "species": rng.choice(["A", "B"], size=n)}
+    return {
+        "length": rng.normal(40, 5, n),
+        "island": rng.choice(["Biscoe", "Dream"], size=n),
+        "species": rng.choice(["A", "B"], size=n),
+    }
 
 
 def _write(frame: pd.DataFrame) -> Callable[[Path], None]:
@@ -46,16 +50,38 @@ def _stray_text(path: Path) -> None:
 
 def _many_levels(path: Path) -> None:
     n = 200_000  # each of the 100,000 levels twice: a category, not an ID (a column of distinct values is dropped as one)
-    pd.DataFrame({"x": np.arange(n) % 13, "city": [f"city-{i % 100_000}" for i in range(n)], "y": np.arange(n) % 2}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"x": np.arange(n) % 13, "city": [f"city-{i % 100_000}" for i in range(n)], "y": np.arange(n) % 2}
+    ).to_csv(path, index=False)
 
 
 CASES: list[tuple[str, Callable[[Path], None], str, str]] = [
-    ("missing target column", _write(pd.DataFrame(_rows()).drop(columns=["species"])), "species", "target = 'species': expected one of the columns"),
+    (
+        "missing target column",
+        _write(pd.DataFrame(_rows()).drop(columns=["species"])),
+        "species",
+        "target = 'species': expected one of the columns",
+    ),
     ("non-numeric feature", _stray_text, "species", "column 'age' row 39 = '?': expected a number"),
     ("empty file", lambda path: path.write_text(""), "species", "the file is empty"),
-    ("target missing in every row", _write(pd.DataFrame({**_rows(), "species": [None] * 40})), "species", "missing in all 40 rows"),
-    ("column entirely missing", _write(pd.DataFrame({**_rows(), "depth": [np.nan] * 40})), "species", "column 'depth' = 'missing in all 40 rows'"),
-    ("categorical column with 100,000 levels", _many_levels, "y", "column 'city' = '100000 distinct values': expected at most 1000 categories"),
+    (
+        "target missing in every row",
+        _write(pd.DataFrame({**_rows(), "species": [None] * 40})),
+        "species",
+        "missing in all 40 rows",
+    ),
+    (
+        "column entirely missing",
+        _write(pd.DataFrame({**_rows(), "depth": [np.nan] * 40})),
+        "species",
+        "column 'depth' = 'missing in all 40 rows'",
+    ),
+    (
+        "categorical column with 100,000 levels",
+        _many_levels,
+        "y",
+        "column 'city' = '100000 distinct values': expected at most 1000 categories",
+    ),
 ]
 
 
@@ -66,12 +92,28 @@ def _cli(tmp_path: Path, table: Path, target: str, *extra: str) -> subprocess.Co
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    argv = [sys.executable, "-m", "flows.cli", "run", "--scenario", "dev-cpu", "--dataset", str(table), "--target", target, "--model-name", "bad", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--scenario",
+        "dev-cpu",
+        "--dataset",
+        str(table),
+        "--target",
+        target,
+        "--model-name",
+        "bad",
+        *extra,
+    ]
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(("make", "target", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_data_error_is_one_line_before_the_flow(tmp_path: Path, make: Callable[[Path], None], target: str, needle: str) -> None:
+def test_data_error_is_one_line_before_the_flow(
+    tmp_path: Path, make: Callable[[Path], None], target: str, needle: str
+) -> None:
     table = tmp_path / "table.csv"
     make(table)
     done = _cli(tmp_path, table, target)
@@ -124,7 +166,10 @@ def test_verbose_shows_the_traceback_behind_the_line(tmp_path: Path) -> None:
 FLOW_CASES = {
     "column entirely missing": ("species", "column 'depth' = 'missing in all 40 rows'"),
     "target missing in every row": ("species", "missing in all 40 rows"),
-    "categorical column with 100,000 levels": ("y", "column 'city' = '100000 distinct values': expected at most 1000 categories"),
+    "categorical column with 100,000 levels": (
+        "y",
+        "column 'city' = '100000 distinct values': expected at most 1000 categories",
+    ),
     "non-existent dataset": (None, "expected an existing .csv or .parquet file"),
 }
 
@@ -146,9 +191,18 @@ def _one_line(message: str | None, needle: str) -> None:
 
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("case", list(FLOW_CASES))
-def test_the_flow_called_directly_ends_failed_with_the_line(case: str, tmp_path: Path, mlflow_store: str, capfd: pytest.CaptureFixture[str]) -> None:
+def test_the_flow_called_directly_ends_failed_with_the_line(
+    case: str, tmp_path: Path, mlflow_store: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     dataset, target, needle = _dataset(case, tmp_path)
-    state = energy_loop(scenario="dev-cpu", dataset=dataset, target=target, model_name="bad", work_root=str(tmp_path / "work"), return_state=True)
+    state = energy_loop(
+        scenario="dev-cpu",
+        dataset=dataset,
+        target=target,
+        model_name="bad",
+        work_root=str(tmp_path / "work"),
+        return_state=True,
+    )
     assert state.is_failed() and state.name == INVALID_INPUT
     _one_line(state.message, needle)
     with pytest.raises(InputError) as raised:  # what a Python caller of the flow gets
@@ -175,13 +229,23 @@ def deployed(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) ->
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
     with get_client(sync_client=True) as client:
         template = ProcessWorker.get_default_base_job_template()
-        client.create_work_pool(WorkPoolCreate(name="bad-input", type="process", base_job_template=template), overwrite=True)
+        client.create_work_pool(
+            WorkPoolCreate(name="bad-input", type="process", base_job_template=template), overwrite=True
+        )
         flow_id = client.create_flow_from_name("energy-loop")
         ids = {
             name: client.create_deployment(
-                flow_id=flow_id, name=name, entrypoint="flows/energy_loop.py:energy_loop", work_pool_name="bad-input", parameters=params, pull_steps=pull
+                flow_id=flow_id,
+                name=name,
+                entrypoint="flows/energy_loop.py:energy_loop",
+                work_pool_name="bad-input",
+                parameters=params,
+                pull_steps=pull,
             )
-            for name, params in (("bad-input", defaults), ("bad-defaults", {**defaults, "dataset": str(tmp / "nope.csv")}))
+            for name, params in (
+                ("bad-input", defaults),
+                ("bad-defaults", {**defaults, "dataset": str(tmp / "nope.csv")}),
+            )
         }
     url = str(PREFECT_API_URL.value())
     env = {
@@ -208,12 +272,24 @@ def _no_trace_of_a_run(deployed: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", list(FLOW_CASES))
 def test_a_triggered_deployment_run_ends_failed_with_the_line_and_trigger_exits_2(
-    case: str, deployed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    case: str,
+    deployed: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
     dataset, target, needle = _dataset(case, tmp_path)
     params = [f"dataset={dataset}", *([f"target={target}"] if target else [])]
-    argv = ["trigger", "--deployment", "energy-loop/bad-input", "--wait", "--poll-s", "0.5", *(x for p in params for x in ("--param", p))]
+    argv = [
+        "trigger",
+        "--deployment",
+        "energy-loop/bad-input",
+        "--wait",
+        "--poll-s",
+        "0.5",
+        *(x for p in params for x in ("--param", p)),
+    ]
     assert main(argv) == 2
     captured = capsys.readouterr()
     errors = captured.err.strip().splitlines()
@@ -228,7 +304,9 @@ def _final_state(run_id: Any, deployed: dict[str, Any]) -> Any:
     with get_client(sync_client=True) as client:
         deadline = time.monotonic() + 180
         while (state := client.read_flow_run(run_id).state) is None or not state.is_final():
-            assert time.monotonic() < deadline, f"still {state.name if state else None}:\n{deployed['log'].read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"still {state.name if state else None}:\n{deployed['log'].read_text()[-3000:]}"
+            )
             time.sleep(0.5)
     return state
 
@@ -256,7 +334,11 @@ def test_a_scheduled_run_with_bad_defaults_ends_failed_with_the_line(deployed: d
     ],
 )
 def test_trigger_refuses_what_it_can_check_before_a_run_is_created(
-    param: str, needle: str, deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    param: str,
+    needle: str,
+    deployed: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from prefect import get_client
 
@@ -274,7 +356,9 @@ def test_a_scenario_only_the_worker_could_have_is_left_to_its_run(
     deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
-    assert main(["trigger", "--deployment", "energy-loop/bad-input", "--param", "scenario=worker-only/nothing.yaml"]) == 0
+    assert (
+        main(["trigger", "--deployment", "energy-loop/bad-input", "--param", "scenario=worker-only/nothing.yaml"]) == 0
+    )
     run_id = re.search(r"started flow run \S+ \(([0-9a-f-]+)\)", capsys.readouterr().out)
     assert run_id is not None
     state = _final_state(run_id.group(1), deployed)  # not in this checkout either: its first task says so

@@ -21,9 +21,20 @@ pytestmark = pytest.mark.integration
 
 def test_sigkill_mid_loop_leaves_nothing_registered_and_is_reaped(mlflow_store: str, tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    argv = [str(BIN / "energy-loop"), "run", "--scenario", str(FIXTURES / "killable.yaml"), "--dataset", "digits", "--model-name", "killed"]
+    argv = [
+        str(BIN / "energy-loop"),
+        "run",
+        "--scenario",
+        str(FIXTURES / "killable.yaml"),
+        "--dataset",
+        "digits",
+        "--model-name",
+        "killed",
+    ]
     log = tmp_path / "loop.log"
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     client = MlflowClient(mlflow_store)
     try:
         deadline = time.monotonic() + 180
@@ -52,7 +63,9 @@ def test_sigkill_mid_loop_leaves_nothing_registered_and_is_reaped(mlflow_store: 
     assert reaped == [loop_run.info.run_id]
     closed = client.get_run(loop_run.info.run_id)
     assert closed.info.status == "FAILED" and closed.data.tags["loop.reason"].startswith("orphaned: process")
-    children = client.search_runs([loop_run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{loop_run.info.run_id}'")
+    children = client.search_runs(
+        [loop_run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{loop_run.info.run_id}'"
+    )
     assert children and all(c.info.status in ("FINISHED", "FAILED") for c in children)
     assert reap_orphans(loop_run.info.experiment_id) == []  # idempotent
 
@@ -66,7 +79,10 @@ def test_a_version_from_a_loop_that_did_not_finish_cannot_be_promoted(mlflow_sto
     client.set_terminated(candidate.info.run_id, status="FINISHED")
     client.create_registered_model("half")
     version = client.create_model_version(
-        "half", source=f"runs:/{candidate.info.run_id}/model", run_id=candidate.info.run_id, tags={"gates_passed": "true", "loop_run_id": loop.info.run_id}
+        "half",
+        source=f"runs:/{candidate.info.run_id}/model",
+        run_id=candidate.info.run_id,
+        tags={"gates_passed": "true", "loop_run_id": loop.info.run_id},
     )
     with pytest.raises(Exception, match="the loop that registered it is FAILED"):
         promote("half", str(version.version))
@@ -92,14 +108,27 @@ def test_tracking_server_killed_mid_loop_then_restarted(tmp_path: Path) -> None:
 
     def start_server(name: str) -> subprocess.Popen[bytes]:
         log = tmp_path / f"{name}.log"
-        server = subprocess.Popen(server_argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            server_argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         _wait_http(f"{uri}/health", 120, server, log)
         return server
 
     server = start_server("server-1")
     loop_log = tmp_path / "loop.log"
-    argv = [str(BIN / "energy-loop"), "run", "--scenario", str(FIXTURES / "killable.yaml"), "--dataset", "digits", "--model-name", "outage"]
-    loop = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=loop_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    argv = [
+        str(BIN / "energy-loop"),
+        "run",
+        "--scenario",
+        str(FIXTURES / "killable.yaml"),
+        "--dataset",
+        "digits",
+        "--model-name",
+        "outage",
+    ]
+    loop = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=loop_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     client = MlflowClient(uri)
     try:
         deadline = time.monotonic() + 180
@@ -126,10 +155,15 @@ def test_tracking_server_killed_mid_loop_then_restarted(tmp_path: Path) -> None:
         assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
         exp = client.get_experiment_by_name("energy-loop")
         loops = [r for r in client.search_runs([exp.experiment_id]) if "loop.pid" in r.data.tags]
-        assert sorted(r.info.status for r in loops) == ["FAILED", "FINISHED"]  # the interrupted loop was closed as orphaned
+        assert sorted(r.info.status for r in loops) == [
+            "FAILED",
+            "FINISHED",
+        ]  # the interrupted loop was closed as orphaned
         versions = client.search_model_versions("name='outage'")
         finished_loop = next(r for r in loops if r.info.status == "FINISHED").info.run_id
-        assert versions and all(v.tags["loop_run_id"] == finished_loop for v in versions)  # nothing from the interrupted loop
+        assert versions and all(
+            v.tags["loop_run_id"] == finished_loop for v in versions
+        )  # nothing from the interrupted loop
         assert all(client.get_run(v.run_id).info.status == "FINISHED" for v in versions)
         champion = client.get_model_version_by_alias("outage", "champion")
         assert champion.tags["gates_passed"] == "true"
@@ -141,7 +175,12 @@ def _tiny_tmpfs(where: Path, size_kb: int) -> bool:
     where.mkdir(parents=True, exist_ok=True)
     if shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 # Each fault names its own error: a full disk is ENOSPC, a file where the folder should be is ENOTDIR.
@@ -149,7 +188,9 @@ EXPECTED_ERROR = {"disk-full": "No space left on device", "unwritable": "Not a d
 
 
 @pytest.mark.parametrize("fault", ["disk-full", "unwritable"])
-def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, mlflow_store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_disk_full_or_unwritable_artifact_store_registers_nothing(
+    fault: str, mlflow_store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The embedded store keeps artifacts in ./mlartifacts: make it a 96 KiB filesystem, or a plain file."""
     import contextlib
     import io
@@ -159,14 +200,27 @@ def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, ml
     artifacts = tmp_path / "mlartifacts"
     if fault == "disk-full":
         mounted = _tiny_tmpfs(artifacts, 96)
-        require(mounted, "root and util-linux's mount, to mount a 96 KiB tmpfs (run the tests as root, or in a container with CAP_SYS_ADMIN)")
+        require(
+            mounted,
+            "root and util-linux's mount, to mount a 96 KiB tmpfs (run the tests as root, or in a container with CAP_SYS_ADMIN)",
+        )
     else:
         artifacts.write_text("a file where the artifact folder should be")  # writes fail even as root
     request.getfixturevalue("prefect_harness")
     try:
         # Not capsys: Prefect's console log handler keeps the stream it first saw, and capsys closes its stream.
         with contextlib.redirect_stderr(io.StringIO()) as stderr:
-            code = main(["run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", "digits", "--model-name", f"full-{fault}"])
+            code = main(
+                [
+                    "run",
+                    "--scenario",
+                    str(FIXTURES / "quick.yaml"),
+                    "--dataset",
+                    "digits",
+                    "--model-name",
+                    f"full-{fault}",
+                ]
+            )
     finally:
         if fault == "disk-full":
             subprocess.run(["umount", str(artifacts)], capture_output=True)
@@ -178,5 +232,7 @@ def test_disk_full_or_unwritable_artifact_store_registers_nothing(fault: str, ml
     assert other not in err[-1], err[-3:]
     client = MlflowClient(mlflow_store)
     assert client.search_model_versions(f"name='full-{fault}'") == []  # no half-logged model registered
-    loops = client.search_runs([client.get_experiment_by_name("energy-loop").experiment_id], filter_string="tags.`loop.pid` != ''")
+    loops = client.search_runs(
+        [client.get_experiment_by_name("energy-loop").experiment_id], filter_string="tags.`loop.pid` != ''"
+    )
     assert loops and all(r.info.status == "FAILED" for r in loops)

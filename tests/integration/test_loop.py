@@ -27,7 +27,9 @@ def _versions(client: MlflowClient, name: str) -> dict[str, dict[str, str]]:
     return {v.version: dict(v.tags) for v in client.search_model_versions(f"name='{name}'")}
 
 
-def test_passing_loop_registers_every_candidate_crowns_a_passing_one_and_emits_no_alert(quick_loop: QuickLoop, tmp_path: Path) -> None:
+def test_passing_loop_registers_every_candidate_crowns_a_passing_one_and_emits_no_alert(
+    quick_loop: QuickLoop, tmp_path: Path
+) -> None:
     outcome = quick_loop.outcome  # quick.yaml on digits, model digits-quick (tests/integration/conftest.py)
     assert outcome.state == "PASSED", outcome.reason
     client = MlflowClient(quick_loop.store)
@@ -37,9 +39,18 @@ def test_passing_loop_registers_every_candidate_crowns_a_passing_one_and_emits_n
     tags = versions[champion.version]
     assert tags["gates_passed"] == "true"
     # What the webhook receiver reads: the scenario's promotion mode, and the champion to move back to.
-    assert tags["promotion_mode"] == "warn" and client.get_registered_model("digits-quick").tags["last_gated_champion"] == str(champion.version)
+    assert tags["promotion_mode"] == "warn" and client.get_registered_model("digits-quick").tags[
+        "last_gated_champion"
+    ] == str(champion.version)
     assert tags["compression_steps"].startswith("early-stopping")
-    for key in ("accuracy", "inference_energy_j_per_1k", "train_energy_j", "latency_ms_per_batch", "energy_source", "energy_estimated"):
+    for key in (
+        "accuracy",
+        "inference_energy_j_per_1k",
+        "train_energy_j",
+        "latency_ms_per_batch",
+        "energy_source",
+        "energy_estimated",
+    ):
         assert key in tags, key
     assert tags["energy_source"] == "fixed-power:20W" and tags["energy_estimated"] == "true"
     assert int(tags["deployment.energy_optimal_batch_size"]) in (1, 16, 64, 256, 1024, 4096)
@@ -49,7 +60,9 @@ def test_passing_loop_registers_every_candidate_crowns_a_passing_one_and_emits_n
     chosen = outcome.history[outcome.chosen]
     assert "confirmed on the full test split" in outcome.reason
     assert chosen.tags["eval_samples"] == "all" and "subset_accuracy" in chosen.tags
-    assert float(tags["accuracy"]) == pytest.approx(chosen.accuracy, abs=1e-5)  # the registry holds the full-split figure
+    assert float(tags["accuracy"]) == pytest.approx(
+        chosen.accuracy, abs=1e-5
+    )  # the registry holds the full-split figure
     failing = [v for v, t in versions.items() if t["gates_passed"] == "false"]
     assert champion.version not in failing and failing  # the baseline never passes: it is the reference
     # Parent run finished, nested runs carry per-epoch curves, the table and the Pareto plot are artifacts.
@@ -73,14 +86,18 @@ def test_passing_loop_registers_every_candidate_crowns_a_passing_one_and_emits_n
     assert spec.history == chosen.lineage
     digits = load_cached(str(prepare("digits", tmp_path / "reload-data")))
     reloaded = quality(model, digits)
-    assert reloaded.samples == len(digits.y_test) and reloaded.accuracy == pytest.approx(float(tags["accuracy"]), abs=1e-4)
+    assert reloaded.samples == len(digits.y_test) and reloaded.accuracy == pytest.approx(
+        float(tags["accuracy"]), abs=1e-4
+    )
     # A passing loop emits no alert (the same loop: a second run of it would check nothing more).
     for state in ("budget_exhausted", "failed"):
         assert _events(f"energy-loop.loop.{state}", "energy-loop.model.digits-quick", timeout_s=5) == []
 
 
 def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(mlflow_store: str) -> None:
-    outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-parallel", parallel=2)
+    outcome = energy_loop(
+        scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-parallel", parallel=2
+    )
     assert outcome.state == "PASSED", outcome.reason
     assert len(outcome.history) >= 2
     on_workers = [c for c in outcome.history if "train_host" in c.tags]
@@ -102,7 +119,9 @@ def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(ml
             continue
         assert tags["train_energy_attribution"] == "machine-phase-split", tags
         key = tuple(tags[f"train_energy_attribution.{k}"] for k in ("machine_energy_j", "phase_s", "candidates"))
-        phases.setdefault(key, []).append(float(tags["train_energy_attribution.busy_j"]) + float(tags["train_energy_attribution.constant_j"]))
+        phases.setdefault(key, []).append(
+            float(tags["train_energy_attribution.busy_j"]) + float(tags["train_energy_attribution.constant_j"])
+        )
         assert float(tags["train_energy_j"]) >= float(tags["train_energy_attribution.busy_j"])
     for (machine_j, phase_s, candidates), parts in phases.items():
         assert len(parts) == int(candidates)
@@ -115,7 +134,14 @@ def _events(name: str, resource_id: str, timeout_s: float = 30.0) -> list[dict[s
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    query = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}, "occurred": {"since": "2020-01-01T00:00:00Z"}}, "limit": 50}
+    query = {
+        "filter": {
+            "event": {"name": [name]},
+            "resource": {"id": [resource_id]},
+            "occurred": {"since": "2020-01-01T00:00:00Z"},
+        },
+        "limit": 50,
+    }
     deadline = time.monotonic() + timeout_s
     while True:
         response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=query, timeout=10)
@@ -127,7 +153,9 @@ def _events(name: str, resource_id: str, timeout_s: float = 30.0) -> list[dict[s
 
 
 def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_store: str) -> None:
-    outcome = energy_loop(scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible")
+    outcome = energy_loop(
+        scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible"
+    )
     assert outcome.state == "BUDGET_EXHAUSTED"
     assert "used 3 of 3 iterations" in outcome.reason
     # The alert went to the Prefect server for real: an automation matching it would fire.
@@ -143,13 +171,43 @@ def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_sto
     assert client.get_run(outcome.loop_run_id).data.tags["loop.state"] == "BUDGET_EXHAUSTED"
 
 
-def test_cli_exit_codes_and_bad_file_inside_the_flow(mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--scenario", str(FIXTURES / "quick-impossible.yaml"), "--dataset", "digits", "--model-name", "cli-model"]) == 1
+def test_cli_exit_codes_and_bad_file_inside_the_flow(
+    mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "run",
+                "--scenario",
+                str(FIXTURES / "quick-impossible.yaml"),
+                "--dataset",
+                "digits",
+                "--model-name",
+                "cli-model",
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert "BUDGET_EXHAUSTED" in out and "| # | steps |" in out
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,label\n" + "1,2,0\n2,2,1\n" * 15 + "?,2,1\n")  # a number column with stray text
-    assert main(["run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", str(bad), "--target", "label", "--model-name", "bad"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--scenario",
+                str(FIXTURES / "quick.yaml"),
+                "--dataset",
+                str(bad),
+                "--target",
+                "label",
+                "--model-name",
+                "bad",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "column 'a' row 30 = '?'" in err
     client = MlflowClient(mlflow_store)
@@ -160,8 +218,18 @@ def test_trigger_without_a_prefect_server_runs_the_flow_in_this_process(
     mlflow_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    argv = ["trigger", "--deployment", "energy-loop/dev-cpu", "--param", f"scenario={FIXTURES / 'quick.yaml'}", "--param", "dataset=digits"]
-    assert main([*argv[:3], "--param", "dataset=digits"]) == 2  # no deployment defaults in process: the scenario is required
+    argv = [
+        "trigger",
+        "--deployment",
+        "energy-loop/dev-cpu",
+        "--param",
+        f"scenario={FIXTURES / 'quick.yaml'}",
+        "--param",
+        "dataset=digits",
+    ]
+    assert (
+        main([*argv[:3], "--param", "dataset=digits"]) == 2
+    )  # no deployment defaults in process: the scenario is required
     assert "--param scenario=...: expected when running in process" in capsys.readouterr().err
     assert main([*argv, "--param", "model_name=triggered", "--wait"]) == 0
     captured = capsys.readouterr()
@@ -198,7 +266,12 @@ def _regression_scenario(tmp_path: Path, max_rmse: float) -> str:
 
 def test_regression_csv_with_a_linear_target_passes(mlflow_store: str, tmp_path: Path) -> None:
     # The target's spread is ~3.8 and its noise 0.1: an RMSE of 1.0 is within reach of the first early-stopped model.
-    outcome = energy_loop(scenario=_regression_scenario(tmp_path, 1.0), dataset=str(_regression_csv(tmp_path, True)), target="price", model_name="linear")
+    outcome = energy_loop(
+        scenario=_regression_scenario(tmp_path, 1.0),
+        dataset=str(_regression_csv(tmp_path, True)),
+        target="price",
+        model_name="linear",
+    )
     assert outcome.state == "PASSED", outcome.reason
     assert outcome.chosen is not None and outcome.chosen >= 1  # the baseline is the reference, never the answer
     chosen = outcome.history[outcome.chosen]
@@ -213,13 +286,20 @@ def test_regression_csv_with_a_linear_target_passes(mlflow_store: str, tmp_path:
 
 def test_regression_csv_with_an_unpredictable_target_exhausts_the_budget(mlflow_store: str, tmp_path: Path) -> None:
     # Pure noise of spread 1.0: no model gets near an RMSE of 0.5 on unseen rows.
-    outcome = energy_loop(scenario=_regression_scenario(tmp_path, 0.5), dataset=str(_regression_csv(tmp_path, False)), target="price", model_name="noise")
+    outcome = energy_loop(
+        scenario=_regression_scenario(tmp_path, 0.5),
+        dataset=str(_regression_csv(tmp_path, False)),
+        target="price",
+        model_name="noise",
+    )
     assert outcome.state == "BUDGET_EXHAUSTED", outcome.reason
     assert "used 3 of 3 iterations" in outcome.reason
     assert len(outcome.history) == 3 and all(c.rmse is not None and c.rmse > 0.5 for c in outcome.history)
     client = MlflowClient(mlflow_store)
     versions = _versions(client, "noise")
-    assert len(versions) == 3 and all(t["gates_passed"] == "false" and float(t["rmse"]) > 0.5 for t in versions.values())
+    assert len(versions) == 3 and all(
+        t["gates_passed"] == "false" and float(t["rmse"]) > 0.5 for t in versions.values()
+    )
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("noise", "champion")
 
@@ -235,7 +315,9 @@ def test_edge_target_uses_int8_that_this_cpu_would_skip(mlflow_store: str) -> No
     assert run.data.tags["calibration.machine"] == "analytic:horowitz-isscc2014-45nm"
 
 
-def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version(mlflow_store: str, tmp_path: Path) -> None:
+def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version(
+    mlflow_store: str, tmp_path: Path
+) -> None:
     import json
 
     import mlflow
@@ -262,7 +344,19 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
     )
     path = tmp_path / "animals.csv"
     frame.to_csv(path, index=False)
-    assert main(["run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", str(path), "--target", "kind", "--model-name", "animals"]) in (0, 1)
+    assert main(
+        [
+            "run",
+            "--scenario",
+            str(FIXTURES / "quick.yaml"),
+            "--dataset",
+            str(path),
+            "--target",
+            "kind",
+            "--model-name",
+            "animals",
+        ]
+    ) in (0, 1)
     client = MlflowClient(mlflow_store)
     versions = client.search_model_versions("name='animals'")
     assert versions
@@ -273,7 +367,11 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
     mlflow.set_tracking_uri(mlflow_store)
     for version in versions:
         assert version.tags["quality_metric"] == "balanced_accuracy"
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/animals/{version.version}", dst_path=str(tmp_path / str(version.version))))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/animals/{version.version}", dst_path=str(tmp_path / str(version.version))
+            )
+        )
         folder = next(local.rglob("preprocessing.json")).parent  # the model folder, inside the MLflow model's artifacts
         saved = json.loads((folder / "preprocessing.json").read_text())
         assert saved == data.preprocessing
@@ -285,7 +383,9 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
             predicted = pre.decode(models.to_precision(model, spec.precision)(torch.tensor(raw)).numpy())
         assert set(predicted) <= {"common", "rare"} and (predicted == frame["kind"].to_numpy()).mean() > 0.8
         # The registered MLflow model takes the raw rows (text, gaps, the dropped columns) and applies the same preprocessing.
-        served = mlflow.pyfunc.load_model(f"models:/animals/{version.version}").predict(pd.read_csv(path).drop(columns=["kind"]))
+        served = mlflow.pyfunc.load_model(f"models:/animals/{version.version}").predict(
+            pd.read_csv(path).drop(columns=["kind"])
+        )
         assert list(served["prediction"]) == [str(v) for v in predicted]
     table = Path(client.download_artifacts(loop_run.info.run_id, "iterations.md", str(tmp_path))).read_text()
     assert "| balanced_accuracy |" in table and "Quality: balanced_accuracy" in table

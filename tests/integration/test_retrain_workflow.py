@@ -30,7 +30,10 @@ def ci_secrets(servers: dict[str, str]) -> dict[str, str]:
     from mlflow import MlflowClient
     from mlflow.server import get_app_client
 
-    admin = {"MLFLOW_TRACKING_USERNAME": servers["MLFLOW_TRACKING_USERNAME"], "MLFLOW_TRACKING_PASSWORD": servers["MLFLOW_TRACKING_PASSWORD"]}
+    admin = {
+        "MLFLOW_TRACKING_USERNAME": servers["MLFLOW_TRACKING_USERNAME"],
+        "MLFLOW_TRACKING_PASSWORD": servers["MLFLOW_TRACKING_PASSWORD"],
+    }
     password = secrets.token_urlsafe(16)
     with mock.patch.dict(os.environ, admin):
         tracking = MlflowClient(servers["MLFLOW_TRACKING_URI"])
@@ -39,7 +42,11 @@ def ci_secrets(servers: dict[str, str]) -> dict[str, str]:
         auth = get_app_client("basic-auth", tracking_uri=servers["MLFLOW_TRACKING_URI"])
         auth.create_user("ci", password)
         auth.grant_user_permission("ci", "experiment", experiment_id, "READ")
-    values = {**{key: servers[key] for key in secret_names().values()}, "MLFLOW_TRACKING_USERNAME": "ci", "MLFLOW_TRACKING_PASSWORD": password}
+    values = {
+        **{key: servers[key] for key in secret_names().values()},
+        "MLFLOW_TRACKING_USERNAME": "ci",
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
     return values
 
 
@@ -55,7 +62,10 @@ def registry(servers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _dispatch(ci_secrets: dict[str, str], tmp_path: Path, scenario: str, model_name: str) -> JobResult:
     """Actions > retrain > Run workflow, on the energy loop's nightly deployment with overrides."""
-    inputs = {"deployment": "energy-loop/dev-cpu", "params": f"scenario={scenario} dataset=digits model_name={model_name}"}
+    inputs = {
+        "deployment": "energy-loop/dev-cpu",
+        "params": f"scenario={scenario} dataset=digits model_name={model_name}",
+    }
     return run_job(ci_secrets, inputs, tmp_path, install=INSTALL)
 
 
@@ -71,7 +81,9 @@ def test_the_job_passes_when_the_loop_passes(ci_secrets: dict[str, str], registr
 
 
 @pytest.mark.timeout(900)  # a loop through the worker, and with RETRAIN_WORKFLOW_INSTALL=real an install
-def test_the_job_fails_when_the_scenario_cannot_be_met(ci_secrets: dict[str, str], registry: Any, tmp_path: Path) -> None:
+def test_the_job_fails_when_the_scenario_cannot_be_met(
+    ci_secrets: dict[str, str], registry: Any, tmp_path: Path
+) -> None:
     result = _dispatch(ci_secrets, tmp_path, "tests/fixtures/quick-impossible.yaml", "ci-impossible")
     print(result.output)
     assert result.returncode == 1, result.output[-4000:]
@@ -86,7 +98,9 @@ def test_a_missing_secret_stops_the_job_in_one_line(missing: str, ci_secrets: di
     result = run_job({**ci_secrets, missing: ""}, {}, tmp_path, install=INSTALL)  # GitHub's value for an unset secret
     print(result.output)
     assert result.returncode != 0
-    assert result.failed_step == "Check the secrets" and len(result.steps) == 1, result.output  # nothing installed or started
+    assert result.failed_step == "Check the secrets" and len(result.steps) == 1, (
+        result.output
+    )  # nothing installed or started
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and missing in lines[0], result.output
     for value in ci_secrets.values():  # the line names what is missing, never a value
@@ -95,7 +109,10 @@ def test_a_missing_secret_stops_the_job_in_one_line(missing: str, ci_secrets: di
 
 def test_inputs_reach_the_shell_as_data_not_code(ci_secrets: dict[str, str], tmp_path: Path) -> None:
     marker = tmp_path / "injected"
-    hostile = {"deployment": f'energy-loop/dev-cpu"; touch {marker}; echo "', "params": f"dataset=digits $(touch {marker}) `touch {marker}`"}
+    hostile = {
+        "deployment": f'energy-loop/dev-cpu"; touch {marker}; echo "',
+        "params": f"dataset=digits $(touch {marker}) `touch {marker}`",
+    }
     for name, value in hostile.items():
         result = run_job(ci_secrets, {name: value}, tmp_path / name, install=INSTALL)
         assert result.returncode == 2 and result.failed_step == RETRAIN_STEP, result.output[-3000:]

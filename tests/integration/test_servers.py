@@ -65,7 +65,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _psql(sql: str) -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _postgres_answers() -> bool:
@@ -81,7 +85,10 @@ def start_servers(tmp: Path) -> Iterator[dict[str, str]]:
     (tests/integration/conftest.py) starts it once for the tests that use it."""
     # The only tests of `trigger --wait`, `prefect deploy --all` and live authentication: under CI they must run.
     require(shutil.which("psql") is not None, "the PostgreSQL client psql (apt-get install postgresql-client)")
-    require(_postgres_answers(), f"a PostgreSQL 15 server on {PG} with trust auth for user postgres (apt-get install postgresql)")
+    require(
+        _postgres_answers(),
+        f"a PostgreSQL 15 server on {PG} with trust auth for user postgres (apt-get install postgresql)",
+    )
     suffix = uuid.uuid4().hex[:8]
     dbs = {"mlflow": f"el_mlflow_{suffix}", "auth": f"el_auth_{suffix}", "prefect": f"el_prefect_{suffix}"}
     for db in dbs.values():
@@ -108,23 +115,38 @@ def start_servers(tmp: Path) -> Iterator[dict[str, str]]:
         "MLFLOW_BIN": str(BIN / "mlflow"),
         "PREFECT_SERVER_API_AUTH_STRING": f"admin:{secrets.token_urlsafe(16)}",
     }
-    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = (env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = (
+        env["MLFLOW_AUTH_ADMIN_USERNAME"],
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"],
+    )
     env["PREFECT_API_AUTH_STRING"] = env["PREFECT_SERVER_API_AUTH_STRING"]
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
         log = tmp / f"{name}.log"
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         procs.append(proc)
         return proc, log
 
     try:
         mlflow_proc, mlflow_log = start("mlflow", ["sh", str(ROOT / "infra" / "mlflow-server.sh"), "--workers", "1"])
-        prefect_proc, prefect_log = start("prefect", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)])
+        prefect_proc, prefect_log = start(
+            "prefect", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)]
+        )
         _wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow_proc, mlflow_log)
         _wait_http(f"http://127.0.0.1:{prefect_port}/api/health", 120, prefect_proc, prefect_log)
-        subprocess.run([str(BIN / "prefect"), "work-pool", "create", "energy-loop", "--type", "process"], env=env, cwd=ROOT, check=True, capture_output=True)
-        deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True)
+        subprocess.run(
+            [str(BIN / "prefect"), "work-pool", "create", "energy-loop", "--type", "process"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        deploy = subprocess.run(
+            [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True
+        )
         assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
         start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "energy-loop", "--type", "process"])
         yield env
@@ -157,19 +179,34 @@ def test_both_servers_refuse_requests_without_credentials(servers: dict[str, str
     mlflow_api = f"{servers['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1"
     assert _status_without(mlflow_api) == 401
     assert _status_without(mlflow_api, ("admin", "wrong-password")) == 401
-    assert _status_without(mlflow_api, (servers["MLFLOW_TRACKING_USERNAME"], servers["MLFLOW_TRACKING_PASSWORD"])) == 200
+    assert (
+        _status_without(mlflow_api, (servers["MLFLOW_TRACKING_USERNAME"], servers["MLFLOW_TRACKING_PASSWORD"])) == 200
+    )
     prefect_api = f"{servers['PREFECT_API_URL']}/flows/filter"
-    request = urllib.request.Request(prefect_api, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        prefect_api, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
     # The CLI without credentials: one line, exit 1, nothing registered.
     anonymous = {k: v for k, v in servers.items() if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    result = subprocess.run([str(BIN / "energy-loop"), "status", "server-digits"], env=anonymous, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "401" in result.stderr and "not authenticated" in result.stderr, result.stderr[-2000:]
+    result = subprocess.run(
+        [str(BIN / "energy-loop"), "status", "server-digits"],
+        env=anonymous,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "401" in result.stderr and "not authenticated" in result.stderr, result.stderr[
+        -2000:
+    ]
 
 
-def test_trigger_a_deployment_and_read_the_registry_from_the_server(servers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trigger_a_deployment_and_read_the_registry_from_the_server(
+    servers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", servers["MLFLOW_TRACKING_USERNAME"])
@@ -185,7 +222,13 @@ def test_trigger_a_deployment_and_read_the_registry_from_the_server(servers: dic
     assert champion.tags["gates_passed"] == "true" and champion.tags["prefect.flow_run_id"]
     assert client.get_run(champion.run_id).info.status == "FINISHED"
     # The deployment carries the nightly schedule from prefect.yaml.
-    listed = subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "energy-loop/dev-cpu"], env=servers, cwd=ROOT, capture_output=True, text=True)
+    listed = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "inspect", "energy-loop/dev-cpu"],
+        env=servers,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert "0 2 * * *" in listed.stdout
 
 

@@ -95,32 +95,52 @@ def test_every_model_kind_registers_as_an_mlflow_model_and_loads(mlflow_store: s
         if kind == "onnxruntime" and onnx_runtime.unavailable() is None:
             onnx_runtime.save_for_onnxruntime(model_dir, "fp32")
         logged = serving.mlflow_serving(str(model_dir))
-        model_id = mlflow_model.log_model(mc, run.info.run_id, model_dir, {"kind": kind}, logged.code_path, logged.example, logged.example_output)
+        model_id = mlflow_model.log_model(
+            mc, run.info.run_id, model_dir, {"kind": kind}, logged.code_path, logged.example, logged.example_output
+        )
         mlflow_model.check_logged(mc, model_id, model_dir)
-        version = mc.create_model_version("kinds", source=f"models:/{model_id}", run_id=run.info.run_id, model_id=model_id)
+        version = mc.create_model_version(
+            "kinds", source=f"models:/{model_id}", run_id=run.info.run_id, model_id=model_id
+        )
         loaded = mlflow.pyfunc.load_model(f"models:/kinds/{version.version}")
         assert loaded.metadata.signature.inputs.input_names() == list(data.preprocessing["input_columns"]), kind
         served_by = type(loaded.unwrap_python_model().scorer.model)
         assert (served_by is onnx_runtime.OrtModule) == ((model_dir / onnx_runtime.ONNX_FILE).is_file()), kind
         out = loaded.predict(raw)
         probabilities = torch.softmax(_expected_logits(data, model_dir, raw).float(), dim=1).numpy()
-        np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), probabilities, rtol=1e-5, atol=1e-6, err_msg=kind)
+        np.testing.assert_allclose(
+            out.filter(like="probability_").to_numpy(), probabilities, rtol=1e-5, atol=1e-6, err_msg=kind
+        )
         assert mc.get_model_version("kinds", version.version).source == f"models:/{model_id}"
 
 
 def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(quick_loop: QuickLoop, tmp_path: Path) -> None:
     import mlflow
 
-    outcome, mlflow_store = (quick_loop.outcome, quick_loop.store)  # quick.yaml on digits, model digits-quick (tests/integration/conftest.py)
+    outcome, mlflow_store = (
+        quick_loop.outcome,
+        quick_loop.store,
+    )  # quick.yaml on digits, model digits-quick (tests/integration/conftest.py)
     assert outcome.state == "PASSED" and outcome.champion_version is not None, outcome.reason
     mc = MlflowClient(mlflow_store)
     champion = mc.get_model_version_by_alias("digits-quick", "champion")
     # A standard MLflow 3 logged model, with the version's figures as its metrics and its energy source as a tag.
-    assert champion.source.startswith("models:/m-")  # the sqlite registry keeps the logged model in the source, not in model_id
+    assert champion.source.startswith(
+        "models:/m-"
+    )  # the sqlite registry keeps the logged model in the source, not in model_id
     logged = mc.get_logged_model(champion.source.removeprefix("models:/"))
-    assert logged.experiment_id == mc.get_experiment_by_name("energy-loop").experiment_id and logged.source_run_id == champion.run_id
+    assert (
+        logged.experiment_id == mc.get_experiment_by_name("energy-loop").experiment_id
+        and logged.source_run_id == champion.run_id
+    )
     metrics = {m.key: m.value for m in logged.metrics or []}
-    for key in ("accuracy", "inference_energy_j_per_1k", "inference_energy_sem_j_per_1k", "train_energy_j", "train_energy_sem_j"):
+    for key in (
+        "accuracy",
+        "inference_energy_j_per_1k",
+        "inference_energy_sem_j_per_1k",
+        "train_energy_j",
+        "train_energy_sem_j",
+    ):
         assert metrics[key] == pytest.approx(float(champion.tags[key]), rel=1e-5), key
     assert logged.tags["energy_source"] == "fixed-power:20W" and logged.tags["energy_estimated"] == "true"
     # load_model by alias: the predictions are the torch model's on the same rows.
@@ -136,10 +156,22 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(quick_l
     # `mlflow models serve` on loopback, POST /invocations.
     port = _free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits-quick@champion", "--env-manager", "local"]
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/digits-quick@champion",
+            "--env-manager",
+            "local",
+        ]
         + ["--host", "127.0.0.1", "--port", str(port)],
         # MLflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as when it is activated.
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": mlflow_store,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -157,11 +189,15 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(quick_l
             assert time.monotonic() < deadline, "scoring server did not answer /ping within 180 s"
             time.sleep(0.5)
         body = json.dumps({"dataframe_split": raw.to_dict(orient="split")}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as reply:
             served = pd.DataFrame(json.loads(reply.read())["predictions"])
         assert list(served["prediction"]) == list(predicted["prediction"])
-        np.testing.assert_allclose(served.filter(like="probability_").to_numpy(), predicted.filter(like="probability_").to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(
+            served.filter(like="probability_").to_numpy(), predicted.filter(like="probability_").to_numpy(), rtol=1e-6
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -185,12 +221,20 @@ def test_champion_loads_serves_and_scores_files_with_its_energy_recorded(quick_l
     # Bad input: one line, exit 2, nothing written.
     frame = _raw_rows(5)[0]
     first, second = list(frame.columns)[3], list(frame.columns)[5]
-    cases = {"missing": frame.drop(columns=[first]), "extra": frame.assign(extra=1.0), "dtype": frame.assign(**{second: "abc"}), "header": frame.iloc[:0]}
+    cases = {
+        "missing": frame.drop(columns=[first]),
+        "extra": frame.assign(extra=1.0),
+        "dtype": frame.assign(**{second: "abc"}),
+        "header": frame.iloc[:0],
+    }
     for name, bad in cases.items():
         bad.to_csv(tmp_path / f"{name}.csv", index=False)
     (tmp_path / "empty.csv").write_text("")
     runs = [["predict", "digits-quick", "--input", str(tmp_path / f"{name}.csv")] for name in [*cases, "empty"]]
-    runs += [["predict", "no-such-model@champion", "--input", str(table)], ["predict", "digits-quick@no-such-alias", "--input", str(table)]]
+    runs += [
+        ["predict", "no-such-model@champion", "--input", str(table)],
+        ["predict", "digits-quick@no-such-alias", "--input", str(table)],
+    ]
     runs += [["predict", "digits-quick/999", "--input", str(table)]]
     for argv in runs:
         target = tmp_path / "never.csv"

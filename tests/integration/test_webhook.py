@@ -39,7 +39,10 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> 
     from prefect.settings import PREFECT_API_URL
 
     require(shutil.which("psql") is not None, "the PostgreSQL client psql (apt-get install postgresql-client)")
-    require(_postgres_answers(), f"a PostgreSQL 15 server on {PG} with trust auth for user postgres (apt-get install postgresql)")
+    require(
+        _postgres_answers(),
+        f"a PostgreSQL 15 server on {PG} with trust auth for user postgres (apt-get install postgresql)",
+    )
     tmp = tmp_path_factory.mktemp("guard")
     suffix = uuid.uuid4().hex[:8]
     dbs = {"mlflow": f"el_hook_mlflow_{suffix}", "auth": f"el_hook_auth_{suffix}"}
@@ -66,25 +69,43 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> 
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
         "ENERGY_LOOP_WEBHOOK_SECRET": secrets.token_urlsafe(32),
     }
-    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = (env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = (
+        env["MLFLOW_AUTH_ADMIN_USERNAME"],
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"],
+    )
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
         log = tmp / f"{name}.log"
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         procs.append(proc)
         return proc, log
 
     try:
         mlflow_proc, mlflow_log = start("mlflow", ["sh", str(ROOT / "infra" / "mlflow-server.sh"), "--workers", "1"])
-        receiver, receiver_log = start("receiver", [str(BIN / "energy-loop"), "webhook", "serve", "--port", str(receiver_port)])
+        receiver, receiver_log = start(
+            "receiver", [str(BIN / "energy-loop"), "webhook", "serve", "--port", str(receiver_port)]
+        )
         _wait_http(f"http://127.0.0.1:{receiver_port}/health", 120, receiver, receiver_log)
         _wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow_proc, mlflow_log)
         url = f"http://127.0.0.1:{receiver_port}/webhooks/mlflow"
-        registered = subprocess.run([str(BIN / "energy-loop"), "webhook", "register", "--url", url], env=env, cwd=ROOT, capture_output=True, text=True)
+        registered = subprocess.run(
+            [str(BIN / "energy-loop"), "webhook", "register", "--url", url],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert registered.returncode == 0, registered.stdout + registered.stderr
         assert "created" in registered.stdout and "test delivery: HTTP 200" in registered.stdout, registered.stdout
-        yield {**env, "RECEIVER_URL": url, "RECEIVER_LOG": str(receiver_log), "STORE_URI": env["MLFLOW_BACKEND_STORE_URI"]}
+        yield {
+            **env,
+            "RECEIVER_URL": url,
+            "RECEIVER_LOG": str(receiver_log),
+            "STORE_URI": env["MLFLOW_BACKEND_STORE_URI"],
+        }
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -118,8 +139,16 @@ def add_version(client: Any, name: str, gates_passed: bool, mode: str) -> str:
     exp = client.get_experiment_by_name("guard") or client.get_experiment(client.create_experiment("guard"))
     run = client.create_run(exp.experiment_id)
     client.set_terminated(run.info.run_id, status="FINISHED")
-    tags = {"gates_passed": str(gates_passed).lower(), "promotion_mode": mode, "verdict": "PASS" if gates_passed else "miss: accuracy 0.41 < 0.9"}
-    return str(client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags).version)
+    tags = {
+        "gates_passed": str(gates_passed).lower(),
+        "promotion_mode": mode,
+        "verdict": "PASS" if gates_passed else "miss: accuracy 0.41 < 0.9",
+    }
+    return str(
+        client.create_model_version(
+            name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags
+        ).version
+    )
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
@@ -141,7 +170,9 @@ def champion(client: Any, name: str) -> str | None:
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
     try:
         with urllib.request.urlopen(request, timeout=WAIT_S * 2) as response:
             return int(response.status), json.loads(response.read())
@@ -186,14 +217,29 @@ def recorded(client: Any, name: str, version: str) -> dict[str, str]:
 
 def test_enforce_moves_champion_back_to_the_last_gated_version(server: Any) -> None:
     name, gated = make_model(server, gated_mode="enforce")
-    wait_for(lambda: server.get_registered_model(name).tags.get("last_gated_champion") == gated, "promote records the gated champion")
+    wait_for(
+        lambda: server.get_registered_model(name).tags.get("last_gated_champion") == gated,
+        "promote records the gated champion",
+    )
     ungated = add_version(server, name, gates_passed=False, mode="enforce")
     server.set_registered_model_alias(name, "champion", ungated)  # what the UI's alias editor calls
     wait_for(lambda: champion(server, name) == gated, "champion moved back to the gated version")
-    tags = wait_for(lambda: recorded(server, name, ungated), "the reverted version is tagged")  # written right after the move
+    tags = wait_for(
+        lambda: recorded(server, name, ungated), "the reverted version is tagged"
+    )  # written right after the move
     assert tags["ungated_champion.action"] == "revert" and tags["ungated_champion.promotion_mode"] == "enforce"
-    assert f"moved back to version {gated}" in tags["ungated_champion.reason"] and "accuracy 0.41" in tags["ungated_champion.reason"]
-    assert abs(time.time() - time.mktime(time.strptime(tags["ungated_champion.at"][:19], "%Y-%m-%dT%H:%M:%S")) + time.timezone) < 120
+    assert (
+        f"moved back to version {gated}" in tags["ungated_champion.reason"]
+        and "accuracy 0.41" in tags["ungated_champion.reason"]
+    )
+    assert (
+        abs(
+            time.time()
+            - time.mktime(time.strptime(tags["ungated_champion.at"][:19], "%Y-%m-%dT%H:%M:%S"))
+            + time.timezone
+        )
+        < 120
+    )
     model_tags = wait_for(lambda: model_record(server, name), "the registered model is tagged")
     assert model_tags["ungated_champion.version"] == ungated and model_tags["ungated_champion.action"] == "revert"
     assert model_tags["last_gated_champion"] == gated
@@ -207,7 +253,10 @@ def test_warn_tags_the_version_and_leaves_the_alias(server: Any, guarded: dict[s
     assert tags["ungated_champion.action"] == "warn" and "left in place" in tags["ungated_champion.reason"]
     time.sleep(2)  # and nothing moves it afterwards
     assert champion(server, name) == ungated
-    assert wait_for(lambda: model_record(server, name), "the registered model is tagged")["ungated_champion.version"] == ungated
+    assert (
+        wait_for(lambda: model_record(server, name), "the registered model is tagged")["ungated_champion.version"]
+        == ungated
+    )
     events = wait_for(lambda: prefect_events(name), "the Prefect event energy-loop.champion.ungated")
     assert events[0]["payload"]["version"] == ungated and events[0]["payload"]["action"] == "warn"
 
@@ -217,7 +266,10 @@ def test_a_gated_promotion_is_left_alone(server: Any) -> None:
     better = add_version(server, name, gates_passed=True, mode="enforce")
     server.set_registered_model_alias(name, "champion", better)
     # The receiver records it as the champion to come back to (set through the plain client: promote did not).
-    wait_for(lambda: server.get_registered_model(name).tags.get("last_gated_champion") == better, "the gated champion is recorded")
+    wait_for(
+        lambda: server.get_registered_model(name).tags.get("last_gated_champion") == better,
+        "the gated champion is recorded",
+    )
     assert champion(server, name) == better and guard_tags(server, name, better) == {}
     assert not any(k.startswith("ungated_champion.") for k in server.get_registered_model(name).tags)
 
@@ -228,7 +280,9 @@ def test_enforce_without_an_earlier_gated_champion_removes_the_alias(server: Any
     ungated = add_version(server, name, gates_passed=False, mode="enforce")
     server.set_registered_model_alias(name, "champion", ungated)
     wait_for(lambda: champion(server, name) is None, "the alias removed")
-    assert wait_for(lambda: recorded(server, name, ungated), "the version tagged")["ungated_champion.action"] == "remove"
+    assert (
+        wait_for(lambda: recorded(server, name, ungated), "the version tagged")["ungated_champion.action"] == "remove"
+    )
 
 
 def test_bad_or_missing_signatures_get_401_and_change_nothing(server: Any, guarded: dict[str, str]) -> None:
@@ -237,7 +291,9 @@ def test_bad_or_missing_signatures_get_401_and_change_nothing(server: Any, guard
     name, gated = make_model(server, gated_mode="enforce")
     ungated = add_version(server, name, gates_passed=False, mode="enforce")
     # Straight into the store: no webhook is delivered, the receiver has not been told.
-    MlflowClient(tracking_uri=guarded["STORE_URI"], registry_uri=guarded["STORE_URI"]).set_registered_model_alias(name, "champion", ungated)
+    MlflowClient(tracking_uri=guarded["STORE_URI"], registry_uri=guarded["STORE_URI"]).set_registered_model_alias(
+        name, "champion", ungated
+    )
     assert champion(server, name) == ungated
     url, secret, body = guarded["RECEIVER_URL"], guarded["ENERGY_LOOP_WEBHOOK_SECRET"], alias_body(name, ungated)
     good = signed(secret, body)
@@ -262,7 +318,12 @@ def raw_post(url: str, head: dict[str, str], body: bytes) -> int:
 
     target = urlparse(url)
     with socket.create_connection((target.hostname, target.port), timeout=30) as conn:
-        lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.netloc}", "Content-Type: application/json", *(f"{k}: {v}" for k, v in head.items())]
+        lines = [
+            f"POST {target.path} HTTP/1.1",
+            f"Host: {target.netloc}",
+            "Content-Type: application/json",
+            *(f"{k}: {v}" for k, v in head.items()),
+        ]
         conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         try:
             conn.sendall(body)
@@ -276,12 +337,16 @@ def test_oversized_and_malformed_bodies_are_refused_and_the_receiver_lives_on(gu
     declared = {**signed(secret, b"{}"), "Content-Length": str(64 * 1024 * 1024)}
     assert raw_post(url, declared, b"{" * 65536) == 413  # 64 MiB announced, 64 KiB sent: refused without reading it
     chunk = b"y" * 65536
-    chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(20)) + b"0\r\n\r\n"  # 1.25 MiB, no length given
+    chunked = (
+        b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(20)) + b"0\r\n\r\n"
+    )  # 1.25 MiB, no length given
     assert raw_post(url, {**signed(secret, b"{}"), "Transfer-Encoding": "chunked"}, chunked) == 413
     for broken in (b"{not json", b"\xff\xfe", b"[" * 100_000, b'{"entity": 1}', b"[]", alias_body("m", "x")):
         status, answer = post(url, broken, signed(secret, broken))
         assert status == 400, (broken[:40], answer)
-    status, answer = post(url, alias_body("m", "1", alias="staging"), signed(secret, alias_body("m", "1", alias="staging")))
+    status, answer = post(
+        url, alias_body("m", "1", alias="staging"), signed(secret, alias_body("m", "1", alias="staging"))
+    )
     assert status == 200 and answer["action"] == "ignore"
     with urllib.request.urlopen(url.replace("/webhooks/mlflow", "/health"), timeout=10) as response:
         assert response.status == 200
@@ -292,9 +357,18 @@ def prefect_events(model_name: str) -> list[dict[str, Any]]:
     """Events `energy-loop.champion.ungated` about this model, read back from the Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
-    query = {"filter": {"event": {"name": ["energy-loop.champion.ungated"]}, "resource": {"id": [f"energy-loop.model.{model_name}"]}}, "limit": 10}
+    query = {
+        "filter": {
+            "event": {"name": ["energy-loop.champion.ungated"]},
+            "resource": {"id": [f"energy-loop.model.{model_name}"]},
+        },
+        "limit": 10,
+    }
     request = urllib.request.Request(
-        f"{PREFECT_API_URL.value()}/events/filter", data=json.dumps(query).encode(), method="POST", headers={"Content-Type": "application/json"}
+        f"{PREFECT_API_URL.value()}/events/filter",
+        data=json.dumps(query).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return list(json.loads(response.read())["events"])
@@ -305,10 +379,15 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.mark.browser
-def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Headless Chromium edits the alias on the version page, as a person would; the page then shows the guard's work."""
     require(CHROMIUM is not None, "Debian's chromium (apt-get install chromium; .ci/run installs it)")
-    require(CHROMEDRIVER is not None, "chromedriver from Debian's chromium-driver (apt-get install chromium-driver; .ci/run installs it)")
+    require(
+        CHROMEDRIVER is not None,
+        "chromedriver from Debian's chromium-driver (apt-get install chromium-driver; .ci/run installs it)",
+    )
     # Only once the browser is known to be there: the servers take a while to start.
     server, guarded = request.getfixturevalue("server"), request.getfixturevalue("guarded")
     from selenium import webdriver
@@ -331,35 +410,54 @@ def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(tm
     shots = Path(os.environ.get("BROWSER_SCREENSHOT_DIR", tmp_path))
     try:
         # The server has basic auth on: the browser sends the admin's credentials with every request.
-        login = base64.b64encode(f"{guarded['MLFLOW_TRACKING_USERNAME']}:{guarded['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()
+        login = base64.b64encode(
+            f"{guarded['MLFLOW_TRACKING_USERNAME']}:{guarded['MLFLOW_TRACKING_PASSWORD']}".encode()
+        ).decode()
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {login}"}})
         page = f"{guarded['MLFLOW_TRACKING_URI']}/#/models/{name}/versions/{ungated}"
         driver.get(page)
         wait = WebDriverWait(driver, 120)
-        wait.until(ready.element_to_be_clickable((By.XPATH, "//span[text()='Aliases']/following::button[normalize-space()='Add'][1]"))).click()
+        wait.until(
+            ready.element_to_be_clickable(
+                (By.XPATH, "//span[text()='Aliases']/following::button[normalize-space()='Add'][1]")
+            )
+        ).click()
         dialog = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "[role=dialog]")))
         field = dialog.find_element(By.CSS_SELECTOR, "input")
         field.send_keys("champion")
         field.send_keys(Keys.ENTER)
-        wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "[data-component-id='mlflow.edit-aliases-modal.save-button']"))).click()
+        wait.until(
+            ready.element_to_be_clickable(
+                (By.CSS_SELECTOR, "[data-component-id='mlflow.edit-aliases-modal.save-button']")
+            )
+        ).click()
         wait.until(ready.invisibility_of_element_located((By.CSS_SELECTOR, "[role=dialog]")))
         saved_at = time.monotonic()
         driver.save_screenshot(str(shots / "alias-set-in-ui.png"))
 
         def page_shows_the_guard() -> bool:
-            driver.get(f"{guarded['MLFLOW_TRACKING_URI']}/#/models/{name}/versions/{gated}")  # a fresh read of the registry
+            driver.get(
+                f"{guarded['MLFLOW_TRACKING_URI']}/#/models/{name}/versions/{gated}"
+            )  # a fresh read of the registry
             driver.refresh()
             try:
-                WebDriverWait(driver, 20).until(ready.presence_of_element_located((By.XPATH, "//span[text()='Aliases']")))
+                WebDriverWait(driver, 20).until(
+                    ready.presence_of_element_located((By.XPATH, "//span[text()='Aliases']"))
+                )
             except Exception:
                 return False
             return "champion" in driver.find_element(By.TAG_NAME, "body").text
 
         # The UI really set the alias (the server saw it), then the receiver moved it back: visible on the gated version's page.
-        wait_for(lambda: recorded(server, name, ungated).get("ungated_champion.action") == "revert", "the UI's alias reached the receiver")
+        wait_for(
+            lambda: recorded(server, name, ungated).get("ungated_champion.action") == "revert",
+            "the UI's alias reached the receiver",
+        )
         wait_for(page_shows_the_guard, "the champion alias back on the gated version's page")
-        print(f"champion back on version {gated} in the UI {time.monotonic() - saved_at:.1f} s after the alias was saved")
+        print(
+            f"champion back on version {gated} in the UI {time.monotonic() - saved_at:.1f} s after the alias was saved"
+        )
         driver.get(page)
         driver.refresh()
         wait.until(ready.presence_of_element_located((By.XPATH, "//*[contains(text(), 'ungated_champion.reason')]")))
@@ -367,6 +465,12 @@ def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(tm
         driver.save_screenshot(str(shots / "ungated-version-after-guard.png"))
     finally:
         driver.quit()
-    for visible in ("ungated_champion.action", "revert", "ungated_champion.reason", f"moved back to version {gated}", "ungated_champion.at"):
+    for visible in (
+        "ungated_champion.action",
+        "revert",
+        "ungated_champion.reason",
+        f"moved back to version {gated}",
+        "ungated_champion.at",
+    ):
         assert visible in body, f"{visible!r} is not on the ungated version's page"
     assert champion(server, name) == gated

@@ -16,7 +16,15 @@ def _attempt(index: int, agent_dir: Path) -> Attempt:
     agent_dir.mkdir(parents=True)
     (agent_dir / "agent.pt").write_bytes(b"\0" * 256)
     (agent_dir / "spec.json").write_text("{}")
-    return Attempt(index=index, kind=Kind.TRAIN, hidden_units=(8, 4), max_episodes=2, epsilon=0.3, energy_saved_pct=10.0, agent_dir=str(agent_dir))
+    return Attempt(
+        index=index,
+        kind=Kind.TRAIN,
+        hidden_units=(8, 4),
+        max_episodes=2,
+        epsilon=0.3,
+        energy_saved_pct=10.0,
+        agent_dir=str(agent_dir),
+    )
 
 
 def test_an_agent_missing_from_the_store_registers_no_version_at_all(mlflow_store: str, tmp_path: Path) -> None:
@@ -25,9 +33,13 @@ def test_an_agent_missing_from_the_store_registers_no_version_at_all(mlflow_stor
     for i in range(2):
         a = _attempt(i, tmp_path / f"attempt-{i}")
         history.append(a.model_copy(update={"run_id": registry.log_attempt(loop_run_id, a, "ok", {}, {}, {})}))
-    (tmp_path / "attempt-1" / "agent.pt").write_bytes(b"\0" * 512)  # the store holds a truncated copy of the second agent
+    (tmp_path / "attempt-1" / "agent.pt").write_bytes(
+        b"\0" * 512
+    )  # the store holds a truncated copy of the second agent
     final = Final(state=FinalState.PASSED, chosen=0, reason="attempt #0 meets every target")
     with pytest.raises(IncompleteArtifact, match="agent.pt"):
-        registry.close_loop(loop_run_id, "cooling-agent", final, history, ["ok", "ok"], [True, True], "table", [], {}, {})
+        registry.close_loop(
+            loop_run_id, "cooling-agent", final, history, ["ok", "ok"], [True, True], "table", [], {}, {}
+        )
     client = MlflowClient(mlflow_store)
     assert client.search_model_versions("name='cooling-agent'") == []

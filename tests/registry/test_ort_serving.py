@@ -41,8 +41,19 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
     ort_dir = Path(shutil.copytree(torch_dir, tmp_path / "ort"))
     onnx_runtime.save_for_onnxruntime(ort_dir, "fp32")
 
-    tags = {"serving.runtime": "onnxruntime", "serving.precision": "fp32", "serving.batch_sizes": "1,64", "energy.detail": "x"}
-    candidate = CandidateResult(index=1, step=Step(kind=StepKind.ORT, value="fp32", parent=0), lineage=["ort:fp32"], model_dir=str(ort_dir), tags=tags)
+    tags = {
+        "serving.runtime": "onnxruntime",
+        "serving.precision": "fp32",
+        "serving.batch_sizes": "1,64",
+        "energy.detail": "x",
+    }
+    candidate = CandidateResult(
+        index=1,
+        step=Step(kind=StepKind.ORT, value="fp32", parent=0),
+        lineage=["ort:fp32"],
+        model_dir=str(ort_dir),
+        tags=tags,
+    )
     assert {k: v for k, v in energy.version_tags(candidate, "kept", {}).items() if k.startswith("serving.")} == {
         "serving.runtime": "onnxruntime",
         "serving.precision": "fp32",
@@ -57,7 +68,10 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
     mlflow_model.check_logged(mc, model_id, ort_dir)  # model.onnx and runtime.json travel with the weights
     logged = mc.get_logged_model(model_id)
     assert logged.tags["serving.runtime"] == "onnxruntime" and logged.tags["serving.precision"] == "fp32"
-    requirements = (Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / "req"))) / "requirements.txt").read_text()
+    requirements = (
+        Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / "req")))
+        / "requirements.txt"
+    ).read_text()
     assert "onnxruntime==" in requirements
     # The onnx flavour: a second logged model of the run, loadable on its own.
     outputs = [mc.get_logged_model(m.model_id) for m in mc.get_run(run_id).outputs.model_outputs]
@@ -67,7 +81,9 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
     raw_graph = mlflow.pyfunc.load_model(f"models:/{onnx_logged.model_id}").predict({onnx_runtime.INPUT: x})
     torch_model, _ = models.load(torch_dir)
     with torch.no_grad():
-        np.testing.assert_allclose(raw_graph[onnx_runtime.OUTPUT], torch_model(data.x_test[:5]).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            raw_graph[onnx_runtime.OUTPUT], torch_model(data.x_test[:5]).numpy(), rtol=1e-4, atol=1e-5
+        )
 
     # The pyfunc: raw rows in, served by an onnxruntime session, the torch model's predictions out.
     loaded = mlflow.pyfunc.load_model(f"models:/{model_id}")
@@ -76,7 +92,12 @@ def test_an_onnxruntime_version_loads_and_predicts_with_onnxruntime(mlflow_store
     out = loaded.predict(frame)
     expected = serving.Scorer(torch_dir).predict(frame)
     assert list(out["prediction"]) == list(expected["prediction"])
-    np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), expected.filter(like="probability_").to_numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        out.filter(like="probability_").to_numpy(),
+        expected.filter(like="probability_").to_numpy(),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_a_fused_version_serves_its_fused_form_through_the_pyfunc(mlflow_store: str, tmp_path: Path) -> None:
@@ -89,17 +110,31 @@ def test_a_fused_version_serves_its_fused_form_through_the_pyfunc(mlflow_store: 
     onnx_runtime.record(fused_dir, onnx_runtime.Runtime(runtime="torch-fused"))
 
     tags = {"serving.runtime": "torch-fused", "serving.precision": "fp32", "serving.batch_sizes": "4096"}
-    candidate = CandidateResult(index=1, step=Step(kind=StepKind.FUSE, parent=0), lineage=["fuse"], model_dir=str(fused_dir), tags=tags)
+    candidate = CandidateResult(
+        index=1, step=Step(kind=StepKind.FUSE, parent=0), lineage=["fuse"], model_dir=str(fused_dir), tags=tags
+    )
     mc = tracking_client()
-    run_id = energy.log_candidate(mc.create_run(mc.create_experiment("fused")).info.run_id, candidate, "kept", serving.mlflow_serving(str(fused_dir)))
+    run_id = energy.log_candidate(
+        mc.create_run(mc.create_experiment("fused")).info.run_id,
+        candidate,
+        "kept",
+        serving.mlflow_serving(str(fused_dir)),
+    )
     model_id = mlflow_model.logged_model_id(mc, run_id)
     assert model_id is not None
     mlflow_model.check_logged(mc, model_id, fused_dir)  # runtime.json travels with the weights; no graph file is needed
     assert mc.get_logged_model(model_id).tags["serving.runtime"] == "torch-fused"
 
     loaded = mlflow.pyfunc.load_model(f"models:/{model_id}")
-    assert any(n.target is fuse.linear_relu for n in loaded.unwrap_python_model().scorer.model.graph.nodes)  # served fused
+    assert any(
+        n.target is fuse.linear_relu for n in loaded.unwrap_python_model().scorer.model.graph.nodes
+    )  # served fused
     frame = serving.Scorer(torch_dir).example()
     out, expected = loaded.predict(frame), serving.Scorer(torch_dir).predict(frame)
     assert list(out["prediction"]) == list(expected["prediction"])
-    np.testing.assert_allclose(out.filter(like="probability_").to_numpy(), expected.filter(like="probability_").to_numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        out.filter(like="probability_").to_numpy(),
+        expected.filter(like="probability_").to_numpy(),
+        rtol=1e-4,
+        atol=1e-6,
+    )

@@ -10,7 +10,11 @@ def _registered(client: Any, name: str, gates_passed: bool, mode: str) -> str:
     run = client.create_run(exp.experiment_id)
     client.set_terminated(run.info.run_id, status="FINISHED")
     tags = {"gates_passed": str(gates_passed).lower(), "promotion_mode": mode}
-    return str(client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags).version)
+    return str(
+        client.create_model_version(
+            name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags
+        ).version
+    )
 
 
 def test_guard_on_the_embedded_registry_forced_and_deleted_cases(mlflow_store: str) -> None:

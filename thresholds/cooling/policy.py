@@ -148,7 +148,14 @@ def _half(widths: tuple[int, int], factor: float, floor: int) -> tuple[int, int]
 def base_step(scenario: CoolingScenario) -> Next:
     """The first attempt: the agent as the scenario configures it."""
     t = scenario.training
-    return Next(kind=Kind.TRAIN, hidden_units=t.hidden_units, max_episodes=t.max_episodes, epsilon=t.epsilon, parent=None, reason="the agent as configured")
+    return Next(
+        kind=Kind.TRAIN,
+        hidden_units=t.hidden_units,
+        max_episodes=t.max_episodes,
+        epsilon=t.epsilon,
+        parent=None,
+        reason="the agent as configured",
+    )
 
 
 def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
@@ -158,7 +165,13 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
     targets, ladder, budget = scenario.targets, scenario.ladder, scenario.budget
     winners = [a for a in history if passed(targets, a)]
     if winners:
-        best = min(winners, key=lambda a: (a.inference_energy_j_per_year if a.inference_energy_j_per_year is not None else float("inf"), -a.index))
+        best = min(
+            winners,
+            key=lambda a: (
+                a.inference_energy_j_per_year if a.inference_energy_j_per_year is not None else float("inf"),
+                -a.index,
+            ),
+        )
         return Final(
             state=FinalState.PASSED,
             chosen=best.index,
@@ -168,14 +181,20 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
     spent = sum(a.spent_energy_j for a in history)
     if len(history) >= budget.max_attempts:
         return Final(
-            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{len(history)} attempts used (max {budget.max_attempts}); last: {summary(targets, last)}"
+            state=FinalState.BUDGET_EXHAUSTED,
+            chosen=None,
+            reason=f"{len(history)} attempts used (max {budget.max_attempts}); last: {summary(targets, last)}",
         )
     if budget.max_total_energy_j is not None and spent >= budget.max_total_energy_j:
         return Final(
-            state=FinalState.BUDGET_EXHAUSTED, chosen=None, reason=f"{spent:,.0f} J spent (max {budget.max_total_energy_j:g} J); last: {summary(targets, last)}"
+            state=FinalState.BUDGET_EXHAUSTED,
+            chosen=None,
+            reason=f"{spent:,.0f} J spent (max {budget.max_total_energy_j:g} J); last: {summary(targets, last)}",
         )
     if last.failed_reason and last.kind == Kind.TRAIN:
-        return Final(state=FinalState.FAILED, chosen=None, reason=f"the first agent could not be trained: {last.failed_reason}")
+        return Final(
+            state=FinalState.FAILED, chosen=None, reason=f"the first agent could not be trained: {last.failed_reason}"
+        )
     why = summary(targets, last)
     if not quality_ok(targets, last):
         if last.kind == Kind.DISTIL:
@@ -183,7 +202,9 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
             return Next(kind=Kind.SHRINK, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=last.epsilon, parent=None,
                         reason=f"the distilled student missed quality ({why}): train that width from scratch")  # fmt: skip
         if last.kind == Kind.SHRINK:
-            return Final(state=FinalState.FAILED, chosen=None, reason=f"no rung left: the smaller agent misses quality ({why})")
+            return Final(
+                state=FinalState.FAILED, chosen=None, reason=f"no rung left: the smaller agent misses quality ({why})"
+            )
         retrains = sum(1 for a in history if a.kind == Kind.RETRAIN)
         epsilon = last.epsilon if retrains == 0 else max(ladder.min_epsilon, last.epsilon * ladder.epsilon_factor)
         episodes = max(last.max_episodes + 1, int(round(last.max_episodes * ladder.episode_growth)))
@@ -193,7 +214,11 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
     bad = {c.name for c in checks(targets, last) if not c.ok}
     smaller = _half(last.hidden_units, ladder.shrink_factor, ladder.min_hidden_units)
     if smaller is None:
-        return Final(state=FinalState.FAILED, chosen=None, reason=f"no rung left: {last.hidden_units[0]}-{last.hidden_units[1]} cannot shrink further ({why})")
+        return Final(
+            state=FinalState.FAILED,
+            chosen=None,
+            reason=f"no rung left: {last.hidden_units[0]}-{last.hidden_units[1]} cannot shrink further ({why})",
+        )
     if "inference_energy" in bad and "train_energy" not in bad:
         return Next(kind=Kind.DISTIL, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon, parent=last.index,
                     reason=f"distil #{last.index} into {smaller[0]}-{smaller[1]}: {why}")  # fmt: skip

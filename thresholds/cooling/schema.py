@@ -21,11 +21,15 @@ BUNDLED = ("cooling-room", "cooling-seed")
 
 
 class Targets(Section):
-    min_energy_saved_pct: float | None = Field(None, ge=-1000, le=100, description="percent saved vs the built-in cooling")
+    min_energy_saved_pct: float | None = Field(
+        None, ge=-1000, le=100, description="percent saved vs the built-in cooling"
+    )
     max_minutes_outside_band: int | None = Field(None, ge=0, description="minutes over the evaluation period")
     max_minutes_outside_vs_builtin: int | None = Field(None, ge=0, description="minutes beyond the built-in cooling's")
     max_train_energy_j: float | None = Field(None, ge=0, description="joules to train the agent (its lineage)")
-    max_inference_energy_j_per_year: float | None = Field(None, ge=0, description="joules per simulated year of decisions")
+    max_inference_energy_j_per_year: float | None = Field(
+        None, ge=0, description="joules per simulated year of decisions"
+    )
 
 
 class Budget(Section):
@@ -44,13 +48,19 @@ class Ladder(Section):
 class Training(DQNConfig):
     """The agent's DQN settings (one definition: `DQNConfig`) and what its early stopping watches."""
 
-    early_stopping_on: Literal["episode", "validation"] = Field("episode", description="reward watched by early stopping")
+    early_stopping_on: Literal["episode", "validation"] = Field(
+        "episode", description="reward watched by early stopping"
+    )
 
 
 class Evaluation(Section):
     months: int = Field(12, ge=1, le=120, description="simulated months of 30 days")
-    days: int | None = Field(None, ge=1, le=3600, description="simulated days; when set, replaces months (short runs, tests)")
-    seeds: list[int] = Field(default_factory=lambda: [2024], min_length=1, max_length=20, description="trajectory seeds, each one period")
+    days: int | None = Field(
+        None, ge=1, le=3600, description="simulated days; when set, replaces months (short runs, tests)"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [2024], min_length=1, max_length=20, description="trajectory seeds, each one period"
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Evaluation:
@@ -63,7 +73,9 @@ class Measurement(Section):
     meter: MeterName = "auto"
     fixed_power_w: float = Field(10.0, gt=0, le=100_000, description="watts, for the fixed-power meter")
     codecarbon_country: str = Field("USA", min_length=3, max_length=3, description="ISO 3166-1 alpha-3 code")
-    min_inference_window_s: float = Field(1.0, gt=0, le=600, description="seconds of repeated evaluation per inference measurement")
+    min_inference_window_s: float = Field(
+        1.0, gt=0, le=600, description="seconds of repeated evaluation per inference measurement"
+    )
 
 
 class CoolingScenario(Section):
@@ -87,7 +99,9 @@ class CoolingScenario(Section):
 def parse(raw: object, where: str = "scenario") -> CoolingScenario:
     """Validate a parsed YAML document; raise a one-line `InputError`."""
     if not isinstance(raw, dict):
-        raise InputError("document", type(raw).__name__, "a mapping of sections (name, env, targets, budget, ...)", where)
+        raise InputError(
+            "document", type(raw).__name__, "a mapping of sections (name, env, targets, budget, ...)", where
+        )
     return validated(CoolingScenario, raw, where, "thresholds/cooling-room.yaml")
 
 
@@ -105,7 +119,9 @@ def load(name_or_path: str | Path) -> CoolingScenario:
     return parse(read_yaml(p), str(p))
 
 
-def settings_for(scenario: str, env: str | None = None, months: int | None = None, days: int | None = None) -> CoolingScenario:
+def settings_for(
+    scenario: str, env: str | None = None, months: int | None = None, days: int | None = None
+) -> CoolingScenario:
     """The scenario file with the command line's overrides, validated again as a whole."""
     settings = load(scenario)
     raw = settings.model_dump(mode="json")

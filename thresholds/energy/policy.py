@@ -108,7 +108,12 @@ SERVING_FORMS = (StepKind.PRECISION, StepKind.QAT, StepKind.ORT, StepKind.FUSE)
 
 
 QUALITY_TARGETS = ("trained", "accuracy", "accuracy_drop_pt", "rmse", "rmse_increase_pct")
-INFERENCE_TARGETS = ("inference_energy_j_per_1k", "inference_energy_vs_baseline", "latency_ms_per_batch", "latency_vs_baseline")
+INFERENCE_TARGETS = (
+    "inference_energy_j_per_1k",
+    "inference_energy_vs_baseline",
+    "latency_ms_per_batch",
+    "latency_vs_baseline",
+)
 TRAINING_TARGETS = ("train_energy_j", "train_energy_vs_baseline")
 
 
@@ -276,7 +281,9 @@ def _train_ratio_judged(c: CandidateResult, baseline: CandidateResult, sigmas: f
     else the two measured figures at their pessimistic bounds."""
     if c.train_ratio_vs_baseline is not None:
         return c.train_ratio_vs_baseline + sigmas * c.train_ratio_sem
-    return _ratio_upper(c.train_energy_j, c.train_energy_sem_j, baseline.train_energy_j, baseline.train_energy_sem_j, sigmas)
+    return _ratio_upper(
+        c.train_energy_j, c.train_energy_sem_j, baseline.train_energy_j, baseline.train_energy_sem_j, sigmas
+    )
 
 
 def _inference_ratio_judged(c: CandidateResult, baseline: CandidateResult, sigmas: float) -> float | None:
@@ -287,7 +294,11 @@ def _inference_ratio_judged(c: CandidateResult, baseline: CandidateResult, sigma
             return c.inference_ratio_ci95_high
         return c.inference_ratio_vs_baseline
     return _ratio_upper(
-        c.inference_energy_j_per_1k, c.inference_energy_sem_j_per_1k, baseline.inference_energy_j_per_1k, baseline.inference_energy_sem_j_per_1k, sigmas
+        c.inference_energy_j_per_1k,
+        c.inference_energy_sem_j_per_1k,
+        baseline.inference_energy_j_per_1k,
+        baseline.inference_energy_sem_j_per_1k,
+        sigmas,
     )
 
 
@@ -304,11 +315,26 @@ def gate(targets: Targets, c: CandidateResult, baseline: CandidateResult, sigmas
     train, train_err = c.train_energy_j, c.train_energy_sem_j
     for item in (
         _max("inference_energy_j_per_1k", _upper(inf, inf_err, sigmas), targets.max_inference_energy_j_per_1k, " J"),
-        _max("inference_energy_vs_baseline", _inference_ratio_judged(c, baseline, sigmas), targets.max_inference_energy_vs_baseline, "x"),
+        _max(
+            "inference_energy_vs_baseline",
+            _inference_ratio_judged(c, baseline, sigmas),
+            targets.max_inference_energy_vs_baseline,
+            "x",
+        ),
         _max("train_energy_j", _upper(train, train_err, sigmas), targets.max_train_energy_j, " J"),
-        _max("train_energy_vs_baseline", _train_ratio_judged(c, baseline, sigmas), targets.max_train_energy_vs_baseline, "x"),
+        _max(
+            "train_energy_vs_baseline",
+            _train_ratio_judged(c, baseline, sigmas),
+            targets.max_train_energy_vs_baseline,
+            "x",
+        ),
         _max("latency_ms_per_batch", c.latency_ms_per_batch, targets.max_latency_ms_per_batch, " ms"),
-        _max("latency_vs_baseline", _ratio(c.latency_ms_per_batch, baseline.latency_ms_per_batch), targets.max_latency_vs_baseline, "x"),
+        _max(
+            "latency_vs_baseline",
+            _ratio(c.latency_ms_per_batch, baseline.latency_ms_per_batch),
+            targets.max_latency_vs_baseline,
+            "x",
+        ),
     ):
         if item is not None:
             checks.append(item)
@@ -326,7 +352,9 @@ def _quality_checks(targets: Targets, c: CandidateResult, baseline: CandidateRes
         acc = c.accuracy
         ok = acc is not None and acc >= targets.min_accuracy
         shown = "n/a" if acc is None else f"{acc:.4f}"
-        checks.append(Check(name="accuracy", ok=ok, detail=f"accuracy {shown} {'>=' if ok else '<'} {targets.min_accuracy:.4f}"))
+        checks.append(
+            Check(name="accuracy", ok=ok, detail=f"accuracy {shown} {'>=' if ok else '<'} {targets.min_accuracy:.4f}")
+        )
     if targets.max_accuracy_drop_pt is not None and baseline.accuracy is not None:
         drop_pt = None if c.accuracy is None else (baseline.accuracy - c.accuracy) * 100
         item = _max("accuracy_drop_pt", drop_pt, targets.max_accuracy_drop_pt, " pt")
@@ -398,10 +426,16 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     if gain is None:
         return False, "no inference cost measured"
     if gain < scenario.ladder.min_gain_pct:
-        return (False, f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)")
+        return (
+            False,
+            f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)",
+        )
     sigmas = scenario.measurement.significance_sigmas
     if not significantly_less(cost(c) or 0.0, cost_err(c), cost(parent) or 0.0, cost_err(parent), sigmas):
-        return (False, f"saved {gain:.1f}% vs #{parent.index}, within {sigmas:g} combined standard errors: noise, not a gain")
+        return (
+            False,
+            f"saved {gain:.1f}% vs #{parent.index}, within {sigmas:g} combined standard errors: noise, not a gain",
+        )
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index}"
 
 
@@ -415,10 +449,16 @@ def _paired_gain(scenario: Scenario, parent: CandidateResult, c: CandidateResult
     gain = (1 - mine / theirs) * 100
     sigmas = scenario.measurement.significance_sigmas
     if gain < scenario.ladder.min_gain_pct:
-        return (False, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired) on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)")
+        return (
+            False,
+            f"saved {gain:.1f}% inference cost vs #{parent.index} (paired) on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)",
+        )
     their_sem = parent.inference_ratio_log_sem if parent.index else 0.0
     if not math.log(mine) + sigmas * math.hypot(c.inference_ratio_log_sem, their_sem) < math.log(theirs):
-        return (False, f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: noise, not a gain")
+        return (
+            False,
+            f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: noise, not a gain",
+        )
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired)"
 
 
@@ -432,7 +472,10 @@ def _retrained_cheaper(scenario: Scenario, history: list[CandidateResult], c: Ca
         return False, f"no training cost to compare with #{parent.index}'s"
     gain = (1 - mine / theirs) * 100
     if gain < scenario.ladder.min_gain_pct:
-        return (False, f"saved {gain:.1f}% training energy vs #{parent.index} (needs >= {scenario.ladder.min_gain_pct:g}%)")
+        return (
+            False,
+            f"saved {gain:.1f}% training energy vs #{parent.index} (needs >= {scenario.ladder.min_gain_pct:g}%)",
+        )
     return True, f"saved {gain:.1f}% training energy vs #{parent.index}, same architecture"
 
 
@@ -443,16 +486,28 @@ def _training_gain(scenario: Scenario, history: list[CandidateResult], c: Candid
     gain = (1 - c.train_energy_j / recipe.train_energy_j) * 100
     sigmas = scenario.measurement.significance_sigmas
     if gain < scenario.ladder.min_gain_pct:
-        return (False, f"saved {gain:.1f}% training energy vs #{recipe.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)")
-    if not significantly_less(c.train_energy_j, c.train_energy_sem_j, recipe.train_energy_j, recipe.train_energy_sem_j, sigmas):
-        return (False, f"saved {gain:.1f}% training energy vs #{recipe.index}, within {sigmas:g} combined standard errors: noise, not a gain")
+        return (
+            False,
+            f"saved {gain:.1f}% training energy vs #{recipe.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)",
+        )
+    if not significantly_less(
+        c.train_energy_j, c.train_energy_sem_j, recipe.train_energy_j, recipe.train_energy_sem_j, sigmas
+    ):
+        return (
+            False,
+            f"saved {gain:.1f}% training energy vs #{recipe.index}, within {sigmas:g} combined standard errors: noise, not a gain",
+        )
     return True, f"saved {gain:.1f}% training energy vs #{recipe.index}"
 
 
 def _recipe(scenario: Scenario, history: list[CandidateResult]) -> CandidateResult:
     """The base of compression: the kept training variant (mixed precision, larger batch) that cost
     least to train, else early stopping, else the baseline."""
-    variants = [c for c in history if c.step.kind in (StepKind.MIXED_PRECISION, StepKind.BATCH) and c.ok and kept(scenario, history, c)[0]]
+    variants = [
+        c
+        for c in history
+        if c.step.kind in (StepKind.MIXED_PRECISION, StepKind.BATCH) and c.ok and kept(scenario, history, c)[0]
+    ]
     if variants:
         return min(variants, key=lambda c: (c.train_energy_j or float("inf"), c.index))
     for c in history:
@@ -476,7 +531,11 @@ def _best_fp32(scenario: Scenario, history: list[CandidateResult]) -> CandidateR
     within the training and quality targets when any is: a derived model only adds training to its
     parent's, and does not win back accuracy."""
     pool = _servable(scenario, history)
-    within = [c for c in pool if not any(m in TRAINING_TARGETS + QUALITY_TARGETS for m in missed_targets(scenario, c, history[0]))]
+    within = [
+        c
+        for c in pool
+        if not any(m in TRAINING_TARGETS + QUALITY_TARGETS for m in missed_targets(scenario, c, history[0]))
+    ]
     if not pool:
         return history[0]
     return _cheapest(within or pool, history[0])
@@ -498,7 +557,9 @@ def _mixed_precision_allowed(scenario: Scenario, history: list[CandidateResult],
 def _mixed_precision(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     if not _mixed_precision_allowed(scenario, history, use):
         return None
-    return Next(step=Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0), why="train the recipe under autocast")
+    return Next(
+        step=Step(kind=StepKind.MIXED_PRECISION, value="autocast", parent=0), why="train the recipe under autocast"
+    )
 
 
 def _batch_factors_left(scenario: Scenario, history: list[CandidateResult]) -> list[int]:
@@ -510,13 +571,22 @@ def _batch(scenario: Scenario, history: list[CandidateResult], use: Calibration 
     left = _batch_factors_left(scenario, history)
     if not left:
         return None
-    return Next(step=Step(kind=StepKind.BATCH, value=float(left[0]), parent=0), why=f"train the recipe at {left[0]}x the batch size")
+    return Next(
+        step=Step(kind=StepKind.BATCH, value=float(left[0]), parent=0),
+        why=f"train the recipe at {left[0]}x the batch size",
+    )
 
 
-def _recipe_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+def _recipe_siblings(
+    scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None
+) -> list[Step]:
     """The recipe and its mixed-precision and batch twins train from scratch: they need no parent's model."""
     kinds = {c.step.kind for c in history}
-    out = [] if first.kind == StepKind.EARLY_STOPPING or StepKind.EARLY_STOPPING in kinds else [Step(kind=StepKind.EARLY_STOPPING, parent=0)]
+    out = (
+        []
+        if first.kind == StepKind.EARLY_STOPPING or StepKind.EARLY_STOPPING in kinds
+        else [Step(kind=StepKind.EARLY_STOPPING, parent=0)]
+    )
     # With no history the baseline is not measured yet, so `recipe_first` cannot price a training target: the first
     # parallel batch still trains the recipe's twins beside the baseline, as it did before the rule.
     if history and not recipe_first(scenario, history):
@@ -535,13 +605,22 @@ def _prune(scenario: Scenario, history: list[CandidateResult], use: Calibration 
     tried = {float(c.step.value) for c in pruned if c.step.value is not None}
     for ratio in scenario.ladder.pruning_ratios:
         if ratio not in tried and all(ratio > t for t in tried):
-            return Next(step=Step(kind=StepKind.PRUNE, value=ratio, parent=base.index), why=f"prune {ratio:.0%} of channels of #{base.index}")
+            return Next(
+                step=Step(kind=StepKind.PRUNE, value=ratio, parent=base.index),
+                why=f"prune {ratio:.0%} of channels of #{base.index}",
+            )
     return None
 
 
-def _prune_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+def _prune_siblings(
+    scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None
+) -> list[Step]:
     tried = {float(c.step.value) for c in history if c.step.kind == StepKind.PRUNE and c.step.value is not None}
-    return [Step(kind=StepKind.PRUNE, value=r, parent=first.parent) for r in scenario.ladder.pruning_ratios if r > float(first.value or 0) and r not in tried]
+    return [
+        Step(kind=StepKind.PRUNE, value=r, parent=first.parent)
+        for r in scenario.ladder.pruning_ratios
+        if r > float(first.value or 0) and r not in tried
+    ]
 
 
 def _distilled(history: list[CandidateResult]) -> set[float]:
@@ -553,13 +632,22 @@ def _distill(scenario: Scenario, history: list[CandidateResult], use: Calibratio
     for factor in scenario.ladder.distill_width_factors:
         if factor not in done:
             teacher = _best_fp32(scenario, history)
-            return Next(step=Step(kind=StepKind.DISTILL, value=factor, parent=teacher.index), why=f"distil #{teacher.index} into a {factor:g}x student")
+            return Next(
+                step=Step(kind=StepKind.DISTILL, value=factor, parent=teacher.index),
+                why=f"distil #{teacher.index} into a {factor:g}x student",
+            )
     return None
 
 
-def _distill_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
+def _distill_siblings(
+    scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None
+) -> list[Step]:
     done = _distilled(history)
-    return [Step(kind=StepKind.DISTILL, value=f, parent=first.parent) for f in scenario.ladder.distill_width_factors if f not in done and f != first.value]
+    return [
+        Step(kind=StepKind.DISTILL, value=f, parent=first.parent)
+        for f in scenario.ladder.distill_width_factors
+        if f not in done and f != first.value
+    ]
 
 
 def _search(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
@@ -567,7 +655,10 @@ def _search(scenario: Scenario, history: list[CandidateResult], use: Calibration
     if not ladder.search_hidden or any(c.step.kind == StepKind.SEARCH for c in history):
         return None
     base = _recipe(scenario, history)
-    return Next(step=Step(kind=StepKind.SEARCH, parent=base.index), why=f"search {len(ladder.search_hidden)} architectures under the energy cap")
+    return Next(
+        step=Step(kind=StepKind.SEARCH, parent=base.index),
+        why=f"search {len(ladder.search_hidden)} architectures under the energy cap",
+    )
 
 
 def _precisions_allowed(scenario: Scenario, use: Calibration | None) -> list[str]:
@@ -586,26 +677,44 @@ def _precision(scenario: Scenario, history: list[CandidateResult], use: Calibrat
     if not left:
         return None
     parent = _best_fp32(scenario, history)
-    return Next(step=Step(kind=StepKind.PRECISION, value=left[0], parent=parent.index), why=f"run #{parent.index} at {left[0]}")
+    return Next(
+        step=Step(kind=StepKind.PRECISION, value=left[0], parent=parent.index), why=f"run #{parent.index} at {left[0]}"
+    )
 
 
-def _precision_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
-    return [Step(kind=StepKind.PRECISION, value=p, parent=first.parent) for p in _precisions_left(scenario, history, use) if p != first.value]
+def _precision_siblings(
+    scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None
+) -> list[Step]:
+    return [
+        Step(kind=StepKind.PRECISION, value=p, parent=first.parent)
+        for p in _precisions_left(scenario, history, use)
+        if p != first.value
+    ]
 
 
 def _qat(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     ptq = [c for c in history if c.step.kind == StepKind.PRECISION and c.step.value == "int8"]
-    if not scenario.ladder.qat or not ptq or quality_ok(scenario.targets, ptq[-1], history[0]) or any(c.step.kind == StepKind.QAT for c in history):
+    if (
+        not scenario.ladder.qat
+        or not ptq
+        or quality_ok(scenario.targets, ptq[-1], history[0])
+        or any(c.step.kind == StepKind.QAT for c in history)
+    ):
         return None
     parent_index = ptq[-1].step.parent if ptq[-1].step.parent is not None else 0
-    return Next(step=Step(kind=StepKind.QAT, value="int8", parent=parent_index), why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}")
+    return Next(
+        step=Step(kind=StepKind.QAT, value="int8", parent=parent_index),
+        why=f"int8 PTQ lost accuracy: quantization-aware training of #{parent_index}",
+    )
 
 
 def _fuse(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     if not scenario.ladder.fuse_inference or any(c.step.kind == StepKind.FUSE for c in history):
         return None
     parent = _best_fp32(scenario, history)
-    return Next(step=Step(kind=StepKind.FUSE, parent=parent.index), why=f"serve #{parent.index} in its fused torch form")
+    return Next(
+        step=Step(kind=StepKind.FUSE, parent=parent.index), why=f"serve #{parent.index} in its fused torch form"
+    )
 
 
 def _ort_left(scenario: Scenario, history: list[CandidateResult]) -> list[str]:
@@ -618,11 +727,18 @@ def _ort(scenario: Scenario, history: list[CandidateResult], use: Calibration | 
     if not left:
         return None
     parent = _best_fp32(scenario, history)
-    return Next(step=Step(kind=StepKind.ORT, value=left[0], parent=parent.index), why=f"serve #{parent.index} under onnxruntime at {left[0]}")
+    return Next(
+        step=Step(kind=StepKind.ORT, value=left[0], parent=parent.index),
+        why=f"serve #{parent.index} under onnxruntime at {left[0]}",
+    )
 
 
-def _ort_siblings(scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None) -> list[Step]:
-    return [Step(kind=StepKind.ORT, value=p, parent=first.parent) for p in _ort_left(scenario, history) if p != first.value]
+def _ort_siblings(
+    scenario: Scenario, history: list[CandidateResult], first: Step, use: Calibration | None
+) -> list[Step]:
+    return [
+        Step(kind=StepKind.ORT, value=p, parent=first.parent) for p in _ort_left(scenario, history) if p != first.value
+    ]
 
 
 def _training_moves_only(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
@@ -672,7 +788,9 @@ def recipe_first(scenario: Scenario, history: list[CandidateResult]) -> bool:
     return limit is not None and base_j is not None and limit < base_j
 
 
-def _compression_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | None:
+def _compression_rung(
+    scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None
+) -> Next | None:
     """The next rung of the ladder (what lowers inference cost), in ladder order."""
     use = calibration if scenario.ladder.use_calibration else None
     rungs = RUNGS if recipe_first(scenario, history) else [r for r in RUNGS if r.kind not in RECIPE_VARIANTS]
@@ -708,7 +826,9 @@ def _better(teacher: CandidateResult, student: CandidateResult) -> bool:
 def _union_cost_j(history: list[CandidateResult], segments: list[TrainSegment]) -> float | None:
     """What training these runs costs, each run once, priced by work in the baseline's joules (None: unpriced)."""
     baseline = history[0]
-    priced = priced_ratio(distinct_runs(segments), baseline.train_segments, epoch_prices(s for c in history for s in c.train_segments))
+    priced = priced_ratio(
+        distinct_runs(segments), baseline.train_segments, epoch_prices(s for c in history for s in c.train_segments)
+    )
     if priced is None or baseline.train_energy_j is None:
         return None
     return priced[0] * baseline.train_energy_j
@@ -734,25 +854,49 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
             continue
         if not any(m in QUALITY_TARGETS for m in misses):
             continue
-        ratio, target, taught = (values[broken.index], next(m for m in misses if m in QUALITY_TARGETS), broken.step.teacher)
+        ratio, target, taught = (
+            values[broken.index],
+            next(m for m in misses if m in QUALITY_TARGETS),
+            broken.step.teacher,
+        )
         parent = broken.step.parent if broken.step.parent is not None else 0
         below = max((r for r in scenario.ladder.pruning_ratios if r < ratio), default=0.0)
         same = [c.step for c in history if c.step.kind == StepKind.PRUNE and c.step.value == broken.step.value]
         if ratio in scenario.ladder.pruning_ratios and not any(below < v < ratio for v in values.values()):
-            good = max((values[c.index] for c in pruned if values[c.index] < ratio and quality_ok(scenario.targets, c, baseline)), default=0.0)
+            good = max(
+                (
+                    values[c.index]
+                    for c in pruned
+                    if values[c.index] < ratio and quality_ok(scenario.targets, c, baseline)
+                ),
+                default=0.0,
+            )
             mid = round((good + ratio) / 2, 3)
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; back off to {mid:g}"
-            return Next(step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, teacher=taught, target=target), why=why, target=target)
+            return Next(
+                step=Step(kind=StepKind.PRUNE, value=mid, parent=parent, teacher=taught, target=target),
+                why=why,
+                target=target,
+            )
         if scenario.ladder.backoff_teacher and not any(s.teacher is not None for s in same):
             teacher = _teacher(scenario, history, history[parent])  # priced only when the opt-in asks for it
             if _better(teacher, broken):
                 why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}"
-                step = Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, teacher=teacher.index, target=target)
+                step = Step(
+                    kind=StepKind.PRUNE, value=broken.step.value, parent=parent, teacher=teacher.index, target=target
+                )
                 return Next(step=step, why=why, target=target)
         if not any(s.epochs is not None for s in same):
             epochs = 2 * scenario.training.fine_tune_epochs
             why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} epochs instead"
-            step = Step(kind=StepKind.PRUNE, value=broken.step.value, parent=parent, epochs=epochs, teacher=taught, target=target)
+            step = Step(
+                kind=StepKind.PRUNE,
+                value=broken.step.value,
+                parent=parent,
+                epochs=epochs,
+                teacher=taught,
+                target=target,
+            )
             return Next(step=step, why=why, target=target)
     return None
 
@@ -780,7 +924,9 @@ def _taught_further(scenario: Scenario, history: list[CandidateResult], short: C
     baseline = history[0]
     taught = [c for c in history if c.step.kind == StepKind.PRUNE and c.step.teacher is not None]
     if short.step.teacher is None and not _near_miss(scenario, short, baseline):
-        return None  # the labels kept quality (the plain ladder goes on from it), or lost more than soft labels win back
+        return (
+            None  # the labels kept quality (the plain ladder goes on from it), or lost more than soft labels win back
+        )
     if any(not quality_ok(scenario.targets, c, baseline) for c in taught):
         return None
     ratio = float(short.step.value)  # type: ignore[arg-type]
@@ -798,7 +944,11 @@ def _taught_further(scenario: Scenario, history: list[CandidateResult], short: C
         teacher = found.index
     how = "kept quality on the soft labels" if short.step.teacher is not None else "broke quality"
     why = f"{target}: prune:{ratio:g} {how} but missed it; prune {larger[0]:.0%} and fine-tune on the soft labels of #{teacher}"
-    return Next(step=Step(kind=StepKind.PRUNE, value=larger[0], parent=parent, teacher=teacher, target=target), why=why, target=target)
+    return Next(
+        step=Step(kind=StepKind.PRUNE, value=larger[0], parent=parent, teacher=teacher, target=target),
+        why=why,
+        target=target,
+    )
 
 
 def train_limit_j(targets: Targets, baseline: CandidateResult) -> float | None:
@@ -833,7 +983,13 @@ def fine_tune_budget_epochs(scenario: Scenario, history: list[CandidateResult], 
 COMPRESSED = (StepKind.PRUNE, StepKind.PRUNE_EARLY, StepKind.PRUNE_ES, StepKind.DISTILL, StepKind.SEARCH)
 
 
-def _training_move(scenario: Scenario, history: list[CandidateResult], focus: CandidateResult, target: str, calibration: Calibration | None) -> Next | None:
+def _training_move(
+    scenario: Scenario,
+    history: list[CandidateResult],
+    focus: CandidateResult,
+    target: str,
+    calibration: Calibration | None,
+) -> Next | None:
     """The next move that can cut the training cost of `focus`'s lineage, or None when none is left."""
     ladder = scenario.ladder
     use = calibration if ladder.use_calibration else None
@@ -854,24 +1010,37 @@ def _training_move(scenario: Scenario, history: list[CandidateResult], focus: Ca
         if not any(c.step.kind == StepKind.PRUNE_EARLY and c.step.value == ratio for c in history):
             at = scenario.training.prune_at_epoch
             return move(
-                Step(kind=StepKind.PRUNE_EARLY, value=ratio, parent=recipe.index), f"prune {ratio:.0%} inside the recipe after epoch {at} and keep training"
+                Step(kind=StepKind.PRUNE_EARLY, value=ratio, parent=recipe.index),
+                f"prune {ratio:.0%} inside the recipe after epoch {at} and keep training",
             )
         parent = focus.step.parent if focus.step.parent is not None else recipe.index
         epochs = fine_tune_budget_epochs(scenario, history, focus)
-        if epochs is not None and epochs >= 1 and not any(c.step.kind == StepKind.PRUNE_ES and c.step.value == ratio for c in history):
+        if (
+            epochs is not None
+            and epochs >= 1
+            and not any(c.step.kind == StepKind.PRUNE_ES and c.step.value == ratio for c in history)
+        ):
             why = f"prune {ratio:.0%} of #{parent} and fine-tune with early stopping for at most the {epochs} epochs the target leaves"
             return move(Step(kind=StepKind.PRUNE_ES, value=ratio, parent=parent, epochs=epochs), why)
     if focus.step.kind == StepKind.DISTILL and focus.step.epochs is None and focus.step.parent is not None:
         epochs = fine_tune_budget_epochs(scenario, history, focus)
-        again = any(c.step.kind == StepKind.DISTILL and c.step.epochs is not None and c.step.parent == focus.step.parent for c in history)
+        again = any(
+            c.step.kind == StepKind.DISTILL and c.step.epochs is not None and c.step.parent == focus.step.parent
+            for c in history
+        )
         ran = focus.epochs_run or scenario.training.max_epochs
         # Cut to under half its epochs, a distillation falls well short of the student it made (a built-in student starts
         # from fresh weights): its architecture from scratch is the better bet then.
         if epochs is not None and max(1, ran // 2) <= epochs < ran and not again:
             why = f"distil #{focus.step.parent} into the same student with early stopping for at most the {epochs} epochs the target leaves"
-            return move(Step(kind=StepKind.DISTILL, value=focus.step.value, parent=focus.step.parent, epochs=epochs), why)
+            return move(
+                Step(kind=StepKind.DISTILL, value=focus.step.value, parent=focus.step.parent, epochs=epochs), why
+            )
     if (StepKind.SCRATCH, None, focus.index) not in done and focus.step.kind != StepKind.SCRATCH:
-        return move(Step(kind=StepKind.SCRATCH, parent=focus.index), f"train #{focus.index}'s architecture from scratch with early stopping")
+        return move(
+            Step(kind=StepKind.SCRATCH, parent=focus.index),
+            f"train #{focus.index}'s architecture from scratch with early stopping",
+        )
     return None
 
 
@@ -891,12 +1060,17 @@ def _floor_j(history: list[CandidateResult], step: Step) -> float | None:
     extras = [
         pruned_j - (train_cost_j(history[c.step.parent], baseline) or 0.0)
         for c in history
-        if c.step.kind == StepKind.PRUNE and c.ok and c.step.parent is not None and (pruned_j := train_cost_j(c, baseline)) is not None
+        if c.step.kind == StepKind.PRUNE
+        and c.ok
+        and c.step.parent is not None
+        and (pruned_j := train_cost_j(c, baseline)) is not None
     ]
     return parent_j + max(0.0, min(extras, default=0.0))
 
 
-def _within_training(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None, target: str) -> Next | Final | None:
+def _within_training(
+    scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None, target: str
+) -> Next | Final | None:
     """With no training-cost move left: the first rung left whose lineage can still come in under the
     training target; a Final naming the target when every rung left derives from too costly a model."""
     use = calibration if scenario.ladder.use_calibration else None
@@ -910,7 +1084,9 @@ def _within_training(scenario: Scenario, history: list[CandidateResult], calibra
         if limit is None or floor is None or floor <= limit:
             if found.target is not None:
                 return found
-            return Next(step=found.step.model_copy(update={"target": target}), why=f"{target}: {found.why}", target=target)
+            return Next(
+                step=found.step.model_copy(update={"target": target}), why=f"{target}: {found.why}", target=target
+            )
         floors.append(floor)
     if not floors or limit is None:
         return None  # nothing left at all: `decide` reports the target unreachable
@@ -921,7 +1097,9 @@ def _within_training(scenario: Scenario, history: list[CandidateResult], calibra
     return Final(state=FinalState.FAILED, reason=reason, unreachable=target)
 
 
-def _training_before_serving(scenario: Scenario, history: list[CandidateResult], serving: Step, calibration: Calibration | None) -> Next | None:
+def _training_before_serving(
+    scenario: Scenario, history: list[CandidateResult], serving: Step, calibration: Calibration | None
+) -> Next | None:
     """A serving form serves `_best_fp32`, which passes over a model cheaper to run when that one misses a training
     target. A serving form scales its parent's inference cost and keeps its training cost, so before serving the
     costlier model, cut the cheaper one's training cost while a training-cost move for it is left."""
@@ -937,7 +1115,9 @@ def _training_before_serving(scenario: Scenario, history: list[CandidateResult],
     return _training_move(scenario, history, cheapest, training[0], calibration) if training else None
 
 
-def _next_rung(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None) -> Next | Final | None:
+def _next_rung(
+    scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None
+) -> Next | Final | None:
     """The move for the target the closest candidate misses: compression for inference energy or
     latency, training-cost moves for training energy; a Final when a target is shown unreachable."""
     kinds = {c.step.kind for c in history}
@@ -990,18 +1170,24 @@ def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
     return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {judge(scenario, best, history[0]).summary()}"
 
 
-def _serving_forms(scenario: Scenario, history: list[CandidateResult], parent: CandidateResult, use: Calibration | None) -> list[Step]:
+def _serving_forms(
+    scenario: Scenario, history: list[CandidateResult], parent: CandidateResult, use: Calibration | None
+) -> list[Step]:
     """The serving forms of `parent` the ladder allows and this machine's calibration does not rule out, in ladder
     order, less those already measured for it."""
     ladder = scenario.ladder
     forms = [Step(kind=StepKind.FUSE, parent=parent.index)] if ladder.fuse_inference else []
     forms += [Step(kind=StepKind.PRECISION, value=p, parent=parent.index) for p in _precisions_allowed(scenario, use)]
     forms += [Step(kind=StepKind.ORT, value=p, parent=parent.index) for p in ladder.onnx_runtime]
-    tried = {(c.step.kind, c.step.value) for c in history if c.step.parent == parent.index and c.step.kind in SERVING_FORMS}
+    tried = {
+        (c.step.kind, c.step.value) for c in history if c.step.parent == parent.index and c.step.kind in SERVING_FORMS
+    }
     return [s for s in forms if (s.kind, s.value) not in tried]
 
 
-def _serve_every_form(scenario: Scenario, history: list[CandidateResult], best: CandidateResult, calibration: Calibration | None) -> Next | None:
+def _serve_every_form(
+    scenario: Scenario, history: list[CandidateResult], best: CandidateResult, calibration: Calibration | None
+) -> Next | None:
     """Once a model passes, the trained model behind it is served in each form the ladder allows, once each (`decide`
     asks only while the budget allows), and the loop returns the cheapest that passes: which form happened to pass first
     must not decide the model people get (the ladder meets them in a fixed order, and their costs differ by less than
@@ -1013,7 +1199,10 @@ def _serve_every_form(scenario: Scenario, history: list[CandidateResult], best: 
     left = _serving_forms(scenario, history, parent, use)
     if not left:
         return None
-    return Next(step=left[0], why=f"#{best.index} meets every target: serve #{parent.index} as {left[0].label} too, keep the cheapest that passes")
+    return Next(
+        step=left[0],
+        why=f"#{best.index} meets every target: serve #{parent.index} as {left[0].label} too, keep the cheapest that passes",
+    )
 
 
 def decide(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None) -> Next | Final:
@@ -1026,7 +1215,11 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
         return Final(state=FinalState.FAILED, reason=f"baseline could not be trained: {baseline.rejected_reason}")
     # Serially only the latest candidate can newly pass; a parallel batch may hold several: the cheapest wins.
     passing = [c for c in history[1:] if c.ok and judge(scenario, c, baseline).passed]
-    used, spent, limit = (iterations_used(history), sum(c.spent_energy_j for c in history), scenario.budget.max_total_energy_j)
+    used, spent, limit = (
+        iterations_used(history),
+        sum(c.spent_energy_j for c in history),
+        scenario.budget.max_total_energy_j,
+    )
     # Refusals cost no iteration, but the rungs that can refuse are finite: twice the budget bounds the loop regardless.
     out_of_iterations = used >= scenario.budget.max_iterations or len(history) >= 2 * scenario.budget.max_iterations
     budget_left = not out_of_iterations and (limit is None or spent < limit)
@@ -1035,11 +1228,21 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
         served = _serve_every_form(scenario, history, best, calibration) if budget_left else None
         if served is not None:
             return served
-        return Final(state=FinalState.PASSED, reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target", chosen=best.index)
+        return Final(
+            state=FinalState.PASSED,
+            reason=f"#{best.index} ({'+'.join(best.lineage)}) meets every target",
+            chosen=best.index,
+        )
     if out_of_iterations:
-        return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"used {used} of {scenario.budget.max_iterations} iterations; {_why_not(scenario, history)}")
+        return Final(
+            state=FinalState.BUDGET_EXHAUSTED,
+            reason=f"used {used} of {scenario.budget.max_iterations} iterations; {_why_not(scenario, history)}",
+        )
     if limit is not None and spent >= limit:
-        return Final(state=FinalState.BUDGET_EXHAUSTED, reason=f"spent {spent:.1f} J of {limit:g} J; {_why_not(scenario, history)}")
+        return Final(
+            state=FinalState.BUDGET_EXHAUSTED,
+            reason=f"spent {spent:.1f} J of {limit:g} J; {_why_not(scenario, history)}",
+        )
     step = _next_rung(scenario, history, calibration)
     if step is None:
         nearest = closest(scenario, history)
@@ -1047,18 +1250,26 @@ def decide(scenario: Scenario, history: list[CandidateResult], calibration: Cali
         why = _why_not(scenario, history)
         if not misses:
             return Final(state=FinalState.FAILED, reason=f"no rung left on the ladder; {why}")
-        return Final(state=FinalState.FAILED, reason=f"unreachable: {misses[0]}: no rung left on the ladder can reach it; {why}", unreachable=misses[0])
+        return Final(
+            state=FinalState.FAILED,
+            reason=f"unreachable: {misses[0]}: no rung left on the ladder can reach it; {why}",
+            unreachable=misses[0],
+        )
     return step
 
 
-def _siblings(scenario: Scenario, history: list[CandidateResult], first: Step, calibration: Calibration | None) -> list[Step]:
+def _siblings(
+    scenario: Scenario, history: list[CandidateResult], first: Step, calibration: Calibration | None
+) -> list[Step]:
     """Steps of the same rung that do not depend on `first`'s result, in ladder order."""
     rung = next(r for r in RUNGS if r.kind == first.kind)
     use = calibration if scenario.ladder.use_calibration else None
     return [] if rung.siblings is None else rung.siblings(scenario, history, first, use)
 
 
-def plan_batch(scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None, width: int = 1) -> list[Next] | Final:
+def plan_batch(
+    scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None = None, width: int = 1
+) -> list[Next] | Final:
     """Up to `width` steps that can be produced at once: `decide`'s next step, then the
     steps of the same rung that do not need its result (e.g. the next pruning ratios).
 
@@ -1073,7 +1284,9 @@ def plan_batch(scenario: Scenario, history: list[CandidateResult], calibration: 
     return [first, *(Next(step=s, why=f"in parallel with {first.step.label}") for s in steps[1:])]
 
 
-def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, sigmas: float = 2.0) -> tuple[bool, str]:
+def beats_champion(
+    candidate: CandidateResult, champion: dict[str, str] | None, sigmas: float = 2.0
+) -> tuple[bool, str]:
     """Whether a passing candidate should replace the champion (given the champion's version tags).
 
     Quality may not be worse (1 pt accuracy / 1 % RMSE tolerance). Inference energies must
@@ -1084,7 +1297,10 @@ def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, 
     if champion is None:
         return True, "no champion yet"
     if champion.get("energy_source") != candidate.energy_source:
-        return (False, f"champion energy is from {champion.get('energy_source')!r}, candidate from {candidate.energy_source!r}: not comparable")
+        return (
+            False,
+            f"champion energy is from {champion.get('energy_source')!r}, candidate from {candidate.energy_source!r}: not comparable",
+        )
     try:
         champ_energy = float(champion["inference_energy_j_per_1k"])
     except (KeyError, ValueError):
@@ -1092,23 +1308,44 @@ def beats_champion(candidate: CandidateResult, champion: dict[str, str] | None, 
     energy = candidate.inference_energy_j_per_1k
     if energy is None:
         return False, "candidate has no measured inference energy"
-    if candidate.accuracy is not None and "accuracy" in champion and candidate.accuracy < float(champion["accuracy"]) - 0.01:
-        return (False, f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}")
+    if (
+        candidate.accuracy is not None
+        and "accuracy" in champion
+        and candidate.accuracy < float(champion["accuracy"]) - 0.01
+    ):
+        return (
+            False,
+            f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}",
+        )
     if candidate.rmse is not None and "rmse" in champion and candidate.rmse > float(champion["rmse"]) * 1.01:
         return False, f"rmse {candidate.rmse:.4g} is more than 1% above the champion's {float(champion['rmse']):.4g}"
     champ_sem = float(champion.get("inference_energy_sem_j_per_1k", 0.0))
     err = candidate.inference_energy_sem_j_per_1k
     if significantly_less(energy, err, champ_energy, champ_sem, sigmas):
-        return (True, f"inference energy {energy:.4g} < champion's {champ_energy:.4g} J/1k beyond noise, at no worse quality")
+        return (
+            True,
+            f"inference energy {energy:.4g} < champion's {champ_energy:.4g} J/1k beyond noise, at no worse quality",
+        )
     if significantly_less(champ_energy, champ_sem, energy, err, sigmas):
         return False, f"inference energy {energy:.4g} J/1k is above the champion's {champ_energy:.4g} J/1k beyond noise"
     tie = f"inference energy {energy:.4g} vs champion's {champ_energy:.4g} J/1k is within {sigmas:g} combined standard errors"
     champ_params = int(champion.get("params", "0") or 0)
     if candidate.params is not None and champ_params and candidate.params < champ_params:
         return True, f"{tie}; candidate is simpler ({candidate.params} < {champ_params} params)"
-    if candidate.params is not None and candidate.params == champ_params and candidate.train_energy_j is not None and "train_energy_j" in champion:
+    if (
+        candidate.params is not None
+        and candidate.params == champ_params
+        and candidate.train_energy_j is not None
+        and "train_energy_j" in champion
+    ):
         champ_train = float(champion["train_energy_j"])
-        if significantly_less(candidate.train_energy_j, candidate.train_energy_sem_j, champ_train, float(champion.get("train_energy_sem_j", 0.0)), sigmas):
+        if significantly_less(
+            candidate.train_energy_j,
+            candidate.train_energy_sem_j,
+            champ_train,
+            float(champion.get("train_energy_sem_j", 0.0)),
+            sigmas,
+        ):
             return True, f"{tie}; candidate is cheaper to train ({candidate.train_energy_j:.4g} < {champ_train:.4g} J)"
     return False, f"{tie}; the champion is as simple and as cheap to train: it stays"
 
@@ -1135,7 +1372,9 @@ def payback(history: list[CandidateResult], chosen: CandidateResult) -> Payback:
     base = history[0].inference_energy_j_per_1k
     mine = chosen.inference_energy_j_per_1k
     saved = (base - mine) if base is not None and mine is not None else 0.0
-    return Payback(loop_energy_j=spent, saved_j_per_1k=saved, predictions_to_payback=spent / saved * 1000 if saved > 0 else None)
+    return Payback(
+        loop_energy_j=spent, saved_j_per_1k=saved, predictions_to_payback=spent / saved * 1000 if saved > 0 else None
+    )
 
 
 def confirm_on_full(
@@ -1152,8 +1391,13 @@ def confirm_on_full(
     for index, (accuracy, rmse) in full.items():
         c = updated[index]
         subset_tags = {"subset_accuracy": f"{c.accuracy:.4f}"} if c.accuracy is not None else {}
-        updated[index] = c.model_copy(update={"accuracy": accuracy, "rmse": rmse, "tags": {**c.tags, **subset_tags, "eval_samples": "all"}})
+        updated[index] = c.model_copy(
+            update={"accuracy": accuracy, "rmse": rmse, "tags": {**c.tags, **subset_tags, "eval_samples": "all"}}
+        )
     report = judge(scenario, updated[final.chosen], updated[0])
     if report.passed:
         return final.model_copy(update={"reason": f"{final.reason}; confirmed on the full test split"}), updated
-    return Final(state=FinalState.FAILED, reason=f"#{final.chosen} passed on the evaluation subset but not on the full test split: {report.summary()}"), updated
+    return Final(
+        state=FinalState.FAILED,
+        reason=f"#{final.chosen} passed on the evaluation subset but not on the full test split: {report.summary()}",
+    ), updated

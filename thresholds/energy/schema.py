@@ -22,7 +22,11 @@ LOW_PRECISIONS: tuple[LowPrecision, ...] = ("int8", "fp16", "bf16")
 OrtPrecision = Literal["fp32", "int8"]
 ORT_PRECISIONS: tuple[OrtPrecision, ...] = ("fp32", "int8")
 HookName = Literal["loss", "metric", "train_step"]
-HOOKS: tuple[HookName, ...] = ("loss", "metric", "train_step")  # a user's functions the loop calls (tasks/models/hooks.py)
+HOOKS: tuple[HookName, ...] = (
+    "loss",
+    "metric",
+    "train_step",
+)  # a user's functions the loop calls (tasks/models/hooks.py)
 
 
 class Targets(StrictSection):
@@ -39,7 +43,8 @@ class Targets(StrictSection):
     max_latency_ms_per_batch: float | None = Field(None, ge=0, description="milliseconds")
     max_latency_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline")
     quality_metric: Literal["auto", "accuracy", "balanced_accuracy", "macro_f1"] = Field(
-        "auto", description="what the accuracy targets judge; auto: balanced accuracy when the smallest class < 50 % of the largest"
+        "auto",
+        description="what the accuracy targets judge; auto: balanced accuracy when the smallest class < 50 % of the largest",
     )
 
 
@@ -54,9 +59,14 @@ class Training(StrictSection):
     batch_size: int = Field(64, ge=1, le=1_000_000, description="samples")
     fine_tune_epochs: int = Field(15, ge=1, le=10_000, description="epochs after each pruning step")
     seed: int = Field(0, ge=0, description="integer seed")
-    early_stopping_monitor: Literal["loss", "accuracy"] = Field("loss", description="validation metric early stopping watches")
+    early_stopping_monitor: Literal["loss", "accuracy"] = Field(
+        "loss", description="validation metric early stopping watches"
+    )
     early_stopping_min_delta_pct: float = Field(
-        0.0, ge=0, lt=100, description="percent: a smaller relative validation-loss improvement does not reset the patience"
+        0.0,
+        ge=0,
+        lt=100,
+        description="percent: a smaller relative validation-loss improvement does not reset the patience",
     )
     distill_fine_tune: bool = Field(False, description="fine-tune pruned models on the unpruned parent's soft labels")
     energy_window_s: float = Field(
@@ -66,7 +76,12 @@ class Training(StrictSection):
         description="seconds: epochs shorter than this share one meter window, each charged its share by wall time (a window "
         "costs the meter 3-4 ms here, which doubled the reading of a 5 ms epoch); 0: one window per epoch",
     )
-    prune_at_epoch: int = Field(5, ge=1, le=10_000, description="epoch of the recipe after which the prune-early rung prunes, then keeps training")
+    prune_at_epoch: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="epoch of the recipe after which the prune-early rung prunes, then keeps training",
+    )
 
     @model_validator(mode="after")
     def _patience_fits(self) -> Training:
@@ -96,26 +111,42 @@ class Measurement(StrictSection):
     repeats_min: int = Field(3, ge=1, le=100, description="inference windows at least")
     repeats_max: int = Field(8, ge=1, le=1_000, description="inference windows at most")
     target_rel_ci: float = Field(0.05, gt=0, le=1, description="95 % CI half-width / mean to stop repeating")
-    significance_sigmas: float = Field(2.0, ge=0, le=10, description="combined standard errors a difference must exceed")
+    significance_sigmas: float = Field(
+        2.0, ge=0, le=10, description="combined standard errors a difference must exceed"
+    )
     subtract_idle: bool = Field(False, description="judge energy above the idle power measured before the loop")
     idle_window_s: float = Field(2.0, gt=0, le=600, description="seconds of idle measurement")
     codecarbon_country: str = Field("USA", min_length=3, max_length=3, description="ISO 3166-1 alpha-3 code")
-    eval_subset: int = Field(0, ge=0, le=10_000_000, description="test samples evaluated during the loop (0 = all); the full split confirms before promotion")
+    eval_subset: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="test samples evaluated during the loop (0 = all); the full split confirms before promotion",
+    )
     inference_target: Literal["this-machine", "analytic-45nm"] = Field(
         "this-machine", description="judge inference energy as measured here, or estimated for a 45 nm edge device"
     )
-    paired: bool = Field(True, description="measure each candidate in ABBA windows interleaved with the baseline; gates judge the ratio's CI")
+    paired: bool = Field(
+        True,
+        description="measure each candidate in ABBA windows interleaved with the baseline; gates judge the ratio's CI",
+    )
     max_other_cpu_share: float = Field(
-        0.10, ge=0, le=1, description="other processes' share of the CPU while a candidate is measured, above which the loop warns its figures are unreliable"
+        0.10,
+        ge=0,
+        le=1,
+        description="other processes' share of the CPU while a candidate is measured, above which the loop warns its figures are unreliable",
     )
     train_attribution: Literal["auto", "process", "machine"] = Field(
-        "auto", description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level meters), or the whole machine"
+        "auto",
+        description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level meters), or the whole machine",
     )
 
     @field_validator("serving_batch_sizes")
     @classmethod
     def _serving_sizes(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not 1 <= len(value) <= 8 or any(not 1 <= b <= 1_000_000 for b in value) or value != sorted(set(value))):
+        if value is not None and (
+            not 1 <= len(value) <= 8 or any(not 1 <= b <= 1_000_000 for b in value) or value != sorted(set(value))
+        ):
             raise ValueError("1 to 8 strictly increasing batch sizes in [1, 1000000], e.g. [1, 64]")
         return value
 
@@ -132,7 +163,9 @@ class Measurement(StrictSection):
 
 
 class Ladder(StrictSection):
-    pruning_ratios: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], description="channel fractions in (0, 1)")
+    pruning_ratios: list[float] = Field(
+        default_factory=lambda: [0.3, 0.5, 0.7], description="channel fractions in (0, 1)"
+    )
     precisions: list[LowPrecision] = Field(default_factory=lambda: list(LOW_PRECISIONS))
     min_gain_pct: float = Field(3.0, ge=0, le=100, description="percent an escalation must save to be kept")
     pruning_importance: Literal["magnitude", "taylor"] = Field("magnitude", description="how channels are scored")
@@ -144,15 +177,19 @@ class Ladder(StrictSection):
         "the same heads in every layer of the residual stream",
     )
     mixed_precision_training: bool = Field(True, description="try autocast training (bf16 on CPU, fp16 on CUDA)")
-    distill_width_factors: list[float] = Field(default_factory=lambda: [0.5], description="student widths as fractions of the teacher's")
+    distill_width_factors: list[float] = Field(
+        default_factory=lambda: [0.5], description="student widths as fractions of the teacher's"
+    )
     distill_temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the soft labels")
     distill_alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label loss")
     qat: bool = Field(True, description="quantization-aware training when int8 PTQ breaks an accuracy target")
     fuse_inference: bool = Field(
-        True, description="serve the best fp32 model in its fused torch form (Linear+ReLU as one addmm, BatchNorm folded); kept only on a measured gain"
+        True,
+        description="serve the best fp32 model in its fused torch form (Linear+ReLU as one addmm, BatchNorm folded); kept only on a measured gain",
     )
     onnx_runtime: list[OrtPrecision] = Field(
-        default_factory=lambda: list(ORT_PRECISIONS), description="serve the best fp32 model under onnxruntime at these precisions; empty: no such rung"
+        default_factory=lambda: list(ORT_PRECISIONS),
+        description="serve the best fp32 model under onnxruntime at these precisions; empty: no such rung",
     )
     serve_every_form: bool = Field(
         True,
@@ -163,17 +200,30 @@ class Ladder(StrictSection):
     )
     use_calibration: bool = Field(True, description="skip rungs the machine's calibration shows cannot save energy")
     training_batch_factors: list[int] = Field(
-        default_factory=list, description="recipe retrained at batch_size x factor (lr x sqrt(factor)), e.g. [4]; empty: no such rung"
+        default_factory=list,
+        description="recipe retrained at batch_size x factor (lr x sqrt(factor)), e.g. [4]; empty: no such rung",
     )
-    search_hidden: list[list[int]] = Field(default_factory=list, description="MLP hidden widths to search, e.g. [[32, 16], [48], [16]]; empty: no search rung")
+    search_hidden: list[list[int]] = Field(
+        default_factory=list,
+        description="MLP hidden widths to search, e.g. [[32, 16], [48], [16]]; empty: no search rung",
+    )
     search_max_energy_vs_baseline: float = Field(
-        0.5, gt=0, le=1, description="energy cap of the search: analytic inference energy as a fraction of the baseline's"
+        0.5,
+        gt=0,
+        le=1,
+        description="energy cap of the search: analytic inference energy as a fraction of the baseline's",
     )
-    training_moves: bool = Field(True, description="answer a missed training-energy target with moves that cut the lineage's training cost")
-    accuracy_backoff: bool = Field(True, description="when a pruning ratio meets the inference targets but breaks accuracy, try the ratio halfway back")
+    training_moves: bool = Field(
+        True, description="answer a missed training-energy target with moves that cut the lineage's training cost"
+    )
+    accuracy_backoff: bool = Field(
+        True,
+        description="when a pruning ratio meets the inference targets but breaks accuracy, try the ratio halfway back",
+    )
     # Off by default: in the runs measured so far (a Transformer, a digits MLP) short fine-tunes on soft labels lost 4-9 pt.
     backoff_teacher: bool = Field(
-        False, description="in the accuracy back-off, also fine-tune pruned models on the soft labels of the most accurate model the training target affords"
+        False,
+        description="in the accuracy back-off, also fine-tune pruned models on the soft labels of the most accurate model the training target affords",
     )
 
     @field_validator("training_batch_factors")
@@ -225,17 +275,24 @@ class ModelSettings(StrictSection):
     )
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="neurons per hidden layer")
     keep_layers: list[str] = Field(
-        default_factory=list, description="module names (as in model.named_modules(), e.g. 'stem.0') that pruning leaves whole; the output head is always kept"
+        default_factory=list,
+        description="module names (as in model.named_modules(), e.g. 'stem.0') that pruning leaves whole; the output head is always kept",
     )
     student: str | None = Field(
-        None, description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in MLP: a narrower MLP)"
+        None,
+        description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in MLP: a narrower MLP)",
     )
-    loss: str | None = Field(None, description="PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor: replaces the task's loss in training (also --loss)")
+    loss: str | None = Field(
+        None,
+        description="PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor: replaces the task's loss in training (also --loss)",
+    )
     metric: str | None = Field(
-        None, description="PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better: judged in place of accuracy (also --metric)"
+        None,
+        description="PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better: judged in place of accuracy (also --metric)",
     )
     train_step: str | None = Field(
-        None, description="PKG.MODULE:FUNCTION, (model, batch) -> scalar loss tensor: one batch (as the dataset's items) your way (also --train-step)"
+        None,
+        description="PKG.MODULE:FUNCTION, (model, batch) -> scalar loss tensor: one batch (as the dataset's items) your way (also --train-step)",
     )
 
     @field_validator("hidden")
@@ -278,13 +335,16 @@ class Scenario(StrictSection):
     ladder: Ladder = Ladder()
     model: ModelSettings = ModelSettings()
     promotion: PromotionMode = Field(
-        "warn", description="when champion is moved by hand to a version whose gates did not pass: warn (tag it, emit an event) or enforce (also move it back)"
+        "warn",
+        description="when champion is moved by hand to a version whose gates did not pass: warn (tag it, emit an event) or enforce (also move it back)",
     )
 
     @model_validator(mode="after")
     def _analytic_needs_mlp(self) -> Scenario:
         if self.measurement.inference_target == "analytic-45nm" and (self.model.kind != "mlp" or self.model.factory):
-            raise ValueError("measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp' and no model.factory")
+            raise ValueError(
+                "measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp' and no model.factory"
+            )
         return self
 
     def with_model(self, **fields: str | None) -> Scenario:
@@ -304,7 +364,9 @@ class Scenario(StrictSection):
 def parse_scenario(raw: object, where: str = "scenario") -> Scenario:
     """Validate an already-parsed YAML document; raise a one-line `InputError`."""
     if not isinstance(raw, dict):
-        raise InputError("document", type(raw).__name__, "a mapping of scenario sections (name, targets, budget, ...)", where)
+        raise InputError(
+            "document", type(raw).__name__, "a mapping of scenario sections (name, targets, budget, ...)", where
+        )
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:

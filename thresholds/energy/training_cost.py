@@ -54,10 +54,16 @@ def epoch_prices(segments: Iterable[TrainSegment]) -> dict[str, EpochPrice]:
         energy[s.work] += s.energy_j
         variance[s.work] += s.energy_sem_j**2
         epochs[s.work] += s.epochs
-    return {w: EpochPrice(energy_j=energy[w] / n, sem_j=math.sqrt(variance[w]) / n, epochs=n) for w, n in epochs.items() if n > 0}
+    return {
+        w: EpochPrice(energy_j=energy[w] / n, sem_j=math.sqrt(variance[w]) / n, epochs=n)
+        for w, n in epochs.items()
+        if n > 0
+    }
 
 
-def priced_ratio(lineage: list[TrainSegment], baseline: list[TrainSegment], prices: dict[str, EpochPrice]) -> tuple[float, float] | None:
+def priced_ratio(
+    lineage: list[TrainSegment], baseline: list[TrainSegment], prices: dict[str, EpochPrice]
+) -> tuple[float, float] | None:
     """(lineage cost / baseline cost at the pooled prices, its standard error), or None when either is unpriced.
 
     The error counts only the work the baseline did not do (shared work cancels), relative to the

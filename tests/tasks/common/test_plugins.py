@@ -9,7 +9,9 @@ from thresholds.errors import InputError
 
 
 def test_resolves_a_module_in_the_working_directory(tmp_path, monkeypatch):
-    (tmp_path / "my_models.py").write_text("def make(input_shape, n_outputs):\n    return ('made', input_shape, n_outputs)\n")
+    (tmp_path / "my_models.py").write_text(
+        "def make(input_shape, n_outputs):\n    return ('made', input_shape, n_outputs)\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     factory = resolve_callable("my_models:make", "--model")

@@ -130,7 +130,9 @@ def test_attention_keeps_its_heads_with_an_equal_smaller_dimension() -> None:
     assert attention.head_dim * 4 == attention.embed_dim
 
 
-TRANSFORMER = models.ModelSpec(factory="examples.transformer_seq:make", input_shape=(40, 1), out_features=10)  # 2 layers of 4 heads x 16
+TRANSFORMER = models.ModelSpec(
+    factory="examples.transformer_seq:make", input_shape=(40, 1), out_features=10
+)  # 2 layers of 4 heads x 16
 
 
 def _attention(model: nn.Module) -> list[nn.MultiheadAttention]:
@@ -146,7 +148,9 @@ def test_a_pruned_architecture_built_afresh_starts_from_the_factorys_initialisat
     for seed in range(3):
         torch.manual_seed(seed)
         fresh = models.build(spec)
-        assert fresh.position.shape == (1, 40, 32) and torch.equal(fresh.position, torch.zeros(1, 40, 32))  # the factory's zeros
+        assert fresh.position.shape == (1, 40, 32) and torch.equal(
+            fresh.position, torch.zeros(1, 40, 32)
+        )  # the factory's zeros
         assert all(torch.isfinite(t).all() for t in fresh.state_dict().values())
         with torch.no_grad():
             assert torch.isfinite(fresh(torch.randn(3, 40, 1))).all()
@@ -162,7 +166,10 @@ def test_whole_heads_go_from_the_example_transformer_which_reloads_exactly(tmp_p
     # Whole heads: the residual channels kept (found by the embedding's surviving rows) are two complete
     # 16-channel head blocks, and every layer's q, k and v weights are the original heads' weights on them.
     before, after = original.embed, pruned.embed  # type: ignore[union-attr]
-    kept = [int(((before.weight - w).abs().sum(1) + (before.bias - b).abs()).argmin()) for w, b in zip(after.weight, after.bias, strict=True)]
+    kept = [
+        int(((before.weight - w).abs().sum(1) + (before.bias - b).abs()).argmin())
+        for w, b in zip(after.weight, after.bias, strict=True)
+    ]
     heads = sorted({k // 16 for k in kept})
     assert len(heads) == 2 and kept == [h * 16 + d for h in heads for d in range(16)]
     for old, new in zip(_attention(original), _attention(pruned), strict=True):
@@ -177,9 +184,13 @@ def test_whole_heads_go_from_the_example_transformer_which_reloads_exactly(tmp_p
         assert expected.shape == (3, 10) and torch.allclose(reloaded(x), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize(("ratio", "steps", "heads"), [(0.1, 1, 4), (0.3, 1, 3), (0.75, 1, 1), (0.99, 1, 1), (0.5, 2, 2)])
+@pytest.mark.parametrize(
+    ("ratio", "steps", "heads"), [(0.1, 1, 4), (0.3, 1, 3), (0.75, 1, 1), (0.99, 1, 1), (0.5, 2, 2)]
+)
 def test_the_ratio_of_heads_rounds_to_whole_heads_and_one_always_stays(ratio: float, steps: int, heads: int) -> None:
-    pruned, spec = compress.prune(models.build(TRANSFORMER), TRANSFORMER, ratio, attention="heads", iterative_steps=steps)
+    pruned, spec = compress.prune(
+        models.build(TRANSFORMER), TRANSFORMER, ratio, attention="heads", iterative_steps=steps
+    )
     assert {(a.num_heads, a.head_dim) for a in _attention(pruned)} == {(heads, 16)}
     assert pruned(torch.zeros(2, 40, 1)).shape == (2, 10)
 
@@ -222,7 +233,11 @@ def test_int8_covers_lstm_and_refuses_a_user_convolution_model() -> None:
     model = models.build(lstm)
     models.check_precision(model, lstm.model_copy(update={"precision": "int8"}))
     quantized = models.to_precision(model, "int8")
-    assert any("Quantized" in type(m).__name__ or "quantized" in type(m).__module__ for m in quantized.modules() if m is not quantized.model)
+    assert any(
+        "Quantized" in type(m).__name__ or "quantized" in type(m).__module__
+        for m in quantized.modules()
+        if m is not quantized.model
+    )
     conv = spec_of("concat_net", (1, 8, 8))
     with pytest.raises(RungNotApplicable, match="static \\(PT2E\\)"):
         models.check_precision(models.build(conv), conv.model_copy(update={"precision": "int8"}))

@@ -44,7 +44,9 @@ def test_onnx_graph_logs_as_an_mlflow_onnx_model(tmp_path: Path, monkeypatch: py
     run = mc.create_run(mc.create_experiment("onnx"))
     spec = models.ModelSpec(in_features=40, out_features=10)
     model_dir = models.save(models.build(spec), spec, tmp_path / "model")
-    model_id = mlflow_model.log_onnx(mc, run.info.run_id, onnx_runtime.export(model_dir, tmp_path / "m.onnx"), tags={"runtime": "onnxruntime"})
+    model_id = mlflow_model.log_onnx(
+        mc, run.info.run_id, onnx_runtime.export(model_dir, tmp_path / "m.onnx"), tags={"runtime": "onnxruntime"}
+    )
     assert mc.get_logged_model(model_id).tags["runtime"] == "onnxruntime"
     assert mlflow_model.logged_model_id(mc, run.info.run_id) is None  # the pyfunc is what gets registered, not this
     x = np.random.default_rng(0).normal(size=(5, 40)).astype(np.float32)

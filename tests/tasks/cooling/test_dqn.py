@@ -32,7 +32,9 @@ from thresholds.cooling.env import DQNConfig, RoomConfig
 def _net(last: list[list[float]]) -> dqn.QNetwork:
     net = dqn.QNetwork(2, (2, 2), 2)
     with torch.no_grad():
-        for layer, weight in zip([m for m in net.net if isinstance(m, torch.nn.Linear)], (np.eye(2), np.eye(2), last), strict=True):
+        for layer, weight in zip(
+            [m for m in net.net if isinstance(m, torch.nn.Linear)], (np.eye(2), np.eye(2), last), strict=True
+        ):
             layer.weight.copy_(torch.tensor(weight, dtype=torch.float32))
             layer.bias.zero_()
     return net
@@ -52,9 +54,13 @@ def _config(**changes: Any) -> DQNConfig:
 
 
 @pytest.mark.parametrize(
-    ("with_target", "double", "goal0"), [(False, False, 2.5), (True, False, 16.0), (True, True, 6.0)], ids=["no-target-network", "target-network", "double-dqn"]
+    ("with_target", "double", "goal0"),
+    [(False, False, 2.5), (True, False, 16.0), (True, True, 6.0)],
+    ids=["no-target-network", "target-network", "double-dqn"],
 )
-def test_td_loss_uses_the_right_next_value_and_masks_terminal_states(with_target: bool, double: bool, goal0: float) -> None:
+def test_td_loss_uses_the_right_next_value_and_masks_terminal_states(
+    with_target: bool, double: bool, goal0: float
+) -> None:
     net, target = _net(np.eye(2).tolist()), _net([[0.0, 10.0], [10.0, 0.0]])
     frozen = torch.optim.SGD(net.parameters(), lr=0.0)
     loss = dqn._td_step(net, target if with_target else None, frozen, _batch(), _config(double_dqn=double))
@@ -64,7 +70,9 @@ def test_td_loss_uses_the_right_next_value_and_masks_terminal_states(with_target
 def test_huber_td_loss_by_hand() -> None:
     # Double DQN errors 4 and 5: smooth L1 (beta 1) is |d| - 0.5 beyond 1, so (3.5 + 4.5) / 2.
     net, target = _net(np.eye(2).tolist()), _net([[0.0, 10.0], [10.0, 0.0]])
-    loss = dqn._td_step(net, target, torch.optim.SGD(net.parameters(), lr=0.0), _batch(), _config(double_dqn=True, loss="huber"))
+    loss = dqn._td_step(
+        net, target, torch.optim.SGD(net.parameters(), lr=0.0), _batch(), _config(double_dqn=True, loss="huber")
+    )
     assert loss == pytest.approx(4.0)
 
 
@@ -156,7 +164,9 @@ def test_the_target_network_is_the_online_network_of_the_last_sync(monkeypatch: 
         synced_at = (i // 3) * 3  # copied after steps 3, 6, 9, ... (and at the start)
         assert target is not None and _same(target, seen[synced_at][0]), f"gradient step {i + 1}: stale or early target"
         if i != synced_at:
-            assert not _same(online, seen[synced_at][0])  # the online network moved since: the check can tell them apart
+            assert not _same(
+                online, seen[synced_at][0]
+            )  # the online network moved since: the check can tell them apart
 
     seen.clear()
     dqn.train(ROOM, _tiny(target_sync_steps=0), early_stopping_on="episode")
@@ -180,7 +190,9 @@ def _weights_equal(a: Weights, b: Weights) -> bool:
     return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("w1", "b1", "w2", "b2", "w3", "b3"))
 
 
-def test_early_stopping_on_validation_stops_after_patience_and_keeps_the_best_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_early_stopping_on_validation_stops_after_patience_and_keeps_the_best_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Scores 1, 3, 3, 2: episode 2 is best; 3 only ties (not an improvement); patience 2 runs out after episode 4.
     scored = _scripted_validation(monkeypatch, [1.0, 3.0, 3.0, 2.0, 5.0, 9.0])
     result = dqn.train(ROOM, _tiny(max_episodes=6, patience_episodes=2), early_stopping_on="validation")
@@ -199,6 +211,8 @@ def test_an_improvement_resets_the_patience(monkeypatch: pytest.MonkeyPatch) -> 
 def test_episodes_before_the_replay_memory_is_full_do_not_use_up_patience(monkeypatch: pytest.MonkeyPatch) -> None:
     # 5 episodes of 120 minutes never fill a 10,000-transition memory: warm-up, however bad the scores.
     scored = _scripted_validation(monkeypatch, [3.0, 2.0, 1.0, 0.0, -1.0])
-    result = dqn.train(ROOM, _tiny(max_episodes=5, patience_episodes=2, memory_transitions=10_000), early_stopping_on="validation")
+    result = dqn.train(
+        ROOM, _tiny(max_episodes=5, patience_episodes=2, memory_transitions=10_000), early_stopping_on="validation"
+    )
     assert (result.episodes_run, result.best_episode, result.stopped_early) == (5, 1, False)
     assert _weights_equal(result.network.weights(), scored[0])

@@ -10,7 +10,9 @@ from thresholds.cooling.env import MINUTES_PER_MONTH, RoomConfig, SeedConfig, Wo
 from thresholds.errors import InputError, validated
 
 
-def seed_traj(intrinsic: list[float], users: list[float] | None = None, rate: list[float] | None = None) -> seed.SeedTrajectory:
+def seed_traj(
+    intrinsic: list[float], users: list[float] | None = None, rate: list[float] | None = None
+) -> seed.SeedTrajectory:
     n = len(intrinsic)
     return seed.SeedTrajectory(np.array(users or [20.0] * n), np.array(rate or [30.0] * n), np.array(intrinsic), 0)
 
@@ -79,7 +81,12 @@ def test_seed_trajectory_uses_the_month_of_each_minute_and_the_reference_walk_bo
     walk = seed.trajectory(inclusive, 200_000, 1)
     steps = np.diff(walk.users)[(walk.users[:-1] > 20) & (walk.users[:-1] < 90)]
     assert steps.min() == -5 and steps.max() == 5
-    assert walk.users.min() >= 10 and walk.users.max() <= 100 and walk.data_rate_mbps.min() >= 20 and walk.data_rate_mbps.max() <= 300
+    assert (
+        walk.users.min() >= 10
+        and walk.users.max() <= 100
+        and walk.data_rate_mbps.min() >= 20
+        and walk.data_rate_mbps.max() <= 300
+    )
 
 
 def room_traj(outside: list[float], load: list[float]) -> room.RoomTrajectory:
@@ -102,8 +109,12 @@ def test_room_chiller_cop_depends_on_outside_and_room_temperature() -> None:
     cfg = RoomConfig()
     hot = 0.45 * (21 - 12 + 273.15) / (30 + 10 - (21 - 12))
     assert room.chiller_cop(cfg, 21, 30) == pytest.approx(hot)
-    assert room.chiller_cop(cfg, 26, 30) > room.chiller_cop(cfg, 21, 30)  # a warmer room: a higher evaporating temperature
-    assert room.chiller_cop(cfg, 21, 0) == pytest.approx(0.45 * (21 - 12 + 273.15) / (25 - (21 - 12)))  # head-pressure floor at 25 C
+    assert room.chiller_cop(cfg, 26, 30) > room.chiller_cop(
+        cfg, 21, 30
+    )  # a warmer room: a higher evaporating temperature
+    assert room.chiller_cop(cfg, 21, 0) == pytest.approx(
+        0.45 * (21 - 12 + 273.15) / (25 - (21 - 12))
+    )  # head-pressure floor at 25 C
     assert room.chiller_cop(cfg, 27, 0) == 8.0  # the cap
     assert room.free_cooling_kw(cfg, 21, 20) == 0.0  # above the economiser's lockout
     env = room.RoomEnv(cfg, room_traj([30.0, 30.0], [10.0, 10.0]))

@@ -38,7 +38,11 @@ def assert_equal_totals(fast: dict[str, float], reference: dict[str, float]) -> 
 def test_seed_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(controller: str) -> None:
     cfg = SeedConfig()
     traj = seed.trajectory(cfg, MINUTES_PER_MONTH, 11, start_month=5)
-    chosen = {"network": Controller.network(random_weights(3, 5, 1)), "rule": Controller.rule(), "constant": Controller.constant(1)}[controller]
+    chosen = {
+        "network": Controller.network(random_weights(3, 5, 1)),
+        "rule": Controller.rule(),
+        "constant": Controller.constant(1),
+    }[controller]
     fast = run(cfg, traj, chosen).totals
     reference = reference_run(cfg, traj, chosen)
     assert fast["minutes"] == MINUTES_PER_MONTH
@@ -68,7 +72,10 @@ def test_chunked_runs_and_traces_do_not_change_the_result() -> None:
 
 def test_seed_builtin_year_is_within_3_pct_of_the_paper_over_5_seeds() -> None:
     cfg = SeedConfig()
-    totals = [run(cfg, seed.trajectory(cfg, MINUTES_PER_YEAR, s), Controller.constant(2)).totals["builtin_energy_units"] for s in range(5)]
+    totals = [
+        run(cfg, seed.trajectory(cfg, MINUTES_PER_YEAR, s), Controller.constant(2)).totals["builtin_energy_units"]
+        for s in range(5)
+    ]
     assert abs(np.mean(totals) / 1_977_614 - 1) <= 0.03
     assert max(totals) - min(totals) < 0.02 * np.mean(totals)
 
@@ -107,7 +114,11 @@ def test_room_setpoint_sweep_prefers_the_warmest_safe_setpoint() -> None:
 
 def test_dqn_trains_saves_and_reloads_with_weights_only(tmp_path: Path) -> None:
     cfg = SeedConfig()
-    result = dqn.train(cfg, DQNConfig(hidden_units=(8, 4), max_episodes=2, patience_episodes=1, batch_size=32, memory_transitions=256), "episode")
+    result = dqn.train(
+        cfg,
+        DQNConfig(hidden_units=(8, 4), max_episodes=2, patience_episodes=1, batch_size=32, memory_transitions=256),
+        "episode",
+    )
     assert 1 <= result.episodes_run <= 2 and result.gradient_steps >= 1
     path = dqn.save_agent(tmp_path / "agent", result.network, {"obs_dim": 3, "n_actions": 5, "hidden_units": [8, 4]})
     net, spec = dqn.load_agent(path)

@@ -18,10 +18,16 @@ from thresholds.errors import InputError
 def test_digits_is_split_deterministically_and_standardised(tmp_path: Path) -> None:
     a = load_cached(str(prepare("digits", tmp_path / "a", seed=1)))
     b = load_cached(str(prepare("digits", tmp_path / "b", seed=1)))
-    assert a.task == "classification" and a.n_classes == 10 and a.n_features == 61  # 64 pixels, 3 always blank in the training rows
+    assert (
+        a.task == "classification" and a.n_classes == 10 and a.n_features == 61
+    )  # 64 pixels, 3 always blank in the training rows
     assert a.notes == ("dropped 3 constant columns: 'pixel_0_0', 'pixel_4_0', 'pixel_4_7'",)
     assert len(a.x_train) + len(a.x_val) + len(a.x_test) == 1797
-    assert isinstance(a.x_train, torch.Tensor) and isinstance(a.x_test, torch.Tensor) and isinstance(b.x_test, torch.Tensor)  # a table: never streamed
+    assert (
+        isinstance(a.x_train, torch.Tensor)
+        and isinstance(a.x_test, torch.Tensor)
+        and isinstance(b.x_test, torch.Tensor)
+    )  # a table: never streamed
     assert torch.equal(a.x_test, b.x_test)
     assert torch.equal(a.y_train, b.y_train)
     assert a.x_train.mean().abs() < 0.05
@@ -65,15 +71,30 @@ def test_parquet_with_float_target_is_regression_and_keeps_units(tmp_path: Path)
 BAD_TABLES: list[tuple[str, str, dict[str, object], str]] = [
     ("missing target", "a,b\n" + "1,2\n" * 30, {"target": "label"}, "one of the columns"),
     ("no target given", "a,b\n" + "1,2\n" * 30, {}, "--target"),
-    ("stray text in a number column", "a,b,label\n" + "1,2,0\n2,3,1\n" * 15 + "?,2,1\n", {"target": "label"}, "column 'a' row 30 = '?'"),
+    (
+        "stray text in a number column",
+        "a,b,label\n" + "1,2,0\n2,3,1\n" * 15 + "?,2,1\n",
+        {"target": "label"},
+        "column 'a' row 30 = '?'",
+    ),
     ("inf feature", "a,b,label\n" + "1,inf,0\n1,2,1\n" * 15, {"target": "label"}, "finite number"),
     ("header only", "a,b,label\n", {"target": "label"}, "at least 20 rows"),
     ("empty file", "", {"target": "label"}, "the file is empty"),
-    ("column without a value", "a,b,label\n" + "1,,0\n2,,1\n" * 15, {"target": "label"}, "column 'b' = 'missing in all 30 rows'"),
+    (
+        "column without a value",
+        "a,b,label\n" + "1,,0\n2,,1\n" * 15,
+        {"target": "label"},
+        "column 'b' = 'missing in all 30 rows'",
+    ),
     ("target missing in every row", "a,b,label\n" + "1,2,\n2,3,\n" * 15, {"target": "label"}, "missing in all 30 rows"),
     ("one class", "a,b,label\n" + "1,2,0\n" * 30, {"target": "label"}, "at least 2 distinct classes"),
     ("only the target", "label\n" + "0\n1\n" * 15, {"target": "label"}, "at least one feature column"),
-    ("too few labelled rows", "a,label\n" + "1,0\n2,\n" * 15, {"target": "label"}, "at least 20 rows with a target value"),
+    (
+        "too few labelled rows",
+        "a,label\n" + "1,0\n2,\n" * 15,
+        {"target": "label"},
+        "at least 20 rows with a target value",
+    ),
 ]
 
 
@@ -96,7 +117,11 @@ def test_messy_csv_is_imputed_encoded_and_its_preprocessing_reproduces_the_input
     data = load_cached(str(prepare(str(path), tmp_path / "c", target="species")))
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == n - 2
     notes = " | ".join(data.notes)
-    assert "dropped 2 of 120 rows whose target 'species' is missing" in notes and "constant column: 'site'" in notes and "'id'" in notes
+    assert (
+        "dropped 2 of 120 rows whose target 'species' is missing" in notes
+        and "constant column: 'site'" in notes
+        and "'id'" in notes
+    )
     pre = TablePreprocessor.from_dict(data.preprocessing)
     assert pre.input_columns == ["id", "length", "island", "site", "sex"]
     x_all = torch.tensor(pre.transform(pd.read_csv(path).dropna(subset=["species"]).reset_index(drop=True)))
@@ -135,7 +160,9 @@ def test_wrong_encoding(tmp_path: Path) -> None:
         prepare(str(path), tmp_path / "c", target="label")
 
 
-@pytest.mark.parametrize(("dataset", "needle"), [("imagenet", "one of mnist1d, digits, iris"), ("nope.csv", "existing .csv")])
+@pytest.mark.parametrize(
+    ("dataset", "needle"), [("imagenet", "one of mnist1d, digits, iris"), ("nope.csv", "existing .csv")]
+)
 def test_unknown_dataset(tmp_path: Path, dataset: str, needle: str) -> None:
     with pytest.raises(InputError, match=needle):
         prepare(dataset, tmp_path)

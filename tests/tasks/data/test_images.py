@@ -21,7 +21,9 @@ from tasks.models.train import TrainConfig, fit
 from thresholds.errors import InputError
 
 
-def _folder(root: Path, classes: dict[str, int], size: tuple[int, int] = (12, 10), mode: str = "L", suffix: str = ".png") -> Path:
+def _folder(
+    root: Path, classes: dict[str, int], size: tuple[int, int] = (12, 10), mode: str = "L", suffix: str = ".png"
+) -> Path:
     """`classes[name]` images per class; each class has its own brightness so a model could tell them apart."""
     rng = np.random.default_rng(0)
     for c, (name, count) in enumerate(classes.items()):
@@ -50,7 +52,11 @@ def test_a_greyscale_folder_becomes_shaped_standardised_tensors_with_stratified_
     again = load_cached(str(prepare(str(root), tmp_path / "cache2")))
     assert torch.equal(again.y_test, data.y_test) and torch.equal(again.x_test, data.x_test)  # type: ignore[attr-defined,arg-type]
     pre = data.preprocessing  # type: ignore[attr-defined]
-    assert pre["channels"] == 1 and (pre["height"], pre["width"]) == (10, 12) and pre["class_labels"] == ["cat", "dog", "eel"]
+    assert (
+        pre["channels"] == 1
+        and (pre["height"], pre["width"]) == (10, 12)
+        and pre["class_labels"] == ["cat", "dog", "eel"]
+    )
 
 
 def test_the_raw_example_goes_through_the_recorded_preprocessing_to_the_cached_test_inputs(tmp_path: Path) -> None:
@@ -84,7 +90,10 @@ def test_mixed_sizes_are_refused_unless_a_size_is_given(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((20, 16), dtype=np.uint8)).save(root / "b" / "odd.png")
     with pytest.raises(InputError) as err:
         prepare(str(root), tmp_path / "cache")
-    assert "image size = '20x16 (b/odd.png)': expected every image 10x12 like 24 of 25 files, or --image-size HxW" in str(err.value)
+    assert (
+        "image size = '20x16 (b/odd.png)': expected every image 10x12 like 24 of 25 files, or --image-size HxW"
+        in str(err.value)
+    )
     data = _prepare(root, tmp_path, image_size=(8, 8))
     assert data.input_shape == (1, 8, 8) and any("resized 25 of 25 images to 8x8" in n for n in data.notes)  # type: ignore[attr-defined]
 
@@ -153,7 +162,9 @@ def test_bad_image_size_is_one_line(value: str) -> None:
 
 def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pre = images.ImagePreprocessor(1, 8, 8, [0.5], [0.25], ["a", "b"])
-    source = _folder(tmp_path / "new", {"x": 3}, size=(16, 16), mode="RGB")  # colour and larger than the model's 8x8 greyscale
+    source = _folder(
+        tmp_path / "new", {"x": 3}, size=(16, 16), mode="RGB"
+    )  # colour and larger than the model's 8x8 greyscale
     files = images.files_to_score(source)
     (frame,) = list(images.pixel_frames(files, pre, source, rows=64))
     assert frame.shape == (3, 64) and list(frame.columns[:2]) == ["pixel_0", "pixel_1"]
@@ -172,7 +183,9 @@ def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path, mon
 
 def _net(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(120, 16), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(16, 3))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(120, 16), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(16, 3)
+    )
 
 
 def test_a_streamed_folder_has_the_memory_caches_splits_labels_and_preprocessing(tmp_path: Path) -> None:
@@ -184,11 +197,20 @@ def test_a_streamed_folder_has_the_memory_caches_splits_labels_and_preprocessing
         assert len(getattr(streamed, f"x_{split}")) == len(getattr(memory, f"x_{split}")), split
     m, s = memory.preprocessing, streamed.preprocessing  # type: ignore[attr-defined]
     assert np.allclose(m["mean"], s["mean"], rtol=0, atol=1e-6) and np.allclose(m["std"], s["std"], rtol=0, atol=1e-6)
-    assert m["mean"] != [0.0] and (m["channels"], m["height"], m["width"], m["class_labels"]) == (s["channels"], s["height"], s["width"], s["class_labels"])
-    assert streamed.raw_example == memory.raw_example and any("image cache: stream (--image-cache stream)" in n for n in streamed.notes)  # type: ignore[attr-defined]
+    assert m["mean"] != [0.0] and (m["channels"], m["height"], m["width"], m["class_labels"]) == (
+        s["channels"],
+        s["height"],
+        s["width"],
+        s["class_labels"],
+    )
+    assert streamed.raw_example == memory.raw_example and any(
+        "image cache: stream (--image-cache stream)" in n for n in streamed.notes
+    )  # type: ignore[attr-defined]
     # The streamed inputs are the cached ones: indexed, sliced, or chunk by chunk through a model.
     index = torch.tensor([3, 0, 7])
-    assert torch.equal(streamed.x_test[index], memory.x_test[index]) and torch.equal(streamed.x_val[:4], memory.x_val[:4])  # type: ignore[attr-defined]
+    assert torch.equal(streamed.x_test[index], memory.x_test[index]) and torch.equal(
+        streamed.x_val[:4], memory.x_val[:4]
+    )  # type: ignore[attr-defined]
     net = _net().eval()
     with torch.no_grad():
         assert torch.allclose(outputs(net, streamed.x_val, chunk=4), net(memory.x_val), atol=1e-6)  # type: ignore[attr-defined]
@@ -200,9 +222,14 @@ def test_a_streamed_folder_has_the_memory_caches_splits_labels_and_preprocessing
     assert torch.equal(torch.cat([first, *(inputs for _, inputs in outer)]), memory.x_val)  # type: ignore[attr-defined]
 
 
-def test_training_on_a_streamed_folder_gives_the_memory_caches_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_on_a_streamed_folder_gives_the_memory_caches_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
-    memory, stream_path = (_prepare(root, tmp_path, image_cache="memory"), prepare(str(root), tmp_path / "cache", image_cache="stream"))
+    memory, stream_path = (
+        _prepare(root, tmp_path, image_cache="memory"),
+        prepare(str(root), tmp_path / "cache", image_cache="stream"),
+    )
     monkeypatch.setattr(images, "default_workers", lambda n: 2)  # worker processes even for this small folder
     streamed = load_cached(str(stream_path))
     assert isinstance(streamed.x_train, images.StreamedSplit) and streamed.x_train.workers == 2
@@ -213,7 +240,9 @@ def test_training_on_a_streamed_folder_gives_the_memory_caches_weights(tmp_path:
     # since the loader's worker seeds come from its own generator, not torch's global one).
     assert report_a.train_losses == report_b.train_losses
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
-    assert report_b.val_losses == pytest.approx(report_a.val_losses, abs=1e-6)  # validation in chunks: the same loss to float rounding
+    assert report_b.val_losses == pytest.approx(
+        report_a.val_losses, abs=1e-6
+    )  # validation in chunks: the same loss to float rounding
 
 
 def ce_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -222,7 +251,9 @@ def ce_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) ->
     return torch.nn.functional.cross_entropy(model(x), y)
 
 
-def test_a_training_step_on_a_streamed_folder_decodes_each_validation_chunk_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_training_step_on_a_streamed_folder_decodes_each_validation_chunk_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tasks.models.hooks import resolve
 
     root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
@@ -243,24 +274,33 @@ def test_a_training_step_on_a_streamed_folder_decodes_each_validation_chunk_once
     assert report_b.val_losses == pytest.approx(report_a.val_losses, abs=1e-6)
 
 
-def test_a_file_that_breaks_while_streaming_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_that_breaks_while_streaming_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _folder(tmp_path / "imgs", {"a": 15, "b": 15})
     path = prepare(str(root), tmp_path / "cache", image_cache="stream")
     monkeypatch.setattr(images, "default_workers", lambda n: 2)  # the error comes back from a worker process
     data = load_cached(str(path))
     assert isinstance(data.x_train, images.StreamedSplit)
     broken = data.x_train.files[5]
-    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # changed after the cache was made: a valid header, then the data stops
+    broken.write_bytes(
+        broken.read_bytes()[: broken.stat().st_size // 2]
+    )  # changed after the cache was made: a valid header, then the data stops
     with pytest.raises(InputError) as err:
         fit(_net(), data, TrainConfig(max_epochs=1, batch_size=4))
     message = str(err.value)
-    assert "\n" not in message and f"file = '{broken.relative_to(root)}': expected a readable PNG or JPEG image (OSError" in message, message
+    assert (
+        "\n" not in message
+        and f"file = '{broken.relative_to(root)}': expected a readable PNG or JPEG image (OSError" in message
+    ), message
     assert message.startswith(f"dataset {root}: ")
 
 
 def test_a_daemonic_process_decodes_in_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     assert images.default_workers(10) == 0 and images.default_workers(1000) >= 1
-    monkeypatch.setattr(images.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))  # a Dask worker's
+    monkeypatch.setattr(
+        images.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True)
+    )  # a Dask worker's
     assert images.default_workers(1000) == 0
 
 
@@ -268,13 +308,18 @@ def test_auto_streams_a_folder_over_the_memory_budget(tmp_path: Path) -> None:
     root = _folder(tmp_path / "imgs", {"a": 12, "b": 12})  # 24 images of 1x10x12: 11,520 bytes as float32
     small = _prepare(root, tmp_path / "one", memory_budget_bytes=10_000)
     assert isinstance(small.x_train, images.StreamedSplit)  # type: ignore[attr-defined]
-    assert any("stream (--image-cache auto): 24 decoded images would take 0.0 MB as float32, over 0 MB" in n for n in small.notes)  # type: ignore[attr-defined]
+    assert any(
+        "stream (--image-cache auto): 24 decoded images would take 0.0 MB as float32, over 0 MB" in n
+        for n in small.notes
+    )  # type: ignore[attr-defined]
     roomy = _prepare(root, tmp_path / "two", memory_budget_bytes=20_000)
     assert isinstance(roomy.x_train, torch.Tensor) and any("memory (--image-cache auto)" in n for n in roomy.notes)  # type: ignore[attr-defined]
     assert images.memory_budget_bytes() > 0
 
 
-@pytest.mark.parametrize("check", [check_image_cache, lambda v: check_overrides({"image_cache": v})], ids=["cli", "trigger"])
+@pytest.mark.parametrize(
+    "check", [check_image_cache, lambda v: check_overrides({"image_cache": v})], ids=["cli", "trigger"]
+)
 def test_a_bad_image_cache_is_one_line(check: object) -> None:
     with pytest.raises(InputError, match=r"--image-cache = 'disk': expected one of memory, stream, auto"):
         check("disk")  # type: ignore[operator]

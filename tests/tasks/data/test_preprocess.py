@@ -43,16 +43,37 @@ def test_fit_imputes_encodes_and_drops_with_notes() -> None:
     frame = _messy()
     pre = TablePreprocessor.fit(frame, "species")
     kinds = {plan.name: plan.kind for plan in pre.columns}
-    assert kinds == {"bill_length_mm": "numeric", "island": "onehot", "tagged": "boolean", "colony": "ordinal", "count": "numeric"}
-    assert pre.dropped == {"Unnamed: 0": "ID-like (every value distinct)", "year": "constant", "penguin_id": "ID-like (every value distinct)"}
+    assert kinds == {
+        "bill_length_mm": "numeric",
+        "island": "onehot",
+        "tagged": "boolean",
+        "colony": "ordinal",
+        "count": "numeric",
+    }
+    assert pre.dropped == {
+        "Unnamed: 0": "ID-like (every value distinct)",
+        "year": "constant",
+        "penguin_id": "ID-like (every value distinct)",
+    }
     assert pre.input_columns == [c for c in frame.columns if c != "species"]
-    assert pre.input_dtypes["bill_length_mm"] == "double" and pre.input_dtypes["island"] == "string" and pre.input_dtypes["tagged"] == "boolean"
+    assert (
+        pre.input_dtypes["bill_length_mm"] == "double"
+        and pre.input_dtypes["island"] == "string"
+        and pre.input_dtypes["tagged"] == "boolean"
+    )
     assert pre.task == "classification" and pre.class_labels == ["Adelie", "Chinstrap", "Gentoo"]
     # fills: the median of the numbers present, the most frequent level
     assert pre.columns[0].fill == pytest.approx(float(np.nanmedian(frame["bill_length_mm"])))
     assert pre.columns[1].fill == frame["island"].value_counts().index[0]
     text = " | ".join(pre.notes)
-    for needle in ("constant column: 'year'", "ID-like", "'penguin_id'", "'Unnamed: 0'", "'bill_length_mm' (3 with the median", "'island' (3 levels, one-hot)"):
+    for needle in (
+        "constant column: 'year'",
+        "ID-like",
+        "'penguin_id'",
+        "'Unnamed: 0'",
+        "'bill_length_mm' (3 with the median",
+        "'island' (3 levels, one-hot)",
+    ):
         assert needle in text, needle
     x = pre.transform(frame)
     assert x.dtype == np.float32 and x.shape == (len(frame), len(pre.output_columns)) and np.isfinite(x).all()
@@ -63,13 +84,17 @@ def test_fit_imputes_encodes_and_drops_with_notes() -> None:
 
 def test_missing_values_get_the_fill_and_unseen_levels_stay_finite() -> None:
     pre = TablePreprocessor.fit(_messy(), "species")
-    row = pd.DataFrame({"bill_length_mm": [np.nan], "island": ["Atlantis"], "tagged": [None], "colony": ["never-seen"], "count": [2]})
+    row = pd.DataFrame(
+        {"bill_length_mm": [np.nan], "island": ["Atlantis"], "tagged": [None], "colony": ["never-seen"], "count": [2]}
+    )
     x = pre.transform(row)
     assert np.isfinite(x).all()
     first = pre.output_columns.index("bill_length_mm")
     assert x[0, first] == pytest.approx((pre.columns[0].fill - pre.mean[first]) / pre.std[first], abs=1e-5)
     onehot = [i for i, c in enumerate(pre.output_columns) if c.startswith("island=")]
-    assert np.allclose(x[0, onehot], -np.asarray(pre.mean)[onehot] / np.asarray(pre.std)[onehot], atol=1e-5)  # all levels off
+    assert np.allclose(
+        x[0, onehot], -np.asarray(pre.mean)[onehot] / np.asarray(pre.std)[onehot], atol=1e-5
+    )  # all levels off
 
 
 def test_json_round_trip_gives_identical_transform() -> None:
@@ -95,7 +120,9 @@ def test_prediction_inputs_in_json_spellings_and_bad_values() -> None:
 
 def test_regression_target_is_standardised_and_decoded() -> None:
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"x": rng.normal(size=50), "kind": rng.choice(["a", "b"], size=50), "y": rng.normal(100.0, 20.0, size=50)})
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=50), "kind": rng.choice(["a", "b"], size=50), "y": rng.normal(100.0, 20.0, size=50)}
+    )
     pre = TablePreprocessor.fit(frame, "y")
     assert pre.task == "regression" and pre.target_std > 1
     encoded = pre.encode_target(frame["y"])
@@ -119,7 +146,12 @@ BAD = [
     ("no target column", pd.DataFrame({"a": range(30)}), "y", "target = 'y': expected one of the columns"),
     ("target missing everywhere", _table(y=[None] * 40), "y", "missing in all 40 rows"),
     ("column missing everywhere", _table(b=[np.nan] * 40), "y", "column 'b' = 'missing in all 40 rows'"),
-    ("stray text in a number column", _table(age=[str(i) for i in range(39)] + ["?"]), "y", "column 'age' row 39 = '?'"),
+    (
+        "stray text in a number column",
+        _table(age=[str(i) for i in range(39)] + ["?"]),
+        "y",
+        "column 'age' row 39 = '?'",
+    ),
     ("infinite number", _table(b=[1.0] * 39 + [np.inf]), "y", "column 'b' row 39 = inf"),
     ("too many levels", _table(city=[f"city{i % (MAX_CATEGORY_LEVELS + 1)}" for i in range(40)]), "y", None),
     ("empty table", pd.DataFrame(), "y", "header row"),
@@ -130,7 +162,9 @@ BAD = [
 @pytest.mark.parametrize(("frame", "target", "needle"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_tables_are_one_line(frame: pd.DataFrame, target: str, needle: str | None) -> None:
     if needle is None:  # more levels than rows in a unit test: use a long column instead
-        frame = pd.DataFrame({"a": np.arange(3000) % 5, "city": [f"c{i % 1500}" for i in range(3000)], "y": ["u", "v"] * 1500})
+        frame = pd.DataFrame(
+            {"a": np.arange(3000) % 5, "city": [f"c{i % 1500}" for i in range(3000)], "y": ["u", "v"] * 1500}
+        )
         needle = "column 'city' = '1500 distinct values': expected at most 1000 categories"
     with pytest.raises(InputError) as info:
         check_table(frame, target)
@@ -138,7 +172,9 @@ def test_bad_tables_are_one_line(frame: pd.DataFrame, target: str, needle: str |
 
 
 def test_many_levels_in_a_column_named_like_an_id_are_dropped_not_refused() -> None:
-    frame = pd.DataFrame({"a": np.arange(3000) % 5, "customer_id": [f"c{i % 1500}" for i in range(3000)], "y": ["u", "v"] * 1500})
+    frame = pd.DataFrame(
+        {"a": np.arange(3000) % 5, "customer_id": [f"c{i % 1500}" for i in range(3000)], "y": ["u", "v"] * 1500}
+    )
     checked, _ = check_table(frame, "y")
     pre = TablePreprocessor.fit(checked, "y")
     assert [p.name for p in pre.columns] == ["a"] and pre.dropped["customer_id"].startswith("ID-like (named like an ID")
@@ -164,7 +200,14 @@ def test_text_nearly_every_value_distinct_is_a_label_per_row_and_dropped_not_ref
 def test_iso_date_text_becomes_seconds_and_distinct_text_past_the_cap_is_an_id() -> None:
     n = 1_500
     days = pd.date_range("2012-01-01", periods=n, freq="D")
-    frame = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "note": [f"n{i}" for i in range(n)], "t": np.arange(n) % 9, "y": ["a", "b", "c"] * (n // 3)})
+    frame = pd.DataFrame(
+        {
+            "date": days.strftime("%Y-%m-%d"),
+            "note": [f"n{i}" for i in range(n)],
+            "t": np.arange(n) % 9,
+            "y": ["a", "b", "c"] * (n // 3),
+        }
+    )
     checked, _ = check_table(frame, "y")  # 1,500 distinct dates and notes: not refused as categories
     pre = TablePreprocessor.fit(checked, "y")
     assert {p.name: p.kind for p in pre.columns} == {"date": "datetime", "t": "numeric"}
@@ -204,6 +247,10 @@ def test_balanced_accuracy_and_macro_f1_do_not_reward_ignoring_the_small_class()
 def test_a_rising_integer_is_a_row_number_but_distinct_unordered_integers_are_a_feature() -> None:
     rng = np.random.default_rng(2)
     n = 60
-    frame = pd.DataFrame({"row": np.arange(n) * 3 + 7, "age": rng.permutation(np.arange(20, 20 + n)), "y": ["a", "b"] * (n // 2)})
-    pre = TablePreprocessor.fit(frame.iloc[np.sort(rng.choice(n, 40, replace=False))], "y")  # training rows, in table order
+    frame = pd.DataFrame(
+        {"row": np.arange(n) * 3 + 7, "age": rng.permutation(np.arange(20, 20 + n)), "y": ["a", "b"] * (n // 2)}
+    )
+    pre = TablePreprocessor.fit(
+        frame.iloc[np.sort(rng.choice(n, 40, replace=False))], "y"
+    )  # training rows, in table order
     assert pre.dropped == {"row": "ID-like (every value distinct)"} and [p.name for p in pre.columns] == ["age"]

@@ -107,7 +107,9 @@ def test_a_mapping_of_tensor_pairs_keeps_its_splits_shape_and_labels(user_module
     assert data.name == "user_sets" and data.input_shape == (6, 2) and data.x_train.shape == (60, 6, 2)
     assert len(data.y_val) == 15 and len(data.y_test) == 9  # `samples` reached the function
     assert data.class_labels == ("r", "g", "b") and data.n_classes == 3 and data.y_train.dtype == torch.int64
-    assert data.preprocessing["format"] == "energy-loop.tensor-preprocessing" and data.preprocessing["sample_shape"] == [6, 2]
+    assert data.preprocessing["format"] == "energy-loop.tensor-preprocessing" and data.preprocessing[
+        "sample_shape"
+    ] == [6, 2]
     assert list(data.raw_example[0]) == [f"x_{i}" for i in range(12)]
 
 
@@ -136,21 +138,32 @@ def test_tensors_with_an_extra_keep_it_beside_x_and_y_and_batches_are_tuples(use
     x, targets, weight = batch
     assert torch.equal(x, data.x_train[[3, 0, 59]]) and torch.equal(targets, data.y_train[[3, 0, 59]])
     assert torch.equal(weight, data.extras["train"][0][[3, 0, 59]])
-    assert any("items (x, y, extra of shape ()): only a training step (model.train_step) gets the extras" in n for n in data.notes), data.notes
+    assert any(
+        "items (x, y, extra of shape ()): only a training step (model.train_step) gets the extras" in n
+        for n in data.notes
+    ), data.notes
 
 
 def test_dataset_items_as_mappings_keep_their_extras_aligned_through_the_held_out_test_split(user_module: Path) -> None:
     module = __import__("user_sets")
     data = load_cached(str(prepare("user_sets:masked", user_module / "cache")))
     assert data.extra_keys == ("mask", "weight") and len(data.y_test) == 12 and len(data.y_train) == 48
-    assert data.extras["train"][0].dtype == torch.bool and data.extras["train"][1].dtype == torch.float32  # python floats -> float32
+    assert (
+        data.extras["train"][0].dtype == torch.bool and data.extras["train"][1].dtype == torch.float32
+    )  # python floats -> float32
     for split in ("train", "val", "test"):
         x: torch.Tensor = getattr(data, f"x_{split}")
-        rows = [int((module.X == sample).all(dim=(1, 2)).nonzero()) for sample in x]  # which of the function's rows each sample is
+        rows = [
+            int((module.X == sample).all(dim=(1, 2)).nonzero()) for sample in x
+        ]  # which of the function's rows each sample is
         mask, weight = data.extras[split]
         assert torch.equal(mask, module.M[rows]) and torch.allclose(weight, module.W[rows].float()), split
     batch = data.batch("val", data.y_val, slice(0, 4))
-    assert isinstance(batch, dict) and list(batch) == ["x", "y", "mask", "weight"] and all(len(v) == 4 for v in batch.values())
+    assert (
+        isinstance(batch, dict)
+        and list(batch) == ["x", "y", "mask", "weight"]
+        and all(len(v) == 4 for v in batch.values())
+    )
 
 
 def test_columns_as_a_mapping_are_a_split_whose_batches_are_dicts(user_module: Path) -> None:
@@ -170,17 +183,35 @@ def test_pairs_carry_no_extras_and_keep_the_pair_batch(user_module: Path) -> Non
     [
         ("a_list", "returned = 'a list of 2 items': expected {\"train\""),
         ("missing_val", "(missing ['val'])"),
-        ("split_is_text", "train split = 'str': expected a torch Dataset of (x, y, *extras) or {'x', 'y', ...} items, or tensors"),
-        ("mixed_forms", "train split items = 'tuples of 2': expected items of one form, like the first: mappings with keys ['x', 'y', 'mask', 'weight']"),
-        ("mapping_without_y", "train split = \"a Items whose items have keys ['x', 'label']\": expected mappings with keys 'x' and 'y'"),
+        (
+            "split_is_text",
+            "train split = 'str': expected a torch Dataset of (x, y, *extras) or {'x', 'y', ...} items, or tensors",
+        ),
+        (
+            "mixed_forms",
+            "train split items = 'tuples of 2': expected items of one form, like the first: mappings with keys ['x', 'y', 'mask', 'weight']",
+        ),
+        (
+            "mapping_without_y",
+            "train split = \"a Items whose items have keys ['x', 'label']\": expected mappings with keys 'x' and 'y'",
+        ),
         ("columns_without_x", "train split = \"a mapping with keys ['inputs', 'y']\": expected a torch Dataset of"),
         ("extra_too_short", "train split extra [2] = 'shape (10,)': expected 90 rows, one per sample like x and y"),
-        ("extra_is_text", "train split extra [2] = 'a list of str': expected numbers: a number or a tensor per Dataset item"),
-        ("forms_differ", "val split form = '(x, y)': expected the training split's form, (x, y, extra of shape ()): the same extras"),
+        (
+            "extra_is_text",
+            "train split extra [2] = 'a list of str': expected numbers: a number or a tensor per Dataset item",
+        ),
+        (
+            "forms_differ",
+            "val split form = '(x, y)': expected the training split's form, (x, y, extra of shape ()): the same extras",
+        ),
         ("bad_task", 'task = \'clustering\': expected "classification" or "regression"'),
         ("fractional_classes", "train targets = 'fractional values': expected class indices"),
         ("shapes_differ", "sample shapes = "),
-        ("raises", "expected a dataset function that runs (it raised FileNotFoundError: no such file: /data/train.npz)"),
+        (
+            "raises",
+            "expected a dataset function that runs (it raised FileNotFoundError: no such file: /data/train.npz)",
+        ),
         ("no_such_function", "expected a callable named 'no_such_function'"),
     ],
 )
@@ -191,7 +222,9 @@ def test_wrong_returns_are_one_line_naming_what_was_returned(user_module: Path, 
     assert "\n" not in message and needle in message, message
 
 
-def test_the_mnist1d_sequence_example_is_40_steps_of_1_standardised_feature(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_mnist1d_sequence_example_is_40_steps_of_1_standardised_feature(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(ROOT)
     data = load_cached(str(prepare("examples.mnist1d_sequence:load", tmp_path / "cache", samples=400)))
     assert data.input_shape == (40, 1) and data.n_classes == 10

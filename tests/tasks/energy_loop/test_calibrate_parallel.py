@@ -18,7 +18,9 @@ from thresholds.parallel import parallel_width
 def test_a_busy_machine_is_not_calibrated_and_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scenario = load_scenario(FIXTURES / "quick.yaml")
     data_path = str(data_mod.prepare("iris", tmp_path / "data", seed=scenario.training.seed))
-    ticks = itertools.count(0.0, 1000.0)  # every read, the machine did 1000 more busy CPU seconds: other processes' work
+    ticks = itertools.count(
+        0.0, 1000.0
+    )  # every read, the machine did 1000 more busy CPU seconds: other processes' work
     monkeypatch.setattr(cal, "machine_busy_cpu_s", lambda: next(ticks))
     monkeypatch.setattr(cal, "cores", lambda: 2)
 

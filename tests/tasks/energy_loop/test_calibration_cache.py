@@ -12,7 +12,9 @@ from tasks.meters.simple import FixedPowerMeter, ReplayMeter
 
 def test_a_fresh_work_dir_reads_the_machine_wide_calibration(tmp_path: Path) -> None:
     shared = tmp_path / "machine"
-    first = calibrate(FixedPowerMeter(5.0), tmp_path / "work-a", batch_size=256, window_s=0.02, repeats=1, shared_dir=shared)
+    first = calibrate(
+        FixedPowerMeter(5.0), tmp_path / "work-a", batch_size=256, window_s=0.02, repeats=1, shared_dir=shared
+    )
     assert len(list(shared.glob("calibration-*.json"))) == 1
     # A meter that would fail every window proves nothing is measured: the shared table is read and copied.
     failing = ReplayMeter([float("nan")], source=FixedPowerMeter(5.0).source)
@@ -33,14 +35,21 @@ def test_each_architecture_is_calibrated_on_itself(tmp_path: Path) -> None:
     paper MLP's table says nothing about whether bf16 pays for a Transformer."""
     from tasks.models import factory as models
 
-    transformer = models.ModelSpec(factory="examples.transformer_seq:make", input_shape=(40, 1), out_features=10, kwargs={"d_model": 8, "ff_dim": 16})
+    transformer = models.ModelSpec(
+        factory="examples.transformer_seq:make",
+        input_shape=(40, 1),
+        out_features=10,
+        kwargs={"d_model": 8, "ff_dim": 16},
+    )
     mlp = calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=16, window_s=0.01, repeats=1)
     built: list[models.ModelSpec] = []
     real_build = models.build
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(models, "build", lambda spec: built.append(spec) or real_build(spec))
         theirs = calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=16, window_s=0.01, repeats=1, spec=transformer)
-    assert built and all(spec == transformer for spec in built)  # measured on the Transformer, not read from the MLP's entry
+    assert built and all(
+        spec == transformer for spec in built
+    )  # measured on the Transformer, not read from the MLP's entry
     assert len(list(tmp_path.glob("calibration-*.json"))) == 2
     assert set(theirs.inference_ratio) == set(mlp.inference_ratio) == {"int8", "fp16", "bf16"}
 
@@ -49,7 +58,12 @@ def test_a_factory_whose_code_changed_is_calibrated_afresh(tmp_path: Path) -> No
     """Same factory name and arguments, different layers (the user edited the model): a new entry, not the old table."""
     from tasks.models import factory as models
 
-    spec = models.ModelSpec(factory="examples.transformer_seq:make", input_shape=(40, 1), out_features=10, kwargs={"d_model": 8, "ff_dim": 16})
+    spec = models.ModelSpec(
+        factory="examples.transformer_seq:make",
+        input_shape=(40, 1),
+        out_features=10,
+        kwargs={"d_model": 8, "ff_dim": 16},
+    )
     calibrate(FixedPowerMeter(5.0), tmp_path, batch_size=16, window_s=0.01, repeats=1, spec=spec)
     real_build = models.build
     edited = spec.model_copy(update={"kwargs": {"d_model": 8, "ff_dim": 24}})

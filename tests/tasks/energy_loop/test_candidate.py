@@ -35,7 +35,9 @@ def digits(digits_path: str) -> CachedData:
 
 def _trained_mlp(data: CachedData, hidden: list[int] | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features, hidden=hidden or [64, 32]))
+    model = models.build(
+        models.ModelSpec(in_features=data.n_features, out_features=data.out_features, hidden=hidden or [64, 32])
+    )
     fit(model, data, TrainConfig(max_epochs=30, patience=3, batch_size=128))
     return model
 
@@ -55,7 +57,12 @@ def test_mixed_precision_training_reaches_fp32_accuracy(digits: CachedData) -> N
 
 @pytest.mark.parametrize(
     ("device", "override", "dtype", "scaled"),
-    [("cpu", None, torch.bfloat16, False), ("cuda", None, torch.float16, True), ("cpu", "fp16", torch.float16, True), ("cuda", "bf16", torch.bfloat16, False)],
+    [
+        ("cpu", None, torch.bfloat16, False),
+        ("cuda", None, torch.float16, True),
+        ("cpu", "fp16", torch.float16, True),
+        ("cuda", "bf16", torch.bfloat16, False),
+    ],
 )
 def test_amp_settings_per_device(device: str, override: str | None, dtype: torch.dtype, scaled: bool) -> None:
     from tasks.models.train import amp_settings
@@ -68,7 +75,9 @@ def test_fp16_training_with_a_grad_scaler(digits: CachedData) -> None:
     """The CUDA recipe (fp16 autocast + GradScaler), exercised on this CPU: scaled steps still learn."""
     torch.manual_seed(0)
     model = models.build(models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features))
-    report = fit(model, digits, TrainConfig(max_epochs=30, patience=3, batch_size=128, autocast=True, autocast_dtype="fp16"))
+    report = fit(
+        model, digits, TrainConfig(max_epochs=30, patience=3, batch_size=128, autocast=True, autocast_dtype="fp16")
+    )
     assert next(model.parameters()).dtype == torch.float32
     assert all(math.isfinite(v) for v in report.train_losses) and report.train_losses[-1] < report.train_losses[0]
     assert _accuracy(model, digits) > 0.9
@@ -76,11 +85,16 @@ def test_fp16_training_with_a_grad_scaler(digits: CachedData) -> None:
 
 def test_distilled_student_is_half_as_wide_and_close_to_the_teacher(digits: CachedData) -> None:
     teacher = _trained_mlp(digits)
-    spec = distill.student_spec(models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features, history=["early-stopping"]), 0.5)
+    spec = distill.student_spec(
+        models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features, history=["early-stopping"]),
+        0.5,
+    )
     assert spec.hidden == [32, 16] and spec.history == ["early-stopping", "distill:0.5"]
     torch.manual_seed(0)
     student = models.build(spec)
-    report, labelling_j = distill.distill(teacher, student, digits, TrainConfig(max_epochs=40, patience=3, batch_size=128), meter=ReplayMeter([0.5]))
+    report, labelling_j = distill.distill(
+        teacher, student, digits, TrainConfig(max_epochs=40, patience=3, batch_size=128), meter=ReplayMeter([0.5])
+    )
     assert labelling_j == 0.5 and report.energy_j == 0.5 * report.epochs_run
     assert models.count_params(student) < models.count_params(teacher) / 2
     assert _accuracy(student, digits) > _accuracy(teacher, digits) - 0.05
@@ -103,7 +117,13 @@ def _scenario(**measurement: object) -> Scenario:
         {
             "name": "rungs",
             "training": {"max_epochs": 20, "patience": 2, "batch_size": 128, "fine_tune_epochs": 3},
-            "measurement": {"inference_batch_size": 128, "min_window_s": 0.01, "repeats_min": 2, "repeats_max": 2, **measurement},
+            "measurement": {
+                "inference_batch_size": 128,
+                "min_window_s": 0.01,
+                "repeats_min": 2,
+                "repeats_max": 2,
+                **measurement,
+            },
         }
     )
 
@@ -167,7 +187,9 @@ def conv_on_table(input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Modu
     return ConvOnTable(input_shape[0], n_outputs)
 
 
-def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reason(tmp_path: Path, digits_path: str) -> None:
+def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reason(
+    tmp_path: Path, digits_path: str
+) -> None:
     scenario = Scenario.model_validate(
         {
             **_scenario().model_dump(include={"name", "measurement"}),
@@ -201,7 +223,21 @@ def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reaso
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _mmapped_blocks_for(libc: ctypes.CDLL, size_bytes: int) -> int:
@@ -280,12 +316,18 @@ def test_analytic_calibration_says_int8_helps_on_a_45nm_device() -> None:
         ({"pruning_iterative_steps": 2}, "prune:0.5(x2)", [32, 16]),
     ],
 )
-def test_pruning_options_run_and_reload(tmp_path: Path, digits_path: str, options: dict[str, object], label: str, hidden: list[int] | None) -> None:
+def test_pruning_options_run_and_reload(
+    tmp_path: Path, digits_path: str, options: dict[str, object], label: str, hidden: list[int] | None
+) -> None:
     scenario = _scenario()
     scenario = scenario.model_copy(update={"ladder": scenario.ladder.model_copy(update=options)})
     meter = FixedPowerMeter(10.0)
     history: list[CandidateResult] = []
-    for step in (Step(kind=StepKind.BASELINE), Step(kind=StepKind.EARLY_STOPPING, parent=0), Step(kind=StepKind.PRUNE, value=0.5, parent=1)):
+    for step in (
+        Step(kind=StepKind.BASELINE),
+        Step(kind=StepKind.EARLY_STOPPING, parent=0),
+        Step(kind=StepKind.PRUNE, value=0.5, parent=1),
+    ):
         history.append(run_step(scenario, step, history, digits_path, tmp_path, meter))
     pruned = history[-1]
     assert pruned.ok and pruned.lineage == ["early-stopping", label]
@@ -298,7 +340,11 @@ def test_quantization_aware_training_rung(tmp_path: Path, digits_path: str) -> N
     scenario = _scenario()
     meter = FixedPowerMeter(10.0)
     history: list[CandidateResult] = []
-    for step in (Step(kind=StepKind.BASELINE), Step(kind=StepKind.EARLY_STOPPING, parent=0), Step(kind=StepKind.QAT, value="int8", parent=1)):
+    for step in (
+        Step(kind=StepKind.BASELINE),
+        Step(kind=StepKind.EARLY_STOPPING, parent=0),
+        Step(kind=StepKind.QAT, value="int8", parent=1),
+    ):
         history.append(run_step(scenario, step, history, digits_path, tmp_path, meter))
     qat = history[-1]
     assert qat.ok and qat.lineage == ["early-stopping", "qat:int8"]
@@ -306,7 +352,11 @@ def test_quantization_aware_training_rung(tmp_path: Path, digits_path: str) -> N
     assert spec.precision == "int8"
     assert not any("parametrizations" in k for k in model.state_dict())  # fake quantizers removed before saving
     assert qat.accuracy is not None and qat.accuracy > 0.85
-    assert qat.train_energy_j is not None and history[1].train_energy_j is not None and qat.train_energy_j > history[1].train_energy_j
+    assert (
+        qat.train_energy_j is not None
+        and history[1].train_energy_j is not None
+        and qat.train_energy_j > history[1].train_energy_j
+    )
 
 
 def test_pareto_front_and_pick() -> None:
@@ -326,7 +376,11 @@ def test_architecture_search_rung_keeps_the_energy_cap(tmp_path: Path, digits_pa
     import json
 
     scenario = _scenario().model_copy(
-        update={"ladder": _scenario().ladder.model_copy(update={"search_hidden": [[16], [8, 8], [256, 256]], "search_max_energy_vs_baseline": 0.5})}
+        update={
+            "ladder": _scenario().ladder.model_copy(
+                update={"search_hidden": [[16], [8, 8], [256, 256]], "search_max_energy_vs_baseline": 0.5}
+            )
+        }
     )
     meter = FixedPowerMeter(10.0)
     history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
@@ -345,12 +399,18 @@ def test_architecture_search_rung_keeps_the_energy_cap(tmp_path: Path, digits_pa
     assert spec.hidden in [p["hidden"] for p in front] and spec.history[-1].startswith("search:")
     assert found.analytic_inference_energy_j_per_1k is not None and 0 < found.analytic_inference_energy_j_per_1k <= cap
     assert found.accuracy is not None and found.accuracy > 0.8
-    assert found.train_energy_j == pytest.approx(sum(p["train_energy_j"] for p in tried))  # the whole search is its cost
+    assert found.train_energy_j == pytest.approx(
+        sum(p["train_energy_j"] for p in tried)
+    )  # the whole search is its cost
 
 
 def test_a_search_with_nothing_under_the_cap_is_rejected_not_fatal(tmp_path: Path, digits_path: str) -> None:
     scenario = _scenario().model_copy(
-        update={"ladder": _scenario().ladder.model_copy(update={"search_hidden": [[512, 512]], "search_max_energy_vs_baseline": 0.1})}
+        update={
+            "ladder": _scenario().ladder.model_copy(
+                update={"search_hidden": [[512, 512]], "search_max_energy_vs_baseline": 0.1}
+            )
+        }
     )
     meter = FixedPowerMeter(10.0)
     history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
@@ -365,11 +425,15 @@ def test_larger_batch_recipe_and_its_children_train_at_that_batch(tmp_path: Path
     scenario = _scenario()
     meter = FixedPowerMeter(10.0)
     history = [run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path, meter)]
-    history.append(run_step(scenario, Step(kind=StepKind.BATCH, value=4.0, parent=0), history, digits_path, tmp_path, meter))
+    history.append(
+        run_step(scenario, Step(kind=StepKind.BATCH, value=4.0, parent=0), history, digits_path, tmp_path, meter)
+    )
     big = history[1]
     assert big.ok and big.lineage == ["early-stopping", "batch:4"]
     assert big.accuracy is not None and big.accuracy > 0.8
-    history.append(run_step(scenario, Step(kind=StepKind.PRUNE, value=0.5, parent=1), history, digits_path, tmp_path, meter))
+    history.append(
+        run_step(scenario, Step(kind=StepKind.PRUNE, value=0.5, parent=1), history, digits_path, tmp_path, meter)
+    )
     assert history[2].lineage[:2] == ["early-stopping", "batch:4"] and batch_factor(history[2].lineage) == 4
 
 
@@ -391,8 +455,15 @@ def test_lineages_record_their_training_runs_by_kind_of_work(tmp_path: Path, dig
     assert [s.origin for s in base.train_segments] == [0] and [s.origin for s in recipe.train_segments] == [1]
     assert base.train_segments[0].work == recipe.train_segments[0].work
     assert base.train_segments[0].epochs == base.epochs_run and recipe.train_segments[0].epochs == recipe.epochs_run
-    assert pruned.train_segments[0] == recipe.train_segments[0] and pruned.train_segments[-1].work != recipe.train_segments[0].work
+    assert (
+        pruned.train_segments[0] == recipe.train_segments[0]
+        and pruned.train_segments[-1].work != recipe.train_segments[0].work
+    )
     assert half.train_segments == pruned.train_segments
     assert base.train_ratio_vs_baseline == pytest.approx(1.0)
-    assert recipe.train_ratio_vs_baseline == pytest.approx(recipe.train_segments[0].epochs / base.train_segments[0].epochs)
-    assert pruned.train_ratio_vs_baseline is not None and pruned.train_ratio_vs_baseline > recipe.train_ratio_vs_baseline
+    assert recipe.train_ratio_vs_baseline == pytest.approx(
+        recipe.train_segments[0].epochs / base.train_segments[0].epochs
+    )
+    assert (
+        pruned.train_ratio_vs_baseline is not None and pruned.train_ratio_vs_baseline > recipe.train_ratio_vs_baseline
+    )

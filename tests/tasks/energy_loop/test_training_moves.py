@@ -21,7 +21,13 @@ def test_training_cost_moves_run_reload_and_count_their_lineage(tmp_path: Path) 
     scenario = Scenario.model_validate(
         {
             "name": "moves",
-            "training": {"max_epochs": 20, "patience": 2, "batch_size": 128, "fine_tune_epochs": 6, "prune_at_epoch": 3},
+            "training": {
+                "max_epochs": 20,
+                "patience": 2,
+                "batch_size": 128,
+                "fine_tune_epochs": 6,
+                "prune_at_epoch": 3,
+            },
             "measurement": {"inference_batch_size": 128, "min_window_s": 0.01, "repeats_min": 2, "repeats_max": 2},
         }
     )
@@ -82,12 +88,20 @@ def test_the_soft_label_back_off_fine_tunes_the_pruned_model_on_its_teacher(tmp_
         assert result.ok, result.rejected_reason
         history.append(result)
     baseline, recipe, plain, taught, student = history
-    assert (student.epochs_run or 0) <= 2 and student.lineage == ["early-stopping", "distill:0.5"]  # `distill:0.5/2ep`: within its budget
+    assert (student.epochs_run or 0) <= 2 and student.lineage == [
+        "early-stopping",
+        "distill:0.5",
+    ]  # `distill:0.5/2ep`: within its budget
     assert taught.lineage == ["early-stopping", "prune:0.5", "kd:#0"] and taught.tags["teacher"] == "#0"
-    assert taught.params == plain.params and taught.accuracy is not None and taught.accuracy > 0.5  # trained (10 classes), not an accuracy goal
+    assert (
+        taught.params == plain.params and taught.accuracy is not None and taught.accuracy > 0.5
+    )  # trained (10 classes), not an accuracy goal
     plain_model, _ = models.load(Path(plain.model_dir or ""))
     taught_model, _ = models.load(Path(taught.model_dir or ""))
-    assert any(not torch.equal(a, b) for a, b in zip(plain_model.state_dict().values(), taught_model.state_dict().values(), strict=True))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(plain_model.state_dict().values(), taught_model.state_dict().values(), strict=True)
+    )
     # Its lineage holds the teacher's training (the baseline, outside the recipe's lineage) and the labelling pass.
     fine_tune_j = sum(taught.series["epoch_energy_j"])
     assert {s.origin for s in taught.train_segments} == {0, 1, 3}

@@ -22,7 +22,9 @@ def _phase_reading(energy_j: float, hold_s: float = 0.05):  # type: ignore[no-un
 
 
 def test_split_gives_busy_energy_by_cpu_share_and_the_constant_part_by_time_on_the_worker() -> None:
-    parts = split_phase_energy(machine_energy_j=100.0, phase_s=4.0, idle_power_w=5.0, cpu_s=[3.0, 1.0], wall_s=[4.0, 4.0])
+    parts = split_phase_energy(
+        machine_energy_j=100.0, phase_s=4.0, idle_power_w=5.0, cpu_s=[3.0, 1.0], wall_s=[4.0, 4.0]
+    )
     # constant 5 W x 4 s = 20 J, 10 J each (both held a worker throughout); busy 80 J split 3:1.
     assert [p.constant_j for p in parts] == [10.0, 10.0]
     assert [p.busy_j for p in parts] == [60.0, 20.0]
@@ -32,7 +34,9 @@ def test_split_gives_busy_energy_by_cpu_share_and_the_constant_part_by_time_on_t
 
 def test_a_candidate_that_stopped_early_pays_the_constant_part_only_for_its_own_time() -> None:
     # Fixed power (everything constant): the baseline ran 6 s, the early-stopping recipe 1 s beside it.
-    baseline, recipe = split_phase_energy(machine_energy_j=120.0, phase_s=6.0, idle_power_w=20.0, cpu_s=[6.0, 1.0], wall_s=[6.0, 1.0])
+    baseline, recipe = split_phase_energy(
+        machine_energy_j=120.0, phase_s=6.0, idle_power_w=20.0, cpu_s=[6.0, 1.0], wall_s=[6.0, 1.0]
+    )
     assert recipe.energy_j / baseline.energy_j == pytest.approx(1 / 6)  # as serially: 20 J vs 120 J
     assert baseline.energy_j + recipe.energy_j == pytest.approx(120.0)
 
@@ -77,7 +81,13 @@ def test_cpu_time_meter_reads_this_process_cpu_seconds() -> None:
 
 
 def _produced(
-    index: int, step: Step, window_cpu_s: list[float], inherited_j: float = 0.0, sem: float = 0.0, host: str = "here", wall_s: float = 4.0
+    index: int,
+    step: Step,
+    window_cpu_s: list[float],
+    inherited_j: float = 0.0,
+    sem: float = 0.0,
+    host: str = "here",
+    wall_s: float = 4.0,
 ) -> CandidateResult:
     own = cpu_s = sum(window_cpu_s)  # as a worker's CpuTimeMeter reports it
     return CandidateResult(
@@ -94,12 +104,25 @@ def _produced(
 
 def test_attribute_phase_replaces_provisional_cpu_seconds_by_joules_that_add_up() -> None:
     reading = _phase_reading(120.0)
-    parent = CandidateResult(index=1, step=Step(kind=StepKind.EARLY_STOPPING, parent=0), train_energy_j=40.0, train_energy_sem_j=3.0)
+    parent = CandidateResult(
+        index=1, step=Step(kind=StepKind.EARLY_STOPPING, parent=0), train_energy_j=40.0, train_energy_sem_j=3.0
+    )
     history = [CandidateResult(index=0, step=Step(kind=StepKind.BASELINE), train_energy_j=80.0), parent]
     produced = [
-        _produced(2, Step(kind=StepKind.PRUNE, value=0.3, parent=1), window_cpu_s=[2.0, 1.0], inherited_j=40.0, sem=5.0),
-        _produced(3, Step(kind=StepKind.PRUNE, value=0.5, parent=1), window_cpu_s=[0.5, 0.5], inherited_j=40.0, sem=3.0, wall_s=1.0),
-        _produced(4, Step(kind=StepKind.PRUNE, value=0.7, parent=1), window_cpu_s=[1.0], inherited_j=40.0, host="elsewhere"),
+        _produced(
+            2, Step(kind=StepKind.PRUNE, value=0.3, parent=1), window_cpu_s=[2.0, 1.0], inherited_j=40.0, sem=5.0
+        ),
+        _produced(
+            3,
+            Step(kind=StepKind.PRUNE, value=0.5, parent=1),
+            window_cpu_s=[0.5, 0.5],
+            inherited_j=40.0,
+            sem=3.0,
+            wall_s=1.0,
+        ),
+        _produced(
+            4, Step(kind=StepKind.PRUNE, value=0.7, parent=1), window_cpu_s=[1.0], inherited_j=40.0, host="elsewhere"
+        ),
     ]
     idle_w = 10.0
     out = attribute_phase(produced, history, reading, idle_power_w=idle_w, host="here")
@@ -117,9 +140,9 @@ def test_attribute_phase_replaces_provisional_cpu_seconds_by_joules_that_add_up(
         assert c.tags["train_energy_attribution"] == ATTRIBUTION
         assert float(c.tags["train_energy_attribution.machine_energy_j"]) == pytest.approx(120.0)
         assert c.tags["train_energy_attribution.candidates"] == "2"
-        assert float(c.tags["train_energy_attribution.busy_j"]) + float(c.tags["train_energy_attribution.constant_j"]) == pytest.approx(
-            c.spent_energy_j, abs=1e-3
-        )
+        assert float(c.tags["train_energy_attribution.busy_j"]) + float(
+            c.tags["train_energy_attribution.constant_j"]
+        ) == pytest.approx(c.spent_energy_j, abs=1e-3)
         assert c.estimated and c.energy_source == "replay:phase"
     # The own part's spread is rescaled with it, the parent's is kept: 4 units of own spread over 3 CPU s.
     assert here[0].train_energy_sem_j == pytest.approx(math.hypot(3.0, 4.0 * own_j[0] / 3.0))

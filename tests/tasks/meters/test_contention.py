@@ -26,7 +26,10 @@ def test_the_warning_names_the_candidate_the_share_and_the_limit_only_above_it()
     assert busy_warning("candidate #2 (prune:0.5)", 0.10, 0.10) is None
     line = busy_warning("candidate #2 (prune:0.5)", 0.35, 0.10)
     assert line is not None and "\n" not in line
-    assert line.startswith("candidate #2 (prune:0.5): other processes used 35% of this machine's CPU") and "(limit 10%)" in line
+    assert (
+        line.startswith("candidate #2 (prune:0.5): other processes used 35% of this machine's CPU")
+        and "(limit 10%)" in line
+    )
 
 
 def test_a_second_process_spinning_beside_the_measurement_is_seen() -> None:
@@ -35,6 +38,8 @@ def test_a_second_process_spinning_beside_the_measurement_is_seen() -> None:
         time.sleep(0.5)
     with watched() as busy:
         child = subprocess.Popen([sys.executable, "-c", spin])
-        time.sleep(1.2)  # the child is not waited on inside the block: it is another process, as a test run beside the loop would be
+        time.sleep(
+            1.2
+        )  # the child is not waited on inside the block: it is another process, as a test run beside the loop would be
     child.wait()
     assert busy.share > quiet.share and busy.share >= 0.2, (quiet, busy)

@@ -132,22 +132,40 @@ def test_short_epochs_share_a_training_window_and_split_its_energy_by_wall_time(
     data = load_cached(str(prepare("digits", tmp_path)))
     model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features))
     # One window for the whole run (a second would read 100 J more): every epoch gets a share, by its wall time.
-    report = fit(model, data, TrainConfig(max_epochs=5, early_stopping=False, energy_window_s=3_600), meter=ReplayMeter([6.0, 100.0]))
+    report = fit(
+        model,
+        data,
+        TrainConfig(max_epochs=5, early_stopping=False, energy_window_s=3_600),
+        meter=ReplayMeter([6.0, 100.0]),
+    )
     assert len(report.epoch_energy_j) == 5 and report.energy_j == pytest.approx(6.0)
     assert all(e > 0 for e in report.epoch_energy_j)
     # Early stopping closes the open window at the epoch it stops.
-    stopped = fit(model, data, TrainConfig(max_epochs=50, patience=1, min_delta_pct=99, energy_window_s=3_600), meter=ReplayMeter([6.0, 100.0]))
-    assert stopped.stopped_early and len(stopped.epoch_energy_j) == stopped.epochs_run and stopped.energy_j == pytest.approx(6.0)
+    stopped = fit(
+        model,
+        data,
+        TrainConfig(max_epochs=50, patience=1, min_delta_pct=99, energy_window_s=3_600),
+        meter=ReplayMeter([6.0, 100.0]),
+    )
+    assert (
+        stopped.stopped_early
+        and len(stopped.epoch_energy_j) == stopped.epochs_run
+        and stopped.energy_j == pytest.approx(6.0)
+    )
 
 
 def test_inference_windows_repeat_until_stable(tmp_path: Path) -> None:
     data = load_cached(str(prepare("digits", tmp_path)))
     model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features)).eval()
     # A negligible window length makes every window exactly `min_batches` (20) batches.
-    steady = measure_inference(model, data, ReplayMeter([2.0]), batch_size=64, min_window_s=1e-9, repeats_min=3, repeats_max=10)
+    steady = measure_inference(
+        model, data, ReplayMeter([2.0]), batch_size=64, min_window_s=1e-9, repeats_min=3, repeats_max=10
+    )
     assert steady.repeats == 3 and steady.energy_sem_j_per_1k == 0.0
     assert steady.energy_j_per_1k == pytest.approx(2.0 / (20 * 64) * 1000)
-    noisy = measure_inference(model, data, ReplayMeter([1.0, 3.0]), batch_size=64, min_window_s=1e-9, repeats_min=2, repeats_max=5)
+    noisy = measure_inference(
+        model, data, ReplayMeter([1.0, 3.0]), batch_size=64, min_window_s=1e-9, repeats_min=2, repeats_max=5
+    )
     assert noisy.repeats == 5 and noisy.energy_sem_j_per_1k > 0
 
 

@@ -31,7 +31,9 @@ def test_ratio_is_the_geometric_mean_of_the_pairs_with_a_t_interval() -> None:
     assert pairs.log_sem == pytest.approx(statistics.stdev(logs) / 2)
     low, high = pairs.ci95
     half = t_quantile_975(3) * statistics.stdev(logs) / 2
-    assert (low, high) == pytest.approx((math.exp(statistics.fmean(logs) - half), math.exp(statistics.fmean(logs) + half)))
+    assert (low, high) == pytest.approx(
+        (math.exp(statistics.fmean(logs) - half), math.exp(statistics.fmean(logs) + half))
+    )
     assert low < pairs.ratio < high
 
 
@@ -46,7 +48,9 @@ def test_from_ten_pairs_a_pair_far_out_is_trimmed_and_the_error_is_yuens() -> No
     assert pairs.log_sem == pytest.approx(statistics.stdev(winsor) * math.sqrt(12) / 10)
     assert pairs.log_ci95 == pytest.approx(t_quantile_975(9) * pairs.log_sem)
     assert pairs.log_sem < statistics.stdev(logs) / math.sqrt(12) / 2
-    nine = PairedRatio(reference=(1.0,) * 9, candidate=tuple(math.exp(x) for x in logs[3:]))  # below 10 pairs: the plain mean
+    nine = PairedRatio(
+        reference=(1.0,) * 9, candidate=tuple(math.exp(x) for x in logs[3:])
+    )  # below 10 pairs: the plain mean
     assert nine.ratio == pytest.approx(math.exp(statistics.fmean(logs[3:])))
     assert AcrossSizes((pairs,)).log_sem == pytest.approx(pairs.log_sem) and AcrossSizes((pairs,)).dof == 9
 
@@ -89,13 +93,17 @@ def test_two_models_measured_in_interleaved_windows_on_a_replayed_meter(tmp_path
     reference, candidate = models.build(spec).eval(), models.build(spec).eval()
     # Windows in ABBA order read reference 4 J, candidate 3 J, candidate 3.3 J, reference 4.4 J, ...: a 10 % drift per block.
     meter = ReplayMeter([4.0, 3.0, 3.3, 4.4])
-    mine, theirs, paired = measure_inference_paired(candidate, reference, data, meter, batch_size=64, min_window_s=1e-9, pairs_min=4, pairs_max=4)
+    mine, theirs, paired = measure_inference_paired(
+        candidate, reference, data, meter, batch_size=64, min_window_s=1e-9, pairs_min=4, pairs_max=4
+    )
     assert paired.n == 4 and paired.ratio == pytest.approx(0.75)
     assert paired.ci95 == pytest.approx((0.75, 0.75))
     per_1k = 1000 / (20 * 64)  # a negligible window length makes every window exactly 20 batches
     assert mine.energy_j_per_1k == pytest.approx(statistics.fmean([3.0, 3.3]) * per_1k) and mine.repeats == 4
     assert theirs.energy_j_per_1k == pytest.approx(statistics.fmean([4.0, 4.4]) * per_1k)
-    assert mine.total_energy_j == pytest.approx(2 * (3.0 + 3.3)) and theirs.total_energy_j == pytest.approx(2 * (4.0 + 4.4))
+    assert mine.total_energy_j == pytest.approx(2 * (3.0 + 3.3)) and theirs.total_energy_j == pytest.approx(
+        2 * (4.0 + 4.4)
+    )
 
 
 def test_one_serving_size_judges_exactly_as_before_and_several_take_the_geometric_mean() -> None:
@@ -107,7 +115,9 @@ def test_one_serving_size_judges_exactly_as_before_and_several_take_the_geometri
     assert both.n == 6 and both.worst == pytest.approx(b64.ratio)
     assert both.ratio == pytest.approx(math.sqrt(b1.ratio * b64.ratio))
     deviations = [r - statistics.fmean(part.log_ratios) for part in (b1, b64) for r in part.log_ratios]
-    pooled_variance = sum(d * d for d in deviations) / (3 + 1)  # pooled over the sizes: (4 - 1) + (2 - 1) degrees of freedom
+    pooled_variance = sum(d * d for d in deviations) / (
+        3 + 1
+    )  # pooled over the sizes: (4 - 1) + (2 - 1) degrees of freedom
     assert both.log_sem == pytest.approx(math.sqrt(pooled_variance * (1 / 4 + 1 / 2)) / 2)
     assert both.log_ci95 == pytest.approx(t_quantile_975(4) * both.log_sem)
     low, high = both.ci95
@@ -121,7 +131,9 @@ def test_reports_at_several_serving_sizes_combine_into_one_figure(tmp_path: Path
     small, large = (measure_inference(model, data, meter, b, 1e-9, repeats_min=2, repeats_max=2) for b in (1, 64))
     assert across_sizes([small]) is small
     both = across_sizes([small, large])
-    assert small.energy_j_per_1k == pytest.approx(2.0 / 20 * 1000) and large.energy_j_per_1k == pytest.approx(8.0 / (20 * 64) * 1000)
+    assert small.energy_j_per_1k == pytest.approx(2.0 / 20 * 1000) and large.energy_j_per_1k == pytest.approx(
+        8.0 / (20 * 64) * 1000
+    )
     assert both.energy_j_per_1k == pytest.approx(math.sqrt(small.energy_j_per_1k * large.energy_j_per_1k))
     assert both.energy_sem_j_per_1k == 0.0  # every window read the same: no spread
     assert both.latency_ms_per_batch == small.latency_ms_per_batch and both.batch_size == 1

@@ -35,10 +35,16 @@ def _bn_trained(model: nn.Module) -> nn.Module:
     [
         ("mlp", models.mlp((40,), 10), torch.randn(64, 40)),
         ("cnn1d", models.cnn1d((40,), 10), torch.randn(16, 40)),
-        ("resnet", _bn_trained(resnet_digits.make((1, 16, 16), 10, widths=(8, 16), blocks_per_stage=1)), torch.randn(4, 1, 16, 16)),
+        (
+            "resnet",
+            _bn_trained(resnet_digits.make((1, 16, 16), 10, widths=(8, 16), blocks_per_stage=1)),
+            torch.randn(4, 1, 16, 16),
+        ),
     ],
 )
-def test_the_fused_form_computes_what_the_model_computes_and_leaves_the_input_alone(name: str, model: nn.Module, x: torch.Tensor) -> None:
+def test_the_fused_form_computes_what_the_model_computes_and_leaves_the_input_alone(
+    name: str, model: nn.Module, x: torch.Tensor
+) -> None:
     model.eval()
     before = x.clone()
     form = fuse.check(model, x)
@@ -52,14 +58,22 @@ def test_the_fused_form_computes_what_the_model_computes_and_leaves_the_input_al
 
 def _linears(form: torch.fx.GraphModule) -> list[str]:
     """The fused layers of a form, in order: `linear_relu` or `linear`."""
-    return [n.target.__name__ for n in form.graph.nodes if n.op == "call_function" and n.target in (fuse.linear, fuse.linear_relu)]  # type: ignore[union-attr]
+    return [
+        n.target.__name__
+        for n in form.graph.nodes
+        if n.op == "call_function" and n.target in (fuse.linear, fuse.linear_relu)
+    ]  # type: ignore[union-attr]
 
 
 def test_an_mlp_is_one_addmm_and_in_place_relu_per_layer_with_no_module_calls() -> None:
     form = fuse.fused(models.mlp((40,), 10, hidden=[32, 16]))
     assert _linears(form) == ["linear_relu", "linear_relu", "linear"]  # the output layer has no ReLU to fuse
     assert not [n for n in form.graph.nodes if n.op == "call_module"]
-    assert [tuple(b.shape) for name, b in form.named_buffers() if name.endswith("weight_t")] == [(40, 32), (32, 16), (16, 10)]
+    assert [tuple(b.shape) for name, b in form.named_buffers() if name.endswith("weight_t")] == [
+        (40, 32),
+        (32, 16),
+        (16, 10),
+    ]
     assert all(b.is_contiguous() for b in form.buffers())
 
 
@@ -111,7 +125,9 @@ def digits_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _scenario() -> Scenario:
     measurement = {"min_window_s": 1e-6, "repeats_min": 2, "repeats_max": 4, "inference_batch_size": 64}
-    return Scenario.model_validate({"name": "fuse", "training": {"max_epochs": 3, "patience": 1, "batch_size": 128}, "measurement": measurement})
+    return Scenario.model_validate(
+        {"name": "fuse", "training": {"max_epochs": 3, "patience": 1, "batch_size": 128}, "measurement": measurement}
+    )
 
 
 @pytest.mark.parametrize(("windows_j", "keep"), [([4.0, 3.0, 3.0, 4.0], True), ([4.0, 4.0, 4.0, 4.0], False)])
@@ -119,9 +135,13 @@ def test_the_fuse_rung_serves_the_parents_weights_fused_and_is_kept_only_on_a_pa
     tmp_path: Path, digits_path: str, windows_j: list[float], keep: bool
 ) -> None:
     scenario = _scenario()
-    baseline = run_step(scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path / "base", FixedPowerMeter(10.0))
+    baseline = run_step(
+        scenario, Step(kind=StepKind.BASELINE), [], digits_path, tmp_path / "base", FixedPowerMeter(10.0)
+    )
     assert baseline.ok, baseline.rejected_reason
-    result = run_step(scenario, Step(kind=StepKind.FUSE, parent=0), [baseline], digits_path, tmp_path / "fuse", ReplayMeter(windows_j))
+    result = run_step(
+        scenario, Step(kind=StepKind.FUSE, parent=0), [baseline], digits_path, tmp_path / "fuse", ReplayMeter(windows_j)
+    )
     assert result.ok, result.rejected_reason
     assert result.lineage == ["fuse"] and result.tags["serving.runtime"] == "torch-fused"
     assert result.accuracy == pytest.approx(baseline.accuracy)  # the same function
@@ -130,6 +150,8 @@ def test_the_fuse_rung_serves_the_parents_weights_fused_and_is_kept_only_on_a_pa
     model_dir = Path(result.model_dir or "")
     assert onnx_runtime.runtime_of(model_dir).runtime == "torch-fused" and not list(model_dir.glob("*.onnx"))
     model, spec = models.load(model_dir)
-    assert any(n.target is fuse.linear_relu for n in onnx_runtime.predictor(model_dir, model, spec).graph.nodes)  # served fused
+    assert any(
+        n.target is fuse.linear_relu for n in onnx_runtime.predictor(model_dir, model, spec).graph.nodes
+    )  # served fused
     ok, reason = kept(scenario, [baseline, result], result)
     assert ok is keep, reason

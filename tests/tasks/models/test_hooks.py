@@ -68,13 +68,25 @@ def weighted_digits(samples: int | None = None, seed: int = 0) -> dict[str, obje
     x = torch.tensor(x / 16, dtype=torch.float32)
 
     def split(rows: slice) -> dict[str, torch.Tensor]:
-        return {"x": x[rows], "y": torch.tensor(y[rows]), "weight": torch.full((len(x[rows]),), 2.0), "pixel_sum": x[rows].sum(1)}
+        return {
+            "x": x[rows],
+            "y": torch.tensor(y[rows]),
+            "weight": torch.full((len(x[rows]),), 2.0),
+            "pixel_sum": x[rows].sum(1),
+        }
 
-    return {"train": split(slice(0, 1200)), "val": split(slice(1200, 1500)), "test": split(slice(1500, None)), "task": "classification"}
+    return {
+        "train": split(slice(0, 1200)),
+        "val": split(slice(1200, 1500)),
+        "test": split(slice(1500, None)),
+        "task": "classification",
+    }
 
 
 def weighted_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    assert list(batch) == ["x", "y", "weight", "pixel_sum"] and torch.allclose(batch["pixel_sum"], batch["x"].sum(1))  # the dataset's form, rows aligned
+    assert list(batch) == ["x", "y", "weight", "pixel_sum"] and torch.allclose(
+        batch["pixel_sum"], batch["x"].sum(1)
+    )  # the dataset's form, rows aligned
     with open(SEEN, "a") as seen:
         seen.write(f"{len(batch['y'])}\n")
     return (nn.functional.cross_entropy(model(batch["x"]), batch["y"], reduction="none") * batch["weight"]).mean()
@@ -109,22 +121,46 @@ def test_good_hooks_pass_the_dry_run(digits: CachedData) -> None:
 @pytest.mark.parametrize(
     ("hook", "value", "expected"),
     [
-        ("loss", "no_such_pkg.losses:focal", "model.loss = 'no_such_pkg.losses:focal': expected an importable module (ModuleNotFoundError"),
-        ("metric", f"{HERE}:no_such_metric", f"model.metric = '{HERE}:no_such_metric': expected a callable named 'no_such_metric'"),
-        ("loss", f"{HERE}:raises", "expected a function (outputs, targets) -> scalar loss tensor (it raised ValueError: labels must be one-hot)"),
+        (
+            "loss",
+            "no_such_pkg.losses:focal",
+            "model.loss = 'no_such_pkg.losses:focal': expected an importable module (ModuleNotFoundError",
+        ),
+        (
+            "metric",
+            f"{HERE}:no_such_metric",
+            f"model.metric = '{HERE}:no_such_metric': expected a callable named 'no_such_metric'",
+        ),
+        (
+            "loss",
+            f"{HERE}:raises",
+            "expected a function (outputs, targets) -> scalar loss tensor (it raised ValueError: labels must be one-hot)",
+        ),
         ("metric", f"{HERE}:raises", "(it raised ValueError: labels must be one-hot)"),
-        ("metric", f"{HERE}:out_of_range", "expected a function (outputs, targets) -> float in [0, 1], higher is better (it returned 1.5)"),
+        (
+            "metric",
+            f"{HERE}:out_of_range",
+            "expected a function (outputs, targets) -> float in [0, 1], higher is better (it returned 1.5)",
+        ),
         ("metric", f"{HERE}:per_sample", "(it returned a torch.float32 tensor of shape (4,))"),
         ("loss", f"{HERE}:per_sample", "scalar loss tensor (it returned a torch.float32 tensor of shape (4,))"),
         ("loss", f"{HERE}:detached", "(its result has no gradient: was it computed with .item(), .detach() or numpy?)"),
-        ("train_step", f"{HERE}:step_returns_outputs", "model.train_step = 'tests.tasks.test_hooks:step_returns_outputs': expected a function (model, batch)"),
+        (
+            "train_step",
+            f"{HERE}:step_returns_outputs",
+            "model.train_step = 'tests.tasks.test_hooks:step_returns_outputs': expected a function (model, batch)",
+        ),
     ],
 )
-def test_a_bad_hook_is_one_line_naming_the_field_the_value_and_what_was_expected(digits: CachedData, hook: str, value: str, expected: str) -> None:
+def test_a_bad_hook_is_one_line_naming_the_field_the_value_and_what_was_expected(
+    digits: CachedData, hook: str, value: str, expected: str
+) -> None:
     with pytest.raises(InputError) as err:
         check(digits, **{hook: value})
     message = str(err.value)
-    assert "\n" not in message and message.startswith(f"model.{hook} = {value!r}: expected ") and expected in message, message
+    assert "\n" not in message and message.startswith(f"model.{hook} = {value!r}: expected ") and expected in message, (
+        message
+    )
 
 
 def test_the_loss_and_the_training_step_replace_the_task_loss_in_training_and_validation(digits: CachedData) -> None:
@@ -137,7 +173,9 @@ def test_the_loss_and_the_training_step_replace_the_task_loss_in_training_and_va
         assert doubled.val_losses == pytest.approx([2 * v for v in plain.val_losses], rel=1e-3), names
 
 
-def test_the_training_step_gets_every_batch_in_the_dataset_form_with_its_extras(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_training_step_gets_every_batch_in_the_dataset_form_with_its_extras(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     weighted = load_cached(str(prepare(f"{HERE}:weighted_digits", tmp_path / "cache")))
     names = {"train_step": f"{HERE}:weighted_step"}
@@ -149,25 +187,38 @@ def test_the_training_step_gets_every_batch_in_the_dataset_form_with_its_extras(
     assert doubled.train_losses == pytest.approx([2 * v for v in plain.train_losses], rel=1e-3)
     assert doubled.val_losses == pytest.approx([2 * v for v in plain.val_losses], rel=1e-3)
     seen = [int(n) for n in SEEN.read_text().split()]
-    assert seen[0] == 4 and {128, 1200 % 128, 300} <= set(seen)  # the dry run, training batches (and the last, short one), validation
+    assert seen[0] == 4 and {128, 1200 % 128, 300} <= set(
+        seen
+    )  # the dry run, training batches (and the last, short one), validation
 
 
-def test_the_example_weighted_step_trains_on_its_weighted_mnist1d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_example_weighted_step_trains_on_its_weighted_mnist1d(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
     data = load_cached(str(prepare("examples.weighted_mnist1d:load", tmp_path / "cache", samples=400)))
     batch = data.batch("train", data.y_train)
     assert isinstance(batch, tuple)  # the example's items are (x, y, weight)
     _, targets, weight = batch
     rare = targets >= 5
-    assert 0 < rare.sum() < (~rare).sum() and weight[rare].min() > weight[~rare].max()  # fewer rare digits, each weighing more
+    assert (
+        0 < rare.sum() < (~rare).sum() and weight[rare].min() > weight[~rare].max()
+    )  # fewer rare digits, each weighing more
     names = {"train_step": "examples.weighted_mnist1d:weighted_step"}
-    report = fit(mlp(data), data, TrainConfig(max_epochs=2, batch_size=64), hooks=hooks.check(names, mlp(data), data.batch("train", targets, slice(0, 4))))  # type: ignore[arg-type]
+    report = fit(
+        mlp(data),
+        data,
+        TrainConfig(max_epochs=2, batch_size=64),
+        hooks=hooks.check(names, mlp(data), data.batch("train", targets, slice(0, 4))),
+    )  # type: ignore[arg-type]
     assert report.epochs_run == 2 and all(math.isfinite(v) for v in report.val_losses)
 
 
 def test_early_stopping_watches_the_metric_only_when_it_monitors_accuracy(digits: CachedData) -> None:
     broken = hooks.resolve({"metric": f"{HERE}:out_of_range"})
-    fit(mlp(digits), digits, TrainConfig(max_epochs=1, batch_size=128), hooks=broken)  # monitor: loss, the metric is not computed
+    fit(
+        mlp(digits), digits, TrainConfig(max_epochs=1, batch_size=128), hooks=broken
+    )  # monitor: loss, the metric is not computed
     with pytest.raises(InputError, match="it returned 1.5"):
         fit(mlp(digits), digits, TrainConfig(max_epochs=1, batch_size=128, monitor="accuracy"), hooks=broken)
 
@@ -213,5 +264,8 @@ def test_the_scenario_and_the_command_line_set_the_hooks() -> None:
     assert scenario.model.hooks == {"loss": f"{HERE}:double_ce"}
     overridden = scenario.with_model(metric=f"{HERE}:top2", train_step=None)
     assert overridden.model.hooks == {"loss": f"{HERE}:double_ce", "metric": f"{HERE}:top2"}
-    with pytest.raises(InputError, match=r"^model.train_step = 'not-a-function': expected a module path, a colon and a callable's name \(PKG.MODULE:FUNCTION"):
+    with pytest.raises(
+        InputError,
+        match=r"^model.train_step = 'not-a-function': expected a module path, a colon and a callable's name \(PKG.MODULE:FUNCTION",
+    ):
         scenario.with_model(train_step="not-a-function")

@@ -114,13 +114,26 @@ def test_int8_backend_is_torchao_only_where_installed(monkeypatch: pytest.Monkey
 
 def test_an_old_spec_json_still_loads_as_the_builtin_factory(tmp_path: Path) -> None:
     """Versions registered before factories: `kind`, `in_features`, `hidden` and `channels`."""
-    old = {"kind": "cnn1d", "in_features": 40, "out_features": 10, "hidden": [64, 32], "channels": [8, 16, 16], "precision": "fp32", "history": ["prune:0.5"]}
+    old = {
+        "kind": "cnn1d",
+        "in_features": 40,
+        "out_features": 10,
+        "hidden": [64, 32],
+        "channels": [8, 16, 16],
+        "precision": "fp32",
+        "history": ["prune:0.5"],
+    }
     (tmp_path / "spec.json").write_text(json.dumps(old))
     torch.manual_seed(0)
     original = models.CNN1D(40, [8, 16, 16], 10).eval()
     torch.save(original.state_dict(), tmp_path / "state_dict.pt")
     model, spec = models.load(tmp_path)
-    assert spec.factory == "tasks.models:cnn1d" and spec.kind == "cnn1d" and spec.input_shape == (40,) and spec.in_features == 40
+    assert (
+        spec.factory == "tasks.models:cnn1d"
+        and spec.kind == "cnn1d"
+        and spec.input_shape == (40,)
+        and spec.in_features == 40
+    )
     assert spec.channels == [8, 16, 16] and spec.hidden == [] and spec.kwargs == {"channels": [8, 16, 16]}
     x = torch.randn(3, 40)
     assert torch.equal(model(x), original(x))
@@ -163,4 +176,8 @@ def test_a_factory_that_raises_is_one_line_naming_model_factory() -> None:
     spec = models.ModelSpec(factory="tests.tasks.test_models:raising_factory", input_shape=(4,), out_features=2)
     with pytest.raises(InputError) as caught:
         models.build(spec)
-    assert "model.factory" in str(caught.value) and "RuntimeError: no GPU here" in str(caught.value) and "\n" not in str(caught.value)
+    assert (
+        "model.factory" in str(caught.value)
+        and "RuntimeError: no GPU here" in str(caught.value)
+        and "\n" not in str(caught.value)
+    )

@@ -24,7 +24,9 @@ from tasks.models.train import TrainConfig, _significant, fit
         ((-0.90, 1.1), (-0.91, 1.0), 0.5, False),
     ],
 )
-def test_what_counts_as_an_improvement(score: tuple[float, float], reference: tuple[float, float], min_delta_pct: float, significant: bool) -> None:
+def test_what_counts_as_an_improvement(
+    score: tuple[float, float], reference: tuple[float, float], min_delta_pct: float, significant: bool
+) -> None:
     assert _significant(score, reference, min_delta_pct) is significant
 
 
@@ -38,7 +40,9 @@ def test_a_minimum_improvement_stops_on_the_plateau_and_keeps_the_best_weights(d
     for min_delta_pct in (0.0, 5.0):
         torch.manual_seed(0)
         model = models.build(models.ModelSpec(in_features=digits.n_features, out_features=digits.out_features))
-        reports.append(fit(model, digits, TrainConfig(max_epochs=80, patience=3, batch_size=128, min_delta_pct=min_delta_pct)))
+        reports.append(
+            fit(model, digits, TrainConfig(max_epochs=80, patience=3, batch_size=128, min_delta_pct=min_delta_pct))
+        )
     plain, strict = reports
     assert strict.stopped_early and strict.epochs_run < plain.epochs_run  # the same run, cut at the plateau
     assert strict.val_losses == plain.val_losses[: strict.epochs_run]

@@ -54,7 +54,9 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_good_factory_is_built_and_described() -> None:
     checked = check_factory("user_models:good", (1, 8, 8), 10, batch_size=64)
-    assert checked.type_name == "Sequential" and checked.params == 64 * 32 + 32 + 32 * 10 + 10 and checked.step_bytes > 0
+    assert (
+        checked.type_name == "Sequential" and checked.params == 64 * 32 + 32 + 32 * 10 + 10 and checked.step_bytes > 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,9 +65,15 @@ def test_a_good_factory_is_built_and_described() -> None:
         ("no_such_module:make", "model.factory = 'no_such_module:make': expected an importable module"),
         ("user_models:missing", "expected a callable named 'missing'"),
         ("user_models:raises", "n_outputs=10 (it raised ValueError: depth must be at least 2)"),
-        ("user_models:one_too_many", "model output shape = (2, 11): expected (2, 10) for a batch of 2: one output per class (10 classes)"),
+        (
+            "user_models:one_too_many",
+            "model output shape = (2, 11): expected (2, 10) for a batch of 2: one output per class (10 classes)",
+        ),
         ("user_models:not_a_module", "expected a factory that returns a torch.nn.Module (it returned a str)"),
-        ("user_models:wrong_input", "expected a model that takes a batch of shape (N, 1, 8, 8) (its forward raised RuntimeError"),
+        (
+            "user_models:wrong_input",
+            "expected a model that takes a batch of shape (N, 1, 8, 8) (its forward raised RuntimeError",
+        ),
     ],
 )
 def test_a_bad_factory_is_one_line(factory: str, needle: str) -> None:
@@ -79,18 +87,24 @@ def test_an_allocation_failure_in_a_training_step_names_the_batch_size_to_lower(
     with pytest.raises(InputError) as err:
         check_factory("user_models:hog", (1, 8, 8), 10, batch_size=4096)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("training.batch_size = 4096: expected a batch size at which user_models:hog fits in memory")
+    assert "\n" not in message and message.startswith(
+        "training.batch_size = 4096: expected a batch size at which user_models:hog fits in memory"
+    )
     assert "failed to allocate" in message and "try 2048" in message
 
 
-def test_a_step_estimated_beyond_the_memory_available_is_refused_without_trying_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_estimated_beyond_the_memory_available_is_refused_without_trying_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     tried: list[int] = []
     monkeypatch.setattr(user_model, "_available_bytes", lambda: 64 * 2**20)  # a 64 MiB machine
     monkeypatch.setattr(user_model, "_try_step", lambda *args: tried.append(args[2]))
     with pytest.raises(InputError) as err:
         check_factory("user_models:good", (3, 64, 64), 10, batch_size=65536)
     message = str(err.value)
-    assert message.startswith("training.batch_size = 65536: expected a batch size at which user_models:good fits in memory (a training step needs about")
+    assert message.startswith(
+        "training.batch_size = 65536: expected a batch size at which user_models:good fits in memory (a training step needs about"
+    )
     suggested = int(message.rsplit("try ", 1)[1].rstrip(")"))
     assert suggested & (suggested - 1) == 0 and suggested < 65536  # a power of two below the scenario's
     assert tried == []

@@ -48,7 +48,14 @@ def run_beside_fake_torchvision(tmp_path: Path, op: str) -> subprocess.Completed
     (package / "__init__.py").write_text(FAKE_INIT.format(op=op))
     (package / "extension.py").write_text("def _has_ops():\n    return False\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(CHECK)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CHECK)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_missing_nms_schema_is_declared_and_its_kernel_says_why(tmp_path: Path) -> None:
@@ -64,7 +71,10 @@ def test_the_missing_nms_schema_is_declared_and_its_kernel_says_why(tmp_path: Pa
 def test_an_operator_it_has_no_schema_for_is_reported_not_guessed(tmp_path: Path) -> None:
     done = run_beside_fake_torchvision(tmp_path, "box_area")
     assert done.returncode == 1
-    assert "unavailable: torchvision does not import beside this torch (RuntimeError: operator torchvision::box_area does not exist)" in done.stdout
+    assert (
+        "unavailable: torchvision does not import beside this torch (RuntimeError: operator torchvision::box_area does not exist)"
+        in done.stdout
+    )
     assert "RuntimeError: operator torchvision::box_area does not exist" in done.stderr.splitlines()[-1]
 
 

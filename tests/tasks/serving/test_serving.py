@@ -20,7 +20,9 @@ from thresholds.errors import InputError
 COLUMNS = ["a", "b", "c", "d"]
 
 
-def _saved(tmp_path: Path, task: str = "classification", precision: models.Precision = "fp32", kind: str = "mlp") -> tuple[Path, pd.DataFrame]:
+def _saved(
+    tmp_path: Path, task: str = "classification", precision: models.Precision = "fp32", kind: str = "mlp"
+) -> tuple[Path, pd.DataFrame]:
     """A model saved behind a fitted table preprocessing, as the loop saves every candidate."""
     rng = np.random.default_rng(0)
     raw = pd.DataFrame(rng.normal(5.0, 3.0, size=(50, len(COLUMNS))), columns=COLUMNS)
@@ -29,7 +31,9 @@ def _saved(tmp_path: Path, task: str = "classification", precision: models.Preci
     table = raw.assign(y=[labels[i % 3] for i in range(50)] if task == "classification" else rng.normal(size=50))
     pre = TablePreprocessor.fit(table, "y", task=task, class_labels=labels if task == "classification" else None)
     out = 3 if task == "classification" else 1
-    spec = models.ModelSpec(kind=kind, in_features=len(pre.output_columns), out_features=out, hidden=[8, 4], precision=precision)  # type: ignore[arg-type]
+    spec = models.ModelSpec(
+        kind=kind, in_features=len(pre.output_columns), out_features=out, hidden=[8, 4], precision=precision
+    )  # type: ignore[arg-type]
     torch.manual_seed(0)
     model_dir = models.save(models.build(spec), spec, tmp_path / "model")
     (model_dir / serving.PREPROCESSING_FILE).write_text(json.dumps(pre.to_dict()))
@@ -61,7 +65,9 @@ def test_scorer_classification_equals_softmax_of_the_torch_model(tmp_path: Path,
     out = serving.Scorer(model_dir).predict(raw)
     probabilities = torch.softmax(_torch_output(model_dir, raw), dim=1).numpy()
     assert list(out.columns) == ["prediction", "probability_cat", "probability_dog", "probability_eel"]
-    np.testing.assert_allclose(out[["probability_cat", "probability_dog", "probability_eel"]].to_numpy(), probabilities, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out[["probability_cat", "probability_dog", "probability_eel"]].to_numpy(), probabilities, rtol=1e-5, atol=1e-6
+    )
     assert list(out["prediction"]) == [["cat", "dog", "eel"][i] for i in probabilities.argmax(axis=1)]
 
 
@@ -78,7 +84,12 @@ def test_pyfunc_from_code_predicts_what_the_torch_model_does(tmp_path: Path) -> 
     model_dir, raw = _saved(tmp_path, kind="cnn1d")
     onnx_runtime.record(model_dir, onnx_runtime.Runtime(threads=1))  # measured at one thread, as the loop records it
     torch.set_num_threads(2)
-    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=str(serving.PYFUNC_CODE), artifacts={"model": str(model_dir)}, pip_requirements=["torch"])
+    mlflow.pyfunc.save_model(
+        tmp_path / "pyfunc",
+        python_model=str(serving.PYFUNC_CODE),
+        artifacts={"model": str(model_dir)},
+        pip_requirements=["torch"],
+    )
     assert not list((tmp_path / "pyfunc").rglob("*.pkl"))  # models-from-code: nothing pickled
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     assert torch.get_num_threads() == 1  # the serving process runs at the threads the version was measured at
@@ -109,7 +120,12 @@ def test_read_table_refuses_empty_and_header_only_files(tmp_path: Path) -> None:
     empty, header = tmp_path / "empty.csv", tmp_path / "header.csv"
     empty.write_text("")
     header.write_text("a,b,c,d\n")
-    for path, expected in ((empty, "file is empty"), (header, "header only"), (tmp_path / "x.json", "a .csv or .parquet"), (tmp_path / "no.csv", "existing")):
+    for path, expected in (
+        (empty, "file is empty"),
+        (header, "header only"),
+        (tmp_path / "x.json", "a .csv or .parquet"),
+        (tmp_path / "no.csv", "existing"),
+    ):
         with pytest.raises(InputError, match=expected):
             serving.read_table(path)
 
@@ -127,7 +143,10 @@ def test_model_references_and_meter_settings() -> None:
     assert mlflow_model.parse_ref("m@champion") == ("m", "@champion")
     assert mlflow_model.parse_ref("m/3") == ("m", "3")
     assert mlflow_model.parse_ref("team/m") == ("team/m", "@champion")
-    assert mlflow_model.model_uri("m", "@champion") == "models:/m@champion" and mlflow_model.model_uri("m", "3") == "models:/m/3"
+    assert (
+        mlflow_model.model_uri("m", "@champion") == "models:/m@champion"
+        and mlflow_model.model_uri("m", "3") == "models:/m/3"
+    )
     assert serving.meter_setting({"meter": "fixed-power", "energy_source": "fixed-power:20W"}) == ("fixed-power", 20.0)
     assert serving.meter_setting({"meter": "codecarbon", "energy_source": "codecarbon:machine"}) == ("codecarbon", 10.0)
     assert serving.meter_setting({}) == ("auto", 10.0)
@@ -138,7 +157,13 @@ def test_score_measures_one_window_over_every_batch() -> None:
 
     frame = pd.DataFrame({"a": range(10)})
     seen: list[int] = []
-    out, report = serving.score(lambda f: f.rename(columns={"a": "prediction"}), serving.table_to_score(frame), 4, ReplayMeter([2.0]), seen.append)
+    out, report = serving.score(
+        lambda f: f.rename(columns={"a": "prediction"}),
+        serving.table_to_score(frame),
+        4,
+        ReplayMeter([2.0]),
+        seen.append,
+    )
     assert seen == [4, 8, 10] and list(out["prediction"]) == list(range(10))
     assert report.rows == 10 and report.energy_j_per_1k == pytest.approx(200.0)
 
@@ -153,7 +178,9 @@ def test_score_reads_chunks_outside_the_windows_and_sums_them() -> None:
     source = serving.ToScore(rows=11, chunks=lambda: iter(chunks))
     seen: list[int] = []
     meter = ReplayMeter([2.0, 3.0])
-    out, report = serving.score(lambda f: f.rename(columns={"a": "prediction"}), source, 4, meter, seen.append, lambda c: checked.append(len(c)))
+    out, report = serving.score(
+        lambda f: f.rename(columns={"a": "prediction"}), source, 4, meter, seen.append, lambda c: checked.append(len(c))
+    )
     assert checked == [8, 3] and seen == [4, 8, 11] and list(out["prediction"]) == list(range(11))
     assert report.rows == 11 and report.energy_j == pytest.approx(5.0)
 
@@ -177,7 +204,10 @@ def test_text_and_missing_values_go_through_the_fitted_preprocessing_inside_pred
     model_dir = models.save(models.build(spec), spec, tmp_path / "model")
     (model_dir / serving.PREPROCESSING_FILE).write_text(json.dumps(pre.to_dict()))
     serving.save_input_spec(
-        serving.InputSpec(task="classification", class_labels=["p", "q"], example=json.loads(raw.head(2).to_json(orient="records"))), model_dir
+        serving.InputSpec(
+            task="classification", class_labels=["p", "q"], example=json.loads(raw.head(2).to_json(orient="records"))
+        ),
+        model_dir,
     )
     scorer = serving.Scorer(model_dir)
     scorer.check(raw)
@@ -186,4 +216,6 @@ def test_text_and_missing_values_go_through_the_fitted_preprocessing_inside_pred
     with pytest.raises(InputError, match="expected numbers"):
         scorer.check(raw.assign(a="x"))
     expected = torch.softmax(_torch_output(model_dir, raw), dim=1).numpy()
-    np.testing.assert_allclose(scorer.predict(raw).filter(like="probability_").to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        scorer.predict(raw).filter(like="probability_").to_numpy(), expected, rtol=1e-5, atol=1e-6
+    )

@@ -8,7 +8,12 @@ from thresholds.cooling.policy import Attempt, Kind, Next, beats_champion, check
 from thresholds.cooling.schema import Budget, CoolingScenario, Ladder, Targets, Training
 from thresholds.core import Final, FinalState
 
-TARGETS = Targets(min_energy_saved_pct=25.0, max_minutes_outside_vs_builtin=0, max_train_energy_j=1000.0, max_inference_energy_j_per_year=10.0)
+TARGETS = Targets(
+    min_energy_saved_pct=25.0,
+    max_minutes_outside_vs_builtin=0,
+    max_train_energy_j=1000.0,
+    max_inference_energy_j_per_year=10.0,
+)
 SCENARIO = CoolingScenario(
     name="table",
     targets=TARGETS,
@@ -57,16 +62,46 @@ TABLE: list[tuple[str, list[Attempt], Kind | FinalState, tuple[tuple[int, int], 
     ("first agent passes", [a(0)], FinalState.PASSED, None),
     ("saving missed: more episodes, same exploration", [a(0, saved=20.0)], R, ((64, 32), 80, 0.3, None)),
     ("band missed: retrain too", [a(0, outside=12)], R, ((64, 32), 80, 0.3, None)),
-    ("second retrain also lowers exploration", [a(0, saved=20.0), a(1, R, saved=22.0, episodes=80)], R, ((64, 32), 160, 0.15, None)),
-    ("exploration has a floor", [a(0, saved=1.0), a(1, R, saved=1.0, episodes=80, epsilon=0.06)], R, ((64, 32), 160, 0.05, None)),
+    (
+        "second retrain also lowers exploration",
+        [a(0, saved=20.0), a(1, R, saved=22.0, episodes=80)],
+        R,
+        ((64, 32), 160, 0.15, None),
+    ),
+    (
+        "exploration has a floor",
+        [a(0, saved=1.0), a(1, R, saved=1.0, episodes=80, epsilon=0.06)],
+        R,
+        ((64, 32), 160, 0.05, None),
+    ),
     ("inference too costly: distil into half widths", [a(0, inference=50.0)], D, ((32, 16), 40, 0.3, 0)),
     ("training too costly: a smaller agent from scratch", [a(0, train=5000.0)], S, ((32, 16), 40, 0.3, None)),
-    ("both too costly: shrink (distilling cannot lower the lineage)", [a(0, train=5000.0, inference=50.0)], S, ((32, 16), 40, 0.3, None)),
-    ("student misses quality: that width from scratch", [a(0, inference=50.0), a(1, D, saved=10.0, hidden=(32, 16), parent=0)], S, ((32, 16), 40, 0.3, None)),
-    ("shrunk agent misses quality: no rung left", [a(0, train=5000.0), a(1, S, saved=10.0, hidden=(32, 16))], FinalState.FAILED, None),
+    (
+        "both too costly: shrink (distilling cannot lower the lineage)",
+        [a(0, train=5000.0, inference=50.0)],
+        S,
+        ((32, 16), 40, 0.3, None),
+    ),
+    (
+        "student misses quality: that width from scratch",
+        [a(0, inference=50.0), a(1, D, saved=10.0, hidden=(32, 16), parent=0)],
+        S,
+        ((32, 16), 40, 0.3, None),
+    ),
+    (
+        "shrunk agent misses quality: no rung left",
+        [a(0, train=5000.0), a(1, S, saved=10.0, hidden=(32, 16))],
+        FinalState.FAILED,
+        None,
+    ),
     ("widths at the floor: no rung left", [a(0, inference=50.0, hidden=(8, 8))], FinalState.FAILED, None),
     ("first training crashed", [a(0, failed="DivergedError: nan")], FinalState.FAILED, None),
-    ("a retrain that crashed is retrained", [a(0, saved=1.0), a(1, R, failed="RuntimeError: x", episodes=80)], R, ((64, 32), 160, 0.15, None)),
+    (
+        "a retrain that crashed is retrained",
+        [a(0, saved=1.0), a(1, R, failed="RuntimeError: x", episodes=80)],
+        R,
+        ((64, 32), 160, 0.15, None),
+    ),
     ("attempts used up", [a(i, R if i else T, saved=1.0) for i in range(5)], FinalState.BUDGET_EXHAUSTED, None),
     ("energy used up", [a(0, saved=1.0, spent=6000.0)], FinalState.BUDGET_EXHAUSTED, None),
     (
@@ -80,7 +115,10 @@ TABLE: list[tuple[str, list[Attempt], Kind | FinalState, tuple[tuple[int, int], 
 
 @pytest.mark.parametrize(("case", "history", "expected", "settings"), TABLE, ids=[row[0] for row in TABLE])
 def test_escalation_table(
-    case: str, history: list[Attempt], expected: Kind | FinalState, settings: tuple[tuple[int, int], int, float, int | None] | None
+    case: str,
+    history: list[Attempt],
+    expected: Kind | FinalState,
+    settings: tuple[tuple[int, int], int, float, int | None] | None,
 ) -> None:
     decision = decide(SCENARIO, history)
     if isinstance(expected, FinalState):

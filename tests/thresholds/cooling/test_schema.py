@@ -25,7 +25,11 @@ def test_room_scenario_holds_the_issue_targets() -> None:
     room = load("cooling-room")
     assert room.targets.min_energy_saved_pct == 25.0 and room.targets.max_minutes_outside_vs_builtin == 0
     seed = load("cooling-seed")
-    assert seed.targets.min_energy_saved_pct == 68.0 and seed.training.epsilon == 0.3 and seed.training.memory_transitions == 3000
+    assert (
+        seed.targets.min_energy_saved_pct == 68.0
+        and seed.training.epsilon == 0.3
+        and seed.training.memory_transitions == 3000
+    )
 
 
 def test_fixture_loads_by_path() -> None:

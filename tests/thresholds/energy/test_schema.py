@@ -33,7 +33,11 @@ BAD: list[tuple[str, str, str]] = [
     ("ratios decreasing", "name: x\nladder:\n  pruning_ratios: [0.5, 0.3]\n", "strictly increasing"),
     ("unknown precision", "name: x\nladder:\n  precisions: [int4]\n", "ladder.precisions"),
     ("search width zero", "name: x\nladder:\n  search_hidden: [[32, 0]]\n", "ladder.search_hidden"),
-    ("search cap above the baseline", "name: x\nladder:\n  search_max_energy_vs_baseline: 1.5\n", "ladder.search_max_energy_vs_baseline"),
+    (
+        "search cap above the baseline",
+        "name: x\nladder:\n  search_max_energy_vs_baseline: 1.5\n",
+        "ladder.search_max_energy_vs_baseline",
+    ),
     ("unknown meter", "name: x\nmeasurement:\n  meter: wattmeter\n", "measurement.meter"),
     ("patience beyond epochs", "name: x\ntraining:\n  max_epochs: 3\n  patience: 5\n", "patience"),
     ("list document", "- a\n- b\n", "document"),
@@ -41,11 +45,31 @@ BAD: list[tuple[str, str, str]] = [
     ("broken YAML", "name: x\ntargets: [\n", "valid YAML"),
     ("tab indentation", "name: x\ntargets:\n\tmin_accuracy: 0.9\n", "valid YAML"),
     ("zero hidden width", "name: x\nmodel:\n  hidden: [64, 0]\n", "model.hidden"),
-    ("serving batch size zero", "name: x\nmeasurement:\n  serving_batch_sizes: [0, 64]\n", "measurement.serving_batch_sizes"),
-    ("serving batch sizes decreasing", "name: x\nmeasurement:\n  serving_batch_sizes: [64, 1]\n", "strictly increasing batch sizes"),
-    ("serving batch sizes repeated", "name: x\nmeasurement:\n  serving_batch_sizes: [1, 1]\n", "measurement.serving_batch_sizes"),
-    ("serving batch sizes empty", "name: x\nmeasurement:\n  serving_batch_sizes: []\n", "measurement.serving_batch_sizes"),
-    ("serving batch size as text", "name: x\nmeasurement:\n  serving_batch_sizes: [one]\n", "measurement.serving_batch_sizes"),
+    (
+        "serving batch size zero",
+        "name: x\nmeasurement:\n  serving_batch_sizes: [0, 64]\n",
+        "measurement.serving_batch_sizes",
+    ),
+    (
+        "serving batch sizes decreasing",
+        "name: x\nmeasurement:\n  serving_batch_sizes: [64, 1]\n",
+        "strictly increasing batch sizes",
+    ),
+    (
+        "serving batch sizes repeated",
+        "name: x\nmeasurement:\n  serving_batch_sizes: [1, 1]\n",
+        "measurement.serving_batch_sizes",
+    ),
+    (
+        "serving batch sizes empty",
+        "name: x\nmeasurement:\n  serving_batch_sizes: []\n",
+        "measurement.serving_batch_sizes",
+    ),
+    (
+        "serving batch size as text",
+        "name: x\nmeasurement:\n  serving_batch_sizes: [one]\n",
+        "measurement.serving_batch_sizes",
+    ),
     ("unknown onnxruntime precision", "name: x\nladder:\n  onnx_runtime: [int4]\n", "ladder.onnx_runtime"),
     ("kept layer not a module name", "name: x\nmodel:\n  keep_layers: ['stem/0']\n", "model.keep_layers"),
     ("kept layer twice", "name: x\nmodel:\n  keep_layers: [head, head]\n", "model.keep_layers"),
@@ -82,7 +106,9 @@ def test_not_utf8(tmp_path: Path) -> None:
 
 
 def test_relative_and_absolute_targets_together() -> None:
-    s = parse_scenario({"name": "x", "targets": {"max_inference_energy_j_per_1k": 0.5, "max_inference_energy_vs_baseline": 0.6}})
+    s = parse_scenario(
+        {"name": "x", "targets": {"max_inference_energy_j_per_1k": 0.5, "max_inference_energy_vs_baseline": 0.6}}
+    )
     assert s.targets.max_inference_energy_vs_baseline == 0.6
     assert s.targets.max_inference_energy_j_per_1k == 0.5
 
@@ -91,7 +117,13 @@ def test_analytic_target_needs_an_mlp() -> None:
     with pytest.raises(InputError, match="fully connected models only"):
         parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"kind": "cnn1d"}})
     with pytest.raises(InputError, match="fully connected models only"):
-        parse_scenario({"name": "x", "measurement": {"inference_target": "analytic-45nm"}, "model": {"factory": "examples.resnet_digits:make"}})
+        parse_scenario(
+            {
+                "name": "x",
+                "measurement": {"inference_target": "analytic-45nm"},
+                "model": {"factory": "examples.resnet_digits:make"},
+            }
+        )
     assert load_scenario(scenario_path("edge-45nm")).measurement.inference_target == "analytic-45nm"
 
 
@@ -103,9 +135,13 @@ def test_the_scenario_names_its_promotion_mode() -> None:
 
 
 def test_serving_batch_sizes_default_to_the_single_measurement_batch_size() -> None:
-    assert parse_scenario({"name": "x", "measurement": {"inference_batch_size": 512}}).measurement.batch_sizes_served == [512]
+    assert parse_scenario(
+        {"name": "x", "measurement": {"inference_batch_size": 512}}
+    ).measurement.batch_sizes_served == [512]
     served = parse_scenario({"name": "x", "measurement": {"serving_batch_sizes": [1, 64]}}).measurement
-    assert served.batch_sizes_served == [1, 64] and served.inference_batch_size == 1024  # the analytic estimate's size stays
+    assert (
+        served.batch_sizes_served == [1, 64] and served.inference_batch_size == 1024
+    )  # the analytic estimate's size stays
 
 
 def test_the_onnxruntime_rung_is_on_the_ladder_unless_the_scenario_empties_it() -> None:
@@ -114,5 +150,7 @@ def test_the_onnxruntime_rung_is_on_the_ladder_unless_the_scenario_empties_it() 
 
 
 def test_kept_layers_and_a_student_factory_parse() -> None:
-    model = Scenario.model_validate({"name": "x", "model": {"keep_layers": ["stages.0.conv1", "head"], "student": "examples.transformer_seq:make"}}).model
+    model = Scenario.model_validate(
+        {"name": "x", "model": {"keep_layers": ["stages.0.conv1", "head"], "student": "examples.transformer_seq:make"}}
+    ).model
     assert model.keep_layers == ["stages.0.conv1", "head"] and model.student == "examples.transformer_seq:make"

@@ -18,9 +18,17 @@ from thresholds.errors import InputError
 SECTIONS = ["targets", "budget", "training", "measurement", "ladder", "model"]
 FIELDS = {name: sorted(getattr(Scenario.model_fields[name].annotation, "model_fields", {})) for name in SECTIONS}
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**12), max_value=10**12), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20)
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @st.composite
@@ -49,7 +57,13 @@ def test_any_document_gives_a_scenario_or_one_line_error(doc: object) -> None:
         _check_error(exc)
         return
     t, b = scenario.targets, scenario.budget
-    for value in (t.min_accuracy, t.max_accuracy_drop_pt, t.max_inference_energy_j_per_1k, t.max_train_energy_j, b.max_total_energy_j):
+    for value in (
+        t.min_accuracy,
+        t.max_accuracy_drop_pt,
+        t.max_inference_energy_j_per_1k,
+        t.max_train_energy_j,
+        b.max_total_energy_j,
+    ):
         assert value is None or (math.isfinite(value) and value >= 0)
     assert t.min_accuracy is None or t.min_accuracy <= 1
     assert 1 <= b.max_iterations <= 100

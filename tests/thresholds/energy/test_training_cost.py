@@ -56,7 +56,9 @@ def test_a_pruned_lineage_adds_its_fine_tune_at_its_own_price_with_its_error() -
     baseline = candidate(0, StepKind.BASELINE, [seg(0, RECIPE_WORK, 60, 60.0, sem_j=1.0)])
     recipe = candidate(1, StepKind.EARLY_STOPPING, [seg(1, RECIPE_WORK, 40, 48.0, sem_j=1.0)])
     fine_tune = seg(2, PRUNED_WORK, 15, 9.0, sem_j=0.6)
-    pruned = price_training([baseline, recipe], candidate(2, StepKind.PRUNE, [*recipe.train_segments, fine_tune], parent=1))
+    pruned = price_training(
+        [baseline, recipe], candidate(2, StepKind.PRUNE, [*recipe.train_segments, fine_tune], parent=1)
+    )
     price = (60.0 + 48.0) / 100  # J per recipe epoch, pooled
     assert pruned.train_ratio_vs_baseline == pytest.approx((40 * price + 9.0) / (60 * price))
     base_rel = math.sqrt(2.0) / 100 * 60 / (60 * price)  # the pooled recipe price's relative error
@@ -67,10 +69,16 @@ def test_a_pruned_lineage_adds_its_fine_tune_at_its_own_price_with_its_error() -
 
 @pytest.mark.parametrize(
     ("lineage", "baseline"),
-    [([], [seg(0, RECIPE_WORK, 60, 60.0)]), ([seg(1, RECIPE_WORK, 60, 60.0)], []), ([seg(1, RECIPE_WORK, 0, 0.0)], [seg(0, RECIPE_WORK, 0, 0.0)])],
+    [
+        ([], [seg(0, RECIPE_WORK, 60, 60.0)]),
+        ([seg(1, RECIPE_WORK, 60, 60.0)], []),
+        ([seg(1, RECIPE_WORK, 0, 0.0)], [seg(0, RECIPE_WORK, 0, 0.0)]),
+    ],
     ids=["no runs (a search)", "unpriced baseline", "no epochs"],
 )
-def test_unpriced_lineages_fall_back_to_the_measured_figures(lineage: list[TrainSegment], baseline: list[TrainSegment]) -> None:
+def test_unpriced_lineages_fall_back_to_the_measured_figures(
+    lineage: list[TrainSegment], baseline: list[TrainSegment]
+) -> None:
     assert priced_ratio(lineage, baseline, epoch_prices([*lineage, *baseline])) is None
     base, other = candidate(0, StepKind.BASELINE, baseline), candidate(1, StepKind.SEARCH, lineage)
     unpriced = price_training([base], other)
