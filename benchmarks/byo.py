@@ -4,13 +4,16 @@
                              [--max-epochs N] [--min-window-s S] [--repeats-max N]
 
 The examples, as a user would run them:
-  resnet       examples.resnet_digits:make     on sklearn's digits written as a 32x32 PNG folder (examples/make_digits_images.py)
+  resnet       examples.resnet_digits:make     on sklearn's digits written as a 32x32 PNG folder
+                                               (examples/make_digits_images.py)
   transformer  examples.transformer_seq:make   on mnist1d as 40-step sequences (examples/mnist1d_sequence.py:load)
-  resnet18     examples.vision_resnet18:make   on the same PNG folder; where torchvision is installed (`pip install -e '.[vision]'`; tasks/models/vision_compat.py)
+  resnet18     examples.vision_resnet18:make   on the same PNG folder; where torchvision is installed
+                                               (`pip install -e '.[vision]'`; tasks/models/vision_compat.py)
 
-For each: the baseline and the model the loop ended on (the passing one, else the optimised candidate closest to passing), measured
-in the same run by the same meter. A table, then ONE JSON line:
-`{"models": {NAME: {"final_state", "inference_energy_ratio", "train_energy_ratio", "accuracy_delta_pt", "params_ratio", "macs_ratio"}}}`.
+For each: the baseline and the model the loop ended on (the passing one, else the optimised candidate closest to
+passing), measured in the same run by the same meter. A table, then ONE JSON line:
+`{"models": {NAME: {"final_state", "inference_energy_ratio", "train_energy_ratio", "accuracy_delta_pt", "params_ratio",
+"macs_ratio"}}}`.
 `--samples` shrinks every dataset (images per folder, mnist1d signals); `--max-epochs`, `--min-window-s` and
 `--repeats-max` override the scenario for a quick smoke run, and the header says so. Figures from a busy
 machine are not results: run it alone on the machine.
@@ -175,7 +178,8 @@ def main() -> int:
     )
     print()
     print(
-        "| example | model | state | inference x | training x | accuracy delta | params x | MACs x | iterations | reason |"
+        "| example | model | state | inference x | training x | accuracy delta | params x | MACs x | "
+        "iterations | reason |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
@@ -183,7 +187,8 @@ def main() -> int:
         ratios = " | ".join(_cell(r.get(k), ".3f") for k in ("inference_energy_ratio", "train_energy_ratio"))
         shrink = " | ".join(_cell(r.get(k), ".3f") for k in ("params_ratio", "macs_ratio"))
         print(
-            f"| {name} | {EXAMPLES[name][0]} | {r['final_state']} | {ratios} | {delta} | {shrink} | {_cell(r.get('iterations'))} | {r['reason'][:160]} |"
+            f"| {name} | {EXAMPLES[name][0]} | {r['final_state']} | {ratios} | {delta} | {shrink} | "
+            f"{_cell(r.get('iterations'))} | {r['reason'][:160]} |"
         )
     keys = (
         "final_state",

@@ -216,37 +216,42 @@ def main() -> int:
     estimated = " (estimated)" if room_train.estimated else ""
     print()
     print(
-        f"seed environment, {len(eval_seeds)} simulated years x {args.train_seeds} agents (paper: AI {PAPER_AI_UNITS:,}, no AI {PAPER_BUILTIN_UNITS:,}, 68 %)"
+        f"seed environment, {len(eval_seeds)} simulated years x {args.train_seeds} agents (paper: AI "
+        f"{PAPER_AI_UNITS:,}, no AI {PAPER_BUILTIN_UNITS:,}, 68 %)"
     )
     print(
-        f"  built-in (no AI)     {builtin['mean']:>12,.0f} units  ({figures['seed_no_ai_energy_vs_paper_pct']:+.2f} % vs paper; "
-        f"{builtin['min']:,.0f}..{builtin['max']:,.0f})"
+        f"  built-in (no AI)     {builtin['mean']:>12,.0f} units  ({figures['seed_no_ai_energy_vs_paper_pct']:+.2f} % "
+        f"vs paper; {builtin['min']:,.0f}..{builtin['max']:,.0f})"
     )
     print(
-        f"  agent (DQN)          {figures['seed_ai_energy']:>12,.0f} units  saved {saved['mean']:.1f} % ({saved['min']:.1f}..{saved['max']:.1f} over agents)"
+        f"  agent (DQN)          {figures['seed_ai_energy']:>12,.0f} units  saved {saved['mean']:.1f} % "
+        f"({saved['min']:.1f}..{saved['max']:.1f} over agents)"
     )
     print(f"  do-nothing           {'':>12}        saved {figures['seed_do_nothing_saved_pct']:.1f} %")
     print(f"  band rule            {'':>12}        saved {figures['seed_band_rule_saved_pct']:.1f} %")
     print(
-        f"  minutes outside 18-24 C: agent {figures['seed_ai_minutes_outside_band']:,.0f}, built-in {figures['seed_no_ai_minutes_outside_band']:,.0f}, "
-        f"do-nothing {figures['seed_do_nothing_minutes_outside_band']:,.0f} of {MINUTES_PER_YEAR:,}"
+        f"  minutes outside 18-24 C: agent {figures['seed_ai_minutes_outside_band']:,.0f}, built-in "
+        f"{figures['seed_no_ai_minutes_outside_band']:,.0f}, do-nothing "
+        f"{figures['seed_do_nothing_minutes_outside_band']:,.0f} of {MINUTES_PER_YEAR:,}"
     )
     print(f"room environment, {len(eval_seeds)} simulated years, first year:")
     print(room_rows[0].table())
     print(
         f"  mean saving vs 21 C thermostat {figures['room_energy_saved_pct']:.1f} % "
         f"({figures['room_energy_saved_pct_min']:.1f}..{figures['room_energy_saved_pct_max']:.1f}); "
-        f"vs best fixed setpoint {figures['room_vs_best_thermostat_pct']:+.1f} %; minutes outside 18-27 C: agent {figures['room_ai_minutes_outside']}, "
-        f"built-in {figures['room_builtin_minutes_outside']}"
+        f"vs best fixed setpoint {figures['room_vs_best_thermostat_pct']:+.1f} %; minutes outside 18-27 C: agent "
+        f"{figures['room_ai_minutes_outside']}, built-in {figures['room_builtin_minutes_outside']}"
     )
     print(
-        f"speed: {figures['steps_per_s']:,} steps/s compiled ({figures['speedup_vs_seed']}x the paper's 1,407; plain Python reference "
-        f"{figures['reference_loop_steps_per_s']:,} steps/s; {compile_s:.1f} s of compilation excluded)"
+        f"speed: {figures['steps_per_s']:,} steps/s compiled ({figures['speedup_vs_seed']}x the paper's 1,407; plain "
+        f"Python reference {figures['reference_loop_steps_per_s']:,} steps/s; {compile_s:.1f} s of "
+        "compilation excluded)"
     )
     print(
-        f"training energy{estimated}: seed agent {figures['seed_train_energy_j']:.0f} J in {figures['seed_train_s']:.0f} s, "
-        f"room agent {figures['room_train_energy_j']:.0f} J in {figures['room_train_s']:.0f} s ({room_train.source}); "
-        f"inference per simulated year: seed {seed_inference_j:.2f} J, room {room_inference_j:.2f} J"
+        f"training energy{estimated}: seed agent {figures['seed_train_energy_j']:.0f} J in "
+        f"{figures['seed_train_s']:.0f} s, room agent {figures['room_train_energy_j']:.0f} J in "
+        f"{figures['room_train_s']:.0f} s ({room_train.source}); inference per simulated year: seed "
+        f"{seed_inference_j:.2f} J, room {room_inference_j:.2f} J"
     )
     print(json.dumps(figures))
     return 0

@@ -178,7 +178,8 @@ def main() -> int:
             return 2
     if not 2 <= args.windows <= 1000 or not 0 < args.window_s <= 60 or not math.isfinite(args.window_s):
         print(
-            f"meter_overhead.py: error: --windows = {args.windows}, --window-s = {args.window_s}: expected 2..1000 windows of (0, 60] s",
+            f"meter_overhead.py: error: --windows = {args.windows}, --window-s = {args.window_s}: expected 2..1000 "
+            "windows of (0, 60] s",
             file=sys.stderr,
         )
         return 2
@@ -187,7 +188,8 @@ def main() -> int:
     stabilise_allocator()
     meters = {name: _measure_meter(name, args.windows, args.window_s) for name in names}
     print(
-        "| meter | source | overhead share | window s (bare / metered) | window J | CV | max/min-1 | same-architecture ratio (95 % CI) |"
+        "| meter | source | overhead share | window s (bare / metered) | window J | CV | max/min-1 | "
+        "same-architecture ratio (95 % CI) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, m in meters.items():
@@ -198,7 +200,8 @@ def main() -> int:
         )
         print(
             f"| {name} | {m['source']}{' (estimated)' if m['estimated'] else ''} | {m['overhead_share']:.2%} | "
-            f"{m['bare_window_s']} / {m['metered_window_s']} | {m['window_energy_j']} | {m['window_cv']} | {m['window_spread']} | {same} |"
+            f"{m['bare_window_s']} / {m['metered_window_s']} | {m['window_energy_j']} | {m['window_cv']} | "
+            f"{m['window_spread']} | {same} |"
         )
     print(json.dumps({"meters": meters, "max_overhead_share": max(m["overhead_share"] for m in meters.values())}))
     return 0

@@ -137,7 +137,8 @@ def main() -> int:
     source = f"{meter.source} ({'estimated' if meter.estimated else 'measured'})"
     print(f"Energy source: {source}; J per 1k predictions; ratios: paired ABBA windows vs torch fp32, [95 % CI].")
     print(
-        "| dataset | model | batch | torch J/1k | ort J/1k | ort int8 J/1k | ort/torch | ort int8/torch | torch ms/batch | ort ms/batch |"
+        "| dataset | model | batch | torch J/1k | ort J/1k | ort int8 J/1k | ort/torch | ort int8/torch | "
+        "torch ms/batch | ort ms/batch |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))

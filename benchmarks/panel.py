@@ -10,8 +10,8 @@ missing mpg and horsepower, text name/origin/year) and `seattle_weather` (vega_d
 dates, imbalanced weather classes, judged by balanced accuracy under `quality_metric: auto`).
 
 One row per table: final state, inference and training energy ratios of the model the loop ended
-on (the passing one, else the optimised candidate closest to passing) to the baseline, the quality change, iterations and the
-reason. The last line is one JSON object:
+on (the passing one, else the optimised candidate closest to passing) to the baseline, the quality change, iterations
+and the reason. The last line is one JSON object:
 `{"datasets": {...}, "passed": N, "tried": M, "unreachable": K}`, where "unreachable" counts loops
 that ended by showing no rung left could reach a target (reason "unreachable: <target>: ...").
 
@@ -194,8 +194,9 @@ def main() -> int:
             else _cell(r.get("rmse_change_pct"), "+.2f") + (" % rmse" if r.get("rmse_change_pct") is not None else "")
         )
         print(
-            f"| {table} | {_cell(r.get('rows'))} | {r.get('quality_metric', '-')} | {r['state']} | {_cell(r.get('inference_energy_ratio'), '.3f')} | "
-            f"{_cell(r.get('train_energy_ratio'), '.3f')} | {delta} | {_cell(r.get('iterations'))} | {r['reason'][:160]} |"
+            f"| {table} | {_cell(r.get('rows'))} | {r.get('quality_metric', '-')} | {r['state']} | "
+            f"{_cell(r.get('inference_energy_ratio'), '.3f')} | {_cell(r.get('train_energy_ratio'), '.3f')} | "
+            f"{delta} | {_cell(r.get('iterations'))} | {r['reason'][:160]} |"
         )
     summary = {
         "datasets": results,

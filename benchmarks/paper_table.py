@@ -110,11 +110,14 @@ def paper_table(args: argparse.Namespace) -> int:
         for name, c in (("baseline MLP 64-32", baseline), ("optimized (loop)", optimized), ("CNN 1-D", cnn)):
             rows.append(
                 f"| {dataset} | {name} | {'+'.join(c.lineage) or '-'} | {c.accuracy:.4f} | {c.train_energy_j:.2f} | "
-                f"{c.inference_energy_j_per_1k:.5f} ± {c.inference_energy_sem_j_per_1k:.1g} | {c.latency_ms_per_batch:.3f} | "
-                f"{c.params} | {c.macs} | {c.epochs_run if c.epochs_run is not None else '-'} | {c.energy_source}{' (est.)' if c.estimated else ''} |"
+                f"{c.inference_energy_j_per_1k:.5f} ± {c.inference_energy_sem_j_per_1k:.1g} | "
+                f"{c.latency_ms_per_batch:.3f} | {c.params} | {c.macs} | "
+                f"{c.epochs_run if c.epochs_run is not None else '-'} | "
+                f"{c.energy_source}{' (est.)' if c.estimated else ''} |"
             )
     header = [
-        "| dataset | model | steps | accuracy | train J | inference J/1k | latency ms/batch | params | MACs | epochs | energy source |",
+        "| dataset | model | steps | accuracy | train J | inference J/1k | latency ms/batch | params | MACs | "
+        "epochs | energy source |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = [
@@ -124,7 +127,8 @@ def paper_table(args: argparse.Namespace) -> int:
     ]
     for dataset, r in results.items():
         ratios.append(
-            f"| {dataset} | {r['train_energy_ratio']} | {r['inference_energy_ratio']} | {r['accuracy_delta_pt']} | {r['cnn_accuracy']} |"
+            f"| {dataset} | {r['train_energy_ratio']} | {r['inference_energy_ratio']} | {r['accuracy_delta_pt']} | "
+            f"{r['cnn_accuracy']} |"
         )
     table = "\n".join(header + rows + ratios)
     md = out_dir / "paper_table.md"
@@ -202,9 +206,10 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
         print(outcome.table_md, flush=True)
         print(f"{outcome.state}: {outcome.reason}", flush=True)
         print(
-            f"run {i + 1}/{repeats}: {outcome.state} {runs[-1]['chosen']} inference x{runs[-1]['inference_energy_ratio']} "
-            f"train x{runs[-1]['train_energy_ratio_priced']} (measured x{runs[-1]['train_energy_ratio_measured']}) "
-            f"accuracy {runs[-1]['accuracy_delta_pt']:+} pt; same-architecture {runs[-1]['same_architecture_ratios']}",
+            f"run {i + 1}/{repeats}: {outcome.state} {runs[-1]['chosen']} inference "
+            f"x{runs[-1]['inference_energy_ratio']} train x{runs[-1]['train_energy_ratio_priced']} (measured "
+            f"x{runs[-1]['train_energy_ratio_measured']}) accuracy {runs[-1]['accuracy_delta_pt']:+} pt; "
+            f"same-architecture {runs[-1]['same_architecture_ratios']}",
             flush=True,
         )
     ratios = [float(r["inference_energy_ratio"]) for r in runs if isinstance(r["inference_energy_ratio"], float)]

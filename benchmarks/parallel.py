@@ -1,6 +1,7 @@
 """Serial vs parallel training of one rung, at two workload sizes: does scale-out pay here?
 
-    python benchmarks/parallel.py [--scenario dev-cpu] [--dataset mnist1d] [--sizes 8000 30000] [--candidates 4] [--workers 2]
+    python benchmarks/parallel.py [--scenario dev-cpu] [--dataset mnist1d] [--sizes 8000 30000] [--candidates 4]
+                                  [--workers 2]
 
 Per size (mnist1d samples), inside one Prefect flow run:
 
@@ -72,13 +73,14 @@ def main() -> int:
     logging.getLogger("prefect").setLevel(logging.WARNING)
     print()
     print(
-        "| samples | training speedup | machine energy parallel/serial | attribution error | auto chose | auto consistent |"
+        "| samples | training speedup | machine energy parallel/serial | attribution error | auto chose | "
+        "auto consistent |"
     )
     print("|---|---|---|---|---|---|")
     for size, f in sizes.items():
         print(
-            f"| {size} | {f['training_speedup']:.2f}x | {f['machine_energy_ratio']:.3f} | {f['attribution_error']:.2%} | "
-            f"{f['auto_choice']} | {'yes' if f['auto_consistent'] else 'NO'} |"
+            f"| {size} | {f['training_speedup']:.2f}x | {f['machine_energy_ratio']:.3f} | "
+            f"{f['attribution_error']:.2%} | {f['auto_choice']} | {'yes' if f['auto_consistent'] else 'NO'} |"
         )
     print(json.dumps({"sizes": sizes}))
     return 0
@@ -187,15 +189,17 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
     speedup = serial_s / parallel_s
     energy_ratio = machine_parallel_j / machine_serial_j if machine_serial_j > 0 else float("nan")
     print(
-        f"\n{samples} samples, {n} candidates, {workers} workers x {scale.threads_per_worker} torch threads, {n_cores} cores, meter {meter.source}"
+        f"\n{samples} samples, {n} candidates, {workers} workers x {scale.threads_per_worker} torch threads, {n_cores} "
+        f"cores, meter {meter.source}"
     )
     print("| candidate | serial train J (own) | parallel train J (attributed) | CPU share | time share | trained on |")
     print("|---|---|---|---|---|---|")
     for s, p in zip(serial, parallel, strict=True):
         t = p.tags
         print(
-            f"| {p.step.label} | {s.spent_energy_j:.2f} | {p.spent_energy_j:.2f} | {t.get('train_energy_attribution.cpu_share', '-')} | "
-            f"{t.get('train_energy_attribution.time_share', '-')} | pid {t.get('train_pid')} |"
+            f"| {p.step.label} | {s.spent_energy_j:.2f} | {p.spent_energy_j:.2f} | "
+            f"{t.get('train_energy_attribution.cpu_share', '-')} | {t.get('train_energy_attribution.time_share', '-')} "
+            f"| pid {t.get('train_pid')} |"
         )
     print(f"training phase: serial {serial_s:.2f} s, parallel {parallel_s:.2f} s -> {speedup:.2f}x")
     print(
@@ -203,7 +207,8 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
         f"attributed to the parallel candidates: {attributed_j:.2f} J"
     )
     print(
-        f"--parallel auto: {auto.why} (calibration took {table.calibration_s:.1f} s, {table.epochs_per_job} epochs per probe candidate)"
+        f"--parallel auto: {auto.why} (calibration took {table.calibration_s:.1f} s, {table.epochs_per_job} epochs per "
+        "probe candidate)"
     )
     saved_both = speedup > 1.0 and energy_ratio < 1.0
     return {

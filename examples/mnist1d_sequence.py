@@ -12,7 +12,8 @@ from typing import Any
 
 
 def load(samples: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """`samples` signals in all (default 5000): 80 % train, of which 15 % validation, and mnist1d's own 20 % test split."""
+    """`samples` signals in all (default 5000): 80 % train, of which 15 % validation, and mnist1d's own 20 % test
+    split."""
     import numpy as np
     import torch
     from mnist1d.data import get_dataset_args, make_dataset

@@ -1,6 +1,7 @@
 """mnist1d with five rare classes, and a training step that weighs each sample: items `(x, y, weight)`.
 
-    energy-loop run --scenario dev-cpu --dataset examples.weighted_mnist1d:load --train-step examples.weighted_mnist1d:weighted_step
+    energy-loop run --scenario dev-cpu --dataset examples.weighted_mnist1d:load
+                    --train-step examples.weighted_mnist1d:weighted_step
 
 `load` is a dataset function (the contract of `tasks/data/user_data.py`) whose splits are tensors
 `(x, y, weight)`: the training and validation splits keep every signal of digits 0-4 and one in
@@ -57,7 +58,8 @@ def load(samples: int | None = None, seed: int = 0) -> dict[str, Any]:
 
 
 def weighted_step(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """The batch's cross-entropy, each sample counted by its weight (a weighted mean, like `CrossEntropyLoss(weight=...)`)."""
+    """The batch's cross-entropy, each sample counted by its weight (a weighted mean, like
+    `CrossEntropyLoss(weight=...)`)."""
     x, targets, weight = batch
     per_sample = nn.functional.cross_entropy(model(x).float(), targets, reduction="none")
     return (per_sample * weight).sum() / weight.sum()

@@ -30,7 +30,8 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Train a model, measure its energy, gate it against thresholds and escalate compression until it passes.",
+        description="Train a model, measure its energy, gate it against thresholds and escalate compression "
+        "until it passes.",
     )
     parser.set_defaults(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,11 +54,13 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--metric",
-        help="your quality metric: PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better (sets model.metric)",
+        help="your quality metric: PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better "
+        "(sets model.metric)",
     )
     run.add_argument(
         "--train-step",
-        help="your training step: PKG.MODULE:FUNCTION, (model, batch as items) -> scalar loss tensor (sets model.train_step)",
+        help="your training step: PKG.MODULE:FUNCTION, (model, batch as items) -> scalar loss tensor (sets "
+        "model.train_step)",
     )
     run.add_argument(
         "--image-size",
@@ -67,8 +70,8 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
         "--image-cache",
         choices=("memory", "stream", "auto"),
         default="auto",
-        help="an image folder's decoded tensors: pre-cached in memory, or decoded on the fly by DataLoader workers (stream); "
-        "auto (default): memory when the folder as float32 fits in a quarter of RAM",
+        help="an image folder's decoded tensors: pre-cached in memory, or decoded on the fly by DataLoader workers "
+        "(stream); auto (default): memory when the folder as float32 fits in a quarter of RAM",
     )
     run.add_argument("--target", help="target column of a CSV/Parquet dataset")
     run.add_argument("--model-name", help="registered model name (default: energy-loop-<dataset>)")
@@ -87,9 +90,9 @@ def _parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
     run.add_argument(
         "--parallel",
         default="auto",
-        help="candidates of a rung trained at once on Dask workers: auto (default): only where the parallel calibration, real rungs "
-        "of this workload through the loop's own task path, measured it saving both wall time and energy beyond the noise here; "
-        "N to force N (1: serial, in process)",
+        help="candidates of a rung trained at once on Dask workers: auto (default): only where the parallel "
+        "calibration, real rungs of this workload through the loop's own task path, measured it saving both wall time "
+        "and energy beyond the noise here; N to force N (1: serial, in process)",
     )
     run.add_argument(
         "--dask-address",
@@ -153,7 +156,8 @@ def _verbose(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--verbose",
         action="store_true",
-        help="also show every log line (Prefect's engine, MLflow, CodeCarbon, training epochs) and the traceback behind an error",
+        help="also show every log line (Prefect's engine, MLflow, CodeCarbon, training epochs) and the traceback "
+        "behind an error",
     )
 
 
@@ -218,7 +222,8 @@ def _run(args: argparse.Namespace) -> int:
         if early is not None:
             early.stop()
         return code
-    # Otherwise only once every input passed (bad input writes nothing, not even Prefect's home): they boot while the flow is imported.
+    # Otherwise only once every input passed (bad input writes nothing, not even Prefect's home): they boot while the
+    # flow is imported.
     services = early or LoopServices()
     from flows.energy_loop import energy_loop
 
@@ -280,7 +285,8 @@ def run_loop(prog: str, services: LoopServices, loop: Callable[[], Any]) -> int:
         # the next loop closes its run as orphaned.
         first = str(exc).splitlines()[0][:300]
         print(
-            f"{prog}: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past the retry budget: {first}",
+            f"{prog}: FAILED: the tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite')} failed past "
+            f"the retry budget: {first}",
             file=sys.stderr,
         )
         return EXIT_NOT_PASSED
@@ -395,7 +401,8 @@ def print_outcome(outcome: Any, started: float) -> int:
     print(f"{outcome.state}: {outcome.reason}")
     print(outcome.champion_reason)
     print(
-        f"model {outcome.model_name}, versions {outcome.versions}, MLflow run {outcome.loop_run_id}, {time.perf_counter() - started:.1f} s"
+        f"model {outcome.model_name}, versions {outcome.versions}, MLflow run {outcome.loop_run_id}, "
+        f"{time.perf_counter() - started:.1f} s"
     )
     return EXIT_PASSED if outcome.state == "PASSED" else EXIT_NOT_PASSED
 
@@ -507,7 +514,8 @@ def _trigger(args: argparse.Namespace) -> int:
         missing = [k for k in ("scenario", "dataset") if k not in params]
         if missing:
             print(
-                f"energy-loop: error: --param {missing[0]}=...: expected when running in process (no deployment defaults)",
+                f"energy-loop: error: --param {missing[0]}=...: expected when running in process (no "
+                "deployment defaults)",
                 file=sys.stderr,
             )
             return EXIT_BAD_INPUT
@@ -566,7 +574,8 @@ def _trigger_deployment(deployment: str, params: dict[str, object], wait: bool, 
     result = loop_result(str(flow_run.id))
     if result is None:
         print(
-            "energy-loop: the flow run completed but no loop run was found in MLflow (is MLFLOW_TRACKING_URI the worker's?)",
+            "energy-loop: the flow run completed but no loop run was found in MLflow (is MLFLOW_TRACKING_URI "
+            "the worker's?)",
             file=sys.stderr,
         )
         return EXIT_NOT_PASSED
@@ -665,7 +674,8 @@ def _predict(args: argparse.Namespace) -> int:
         else "default"
     )
     print(
-        f"scoring {rows.rows} rows with {name} version {version.version} at batch size {batch_size} ({why}), meter {meter.source}",
+        f"scoring {rows.rows} rows with {name} version {version.version} at batch size {batch_size} ({why}), meter "
+        f"{meter.source}",
         file=sys.stderr,
     )
 
@@ -709,7 +719,8 @@ def _predict(args: argparse.Namespace) -> int:
     label = "estimated" if report.estimated else "measured"
     print(f"wrote {report.rows} predictions to {target} in {report.duration_s:.2f} s")
     print(
-        f"energy: {report.energy_j_per_1k:.6g} J per 1k predictions ({label}, {report.source}); the loop measured {loop} J per 1k"
+        f"energy: {report.energy_j_per_1k:.6g} J per 1k predictions ({label}, {report.source}); the loop measured "
+        f"{loop} J per 1k"
     )
     return 0
 
@@ -739,10 +750,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
         with logs:
             return int(args.handler(args))
     except MlflowException as exc:
-        # Unreachable or refusing tracking server (e.g. 401 without MLFLOW_TRACKING_USERNAME/PASSWORD): one line, exit 1.
+        # Unreachable or refusing tracking server (e.g. 401 without MLFLOW_TRACKING_USERNAME/PASSWORD): one line,
+        # exit 1.
         first = str(exc).splitlines()[0][:300]
         print(
-            f"{args.prog}: error: tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}: {first}",
+            f"{args.prog}: error: tracking server at {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}: "
+            f"{first}",
             file=sys.stderr,
         )
         return EXIT_NOT_PASSED

@@ -77,7 +77,8 @@ def energy_loop(
     work_dir = str(Path(work_root) / "runs" / loop_id)
     name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
-        "scenario": settings.name, "dataset": dataset, "meter": meter_name, "prefect.flow_run_id": str(flow_run.id or ""),
+        "scenario": settings.name, "dataset": dataset, "meter": meter_name,
+        "prefect.flow_run_id": str(flow_run.id or ""),
         "promotion_mode": settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),
     }  # fmt: skip

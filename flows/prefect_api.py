@@ -179,7 +179,8 @@ class LoopServices:
 
     @classmethod
     def start_early(cls) -> LoopServices | None:
-        """Started now when that creates nothing (see `nothing_to_create`), else None: start them once the inputs passed."""
+        """Started now when that creates nothing (see `nothing_to_create`), else None: start them once the inputs
+        passed."""
         from registry.store import tracking_uri
 
         return cls() if nothing_to_create(tracking_uri()) else None

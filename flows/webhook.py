@@ -1,4 +1,5 @@
-"""`energy-loop webhook serve|register` (parsers in flows/cli.py): the receiver of MLflow's registry webhooks that guards `champion`.
+"""`energy-loop webhook serve|register` (parsers in flows/cli.py): the receiver of MLflow's registry webhooks that
+guards `champion`.
 
 MLflow signs each delivery as its webhooks module does (Standard Webhooks): header
 `X-MLflow-Signature: v1,<base64 HMAC-SHA256>` over `<X-MLflow-Delivery-Id>.<X-MLflow-Timestamp>.<body>`
@@ -254,7 +255,8 @@ def read_secret() -> str:
     if len(secret) < MIN_SECRET_CHARS:
         shown = "<unset>" if SECRET_ENV not in os.environ else f"<{len(secret)} characters>"
         raise ValueError(
-            f"{SECRET_ENV} = {shown}: expected a secret of at least {MIN_SECRET_CHARS} characters (the same for serve and register)"
+            f"{SECRET_ENV} = {shown}: expected a secret of at least {MIN_SECRET_CHARS} characters (the same for serve "
+            "and register)"
         )
     return secret
 
@@ -299,7 +301,8 @@ def check_registration(url: str) -> None:
         raise ValueError(f"--url = {url!r}: expected http(s)://HOST[:PORT]{PATH}")
     if not tracking_uri().startswith(("http://", "https://")):
         raise ValueError(
-            f"MLFLOW_TRACKING_URI = {tracking_uri()!r}: expected an MLflow server (http[s]://...): only a server delivers webhooks"
+            f"MLFLOW_TRACKING_URI = {tracking_uri()!r}: expected an MLflow server (http[s]://...): only a server "
+            "delivers webhooks"
         )
 
 
@@ -314,8 +317,9 @@ def register(secret: str, url: str, name: str, test: bool) -> int:
     delivered, detail = test_webhook(webhook_id)
     if not delivered:
         print(
-            f"energy-loop: test delivery to {url} failed: {detail}. The MLflow server must reach it: for http or a private/loopback "
-            "address it needs MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https and MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true",
+            f"energy-loop: test delivery to {url} failed: {detail}. The MLflow server must reach it: for http or a "
+            "private/loopback address it needs MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https and "
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true",
             file=sys.stderr,
         )
         return 1

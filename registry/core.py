@@ -165,7 +165,8 @@ def check_logged_model(mc: Any, run_id: str, model_dir: Path, artifact_path: str
         if logged.get(local.name) != size:
             stored = logged.get(local.name)
             raise IncompleteArtifact(
-                f"run {run_id}: artifact {artifact_path}/{local.name} is {stored} bytes in the store, expected {size}: nothing registered"
+                f"run {run_id}: artifact {artifact_path}/{local.name} is {stored} bytes in the store, expected {size}: "
+                "nothing registered"
             )
 
 
@@ -266,7 +267,8 @@ def record_gated_champion(mc: Any, model_name: str, version: str) -> None:
 def move_champion(
     mc: Any, model_name: str, version: str, beats: Callable[[dict[str, str] | None], tuple[bool, str]], owner: str
 ) -> tuple[bool, str]:
-    """Under the champion lock: re-read the champion, judge with `beats(champion tags or None)`, move the alias only if it wins."""
+    """Under the champion lock: re-read the champion, judge with `beats(champion tags or None)`, move the alias only if
+    it wins."""
     with champion_lock(mc, model_name, owner):
         current = champion_version(mc, model_name)
         wins, reason = beats(None if current is None else dict(current.tags))

@@ -182,7 +182,8 @@ def close_loop(
         model_id = mlflow_model.logged_model_id(client(), c.run_id)  # None: logged as plain files
         versions.append(
             VersionSpec(
-                index=c.index, run_id=c.run_id, model_dir=c.model_dir, artifact_path="model", tags=version_tags(c, verdict, extra), model_id=model_id,
+                index=c.index, run_id=c.run_id, model_dir=c.model_dir, artifact_path="model",
+                tags=version_tags(c, verdict, extra), model_id=model_id,
                 figures=figures(c),
             )
         )  # fmt: skip

@@ -52,8 +52,9 @@ def log_model(
     example_output: Any,
     requirements: tuple[str, ...] = (),
 ) -> str:
-    """Log `model_dir` as the run's MLflow model served by `code_path`, with the signature of `example` -> `example_output`
-    (raw input rows and what the model returns for them) and `requirements` beyond torch's; return the logged model's ID."""
+    """Log `model_dir` as the run's MLflow model served by `code_path`, with the signature of `example` ->
+    `example_output` (raw input rows and what the model returns for them) and `requirements` beyond torch's; return the
+    logged model's ID."""
     import mlflow
     from mlflow.models import Model, infer_signature
 
@@ -115,7 +116,8 @@ def check_logged(mc: Any, model_id: str, model_dir: Path) -> None:
         if nested.get(local.name) != size:
             stored_size = nested.get(local.name)
             raise IncompleteArtifact(
-                f"logged model {model_id}: {model_dir.name}/{local.name} is {stored_size} bytes in the store, expected {size}: nothing registered"
+                f"logged model {model_id}: {model_dir.name}/{local.name} is {stored_size} bytes in the store, expected "
+                f"{size}: nothing registered"
             )
 
 

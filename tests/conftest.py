@@ -32,7 +32,8 @@ def require(available: bool, what_to_install: str) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # No network here: Prefect must not try to send analytics.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The parallel calibration is cached per machine (a Dask cluster start per width): once per test session, not in ~/.cache.
+    # The parallel calibration is cached per machine (a Dask cluster start per width): once per test session, not in
+    # ~/.cache.
     os.environ.setdefault("ENERGY_LOOP_CACHE_DIR", tempfile.mkdtemp(prefix="energy-loop-cache-"))
 
 

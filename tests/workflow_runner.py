@@ -153,7 +153,10 @@ def run_job(
             raise AssertionError(f"the local runner has no stand-in for {step['uses']}")
         script = step["run"]
         if name == INSTALL_STEP and install == "substitute":
-            script = f'echo "{sysconfig.get_path("scripts")}" >> "$GITHUB_PATH"\necho "PYTHONPATH={CLIENT_ONLY}" >> "$GITHUB_ENV"\n'
+            script = (
+                f'echo "{sysconfig.get_path("scripts")}" >> "$GITHUB_PATH"\n'
+                f'echo "PYTHONPATH={CLIENT_ONLY}" >> "$GITHUB_ENV"\n'
+            )
         script_file = runner_temp / f"step-{number}.sh"
         script_file.write_text(script)
         proc = subprocess.run(

@@ -166,7 +166,10 @@ def parallel_width(
             why="serial: no parallel calibration (calibration is off in this scenario)",
         )
     if calibration.shared_machine():
-        why = f"serial: other processes kept {calibration.busy_elsewhere_cores:.2f} of {calibration.cores} cores busy while calibrating: not a fair measure"
+        why = (
+            f"serial: other processes kept {calibration.busy_elsewhere_cores:.2f} of {calibration.cores} cores busy "
+            "while calibrating: not a fair measure"
+        )
         return WidthChoice(width=1, threads_per_worker=cores, why=why)
     saving: list[tuple[float, float, int]] = []
     tried: list[str] = []
@@ -196,7 +199,8 @@ def parallel_width(
     return WidthChoice(
         width=width,
         threads_per_worker=calibration.parallel[width].threads_per_worker,
-        why=f"{width} workers: measured {-neg_speedup:.2f}x faster at {energy:.2f}x the energy of serial training, start-up included",
+        why=f"{width} workers: measured {-neg_speedup:.2f}x faster at {energy:.2f}x the energy of serial training, "
+        "start-up included",
     )
 
 

@@ -2,8 +2,8 @@
 
     [3/8] #2 prune:0.3 from #1  training… 12.3 s  measuring… 8.1 s  miss: inference_energy_vs_baseline 1.56x > 0.75x
 
-The energy loop's lines are said by `tasks/energy_loop/progress.py`; the cooling loop's (`[2/3] #1 retrain 16-8  training… 41.2 s
-evaluating… 6.3 s  PASS`) by its attempt, from `numbered`, `say` and `Ticker`.
+The energy loop's lines are said by `tasks/energy_loop/progress.py`; the cooling loop's (`[2/3] #1 retrain 16-8
+training… 41.2 s  evaluating… 6.3 s  PASS`) by its attempt, from `numbered`, `say` and `Ticker`.
 
 Each fragment is an INFO record on the run's logger, so Prefect's logs keep it as a sentence; the
 CLI's console (`flows/console.py`) joins the fragments of a line and shows no other INFO record.
@@ -29,7 +29,8 @@ class Fragment:
 
 
 def say(line: str, text: str, end: bool = False) -> None:
-    """One fragment, on the run's logger inside a flow or task run (so Prefect's logs keep it), else on this module's."""
+    """One fragment, on the run's logger inside a flow or task run (so Prefect's logs keep it), else on this
+    module's."""
     from tasks.common.stages import run_logger
 
     logger = run_logger() or log

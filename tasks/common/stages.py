@@ -123,7 +123,10 @@ def outcome(
     champion = (
         f"champion moved to version {record.champion_version}: {record.champion_reason}"
         if record.champion_moved
-        else f"champion unchanged ({record.champion_version or 'none'}){': ' + record.champion_reason if record.champion_reason else ''}"
+        else (
+            f"champion unchanged ({record.champion_version or 'none'})"
+            f"{': ' + record.champion_reason if record.champion_reason else ''}"
+        )
     )
     key = "".join(ch if ch.isalnum() else "-" for ch in artifact_key.lower())
     create_markdown_artifact(

@@ -44,7 +44,8 @@ def student(
     keep_layers: Sequence[str] = (),
     factory: str | None = None,
 ) -> tuple[nn.Module, models.ModelSpec]:
-    """The student for `teacher`: a second factory's model, a narrower built-in, or a pruned copy (see the module docstring).
+    """The student for `teacher`: a second factory's model, a narrower built-in, or a pruned copy (see the module
+    docstring).
 
     Call under a fixed seed: fresh students are initialised from the global generator.
     """

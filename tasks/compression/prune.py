@@ -153,7 +153,8 @@ def prune(
             pruning_ratio=ratio,
             global_pruning=global_pruning,
             iterative_steps=iterative_steps,
-            # Whole heads are removed by `_prune_heads`: the pruner leaves attention (and the residual stream it shares) alone.
+            # Whole heads are removed by `_prune_heads`: the pruner leaves attention (and the residual stream it shares)
+            # alone.
             ignored_layers=[*kept, *heads] if by_head else kept,
             # nn.MultiheadAttention: its embedding width is pruned (with the residual stream it feeds) to a
             # multiple of the heads, so every head keeps an equal, smaller dimension. tp's `num_heads` /
@@ -178,7 +179,8 @@ def prune(
         raise
     except Exception as exc:  # a layer or operation the dependency graph does not cover
         raise RungNotApplicable(
-            f"Torch-Pruning cannot prune this model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"Torch-Pruning cannot prune this model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
     finally:
         model.train(was_training)
@@ -218,7 +220,8 @@ def _prune_heads(graph: Any, scorer: Any, initial: dict[nn.MultiheadAttention, i
         shapes = {(m.num_heads, m.head_dim) for m in coupled}
         if len(shapes) > 1:
             raise RungNotApplicable(
-                f"pruning heads: attention layers sharing a residual stream have different (heads, head_dim): {sorted(shapes)}"
+                "pruning heads: attention layers sharing a residual stream have different (heads, head_dim): "
+                f"{sorted(shapes)}"
             )
         (n_heads, head_dim), target = shapes.pop(), min(count - 1, math.floor(fraction * count + 0.5))
         remove = target - (count - n_heads)  # heads still to go at this step

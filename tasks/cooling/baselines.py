@@ -43,12 +43,15 @@ class Comparison(BaseModel):
         return next(r for r in self.rows if r.controller == controller)
 
     def table(self) -> str:
-        head = f"| controller | energy ({self.energy_unit}) | saved vs built-in | minutes outside band | degree-minutes outside | failed/reset |"
+        head = (
+            f"| controller | energy ({self.energy_unit}) | saved vs built-in | minutes outside band | "
+            "degree-minutes outside | failed/reset |"
+        )
         lines = [head, "|---|---:|---:|---:|---:|---:|"]
         for r in self.rows:
             lines.append(
-                f"| {r.controller} | {r.energy:,.1f} | {r.saved_pct:.1f} % | {r.minutes_outside_band:,} | {r.degree_minutes_outside_band:,.1f} "
-                f"| {r.failed_minutes or r.safety_resets:,} |"
+                f"| {r.controller} | {r.energy:,.1f} | {r.saved_pct:.1f} % | {r.minutes_outside_band:,} | "
+                f"{r.degree_minutes_outside_band:,.1f} | {r.failed_minutes or r.safety_resets:,} |"
             )
         return "\n".join(lines)
 

@@ -5,7 +5,8 @@ minute (dt = 60 s, explicit Euler; stable since C / UA is hours, not minutes):
 
     T_out[t]  = monthly_mean[m(t)] + A_day * cos(2 pi (hour - warmest_hour) / 24) + weather[t]
                 (weather: a N(0, sigma) offset per day, linearly interpolated across the day)
-    P_it[t]   = P_idle + (k_user * users[t] + k_rate * rate[t]) * (1 + a_load * cos(2 pi (hour - busiest_hour) / 24))   [kW]
+    P_it[t]   = P_idle + (k_user * users[t] + k_rate * rate[t])
+                * (1 + a_load * cos(2 pi (hour - busiest_hour) / 24))                                  [kW]
     Q         = cooling_levels_kw[action]                                                 heat removed [kW]
     Q_free    = min(Q, UA_econ * max(0, T - T_out - approach_econ))  if T_out <= T_econ_max, else 0
     Q_mech    = Q - Q_free
@@ -205,7 +206,7 @@ def cop_table(cfg: RoomConfig) -> str:
     rows = [f"{'outside C':>10} " + " ".join(f"room {r:>4.0f}" for r in (21, 24, 27))]
     for out in (0, 10, 20, 30):
         rows.append(f"{out:>10} " + " ".join(f"{chiller_cop(cfg, r, out):9.2f}" for r in (21, 24, 27)))
-    return (
-        "\n".join(rows)
-        + f"\nfree cooling at 10 C outside: {free_cooling_kw(cfg, 21, 10):.1f} kW (room 21), {free_cooling_kw(cfg, 27, 10):.1f} kW (room 27)"
+    return "\n".join(rows) + (
+        f"\nfree cooling at 10 C outside: {free_cooling_kw(cfg, 21, 10):.1f} kW (room 21), "
+        f"{free_cooling_kw(cfg, 27, 10):.1f} kW (room 27)"
     )

@@ -214,21 +214,26 @@ def verdict(s: CoolingScenario, a: Attempt) -> str:
 
 
 def gate_word(s: CoolingScenario, a: Attempt) -> str:
-    """`PASS`, `miss: <the targets missed>` or `failed: <why>`: the gates' word on one attempt, its progress line's end."""
+    """`PASS`, `miss: <the targets missed>` or `failed: <why>`: the gates' word on one attempt, its progress line's
+    end."""
     if a.failed_reason:
         return f"failed: {a.failed_reason}"
     return "PASS" if passed(s.targets, a) else f"miss: {verdict(s, a)}"
 
 
 def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
-    head = "| # | step | hidden | episodes | epsilon | saved vs built-in | minutes outside (built-in) | train energy J | inference J/year | verdict |"
+    head = (
+        "| # | step | hidden | episodes | epsilon | saved vs built-in | minutes outside (built-in) | "
+        "train energy J | inference J/year | verdict |"
+    )
     rows = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for a in history:
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         rows.append(
-            f"| {a.index} | {a.kind.value} | {a.hidden_units[0]}-{a.hidden_units[1]} | {a.episodes_run} | {a.epsilon:g} | {fmt(a.energy_saved_pct, '.1f')} % "
-            f"| {fmt(a.minutes_outside_band, ',')} ({fmt(a.builtin_minutes_outside_band, ',')}) | {fmt(a.train_energy_j, ',.1f')} "
-            f"| {fmt(a.inference_energy_j_per_year, ',.2f')} | {verdict(s, a)} |"
+            f"| {a.index} | {a.kind.value} | {a.hidden_units[0]}-{a.hidden_units[1]} | {a.episodes_run} | "
+            f"{a.epsilon:g} | {fmt(a.energy_saved_pct, '.1f')} % | {fmt(a.minutes_outside_band, ',')} "
+            f"({fmt(a.builtin_minutes_outside_band, ',')}) | {fmt(a.train_energy_j, ',.1f')} | "
+            f"{fmt(a.inference_energy_j_per_year, ',.2f')} | {verdict(s, a)} |"
         )
     return "\n".join(rows)
 

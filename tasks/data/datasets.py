@@ -44,7 +44,8 @@ TaskType = Literal["auto", "classification", "regression"]
 _CACHE_VERSION = 4
 
 Batch = tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
-"""A training step's batch in the form of the dataset's items: `(x, targets, *extras)` or `{"x": x, "y": targets, **extras}`."""
+"""A training step's batch in the form of the dataset's items: `(x, targets, *extras)` or
+`{"x": x, "y": targets, **extras}`."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,8 @@ def _split(y: np.ndarray, task: str, seed: int, val_fraction: float, test_fracti
 
 
 def resolve_source(dataset: str) -> tuple[str, Path | None]:
-    """Return (display name, file or folder path, or None for a built-in or a dataset function); raise on unknown names."""
+    """Return (display name, file or folder path, or None for a built-in or a dataset function); raise on unknown
+    names."""
     if dataset in BUILTIN_DATASETS:
         return dataset, None
     if is_entry_point(dataset):
@@ -200,7 +202,8 @@ def resolve_source(dataset: str) -> tuple[str, Path | None]:
     raise InputError(
         "dataset",
         dataset,
-        f"one of {', '.join(BUILTIN_DATASETS)}, a .csv/.parquet file, an image folder (one subfolder per class) or PKG.MODULE:FUNCTION",
+        f"one of {', '.join(BUILTIN_DATASETS)}, a .csv/.parquet file, an image folder (one subfolder per class) or "
+        "PKG.MODULE:FUNCTION",
     )
 
 
@@ -351,7 +354,8 @@ def _table_payload(
 def _shaped_meta(
     name: str, task: str, shape: tuple[int, ...], labels: list[str], pre: Any, example: torch.Tensor, columns: list[str]
 ) -> dict[str, Any]:
-    """The cache's metadata for image and tensor data: samples keep their shape; the example is raw values as table rows."""
+    """The cache's metadata for image and tensor data: samples keep their shape; the example is raw values as table
+    rows."""
     rows = [
         dict(zip(columns, (float(v) for v in row), strict=True)) for row in example.reshape(len(example), -1).tolist()
     ]
@@ -435,7 +439,8 @@ def _image_payload(
 
 
 def _function_payload(dataset: str, name: str, samples: int | None, seed: int) -> dict[str, Any]:
-    """A user's dataset function (tasks/data/user_data.py) as tensors; a regression target standardised on the training split."""
+    """A user's dataset function (tasks/data/user_data.py) as tensors; a regression target standardised on the training
+    split."""
     from tasks.data import user_data
 
     splits = user_data.load(dataset, samples, seed)

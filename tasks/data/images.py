@@ -137,7 +137,8 @@ def scan(root: Path, image_size: tuple[int, int] | None = None) -> ImageFolder:
         height, width = image_size
         if len(sizes) > 1 or (common_h, common_w) != image_size:
             notes.append(
-                f"resized {sum(n for s, n in sizes.items() if s != (width, height))} of {len(files)} images to {height}x{width} (--image-size)"
+                f"resized {sum(n for s, n in sizes.items() if s != (width, height))} of {len(files)} images to "
+                f"{height}x{width} (--image-size)"
             )
     elif len(sizes) > 1:
         odd = next(i for i, (size, _) in enumerate(headers) if size != (common_w, common_h))
@@ -145,7 +146,8 @@ def scan(root: Path, image_size: tuple[int, int] | None = None) -> ImageFolder:
         raise InputError(
             "image size",
             f"{h}x{w} ({files[odd].relative_to(root)})",
-            f"every image {common_h}x{common_w} like {count} of {len(files)} files, or --image-size HxW to resize them all",
+            f"every image {common_h}x{common_w} like {count} of {len(files)} files, or --image-size HxW to "
+            "resize them all",
             where,
         )
     else:
@@ -322,7 +324,8 @@ class ImagePreprocessor:
         return ((pixels.float() / 255.0 - mean) / std).contiguous()
 
     def transform(self, frame: Any) -> np.ndarray:
-        """A table of raw pixel columns -> model inputs flattened (rows, C*H*W); the caller reshapes to `sample_shape`."""
+        """A table of raw pixel columns -> model inputs flattened (rows, C*H*W); the caller reshapes to
+        `sample_shape`."""
         raw = np.asarray(frame[self.input_columns], dtype=np.float32).reshape(len(frame), *self.sample_shape)
         return self.scale(torch.from_numpy(raw)).reshape(len(frame), -1).numpy()
 
@@ -388,11 +391,13 @@ def choose_cache(
     if size_mb <= budget_mb:
         return (
             "memory",
-            f"image cache: memory (--image-cache auto): {n_images} decoded images take {size_mb:,.1f} MB as float32, within {budget_mb:,.0f} MB",
+            f"image cache: memory (--image-cache auto): {n_images} decoded images take {size_mb:,.1f} MB as float32, "
+            f"within {budget_mb:,.0f} MB",
         )
     return (
         "stream",
-        f"image cache: stream (--image-cache auto): {n_images} decoded images would take {size_mb:,.1f} MB as float32, over {budget_mb:,.0f} MB",
+        f"image cache: stream (--image-cache auto): {n_images} decoded images would take {size_mb:,.1f} MB as "
+        f"float32, over {budget_mb:,.0f} MB",
     )
 
 

@@ -39,7 +39,8 @@ FILE_NAME = "preprocessing.json"
 MAX_AUTO_CLASSES = 50  # an integer target with more distinct values is read as regression
 ONE_HOT_MAX_LEVELS = 16  # more levels than this: one ordinal column instead of one column per level
 MAX_CATEGORY_LEVELS = 1_000  # more than this in a text column is refused (unless named like an ID, or all distinct)
-# Text this distinct is a label per row (a name, a free-text note), not a category: at most one row in ten shares a value.
+# Text this distinct is a label per row (a name, a free-text note), not a category: at most one row in ten shares a
+# value.
 ID_DISTINCT_SHARE = 0.9
 NUMERIC_SHARE_WITH_STRAY_TEXT = 0.9  # a text column this numeric is a number column with a typo
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|index)$|^unnamed: ?\d+$|[a-z]Id$|^id[_\s.-]", re.IGNORECASE)
@@ -204,7 +205,8 @@ def check_table(frame: pd.DataFrame, target: str | None, where: str = "") -> tup
             raise InputError(
                 f"column {column!r}",
                 f"{n_levels} distinct values",
-                f"at most {MAX_CATEGORY_LEVELS} categories (remove the column, or name it like an ID, e.g. '{column}_id', to have it dropped)",
+                f"at most {MAX_CATEGORY_LEVELS} categories (remove the column, or name it like an ID, e.g. "
+                f"'{column}_id', to have it dropped)",
                 where,
             )
     return frame, notes
@@ -483,7 +485,8 @@ def _notes(dropped: dict[str, str], encoded: list[str], imputed: list[str], rows
         notes.append(f"dropped {len(names)} {reason} column{'s' if len(names) > 1 else ''}: {_shown(names)}")
     if imputed:
         notes.append(
-            f"imputed missing values in {len(imputed)} column{'s' if len(imputed) > 1 else ''} (of {rows} training rows): {'; '.join(imputed[:6])}"
+            f"imputed missing values in {len(imputed)} column{'s' if len(imputed) > 1 else ''} (of {rows} training "
+            f"rows): {'; '.join(imputed[:6])}"
         )
     if encoded:
         notes.append(f"encoded {len(encoded)} text column{'s' if len(encoded) > 1 else ''}: {'; '.join(encoded[:6])}")

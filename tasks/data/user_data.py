@@ -40,7 +40,10 @@ from thresholds.errors import InputError
 
 FORMAT = "energy-loop.tensor-preprocessing"
 FORMAT_VERSION = 1
-CONTRACT = '{"train": ..., "val": ..., "test": ... (optional), "task": "classification"|"regression"} or a tuple (train, val, test or None, task)'
+CONTRACT = (
+    '{"train": ..., "val": ..., "test": ... (optional), "task": "classification"|"regression"} or a tuple '
+    "(train, val, test or None, task)"
+)
 SPLIT_CONTRACT = (
     "a torch Dataset of (x, y, *extras) or {'x', 'y', ...} items, or tensors (x, y, *extras) or {'x': X, 'y': Y, ...}"
 )
@@ -113,7 +116,8 @@ def _shown_form(form: tuple[str, ...] | int | None, item: Any) -> str:
 
 
 def _collated(field_name: str, value: Any, where: str) -> tuple[list[Any], list[str] | None]:
-    """A map-style Dataset's items, all of the first's form, collated into columns: [x, y, *extras] and the extras' names."""
+    """A map-style Dataset's items, all of the first's form, collated into columns: [x, y, *extras] and the extras'
+    names."""
     try:
         length = len(value)
     except TypeError:
@@ -312,11 +316,13 @@ def load(value: str, samples: int | None, seed: int) -> Splits:
         )
         x["train"], y["train"], extras["train"] = x["train"][keep], y["train"][keep], [e[keep] for e in extras["train"]]
         notes.append(
-            f"no test split returned: held out a stratified {TEST_FRACTION:.0%} of the training split as the test split (seed {seed})"
+            f"no test split returned: held out a stratified {TEST_FRACTION:.0%} of the training split as the test "
+            f"split (seed {seed})"
         )
     if extras["train"]:
         notes.append(
-            f"items {forms['train']}: only a training step (model.train_step) gets the extras, in its batches; without one they are unused"
+            f"items {forms['train']}: only a training step (model.train_step) gets the extras, in its batches; without "
+            "one they are unused"
         )
     return Splits(x, y, task, labels or [], notes, extras, keys)
 

@@ -90,7 +90,8 @@ def calibrate(
     machine-wide `shared_dir`, else measured now and written to both (the shared one best effort)."""
     stabilise_allocator()
     machine = _machine()
-    # The factory's name and arguments, and the module it builds now: a user who edits the model's code calibrates afresh.
+    # The factory's name and arguments, and the module it builds now: a user who edits the model's code calibrates
+    # afresh.
     torch.manual_seed(0)
     base = models.build(spec).eval()
     architecture = f"{spec.model_dump_json(include={'factory', 'input_shape', 'out_features', 'kwargs'})}|{base!r}"

@@ -71,7 +71,10 @@ def widths_to_try(n_cores: int, limit: int = 8) -> list[int]:
 def _workload(scenario: Scenario, data_path: str) -> str:
     data = load_cached(data_path)
     t = scenario.training
-    return f"{Path(data_path).name} ({len(data.x_train)} train samples) | {scenario.model.kind} {list(scenario.model.hidden)} | batch {t.batch_size}"
+    return (
+        f"{Path(data_path).name} ({len(data.x_train)} train samples) | {scenario.model.kind} "
+        f"{list(scenario.model.hidden)} | batch {t.batch_size}"
+    )
 
 
 def calibrate_parallel(

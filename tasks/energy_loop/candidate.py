@@ -283,7 +283,8 @@ def _fine_tuned(
 
 @producer(StepKind.PRUNE)
 def prune(p: Production) -> Made:
-    """Structured pruning of the parent at ratio `step.value` (iterative schedules fine-tune between steps), then a fine-tune."""
+    """Structured pruning of the parent at ratio `step.value` (iterative schedules fine-tune between steps), then a
+    fine-tune."""
     model, spec, parent = p.parent()
     ladder, training = p.scenario.ladder, p.scenario.training
     teacher = _teacher(p, model)
@@ -579,7 +580,8 @@ def produce_step(
     work_dir: Path,
     meter: EnergyMeter,
 ) -> CandidateResult:
-    """Build or derive candidate `index` with its rung's producer, train it and save it; its inference is measured later.
+    """Build or derive candidate `index` with its rung's producer, train it and save it; its inference is measured
+    later.
 
     Only `history[step.parent]` is read, so candidates whose parents are already in `history`
     can be produced in parallel (train in parallel, measure serially: see `measure_step`).

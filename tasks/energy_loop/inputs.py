@@ -4,7 +4,8 @@ One place for every entry that starts the loop: the CLI (before the flow starts,
 only line), `trigger` (what the client can check) and the flow's first task (deployment and scheduled
 runs, and Python callers). A problem is one `InputError` line: the field, the value, what was expected.
 
-    settings = check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache)  # reads no data
+    # reads no data
+    settings = check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache)
     prepared = prepare_checked(settings, dataset, cache_dir, target, samples, task_type, image_size, image_cache)
     check_overrides(params)  # `trigger`: what a client can check of a deployment run's parameters
 
@@ -129,7 +130,10 @@ def prepare_checked(
         checked = check_factory(
             settings.model.factory, data.input_shape, data.out_features, settings.training.batch_size
         )
-        model = f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> {data.out_features} outputs"
+        model = (
+            f"{checked.type_name}, {checked.params:,} parameters, input {data.input_shape} -> "
+            f"{data.out_features} outputs"
+        )
     if settings.model.hooks:
         hooks.check(
             settings.model.hooks,

@@ -68,9 +68,11 @@ def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
     priced = any(c.train_ratio_vs_baseline is not None for c in history)
     judged = f" Quality: {metric} (the accuracy targets judge it)." if metric not in ("accuracy", "rmse") else ""
     rows = [
-        f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated windows.{judged}"
+        f"Energy source: {', '.join(sources) or '-'}. Inference energy: mean ± standard error over repeated "
+        f"windows.{judged}"
         + (
-            " Train J: as measured; (xR): the lineage's cost over the baseline's, priced by work, which the training gates judge."
+            " Train J: as measured; (xR): the lineage's cost over the baseline's, priced by work, which the training "
+            "gates judge."
             if priced
             else ""
         ),

@@ -120,7 +120,8 @@ def plan_next(
 def calibrate_machine(
     scenario: Scenario, meter: str, cache_dir: str, loop_run_id: str, data_path: str
 ) -> Calibration | None:
-    """Which rungs save energy for this loop's architecture on this machine (measured once, cached), logged to the loop's run.
+    """Which rungs save energy for this loop's architecture on this machine (measured once, cached), logged to the
+    loop's run.
 
     Not measured at all when the scenario switches calibration off: the policy would ignore it."""
     if not scenario.ladder.use_calibration:
@@ -349,7 +350,8 @@ def close_loop(
     if hints:
         table += (
             f"\n\nCandidate #{hints['candidate']}: {hints['payback']}. Energy-optimal inference batch size here: "
-            f"{hints['deployment.energy_optimal_batch_size']} (J/1k by batch size: {hints['deployment.energy_j_per_1k_by_batch_size']})."
+            f"{hints['deployment.energy_optimal_batch_size']} (J/1k by batch size: "
+            f"{hints['deployment.energy_j_per_1k_by_batch_size']})."
         )
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []

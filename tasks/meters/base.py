@@ -87,5 +87,6 @@ class EnergyMeter(ABC):
         # Reached only when the block succeeded: reject values that cannot be energy.
         if not valid:
             raise MeterError(
-                f"meter {self.source} returned energy_j={energy_j!r} for window {label!r}: expected a finite number >= 0"
+                f"meter {self.source} returned energy_j={energy_j!r} for window {label!r}: expected a "
+                "finite number >= 0"
             )

@@ -124,7 +124,8 @@ def measure_paired(
             value = measure_reference() if who == REFERENCE else measure_candidate()
             if not value > 0:
                 raise ValueError(
-                    f"paired measurement: a window read {value!r}: expected a positive energy (a meter that reads nothing cannot be paired)"
+                    f"paired measurement: a window read {value!r}: expected a positive energy (a meter that reads "
+                    "nothing cannot be paired)"
                 )
             (reference if who == REFERENCE else candidate).append(value)
         done = PairedRatio(tuple(reference), tuple(candidate))

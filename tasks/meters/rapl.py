@@ -51,7 +51,8 @@ def discover(root: Path = POWERCAP_ROOT) -> tuple[list[Zone], str]:
         except PermissionError:
             return (
                 [],
-                f"unreadable: permission denied on {path / 'energy_uj'} (needs root, or `chmod a+r` on the energy_uj files)",
+                f"unreadable: permission denied on {path / 'energy_uj'} (needs root, or `chmod a+r` on the "
+                "energy_uj files)",
             )
         except (OSError, ValueError) as exc:
             return [], f"unreadable: {path}: {exc}"

@@ -21,7 +21,8 @@ def available_meters() -> dict[str, str]:
         "codecarbon": "available: CPU from RAPL where readable, else load x TDP; RAM from a constant (an estimate)",
         "fixed-power": "available: constant assumed power x wall time (an estimate)",
         "null": "available: reads 0 J (energy gates cannot be judged)",
-        "analytic": "logged beside every MLP candidate: counted ops x Horowitz 45 nm energy table (an estimate for a target device)",
+        "analytic": "logged beside every MLP candidate: counted ops x Horowitz 45 nm energy table (an estimate for a "
+        "target device)",
     }
 
 

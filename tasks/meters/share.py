@@ -83,7 +83,8 @@ class PhaseSplit:
     def tags(self, machine_energy_j: float, phase_s: float, idle_power_w: float, candidates: int) -> dict[str, str]:
         return {
             "train_energy_attribution": ATTRIBUTION,
-            "train_energy_attribution.rule": "busy energy by CPU share + idle power x phase time by share of worker time",
+            "train_energy_attribution.rule": "busy energy by CPU share + idle power x phase time by share "
+            "of worker time",
             "train_energy_attribution.machine_energy_j": f"{machine_energy_j:.4f}",
             "train_energy_attribution.phase_s": f"{phase_s:.3f}",
             "train_energy_attribution.idle_power_w": f"{idle_power_w:.3f}",
@@ -111,7 +112,8 @@ def split_phase_energy(
         )
     if machine_energy_j < 0 or phase_s < 0 or idle_power_w < 0 or any(t < 0 for t in (*cpu_s, *wall_s)):
         raise ValueError(
-            f"split_phase_energy({machine_energy_j}, {phase_s}, {idle_power_w}, {list(cpu_s)}, {list(wall_s)}): expected non-negative figures"
+            f"split_phase_energy({machine_energy_j}, {phase_s}, {idle_power_w}, {list(cpu_s)}, {list(wall_s)}): "
+            "expected non-negative figures"
         )
     constant_j = min(machine_energy_j, idle_power_w * phase_s)
     busy_j = machine_energy_j - constant_j

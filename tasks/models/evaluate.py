@@ -46,7 +46,10 @@ def resolve_quality_metric(choice: str, data: CachedData, hook: str | None = Non
     counts = torch.bincount(data.y_train, minlength=data.n_classes)
     smallest, largest = int(counts.min()), int(counts.max())
     ratio = smallest / largest if largest else 1.0
-    shape = f"smallest class {data.class_labels[int(counts.argmin())]!r} has {smallest} training rows, {ratio:.0%} of the largest's {largest}"
+    shape = (
+        f"smallest class {data.class_labels[int(counts.argmin())]!r} has {smallest} training rows, {ratio:.0%} of "
+        f"the largest's {largest}"
+    )
     if choice != "auto":
         return choice, f"set by the scenario ({shape})"
     if ratio < IMBALANCE_RATIO:
@@ -114,7 +117,8 @@ def quality(
     model: nn.Module, data: CachedData, subset: torch.Tensor | None = None, metric: str = "accuracy"
 ) -> Quality:
     """`metric` (or RMSE) on the test split, or on `subset` of it with its error bound. A `PKG.MODULE:FUNCTION`
-    metric (the user's, tasks/models/hooks.py) is the `accuracy` figure of either task, without a bound (its spread is unknown)."""
+    metric (the user's, tasks/models/hooks.py) is the `accuracy` figure of either task, without a bound (its spread is
+    unknown)."""
     x, y = (data.x_test, data.y_test) if subset is None else (data.x_test[subset], data.y_test[subset])
     with torch.no_grad():
         out = outputs(model, x)

@@ -9,8 +9,8 @@ model is any `PKG.MODULE:FACTORY`.
 
 Saving and reloading: a model directory holds `state_dict.pt` (plain fp32 tensors) and
 `spec.json`: the factory, its arguments, the precision, the compression history, the pruned
-structure and the user's hooks (tasks/models/hooks.py), if any. Loading calls the factory again, re-applies the structure, and loads the tensors
-with `torch.load(weights_only=True)`, which refuses any pickled object.
+structure and the user's hooks (tasks/models/hooks.py), if any. Loading calls the factory again, re-applies the
+structure, and loads the tensors with `torch.load(weights_only=True)`, which refuses any pickled object.
 
 The pruned structure is recorded by us, as JSON, rather than with Torch-Pruning's own
 `tp.state_dict`: that one copies every module's `__dict__` (hooks, activation functions,

@@ -48,7 +48,8 @@ from thresholds.errors import InputError
 CONTRACTS: dict[HookName, str] = {
     "loss": "a function (outputs, targets) -> scalar loss tensor",
     "metric": "a function (outputs, targets) -> float in [0, 1], higher is better",
-    "train_step": "a function (model, batch) -> scalar loss tensor, where batch = (x, targets, *extras) or {'x': x, 'y': targets, **extras}",
+    "train_step": "a function (model, batch) -> scalar loss tensor, where batch = (x, targets, *extras) or "
+    "{'x': x, 'y': targets, **extras}",
 }
 
 
@@ -64,7 +65,8 @@ def field_of(hook: HookName) -> str:
 
 @dataclass(frozen=True)
 class Hooks:
-    """The hooks that are set, resolved: call them through `loss`, `metric` and `train_step`, which check what they return."""
+    """The hooks that are set, resolved: call them through `loss`, `metric` and `train_step`, which check what they
+    return."""
 
     names: Mapping[HookName, str] = field(default_factory=dict)  # hook -> PKG.MODULE:FUNCTION
     functions: Mapping[HookName, Callable[..., Any]] = field(default_factory=dict)

@@ -115,7 +115,8 @@ def fit(
     hooks = hooks or Hooks()
     if batch_loss is not None and "train_step" in hooks:
         raise RungNotApplicable(
-            f"model.train_step {hooks.names['train_step']} computes the training loss itself, so soft labels cannot replace it"
+            f"model.train_step {hooks.names['train_step']} computes the training loss itself, so soft labels "
+            "cannot replace it"
         )
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)

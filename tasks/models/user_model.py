@@ -74,7 +74,8 @@ def check_factory(
         raise InputError(
             field,
             value,
-            f"a factory that builds a model for input_shape={tuple(input_shape)}, n_outputs={n_outputs} (it raised {first_line(exc)})",
+            f"a factory that builds a model for input_shape={tuple(input_shape)}, n_outputs={n_outputs} (it raised "
+            f"{first_line(exc)})",
         ) from None
     if not isinstance(model, nn.Module):
         raise InputError(
@@ -89,7 +90,8 @@ def check_factory(
         raise InputError(
             field,
             value,
-            f"a model that takes a batch of shape (N, {', '.join(map(str, input_shape))}) (its forward raised {first_line(exc)})",
+            f"a model that takes a batch of shape (N, {', '.join(map(str, input_shape))}) (its forward raised "
+            f"{first_line(exc)})",
         ) from None
     what = f"{n_outputs} classes" if n_outputs > 1 else "a regression target"
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_outputs):

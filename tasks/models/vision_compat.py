@@ -68,5 +68,8 @@ def unavailable() -> str | None:
     try:
         load()
     except Exception as exc:  # a torchvision built for another torch, in a way load() does not mend
-        return f"torchvision does not import beside this torch ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]})"
+        return (
+            f"torchvision does not import beside this torch ({type(exc).__name__}: "
+            f"{(str(exc).splitlines() or [''])[0][:160]})"
+        )
     return None

@@ -3,10 +3,10 @@
 MLflow copies this file into the model and runs it on load: nothing is unpickled. The weights
 come from the model's `model` artifact (state dict + JSON specs) through `tasks.serving.scorer.Scorer`,
 which reads them with `torch.load(weights_only=True)`; a version of the `ort` rung serves its
-`model.onnx` with an onnxruntime session instead (`tasks.compression.onnx_runtime.predictor`). It needs this project installed in the
-serving environment (`--env-manager local` from its virtualenv, or its image). Loading it sets the process's torch threads
-to those the version was measured at (`measurement.inference_threads`, recorded in `runtime.json`): a serving
-process runs one model.
+`model.onnx` with an onnxruntime session instead (`tasks.compression.onnx_runtime.predictor`). It needs this project
+installed in the serving environment (`--env-manager local` from its virtualenv, or its image). Loading it sets the
+process's torch threads to those the version was measured at (`measurement.inference_threads`, recorded in
+`runtime.json`): a serving process runs one model.
 """
 
 from __future__ import annotations

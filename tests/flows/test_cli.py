@@ -76,7 +76,8 @@ def _user_project(root: Path) -> None:
     (root / "my_model.py").write_text(
         "from torch import nn\n"
         "def make(input_shape, n_outputs):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], n_outputs))\n"
+        "    return nn.Sequential(nn.Flatten(), "
+        "nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], n_outputs))\n"
         "def broken(input_shape, n_outputs):\n"
         "    raise ValueError('no such layer')\n"
     )

@@ -17,8 +17,9 @@ from tests.integration.test_servers import BIN, _free_port, _stop, _wait_http
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the background-networking flags Chromium keeps dialling out, which this network refuses.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--window-size=1400,1800"]  # fmt: skip
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1400,1800"]  # fmt: skip
 
 
 def _render(url: str, profile: Path, screenshot: Path) -> str:
@@ -39,7 +40,8 @@ def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(
     port = _free_port()
     log = tmp_path / "mlflow-ui.log"
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", mlflow_store, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", mlflow_store, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
         cwd=loop.folder, env=os.environ.copy(), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -53,6 +55,6 @@ def test_the_version_page_shows_the_champion_alias_and_the_energy_tags(
     finally:
         _stop(proc)
     assert shot.exists() and shot.stat().st_size > 10_000
-    for visible in ("champion", "inference_energy_j_per_1k", "train_energy_j", "energy_source", "fixed-power:20W", "energy_estimated",
-                    "compression_steps", "payback", "gates_passed"):  # fmt: skip
+    for visible in ("champion", "inference_energy_j_per_1k", "train_energy_j", "energy_source", "fixed-power:20W",
+                    "energy_estimated", "compression_steps", "payback", "gates_passed"):  # fmt: skip
         assert visible in dom, f"{visible!r} is not on the version page"

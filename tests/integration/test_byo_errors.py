@@ -46,11 +46,13 @@ def returns_a_list():
 
 def weighted(samples=None, seed=0):  # items (x, y, weight)
     x, y = torch.randn(60, 4), torch.arange(60) % 2
-    return {"train": (x[:40], y[:40], torch.ones(40)), "val": (x[40:], y[40:], torch.ones(20)), "task": "classification"}
+    return {"train": (x[:40], y[:40], torch.ones(40)), "val": (x[40:], y[40:], torch.ones(20)),
+            "task": "classification"}
 
 def weight_too_short(samples=None, seed=0):
     x, y = torch.randn(60, 4), torch.arange(60) % 2
-    return {"train": (x[:40], y[:40], torch.ones(10)), "val": (x[40:], y[40:], torch.ones(20)), "task": "classification"}
+    return {"train": (x[:40], y[:40], torch.ones(10)), "val": (x[40:], y[40:], torch.ones(20)),
+            "task": "classification"}
 
 def step_for_pairs(model, batch):
     x, targets = batch
@@ -110,29 +112,44 @@ IMPORT = ["--model", "no_such_package.models:make"]
 HOG = ["--model", "user_code:hog"]
 GOOD = ["--model", "user_code:good"]
 CASES: list[tuple[str, Callable[[Path], str], list[str], str]] = [
-    ("model does not import", lambda d: str(_good_folder(d)), IMPORT, "model.factory = 'no_such_package.models:make': expected an importable"),
-    ("model names no callable", lambda d: str(_good_folder(d)), ["--model", "user_code:missing"], "expected a callable named 'missing' in module 'user_code'"),
-    ("factory raises", lambda d: str(_good_folder(d)), ["--model", "user_code:raises"], "(it raised ValueError: needs 3 channels, got a greyscale input)"),
-    ("output shape mismatch", lambda d: str(_good_folder(d)), ["--model", "user_code:one_output_too_many"], "model output shape = (2, 3): expected (2, 2)"),
-    ("model does not fit in memory", lambda d: str(_good_folder(d)), HOG, "training.batch_size = 64: expected a batch size at which user_code:hog fits"),
-    ("dataset function returns the wrong types", lambda d: "user_code:returns_a_list", [], "returned = 'a list of 2 items': expected {\"train\""),
-    ("dataset function does not import", lambda d: "no_such_package.data:load", [], "--dataset = 'no_such_package.data:load': expected an importable module"),
+    ("model does not import", lambda d: str(_good_folder(d)), IMPORT,
+     "model.factory = 'no_such_package.models:make': expected an importable"),
+    ("model names no callable", lambda d: str(_good_folder(d)), ["--model", "user_code:missing"],
+     "expected a callable named 'missing' in module 'user_code'"),
+    ("factory raises", lambda d: str(_good_folder(d)), ["--model", "user_code:raises"],
+     "(it raised ValueError: needs 3 channels, got a greyscale input)"),
+    ("output shape mismatch", lambda d: str(_good_folder(d)), ["--model", "user_code:one_output_too_many"],
+     "model output shape = (2, 3): expected (2, 2)"),
+    ("model does not fit in memory", lambda d: str(_good_folder(d)), HOG,
+     "training.batch_size = 64: expected a batch size at which user_code:hog fits"),
+    ("dataset function returns the wrong types", lambda d: "user_code:returns_a_list", [],
+     "returned = 'a list of 2 items': expected {\"train\""),
+    ("dataset function does not import", lambda d: "no_such_package.data:load", [],
+     "--dataset = 'no_such_package.data:load': expected an importable module"),
     ("dataset function extra of another length", lambda d: "user_code:weight_too_short", [],
      "train split extra [2] = 'shape (10,)': expected 40 rows, one per sample like x and y"),
-    ("train step gets the dataset's form", lambda d: "user_code:weighted", [*GOOD, "--train-step", "user_code:step_for_pairs"],
-     "or {'x': x, 'y': targets, **extras} (it raised ValueError: too many values to unpack (expected 2))"),  # the dry run's batch: (x, targets, weight)
+    ("train step gets the dataset's form", lambda d: "user_code:weighted",
+     [*GOOD, "--train-step", "user_code:step_for_pairs"],
+     # the dry run's batch: (x, targets, weight)
+     "or {'x': x, 'y': targets, **extras} (it raised ValueError: too many values to unpack (expected 2))"),
     ("one class", lambda d: str(_one_class(d)), [], "class folders = ['a']: expected at least 2 subfolders"),
-    ("empty class", lambda d: str(_empty_class(d)), [], "class folder = 'c': expected at least one PNG or JPEG image (it is empty)"),
+    ("empty class", lambda d: str(_empty_class(d)), [],
+     "class folder = 'c': expected at least one PNG or JPEG image (it is empty)"),
     ("corrupt image", lambda d: str(_corrupt_file(d)), [], "file = 'b/7.png': expected a readable PNG or JPEG image"),
-    ("non-image file", lambda d: str(_non_image_file(d)), [], "file = 'a/labels.csv': expected only PNG or JPEG images"),
-    ("mixed image sizes", lambda d: str(_mixed_sizes(d)), [], "image size = '12x16 (b/big/0.png)': expected every image 8x8 like 24 of 25"),
-    ("bad --image-size", lambda d: str(_good_folder(d)), ["--image-size", "big"], "--image-size = 'big': expected HxW in pixels"),
+    ("non-image file", lambda d: str(_non_image_file(d)), [],
+     "file = 'a/labels.csv': expected only PNG or JPEG images"),
+    ("mixed image sizes", lambda d: str(_mixed_sizes(d)), [],
+     "image size = '12x16 (b/big/0.png)': expected every image 8x8 like 24 of 25"),
+    ("bad --image-size", lambda d: str(_good_folder(d)), ["--image-size", "big"],
+     "--image-size = 'big': expected HxW in pixels"),
     ("loss does not import", lambda d: str(_good_folder(d)), [*GOOD, "--loss", "no_such_package.losses:focal"],
      "model.loss = 'no_such_package.losses:focal': expected an importable module"),
     ("loss raises", lambda d: str(_good_folder(d)), [*GOOD, "--loss", "user_code:loss_raises"],
-     "model.loss = 'user_code:loss_raises': expected a function (outputs, targets) -> scalar loss tensor (it raised KeyError: 'class_weights')"),
+     "model.loss = 'user_code:loss_raises': expected a function (outputs, targets) -> scalar loss tensor "
+     "(it raised KeyError: 'class_weights')"),
     ("metric out of range", lambda d: str(_good_folder(d)), [*GOOD, "--metric", "user_code:metric_above_one"],
-     "model.metric = 'user_code:metric_above_one': expected a function (outputs, targets) -> float in [0, 1], higher is better (it returned 1.5)"),
+     "model.metric = 'user_code:metric_above_one': expected a function (outputs, targets) -> float in [0, 1], "
+     "higher is better (it returned 1.5)"),
     ("train step not an entry point", lambda d: str(_good_folder(d)), [*GOOD, "--train-step", "steps.py"],
      "model.train_step = 'steps.py': expected a module path, a colon and a callable's name (PKG.MODULE:FUNCTION"),
 ]  # fmt: skip

@@ -17,8 +17,8 @@ from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.integration
 
-# Lines that are not for a person: the Prefect server's start (flows/prefect_api.py) and Prefect's engine, MLflow's store set-up,
-# CodeCarbon's tracker, the training epochs (the progress line stands for them).
+# Lines that are not for a person: the Prefect server's start (flows/prefect_api.py) and Prefect's engine, MLflow's
+# store set-up, CodeCarbon's tracker, the training epochs (the progress line stands for them).
 NOISE = (
     "Prefect API: starting a local server",
     "Beginning flow run",
@@ -123,7 +123,8 @@ def test_the_cooling_console_shows_progress_table_and_verdict_and_no_orchestrato
     for i, line in enumerate(progress):
         step = "train 16-8" if i == 0 else r"retrain 16-8"
         assert re.fullmatch(
-            rf"\[{i + 1}/2\] #{i} {step}  training…( episode \d+/\d+…)* {seconds}  evaluating… {seconds}  (PASS|miss: .+)",
+            rf"\[{i + 1}/2\] #{i} {step}  training…( episode \d+/\d+…)* {seconds}  evaluating… {seconds}  "
+            r"(PASS|miss: .+)",
             line,
         ), line
     assert any(re.fullmatch(rf"closing  plots, registration… {seconds}", line) for line in lines), done.stdout

@@ -77,8 +77,9 @@ def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(
         Path(client.download_artifacts(attempt_run, "agent/evaluation.json", str(tmp_path))).read_text()
     )
     rows = [c.row("do-nothing") for c in evaluation.comparisons]
-    do_nothing = Attempt(index=0, kind=Kind.TRAIN, hidden_units=(1, 1), max_episodes=0, epsilon=0.0, train_energy_j=0.0, inference_energy_j_per_year=0.0,
-                         energy_saved_pct=sum(r.saved_pct for r in rows) / len(rows), minutes_outside_band=sum(r.minutes_outside_band for r in rows),
+    do_nothing = Attempt(index=0, kind=Kind.TRAIN, hidden_units=(1, 1), max_episodes=0, epsilon=0.0, train_energy_j=0.0,
+                         inference_energy_j_per_year=0.0, energy_saved_pct=sum(r.saved_pct for r in rows) / len(rows),
+                         minutes_outside_band=sum(r.minutes_outside_band for r in rows),
                          builtin_minutes_outside_band=evaluation.builtin_minutes_outside_band)  # fmt: skip
     assert not passed(targets, do_nothing) and do_nothing.energy_saved_pct == pytest.approx(100.0)
     assert [c.name for c in checks(targets, do_nothing) if not c.ok] == ["band_vs_builtin"]

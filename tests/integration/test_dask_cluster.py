@@ -117,8 +117,8 @@ def test_a_rung_trains_on_a_real_cluster_and_survives_a_killed_worker(
     killer = threading.Thread(target=_kill_a_worker_mid_training, args=(dask_cluster, killed, stop), daemon=True)
     killer.start()
     argv = [
-        "run", "--scenario", str(FIXTURES / "quick-cluster.yaml"), "--dataset", "digits", "--model-name", "digits-cluster",
-        "--dask-address", dask_cluster.address, "--work-dir", str(tmp_path / "work"),
+        "run", "--scenario", str(FIXTURES / "quick-cluster.yaml"), "--dataset", "digits",
+        "--model-name", "digits-cluster", "--dask-address", dask_cluster.address, "--work-dir", str(tmp_path / "work"),
     ]  # fmt: skip
     try:
         code = main(argv)
@@ -196,7 +196,8 @@ def test_parallel_calibration_trains_real_rungs_through_the_loops_task_path_and_
         for t in (trial, table.serial[width]):
             assert len(t.wall_s_runs) == len(t.energy_j_runs) == 2
             for wall_s, energy_j in zip(t.wall_s_runs, t.energy_j_runs, strict=True):
-                # Read under the meter; the window also holds the timer's own start and stop (50 ms slack on a loaded machine).
+                # Read under the meter; the window also holds the timer's own start and stop (50 ms slack on a loaded
+                # machine).
                 assert wall_s > 0 and energy_j == pytest.approx(20.0 * wall_s, rel=0.05, abs=20.0 * 0.05)
         assert table.startup_s[width] > 0 and table.startup_j[width] == pytest.approx(
             20.0 * table.startup_s[width], rel=0.05, abs=20.0 * 0.05

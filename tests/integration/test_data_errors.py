@@ -49,7 +49,8 @@ def _stray_text(path: Path) -> None:
 
 
 def _many_levels(path: Path) -> None:
-    n = 200_000  # each of the 100,000 levels twice: a category, not an ID (a column of distinct values is dropped as one)
+    # each of the 100,000 levels twice: a category, not an ID (a column of distinct values is dropped as one)
+    n = 200_000
     pd.DataFrame(
         {"x": np.arange(n) % 13, "city": [f"city-{i % 100_000}" for i in range(n)], "y": np.arange(n) % 2}
     ).to_csv(path, index=False)

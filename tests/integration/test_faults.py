@@ -95,7 +95,8 @@ def test_tracking_server_killed_mid_loop_then_restarted(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{port}"
     server_argv = [
         str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", (tmp_path / "artifacts").as_uri(),
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", (tmp_path / "artifacts").as_uri(),
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -149,7 +150,8 @@ def test_tracking_server_killed_mid_loop_then_restarted(tmp_path: Path) -> None:
     server = start_server("server-2")
     try:
         rerun = subprocess.run(
-            [str(BIN / "energy-loop"), "run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", "digits", "--model-name", "outage"],
+            [str(BIN / "energy-loop"), "run", "--scenario", str(FIXTURES / "quick.yaml"), "--dataset", "digits",
+             "--model-name", "outage"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
@@ -202,7 +204,8 @@ def test_disk_full_or_unwritable_artifact_store_registers_nothing(
         mounted = _tiny_tmpfs(artifacts, 96)
         require(
             mounted,
-            "root and util-linux's mount, to mount a 96 KiB tmpfs (run the tests as root, or in a container with CAP_SYS_ADMIN)",
+            "root and util-linux's mount, to mount a 96 KiB tmpfs "
+            "(run the tests as root, or in a container with CAP_SYS_ADMIN)",
         )
     else:
         artifacts.write_text("a file where the artifact folder should be")  # writes fail even as root

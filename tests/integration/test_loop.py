@@ -130,7 +130,8 @@ def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(ml
 
 
 def _events(name: str, resource_id: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Events named `name` on `resource_id`, read back from the Prefect server's events API (they arrive asynchronously)."""
+    """Events named `name` on `resource_id`, read back from the Prefect server's events API (they arrive
+    asynchronously)."""
     import httpx
     from prefect.settings import PREFECT_API_URL
 
@@ -382,7 +383,8 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
         with torch.no_grad():
             predicted = pre.decode(models.to_precision(model, spec.precision)(torch.tensor(raw)).numpy())
         assert set(predicted) <= {"common", "rare"} and (predicted == frame["kind"].to_numpy()).mean() > 0.8
-        # The registered MLflow model takes the raw rows (text, gaps, the dropped columns) and applies the same preprocessing.
+        # The registered MLflow model takes the raw rows (text, gaps, the dropped columns) and applies the same
+        # preprocessing.
         served = mlflow.pyfunc.load_model(f"models:/animals/{version.version}").predict(
             pd.read_csv(path).drop(columns=["kind"])
         )

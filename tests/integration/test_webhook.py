@@ -382,7 +382,8 @@ CHROMEDRIVER = shutil.which("chromedriver")
 def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Headless Chromium edits the alias on the version page, as a person would; the page then shows the guard's work."""
+    """Headless Chromium edits the alias on the version page, as a person would; the page then shows the guard's
+    work."""
     require(CHROMIUM is not None, "Debian's chromium (apt-get install chromium; .ci/run installs it)")
     require(
         CHROMEDRIVER is not None,
@@ -402,8 +403,9 @@ def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     # Without the background-networking flags Chromium keeps dialling out, which this network refuses.
-    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1800"]  # fmt: skip
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+             "--window-size=1400,1800"]  # fmt: skip
     for flag in [*flags, f"--user-data-dir={tmp_path / 'profile'}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -449,7 +451,8 @@ def test_a_person_moves_champion_in_the_mlflow_ui_and_the_guard_moves_it_back(
                 return False
             return "champion" in driver.find_element(By.TAG_NAME, "body").text
 
-        # The UI really set the alias (the server saw it), then the receiver moved it back: visible on the gated version's page.
+        # The UI really set the alias (the server saw it), then the receiver moved it back: visible on the gated
+        # version's page.
         wait_for(
             lambda: recorded(server, name, ungated).get("ungated_champion.action") == "revert",
             "the UI's alias reached the receiver",

@@ -28,8 +28,9 @@ def _passing_loop(tmp_path: Path, saved_pct: float) -> tuple[str, list[Attempt],
         dqn.QNetwork(4, (4, 4), 3),
         {"obs_dim": 4, "n_actions": 3, "hidden_units": [4, 4]},
     )
-    attempt = Attempt(index=0, kind=Kind.TRAIN, hidden_units=(4, 4), max_episodes=1, epsilon=0.1, energy_saved_pct=saved_pct,
-                      minutes_outside_band=0, train_energy_j=1.0, inference_energy_j_per_year=1.0, agent_dir=str(agent_dir))  # fmt: skip
+    attempt = Attempt(index=0, kind=Kind.TRAIN, hidden_units=(4, 4), max_episodes=1, epsilon=0.1,
+                      energy_saved_pct=saved_pct, minutes_outside_band=0, train_energy_j=1.0,
+                      inference_energy_j_per_year=1.0, agent_dir=str(agent_dir))  # fmt: skip
     run_id = cooling.log_attempt(loop_run_id, attempt, "meets every target", {}, {}, {"environment": "room"})
     return (
         loop_run_id,

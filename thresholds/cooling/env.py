@@ -48,11 +48,13 @@ class WorkloadConfig(Section):
         _ordered(self.min_data_rate_mbps, self.max_data_rate_mbps, "min_data_rate_mbps", "max_data_rate_mbps")
         if not self.min_users <= self.initial_users <= self.max_users:
             raise ValueError(
-                f"initial_users ({self.initial_users}) must lie in [min_users, max_users] = [{self.min_users}, {self.max_users}]"
+                f"initial_users ({self.initial_users}) must lie in [min_users, max_users] = "
+                f"[{self.min_users}, {self.max_users}]"
             )
         if not self.min_data_rate_mbps <= self.initial_data_rate_mbps <= self.max_data_rate_mbps:
             raise ValueError(
-                f"initial_data_rate_mbps ({self.initial_data_rate_mbps}) must lie in [{self.min_data_rate_mbps}, {self.max_data_rate_mbps}]"
+                f"initial_data_rate_mbps ({self.initial_data_rate_mbps}) must lie in "
+                f"[{self.min_data_rate_mbps}, {self.max_data_rate_mbps}]"
             )
         return self
 
@@ -118,7 +120,8 @@ class SeedConfig(Section):
             )
         if not w.min_data_rate_mbps <= self.train_initial_data_rate_mbps <= w.max_data_rate_mbps:
             raise ValueError(
-                f"train_initial_data_rate_mbps ({self.train_initial_data_rate_mbps}) must lie in [{w.min_data_rate_mbps}, {w.max_data_rate_mbps}]"
+                f"train_initial_data_rate_mbps ({self.train_initial_data_rate_mbps}) must lie in "
+                f"[{w.min_data_rate_mbps}, {w.max_data_rate_mbps}]"
             )
         if len(self.action_moves_c) < 2:
             raise ValueError(
@@ -227,18 +230,21 @@ class RoomConfig(Section):
             and self.recommended_max_temperature_c <= self.allowable_max_temperature_c
         ):
             raise ValueError(
-                f"recommended band [{self.recommended_min_temperature_c}, {self.recommended_max_temperature_c}] degrees C "
-                f"must lie inside the allowable range [{self.allowable_min_temperature_c}, {self.allowable_max_temperature_c}]"
+                f"recommended band [{self.recommended_min_temperature_c}, {self.recommended_max_temperature_c}] "
+                f"degrees C must lie inside the allowable range "
+                f"[{self.allowable_min_temperature_c}, {self.allowable_max_temperature_c}]"
             )
         if 2 * self.reward_margin_k >= self.recommended_max_temperature_c - self.recommended_min_temperature_c:
             raise ValueError(
-                f"reward_margin_k ({self.reward_margin_k}) leaves no band: expected less than half the recommended band's width"
+                f"reward_margin_k ({self.reward_margin_k}) leaves no band: expected less than half the recommended "
+                "band's width"
             )
         for name in ("initial_temperature_c", "builtin_setpoint_c"):
             value = getattr(self, name)
             if not self.recommended_min_temperature_c <= value <= self.recommended_max_temperature_c:
                 raise ValueError(
-                    f"{name} ({value}) must lie in the recommended band [{self.recommended_min_temperature_c}, {self.recommended_max_temperature_c}] degrees C"
+                    f"{name} ({value}) must lie in the recommended band "
+                    f"[{self.recommended_min_temperature_c}, {self.recommended_max_temperature_c}] degrees C"
                 )
         levels = self.cooling_levels_kw
         if len(levels) < 2 or any(v < 0 for v in levels) or list(levels) != sorted(set(levels)):

@@ -100,7 +100,8 @@ def checks(targets: Targets, a: Attempt) -> list[Check]:
             Check(
                 name="band_vs_builtin",
                 ok=ok,
-                detail=f"{fmt(m, 'min')} outside the band vs built-in {fmt(b, 'min')} (allowed +{targets.max_minutes_outside_vs_builtin})",
+                detail=f"{fmt(m, 'min')} outside the band vs built-in {fmt(b, 'min')} "
+                f"(allowed +{targets.max_minutes_outside_vs_builtin})",
             )
         )
     if targets.max_train_energy_j is not None:
@@ -175,7 +176,8 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
         return Final(
             state=FinalState.PASSED,
             chosen=best.index,
-            reason=f"attempt #{best.index} ({best.kind.value}, {best.hidden_units[0]}-{best.hidden_units[1]}) meets every target",
+            reason=f"attempt #{best.index} ({best.kind.value}, {best.hidden_units[0]}-{best.hidden_units[1]}) meets "
+            "every target",
         )
     last = history[-1]
     spent = sum(a.spent_energy_j for a in history)
@@ -199,8 +201,9 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
     if not quality_ok(targets, last):
         if last.kind == Kind.DISTIL:
             episodes = history[last.parent or 0].max_episodes
-            return Next(kind=Kind.SHRINK, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=last.epsilon, parent=None,
-                        reason=f"the distilled student missed quality ({why}): train that width from scratch")  # fmt: skip
+            return Next(kind=Kind.SHRINK, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=last.epsilon,
+                        parent=None, reason=f"the distilled student missed quality ({why}): "
+                                            "train that width from scratch")  # fmt: skip
         if last.kind == Kind.SHRINK:
             return Final(
                 state=FinalState.FAILED, chosen=None, reason=f"no rung left: the smaller agent misses quality ({why})"
@@ -208,8 +211,8 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
         retrains = sum(1 for a in history if a.kind == Kind.RETRAIN)
         epsilon = last.epsilon if retrains == 0 else max(ladder.min_epsilon, last.epsilon * ladder.epsilon_factor)
         episodes = max(last.max_episodes + 1, int(round(last.max_episodes * ladder.episode_growth)))
-        return Next(kind=Kind.RETRAIN, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=epsilon, parent=None,
-                    reason=f"retrain with {episodes} episodes, epsilon {epsilon:g}: {why}")  # fmt: skip
+        return Next(kind=Kind.RETRAIN, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=epsilon,
+                    parent=None, reason=f"retrain with {episodes} episodes, epsilon {epsilon:g}: {why}")  # fmt: skip
     # Quality met: what is too costly?
     bad = {c.name for c in checks(targets, last) if not c.ok}
     smaller = _half(last.hidden_units, ladder.shrink_factor, ladder.min_hidden_units)
@@ -220,10 +223,11 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
             reason=f"no rung left: {last.hidden_units[0]}-{last.hidden_units[1]} cannot shrink further ({why})",
         )
     if "inference_energy" in bad and "train_energy" not in bad:
-        return Next(kind=Kind.DISTIL, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon, parent=last.index,
+        return Next(kind=Kind.DISTIL, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon,
+                    parent=last.index,
                     reason=f"distil #{last.index} into {smaller[0]}-{smaller[1]}: {why}")  # fmt: skip
-    return Next(kind=Kind.SHRINK, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon, parent=None,
-                reason=f"train a smaller {smaller[0]}-{smaller[1]} agent from scratch: {why}")  # fmt: skip
+    return Next(kind=Kind.SHRINK, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon,
+                parent=None, reason=f"train a smaller {smaller[0]}-{smaller[1]} agent from scratch: {why}")  # fmt: skip
 
 
 def beats_champion(candidate: dict[str, str], champion: dict[str, str] | None) -> tuple[bool, str]:

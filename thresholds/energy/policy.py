@@ -428,7 +428,8 @@ def kept(scenario: Scenario, history: list[CandidateResult], c: CandidateResult)
     if gain < scenario.ladder.min_gain_pct:
         return (
             False,
-            f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)",
+            f"saved {gain:.1f}% inference cost vs #{parent.index} on this hardware "
+            f"(needs >= {scenario.ladder.min_gain_pct:g}%)",
         )
     sigmas = scenario.measurement.significance_sigmas
     if not significantly_less(cost(c) or 0.0, cost_err(c), cost(parent) or 0.0, cost_err(parent), sigmas):
@@ -451,13 +452,15 @@ def _paired_gain(scenario: Scenario, parent: CandidateResult, c: CandidateResult
     if gain < scenario.ladder.min_gain_pct:
         return (
             False,
-            f"saved {gain:.1f}% inference cost vs #{parent.index} (paired) on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)",
+            f"saved {gain:.1f}% inference cost vs #{parent.index} (paired) on this hardware "
+            f"(needs >= {scenario.ladder.min_gain_pct:g}%)",
         )
     their_sem = parent.inference_ratio_log_sem if parent.index else 0.0
     if not math.log(mine) + sigmas * math.hypot(c.inference_ratio_log_sem, their_sem) < math.log(theirs):
         return (
             False,
-            f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: noise, not a gain",
+            f"saved {gain:.1f}% vs #{parent.index} (paired), within {sigmas:g} combined standard errors: "
+            "noise, not a gain",
         )
     return True, f"saved {gain:.1f}% inference cost vs #{parent.index} (paired)"
 
@@ -488,14 +491,16 @@ def _training_gain(scenario: Scenario, history: list[CandidateResult], c: Candid
     if gain < scenario.ladder.min_gain_pct:
         return (
             False,
-            f"saved {gain:.1f}% training energy vs #{recipe.index} on this hardware (needs >= {scenario.ladder.min_gain_pct:g}%)",
+            f"saved {gain:.1f}% training energy vs #{recipe.index} on this hardware "
+            f"(needs >= {scenario.ladder.min_gain_pct:g}%)",
         )
     if not significantly_less(
         c.train_energy_j, c.train_energy_sem_j, recipe.train_energy_j, recipe.train_energy_sem_j, sigmas
     ):
         return (
             False,
-            f"saved {gain:.1f}% training energy vs #{recipe.index}, within {sigmas:g} combined standard errors: noise, not a gain",
+            f"saved {gain:.1f}% training energy vs #{recipe.index}, within {sigmas:g} combined standard errors: "
+            "noise, not a gain",
         )
     return True, f"saved {gain:.1f}% training energy vs #{recipe.index}"
 
@@ -599,7 +604,8 @@ def _recipe_siblings(
 def _prune(scenario: Scenario, history: list[CandidateResult], use: Calibration | None) -> Next | None:
     pruned = [c for c in history if c.step.kind == StepKind.PRUNE]
     if any(not quality_ok(scenario.targets, c, history[0]) for c in pruned):
-        # A ratio broke an accuracy target: on the labels, larger ones would too. Back off (or go on, on soft labels), if allowed.
+        # A ratio broke an accuracy target: on the labels, larger ones would too. Back off (or go on, on soft labels),
+        # if allowed.
         return _backoff(scenario, history) if scenario.ladder.accuracy_backoff else None
     base = _recipe(scenario, history)
     tried = {float(c.step.value) for c in pruned if c.step.value is not None}
@@ -768,7 +774,8 @@ RUNGS: tuple[Rung, ...] = (
     Rung(StepKind.PRECISION, _precision, _precision_siblings),
     Rung(StepKind.QAT, _qat),
     Rung(StepKind.ORT, _ort, _ort_siblings),
-    # Training-cost moves: `_training_move` picks them for a missed training-energy target; walking the ladder passes over them.
+    # Training-cost moves: `_training_move` picks them for a missed training-energy target; walking the ladder passes
+    # over them.
     Rung(StepKind.PRUNE_EARLY, _training_moves_only),
     Rung(StepKind.PRUNE_ES, _training_moves_only),
     Rung(StepKind.SCRATCH, _training_moves_only),
@@ -805,7 +812,8 @@ def missed_targets(scenario: Scenario, c: CandidateResult, baseline: CandidateRe
 def _teacher(scenario: Scenario, history: list[CandidateResult], parent: CandidateResult) -> CandidateResult:
     """The teacher of a back-off fine-tune of `parent`'s pruned copy: the trained torch fp32 model with the best
     quality (accuracy, else lowest RMSE) among those whose training, added to `parent`'s lineage, stays within the
-    training target (the taught model's lineage includes its teacher's: tasks/energy_loop/candidate.py). `parent` adds nothing."""
+    training target (the taught model's lineage includes its teacher's: tasks/energy_loop/candidate.py). `parent` adds
+    nothing."""
     baseline = history[0]
     limit = train_limit_j(scenario.targets, baseline)
     pool = [c for c in history if c.ok and c.step.kind not in SERVING_FORMS]
@@ -817,7 +825,8 @@ def _teacher(scenario: Scenario, history: list[CandidateResult], parent: Candida
 
 
 def _better(teacher: CandidateResult, student: CandidateResult) -> bool:
-    """Whether `teacher` scored better than `student` (higher accuracy, else lower RMSE): only then can its soft labels help."""
+    """Whether `teacher` scored better than `student` (higher accuracy, else lower RMSE): only then can its soft labels
+    help."""
     if teacher.accuracy is not None and student.accuracy is not None:
         return teacher.accuracy > student.accuracy
     return teacher.rmse is not None and student.rmse is not None and teacher.rmse < student.rmse
@@ -881,14 +890,20 @@ def _backoff(scenario: Scenario, history: list[CandidateResult]) -> Next | None:
         if scenario.ladder.backoff_teacher and not any(s.teacher is not None for s in same):
             teacher = _teacher(scenario, history, history[parent])  # priced only when the opt-in asks for it
             if _better(teacher, broken):
-                why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft labels of #{teacher.index}"
+                why = (
+                    f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it on the soft "
+                    f"labels of #{teacher.index}"
+                )
                 step = Step(
                     kind=StepKind.PRUNE, value=broken.step.value, parent=parent, teacher=teacher.index, target=target
                 )
                 return Next(step=step, why=why, target=target)
         if not any(s.epochs is not None for s in same):
             epochs = 2 * scenario.training.fine_tune_epochs
-            why = f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} epochs instead"
+            why = (
+                f"{target}: prune:{ratio:g} met the inference targets but broke it; fine-tune it for {epochs} "
+                "epochs instead"
+            )
             step = Step(
                 kind=StepKind.PRUNE,
                 value=broken.step.value,
@@ -943,7 +958,10 @@ def _taught_further(scenario: Scenario, history: list[CandidateResult], short: C
             return None  # no teacher the training target affords knows more than the labels did
         teacher = found.index
     how = "kept quality on the soft labels" if short.step.teacher is not None else "broke quality"
-    why = f"{target}: prune:{ratio:g} {how} but missed it; prune {larger[0]:.0%} and fine-tune on the soft labels of #{teacher}"
+    why = (
+        f"{target}: prune:{ratio:g} {how} but missed it; prune {larger[0]:.0%} and fine-tune on the soft labels "
+        f"of #{teacher}"
+    )
     return Next(
         step=Step(kind=StepKind.PRUNE, value=larger[0], parent=parent, teacher=teacher, target=target),
         why=why,
@@ -1020,7 +1038,10 @@ def _training_move(
             and epochs >= 1
             and not any(c.step.kind == StepKind.PRUNE_ES and c.step.value == ratio for c in history)
         ):
-            why = f"prune {ratio:.0%} of #{parent} and fine-tune with early stopping for at most the {epochs} epochs the target leaves"
+            why = (
+                f"prune {ratio:.0%} of #{parent} and fine-tune with early stopping for at most the {epochs} epochs "
+                "the target leaves"
+            )
             return move(Step(kind=StepKind.PRUNE_ES, value=ratio, parent=parent, epochs=epochs), why)
     if focus.step.kind == StepKind.DISTILL and focus.step.epochs is None and focus.step.parent is not None:
         epochs = fine_tune_budget_epochs(scenario, history, focus)
@@ -1029,10 +1050,13 @@ def _training_move(
             for c in history
         )
         ran = focus.epochs_run or scenario.training.max_epochs
-        # Cut to under half its epochs, a distillation falls well short of the student it made (a built-in student starts
-        # from fresh weights): its architecture from scratch is the better bet then.
+        # Cut to under half its epochs, a distillation falls well short of the student it made (a built-in student
+        # starts from fresh weights): its architecture from scratch is the better bet then.
         if epochs is not None and max(1, ran // 2) <= epochs < ran and not again:
-            why = f"distil #{focus.step.parent} into the same student with early stopping for at most the {epochs} epochs the target leaves"
+            why = (
+                f"distil #{focus.step.parent} into the same student with early stopping for at most the {epochs} "
+                "epochs the target leaves"
+            )
             return move(
                 Step(kind=StepKind.DISTILL, value=focus.step.value, parent=focus.step.parent, epochs=epochs), why
             )
@@ -1167,7 +1191,10 @@ def _why_not(scenario: Scenario, history: list[CandidateResult]) -> str:
     best = closest(scenario, history)
     if best is None:
         return "no candidate was trained"
-    return f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): {judge(scenario, best, history[0]).summary()}"
+    return (
+        f"closest was #{best.index} ({'+'.join(best.lineage) or best.step.label}): "
+        f"{judge(scenario, best, history[0]).summary()}"
+    )
 
 
 def _serving_forms(
@@ -1201,7 +1228,8 @@ def _serve_every_form(
         return None
     return Next(
         step=left[0],
-        why=f"#{best.index} meets every target: serve #{parent.index} as {left[0].label} too, keep the cheapest that passes",
+        why=f"#{best.index} meets every target: serve #{parent.index} as {left[0].label} too, keep the "
+        "cheapest that passes",
     )
 
 
@@ -1299,7 +1327,8 @@ def beats_champion(
     if champion.get("energy_source") != candidate.energy_source:
         return (
             False,
-            f"champion energy is from {champion.get('energy_source')!r}, candidate from {candidate.energy_source!r}: not comparable",
+            f"champion energy is from {champion.get('energy_source')!r}, candidate from {candidate.energy_source!r}: "
+            "not comparable",
         )
     try:
         champ_energy = float(champion["inference_energy_j_per_1k"])
@@ -1315,7 +1344,8 @@ def beats_champion(
     ):
         return (
             False,
-            f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's {float(champion['accuracy']):.4f}",
+            f"accuracy {candidate.accuracy:.4f} is more than 1 pt below the champion's "
+            f"{float(champion['accuracy']):.4f}",
         )
     if candidate.rmse is not None and "rmse" in champion and candidate.rmse > float(champion["rmse"]) * 1.01:
         return False, f"rmse {candidate.rmse:.4g} is more than 1% above the champion's {float(champion['rmse']):.4g}"
@@ -1328,7 +1358,10 @@ def beats_champion(
         )
     if significantly_less(champ_energy, champ_sem, energy, err, sigmas):
         return False, f"inference energy {energy:.4g} J/1k is above the champion's {champ_energy:.4g} J/1k beyond noise"
-    tie = f"inference energy {energy:.4g} vs champion's {champ_energy:.4g} J/1k is within {sigmas:g} combined standard errors"
+    tie = (
+        f"inference energy {energy:.4g} vs champion's {champ_energy:.4g} J/1k is within {sigmas:g} combined "
+        "standard errors"
+    )
     champ_params = int(champion.get("params", "0") or 0)
     if candidate.params is not None and champ_params and candidate.params < champ_params:
         return True, f"{tie}; candidate is simpler ({candidate.params} < {champ_params} params)"
@@ -1361,8 +1394,8 @@ class Payback(BaseModel):
         if self.predictions_to_payback is None:
             return f"no payback: the loop spent {self.loop_energy_j:.1f} J and the model saves nothing per prediction"
         return (
-            f"the loop spent {self.loop_energy_j:.1f} J; the model saves {self.saved_j_per_1k:.4g} J per 1k predictions, "
-            f"so it pays back after {self.predictions_to_payback:,.0f} predictions"
+            f"the loop spent {self.loop_energy_j:.1f} J; the model saves {self.saved_j_per_1k:.4g} J per 1k "
+            f"predictions, so it pays back after {self.predictions_to_payback:,.0f} predictions"
         )
 
 

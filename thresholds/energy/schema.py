@@ -44,7 +44,8 @@ class Targets(StrictSection):
     max_latency_vs_baseline: float | None = Field(None, gt=0, description="ratio to baseline")
     quality_metric: Literal["auto", "accuracy", "balanced_accuracy", "macro_f1"] = Field(
         "auto",
-        description="what the accuracy targets judge; auto: balanced accuracy when the smallest class < 50 % of the largest",
+        description="what the accuracy targets judge; auto: balanced accuracy when the smallest class < 50 % "
+        "of the largest",
     )
 
 
@@ -73,8 +74,8 @@ class Training(StrictSection):
         0.5,
         ge=0,
         le=3_600,
-        description="seconds: epochs shorter than this share one meter window, each charged its share by wall time (a window "
-        "costs the meter 3-4 ms here, which doubled the reading of a 5 ms epoch); 0: one window per epoch",
+        description="seconds: epochs shorter than this share one meter window, each charged its share by wall time (a "
+        "window costs the meter 3-4 ms here, which doubled the reading of a 5 ms epoch); 0: one window per epoch",
     )
     prune_at_epoch: int = Field(
         5,
@@ -96,17 +97,17 @@ class Measurement(StrictSection):
     inference_batch_size: int = Field(1024, ge=1, le=1_000_000, description="samples per batch")
     serving_batch_sizes: list[int] | None = Field(
         None,
-        description="batch sizes the workload is served at, e.g. [1, 64]: inference energy is measured and judged at each "
-        "(the geometric mean of the per-size figures); unset: inference_batch_size alone",
+        description="batch sizes the workload is served at, e.g. [1, 64]: inference energy is measured and judged at "
+        "each (the geometric mean of the per-size figures); unset: inference_batch_size alone",
     )
     min_window_s: float = Field(1.0, gt=0, le=3_600, description="seconds per inference window")
     inference_threads: int = Field(
         1,
         ge=0,
         le=1_024,
-        description="threads inference is measured and served with (torch and onnxruntime intra-op); 0: the library's default, "
-        "one per core. One by default: two threads on two cores moved the same models' ratio by 25 % between runs "
-        "(tasks/meters/runtime.py)",
+        description="threads inference is measured and served with (torch and onnxruntime intra-op); 0: the library's "
+        "default, one per core. One by default: two threads on two cores moved the same models' ratio by 25 % between "
+        "runs (tasks/meters/runtime.py)",
     )
     repeats_min: int = Field(3, ge=1, le=100, description="inference windows at least")
     repeats_max: int = Field(8, ge=1, le=1_000, description="inference windows at most")
@@ -134,11 +135,13 @@ class Measurement(StrictSection):
         0.10,
         ge=0,
         le=1,
-        description="other processes' share of the CPU while a candidate is measured, above which the loop warns its figures are unreliable",
+        description="other processes' share of the CPU while a candidate is measured, above which the loop warns its "
+        "figures are unreliable",
     )
     train_attribution: Literal["auto", "process", "machine"] = Field(
         "auto",
-        description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level meters), or the whole machine",
+        description="training energy: the process's CPU share of a machine-level reading (auto: for machine-level "
+        "meters), or the whole machine",
     )
 
     @field_validator("serving_batch_sizes")
@@ -173,8 +176,8 @@ class Ladder(StrictSection):
     pruning_iterative_steps: int = Field(1, ge=1, le=10, description="pruning steps per rung, fine-tuned in between")
     pruning_attention: Literal["head_dims", "heads"] = Field(
         "head_dims",
-        description="nn.MultiheadAttention: shrink every head's dimension (head_dims), or remove the ratio of whole heads (heads), "
-        "the same heads in every layer of the residual stream",
+        description="nn.MultiheadAttention: shrink every head's dimension (head_dims), or remove the ratio of whole "
+        "heads (heads), the same heads in every layer of the residual stream",
     )
     mixed_precision_training: bool = Field(True, description="try autocast training (bf16 on CPU, fp16 on CUDA)")
     distill_width_factors: list[float] = Field(
@@ -185,7 +188,8 @@ class Ladder(StrictSection):
     qat: bool = Field(True, description="quantization-aware training when int8 PTQ breaks an accuracy target")
     fuse_inference: bool = Field(
         True,
-        description="serve the best fp32 model in its fused torch form (Linear+ReLU as one addmm, BatchNorm folded); kept only on a measured gain",
+        description="serve the best fp32 model in its fused torch form (Linear+ReLU as one addmm, BatchNorm folded); "
+        "kept only on a measured gain",
     )
     onnx_runtime: list[OrtPrecision] = Field(
         default_factory=lambda: list(ORT_PRECISIONS),
@@ -220,10 +224,12 @@ class Ladder(StrictSection):
         True,
         description="when a pruning ratio meets the inference targets but breaks accuracy, try the ratio halfway back",
     )
-    # Off by default: in the runs measured so far (a Transformer, a digits MLP) short fine-tunes on soft labels lost 4-9 pt.
+    # Off by default: in the runs measured so far (a Transformer, a digits MLP) short fine-tunes on soft labels lost 4-9
+    # pt.
     backoff_teacher: bool = Field(
         False,
-        description="in the accuracy back-off, also fine-tune pruned models on the soft labels of the most accurate model the training target affords",
+        description="in the accuracy back-off, also fine-tune pruned models on the soft labels of the most accurate "
+        "model the training target affords",
     )
 
     @field_validator("training_batch_factors")
@@ -270,29 +276,34 @@ class ModelSettings(StrictSection):
     kind: Literal["mlp", "cnn1d"] = "mlp"
     factory: str | None = Field(
         None,
-        description="a user's model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) -> nn.Module; "
-        "overrides kind (also --model on the command line)",
+        description="a user's model: PKG.MODULE:FACTORY, called as FACTORY(input_shape=(...), n_outputs=K) -> "
+        "nn.Module; overrides kind (also --model on the command line)",
     )
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="neurons per hidden layer")
     keep_layers: list[str] = Field(
         default_factory=list,
-        description="module names (as in model.named_modules(), e.g. 'stem.0') that pruning leaves whole; the output head is always kept",
+        description="module names (as in model.named_modules(), e.g. 'stem.0') that pruning leaves whole; the output "
+        "head is always kept",
     )
     student: str | None = Field(
         None,
-        description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in MLP: a narrower MLP)",
+        description="PKG.MODULE:FACTORY of a distillation student; default: a pruned copy of the model (the built-in "
+        "MLP: a narrower MLP)",
     )
     loss: str | None = Field(
         None,
-        description="PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor: replaces the task's loss in training (also --loss)",
+        description="PKG.MODULE:FUNCTION, (outputs, targets) -> scalar tensor: replaces the task's loss in training "
+        "(also --loss)",
     )
     metric: str | None = Field(
         None,
-        description="PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better: judged in place of accuracy (also --metric)",
+        description="PKG.MODULE:FUNCTION, (outputs, targets) -> float in [0, 1], higher is better: judged in place "
+        "of accuracy (also --metric)",
     )
     train_step: str | None = Field(
         None,
-        description="PKG.MODULE:FUNCTION, (model, batch) -> scalar loss tensor: one batch (as the dataset's items) your way (also --train-step)",
+        description="PKG.MODULE:FUNCTION, (model, batch) -> scalar loss tensor: one batch (as the dataset's items) "
+        "your way (also --train-step)",
     )
 
     @field_validator("hidden")
@@ -336,14 +347,16 @@ class Scenario(StrictSection):
     model: ModelSettings = ModelSettings()
     promotion: PromotionMode = Field(
         "warn",
-        description="when champion is moved by hand to a version whose gates did not pass: warn (tag it, emit an event) or enforce (also move it back)",
+        description="when champion is moved by hand to a version whose gates did not pass: warn (tag it, emit an "
+        "event) or enforce (also move it back)",
     )
 
     @model_validator(mode="after")
     def _analytic_needs_mlp(self) -> Scenario:
         if self.measurement.inference_target == "analytic-45nm" and (self.model.kind != "mlp" or self.model.factory):
             raise ValueError(
-                "measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind 'mlp' and no model.factory"
+                "measurement.inference_target 'analytic-45nm' covers fully connected models only: use model.kind "
+                "'mlp' and no model.factory"
             )
         return self
 

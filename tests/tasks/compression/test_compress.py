@@ -1,4 +1,5 @@
-"""Pruning any architecture: coupled channels, attention (head dimensions or whole heads), kept layers, and the layers it must refuse."""
+"""Pruning any architecture: coupled channels, attention (head dimensions or whole heads), kept layers, and the layers
+it must refuse."""
 
 from __future__ import annotations
 

@@ -136,8 +136,8 @@ ROOM = RoomConfig()
 
 
 def _tiny(**changes: Any) -> DQNConfig:
-    base = {"hidden_units": (4, 4), "memory_transitions": 16, "batch_size": 8, "train_every_steps": 4, "episode_minutes": 120,
-            "max_episodes": 1, "validation_days": 1, "epsilon": 0.5}  # fmt: skip
+    base = {"hidden_units": (4, 4), "memory_transitions": 16, "batch_size": 8, "train_every_steps": 4,
+            "episode_minutes": 120, "max_episodes": 1, "validation_days": 1, "epsilon": 0.5}  # fmt: skip
     return DQNConfig(**{**base, **changes})
 
 

@@ -36,19 +36,23 @@ def masked_item(r):
     return {"x": X[r], "y": int(Y[r]), "mask": M[r], "weight": float(W[r])}
 
 def weighted(samples=None, seed=0):
-    return {"train": (X[:60], Y[:60], W[:60]), "val": (X[60:75], Y[60:75], W[60:75]), "test": (X[75:], Y[75:], W[75:]), "task": "classification"}
+    return {"train": (X[:60], Y[:60], W[:60]), "val": (X[60:75], Y[60:75], W[60:75]), "test": (X[75:], Y[75:], W[75:]),
+            "task": "classification"}
 
 def masked():
     return Items(range(60), masked_item), Items(range(60, 90), masked_item), None, "classification"
 
 def columns():
-    return {"train": {"x": X[:60], "y": Y[:60], "mask": M[:60]}, "val": {"x": X[60:], "y": Y[60:], "mask": M[60:]}, "task": "classification"}
+    return {"train": {"x": X[:60], "y": Y[:60], "mask": M[:60]}, "val": {"x": X[60:], "y": Y[60:], "mask": M[60:]},
+            "task": "classification"}
 
 def mixed_forms():
-    return Items(range(60), lambda r: masked_item(r) if r != 33 else (X[r], int(Y[r]))), Items(range(60, 90), masked_item), None, "classification"
+    return (Items(range(60), lambda r: masked_item(r) if r != 33 else (X[r], int(Y[r]))),
+            Items(range(60, 90), masked_item), None, "classification")
 
 def mapping_without_y():
-    return Items(range(60), lambda r: {"x": X[r], "label": int(Y[r])}), Items(range(60, 90), masked_item), None, "classification"
+    return (Items(range(60), lambda r: {"x": X[r], "label": int(Y[r])}),
+            Items(range(60, 90), masked_item), None, "classification")
 
 def columns_without_x():
     return {"train": {"inputs": X, "y": Y}, "val": (X, Y), "task": "classification"}
@@ -57,14 +61,16 @@ def extra_too_short():
     return {"train": (X, Y, W[:10]), "val": (X, Y, W), "task": "classification"}
 
 def extra_is_text():
-    return Items(range(60), lambda r: (X[r], int(Y[r]), "cat")), Items(range(60, 90), lambda r: (X[r], int(Y[r]), "dog")), None, "classification"
+    return (Items(range(60), lambda r: (X[r], int(Y[r]), "cat")),
+            Items(range(60, 90), lambda r: (X[r], int(Y[r]), "dog")), None, "classification")
 
 def forms_differ():
     return {"train": (X, Y, W), "val": (X, Y), "task": "classification"}
 
 def as_mapping(samples=None, seed=0):
     n = samples or 90
-    return {"train": (X[:60], Y[:60]), "val": (X[60:75], Y[60:75]), "test": (X[75:n], Y[75:n]), "task": "classification", "class_labels": ["r", "g", "b"]}
+    return {"train": (X[:60], Y[:60]), "val": (X[60:75], Y[60:75]), "test": (X[75:n], Y[75:n]),
+            "task": "classification", "class_labels": ["r", "g", "b"]}
 
 def as_tuple_of_datasets():
     return TensorDataset(X[:60], Y[:60]), TensorDataset(X[60:], Y[60:]), None, "classification"
@@ -189,7 +195,8 @@ def test_pairs_carry_no_extras_and_keep_the_pair_batch(user_module: Path) -> Non
         ),
         (
             "mixed_forms",
-            "train split items = 'tuples of 2': expected items of one form, like the first: mappings with keys ['x', 'y', 'mask', 'weight']",
+            "train split items = 'tuples of 2': expected items of one form, like the first: "
+            "mappings with keys ['x', 'y', 'mask', 'weight']",
         ),
         (
             "mapping_without_y",

@@ -15,6 +15,7 @@ def test_every_rung_kind_has_one_table_entry_and_one_producer() -> None:
 
 def test_the_baseline_comes_first_and_the_ladder_keeps_its_order() -> None:
     assert [rung.kind.value for rung in RUNGS] == [
-        "baseline", "early-stopping", "mixed-precision", "batch", "prune", "distill", "search", "fuse", "precision", "qat", "ort",
+        "baseline", "early-stopping", "mixed-precision", "batch", "prune", "distill", "search", "fuse",
+        "precision", "qat", "ort",
         "prune-early", "prune-es", "scratch",  # training-cost moves: only a missed training target picks them
     ]  # fmt: skip

@@ -57,10 +57,12 @@ def test_training_cost_moves_run_reload_and_count_their_lineage(tmp_path: Path) 
         _, spec = models.load(Path(c.model_dir or ""))
         assert spec.history == c.lineage and spec.hidden == [32, 16]
         assert c.inference_ratio_vs_baseline is not None and c.inference_pairs == 2  # measured paired with the baseline
-    # Pruning inside the recipe has no separate fine-tune: its lineage is its own training, the epochs before pruning included.
+    # Pruning inside the recipe has no separate fine-tune: its lineage is its own training, the epochs before pruning
+    # included.
     assert early.train_energy_j > sum(early.series["epoch_energy_j"]) > 0  # type: ignore[operator]
     assert early.tags["prune_at_epoch"] == "3" and early.tags["epochs_before_pruning"] == "3"
-    # The budgeted fine-tune adds at most 2 epochs to the recipe's lineage; the scratch model's lineage is its own training.
+    # The budgeted fine-tune adds at most 2 epochs to the recipe's lineage; the scratch model's lineage is its own
+    # training.
     assert budgeted.train_energy_j > recipe.train_energy_j and (budgeted.epochs_run or 0) <= 2  # type: ignore[operator]
     assert scratch.train_energy_j == pytest.approx(sum(scratch.series["epoch_energy_j"]))
     assert scratch.tags["architecture_from"] == "#2"

@@ -91,7 +91,8 @@ def test_two_models_measured_in_interleaved_windows_on_a_replayed_meter(tmp_path
     data = load_cached(str(prepare("digits", tmp_path)))
     spec = models.ModelSpec(in_features=data.n_features, out_features=data.out_features)
     reference, candidate = models.build(spec).eval(), models.build(spec).eval()
-    # Windows in ABBA order read reference 4 J, candidate 3 J, candidate 3.3 J, reference 4.4 J, ...: a 10 % drift per block.
+    # Windows in ABBA order read reference 4 J, candidate 3 J, candidate 3.3 J, reference 4.4 J, ...: a 10 % drift per
+    # block.
     meter = ReplayMeter([4.0, 3.0, 3.3, 4.4])
     mine, theirs, paired = measure_inference_paired(
         candidate, reference, data, meter, batch_size=64, min_window_s=1e-9, pairs_min=4, pairs_max=4

@@ -134,7 +134,8 @@ def test_good_hooks_pass_the_dry_run(digits: CachedData) -> None:
         (
             "loss",
             f"{HERE}:raises",
-            "expected a function (outputs, targets) -> scalar loss tensor (it raised ValueError: labels must be one-hot)",
+            "expected a function (outputs, targets) -> scalar loss tensor (it raised ValueError: labels "
+            "must be one-hot)",
         ),
         ("metric", f"{HERE}:raises", "(it raised ValueError: labels must be one-hot)"),
         (
@@ -166,7 +167,8 @@ def test_a_bad_hook_is_one_line_naming_the_field_the_value_and_what_was_expected
 def test_the_loss_and_the_training_step_replace_the_task_loss_in_training_and_validation(digits: CachedData) -> None:
     cfg = TrainConfig(max_epochs=3, patience=3, batch_size=128)
     plain = fit(mlp(digits), digits, cfg)
-    # Adam is invariant to the loss's scale, so twice the loss trains (nearly) the same weights: every recorded loss doubles.
+    # Adam is invariant to the loss's scale, so twice the loss trains (nearly) the same weights: every recorded loss
+    # doubles.
     for names in ({"loss": f"{HERE}:double_ce"}, {"train_step": f"{HERE}:double_ce_step"}):
         doubled = fit(mlp(digits), digits, cfg, hooks=hooks.resolve(names))  # type: ignore[arg-type]
         assert doubled.train_losses == pytest.approx([2 * v for v in plain.train_losses], rel=1e-3), names
@@ -183,7 +185,8 @@ def test_the_training_step_gets_every_batch_in_the_dataset_form_with_its_extras(
     cfg = TrainConfig(max_epochs=3, patience=3, batch_size=128)
     plain = fit(mlp(weighted), weighted, cfg)
     doubled = fit(mlp(weighted), weighted, cfg, hooks=hooks.resolve(names))  # type: ignore[arg-type]
-    # Weights of 2 double every loss, in training and on the validation split, as in the test above: the extra reached the step.
+    # Weights of 2 double every loss, in training and on the validation split, as in the test above: the extra reached
+    # the step.
     assert doubled.train_losses == pytest.approx([2 * v for v in plain.train_losses], rel=1e-3)
     assert doubled.val_losses == pytest.approx([2 * v for v in plain.val_losses], rel=1e-3)
     seen = [int(n) for n in SEEN.read_text().split()]
@@ -266,6 +269,7 @@ def test_the_scenario_and_the_command_line_set_the_hooks() -> None:
     assert overridden.model.hooks == {"loss": f"{HERE}:double_ce", "metric": f"{HERE}:top2"}
     with pytest.raises(
         InputError,
-        match=r"^model.train_step = 'not-a-function': expected a module path, a colon and a callable's name \(PKG.MODULE:FUNCTION",
+        match=r"^model.train_step = 'not-a-function': expected a module path, a colon and a callable's name "
+        r"\(PKG.MODULE:FUNCTION",
     ):
         scenario.with_model(train_step="not-a-function")

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 def good(input_shape, n_outputs):
-    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 32), nn.ReLU(), nn.Linear(32, n_outputs))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 32), nn.ReLU(), nn.Linear(32, n_outputs)
+    )
 
 def raises(input_shape, n_outputs):
     raise ValueError("depth must be at least 2\\n(and a second line)")
@@ -103,7 +105,8 @@ def test_a_step_estimated_beyond_the_memory_available_is_refused_without_trying_
         check_factory("user_models:good", (3, 64, 64), 10, batch_size=65536)
     message = str(err.value)
     assert message.startswith(
-        "training.batch_size = 65536: expected a batch size at which user_models:good fits in memory (a training step needs about"
+        "training.batch_size = 65536: expected a batch size at which user_models:good fits in memory (a training "
+        "step needs about"
     )
     suggested = int(message.rsplit("try ", 1)[1].rstrip(")"))
     assert suggested & (suggested - 1) == 0 and suggested < 65536  # a power of two below the scenario's

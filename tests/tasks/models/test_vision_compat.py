@@ -42,7 +42,8 @@ except RuntimeError as exc:
 
 
 def run_beside_fake_torchvision(tmp_path: Path, op: str) -> subprocess.CompletedProcess[str]:
-    """A fresh interpreter (the shim declares operators in torch's process-wide registry) with the fake package first on the path."""
+    """A fresh interpreter (the shim declares operators in torch's process-wide registry) with the fake package first on
+    the path."""
     package = tmp_path / "torchvision"
     package.mkdir()
     (package / "__init__.py").write_text(FAKE_INIT.format(op=op))
@@ -72,8 +73,8 @@ def test_an_operator_it_has_no_schema_for_is_reported_not_guessed(tmp_path: Path
     done = run_beside_fake_torchvision(tmp_path, "box_area")
     assert done.returncode == 1
     assert (
-        "unavailable: torchvision does not import beside this torch (RuntimeError: operator torchvision::box_area does not exist)"
-        in done.stdout
+        "unavailable: torchvision does not import beside this torch (RuntimeError: operator torchvision::box_area "
+        "does not exist)" in done.stdout
     )
     assert "RuntimeError: operator torchvision::box_area does not exist" in done.stderr.splitlines()[-1]
 

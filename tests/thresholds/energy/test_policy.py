@@ -215,7 +215,8 @@ FULL_TABLE.append(
 )
 SEARCHING = scenario({**LADDER, "search_hidden": [[32, 16], [16]]})
 BT = StepKind.BATCH
-# A training target below the baseline's cost leaves no room for a fine-tune on the recipe: the cheaper recipes come first.
+# A training target below the baseline's cost leaves no room for a fine-tune on the recipe: the cheaper recipes come
+# first.
 TIGHT = {"max_accuracy_drop_pt": 2.0, "max_inference_energy_vs_baseline": 0.5, "max_train_energy_vs_baseline": 0.9}
 BATCHING = scenario({**LADDER, "training_batch_factors": [4]}, **TIGHT)
 BATCH_TABLE_ROWS: list[tuple[str, list[CandidateResult], tuple[str, object, int | None]]] = [
@@ -583,7 +584,8 @@ FUSING = scenario(
     max_inference_energy_vs_baseline=0.75,
     max_train_energy_vs_baseline=1.2,
 )
-# 30 % kept every target but inference; 50 % runs cheaper but its fine-tune took the lineage over 1.2x; 70 % broke accuracy.
+# 30 % kept every target but inference; 50 % runs cheaper but its fine-tune took the lineage over 1.2x; 70 % broke
+# accuracy.
 CHEAP_MISSED_TRAINING = [
     BASE,
     RECIPE,
@@ -621,14 +623,16 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         "train_energy_vs_baseline",
     ),
     (
-        "no training move left: pruning 70% would cost at least 1.4x, so the ladder skips to precision of the recipe, within the target",
+        "no training move left: pruning 70% would cost at least 1.4x, so the ladder skips to precision of the "
+        "recipe, within the target",
         [BASE, RECIPE, TP3, TP5, PE5_BROKE, PES5, c(6, SC, parent=3, acc=0.8, inf=0.5, train=40.0)],
         TRAIN_AWARE,
         ("next", PC, 1),
         "train_energy_vs_baseline",
     ),
     (
-        "no training move left; the architecture from scratch kept quality and training but missed inference: precision serves it",
+        "no training move left; the architecture from scratch kept quality and training but missed inference: "
+        "precision serves it",
         [BASE, RECIPE, TP3, TP5, PE5_BROKE, PES5, c(6, SC, parent=3, inf=0.8, train=60.0)],
         TRAIN_AWARE,
         ("next", PC, 6),
@@ -671,7 +675,8 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         "train_energy_vs_baseline",
     ),
     (
-        "a serving form would start from a costlier model only because the cheapest one missed training: cut that one's training first",
+        "a serving form would start from a costlier model only because the cheapest one missed training: cut that "
+        "one's training first",
         CHEAP_MISSED_TRAINING,
         FUSING,
         ("next", PE, 1),
@@ -733,7 +738,8 @@ TARGET_TABLE: list[tuple[str, list[CandidateResult], Scenario, tuple[str, object
         "inference_energy_vs_baseline",
     ),
     (
-        "the halfway ratio missed inference: the broken ratio again, fine-tuned on the most accurate model's soft labels",
+        "the halfway ratio missed inference: the broken ratio again, fine-tuned on the most accurate "
+        "model's soft labels",
         [BASE, RECIPE, P3, P5, P7_BAD, c(5, PR, 0.6, parent=1, inf=0.55)],
         scenario(TAUGHT),
         ("next", PR, 1),
@@ -1020,7 +1026,8 @@ def test_the_teacher_is_the_most_accurate_model_the_training_target_affords() ->
         decide(scenario(ladder, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.5), history).step.teacher
         == 0
     )  # type: ignore[union-attr]
-    # Within 1.2x the baseline's 300 J: the baseline's training on top of the recipe's (420 J) is too much; #3 (180 J) is not.
+    # Within 1.2x the baseline's 300 J: the baseline's training on top of the recipe's (420 J) is too much; #3 (180 J)
+    # is not.
     capped = scenario(
         ladder, max_accuracy_drop_pt=2.0, max_inference_energy_vs_baseline=0.5, max_train_energy_vs_baseline=1.2
     )
