@@ -70,7 +70,6 @@ class InputErrorsInOneLine(logging.Filter):
 INPUT_ERRORS_IN_ONE_LINE = InputErrorsInOneLine()  # one instance: adding it again is a no-op
 
 
-@task(cache_policy=NO_CACHE)
 def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger] | None:
     """The logger of the flow or task run this code runs in (Prefect keeps its records), or None outside one."""
     from prefect.exceptions import MissingContextError
@@ -81,6 +80,7 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger] | Non
         return None
 
 
+@task(cache_policy=NO_CACHE)
 def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
     return core.open_loop(experiment, run_name, params, tags)
 

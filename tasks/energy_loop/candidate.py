@@ -441,9 +441,8 @@ def distill(p: Production) -> Made:
     teacher, teacher_spec, parent = p.parent()
     torch.manual_seed(p.scenario.training.seed)
     settings = p.scenario.model
-    student, spec = distill_mod.student(
-        teacher, teacher_spec, float(p.step.value), settings.keep_layers, settings.student
-    )  # type: ignore[arg-type]
+    ratio = float(p.step.value)  # type: ignore[arg-type]
+    student, spec = distill_mod.student(teacher, teacher_spec, ratio, settings.keep_layers, settings.student)
     epochs = (
         p.step.epochs or p.scenario.training.max_epochs
     )  # `distill:f/Nep`: the budget a missed training target leaves
@@ -679,8 +678,8 @@ def _measure_inference(
                     label=at(b),
                     pairs_min=pairs_min,
                     pairs_max=pairs_max,
-                    **common,
-                )  # type: ignore[arg-type]
+                    **common,  # type: ignore[arg-type]
+                )
                 for b in sizes
             ]
         except ValueError as exc:  # a window read no energy above idle: nothing to pair
@@ -726,8 +725,8 @@ def _measure_inference(
             label=at(b),
             repeats_min=m.repeats_min,
             repeats_max=repeats_max,
-            **common,
-        )  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
+        )
         for b in sizes
     ]
     per_size = (

@@ -112,11 +112,11 @@ def prepare_checked(
             cache_dir,
             target,
             samples,
-            task_type,
+            task_type,  # type: ignore[arg-type]
             settings.training.seed,
             image_size=size,
             image_cache=image_cache,
-        )  # type: ignore[arg-type]
+        )
         data = load_cached(str(cache))
     except (InputError, OSError):
         raise

@@ -10,6 +10,7 @@ import pytest
 
 from flows import console
 from tasks.common import progress
+from tasks.energy_loop import progress as loop_progress
 from tests.conftest import ROOT
 
 
@@ -152,10 +153,10 @@ def test_a_rung_refused_as_not_applicable_says_so_and_the_next_candidate_keeps_i
     )
     prune = Step(kind=StepKind.PRUNE, value=0.5, parent=0)
     with console.session(verbose=False):
-        progress.training(scenario, [base], [Next(step=fuse, why="x")])
-        progress.trained(scenario, [base], refused)
-        progress.judged(scenario, [base, refused], refused)
-        progress.training(scenario, [base, refused], [Next(step=prune, why="x")])
+        loop_progress.training(scenario, [base], [Next(step=fuse, why="x")])
+        loop_progress.trained(scenario, [base], refused)
+        loop_progress.judged(scenario, [base, refused], refused)
+        loop_progress.training(scenario, [base, refused], [Next(step=prune, why="x")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("[2/3] #1 fuse from #0  training… 0.0 s rejected: no fused form") and lines[0].endswith(
         "(not applicable: no iteration used)"
@@ -178,5 +179,5 @@ def test_a_passing_candidate_shows_its_inference_figure(capsys: pytest.CaptureFi
     ort = Step(kind=StepKind.ORT, value="fp32", parent=0)
     served = CandidateResult(index=1, step=ort, accuracy=0.9, inference_energy_j_per_1k=0.25, energy_source="replay")
     with console.session(verbose=False):
-        progress.judged(scenario, [base, served], served)
+        loop_progress.judged(scenario, [base, served], served)
     assert capsys.readouterr().out.rstrip("\n").endswith("PASS: inference_energy_vs_baseline 0.25x <= 0.5x")

@@ -98,7 +98,7 @@ def hard_coded_reshape(input_shape: tuple[int, ...], n_outputs: int) -> nn.Modul
     return HardCodedReshape(input_shape[-1], n_outputs)
 
 
-HERE = "tests.tasks.test_compress"
+HERE = "tests.tasks.compression.test_compress"
 SUPPORTED = {"concat_net": (1, 8, 8), "attention_net": (6, 3)}
 
 

@@ -267,7 +267,7 @@ def test_a_training_step_on_a_streamed_folder_decodes_each_validation_chunk_once
         return chunks(self, size)
 
     monkeypatch.setattr(images.StreamedSplit, "chunks", counted)
-    step = resolve({"train_step": "tests.tasks.test_images:ce_step"})
+    step = resolve({"train_step": "tests.tasks.data.test_images:ce_step"})
     cfg = TrainConfig(max_epochs=2, early_stopping=False, batch_size=8, seed=3)
     report_a, report_b = fit(_net(), memory, cfg, hooks=step), fit(_net(), streamed, cfg, hooks=step)  # type: ignore[arg-type]
     assert reads.count(len(streamed.x_val)) == 2  # type: ignore[attr-defined]  # one pass per epoch, outputs and loss from the same decoded chunks

@@ -194,7 +194,7 @@ def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reaso
         {
             **_scenario().model_dump(include={"name", "measurement"}),
             "training": {"max_epochs": 8, "patience": 2, "batch_size": 128, "fine_tune_epochs": 2},
-            "model": {"factory": "tests.tasks.test_candidate:conv_on_table"},
+            "model": {"factory": "tests.tasks.energy_loop.test_candidate:conv_on_table"},
         }
     )
     meter = FixedPowerMeter(10.0)
@@ -218,7 +218,7 @@ def test_a_users_model_goes_through_the_rungs_and_int8_is_skipped_with_the_reaso
     for c in history[:4]:
         assert c.accuracy is not None and c.accuracy > 0.5, (c.lineage, c.accuracy)
         model, spec = models.load(Path(c.model_dir or ""))
-        assert spec.factory == "tests.tasks.test_candidate:conv_on_table" and spec.history == c.lineage
+        assert spec.factory == "tests.tasks.energy_loop.test_candidate:conv_on_table" and spec.history == c.lineage
         assert models.count_params(model) == c.params
 
 

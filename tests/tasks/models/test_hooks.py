@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 from thresholds.energy.schema import parse_scenario
 from thresholds.errors import InputError
 
-HERE = "tests.tasks.test_hooks"
+HERE = "tests.tasks.models.test_hooks"
 
 
 def double_ce(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,8 @@ def test_good_hooks_pass_the_dry_run(digits: CachedData) -> None:
         (
             "train_step",
             f"{HERE}:step_returns_outputs",
-            "model.train_step = 'tests.tasks.test_hooks:step_returns_outputs': expected a function (model, batch)",
+            "model.train_step = 'tests.tasks.models.test_hooks:step_returns_outputs': "
+            "expected a function (model, batch)",
         ),
     ],
 )

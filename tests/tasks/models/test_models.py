@@ -173,7 +173,7 @@ def raising_factory(input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Mo
 
 
 def test_a_factory_that_raises_is_one_line_naming_model_factory() -> None:
-    spec = models.ModelSpec(factory="tests.tasks.test_models:raising_factory", input_shape=(4,), out_features=2)
+    spec = models.ModelSpec(factory="tests.tasks.models.test_models:raising_factory", input_shape=(4,), out_features=2)
     with pytest.raises(InputError) as caught:
         models.build(spec)
     assert (
