@@ -13,7 +13,6 @@ import pytest
 from tasks.models import vision_compat
 from tests.conftest import ROOT, require
 
-
 # A stand-in for PyPI's CUDA torchvision 0.28.0 beside torch 2.13.0+cpu: its compiled library did not load
 # (`_has_ops()` is False), and the package registers a fake for an operator that library would have declared.
 FAKE_INIT = """
