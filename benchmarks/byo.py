@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 EXAMPLES = {
     "resnet": ("examples.resnet_digits:make", "digits_png"),
@@ -200,7 +201,7 @@ def main() -> int:
         "macs_ratio",
     )
     print()
-    print(json.dumps({"models": {name: {k: r.get(k) for k in keys} for name, r in results.items()}}))
+    emit({"models": {name: {k: r.get(k) for k in keys} for name, r in results.items()}})
     return 0
 
 

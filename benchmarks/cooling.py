@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 PAPER_BUILTIN_UNITS = 1_977_614
 PAPER_AI_UNITS = 628_889
@@ -253,7 +254,7 @@ def main() -> int:
         f"{figures['room_train_s']:.0f} s ({room_train.source}); inference per simulated year: seed "
         f"{seed_inference_j:.2f} J, room {room_inference_j:.2f} J"
     )
-    print(json.dumps(figures))
+    emit(figures)
     return 0
 
 

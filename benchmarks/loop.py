@@ -10,7 +10,6 @@ measured in the same run, by the same meter.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
+
 PROCESS_STARTED = time.perf_counter()  # the command's own start: imports and server start count in `process_wall_s`
 
 
@@ -111,7 +112,7 @@ def main() -> int:
     print("\nWhere the wall time went (s; from the flow's Prefect task runs):")
     for key, value in figures["overhead_breakdown_s"].items():
         print(f"  {key:24s} {value}")
-    print(json.dumps(figures))
+    emit(figures)
     return 0
 
 

@@ -21,7 +21,6 @@ alone. Prints a table, then one JSON object on the last line with the keys `mete
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -31,6 +30,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 IN_FEATURES, OUT_FEATURES, BATCH = 40, 10, 4096
 
@@ -203,7 +203,7 @@ def main() -> int:
             f"{m['bare_window_s']} / {m['metered_window_s']} | {m['window_energy_j']} | {m['window_cv']} | "
             f"{m['window_spread']} | {same} |"
         )
-    print(json.dumps({"meters": meters, "max_overhead_share": max(m["overhead_share"] for m in meters.values())}))
+    emit({"meters": meters, "max_overhead_share": max(m["overhead_share"] for m in meters.values())})
     return 0
 
 

@@ -18,7 +18,6 @@ Energies are labelled with the meter's source; on a machine without RAPL they ar
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -26,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 
 def main() -> int:
@@ -142,11 +142,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print(
-        json.dumps(
-            {"energy_source": meter.source, "estimated": meter.estimated, "mlflow_run_id": run_id, "results": results}
-        )
-    )
+    emit({"energy_source": meter.source, "estimated": meter.estimated, "mlflow_run_id": run_id, "results": results})
     return 0
 
 

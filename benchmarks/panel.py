@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 SKLEARN = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 TABLES = (*SKLEARN, "mnist1d", "penguins", "cars", "seattle_weather")
@@ -205,7 +206,7 @@ def main() -> int:
         "unreachable": sum(r.get("unreachable") is not None for r in results.values()),
     }
     print()
-    print(json.dumps(summary))
+    emit(summary)
     return 0
 
 

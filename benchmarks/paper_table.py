@@ -20,7 +20,6 @@ chosen models' inference ratios) and `same_architecture_max_deviation`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -28,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 
 def main() -> int:
@@ -154,7 +154,7 @@ def paper_table(args: argparse.Namespace) -> int:
     logging.getLogger("prefect").setLevel(logging.WARNING)  # keep the JSON line last
     print(table)
     print(f"\nmarkdown: {md}  pareto: {png}  MLflow run: {run_id}")
-    print(json.dumps({"datasets": results, "pareto_png": str(png)}))
+    emit({"datasets": results, "pareto_png": str(png)})
     return 0
 
 
@@ -224,7 +224,7 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
         "runs": runs,
     }
     logging.getLogger("prefect").setLevel(logging.WARNING)  # keep the JSON line last
-    print(json.dumps(figures))
+    emit(figures)
     return 0
 
 

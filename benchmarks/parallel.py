@@ -25,7 +25,6 @@ auto_choice (the width picked, 1 = serial). Prints a table, then one JSON object
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 RATIOS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -82,7 +82,7 @@ def main() -> int:
             f"| {size} | {f['training_speedup']:.2f}x | {f['machine_energy_ratio']:.3f} | "
             f"{f['attribution_error']:.2%} | {f['auto_choice']} | {'yes' if f['auto_consistent'] else 'NO'} |"
         )
-    print(json.dumps({"sizes": sizes}))
+    emit({"sizes": sizes})
     return 0
 
 

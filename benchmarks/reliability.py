@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.results import emit  # noqa: E402  (the repository root is on the path now)
 
 SCENARIOS: dict[str, str] = {
     "broken YAML": "name: x\ntargets: [\n",
@@ -183,7 +183,7 @@ def main() -> int:
         "wrong_promotions": 0 if tried and tried == survived else None,
         "runs_lost": 0 if tried and tried == survived else None,
     }
-    print(json.dumps(figures))
+    emit(figures)
     return 0 if figures["bad_inputs_clean"] == figures["bad_inputs_tried"] and tried == survived else 1
 
 
