@@ -1,5 +1,5 @@
 """The CI retraining workflow's contract, read from the files: the job's secrets are the client variables of
-infra/.env.example (and of the README), inputs never reach a `run:` line as text, every deployment of
+infra/.env.example (and of the team-setup docs), inputs never reach a `run:` line as text, every deployment of
 prefect.yaml can be dispatched, and the job installs only the `client` dependency group, pinned as the
 project pins. The steps themselves run against real servers in tests/integration/test_retrain_workflow.py."""
 
@@ -45,14 +45,13 @@ def test_the_jobs_secrets_are_the_client_variables_of_env_example() -> None:
     assert not misfiled, f"{misfiled} are client variables: move them below {CLIENTS_MARKER!r} and pass them in the job"
 
 
-def test_the_readme_and_the_compose_clients_use_the_same_names() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_team_setup_docs_and_the_compose_clients_use_the_same_names() -> None:
+    page = (ROOT / "docs" / "team-setup.md").read_text()
     exported = set(
-        re.findall(
-            r"\b([A-Z][A-Z0-9_]+)=", "\n".join(line for line in readme.splitlines() if line.startswith("export "))
-        )
+        re.findall(r"\b([A-Z][A-Z0-9_]+)=", "\n".join(line for line in page.splitlines() if line.startswith("export ")))
     )
-    assert set(secret_names()) <= exported, f"README's export lines lack {sorted(set(secret_names()) - exported)}"
+    missing = sorted(set(secret_names()) - exported)
+    assert not missing, f"docs/team-setup.md's export lines lack {missing}"
     compose = yaml.safe_load((ROOT / "infra" / "docker-compose.yml").read_text())
     assert set(secret_names()) <= set(compose["x-client-env"]), "the worker and the CI job must read the same variables"
 
