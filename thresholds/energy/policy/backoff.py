@@ -140,7 +140,7 @@ def _taught_further(scenario: Scenario, history: list[CandidateResult], short: C
 def _teacher(scenario: Scenario, history: list[CandidateResult], parent: CandidateResult) -> CandidateResult:
     """The teacher of a back-off fine-tune of `parent`'s pruned copy: the trained torch fp32 model with the best
     quality (accuracy, else lowest RMSE) among those whose training, added to `parent`'s lineage, stays within the
-    training target (the taught model's lineage includes its teacher's: tasks/energy_loop/candidate.py). `parent` adds
+    training target (the taught model's lineage includes its teacher's: tasks/energy_loop/producers.py). `parent` adds
     nothing."""
     baseline = history[0]
     limit = train_limit_j(scenario.targets, baseline)
