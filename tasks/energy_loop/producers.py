@@ -29,10 +29,12 @@ PRODUCERS: dict[StepKind, Producer] = {}
 
 
 def producer(*kinds: StepKind) -> Callable[[Producer], Producer]:
-    """Register the function that produces candidates of these rung kinds (one per kind)."""
+    """Register the function that produces candidates of these rung kinds (one per kind: a second one is an error)."""
 
     def register(fn: Producer) -> Producer:
         for kind in kinds:
+            if kind in PRODUCERS:
+                raise ValueError(f"rung {kind.value!r} has a producer already: {PRODUCERS[kind].__name__}")
             PRODUCERS[kind] = fn
         return fn
 
