@@ -130,7 +130,7 @@ def _same_architecture(meter: Any, window_s: float) -> dict[str, Any]:
 
     from tasks.data.datasets import CachedData
     from tasks.models import factory as models
-    from tasks.models.evaluate import measure_inference_paired
+    from tasks.models.evaluate import Repeats, Window, measure_inference_paired
 
     spec = models.ModelSpec(in_features=IN_FEATURES, out_features=OUT_FEATURES)
     torch.manual_seed(1)
@@ -145,11 +145,9 @@ def _same_architecture(meter: Any, window_s: float) -> dict[str, Any]:
         first,
         data,
         meter,
-        batch_size=BATCH,
-        min_window_s=window_s,
-        pairs_min=4,
-        pairs_max=8,
-        target_rel_ci=0.02,
+        BATCH,
+        Window(window_s),
+        Repeats(at_least=4, at_most=8, target_rel_ci=0.02),
     )
     low, high = paired.ci95
     return {

@@ -65,7 +65,7 @@ def main() -> int:
     from tasks.data import datasets as data_mod
     from tasks.meters.select import make_meter
     from tasks.models import factory as models
-    from tasks.models.evaluate import measure_inference_paired
+    from tasks.models.evaluate import Repeats, Window, measure_inference_paired
 
     missing = onnx_runtime.unavailable()
     if missing:
@@ -108,10 +108,9 @@ def main() -> int:
                         data,
                         meter,
                         batch,
-                        args.window_s,
+                        Window(args.window_s),
+                        Repeats(args.pairs, args.pairs),
                         label=f"{key} {name} b{batch}",
-                        pairs_min=args.pairs,
-                        pairs_max=args.pairs,
                     )
                     low, high = paired.ci95
                     prefix = name.replace("-", "_")

@@ -20,6 +20,8 @@ from tasks.meters.runtime import stabilise_allocator, torch_threads
 from tasks.models import factory as models
 from tasks.models.evaluate import (
     InferenceReport,
+    Repeats,
+    Window,
     across_sizes,
     measure_inference,
     measure_inference_paired,
@@ -50,7 +52,7 @@ def _measure_inference(
     pairs each), so measuring at more sizes costs little more time."""
     m = scenario.measurement
     sizes = m.batch_sizes_served
-    common = dict(min_window_s=m.min_window_s, target_rel_ci=m.target_rel_ci, idle_power_w=idle_power_w)
+    window = Window(m.min_window_s, idle_power_w=idle_power_w)
 
     def at(b: int) -> str:
         return label if len(sizes) == 1 else f"{label} b{b}"
@@ -64,15 +66,7 @@ def _measure_inference(
         try:
             measured = [
                 measure_inference_paired(
-                    predictor,
-                    reference,
-                    data,
-                    meter,
-                    batch_size=b,
-                    label=at(b),
-                    pairs_min=pairs_min,
-                    pairs_max=pairs_max,
-                    **common,  # type: ignore[arg-type]
+                    predictor, reference, data, meter, b, window, Repeats(pairs_min, pairs_max, m.target_rel_ci), at(b)
                 )
                 for b in sizes
             ]
@@ -112,14 +106,7 @@ def _measure_inference(
     repeats_max = max(m.repeats_min, math.ceil(m.repeats_max / len(sizes)))
     alone = [
         measure_inference(
-            predictor,
-            data,
-            meter,
-            batch_size=b,
-            label=at(b),
-            repeats_min=m.repeats_min,
-            repeats_max=repeats_max,
-            **common,  # type: ignore[arg-type]
+            predictor, data, meter, b, window, Repeats(m.repeats_min, repeats_max, m.target_rel_ci), at(b)
         )
         for b in sizes
     ]

@@ -6,7 +6,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -144,53 +144,58 @@ def _batch_pool(x: torch.Tensor | StreamedSplit, batch_size: int) -> torch.Tenso
     return x.repeat(reps, *([1] * (x.dim() - 1)))  # rows of a table, or images / sequences of any shape
 
 
+class Window(NamedTuple):
+    """How one inference window runs: batches for at least `min_s` seconds and `min_batches` batches (after
+    `warmup_batches` unmeasured ones, once per model), its energy counted above `idle_power_w`."""
+
+    min_s: float
+    min_batches: int = 20
+    warmup_batches: int = 5
+    idle_power_w: float = 0.0
+
+
+class Repeats(NamedTuple):
+    """How many windows (pairs, when paired): at least `at_least`, then until the 95 % interval of the energy is
+    within `target_rel_ci` of it, at most `at_most`."""
+
+    at_least: int = 1
+    at_most: int = 1
+    target_rel_ci: float = 0.05
+
+
+ONE_WINDOW = Repeats()
+SOME_PAIRS = Repeats(2, 8)
+
+
 def measure_inference(
     model: nn.Module,
     data: CachedData,
     meter: EnergyMeter,
     batch_size: int,
-    min_window_s: float,
+    window: Window,
+    repeats: Repeats = ONE_WINDOW,
     label: str = "inference",
-    warmup_batches: int = 5,
-    min_batches: int = 20,
-    repeats_min: int = 1,
-    repeats_max: int = 1,
-    target_rel_ci: float = 0.05,
-    idle_power_w: float = 0.0,
 ) -> InferenceReport:
-    """Repeated windows of at least `min_window_s` each, until the energy per 1k is stable.
+    """Repeated windows until the energy per 1k is stable.
 
     Long windows keep short runs from being lost in meter noise; repeats give the spread.
     """
     pool = _batch_pool(data.x_test, batch_size)
-    windows = _Windows(model, pool, meter, batch_size, min_window_s, label, min_batches, idle_power_w)
+    windows = _Windows(model, pool, meter, batch_size, window, label)
     with torch.inference_mode():
-        windows.warm_up(warmup_batches)
-        stats = repeat_until_stable(windows.one, repeats_min, repeats_max, target_rel_ci)
+        windows.warm_up(window.warmup_batches)
+        stats = repeat_until_stable(windows.one, repeats.at_least, repeats.at_most, repeats.target_rel_ci)
     return windows.report(stats)
 
 
 class _Windows:
-    """Measured inference windows of one model: each runs batches for at least `min_window_s`."""
+    """Measured inference windows of one model, each run as `window` says."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        pool: torch.Tensor,
-        meter: EnergyMeter,
-        batch_size: int,
-        min_window_s: float,
-        label: str,
-        min_batches: int,
-        idle_power_w: float,
+        self, model: nn.Module, pool: torch.Tensor, meter: EnergyMeter, batch_size: int, window: Window, label: str
     ) -> None:
         self.model, self.pool, self.meter, self.batch_size = model, pool, meter, batch_size
-        self.min_window_s, self.label, self.min_batches, self.idle_power_w = (
-            min_window_s,
-            label,
-            min_batches,
-            idle_power_w,
-        )
+        self.window, self.label = window, label
         self.starts = list(range(0, len(pool) - batch_size + 1, batch_size))
         self.latencies_ms: list[float] = []
         self.windows: list[Measurement] = []
@@ -206,14 +211,15 @@ class _Windows:
         with self.meter.window(f"{self.label} {len(self.windows) + 1}") as window:
             begin = time.perf_counter()
             n = 0
-            while n < self.min_batches or time.perf_counter() - begin < self.min_window_s:
+            while n < self.window.min_batches or time.perf_counter() - begin < self.window.min_s:
                 s = starts[n % len(starts)]
                 t0 = time.perf_counter()
                 self.model(pool[s : s + batch_size])
                 self.latencies_ms.append((time.perf_counter() - t0) * 1000)
                 n += 1
         self.windows.append(window.measurement)
-        above_idle_j = max(window.measurement.energy_j - self.idle_power_w * window.measurement.duration_s, 0.0)
+        idle_j = self.window.idle_power_w * window.measurement.duration_s
+        above_idle_j = max(window.measurement.energy_j - idle_j, 0.0)
         return above_idle_j / (n * batch_size) * 1000
 
     def report(self, stats: Repeated) -> InferenceReport:
@@ -239,24 +245,19 @@ def measure_inference_paired(
     data: CachedData,
     meter: EnergyMeter,
     batch_size: int,
-    min_window_s: float,
+    window: Window,
+    pairs: Repeats = SOME_PAIRS,
     label: str = "inference",
-    warmup_batches: int = 5,
-    min_batches: int = 20,
-    pairs_min: int = 2,
-    pairs_max: int = 8,
-    target_rel_ci: float = 0.05,
-    idle_power_w: float = 0.0,
 ) -> tuple[InferenceReport, InferenceReport, PairedRatio]:
     """`model` and `reference` measured in alternating ABBA windows (see `tasks.meters.paired`):
     the report of each, and the paired ratio model / reference the gates judge."""
     pool = _batch_pool(data.x_test, batch_size)
-    mine = _Windows(model, pool, meter, batch_size, min_window_s, label, min_batches, idle_power_w)
-    theirs = _Windows(reference, pool, meter, batch_size, min_window_s, f"{label} reference", min_batches, idle_power_w)
+    mine = _Windows(model, pool, meter, batch_size, window, label)
+    theirs = _Windows(reference, pool, meter, batch_size, window, f"{label} reference")
     with torch.inference_mode():
-        mine.warm_up(warmup_batches)
-        theirs.warm_up(warmup_batches)
-        paired = measure_paired(theirs.one, mine.one, pairs_min, pairs_max, target_rel_ci)
+        mine.warm_up(window.warmup_batches)
+        theirs.warm_up(window.warmup_batches)
+        paired = measure_paired(theirs.one, mine.one, pairs.at_least, pairs.at_most, pairs.target_rel_ci)
     return mine.report(Repeated(paired.candidate)), theirs.report(Repeated(paired.reference)), paired
 
 
@@ -305,7 +306,7 @@ def energy_by_batch_size(
     """Inference energy per 1k samples at each batch size (the paper's batch-size adaptation)."""
     return {
         size: measure_inference(
-            model, data, meter, size, min_window_s, label=f"batch {size}", repeats_min=repeats, repeats_max=repeats
+            model, data, meter, size, Window(min_window_s), Repeats(repeats, repeats), label=f"batch {size}"
         ).energy_j_per_1k
         for size in batch_sizes
     }

@@ -16,7 +16,7 @@ from tasks.meters.rapl import RaplMeter, counter_delta_uj, discover
 from tasks.meters.simple import ReplayMeter
 from tasks.meters.stats import Repeated, repeat_until_stable
 from tasks.models import factory as models
-from tasks.models.evaluate import measure_inference
+from tasks.models.evaluate import Repeats, Window, measure_inference
 from tasks.models.train import TrainConfig, fit
 from thresholds.core import significantly_less
 
@@ -158,14 +158,10 @@ def test_inference_windows_repeat_until_stable(tmp_path: Path) -> None:
     data = load_cached(str(prepare("digits", tmp_path)))
     model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features)).eval()
     # A negligible window length makes every window exactly `min_batches` (20) batches.
-    steady = measure_inference(
-        model, data, ReplayMeter([2.0]), batch_size=64, min_window_s=1e-9, repeats_min=3, repeats_max=10
-    )
+    steady = measure_inference(model, data, ReplayMeter([2.0]), 64, Window(min_s=1e-9), Repeats(3, 10))
     assert steady.repeats == 3 and steady.energy_sem_j_per_1k == 0.0
     assert steady.energy_j_per_1k == pytest.approx(2.0 / (20 * 64) * 1000)
-    noisy = measure_inference(
-        model, data, ReplayMeter([1.0, 3.0]), batch_size=64, min_window_s=1e-9, repeats_min=2, repeats_max=5
-    )
+    noisy = measure_inference(model, data, ReplayMeter([1.0, 3.0]), 64, Window(min_s=1e-9), Repeats(2, 5))
     assert noisy.repeats == 5 and noisy.energy_sem_j_per_1k > 0
 
 

@@ -15,7 +15,7 @@ from tasks.meters.paired import AcrossSizes, PairedRatio, abba_order, measure_pa
 from tasks.meters.simple import ReplayMeter
 from tasks.meters.stats import t_quantile_975
 from tasks.models import factory as models
-from tasks.models.evaluate import across_sizes, measure_inference, measure_inference_paired
+from tasks.models.evaluate import Repeats, Window, across_sizes, measure_inference, measure_inference_paired
 
 
 def test_abba_order_alternates_in_whole_blocks() -> None:
@@ -95,7 +95,7 @@ def test_two_models_measured_in_interleaved_windows_on_a_replayed_meter(tmp_path
     # block.
     meter = ReplayMeter([4.0, 3.0, 3.3, 4.4])
     mine, theirs, paired = measure_inference_paired(
-        candidate, reference, data, meter, batch_size=64, min_window_s=1e-9, pairs_min=4, pairs_max=4
+        candidate, reference, data, meter, 64, Window(min_s=1e-9), Repeats(4, 4)
     )
     assert paired.n == 4 and paired.ratio == pytest.approx(0.75)
     assert paired.ci95 == pytest.approx((0.75, 0.75))
@@ -129,7 +129,7 @@ def test_reports_at_several_serving_sizes_combine_into_one_figure(tmp_path: Path
     data = load_cached(str(prepare("digits", tmp_path)))
     model = models.build(models.ModelSpec(in_features=data.n_features, out_features=data.out_features)).eval()
     meter = ReplayMeter([2.0, 2.0, 8.0, 8.0])  # two windows at batch 1, then two at batch 64
-    small, large = (measure_inference(model, data, meter, b, 1e-9, repeats_min=2, repeats_max=2) for b in (1, 64))
+    small, large = (measure_inference(model, data, meter, b, Window(1e-9), Repeats(2, 2)) for b in (1, 64))
     assert across_sizes([small]) is small
     both = across_sizes([small, large])
     assert small.energy_j_per_1k == pytest.approx(2.0 / 20 * 1000) and large.energy_j_per_1k == pytest.approx(
