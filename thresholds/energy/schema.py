@@ -166,6 +166,9 @@ class Measurement(StrictSection):
 
 
 class Ladder(StrictSection):
+    """How each rung of the ladder is configured (the rungs, their order and how the loop walks them:
+    thresholds/energy/policy/rungs.py, whose entries name the fields that configure them)."""
+
     pruning_ratios: list[float] = Field(
         default_factory=lambda: [0.3, 0.5, 0.7], description="channel fractions in (0, 1)"
     )
