@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -63,7 +64,9 @@ def student(
         return models.build(spec), spec
     if not 0 < width_factor < 1:
         raise ValueError(f"width_factor = {width_factor!r}: expected a fraction in (0, 1)")
-    model, spec = compress.prune(copy.deepcopy(teacher), teacher_spec, 1 - width_factor, keep_layers=keep_layers)
+    model, spec = compress.prune(
+        copy.deepcopy(teacher), teacher_spec, 1 - width_factor, compress.Pruning(keep_layers=keep_layers)
+    )
     history = [*teacher_spec.history, f"distill:{width_factor:g}"]
     return model, spec.model_copy(update={"precision": "fp32", "history": history})
 
@@ -98,13 +101,22 @@ def distillation_loss(
     return regression_loss
 
 
+class SoftLabels(NamedTuple):
+    """How the student learns the teacher's outputs: softened at `temperature`, weighted `alpha` against the labels."""
+
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+
+HINTON = SoftLabels()  # the defaults: T = 4, alpha = 0.7
+
+
 def distill(
     teacher: nn.Module,
     student: nn.Module,
     data: CachedData,
     cfg: TrainConfig,
-    temperature: float = 4.0,
-    alpha: float = 0.7,
+    soft: SoftLabels = HINTON,
     meter: EnergyMeter | None = None,
     label: str = "distill",
     hooks: Hooks | None = None,
@@ -122,6 +134,6 @@ def distill(
         with torch.no_grad():
             teacher_out = outputs(teacher, data.x_train)
     loss = distillation_loss(
-        teacher_out, data.y_train, data.task, temperature, alpha, hooks.loss if "loss" in hooks else None
+        teacher_out, data.y_train, data.task, soft.temperature, soft.alpha, hooks.loss if "loss" in hooks else None
     )
     return fit(student, data, cfg, label=label, meter=meter, batch_loss=loss, hooks=hooks), labelling_j

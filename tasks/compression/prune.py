@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -104,18 +105,30 @@ def _kept(model: nn.Module, example: torch.Tensor, n_outputs: int, keep_layers: 
     return [modules[name] for name in {output_layer(model, example, n_outputs), *keep_layers}]
 
 
+@dataclass(frozen=True)
+class Pruning:
+    """How channels are scored and removed: by `importance` (magnitude, or taylor: the gradients of a batch), per layer
+    or one ratio across layers (`global_pruning`), in `iterative_steps` steps, leaving `keep_layers` (and the output
+    head) whole; `nn.MultiheadAttention` by every head's dimension or by whole heads (`attention`)."""
+
+    importance: str = "magnitude"
+    global_pruning: bool = False
+    iterative_steps: int = 1
+    keep_layers: Sequence[str] = ()
+    attention: Literal["head_dims", "heads"] = "head_dims"
+
+
+BY_MAGNITUDE = Pruning()  # the defaults
+
+
 def prune(
     model: nn.Module,
     spec: ModelSpec,
     ratio: float,
-    importance: str = "magnitude",
-    global_pruning: bool = False,
-    iterative_steps: int = 1,
+    how: Pruning = BY_MAGNITUDE,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     between_steps: Callable[[nn.Module, int], None] | None = None,
-    keep_layers: Sequence[str] = (),
-    attention: Literal["head_dims", "heads"] = "head_dims",
 ) -> tuple[nn.Module, ModelSpec]:
     """Remove `ratio` of the channels of the prunable layers, in place.
 
@@ -124,6 +137,8 @@ def prune(
     With Taylor importance, `batch` and `loss_fn` provide the gradients it scores channels by.
     """
     import torch_pruning as tp
+
+    importance, iterative_steps, attention = how.importance, how.iterative_steps, how.attention
 
     if not 0 < ratio < 1:
         raise ValueError(f"pruning ratio = {ratio!r}: expected a fraction of channels in (0, 1)")
@@ -141,7 +156,7 @@ def prune(
     example = example_input(spec)
     was_training = model.training
     params_before = sum(p.numel() for p in model.parameters())
-    kept = _kept(model, example, spec.out_features, keep_layers)
+    kept = _kept(model, example, spec.out_features, how.keep_layers)
     heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     by_head = attention == "heads" and bool(heads)
     scorer = tp.importance.TaylorImportance() if importance == "taylor" else tp.importance.MagnitudeImportance(p=2)
@@ -151,7 +166,7 @@ def prune(
             example,
             importance=scorer,
             pruning_ratio=ratio,
-            global_pruning=global_pruning,
+            global_pruning=how.global_pruning,
             iterative_steps=iterative_steps,
             # Whole heads are removed by `_prune_heads`: the pruner leaves attention (and the residual stream it shares)
             # alone.
@@ -194,7 +209,7 @@ def prune(
             f"pruning changed the model's outputs to {tuple(out.shape[1:])}, expected {spec.out_features}"
         )
     new_spec = structure_of(model, widths_of(model, spec))
-    label = pruning_label(ratio, importance, global_pruning, iterative_steps, attention if heads else "head_dims")
+    label = pruning_label(ratio, importance, how.global_pruning, iterative_steps, attention if heads else "head_dims")
     return model, new_spec.model_copy(update={"history": [*spec.history, label]})
 
 

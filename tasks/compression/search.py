@@ -53,19 +53,33 @@ def _val_accuracy(model: torch.nn.Module, data: CachedData) -> float:
         return float((outputs(model, data.x_val).argmax(1) == data.y_val).float().mean().item())
 
 
+@dataclass(frozen=True)
+class Space:
+    """What is searched: `base` with each of the hidden widths `architectures`, those whose analytic inference energy
+    at `batch_size` is within `cap_j_per_1k`."""
+
+    base: models.ModelSpec
+    architectures: list[list[int]]
+    cap_j_per_1k: float
+    batch_size: int
+
+
 def search(
-    base: models.ModelSpec,
-    architectures: list[list[int]],
-    cap_j_per_1k: float,
+    space: Space,
     data: CachedData,
     cfg: TrainConfig,
-    batch_size: int,
     meter: EnergyMeter,
     label: str,
     hooks: Hooks | None = None,
 ) -> tuple[torch.nn.Module, models.ModelSpec, list[Point], list[Point], float]:
     """Train every architecture under the cap (with the user's `hooks`, tasks/models/hooks.py); return (chosen
     model, its spec, all points, Pareto set, energy spent). Points are scored by validation accuracy."""
+    base, architectures, cap_j_per_1k, batch_size = (
+        space.base,
+        space.architectures,
+        space.cap_j_per_1k,
+        space.batch_size,
+    )
     if data.task != "classification":
         raise ValueError("architecture search scores validation accuracy: classification datasets only")
     points: list[Point] = []

@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -170,9 +170,19 @@ def _regression_target(series: Any, target: str, where: str) -> np.ndarray:
     return values
 
 
-def _split(y: np.ndarray, task: str, seed: int, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, ...]:
+class Splitting(NamedTuple):
+    """How the rows are split: at random from `seed` (stratified for classes), `val_fraction` and `test_fraction` of
+    them held out for validation and test."""
+
+    seed: int
+    val_fraction: float
+    test_fraction: float
+
+
+def _split(y: np.ndarray, task: str, how: Splitting) -> tuple[np.ndarray, ...]:
     from sklearn.model_selection import train_test_split
 
+    seed, val_fraction, test_fraction = how
     index = np.arange(len(y))
     stratify = y if task == "classification" and np.bincount(y).min() >= 3 else None
     rest, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=stratify)
@@ -275,14 +285,13 @@ def prepare(
     cache_path = cache_dir / f"{name}-{key}.pt"
     if cache_path.exists():
         return cache_path
+    splitting = Splitting(seed, val_fraction, test_fraction)
     if is_entry_point(dataset):
         payload = _function_payload(dataset, name, samples, seed)
     elif path is not None and path.is_dir():
-        payload = _image_payload(
-            path, name, samples, seed, val_fraction, test_fraction, image_size, image_cache, memory_budget_bytes
-        )
+        payload = _image_payload(path, name, samples, splitting, image_size, image_cache, memory_budget_bytes)
     else:
-        payload = _table_payload(dataset, name, path, target, samples, task, seed, val_fraction, test_fraction)
+        payload = _table_payload(dataset, name, path, target, samples, task, splitting)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -297,13 +306,11 @@ def _table_payload(
     target: str | None,
     samples: int | None,
     task: TaskType,
-    seed: int,
-    val_fraction: float,
-    test_fraction: float,
+    splitting: Splitting,
 ) -> dict[str, Any]:
     where = f"dataset {dataset}"
     if path is None:
-        frame, target, task = _builtin_frame(name, samples, seed)
+        frame, target, task = _builtin_frame(name, samples, splitting.seed)
     else:
         frame = _read_table(path)
         if samples is not None:
@@ -316,12 +323,10 @@ def _table_payload(
         raise InputError("target", target, "at least 2 distinct classes", where)
     if kind == "regression":
         values = _regression_target(frame[target], target, where)
-        train, val, test = _split(values, kind, seed, val_fraction, test_fraction)
+        train, val, test = _split(values, kind, splitting)
     else:
         index = {label: i for i, label in enumerate(labels)}
-        train, val, test = _split(
-            np.array([index[str(v)] for v in frame[target]]), kind, seed, val_fraction, test_fraction
-        )
+        train, val, test = _split(np.array([index[str(v)] for v in frame[target]]), kind, splitting)
     pre = TablePreprocessor.fit(
         frame.iloc[np.sort(train)], target, task=kind, class_labels=labels
     )  # in table order: a row number still rises
@@ -377,9 +382,7 @@ def _image_payload(
     root: Path,
     name: str,
     samples: int | None,
-    seed: int,
-    val_fraction: float,
-    test_fraction: float,
+    splitting: Splitting,
     image_size: tuple[int, int] | None,
     image_cache: str = "auto",
     memory_budget_bytes: int | None = None,
@@ -399,13 +402,13 @@ def _image_payload(
         keep, _ = train_test_split(
             np.arange(len(files)),
             train_size=samples,
-            random_state=seed,
+            random_state=splitting.seed,
             stratify=labels if np.bincount(labels).min() >= 2 else None,
         )
         keep = np.sort(keep)
         files, labels = [files[i] for i in keep], labels[keep]
         notes.append(f"--samples {samples}: a stratified subset of the {len(folder.files)} images")
-    train, val, test = _split(labels, "classification", seed, val_fraction, test_fraction)
+    train, val, test = _split(labels, "classification", splitting)
     train, val, test = np.sort(train), np.sort(val), np.sort(test)
     y = torch.from_numpy(labels.astype(np.int64))
     shape = (folder.channels, folder.height, folder.width)

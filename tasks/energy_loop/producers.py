@@ -152,18 +152,21 @@ def _pruned(
     """`model` with `step.value` of its channels pruned by the scenario's importance (in `steps`, `between` them)."""
     ladder = p.scenario.ladder
     n = min(256, len(p.data.x_train))
+    how = compress.Pruning(
+        importance=ladder.pruning_importance,
+        global_pruning=ladder.pruning_global,
+        iterative_steps=steps,
+        keep_layers=p.scenario.model.keep_layers,
+        attention=ladder.pruning_attention,
+    )
     return compress.prune(
         model,
         spec,
         float(p.step.value),  # type: ignore[arg-type]
-        importance=ladder.pruning_importance,
-        global_pruning=ladder.pruning_global,
-        iterative_steps=steps,
+        how,
         batch=(p.data.x_train[:n], loss_targets(p.data.y_train[:n], p.data.task)),
         loss_fn=loss_fn(p.data.task, p.hooks),
         between_steps=between,
-        keep_layers=p.scenario.model.keep_layers,
-        attention=ladder.pruning_attention,
     )
 
 
@@ -312,12 +315,9 @@ def search(p: Production) -> Made:
     cap = reference * ladder.search_max_energy_vs_baseline
     try:
         model, spec, points, front, search_j = search_mod.search(
-            base,
-            ladder.search_hidden,
-            cap,
+            search_mod.Space(base, ladder.search_hidden, cap, p.scenario.measurement.inference_batch_size),
             p.data,
             train_config(training, training.max_epochs, training.patience),
-            p.scenario.measurement.inference_batch_size,
             p.meter,
             f"#{p.index} search",
             p.hooks,

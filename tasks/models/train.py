@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -132,6 +133,7 @@ def fit(
     )
     # The validation split in the dataset's form, for the user's step (a streamed image folder's is read in chunks).
     val_batch = data.batch("val", y_val) if "train_step" in hooks and isinstance(x_val, torch.Tensor) else None
+    val = _Split(x_val, y_val, val_batch)
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     best_score = patience_score = (math.inf, math.inf)
     patience_epoch = 0
@@ -142,29 +144,15 @@ def fit(
     device_type = next(model.parameters()).device.type
     amp_dtype, use_scaler = amp_settings(device_type, cfg.autocast, cfg.autocast_dtype)
     scaler = torch.amp.GradScaler(device_type, enabled=use_scaler)
+    stepping = _Stepping(optimizer, step_loss, train_step, cfg.autocast, amp_dtype, scaler)
     start = last_log = time.perf_counter()
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
         windows.open(epoch)
         began = time.perf_counter()
         try:
-            train_loss = _epoch(
-                model,
-                x,
-                step_loss,
-                optimizer,
-                generator,
-                cfg.batch_size,
-                label,
-                epoch,
-                cfg.autocast,
-                scaler,
-                amp_dtype,
-                train_step,
-            )
-            val_loss, val_acc = _validate(
-                model, x_val, y_val, criterion, hooks, cfg.monitor == "accuracy", label, epoch, val_batch
-            )
+            train_loss = _epoch(model, x, stepping, generator, cfg.batch_size, label, epoch)
+            val_loss, val_acc = _validate(model, val, criterion, hooks, cfg.monitor == "accuracy", label, epoch)
         except DivergedError as exc:
             exc.partial_energy_j = windows.abandon()
             raise
@@ -270,44 +258,53 @@ def amp_settings(device_type: str, enabled: bool, dtype: str | None = None) -> t
     return torch_dtype, enabled and torch_dtype == torch.float16
 
 
+@dataclass(frozen=True)
+class _Stepping:
+    """How each training batch is computed and applied: its loss (`step_loss` on the model's outputs, or the user's
+    `train_step` from the model, the batch's indices and inputs), under autocast at `amp_dtype` when `autocast`,
+    through `optimizer` (and `scaler`, for fp16)."""
+
+    optimizer: torch.optim.Optimizer
+    step_loss: BatchLoss
+    train_step: BatchStep | None
+    autocast: bool
+    amp_dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+
+
 def _epoch(
     model: nn.Module,
     x: torch.Tensor | StreamedSplit,
-    step_loss: BatchLoss,
-    optimizer: torch.optim.Optimizer,
+    stepping: _Stepping,
     generator: torch.Generator,
     batch_size: int,
     label: str,
     epoch: int,
-    autocast: bool = False,
-    scaler: torch.amp.GradScaler | None = None,
-    amp_dtype: torch.dtype = torch.bfloat16,
-    train_step: BatchStep | None = None,
 ) -> float:
-    """One pass over the training split; returns the mean training loss. `train_step` (the user's)
-    computes a batch's loss from the model, the batch's indices and inputs in place of `step_loss` on its outputs."""
+    """One pass over the training split; returns the mean training loss."""
+    s = stepping
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
     for idx, inputs in _batches(x, order, batch_size):
-        optimizer.zero_grad(set_to_none=True)
-        if train_step is None:
-            with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
+        s.optimizer.zero_grad(set_to_none=True)
+        if s.train_step is None:
+            with torch.autocast(device_type=x.device.type, dtype=s.amp_dtype, enabled=s.autocast):
                 out = model(inputs)
-            loss = step_loss(out.float(), idx)
+            loss = s.step_loss(out.float(), idx)
         else:
-            with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=autocast):
-                loss = train_step(model, idx, inputs).float()
+            with torch.autocast(device_type=x.device.type, dtype=s.amp_dtype, enabled=s.autocast):
+                loss = s.train_step(model, idx, inputs).float()
         if not torch.isfinite(loss):
             raise DivergedError(f"{label}: loss became {loss.item()} at epoch {epoch}")
-        if scaler is not None and scaler.is_enabled():
+        if s.scaler.is_enabled():
             # fp16: scale the loss so small gradients survive; steps with inf/nan gradients are skipped.
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            s.scaler.scale(loss).backward()
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
         else:
             loss.backward()
-            optimizer.step()
+            s.optimizer.step()
         total += loss.item() * len(idx)
     return total / len(x)
 
@@ -346,24 +343,32 @@ def _outputs_and_step_loss(
     return torch.cat(parts), total / len(x)
 
 
+class _Split(NamedTuple):
+    """A split the loop validates on: its inputs, its loss targets, and for the user's training step the split in the
+    dataset's form (`batch`; None for a streamed split, read in chunks)."""
+
+    x: torch.Tensor | StreamedSplit
+    y: torch.Tensor
+    batch: Batch | None
+
+
 def _validate(
     model: nn.Module,
-    x: torch.Tensor | StreamedSplit,
-    y: torch.Tensor,
+    split: _Split,
     criterion: BatchLoss,
     hooks: Hooks,
     monitored: bool,
     label: str,
     epoch: int,
-    batch: Batch | None = None,
 ) -> tuple[float, float | None]:
-    """(validation loss, validation score). The loss is the user's training step (on `batch`, the split in
-    the dataset's form) or loss, else the task's; the score is the user's metric when early stopping
-    monitors it (else not computed), or accuracy."""
+    """(validation loss, validation score). The loss is the user's training step (on the split in the dataset's form)
+    or loss, else the task's; the score is the user's metric when early stopping monitors it (else not computed), or
+    accuracy."""
+    x, y = split.x, split.y
     model.eval()
     with torch.no_grad():
         if "train_step" in hooks:
-            out, loss = _outputs_and_step_loss(model, x, y, hooks.train_step, batch)
+            out, loss = _outputs_and_step_loss(model, x, y, hooks.train_step, split.batch)
         else:
             out = outputs(model, x)
             loss = criterion(out, y).item()

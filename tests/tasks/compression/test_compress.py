@@ -161,7 +161,7 @@ def test_whole_heads_go_from_the_example_transformer_which_reloads_exactly(tmp_p
     torch.manual_seed(0)
     model = models.build(TRANSFORMER)
     original = copy.deepcopy(model)
-    pruned, spec = compress.prune(model, TRANSFORMER, 0.5, attention="heads")
+    pruned, spec = compress.prune(model, TRANSFORMER, 0.5, compress.Pruning(attention="heads"))
     assert [(a.num_heads, a.head_dim, a.embed_dim) for a in _attention(pruned)] == [(2, 16, 32)] * 2
     assert spec.history == ["prune:0.5(heads)"] and spec.attributes["encoder.layers.1.self_attn"]["num_heads"] == 2
     # Whole heads: the residual channels kept (found by the embedding's surviving rows) are two complete
@@ -190,7 +190,7 @@ def test_whole_heads_go_from_the_example_transformer_which_reloads_exactly(tmp_p
 )
 def test_the_ratio_of_heads_rounds_to_whole_heads_and_one_always_stays(ratio: float, steps: int, heads: int) -> None:
     pruned, spec = compress.prune(
-        models.build(TRANSFORMER), TRANSFORMER, ratio, attention="heads", iterative_steps=steps
+        models.build(TRANSFORMER), TRANSFORMER, ratio, compress.Pruning(attention="heads", iterative_steps=steps)
     )
     assert {(a.num_heads, a.head_dim) for a in _attention(pruned)} == {(heads, 16)}
     assert pruned(torch.zeros(2, 40, 1)).shape == (2, 10)
@@ -208,11 +208,11 @@ def test_the_head_is_found_and_kept_and_keep_layers_keeps_more() -> None:
     spec = spec_of("concat_net", (1, 8, 8))
     model = models.build(spec)
     assert compress.output_layer(model, models.example_input(spec), 5) == "head"
-    pruned, _ = compress.prune(model, spec, 0.5, keep_layers=["left"])
+    pruned, _ = compress.prune(model, spec, 0.5, compress.Pruning(keep_layers=["left"]))
     assert pruned.head.out_features == 5 and pruned.left.out_channels == 16  # type: ignore[union-attr]
     assert pruned.grouped.out_channels < 32  # type: ignore[union-attr]  # the rest is still pruned
     with pytest.raises(RungNotApplicable, match="no module named 'nope'"):
-        compress.prune(models.build(spec), spec, 0.5, keep_layers=["nope"])
+        compress.prune(models.build(spec), spec, 0.5, compress.Pruning(keep_layers=["nope"]))
 
 
 @pytest.mark.parametrize(
