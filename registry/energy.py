@@ -147,20 +147,28 @@ def move_champion_if_better(
     return move_champion(mc, model_name, version, lambda champion: beats_champion(candidate, champion, sigmas), owner)
 
 
+class LoopReport(NamedTuple):
+    """The loop's report: per candidate its verdict and whether it met every gate; the iteration table (markdown) and
+    the Pareto plot (None: none drawn)."""
+
+    verdicts: list[str]
+    gates_passed: list[bool]
+    table_md: str
+    plot_path: Path | None
+
+
 def close_loop(
     loop_run_id: str,
     model_name: str,
     final: Final,
     history: list[CandidateResult],
     sigmas: float,
-    verdicts: list[str],
-    gates_passed: list[bool],
-    table_md: str,
-    plot_path: Path | None,
+    report: LoopReport,
     common_tags: dict[str, str],
     hints: dict[str, str] | None = None,
 ) -> LoopRecord:
     """Register every candidate that produced a model, end the run, move `champion` if earned."""
+    verdicts, gates_passed, table_md, plot_path = report
     files = [plot_path] if plot_path is not None else []
     chosen_run = history[final.chosen].run_id if final.chosen is not None else None
     if plot_path is not None and plot_path.exists() and chosen_run:

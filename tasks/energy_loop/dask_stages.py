@@ -15,6 +15,7 @@ from typing import Any
 
 from tasks.energy_loop.parallel import (
     QUIET_DASK,
+    Placement,
     ScaleOut,
     attribute_phase,
     cores,
@@ -98,9 +99,10 @@ def train_rung(
     """Train one rung's candidates; on a cluster, attribute the phase's machine reading among them."""
     if runner is None or (len(calls) == 1 and scale.address is None):
         # In process, one candidate at a time: torch on every core (a worker gets cores / width).
-        return [task(**{**params, "threads": cores()}) for params in calls]
+        return [task(**params, placement=Placement(threads=cores())) for params in calls]
     host = socket.gethostname()
-    on_cluster = [{**params, "phase_host": host, "threads": scale.threads_per_worker} for params in calls]
+    where = Placement(threads=scale.threads_per_worker, phase_host=host)
+    on_cluster = [{**params, "placement": where} for params in calls]
     with meter.window(f"parallel training phase of {len(calls)}") as phase:
         produced = run_all(runner, task, on_cluster)
     return attribute_phase(produced, history, phase.measurement, scale.idle_power_w, host)

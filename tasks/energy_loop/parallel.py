@@ -20,6 +20,8 @@ import math
 import os
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from tasks.meters.base import Measurement
 from tasks.meters.share import split_phase_energy
 from thresholds.energy.policy import CandidateResult
@@ -35,6 +37,16 @@ QUIET_DASK = {
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.scheduler.work-stealing-interval": "1s",
 }
+
+
+class Placement(BaseModel):
+    """Where one candidate trains: on `threads` torch threads (None: torch's default); in a parallel phase when
+    `phase_host` names the host whose flow reads the machine over the whole phase (None: serially, alone)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    threads: int | None = None
+    phase_host: str | None = None
 
 
 class ScaleOut(WidthChoice):

@@ -23,7 +23,7 @@ from tasks.energy_loop import inputs, report
 from tasks.energy_loop.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.energy_loop.calibrate_parallel import calibrate_parallel
 from tasks.energy_loop.candidate import measure_step, model_spec, produce_step
-from tasks.energy_loop.parallel import ScaleOut, cluster_shape, cores
+from tasks.energy_loop.parallel import Placement, ScaleOut, cluster_shape, cores
 from tasks.meters.base import EnergyMeter
 from tasks.meters.runtime import torch_threads
 from tasks.meters.select import make_meter, resolve_meter_name, shared_meter
@@ -165,17 +165,17 @@ def train_candidate(
     data_path: str,
     work_dir: str,
     meter: str,
-    phase_host: str | None = None,
-    threads: int | None = None,
+    placement: Placement | None = None,
 ) -> CandidateResult:
     """Build, train and save candidate `index` (on a Dask worker in parallel mode).
 
-    `phase_host`: other candidates train at the same time and the flow on that host reads the
+    `placement.phase_host`: other candidates train at the same time and the flow on that host reads the
     machine over the whole phase; a worker there times its windows in CPU seconds (its share is
     computed afterwards, `tasks.energy_loop.parallel.attribute_phase`). A worker on another host counts its
-    own machine's windows. `threads`: torch threads for this worker (cores / workers)."""
+    own machine's windows. `placement.threads`: torch threads for this worker (cores / workers)."""
     import socket
 
+    threads, phase_host = (placement.threads, placement.phase_host) if placement else (None, None)
     energy_meter = scenario_meter(scenario, meter)
     tags: dict[str, str] = {}
     if threads:
@@ -366,10 +366,7 @@ def close_loop(
         final,
         history,
         scenario.measurement.significance_sigmas,
-        verdicts,
-        passed,
-        table,
-        plot,
+        registry.LoopReport(verdicts, passed, table, plot),
         common_tags,
         hints,
     )
