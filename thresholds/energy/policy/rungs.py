@@ -45,13 +45,14 @@ measurement noise, and it still meets the quality targets: nothing is assumed to
 - FAILED            - the baseline could not be trained, or the ladder has no rung left.
 
 Adding a rung: a `StepKind` member names it, its entry here says what it is, and its producer makes it
-(`@producer(StepKind.X)` in tasks/energy_loop/producers.py: `Production` -> `Made`). A serving form needs no move of
-its own: its entry's `tried_at` gives the values it is tried at (from the scenario's `Ladder` field it names in
-`configured_by`, and the calibration) and `why` the reason a step of it gives; the walk then offers it after the best
-fp32 model, and `serve_every_form` to every passing model. Its producer loads the parent (`p.parent()`), makes the
-form and returns `served(...)` (with a `finish` that writes what the form adds to the saved folder): nothing is
-trained, so its lineage is the parent's. tests/tasks/energy_loop/test_rung_table.py checks every entry against its
-producer, the `Ladder` schema and the tuples below.
+(`@producer(StepKind.X)` in tasks/energy_loop/producers.py: `Production` -> `Made`). A serving form that trains
+nothing (the parent's weights served another way, as fuse, precision and ort are) needs no move of its own: its
+entry's `tried_at` gives the values it is tried at (from the scenario's `Ladder` field it names in `configured_by`,
+and the calibration) and `why` the reason a step of it gives; the walk then offers it after the best fp32 model, and
+`serve_every_form` to every passing model. Its producer loads the parent (`p.parent()`), makes the form and returns
+`_served(...)` (with a `finish` that writes what the form adds to the saved folder): nothing is trained, so its
+lineage is the parent's. tests/tasks/energy_loop/test_rung_table.py checks every entry: one producer per kind, the
+`Ladder` fields it names, the tuples below, the forms offered.
 """
 
 from __future__ import annotations
