@@ -451,8 +451,10 @@ def _callable_field(rungs: Any, field: str) -> bool:
 def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
-    if value is None:
+    if value is None or value == "":
         return ""
+    if isinstance(value, str) and " " in value:  # prose (what a rung makes): as written, not as code
+        return value.replace("|", "\\|")
     if isinstance(value, tuple | list | set | frozenset):
         return ", ".join(f"`{v}`" for v in value)
     return f"`{value}`"
