@@ -51,9 +51,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare and check like the CLI does (errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
-    from tasks.energy_loop.inputs import check_arguments, prepare_checked
+    from tasks.energy_loop.inputs import check_request, prepare_checked
     from tasks.meters.contention import max_other_share
     from thresholds.energy.policy import closest, relative_cost
+    from thresholds.energy.request import LoopRequest
 
     factory, dataset = EXAMPLES[name]
     if dataset == "digits_png":
@@ -62,17 +63,17 @@ def run_example(name: str, scenario: str, folder: Path, samples: int | None) -> 
             from examples.make_digits_images import write
 
             write(Path(dataset), size=32)
-    settings = check_arguments(scenario, dataset, samples, model_factory=factory)
-    work = folder / "work"
-    prepare_checked(settings, dataset, work / "cache", None, samples, "auto", None)
-    outcome = energy_loop(
+    request = LoopRequest(
         scenario=scenario,
         dataset=dataset,
         samples=samples,
         model_name=f"byo-{name}",
-        work_root=str(work),
+        work_root=str(folder / "work"),
         model_factory=factory,
     )
+    settings = check_request(request)
+    prepare_checked(settings, request)
+    outcome = energy_loop(request)
     history = outcome.history
     baseline = history[0]
     # Not passed: the optimised candidate closest to passing (the baseline's own ratios, all 1, would say nothing).

@@ -40,18 +40,21 @@ def main() -> int:
     import prefect  # noqa: F401
     import torch  # noqa: F401
 
-    from tasks.energy_loop.inputs import check_arguments, prepare_checked
+    from tasks.energy_loop.inputs import check_request, prepare_checked
     from tasks.meters.contention import max_other_share
     from thresholds import scenario_path
     from thresholds.energy.policy import closest, relative_cost
+    from thresholds.energy.request import LoopRequest
     from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
 
     path = scenario_path(args.scenario)
     started, started_epoch_s = time.perf_counter(), time.time()
     try:  # like the CLI: bad input is one line before the flow, not a traceback
-        settings = check_arguments(str(path), args.dataset, args.samples)
-        prepare_checked(settings, args.dataset, Path(".energy-loop") / "cache", None, args.samples, "auto", None)
+        request = LoopRequest(
+            scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name
+        )
+        prepare_checked(check_request(request), request)
     except InputError as exc:
         print(f"benchmarks/loop.py: error: {exc}", file=sys.stderr)
         return 2
@@ -59,9 +62,7 @@ def main() -> int:
     from flows.energy_loop import energy_loop
 
     with api_settings(services.ready()):
-        outcome = energy_loop(
-            scenario=str(path), dataset=args.dataset, samples=args.samples, model_name=args.model_name
-        )
+        outcome = energy_loop(request)
         wall_s = time.perf_counter() - started
         breakdown = overhead_breakdown(outcome.loop_run_id, outcome.history, started_epoch_s, wall_s)
 

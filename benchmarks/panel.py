@@ -63,10 +63,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> dict[str, Any]:
     """Prepare the table like the CLI does (data errors before the flow), run the loop, read the outcome."""
     from flows.energy_loop import energy_loop
-    from tasks.energy_loop.inputs import check_arguments, prepare_checked
+    from tasks.energy_loop.inputs import check_request, prepare_checked
     from tasks.meters.contention import max_other_share
     from tasks.models.evaluate import quality_tag, resolve_quality_metric
     from thresholds.energy.policy import closest, relative_cost
+    from thresholds.energy.request import LoopRequest
     from thresholds.errors import InputError
 
     dataset, target = (
@@ -74,13 +75,7 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
     )
     size = samples if table == "mnist1d" else None
     work = folder / "work"
-    try:
-        settings = check_arguments(scenario, dataset, size)
-        data = prepare_checked(settings, dataset, work / "cache", target, size, "auto", None).data
-    except InputError as exc:
-        return {"state": "DATA_ERROR", "reason": str(exc)}
-    metric, _ = resolve_quality_metric(settings.targets.quality_metric, data)
-    outcome = energy_loop(
+    request = LoopRequest(
         scenario=scenario,
         dataset=dataset,
         target=target,
@@ -88,6 +83,13 @@ def run_table(table: str, scenario: str, folder: Path, samples: int | None) -> d
         model_name=f"panel-{table}",
         work_root=str(work),
     )
+    try:
+        settings = check_request(request)
+        data = prepare_checked(settings, request).data
+    except InputError as exc:
+        return {"state": "DATA_ERROR", "reason": str(exc)}
+    metric, _ = resolve_quality_metric(settings.targets.quality_metric, data)
+    outcome = energy_loop(request)
     history = outcome.history
     baseline = history[0]
     # Not passed: the optimised candidate closest to passing (the baseline's own ratios, all 1, would say nothing).

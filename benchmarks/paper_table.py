@@ -60,6 +60,7 @@ def paper_table(args: argparse.Namespace) -> int:
     from tasks.meters.select import close_shared_meters, resolve_meter_name
     from thresholds import scenario_path
     from thresholds.energy.policy import CandidateResult, Step, StepKind, closest, relative_cost
+    from thresholds.energy.request import LoopRequest
     from thresholds.energy.schema import load_scenario
 
     path = scenario_path(args.scenario)
@@ -70,7 +71,9 @@ def paper_table(args: argparse.Namespace) -> int:
     rows: list[str] = []
     plotted: dict[str, list[CandidateResult]] = {}
     for dataset, samples in (("mnist1d", args.mnist1d_samples), ("digits", None)):
-        outcome = energy_loop(scenario=str(path), dataset=dataset, samples=samples, model_name=f"paper-{dataset}")
+        outcome = energy_loop(
+            LoopRequest(scenario=str(path), dataset=dataset, samples=samples, model_name=f"paper-{dataset}")
+        )
         history = outcome.history
         baseline = history[0]
         optimized = (
@@ -164,13 +167,16 @@ def repeated(scenario_name: str, samples: int, repeats: int) -> int:
     from tasks.meters.contention import max_other_share
     from thresholds import scenario_path
     from thresholds.energy.policy import closest
+    from thresholds.energy.request import LoopRequest
     from thresholds.energy.schema import load_scenario
 
     path = scenario_path(scenario_name)
     scenario = load_scenario(path)
     runs: list[dict[str, object]] = []
     for i in range(repeats):
-        outcome = energy_loop(scenario=str(path), dataset="mnist1d", samples=samples, model_name=f"paper-repeat-{i}")
+        outcome = energy_loop(
+            LoopRequest(scenario=str(path), dataset="mnist1d", samples=samples, model_name=f"paper-repeat-{i}")
+        )
         history = outcome.history
         baseline = history[0]
         chosen = (

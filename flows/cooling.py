@@ -1,10 +1,10 @@
 """The cooling loop: train the server-room agent, measure what it saves and what it costs, gate, escalate, register.
 
 Wiring only: the work is in tasks/cooling, the stages in tasks/cooling/stages.py, the command in
-flows/cli.py (`energy-loop cooling run --scenario cooling-room`).
+flows/cli/loops.py (`energy-loop cooling run --scenario cooling-room`).
 """
 
-# No `from __future__ import annotations` here: Prefect validates flow parameters from annotations.
+# No `from __future__ import annotations` here: Prefect reads the parameter's schema from its annotation.
 
 import logging
 import uuid
@@ -18,27 +18,23 @@ from tasks.common import progress
 from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from tasks.cooling.stages import check_inputs, close_loop, log_attempt, plan_next, run_attempt
 from thresholds.cooling.policy import Attempt
+from thresholds.cooling.request import CoolingRequest
 from thresholds.core import Final
 from thresholds.errors import InputError
 
 logging.getLogger("prefect.flow_runs").addFilter(INPUT_ERRORS_IN_ONE_LINE)  # bad input: the one line in every log
 
 
-@flow(name="cooling-loop", log_prints=True)
-def cooling_loop(
-    scenario: str = "cooling-room",
-    env: str | None = None,
-    months: int | None = None,
-    days: int | None = None,
-    meter: str | None = None,
-    work_root: str = ".energy-loop",
-) -> LoopOutcome:
-    checked = check_inputs(scenario, env, months, days, meter)
+# As the energy loop's: `check_inputs` validates the request, so a bad one ends the run `InvalidInput` with its line.
+@flow(name=CoolingRequest.FLOW_NAME, log_prints=True, validate_parameters=False)
+def cooling_loop(request: CoolingRequest) -> LoopOutcome:
+    """The loop for one request (thresholds/cooling/request.py): a `CoolingRequest`, or a mapping of its options."""
+    checked = check_inputs(request)
     if isinstance(checked, InputError):
         return invalid_input(checked)  # type: ignore[return-value]  # Prefect ends the run in the returned state
     settings, meter_name = checked.settings, checked.meter
     loop_id = uuid.uuid4().hex[:12]
-    work_dir = str(Path(work_root) / "cooling" / loop_id)
+    work_dir = str(Path(checked.request.work_root) / "cooling" / loop_id)
     tags = {
         "scenario": settings.name,
         "environment": settings.env,

@@ -1,6 +1,6 @@
 """The energy feedback loop: train, measure, gate, escalate, register. Wiring only."""
 
-# No `from __future__ import annotations` here: Prefect validates flow parameters from annotations.
+# No `from __future__ import annotations` here: Prefect reads the parameter's schema from its annotation.
 
 import logging
 import uuid
@@ -14,6 +14,7 @@ from tasks.common.progress import phase
 from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from tasks.energy_loop import progress
 from tasks.energy_loop.dask_stages import candidate_runner, train_rung
+from tasks.energy_loop.inputs import cache_dir
 from tasks.energy_loop.stages import (
     calibrate_machine,
     check_inputs,
@@ -30,73 +31,43 @@ from tasks.energy_loop.stages import (
     train_candidate,
 )
 from thresholds.energy.policy import CandidateResult, Final
+from thresholds.energy.request import LoopRequest
 from thresholds.errors import InputError
 
 logging.getLogger("prefect.flow_runs").addFilter(INPUT_ERRORS_IN_ONE_LINE)  # bad input: the one line in every log
 
 
-@flow(name="energy-loop", log_prints=True)
-def energy_loop(
-    scenario: str,
-    dataset: str,
-    target: str | None = None,
-    model_name: str | None = None,
-    samples: int | None = None,
-    task_type: str = "auto",
-    meter: str | None = None,
-    work_root: str = ".energy-loop",
-    parallel: int | str = 1,
-    dask_address: str | None = None,
-    model_factory: str | None = None,
-    image_size: str | None = None,
-    model_loss: str | None = None,
-    model_metric: str | None = None,
-    model_train_step: str | None = None,
-    image_cache: str = "auto",
-) -> LoopOutcome:
-    # `--model`, `--loss`, `--metric`, `--train-step` override the scenario's model.factory, .loss, .metric, .train_step
-    hooks = {"loss": model_loss, "metric": model_metric, "train_step": model_train_step}
-    checked = check_inputs(
-        scenario,
-        dataset,
-        str(Path(work_root) / "cache"),
-        target,
-        samples,
-        task_type,
-        meter,
-        parallel,
-        model_factory,
-        image_size,
-        hooks,
-        image_cache,
-    )
+# Prefect would validate the request itself (and end a bad one in a different failure): `check_inputs` does, so
+# a bad value ends the run `InvalidInput` with its one line, from a deployment, a schedule or a Python call alike.
+@flow(name=LoopRequest.FLOW_NAME, log_prints=True, validate_parameters=False)
+def energy_loop(request: LoopRequest) -> LoopOutcome:
+    """The loop for one request (thresholds/energy/request.py): a `LoopRequest`, or a mapping of its options."""
+    checked = check_inputs(request)
     if isinstance(checked, InputError):
         return invalid_input(checked)  # type: ignore[return-value]  # Prefect ends the run in the returned state
-    settings, meter_name, data_path = checked.settings, checked.meter, checked.data_path
+    settings, meter_name, data_path, options = checked.settings, checked.meter, checked.data_path, checked.request
     loop_id = uuid.uuid4().hex[:12]
-    work_dir = str(Path(work_root) / "runs" / loop_id)
-    name = model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
+    work_dir = str(Path(options.work_root) / "runs" / loop_id)
+    name = options.model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
-        "scenario": settings.name, "dataset": dataset, "meter": meter_name,
+        "scenario": settings.name, "dataset": options.dataset, "meter": meter_name,
         "prefect.flow_run_id": str(flow_run.id or ""),
         "promotion_mode": settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),
     }  # fmt: skip
     loop_run_id = open_loop(
         EXPERIMENT,
-        f"{settings.name} {dataset} {loop_id}",
-        {**settings.model_dump(mode="json"), "samples": samples},
+        f"{settings.name} {options.dataset} {loop_id}",
+        {**settings.model_dump(mode="json"), "samples": options.samples},
         tags,
     )
     history: list[CandidateResult] = []
     with aborting(loop_run_id):
         with phase("setup", "idle power, calibration, parallel width"):
             idle_w = idle_power(settings, meter_name)
-            calibration = calibrate_machine(
-                settings, meter_name, str(Path(work_root) / "cache"), loop_run_id, data_path
-            )
-            scale = choose_width(settings, parallel, meter_name, data_path, loop_run_id, dask_address)
-        with candidate_runner(scale.width, dask_address, train_candidate) as runner:
+            calibration = calibrate_machine(settings, meter_name, str(cache_dir(options)), loop_run_id, data_path)
+            scale = choose_width(settings, options.parallel, meter_name, data_path, loop_run_id, options.dask_address)
+        with candidate_runner(scale.width, options.dask_address, train_candidate) as runner:
             decision = plan_next(settings, history, calibration, scale.width)
             while not isinstance(decision, Final):
                 calls = [

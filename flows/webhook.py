@@ -1,5 +1,5 @@
-"""`energy-loop webhook serve|register` (parsers in flows/cli.py): the receiver of MLflow's registry webhooks that
-guards `champion`.
+"""`energy-loop webhook serve|register` (parsers in flows/cli/registry.py): the receiver of MLflow's registry
+webhooks that guards `champion`.
 
 MLflow signs each delivery as its webhooks module does (Standard Webhooks): header
 `X-MLflow-Signature: v1,<base64 HMAC-SHA256>` over `<X-MLflow-Delivery-Id>.<X-MLflow-Timestamp>.<body>`

@@ -212,8 +212,8 @@ def test_the_checks_see_what_they_look_for() -> None:
     assert _pipeline("tasks.energy_loop.stages") == "energy" and _pipeline("thresholds.cooling.policy") == "cooling"
     assert _pipeline("registry.energy") == "energy" and _pipeline("tasks.meters.base") is None
     graph = import_graph()
-    # a function-level import counts: flows/cli.py imports the loop's flow inside `_run`
-    assert "flows.energy_loop" in graph["flows.cli"]
+    # a function-level import counts: flows/cli/loops.py imports the loop's flow inside `run_energy_loop`
+    assert "flows.energy_loop" in graph["flows.cli.loops"]
     assert "tasks.meters.base" in graph["tasks.meters.rapl"]
 
 

@@ -1,29 +1,40 @@
-"""Every input of the cooling loop checked before anything is trained, logged or registered.
+"""The checks of a cooling-loop request that need more than its fields: the scenario with the overrides, the meter.
 
-One function for both entries: the CLI (before the flow starts, so an error is its only line) and the
-flow's first task (deployment and scheduled runs, Python callers). A problem is one `InputError` line.
+The request itself is checked where it is built (`thresholds/cooling/request.py`); this runs for both
+entries: the CLI (before the flow starts, so an error is its only line) and the flow's first task
+(deployment and scheduled runs, Python callers). A problem is one `InputError` line.
 Light at import (thresholds and the meter names only): the CLI says a bad value without loading torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pydantic import BaseModel
 
 from tasks.meters.select import resolve_meter_name
-from thresholds.cooling.schema import CoolingScenario, settings_for
+from thresholds.cooling.request import CoolingRequest
+from thresholds.cooling.schema import CoolingScenario, load, path_of, settings_for
 
 
 class CheckedInputs(BaseModel):
-    """What the flow runs on once every input passed: the scenario with its overrides, the resolved meter."""
+    """What the flow runs on once every input passed: the request, the scenario with its overrides, the meter."""
 
+    request: CoolingRequest
     settings: CoolingScenario
     meter: str
 
 
-def check_arguments(
-    scenario: str, env: str | None = None, months: int | None = None, days: int | None = None, meter: str | None = None
-) -> CheckedInputs:
-    """The scenario (a bundled name or a file) with the overrides, validated as a whole, and the meter
+def check_request(request: CoolingRequest) -> CheckedInputs:
+    """The scenario (a bundled name or a file) with the request's overrides, validated as a whole, and the meter
     (`auto` resolved to this machine's). Raises InputError."""
-    settings = settings_for(scenario, env, months, days)
-    return CheckedInputs(settings=settings, meter=resolve_meter_name(meter or settings.measurement.meter))
+    settings = settings_for(request.scenario, request.env, request.months, request.days)
+    meter = resolve_meter_name(request.meter or settings.measurement.meter)
+    return CheckedInputs(request=request, settings=settings, meter=meter)
+
+
+def check_on_client(request: CoolingRequest, given: Collection[str]) -> None:
+    """`trigger`: a scenario it was given that this checkout has, with the overrides. Raises InputError."""
+    if "scenario" in given and path_of(request.scenario).is_file():
+        load(request.scenario)
+        settings_for(request.scenario, request.env, request.months, request.days)

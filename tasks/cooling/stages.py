@@ -25,13 +25,15 @@ from tasks.cooling import dqn as dqn_mod
 from tasks.cooling import plots
 from tasks.cooling.baselines import Comparison, compare
 from tasks.cooling.fast_eval import Controller, run, warm_up
-from tasks.cooling.inputs import CheckedInputs, check_arguments
+from tasks.cooling.inputs import CheckedInputs, check_request
 from tasks.meters.base import EnergyMeter
 from tasks.meters.select import shared_meter
 from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
 from thresholds.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
+from thresholds.cooling.request import CoolingRequest
 from thresholds.cooling.schema import CoolingScenario
 from thresholds.errors import InputError
+from thresholds.request import parse
 
 
 class Evaluation(BaseModel):
@@ -242,15 +244,14 @@ def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def check_inputs(
-    scenario: str, env: str | None = None, months: int | None = None, days: int | None = None, meter: str | None = None
-) -> CheckedInputs | InputError:
-    """The flow's first stage: every input checked (`inputs.check_arguments`, as the CLI does) before a run is opened.
+def check_inputs(request: object) -> CheckedInputs | InputError:
+    """The flow's first stage: the request (a `CoolingRequest`, or the mapping a deployment or a Python caller
+    passed) and every input it names checked (`inputs.check_request`, as the CLI does) before a run is opened.
 
     A problem comes back as the `InputError`, not raised, so no log holds a traceback; the flow ends
     Failed with its one line."""
     try:
-        return check_arguments(scenario, env, months, days, meter)
+        return check_request(parse(CoolingRequest, request))
     except InputError as exc:
         return exc
 

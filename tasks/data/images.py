@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thresholds.energy.request import IMAGE_CACHE_MODES  # --image-cache: the request's choices
 from thresholds.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -53,12 +54,6 @@ FORMAT = "energy-loop.image-preprocessing"
 FORMAT_VERSION = 1
 DECODE_BATCH = 64
 MEMORY_SHARE = 0.25  # of physical memory: the most `auto` lets a pre-cached folder take
-
-IMAGE_CACHE_MODES = (
-    "memory",
-    "stream",
-    "auto",
-)  # --image-cache: pre-cache an image folder's tensors, decode on the fly, or pick by size
 
 
 def check_image_cache(value: object) -> None:

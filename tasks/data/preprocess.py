@@ -30,9 +30,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from thresholds.energy.request import MIN_ROWS  # the fewest rows (or images, or samples) a dataset may have
 from thresholds.errors import InputError
 
-MIN_ROWS = 20  # the fewest rows (or images, or samples) a dataset may have: every split needs some
 FORMAT = "energy-loop.table-preprocessing"
 FORMAT_VERSION = 1
 FILE_NAME = "preprocessing.json"

@@ -1,13 +1,14 @@
-"""Every input of the energy loop checked before anything is measured, logged or registered.
+"""The checks of an energy-loop request that need more than its fields: the scenario, the data, the user's code.
 
-One place for every entry that starts the loop: the CLI (before the flow starts, so an error is its
-only line), `trigger` (what the client can check) and the flow's first task (deployment and scheduled
-runs, and Python callers). A problem is one `InputError` line: the field, the value, what was expected.
+The request itself (types, ranges, choices, formats) is checked where it is built
+(`thresholds/energy/request.py`); what follows takes it, in the same place for every entry that starts
+the loop: the CLI (before the flow starts, so an error is its only line), `trigger` (what the client can
+check) and the flow's first task (deployment and scheduled runs, and Python callers). A problem is one
+`InputError` line: the field, the value, what was expected.
 
-    # reads no data
-    settings = check_arguments(scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache)
-    prepared = prepare_checked(settings, dataset, cache_dir, target, samples, task_type, image_size, image_cache)
-    check_overrides(params)  # `trigger`: what a client can check of a deployment run's parameters
+    settings = check_request(request)            # the scenario with the request's model overrides; reads no data
+    prepared = prepare_checked(settings, request)  # the data prepared once (the flow reads the cache), the model tried
+    check_on_client(request, given)             # `trigger`: a scenario file this checkout has
 
 Only thresholds/ at import: `trigger` runs in the CI job's client install, which has no training
 stack (pyproject's `client` group); the data and model checks import it when they run.
@@ -15,62 +16,32 @@ stack (pyproject's `client` group); the data and model checks import it when the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.data.images import check_image_cache
-from tasks.data.preprocess import MIN_ROWS
 from thresholds import scenario_path
-from thresholds.core import METER_NAMES
+from thresholds.energy.request import LoopRequest, parse_size
 from thresholds.energy.schema import Scenario, load_scenario
 from thresholds.errors import InputError
-from thresholds.parallel import requested_width
 
 if TYPE_CHECKING:
     from tasks.data.datasets import CachedData
 
-TASK_TYPES = ("auto", "classification", "regression")
+
+def cache_dir(request: LoopRequest) -> Path:
+    """Where the prepared data is cached: the CLI prepares it there, the flow reads it from there."""
+    return Path(request.work_root) / "cache"
 
 
-def parse_size(value: str) -> tuple[int, int]:
-    """`HxW` (or one number for a square) as (height, width)."""
-    parts = value.lower().split("x")
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 4096 for p in parts):
-        raise InputError("--image-size", value, "HxW in pixels, e.g. 32x32 (or 32), each from 1 to 4096")
-    return int(parts[0]), int(parts[1])
-
-
-def check_samples(samples: object) -> None:
-    if samples is not None and (not isinstance(samples, int) or samples < MIN_ROWS):
-        raise InputError("--samples", samples, f"an integer >= {MIN_ROWS}")
-
-
-def check_arguments(
-    scenario: str,
-    dataset: str,
-    samples: int | None = None,
-    image_size: str | None = None,
-    parallel: int | str = 1,
-    model_factory: str | None = None,
-    hooks: Mapping[str, str | None] | None = None,
-    image_cache: str = "auto",
-) -> Scenario:
-    """The checks that read no data: the scenario (a bundled name or a file; `--model` and the hooks,
-    {"loss"|"metric"|"train_step": PKG.MODULE:FUNCTION}, override its model section), the kind of dataset,
-    the sample count, the image size and cache mode, and the width. Raises InputError."""
+def check_request(request: LoopRequest) -> Scenario:
+    """The checks that read no data: the scenario (a bundled name or a file; `--model` and the hooks override its
+    model section) and the kind of dataset. Raises InputError."""
     from tasks.data.datasets import resolve_source
 
-    settings = load_scenario(scenario_path(scenario)).with_model(factory=model_factory, **(hooks or {}))
-    resolve_source(dataset)
-    if image_size:
-        parse_size(image_size)
-    check_image_cache(image_cache)
-    check_samples(samples)
-    requested_width(parallel)
+    settings = load_scenario(scenario_path(request.scenario)).with_model(factory=request.model_factory, **request.hooks)
+    resolve_source(request.dataset)
     return settings
 
 
@@ -83,16 +54,7 @@ class Prepared:
     model: str  # "" for the scenario's own MLP
 
 
-def prepare_checked(
-    settings: Scenario,
-    dataset: str,
-    cache_dir: Path,
-    target: str | None,
-    samples: int | None,
-    task_type: str,
-    image_size: str | None,
-    image_cache: str = "auto",
-) -> Prepared:
+def prepare_checked(settings: Scenario, request: LoopRequest) -> Prepared:
     """Prepare the data once (the flow reads the cache), try the model factory on it, and the user's
     loss, metric and training step on 4 training samples.
 
@@ -106,16 +68,15 @@ def prepare_checked(
     from tasks.models.user_model import check_factory
 
     try:
-        size = parse_size(image_size) if image_size else None
         cache = prepare(
-            dataset,
-            cache_dir,
-            target,
-            samples,
-            task_type,  # type: ignore[arg-type]
+            request.dataset,
+            cache_dir(request),
+            request.target,
+            request.samples,
+            request.task_type,
             settings.training.seed,
-            image_size=size,
-            image_cache=image_cache,
+            image_size=parse_size(request.image_size) if request.image_size else None,
+            image_cache=request.image_cache,
         )
         data = load_cached(str(cache))
     except (InputError, OSError):
@@ -123,7 +84,9 @@ def prepare_checked(
     except Exception as exc:
         first = (str(exc).splitlines() or [""])[0][:300]
         raise InputError(
-            "dataset", dataset, f"data that can be prepared (preparing it raised {type(exc).__name__}: {first})"
+            "dataset",
+            request.dataset,
+            f"data that can be prepared (preparing it raised {type(exc).__name__}: {first})",
         ) from exc
     model = ""
     if settings.model.factory:
@@ -143,18 +106,9 @@ def prepare_checked(
     return Prepared(str(cache), data, model)
 
 
-def check_overrides(params: Mapping[str, object]) -> None:
-    """A deployment run's parameters, as far as a client can check them: every value whose meaning does
-    not depend on the worker, and a scenario file this checkout has. The dataset, a scenario only the
-    worker has and the user's modules are the worker's: its flow run's first task checks them. Raises InputError."""
-    check_samples(params.get("samples"))
-    if params.get("image_size") is not None:
-        parse_size(str(params["image_size"]))
-    if params.get("image_cache") is not None:
-        check_image_cache(params["image_cache"])
-    if params.get("meter") is not None and params["meter"] not in METER_NAMES:
-        raise InputError("meter", params["meter"], f"one of {', '.join(METER_NAMES)}")
-    if params.get("task_type") is not None and params["task_type"] not in TASK_TYPES:
-        raise InputError("task_type", params["task_type"], f"one of {', '.join(TASK_TYPES)}")
-    if params.get("scenario") is not None and scenario_path(str(params["scenario"])).is_file():
-        load_scenario(scenario_path(str(params["scenario"])))
+def check_on_client(request: LoopRequest, given: Collection[str]) -> None:
+    """What a client can check of a deployment run's request beyond its fields: a scenario it was given that
+    this checkout has. The dataset, a scenario only the worker has and the user's modules are the worker's:
+    its flow run's first task checks them. Raises InputError."""
+    if "scenario" in given and scenario_path(request.scenario).is_file():
+        load_scenario(scenario_path(request.scenario))

@@ -51,49 +51,37 @@ from thresholds.energy.policy import (
     plan_batch,
     price_training,
 )
+from thresholds.energy.request import LoopRequest
 from thresholds.energy.schema import Scenario
 from thresholds.errors import InputError
 from thresholds.parallel import WidthChoice, parallel_width, requested_width
+from thresholds.request import parse
 
 
 class CheckedInputs(BaseModel):
-    """What the flow runs on once every input passed: the scenario, the resolved meter, the prepared data."""
+    """What the flow runs on once every input passed: the request, the scenario, the resolved meter, the data."""
 
+    request: LoopRequest
     settings: Scenario
     meter: str
     data_path: str
 
 
 @task(cache_policy=NO_CACHE)
-def check_inputs(
-    scenario: str,
-    dataset: str,
-    cache_dir: str,
-    target: str | None = None,
-    samples: int | None = None,
-    task_type: str = "auto",
-    meter: str | None = None,
-    parallel: int | str = 1,
-    model_factory: str | None = None,
-    image_size: str | None = None,
-    hooks: dict[str, str | None] | None = None,
-    image_cache: str = "auto",
-) -> CheckedInputs | InputError:
-    """The flow's first stage: every input checked, and the data prepared, before a run is opened.
+def check_inputs(request: object) -> CheckedInputs | InputError:
+    """The flow's first stage: the request (a `LoopRequest`, or the mapping a deployment or a Python caller
+    passed) and every input it names checked, and the data prepared, before a run is opened.
 
     A problem comes back as the `InputError`, not raised, so no log holds a traceback; the flow ends
     Failed with its one line."""
     try:
-        settings = inputs.check_arguments(
-            scenario, dataset, samples, image_size, parallel, model_factory, hooks, image_cache
-        )
-        meter_name = resolve_meter_name(meter or settings.measurement.meter)
-        prepared = inputs.prepare_checked(
-            settings, dataset, Path(cache_dir), target, samples, task_type, image_size, image_cache
-        )
+        checked = parse(LoopRequest, request)
+        settings = inputs.check_request(checked)
+        meter_name = resolve_meter_name(checked.meter or settings.measurement.meter)
+        prepared = inputs.prepare_checked(settings, checked)
     except InputError as exc:
         return exc
-    return CheckedInputs(settings=settings, meter=meter_name, data_path=prepared.data_path)
+    return CheckedInputs(request=checked, settings=settings, meter=meter_name, data_path=prepared.data_path)
 
 
 @task(cache_policy=NO_CACHE)

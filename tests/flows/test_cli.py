@@ -9,6 +9,7 @@ import pytest
 
 import flows.energy_loop  # at collection: Prefect's log handler must not bind to one test's captured stream
 from flows.cli import main
+from thresholds.energy.request import LoopRequest
 
 
 @pytest.mark.parametrize(
@@ -58,14 +59,14 @@ def test_meters_lists_what_auto_picks(capsys: pytest.CaptureFixture[str]) -> Non
 def test_parallel_defaults_to_auto_and_a_number_forces_it(
     extra: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, mlflow_store: str
 ) -> None:
-    import flows.cli
+    import flows.cli.loops
     import flows.energy_loop
 
-    seen: dict[str, object] = {}
-    monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kwargs: seen.update(kwargs))
-    monkeypatch.setattr(flows.cli, "run_loop", lambda prog, services, loop: loop() or 0)
+    seen: list[LoopRequest] = []
+    monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda request: seen.append(request))
+    monkeypatch.setattr(flows.cli.loops, "run_loop", lambda prog, services, loop: loop() or 0)
     assert main(["run", "--scenario", "dev-cpu", "--dataset", "iris", *extra]) == 0
-    assert seen["parallel"] == expected and seen["dask_address"] is None
+    assert str(seen[0].parallel) == expected and seen[0].dask_address is None
 
 
 def _user_project(root: Path) -> None:
@@ -91,11 +92,11 @@ def test_model_image_size_and_image_cache_reach_the_flow_after_the_checks(
     tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _user_project(tmp_path)
-    calls: list[dict[str, object]] = []
+    calls: list[LoopRequest] = []
     outcome = SimpleNamespace(
         state="PASSED", reason="r", table_md="", champion_reason="c", model_name="m", versions={}, loop_run_id="x"
     )
-    monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda **kw: calls.append(kw) or outcome)
+    monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda request: calls.append(request) or outcome)
     # The flow is a stand-in that talks to no Prefect API: a configured (unused) one spares the wait for a local server.
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     argv = [
@@ -112,12 +113,14 @@ def test_model_image_size_and_image_cache_reach_the_flow_after_the_checks(
         "stream",
     ]
     assert main(argv) == 0
-    assert (
-        calls[0]["model_factory"] == "my_model:make"
-        and calls[0]["image_size"] == "5x3"
-        and calls[0]["dataset"] == str(tmp_path / "pics")
+    assert calls[0] == LoopRequest(
+        scenario="dev-cpu",
+        dataset=str(tmp_path / "pics"),
+        model_factory="my_model:make",
+        image_size="5x3",
+        image_cache="stream",
+        parallel="auto",  # `run`'s default
     )
-    assert calls[0]["image_cache"] == "stream"
     out = capsys.readouterr().out
     assert (
         "samples of shape (1, 5, 3)" in out
@@ -139,3 +142,58 @@ def test_a_factory_named_in_the_scenario_is_checked_before_the_flow(
         len(err.splitlines()) == 1 and "model.factory = 'my_model:broken'" in err and "ValueError: no such layer" in err
     )
     assert not Path("mlflow.db").exists()
+
+
+def _flags(argv: list[str]) -> set[str]:
+    from flows.cli.app import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    command = sub[argv[0]]  # type: ignore[index]
+    for name in argv[1:]:
+        command = next(a for a in command._actions if a.dest == "cooling_command").choices[name]  # type: ignore[index]
+    return {s for a in command._actions for s in a.option_strings}
+
+
+def test_the_run_flags_are_the_request_fields() -> None:
+    from thresholds.cooling.request import CoolingRequest
+    from thresholds.request import fields
+
+    assert _flags(["run"]) == {f.option.flag for f in fields(LoopRequest)} | {"-h", "--help", "--verbose"}
+    assert _flags(["cooling", "run"]) == {f.option.flag for f in fields(CoolingRequest)} | {"-h", "--help", "--verbose"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--deployment", "energy-loop/dev-cpu", "--param", "bogus=1"], "--param = 'bogus=1': expected K=V with K"),
+        (["--deployment", "energy-loop/dev-cpu", "--param", "samples"], "--param = 'samples': expected K=V"),
+        (["--deployment", "cooling-loop/room", "--param", "dataset=x"], "K one of scenario, env, months, days"),
+        (["--deployment", "dev-cpu"], "--deployment = 'dev-cpu': expected FLOW/DEPLOYMENT with FLOW one of"),
+        (["--deployment", "energy-loop/dev-cpu", "--param", "samples=3"], "samples = 3: expected an integer >= 20"),
+        (["--deployment", "cooling-loop/room", "--param", "days=2"], "--param scenario=...: expected when running in"),
+    ],
+)
+def test_trigger_refuses_a_bad_parameter_in_one_line(
+    argv: list[str], needle: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # the in-process path: nothing to contact, nothing run
+    extra = ["--param", "scenario=dev-cpu", "--param", "dataset=iris"] if "samples=3" in argv else []
+    assert main(["trigger", *argv, *extra]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "running the flow in this process" not in line]
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_trigger_without_a_server_runs_the_request_as_run_would(
+    monkeypatch: pytest.MonkeyPatch, mlflow_store: str
+) -> None:
+    import flows.cli.loops
+    import flows.energy_loop
+
+    seen: list[LoopRequest] = []
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(flows.energy_loop, "energy_loop", lambda request: seen.append(request))
+    monkeypatch.setattr(flows.cli.loops, "run_loop", lambda prog, services, loop: loop() or 0)
+    argv = ["trigger", "--deployment", "energy-loop/dev-cpu", "--param", "scenario=dev-cpu"]
+    assert main([*argv, "--param", "dataset=iris", "--param", "samples=100", "--param", "image_cache=memory"]) == 0
+    assert seen == [LoopRequest(scenario="dev-cpu", dataset="iris", samples=100, image_cache="memory", parallel="auto")]

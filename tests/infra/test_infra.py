@@ -91,6 +91,19 @@ def test_deployments_carry_schedules_and_the_work_pool() -> None:
         assert d["entrypoint"].startswith("flows/")
 
 
+def test_every_deployment_passes_its_flow_one_valid_request() -> None:
+    """A flow takes one parameter, `request` (thresholds/request.py): a deployment's parameters are its options,
+    checked here as the flow run's first task will check them."""
+    from thresholds.cooling.request import CoolingRequest
+    from thresholds.energy.request import LoopRequest
+    from thresholds.request import parse
+
+    models = {"flows/energy_loop.py:energy_loop": LoopRequest, "flows/cooling.py:cooling_loop": CoolingRequest}
+    for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+        assert set(d["parameters"]) == {"request"}, d["name"]
+        parse(models[d["entrypoint"]], d["parameters"]["request"])
+
+
 def test_the_champion_guard_runs_in_the_stack_and_registers_its_webhook() -> None:
     services = _compose()["services"]
     receiver, register = services["webhook"], services["webhook-register"]

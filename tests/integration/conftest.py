@@ -73,13 +73,16 @@ class QuickLoop:
 @pytest.fixture(scope="session")
 def _quick_loop_once(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> QuickLoop:
     from flows.energy_loop import energy_loop
+    from thresholds.energy.request import LoopRequest
 
     folder = tmp_path_factory.mktemp("quick-loop")
     store = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:  # as the `mlflow_store` fixture sets a test up
         env.chdir(folder)
         env.setenv("MLFLOW_TRACKING_URI", store)
-        outcome = energy_loop(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name=QuickLoop.model_name)
+        outcome = energy_loop(
+            LoopRequest(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name=QuickLoop.model_name)
+        )
     return QuickLoop(folder, store, outcome)
 
 

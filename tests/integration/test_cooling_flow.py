@@ -16,6 +16,7 @@ from flows.cooling import cooling_loop
 from tasks.cooling.stages import Evaluation
 from tests.conftest import FIXTURES
 from thresholds.cooling.policy import Attempt, Kind, checks, passed, quality_ok
+from thresholds.cooling.request import CoolingRequest
 from thresholds.cooling.schema import settings_for
 from thresholds.errors import INVALID_INPUT, InputError
 
@@ -87,7 +88,7 @@ def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(
 
 def test_missed_saving_escalates_then_exhausts_the_budget_without_a_champion(mlflow_store: str, tmp_path: Path) -> None:
     scenario = _variant(tmp_path, targets__min_energy_saved_pct=100.0, training__max_episodes=2)
-    outcome = cooling_loop(scenario=scenario, days=2)
+    outcome = cooling_loop(CoolingRequest(scenario=scenario, days=2))
     assert outcome.state == "BUDGET_EXHAUSTED"
     assert [a.kind.value for a in outcome.history] == ["train", "retrain"]
     assert outcome.history[1].max_episodes > outcome.history[0].max_episodes
@@ -107,7 +108,7 @@ def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_
     client = MlflowClient(mlflow_store)
     ladder = {"ladder__shrink_factor": 0.05, "ladder__min_hidden_units": 1, "budget__max_attempts": 4}
     costly_to_run = _variant(tmp_path, targets__max_inference_energy_j_per_year=1e-6, **ladder)
-    outcome = cooling_loop(scenario=costly_to_run, days=2)
+    outcome = cooling_loop(CoolingRequest(scenario=costly_to_run, days=2))
     targets = settings_for(costly_to_run, days=2).targets
     train, distil = outcome.history
     assert (
@@ -130,7 +131,7 @@ def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_
     assert set(versions) == {"train", "distil"} and versions["distil"]["hidden_units"] == "1-1"
 
     costly_to_train = _variant(tmp_path, targets__max_train_energy_j=1e-6, **{**ladder, "budget__max_attempts": 2})
-    outcome = cooling_loop(scenario=costly_to_train, days=2)
+    outcome = cooling_loop(CoolingRequest(scenario=costly_to_train, days=2))
     train, shrink = outcome.history
     assert (train.kind, shrink.kind) == (Kind.TRAIN, Kind.SHRINK) and quality_ok(
         settings_for(costly_to_train, days=2).targets, train
@@ -145,7 +146,7 @@ def test_a_crash_marks_the_loop_failed_and_registers_nothing(mlflow_store: str) 
         mock.patch("tasks.cooling.stages.evaluate", side_effect=RuntimeError("simulated crash")),
         pytest.raises(RuntimeError),
     ):
-        cooling_loop(scenario=str(QUICK), days=1)
+        cooling_loop(CoolingRequest(scenario=str(QUICK), days=1))
     client = MlflowClient(mlflow_store)
     runs = client.search_runs(
         [client.get_experiment_by_name("cooling-loop").experiment_id], filter_string="tags.`loop.state` = 'FAILED'"
@@ -176,15 +177,21 @@ def test_cli_bad_input_exits_2_with_one_line(
     [
         ({"scenario": "cooling-nowhere"}, "scenario = 'cooling-nowhere'"),
         ({"scenario": str(QUICK), "months": 0}, "evaluation.months = 0: expected greater than or equal to 1"),
-        ({"scenario": str(QUICK), "env": "attic"}, "env = 'attic'"),
+        ({"scenario": str(QUICK), "env": "attic"}, "env = 'attic': expected one of seed, room"),
         ({"scenario": str(QUICK), "meter": "wattmeter"}, "meter = 'wattmeter': expected one of"),
+        ({"scenario": str(QUICK), "days": "two"}, "days = 'two': expected an integer"),  # a parameter's wrong type
+        ({"scenario": str(QUICK), "month": 2}, "month = 2: expected one of the cooling loop's options: scenario, env"),
+        ("cooling-room", "request = 'cooling-room': expected a mapping of the cooling loop's options"),
     ],
+    ids=["scenario", "months", "env", "meter", "type", "unknown key", "not a mapping"],
 )
 def test_the_flow_called_directly_with_a_bad_value_ends_failed_with_the_line(
-    params: dict[str, object], needle: str, mlflow_store: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    params: object, needle: str, mlflow_store: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """What a deployment or scheduled run does with the same parameters: its first task refuses them."""
-    state = cooling_loop(**params, work_root=str(tmp_path / "work"), return_state=True)
+    """What a deployment or scheduled run does with the same parameters (a mapping, as its `request`): its first
+    task refuses them, and Prefect's own parameter validation does not get in first."""
+    request = {**params, "work_root": str(tmp_path / "work")} if isinstance(params, dict) else params
+    state = cooling_loop(request, return_state=True)
     assert state.is_failed() and state.name == INVALID_INPUT
     assert state.message is not None and needle in state.message and "\n" not in state.message, state.message
     with pytest.raises(InputError) as raised:  # what a Python caller of the flow gets

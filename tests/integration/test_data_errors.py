@@ -24,6 +24,7 @@ import pytest
 from flows.cli import main
 from flows.energy_loop import energy_loop
 from tests.conftest import ROOT
+from thresholds.energy.request import LoopRequest
 from thresholds.errors import INVALID_INPUT, InputError
 
 pytestmark = pytest.mark.integration
@@ -197,11 +198,9 @@ def test_the_flow_called_directly_ends_failed_with_the_line(
 ) -> None:
     dataset, target, needle = _dataset(case, tmp_path)
     state = energy_loop(
-        scenario="dev-cpu",
-        dataset=dataset,
-        target=target,
-        model_name="bad",
-        work_root=str(tmp_path / "work"),
+        LoopRequest(
+            scenario="dev-cpu", dataset=dataset, target=target, model_name="bad", work_root=str(tmp_path / "work")
+        ),
         return_state=True,
     )
     assert state.is_failed() and state.name == INVALID_INPUT
@@ -216,7 +215,8 @@ def test_the_flow_called_directly_ends_failed_with_the_line(
 
 @pytest.fixture(scope="module")
 def deployed(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A deployment of the loop (defaults: a good one; `bad-defaults`: a missing dataset) on a process
+    """Deployments of the loop (`bad-input`: good defaults; `bad-defaults`: a missing dataset; `bad-type`: a
+    parameter of the wrong type; `before-the-request`: flat parameters, as before the request object) on a process
     work pool, and a worker polling it, as `prefect deploy` and the compose stack's worker set them up."""
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -244,8 +244,10 @@ def deployed(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) ->
                 pull_steps=pull,
             )
             for name, params in (
-                ("bad-input", defaults),
-                ("bad-defaults", {**defaults, "dataset": str(tmp / "nope.csv")}),
+                ("bad-input", {"request": defaults}),
+                ("bad-defaults", {"request": {**defaults, "dataset": str(tmp / "nope.csv")}}),
+                ("bad-type", {"request": {**defaults, "samples": "many"}}),
+                ("before-the-request", defaults),  # a deployment from before the request object: flat parameters
             )
         }
     url = str(PREFECT_API_URL.value())
@@ -327,11 +329,14 @@ def test_a_scheduled_run_with_bad_defaults_ends_failed_with_the_line(deployed: d
 @pytest.mark.parametrize(
     ("param", "needle"),
     [
-        ("samples=3", "--samples = 3: expected an integer >= 20"),
+        # named as typed: the parameter's key
+        ("samples=3", "samples = 3: expected an integer >= 20"),
         ("meter=wattmeter", "meter = 'wattmeter': expected one of"),
-        ("image_size=0x0", "--image-size = '0x0'"),
-        ("image_cache=disk", "--image-cache = 'disk': expected one of memory, stream, auto"),
+        ("image_size=0x0", "image_size = '0x0': expected HxW in pixels"),
+        ("image_cache=disk", "image_cache = 'disk': expected one of memory, stream, auto"),
         ("task_type=ranking", "task_type = 'ranking': expected one of auto, classification, regression"),
+        ("parallel=0", "parallel = 0: expected auto or an integer from 1 to 64"),
+        ("sample=3000", "--param = 'sample=3000': expected K=V with K one of scenario, dataset"),
     ],
 )
 def test_trigger_refuses_what_it_can_check_before_a_run_is_created(
@@ -377,3 +382,78 @@ def test_trigger_checks_a_scenario_file_this_checkout_has(
     assert main(["trigger", "--deployment", "energy-loop/bad-input", "--param", f"scenario={bad}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "targets.max_accuracy_drop_pt = -3" in err
+
+
+def test_a_scheduled_run_with_a_parameter_of_the_wrong_type_ends_failed_with_the_line(
+    deployed: dict[str, Any],
+) -> None:
+    """Prefect's own parameter validation does not get in first: the run ends as every other bad input does."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployed["ids"]["bad-type"])
+    state = _final_state(run.id, deployed)
+    assert state.is_failed() and state.name == INVALID_INPUT
+    _one_line(state.message, "samples = 'many': expected an integer >= 20")
+    _no_trace_of_a_run(deployed)
+
+
+def test_trigger_merges_its_overrides_onto_the_deployments_request(
+    deployed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect import get_client
+
+    monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
+    missing = str(tmp_path / "missing.csv")
+    assert main(["trigger", "--deployment", "energy-loop/bad-input", "--param", f"dataset={missing}"]) == 0
+    run_id = re.search(r"started flow run \S+ \(([0-9a-f-]+)\)", capsys.readouterr().out)
+    assert run_id is not None
+    with get_client(sync_client=True) as client:
+        sent = client.read_flow_run(run_id.group(1)).parameters
+    # The deployment's own options, the override over them, sent whole (a server merges top-level keys only).
+    assert sent == {"request": {"scenario": "dev-cpu", "dataset": missing, "model_name": "deployed",
+                                "work_root": str(deployed["tmp"] / "work")}}  # fmt: skip
+    state = _final_state(run_id.group(1), deployed)  # the worker's first task: no such file
+    assert state.is_failed() and state.name == INVALID_INPUT
+    _one_line(state.message, "expected an existing .csv or .parquet file")
+
+
+def test_trigger_says_how_to_update_a_deployment_from_before_the_request(
+    deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect import get_client
+
+    monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
+    with get_client(sync_client=True) as client:
+        before = len(client.read_flow_runs())
+        code = main(["trigger", "--deployment", "energy-loop/before-the-request", "--param", "samples=2000"])
+        after = len(client.read_flow_runs())
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and after == before and len(err.splitlines()) == 1, err
+    assert "expected parameters {request: {...}}" in err and "prefect deploy --all" in err
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(
+    ("request_", "needle"),
+    [
+        ({"scenario": "dev-cpu", "dataset": "digits", "samples": "many"}, "samples = 'many': expected an integer"),
+        ({"scenario": "dev-cpu", "dataset": "digits", "sample": 3000}, "sample = 3000: expected one of the energy"),
+        ({"scenario": "dev-cpu"}, "dataset = None: expected a value (this option is required)"),
+        (["dev-cpu", "digits"], "request = ['dev-cpu', 'digits']: expected a mapping of the energy loop's options"),
+        ({"scenario": "dev-cpu", "dataset": "digits", "image_size": "big"}, "image_size = 'big': expected HxW"),
+    ],
+    ids=["wrong type", "unknown key", "missing key", "not a mapping", "bad format"],
+)
+def test_the_flow_called_with_a_malformed_request_ends_failed_with_the_line(
+    request_: object, needle: str, tmp_path: Path, mlflow_store: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A mapping, as a deployment, an event or a Python caller passes it: the first task refuses it, in one line."""
+    state = energy_loop(request_, return_state=True)  # type: ignore[arg-type]
+    assert state.is_failed() and state.name == INVALID_INPUT
+    _one_line(state.message, needle)
+    with pytest.raises(InputError):
+        state.result()
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert not (tmp_path / "mlflow.db").exists()

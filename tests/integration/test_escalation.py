@@ -11,12 +11,15 @@ from mlflow import MlflowClient
 from flows.energy_loop import energy_loop
 from tests.conftest import FIXTURES
 from thresholds.energy.policy import StepKind
+from thresholds.energy.request import LoopRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
 
 def test_a_training_energy_miss_is_answered_by_a_training_cost_move_that_passes(mlflow_store: str) -> None:
-    outcome = energy_loop(scenario=str(FIXTURES / "quick-train.yaml"), dataset="digits", model_name="digits-train-move")
+    outcome = energy_loop(
+        LoopRequest(scenario=str(FIXTURES / "quick-train.yaml"), dataset="digits", model_name="digits-train-move")
+    )
     assert outcome.state == "PASSED", outcome.table_md
     chosen = outcome.history[outcome.chosen or 0]
     assert chosen.step.kind in (StepKind.PRUNE_EARLY, StepKind.PRUNE_ES, StepKind.SCRATCH), chosen.step
@@ -39,7 +42,7 @@ def test_an_unreachable_training_target_ends_the_loop_early_and_names_it(mlflow_
     raw["targets"] = {"max_accuracy_drop_pt": 6.0, "max_train_energy_vs_baseline": 0.02}
     path = tmp_path / "unreachable.yaml"
     path.write_text(yaml.safe_dump(raw))
-    outcome = energy_loop(scenario=str(path), dataset="digits", model_name="digits-unreachable")
+    outcome = energy_loop(LoopRequest(scenario=str(path), dataset="digits", model_name="digits-unreachable"))
     assert outcome.state == "FAILED" and outcome.unreachable == "train_energy_vs_baseline"
     assert outcome.reason.startswith("unreachable: train_energy_vs_baseline: ")
     assert len(outcome.history) == 2  # baseline and recipe: the other 4 iterations of the budget were not spent

@@ -19,6 +19,7 @@ from tasks.models.evaluate import quality
 from tasks.models.factory import load_version
 from tests.conftest import FIXTURES
 from tests.integration.conftest import QuickLoop
+from thresholds.energy.request import LoopRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -96,7 +97,7 @@ def test_passing_loop_registers_every_candidate_crowns_a_passing_one_and_emits_n
 
 def test_parallel_loop_trains_on_dask_workers_and_measures_inference_serially(mlflow_store: str) -> None:
     outcome = energy_loop(
-        scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-parallel", parallel=2
+        LoopRequest(scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name="digits-parallel", parallel=2)
     )
     assert outcome.state == "PASSED", outcome.reason
     assert len(outcome.history) >= 2
@@ -155,7 +156,7 @@ def _events(name: str, resource_id: str, timeout_s: float = 30.0) -> list[dict[s
 
 def test_impossible_scenario_ends_budget_exhausted_and_moves_no_alias(mlflow_store: str) -> None:
     outcome = energy_loop(
-        scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible"
+        LoopRequest(scenario=str(FIXTURES / "quick-impossible.yaml"), dataset="digits", model_name="digits-impossible")
     )
     assert outcome.state == "BUDGET_EXHAUSTED"
     assert "used 3 of 3 iterations" in outcome.reason
@@ -268,10 +269,12 @@ def _regression_scenario(tmp_path: Path, max_rmse: float) -> str:
 def test_regression_csv_with_a_linear_target_passes(mlflow_store: str, tmp_path: Path) -> None:
     # The target's spread is ~3.8 and its noise 0.1: an RMSE of 1.0 is within reach of the first early-stopped model.
     outcome = energy_loop(
-        scenario=_regression_scenario(tmp_path, 1.0),
-        dataset=str(_regression_csv(tmp_path, True)),
-        target="price",
-        model_name="linear",
+        LoopRequest(
+            scenario=_regression_scenario(tmp_path, 1.0),
+            dataset=str(_regression_csv(tmp_path, True)),
+            target="price",
+            model_name="linear",
+        )
     )
     assert outcome.state == "PASSED", outcome.reason
     assert outcome.chosen is not None and outcome.chosen >= 1  # the baseline is the reference, never the answer
@@ -288,10 +291,12 @@ def test_regression_csv_with_a_linear_target_passes(mlflow_store: str, tmp_path:
 def test_regression_csv_with_an_unpredictable_target_exhausts_the_budget(mlflow_store: str, tmp_path: Path) -> None:
     # Pure noise of spread 1.0: no model gets near an RMSE of 0.5 on unseen rows.
     outcome = energy_loop(
-        scenario=_regression_scenario(tmp_path, 0.5),
-        dataset=str(_regression_csv(tmp_path, False)),
-        target="price",
-        model_name="noise",
+        LoopRequest(
+            scenario=_regression_scenario(tmp_path, 0.5),
+            dataset=str(_regression_csv(tmp_path, False)),
+            target="price",
+            model_name="noise",
+        )
     )
     assert outcome.state == "BUDGET_EXHAUSTED", outcome.reason
     assert "used 3 of 3 iterations" in outcome.reason
@@ -306,7 +311,9 @@ def test_regression_csv_with_an_unpredictable_target_exhausts_the_budget(mlflow_
 
 
 def test_edge_target_uses_int8_that_this_cpu_would_skip(mlflow_store: str) -> None:
-    outcome = energy_loop(scenario=str(FIXTURES / "quick-edge.yaml"), dataset="digits", model_name="digits-edge")
+    outcome = energy_loop(
+        LoopRequest(scenario=str(FIXTURES / "quick-edge.yaml"), dataset="digits", model_name="digits-edge")
+    )
     assert outcome.state == "PASSED", outcome.reason
     chosen = outcome.history[outcome.chosen or 0]
     assert chosen.lineage[-1] == "precision:int8"

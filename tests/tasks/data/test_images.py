@@ -15,10 +15,11 @@ from PIL import Image
 from tasks.data import images
 from tasks.data.datasets import load_cached, outputs, prepare, preprocessor_from_dict
 from tasks.data.images import check_image_cache
-from tasks.energy_loop.inputs import check_overrides, parse_size
 from tasks.models.evaluate import quality
 from tasks.models.train import TrainConfig, fit
+from thresholds.energy.request import LoopRequest, parse_size
 from thresholds.errors import InputError
+from thresholds.request import Naming, parse
 
 
 def _folder(
@@ -157,7 +158,7 @@ def test_image_size_option(value: str, expected: tuple[int, int]) -> None:
 @pytest.mark.parametrize("value", ["32by32", "0x4", "x", "5000x5000"])
 def test_bad_image_size_is_one_line(value: str) -> None:
     with pytest.raises(InputError, match=r"--image-size = .*expected HxW"):
-        parse_size(value)
+        parse(LoopRequest, {"scenario": "dev-cpu", "dataset": "pics", "image_size": value}, Naming.FLAG)
 
 
 def test_files_to_score_are_decoded_as_the_model_was_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -318,8 +319,13 @@ def test_auto_streams_a_folder_over_the_memory_budget(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "check", [check_image_cache, lambda v: check_overrides({"image_cache": v})], ids=["cli", "trigger"]
+    ("check", "name"),
+    [
+        (check_image_cache, "--image-cache"),
+        (lambda v: parse(LoopRequest, {"scenario": "s", "dataset": "d", "image_cache": v}), "image_cache"),
+    ],
+    ids=["preparing", "request"],
 )
-def test_a_bad_image_cache_is_one_line(check: object) -> None:
-    with pytest.raises(InputError, match=r"--image-cache = 'disk': expected one of memory, stream, auto"):
+def test_a_bad_image_cache_is_one_line(check: object, name: str) -> None:
+    with pytest.raises(InputError, match=rf"{name} = 'disk': expected one of memory, stream, auto"):
         check("disk")  # type: ignore[operator]

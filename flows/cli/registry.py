@@ -1,0 +1,127 @@
+"""The registry commands: `promote` (move the champion alias to a version whose gates passed), `status` (the
+champion and the best passing challenger with their figures) and `webhook serve|register` (the champion guard)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from flows.cli.common import EXIT_BAD_INPUT, EXIT_NOT_PASSED, bad_input
+
+
+def add_parsers(sub: Any) -> None:
+    promote = sub.add_parser("promote", help="move the champion alias to a version whose recorded gates passed")
+    promote.add_argument("model", help="registered model name")
+    promote.add_argument("version", help="model version number")
+    promote.add_argument("--force", action="store_true", help="promote even if its gates did not pass (needs --reason)")
+    promote.add_argument("--reason", default="", help="why, written to the version's tags (required with --force)")
+    promote.set_defaults(handler=_promote)
+    show = sub.add_parser("status", help="print the champion and the best passing challenger with their energy figures")
+    show.add_argument("model", help="registered model name")
+    show.set_defaults(handler=_status)
+    _webhook_parsers(
+        sub.add_parser(
+            "webhook", help="guard the champion alias: the receiver of MLflow registry webhooks, and its registration"
+        )
+    )
+
+
+def _webhook_parsers(hook: argparse.ArgumentParser) -> None:
+    from flows.webhook import PATH, SECRET_ENV, WEBHOOK_NAME
+
+    sub = hook.add_subparsers(dest="webhook_command", required=True)
+    serve = sub.add_parser("serve", help=f"run the receiver (FastAPI; secret from {SECRET_ENV})")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: loopback only)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.set_defaults(handler=_webhook_serve)
+    register = sub.add_parser(
+        "register", help=f"create or update the alias webhook on the MLflow server (secret from {SECRET_ENV})"
+    )
+    register.add_argument(
+        "--url", required=True, help=f"the receiver as the MLflow server reaches it, e.g. http://127.0.0.1:8765{PATH}"
+    )
+    register.add_argument(
+        "--name", default=WEBHOOK_NAME, help=f"webhook name; an existing one is updated (default {WEBHOOK_NAME})"
+    )
+    register.add_argument("--no-test", dest="test", action="store_false", help="skip the signed test delivery")
+    register.set_defaults(handler=_webhook_register)
+
+
+def _webhook_serve(args: argparse.Namespace) -> int:
+    from flows.webhook import check_port, read_secret, serve
+
+    try:
+        secret, port = read_secret(), check_port(args.port)
+    except ValueError as exc:
+        return bad_input(args.prog, exc)
+    return serve(secret, args.host, port)
+
+
+def _webhook_register(args: argparse.Namespace) -> int:
+    from flows.webhook import check_registration, read_secret, register
+
+    try:
+        secret = read_secret()
+        check_registration(args.url)
+    except ValueError as exc:
+        return bad_input(args.prog, exc)
+    return register(secret, args.url, args.name, args.test)
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from registry.core import PromotionRefused, promote
+
+    if not args.version.isdigit():
+        print(f"energy-loop: error: version = {args.version!r}: expected a version number such as 3", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        print(promote(args.model, args.version, force=args.force, reason=args.reason, user=os.environ.get("USER", "")))
+    except PromotionRefused as exc:
+        print(f"energy-loop: refused: {exc}", file=sys.stderr)
+        return EXIT_NOT_PASSED
+    except ValueError as exc:
+        return bad_input("energy-loop", exc)
+    except MlflowException as exc:
+        print(
+            f"energy-loop: error: model = {args.model!r} version = {args.version!r}: {str(exc).splitlines()[0]}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    return 0
+
+
+FIGURES = (
+    "accuracy",
+    "rmse",
+    "inference_energy_j_per_1k",
+    "observed.inference_energy_j_per_1k",
+    "train_energy_j",
+    "latency_ms_per_batch",
+    "energy_source",
+    "energy_estimated",
+    "compression_steps",
+    "payback",
+)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from registry.core import status
+
+    result = status(args.model)
+    if result["champion"] is None and result["challenger"] is None:
+        print(
+            f"energy-loop: error: model = {args.model!r}: no registered versions with recorded gates", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
+    for role in ("champion", "challenger"):
+        entry = result[role]
+        if entry is None:
+            print(f"{role:10s} none")
+            continue
+        figures = ", ".join(f"{k}={entry[k]}" for k in FIGURES if k in entry)
+        print(f"{role:10s} version {entry['version']}: {figures}")
+    return 0
