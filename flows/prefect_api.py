@@ -32,6 +32,20 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 60.0
 PORT_IN_USE_EXIT = 3  # uvicorn's exit status when its port was taken between our check and its bind
+# `python -m uvicorn ARGS`, stopped (SIGTERM: uvicorn's graceful shutdown) once the command that started it is gone,
+# however it went (a SIGKILL included): out of the command's process group, nothing else would stop it.
+SERVE_WHILE_PARENT_LIVES = """
+import os, signal, sys, threading, time
+parent = int(sys.argv.pop(1))
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv[0] = "uvicorn"
+from uvicorn.main import main
+main()
+"""
 
 
 def _free_port() -> int:
@@ -63,20 +77,13 @@ class LocalApi:
             raise RuntimeError("Prefect is not installed")
         package_dir = str(Path(next(iter(spec.submodule_search_locations))).parent)
         app = ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)]
+        uvicorn = ["--app-dir", package_dir, *app, "--log-level", "error", "--lifespan", "on"]
+        # Its own session: a terminal's Ctrl-C (SIGINT to the foreground group) or a SIGTERM sent to the command's
+        # group is the command's to handle, and the command still needs the server to mark its runs on the way out.
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                package_dir,
-                *app,
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
+            [sys.executable, "-c", SERVE_WHILE_PARENT_LIVES, str(os.getpid()), *uvicorn],
             env=env,
+            start_new_session=True,
         )
         log.info(
             "Prefect API: starting a local server for this command on %s (no PREFECT_API_URL configured)", self.url

@@ -20,6 +20,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from prefect.exceptions import TerminationSignal
 from prefect.states import Failed
 from pydantic import BaseModel
 
@@ -98,12 +99,15 @@ def abort_loop(loop_run_id: str, reason: str, status: str) -> None:
 
 @contextmanager
 def aborting(loop_run_id: str) -> Iterator[None]:
-    """Any exception inside marks the loop run FAILED (KILLED on Ctrl-C) and goes on; meters are closed either way."""
+    """Any exception inside marks the loop run FAILED (KILLED on Ctrl-C or SIGTERM, which Prefect's flow engine
+    raises as its TerminationSignal) and goes on, naming the run on the exception (the CLI's one line says it);
+    meters are closed either way."""
     try:
         yield
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | TerminationSignal) else "FAILED"
         abort_loop(loop_run_id, f"{type(exc).__name__}: {exc}", status)
+        exc.loop_run_id = loop_run_id  # type: ignore[attr-defined]
         raise
     finally:
         close_shared_meters()

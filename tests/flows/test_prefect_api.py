@@ -50,3 +50,28 @@ def test_a_prefect_database_elsewhere_is_not_guessed(homes: Path, monkeypatch: p
     _prefect_db(homes)
     monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://127.0.0.1:5432/prefect")
     assert not nothing_to_create("http://127.0.0.1:5000")
+
+
+def test_the_local_server_has_its_own_session_and_stops_when_its_command_is_killed(homes: Path) -> None:
+    """Out of the command's process group (a terminal's Ctrl-C is the command's to handle, and it still needs the
+    server to mark its runs), yet gone once the command is, however it went: SIGKILL included."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    code = "from flows.prefect_api import LocalApi; api = LocalApi(); print(api.process.pid, flush=True); api.ready()\n"
+    code += "import time; time.sleep(120)"
+    command = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert command.stdout is not None
+        server = psutil.Process(int(command.stdout.readline()))
+        assert os.getsid(server.pid) != os.getsid(command.pid)
+        os.kill(command.pid, signal.SIGKILL)
+        command.wait()
+        server.wait(timeout=30)  # psutil.TimeoutExpired if it outlived its command
+    finally:
+        if command.poll() is None:
+            command.kill()
