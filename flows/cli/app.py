@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from flows.cli import loops, predict, registry, trigger
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
     # Before any Prefect server starts: it reads this.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = None
-    with stopping_on_signals():  # Ctrl-C and SIGTERM: one line, exit 130 / 143, never a traceback
+    with stopping_on_signals():  # Ctrl-C and SIGTERM: one line, exit 130 / 143 (the traceback with --verbose only)
         try:
             args = build_parser(prog).parse_args(argv)
             with _logging(args):
@@ -62,6 +63,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "energy-loop") -> int:
         except BaseException as exc:
             if not is_interrupt(exc):
                 raise
+            if getattr(args, "verbose", False):  # where it was stopped, on request
+                traceback.print_exc()
             what = getattr(args, "stopped", "stopped")
             return interrupted(prog, exc, what(exc) if callable(what) else what)
 

@@ -109,6 +109,9 @@ def predict(args: argparse.Namespace) -> int:
     except InputError as exc:  # an image that breaks mid-stream: named, and nothing is written
         print(file=sys.stderr)
         return bad(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the progress line ends before the command's one line
+        print(file=sys.stderr)
+        raise
     finally:
         meter.close()
     if rows.files is not None:

@@ -457,3 +457,27 @@ def test_the_flow_called_with_a_malformed_request_ends_failed_with_the_line(
     captured = capfd.readouterr()
     assert "Traceback" not in captured.out + captured.err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_ctrl_c_stops_trigger_waiting_in_one_line_and_says_how_to_stop_the_run(
+    deployed: dict[str, Any], tmp_path: Path
+) -> None:
+    import signal
+
+    env = {**os.environ, "PREFECT_API_URL": deployed["url"]}
+    argv = [sys.executable, "-m", "flows.cli", "trigger", "--deployment", "energy-loop/bad-input", "--wait"]
+    argv += ["--param", f"dataset={tmp_path / 'missing.csv'}", "--poll-s", "0.2"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    started = proc.stdout.readline()
+    run_id = re.search(r"started flow run \S+ \(([0-9a-f-]+)\)", started)
+    assert run_id is not None, started + proc.communicate(timeout=60)[1]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in out + err, err
+    assert err.strip().splitlines() == [
+        f"energy-loop: interrupted (Ctrl-C): stopped waiting; flow run {started.split()[3]} goes on "
+        f"(stop it: prefect flow-run cancel {run_id.group(1)})"
+    ]
+    state = _final_state(run_id.group(1), deployed)  # it went on without the client, to its own end
+    assert state.name == INVALID_INPUT
