@@ -21,7 +21,7 @@ from flows.prefect_api import LoopServices, api_settings
 from thresholds.errors import InputError
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_BAD_INPUT = 0, 1, 2
-SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+SIGNALS: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 def bad_input(prog: str, exc: Exception) -> int:
@@ -164,7 +164,7 @@ def loop_run_of(exc: BaseException) -> str | None:
 def interrupted(prog: str, exc: BaseException, what: str) -> int:
     """An interrupt in one line, no traceback; exit 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
     signum = interrupt_signal(exc)
-    print(f"{prog}: interrupted ({SIGNALS.get(signal.Signals(signum), f'signal {signum}')}): {what}", file=sys.stderr)
+    print(f"{prog}: interrupted ({SIGNALS.get(signum, f'signal {signum}')}): {what}", file=sys.stderr)
     return 128 + signum
 
 
