@@ -1,6 +1,6 @@
 """Pages generated at build time (mkdocs.yml `hooks:`), so the reference never drifts from the code.
 
-- reference/commands.md          every subcommand and flag, from the CLI's argparse parser (flows/cli.py `_parser`)
+- reference/commands.md          every subcommand and flag, from the CLI's argparse parser (flows/cli/app.py)
 - reference/scenario.md          every section and field of the energy scenario (thresholds/energy/schema.py)
 - reference/cooling-scenario.md  the same for the cooling scenario (thresholds/cooling/schema.py)
 - results.md                     the newest result of each benchmark, from benchmarks/results/*.json
@@ -84,17 +84,18 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 
 def commands_page() -> str:
-    from flows.cli import _parser
+    from flows.cli.app import build_parser
 
     lines = [
         "# Command reference",
         "",
-        "Generated from the command's own parser (`flows/cli.py`) when the docs are built. Exit codes: 0 the loop "
+        "Generated from the command's own parser (`flows/cli/`) when the docs are built. Exit codes: 0 the loop "
         "ended `PASSED` (or the command did what it says), 1 it did not pass or a server failed, 2 bad input (one line "
-        "naming the field, the value and what was expected). `energy-cooling ARGS` is `energy-loop cooling ARGS`.",
+        "naming the field, the value and what was expected), 130 / 143 stopped by Ctrl-C / SIGTERM (one line; a loop's "
+        "run marked KILLED, nothing registered). `energy-cooling ARGS` is `energy-loop cooling ARGS`.",
         "",
     ]
-    lines += _command(_parser(), 2)
+    lines += _command(build_parser(), 2)
     return "\n".join(lines) + "\n"
 
 

@@ -266,9 +266,9 @@ def command_problem(parser: argparse.ArgumentParser, words: list[str]) -> str | 
 
 
 def command_problems(documents: dict[str, str]) -> list[str]:
-    from flows.cli import _parser
+    from flows.cli.app import build_parser
 
-    root = _parser()
+    root = build_parser()
     roots = {"energy-loop": root, "energy-cooling": hooks().subcommands(root)["cooling"][0]}
     problems = []
     for page, name, rest in command_lines(documents):
@@ -361,7 +361,7 @@ def test_prose_and_other_tools_are_not_read() -> None:
 
 
 def test_the_generated_references_cover_every_field_subcommand_and_flag() -> None:
-    from flows.cli import _parser
+    from flows.cli.app import build_parser
     from thresholds.cooling.schema import CoolingScenario
     from thresholds.energy.schema import Scenario
 
@@ -380,7 +380,7 @@ def test_the_generated_references_cover_every_field_subcommand_and_flag() -> Non
         for sub, _ in hooks().subcommands(parser).values():
             walk(sub)
 
-    walk(_parser())
+    walk(build_parser())
 
 
 def test_the_results_page_shows_the_newest_result_and_lists_the_older(tmp_path: Path) -> None:

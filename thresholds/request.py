@@ -141,3 +141,14 @@ def parse(model: type[R], raw: object, naming: Naming = Naming.KEY) -> R:
         return model.model_validate(dict(raw))
     except ValidationError as exc:
         raise InputError(*_expected(model, exc.errors()[0], naming)) from None
+
+
+def check_given(model: type[BaseModel], given: Mapping[str, object], naming: Naming = Naming.KEY) -> None:
+    """The given fields alone, the others left to come from elsewhere (a deployment's own request): an
+    `InputError` for the first bad one."""
+    try:
+        model.model_validate(dict(given))
+    except ValidationError as exc:
+        for error in exc.errors():
+            if error["type"] != "missing":
+                raise InputError(*_expected(model, error, naming)) from None

@@ -25,7 +25,7 @@ from flows.cli.options import argv_for
 from thresholds.cooling.request import CoolingRequest
 from thresholds.energy.request import LoopRequest
 from thresholds.errors import InputError
-from thresholds.request import fields, from_text, parse
+from thresholds.request import check_given, fields, from_text, parse
 
 # A deployment's flow -> its request model, and the command that runs it in this process.
 FLOWS: dict[str, tuple[type[BaseModel], list[str]]] = {
@@ -78,6 +78,7 @@ def trigger_run(args: argparse.Namespace) -> int:
     try:
         model, command = _flow_of(args.deployment)
         params = parse_params(model, args.param)
+        check_given(model, params)  # before any server is asked: each value given here
     except InputError as exc:
         return bad_input("energy-loop", exc)
     if os.environ.get("PREFECT_API_URL"):
@@ -106,9 +107,6 @@ def _deployment_request(deployment: str, model: type[BaseModel], params: dict[st
     """The deployment's own request with `params` over it, checked as far as a client can; as the flow gets it."""
     from prefect import get_client
 
-    from tasks.cooling import inputs as cooling
-    from tasks.energy_loop import inputs as energy
-
     with get_client(sync_client=True) as client:
         own = client.read_deployment_by_name(deployment).parameters
     if not isinstance(own.get("request", {}), dict) or set(own) - {"request"}:
@@ -118,10 +116,14 @@ def _deployment_request(deployment: str, model: type[BaseModel], params: dict[st
             "parameters {request: {...}} (it was created before the request object: `prefect deploy --all` updates it)",
         )
     request = parse(model, {**own.get("request", {}), **params})
-    if isinstance(request, LoopRequest):
-        energy.check_on_client(request, params)
+    if isinstance(request, LoopRequest):  # each pipeline's own checks, and only its modules imported
+        from tasks.energy_loop.inputs import check_on_client
+
+        check_on_client(request, params)
     elif isinstance(request, CoolingRequest):
-        cooling.check_on_client(request, params)
+        from tasks.cooling.inputs import check_on_client as check_cooling_on_client
+
+        check_cooling_on_client(request, params)
     return request.model_dump(mode="json", exclude_unset=True)
 
 

@@ -11,7 +11,7 @@ from thresholds.cooling.schema import CoolingScenario
 from thresholds.core import METER_NAMES
 from thresholds.energy.request import IMAGE_CACHE_MODES, LoopRequest, parse_size
 from thresholds.errors import InputError
-from thresholds.request import Naming, fields, from_text, parse
+from thresholds.request import Naming, check_given, fields, from_text, parse
 
 BASE = {"scenario": "dev-cpu", "dataset": "digits"}
 
@@ -108,3 +108,11 @@ def test_the_schema_a_deployment_form_shows_names_every_option() -> None:
     assert schema["properties"]["samples"]["anyOf"][0]["minimum"] == 20
     assert set(schema["properties"]["image_cache"]["enum"]) == set(IMAGE_CACHE_MODES)
     assert all(p.get("description") for p in schema["properties"].values())
+
+
+def test_given_fields_are_checked_alone_the_rest_left_to_the_deployment() -> None:
+    check_given(LoopRequest, {"samples": 3000})  # scenario and dataset: the deployment's
+    with pytest.raises(InputError, match="samples = 3: expected an integer >= 20"):
+        check_given(LoopRequest, {"samples": 3})
+    with pytest.raises(InputError, match="days = 'x': expected an integer"):
+        check_given(CoolingRequest, {"days": "x"})
