@@ -144,10 +144,10 @@ def _trigger_deployment(
     except Exception as exc:
         print(f"energy-loop: error: deployment = {deployment!r}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"started flow run {flow_run.name} ({flow_run.id}) of {deployment}")
-    if not wait:
-        return 0
-    try:
+    try:  # from the line on: a Ctrl-C right after it is read lands here too
+        print(f"started flow run {flow_run.name} ({flow_run.id}) of {deployment}", flush=True)
+        if not wait:
+            return 0
         state = _wait(flow_run.id, poll_s)
     except KeyboardInterrupt as exc:  # Ctrl-C stops the waiting, not the run: say how to stop that too
         return interrupted(
