@@ -61,12 +61,11 @@ class RequestField:
         """The values the field allows: its `Option.choices`, or those of its Literal type; else None."""
         if self.option.choices is not None:
             return self.option.choices
-        kinds = [k for k in (get_args(self.info.annotation) or ()) if k is not type(None)]
-        if get_origin(self.info.annotation) is not Literal and len(kinds) == 1:  # an optional Literal
-            return RequestField(self.name, FieldInfo(annotation=kinds[0]), self.option).choices
-        if get_origin(self.info.annotation) is Literal:
-            return tuple(str(v) for v in get_args(self.info.annotation))
-        return None
+        kind = self.info.annotation
+        if get_origin(kind) is not Literal:  # `Literal[...] | None` too; not `int | Literal["auto"]`
+            others = [k for k in get_args(kind) if k is not type(None)]
+            kind = others[0] if len(others) == 1 else kind
+        return tuple(str(v) for v in get_args(kind)) if get_origin(kind) is Literal else None
 
     @property
     def integer(self) -> bool:
