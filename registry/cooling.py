@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from registry import core, store
-from registry.core import LoopRecord, VersionSpec, flatten, log_nested_run
+from registry.core import LoopRecord, NestedRun, RunFiles, VersionSpec, flatten, log_nested_run
 from thresholds.cooling.policy import Attempt, beats_champion
 from thresholds.core import Final
 
@@ -61,13 +61,8 @@ def log_attempt(
     run_name = f"#{a.index} {a.kind.value} {a.hidden_units[0]}-{a.hidden_units[1]}"
     return log_nested_run(
         loop_run_id,
-        run_name,
-        flatten(params),
-        _figures(a, metrics),
-        series,
-        all_tags,
-        a.agent_dir,
-        "agent",
+        NestedRun(run_name, flatten(params), _figures(a, metrics), series, all_tags),
+        RunFiles(a.agent_dir, "agent"),
         not a.failed_reason,
     )
 
@@ -95,19 +90,27 @@ def version_tags(
     return tags
 
 
+class LoopReport(NamedTuple):
+    """The cooling loop's report: per attempt its verdict and whether it met every gate; the attempts table
+    (markdown), the plots and the summary written as summary.json."""
+
+    verdicts: list[str]
+    gates_passed: list[bool]
+    table_md: str
+    artifacts: list[Path]
+    summary: dict[str, Any]
+
+
 def close_loop(
     loop_run_id: str,
     model_name: str,
     final: Final,
     history: list[Attempt],
-    verdicts: list[str],
-    gates_passed: list[bool],
-    table_md: str,
-    artifacts: list[Path],
-    summary: dict[str, Any],
+    report: LoopReport,
     common_tags: dict[str, str],
 ) -> LoopRecord:
     """Register each attempt that produced an agent, end the run, then move `champion` if earned."""
+    verdicts, gates_passed, table_md, artifacts, summary = report
     versions = [
         VersionSpec(
             index=a.index,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -101,20 +101,30 @@ def reap_orphans(experiment_id: str, stale_after_s: float = 24 * 3600) -> list[s
     return reaped
 
 
-def log_nested_run(
-    loop_run_id: str,
-    run_name: str,
-    params: dict[str, str],
-    metrics: Mapping[str, float | int | None],
-    series: dict[str, list[float]],
-    tags: dict[str, str],
-    model_dir: str | None,
-    artifact_path: str,
-    ok: bool,
-    log_model: Callable[[Any, str], None] | None = None,
-) -> str:
-    """One candidate's nested run: params, figures, per-epoch/episode curves, tags and its model files
-    (as plain artifacts under `artifact_path`, or through `log_model(client, run_id)` as an MLflow model)."""
+class NestedRun(NamedTuple):
+    """What a candidate's nested run records: its name, params, step-0 figures (None: not measured), per-epoch or
+    per-episode curves and tags."""
+
+    name: str
+    params: dict[str, str]
+    metrics: Mapping[str, float | int | None]
+    series: dict[str, list[float]]
+    tags: dict[str, str]
+
+
+class RunFiles(NamedTuple):
+    """A nested run's model files: the folder logged as plain artifacts under `artifact_path`, or through
+    `log_model(client, run_id)` as an MLflow model when given."""
+
+    model_dir: str | None
+    artifact_path: str
+    log_model: Callable[[Any, str], None] | None = None
+
+
+def log_nested_run(loop_run_id: str, record: NestedRun, files: RunFiles, ok: bool) -> str:
+    """One candidate's nested run under the loop's run: its record, then its model files; FINISHED if `ok`."""
+    run_name, params, metrics, series, tags = record
+    model_dir, artifact_path, log_model = files
     from mlflow.entities import Metric, Param, RunTag
 
     mc = client()

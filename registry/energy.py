@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from registry import mlflow_model
-from registry.core import LoopRecord, VersionSpec, log_nested_run, move_champion
+from registry.core import LoopRecord, NestedRun, RunFiles, VersionSpec, log_nested_run, move_champion
 from registry.core import close_loop as close_any_loop
 from registry.store import client
 from thresholds.core import Final
@@ -128,15 +128,9 @@ def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: S
 
     return log_nested_run(
         loop_run_id,
-        f"#{c.index} {c.step.label}",
-        params,
-        metrics,
-        c.series,
-        tags,
-        c.model_dir,
-        "model",
+        NestedRun(f"#{c.index} {c.step.label}", params, metrics, c.series, tags),
+        RunFiles(c.model_dir, "model", log_model),
         c.ok,
-        log_model,
     )
 
 

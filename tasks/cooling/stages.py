@@ -334,11 +334,9 @@ def close_loop(
         s.model_name,
         final,
         history,
-        [verdict(s, a) for a in history],
-        [passed(s.targets, a) for a in history],
-        table,
-        artifacts,
-        summary_json,
+        registry.LoopReport(
+            [verdict(s, a) for a in history], [passed(s.targets, a) for a in history], table, artifacts, summary_json
+        ),
         common_tags,
     )
     return outcome("Cooling loop", f"cooling-loop-{s.env}", final, record, s.model_name, loop_run_id, table, history)

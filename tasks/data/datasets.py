@@ -170,6 +170,19 @@ def _regression_target(series: Any, target: str, where: str) -> np.ndarray:
     return values
 
 
+class ImageOptions(NamedTuple):
+    """How an image folder is read: resized to `size` (height, width; None keeps the first image's), cached in
+    `cache` (memory, stream, auto), where `auto` lets it take `memory_budget_bytes` (default
+    `images.memory_budget_bytes()`)."""
+
+    size: tuple[int, int] | None = None
+    cache: str = "auto"
+    memory_budget_bytes: int | None = None
+
+
+_DEFAULT_FOLDER = ImageOptions()
+
+
 class Splitting(NamedTuple):
     """How the rows are split: at random from `seed` (stratified for classes), `val_fraction` and `test_fraction` of
     them held out for validation and test."""
@@ -253,17 +266,16 @@ def prepare(
     samples: int | None = None,
     task: TaskType = "auto",
     seed: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.2,
-    image_size: tuple[int, int] | None = None,
-    image_cache: str = "auto",
-    memory_budget_bytes: int | None = None,
+    fractions: tuple[float, float] = (0.15, 0.2),
+    folder: ImageOptions = _DEFAULT_FOLDER,
 ) -> Path:
     """Load, validate, preprocess, split and standardise once; return the path of the cached tensor file.
 
-    Every data error is an `InputError` raised here, so a CLI calls this before starting a flow. `image_cache`
-    (memory, stream, auto) and `memory_budget_bytes` (what `auto` lets an image folder take, default
-    `images.memory_budget_bytes()`) concern image folders only; the budget is not part of the cache key."""
+    Every data error is an `InputError` raised here, so a CLI calls this before starting a flow. `fractions` are
+    the validation and test fractions; `folder` concerns image folders only (its memory budget is not part of the
+    cache key)."""
+    val_fraction, test_fraction = fractions
+    image_size, image_cache, memory_budget_bytes = folder
     if samples is not None and samples < MIN_ROWS:
         raise InputError("samples", samples, f"an integer >= {MIN_ROWS}")
     name, path = resolve_source(dataset)

@@ -60,7 +60,7 @@ def prepare_checked(settings: Scenario, request: LoopRequest) -> Prepared:
 
     Raises InputError; any other failure reading the data becomes one naming the dataset (chained, for
     a traceback on request). An OSError writing the cache is not bad input and goes up as it is."""
-    from tasks.data.datasets import load_cached, prepare
+    from tasks.data.datasets import ImageOptions, load_cached, prepare
     from tasks.energy_loop.candidate import model_spec
     from tasks.models import factory as models
     from tasks.models import hooks
@@ -75,8 +75,7 @@ def prepare_checked(settings: Scenario, request: LoopRequest) -> Prepared:
             request.samples,
             request.task_type,
             settings.training.seed,
-            image_size=parse_size(request.image_size) if request.image_size else None,
-            image_cache=request.image_cache,
+            folder=ImageOptions(parse_size(request.image_size) if request.image_size else None, request.image_cache),
         )
         data = load_cached(str(cache))
     except (InputError, OSError):

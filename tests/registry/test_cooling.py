@@ -39,7 +39,12 @@ def test_an_agent_missing_from_the_store_registers_no_version_at_all(mlflow_stor
     final = Final(state=FinalState.PASSED, chosen=0, reason="attempt #0 meets every target")
     with pytest.raises(IncompleteArtifact, match="agent.pt"):
         registry.close_loop(
-            loop_run_id, "cooling-agent", final, history, ["ok", "ok"], [True, True], "table", [], {}, {}
+            loop_run_id,
+            "cooling-agent",
+            final,
+            history,
+            registry.LoopReport(["ok", "ok"], [True, True], "table", [], {}),
+            {},
         )
     client = MlflowClient(mlflow_store)
     assert client.search_model_versions("name='cooling-agent'") == []

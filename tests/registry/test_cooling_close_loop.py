@@ -42,7 +42,12 @@ def _passing_loop(tmp_path: Path, saved_pct: float) -> tuple[str, list[Attempt],
 def _close(loop: tuple[str, list[Attempt], Final]) -> LoopRecord:
     loop_run_id, history, final = loop
     return cooling.close_loop(
-        loop_run_id, MODEL, final, history, ["meets every target"], [True], "| table |", [], {}, {"environment": "room"}
+        loop_run_id,
+        MODEL,
+        final,
+        history,
+        cooling.LoopReport(["meets every target"], [True], "| table |", [], {}),
+        {"environment": "room"},
     )
 
 
@@ -127,6 +132,6 @@ def test_a_loop_that_did_not_pass_registers_but_never_moves_the_champion(
     loop_run_id, history, _ = _passing_loop(tmp_path, 90.0)
     final = Final(state=state, chosen=None, reason="no")
     record = cooling.close_loop(
-        loop_run_id, MODEL, final, history, ["miss"], [False], "", [], {}, {"environment": "room"}
+        loop_run_id, MODEL, final, history, cooling.LoopReport(["miss"], [False], "", [], {}), {"environment": "room"}
     )  # would win on saving alone
     assert not record.champion_moved and record.versions == {0: "2"} and _champion(client) == "1"

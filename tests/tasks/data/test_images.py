@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tasks.data import images
-from tasks.data.datasets import load_cached, outputs, prepare, preprocessor_from_dict
+from tasks.data.datasets import ImageOptions, load_cached, outputs, prepare, preprocessor_from_dict
 from tasks.data.images import check_image_cache
 from tasks.models.evaluate import quality
 from tasks.models.train import TrainConfig, fit
@@ -95,7 +95,7 @@ def test_mixed_sizes_are_refused_unless_a_size_is_given(tmp_path: Path) -> None:
         "image size = '20x16 (b/odd.png)': expected every image 10x12 like 24 of 25 files, or --image-size HxW"
         in str(err.value)
     )
-    data = _prepare(root, tmp_path, image_size=(8, 8))
+    data = _prepare(root, tmp_path, folder=ImageOptions(size=(8, 8)))
     assert data.input_shape == (1, 8, 8) and any("resized 25 of 25 images to 8x8" in n for n in data.notes)  # type: ignore[attr-defined]
 
 
@@ -191,7 +191,10 @@ def _net(seed: int = 0) -> torch.nn.Module:
 
 def test_a_streamed_folder_has_the_memory_caches_splits_labels_and_preprocessing(tmp_path: Path) -> None:
     root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
-    memory, streamed = _prepare(root, tmp_path, image_cache="memory"), _prepare(root, tmp_path, image_cache="stream")
+    memory, streamed = (
+        _prepare(root, tmp_path, folder=ImageOptions(cache="memory")),
+        _prepare(root, tmp_path, folder=ImageOptions(cache="stream")),
+    )
     assert isinstance(memory.x_train, torch.Tensor) and isinstance(streamed.x_train, images.StreamedSplit)  # type: ignore[attr-defined]
     for split in ("train", "val", "test"):
         assert torch.equal(getattr(memory, f"y_{split}"), getattr(streamed, f"y_{split}")), split
@@ -228,8 +231,8 @@ def test_training_on_a_streamed_folder_gives_the_memory_caches_weights(
 ) -> None:
     root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
     memory, stream_path = (
-        _prepare(root, tmp_path, image_cache="memory"),
-        prepare(str(root), tmp_path / "cache", image_cache="stream"),
+        _prepare(root, tmp_path, folder=ImageOptions(cache="memory")),
+        prepare(str(root), tmp_path / "cache", folder=ImageOptions(cache="stream")),
     )
     monkeypatch.setattr(images, "default_workers", lambda n: 2)  # worker processes even for this small folder
     streamed = load_cached(str(stream_path))
@@ -258,7 +261,10 @@ def test_a_training_step_on_a_streamed_folder_decodes_each_validation_chunk_once
     from tasks.models.hooks import resolve
 
     root = _folder(tmp_path / "imgs", {"cat": 30, "dog": 20, "eel": 25})
-    memory, streamed = _prepare(root, tmp_path, image_cache="memory"), _prepare(root, tmp_path, image_cache="stream")
+    memory, streamed = (
+        _prepare(root, tmp_path, folder=ImageOptions(cache="memory")),
+        _prepare(root, tmp_path, folder=ImageOptions(cache="stream")),
+    )
     assert isinstance(streamed.x_val, images.StreamedSplit)  # type: ignore[attr-defined]
     reads: list[int] = []
     chunks = images.StreamedSplit.chunks
@@ -279,7 +285,7 @@ def test_a_file_that_breaks_while_streaming_is_one_line_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = _folder(tmp_path / "imgs", {"a": 15, "b": 15})
-    path = prepare(str(root), tmp_path / "cache", image_cache="stream")
+    path = prepare(str(root), tmp_path / "cache", folder=ImageOptions(cache="stream"))
     monkeypatch.setattr(images, "default_workers", lambda n: 2)  # the error comes back from a worker process
     data = load_cached(str(path))
     assert isinstance(data.x_train, images.StreamedSplit)
@@ -307,13 +313,13 @@ def test_a_daemonic_process_decodes_in_itself(monkeypatch: pytest.MonkeyPatch) -
 
 def test_auto_streams_a_folder_over_the_memory_budget(tmp_path: Path) -> None:
     root = _folder(tmp_path / "imgs", {"a": 12, "b": 12})  # 24 images of 1x10x12: 11,520 bytes as float32
-    small = _prepare(root, tmp_path / "one", memory_budget_bytes=10_000)
+    small = _prepare(root, tmp_path / "one", folder=ImageOptions(memory_budget_bytes=10_000))
     assert isinstance(small.x_train, images.StreamedSplit)  # type: ignore[attr-defined]
     assert any(
         "stream (--image-cache auto): 24 decoded images would take 0.0 MB as float32, over 0 MB" in n
         for n in small.notes
     )  # type: ignore[attr-defined]
-    roomy = _prepare(root, tmp_path / "two", memory_budget_bytes=20_000)
+    roomy = _prepare(root, tmp_path / "two", folder=ImageOptions(memory_budget_bytes=20_000))
     assert isinstance(roomy.x_train, torch.Tensor) and any("memory (--image-cache auto)" in n for n in roomy.notes)  # type: ignore[attr-defined]
     assert images.memory_budget_bytes() > 0
 
