@@ -63,11 +63,20 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
 
 
+# The one warning a loop owes a person when other processes shared the CPU it measured on (tasks/meters/contention.py):
+# the test suite itself may be that other process, so it is the one line allowed on stderr.
+BUSY = re.compile(
+    r"warning: candidate #\d+ \([^)]*\): other processes used \d+% of this machine's CPU while it was measured"
+)
+
+
 def test_the_console_shows_progress_table_and_verdict_and_no_orchestrator_lines(tmp_path: Path) -> None:
     done = _run(tmp_path)
     output = done.stdout + done.stderr
     assert done.returncode in (0, 1), output
-    assert done.stderr == ""  # no warning or error a person needs came up in this run
+    person = [line for line in done.stderr.splitlines() if not BUSY.match(line)]
+    assert person == []  # no other warning or error a person needs came up in this run
+    output = done.stdout + "\n".join(person)
     for noise in (*NOISE, "INFO", "WARNING", "Traceback"):
         assert noise not in output, f"{noise!r} reached the console:\n{output}"
     lines = done.stdout.splitlines()
@@ -76,7 +85,14 @@ def test_the_console_shows_progress_table_and_verdict_and_no_orchestrator_lines(
     assert any(re.fullmatch(rf"setup  idle power, calibration, parallel width… {seconds}", line) for line in lines), (
         done.stdout
     )
-    progress = [line for line in lines if line.startswith("[")]
+    progress: list[str] = []
+    for line in (line for line in lines if line.startswith("[")):
+        head = progress[-1].split("  ")[0] if progress else None
+        if head and progress[-1].endswith("measuring…") and line.startswith(f"{head}  "):
+            # A busy warning ended the line mid-measurement; the progress printer goes on in a line of its own.
+            progress[-1] += " " + line[len(head) + 2 :]
+        else:
+            progress.append(line)
     assert len(progress) == 2, done.stdout  # one line per candidate
     assert re.fullmatch(
         rf"\[1/2\] #0 baseline  training… {seconds}(  measuring… {seconds})?  {verdict}", progress[0]
