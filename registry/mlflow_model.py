@@ -206,3 +206,11 @@ def log_onnx_benchmark(experiment: str, params: dict[str, str], graphs: dict[str
     for label, path in graphs.items():
         log_onnx(mc, run_id, path, tags={"model": label})
     return run_id
+
+
+def log_observed_window(mc: Any, run_id: str, metrics: dict[str, float], timestamp_ms: int, step: int) -> None:
+    """One serving window's figures on the version's run: one metric series per figure, so the run's page plots the
+    observed energy, latency and quality over time beside the loop's own figures."""
+    from mlflow.entities import Metric
+
+    mc.log_batch(run_id, metrics=[Metric(k, v, timestamp_ms, step) for k, v in metrics.items()])

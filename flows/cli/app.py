@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from flows.cli import loops, predict, registry, trigger
+from flows.cli import loops, predict, registry, serve, trigger
 from flows.cli.common import EXIT_NOT_PASSED, interrupted, is_interrupt, stopping_on_signals
 
 
@@ -31,6 +31,7 @@ def build_parser(prog: str = "energy-loop") -> argparse.ArgumentParser:
         sub.add_parser("cooling", help="the cooling agent's pipeline (train, gate, register a DQN)")
     )
     predict.add_parsers(sub)
+    serve.add_parsers(sub)
     return parser
 
 

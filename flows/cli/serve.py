@@ -1,0 +1,140 @@
+"""`energy-loop serve`: a registered version over HTTP that measures its own energy, latency and quality."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from flows.cli.common import EXIT_BAD_INPUT, is_interrupt
+
+API_KEY_ENV = "ENERGY_LOOP_API_KEY"
+
+
+def add_parsers(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve a registered version over HTTP (a drop-in for `mlflow models serve`), measuring its energy, "
+        "latency and quality, and following its alias",
+    )
+    serve.add_argument("model", help="NAME@ALIAS (follows the alias), NAME/VERSION, or NAME (follows its champion)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5000, help="port (default 5000, as mlflow models serve)")
+    serve.add_argument(
+        "--meter", default=None, help="energy meter: auto, codecarbon, rapl, nvml, fixed-power (default: the version's)"
+    )
+    serve.add_argument("--interval-s", type=float, default=30.0, help="seconds per reporting window (default 30)")
+    serve.add_argument("--poll-s", type=float, default=10.0, help="seconds between checks of the alias (default 10)")
+    serve.add_argument(
+        "--api-key",
+        default=None,
+        help=f"bearer token every request but /ping, /health, /version must carry (or ${API_KEY_ENV})",
+    )
+    serve.add_argument(
+        "--feedback-dir", default=None, help="append labelled rows here as Parquet parts (a dataset folder)"
+    )
+    serve.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body in MiB (default 16)")
+    serve.set_defaults(handler=serve_command, stopped="stopped serving")
+
+
+def _bad(args: argparse.Namespace, message: str) -> int:
+    print(f"{args.prog}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Load the version, start the threads, serve until SIGTERM or Ctrl-C, write the last window, exit 0."""
+    import time
+
+    import uvicorn
+
+    from registry import mlflow_model
+    from registry.store import client
+    from tasks.meters.select import make_meter
+    from tasks.meters.share import ProcessShareMeter
+    from tasks.serving import feedback, server, telemetry
+    from tasks.serving.scorer import meter_setting
+
+    for name, value, low in (("--interval-s", args.interval_s, 0.1), ("--poll-s", args.poll_s, 0.1),
+                             ("--max-body-mb", args.max_body_mb, 0.001)):  # fmt: skip
+        if not value >= low:
+            return _bad(args, f"{name} = {value}: expected a number >= {low}")
+    if not 0 < args.port < 65536:
+        return _bad(args, f"--port = {args.port}: expected an integer from 1 to 65535")
+    mc = client()
+    name, ref = mlflow_model.parse_ref(args.model)
+    try:
+        version = mlflow_model.resolve_version(mc, name, ref)
+    except LookupError as exc:
+        return _bad(args, str(exc))
+
+    def resolve() -> tuple[str, str]:
+        found = mlflow_model.resolve_version(mc, name, ref)
+        return str(found.version), str(found.run_id)
+
+    def load(number: str) -> Any:
+        return mlflow_model.load_pyfunc(mc, name, number)
+
+    steps = {"n": 0}
+
+    def log_window(run_id: str, figures: telemetry.WindowFigures) -> None:
+        steps["n"] += 1
+        mlflow_model.log_observed_window(mc, run_id, figures.metrics(), int(time.time() * 1000), steps["n"])
+
+    try:
+        pyfunc = load(str(version.version))
+        served = server.Served(str(version.version), pyfunc, str(version.run_id))
+        server.check_answers(served)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        return _bad(args, f"model = {args.model!r}: version {version.version} cannot be served ({first})")
+    tags = dict(version.tags)
+    meter_name, power_w = meter_setting(tags)
+    meter = ProcessShareMeter(make_meter(args.meter or meter_name, power_w))
+    scorer = served.scorer
+    settings = server.Settings(
+        reference=args.model,
+        alias=ref[1:] if ref.startswith("@") else None,
+        interval_s=args.interval_s,
+        poll_s=args.poll_s,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        feedback_dir=Path(args.feedback_dir) if args.feedback_dir else None,
+    )
+    metric = "accuracy" if scorer.input.task == "classification" else "rmse"
+    state = server.ServerState(
+        settings=settings,
+        registry=server.Registry(resolve, load, log_window),
+        served=served,
+        energy=server.EnergyWindows(meter, ProcessShareMeter.attribution),
+        feedback=feedback.Feedback(scorer.input.task, list(scorer.input.class_labels), settings.feedback_dir),
+        exposition=telemetry.Exposition(name, metric),
+    )
+    state.exposition.served(served.version)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    print(
+        f"serving {name} version {served.version}"
+        + (f" (following @{settings.alias})" if settings.alias else "")
+        + f" on http://{args.host}:{args.port}, meter {meter.source}, a window every {args.interval_s:g} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    state.run_background()
+    config = uvicorn.Config(
+        server.create_app(state), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30
+    )
+    try:
+        # SIGTERM / Ctrl-C: uvicorn stops accepting, finishes the requests in flight, then raises the signal again
+        # for the command's own handler; for `serve` that is the end it was asked for, not an interruption.
+        uvicorn.Server(config).run()
+    except BaseException as exc:
+        if not is_interrupt(exc):
+            raise
+    finally:
+        last = state.stop()
+        meter.close()
+    print(f"stopped serving: last window {last.requests} requests, {last.rows} rows", file=sys.stderr)
+    return 0
