@@ -331,7 +331,8 @@ def test_every_benchmark_script_answers_help(script: str) -> None:
 def test_a_stale_path_a_command_and_a_flag_are_caught() -> None:
     page = {
         "docs/x.md": "See `tasks/serving/no_such.py`, `tasks.models:no_such` and run\n"
-        "```\nenergy-loop no-such-command --port 1\nenergy-loop run --no-such-flag\npython benchmarks/loop.py --no-such\n```\n"
+        "```\nenergy-loop no-such-command --port 1\nenergy-loop run --no-such-flag\n"
+        "python benchmarks/loop.py --no-such\n```\n"
     }
     assert [p.split(":")[0] for p in path_problems(page)] == ["tasks.models", "tasks/serving/no_such.py"]
     assert len(command_problems(page)) == 2
