@@ -134,3 +134,19 @@ def test_compiled_year_is_fast() -> None:
     result = run(cfg, traj, Controller.network(random_weights(3, 5, 8)))
     # The benchmark reports the real figure (>= 500,000 steps/s); a loose floor here survives a busy CI machine.
     assert result.steps_per_s > 100_000
+
+
+def test_kernel_arrays_are_filled_by_name_and_reject_a_missing_index() -> None:
+    from tasks.cooling import fast_eval as fe
+
+    p = fe.room_params(RoomConfig(heat_capacity_kj_per_k=1234.0, max_cop=7.5), train=True)
+    assert p.shape == (fe.RP_SIZE,)
+    assert (p[fe.RP_HEAT_CAPACITY], p[fe.RP_COP_MAX], p[fe.RP_TRAIN]) == (1234.0, 7.5, 1.0)
+    sp = fe.seed_params(SeedConfig(energy_units_per_c=2.5), train=False)
+    assert sp.shape == (fe.SP_SIZE,) and sp[fe.SP_UNITS_PER_C] == 2.5 and sp[fe.SP_TRAIN] == 0.0
+    sim = Simulation(RoomConfig(initial_temperature_c=22.0), room.trajectory(RoomConfig(), 30, 0), Controller.rule())
+    assert sim.s.shape == (fe.RS_SIZE,) and sim.s[fe.RS_TEMP] == 22.0
+    sim.advance(10)
+    assert sim.t == 10 == sim.totals()["minutes"]
+    with pytest.raises(ValueError, match="expected each of 0..2 once"):
+        fe._filled(3, {0: 1.0, 2: 1.0})
