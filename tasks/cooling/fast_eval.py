@@ -25,7 +25,17 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from tasks.cooling.room import OBS_OUTSIDE_RANGE_C, RoomEnv, RoomTrajectory, max_it_load_kw, thermostat_action
+from tasks.cooling.room import (
+    OBS_CHANGE_SCALE_K,
+    OBS_FORECAST_MINUTES,
+    OBS_LOAD_TREND_MINUTES,
+    OBS_OUTSIDE_RANGE_C,
+    RoomEnv,
+    RoomTrajectory,
+    max_it_load_kw,
+    reset_setpoint_c,
+    thermostat_action,
+)
 from tasks.cooling.seed import SeedEnv, SeedTrajectory
 from thresholds.cooling.env import RoomConfig, SeedConfig
 
@@ -41,8 +51,10 @@ def _cache_writable() -> bool:
 
 _CACHE = _cache_writable()
 
-NETWORK, CONSTANT, RULE = 0, 1, 2
-SEED_OBS, ROOM_OBS = 3, 6
+# RESET (the room's outdoor-reset rule) and SCHEDULE (an action per minute given in advance: the perfect-forecast
+# controller's plan) exist for the room only.
+NETWORK, CONSTANT, RULE, RESET, SCHEDULE = 0, 1, 2, 3, 4
+SEED_OBS, ROOM_OBS = 3, 11
 EMPTY2 = np.zeros((0, 0))
 EMPTY1 = np.zeros(0)
 EMPTY_I = np.zeros(0, dtype=np.int64)
@@ -249,19 +261,21 @@ def _seed_run(
 # p: the room's parameters (`room_params`): heat capacity kJ/K, envelope UA kW/K, Carnot fraction, evaporator and
 #    condenser approach K, condensing floor C, COP cap, economiser max outside C / UA kW/K / approach K / COP,
 #    recommended and allowable band C, reward per kWh, penalty per K-min, reward margin K, failure penalty,
-#    train 1/0, IT-load scale kW, outside-temperature scaling range C
+#    train 1/0, IT-load scale kW, outside-temperature scaling range C, forecast minutes ahead (two), change scale K,
+#    load-trend minutes
 (RP_HEAT_CAPACITY, RP_UA, RP_CARNOT, RP_EVAP_APPROACH, RP_COND_APPROACH, RP_COND_MIN, RP_COP_MAX, RP_ECON_MAX_OUTSIDE,
  RP_ECON_UA, RP_ECON_APPROACH, RP_ECON_COP, RP_REC_LOW, RP_REC_HIGH, RP_ALLOW_LOW, RP_ALLOW_HIGH, RP_REWARD_PER_KWH,
  RP_PENALTY_PER_K_MIN, RP_MARGIN, RP_FAILURE_PENALTY, RP_TRAIN, RP_LOAD_SCALE, RP_OBS_OUT_LOW, RP_OBS_OUT_HIGH,
- RP_SIZE) = range(24)  # fmt: skip
+ RP_FORECAST_1, RP_FORECAST_2, RP_CHANGE_SCALE, RP_LOAD_TREND, RP_SIZE) = range(28)  # fmt: skip
 # s: temperature C, cooling electricity kWh, of it free cooling kWh, heat removed kWh, minutes and degree-minutes
 #    outside the recommended band, failed minutes, reward sum, thermostat level, done (1/0), minute t
 (RS_TEMP, RS_ENERGY, RS_FREE, RS_HEAT, RS_MIN_OUTSIDE, RS_DEG_MIN_OUTSIDE, RS_FAILED, RS_REWARD, RS_LEVEL, RS_DONE,
  RS_T, RS_SIZE) = range(12)  # fmt: skip
-# pp: constant action, thermostat setpoint C, dead band K
-RC_ACTION, RC_SETPOINT, RC_DEAD_BAND, RC_SIZE = range(4)
+# pp: constant action, thermostat setpoint C, dead band K; outdoor reset: the setpoint while the economiser runs C,
+#    the setpoint's change per K of outside temperature above the economiser's limit (K/K), its bounds C
+RC_ACTION, RC_SETPOINT, RC_DEAD_BAND, RC_ECON_SETPOINT, RC_RESET_SLOPE, RC_SP_LOW, RC_SP_HIGH, RC_SIZE = range(8)
 # x: the trajectory's rows (`RoomTrajectory.as_array`)
-RX_OUTSIDE, RX_LOAD, RX_HOUR_SIN, RX_HOUR_COS = range(4)
+RX_OUTSIDE, RX_LOAD, RX_HOUR_SIN, RX_HOUR_COS, RX_WEEK_SIN, RX_WEEK_COS = range(6)
 
 
 @njit(cache=_CACHE)
@@ -281,12 +295,28 @@ def _cop(p, room, out):
 @njit(cache=_CACHE)
 def _room_obs(p, x, s, t, out):
     o = x[RX_OUTSIDE, t]
-    out[0] = (s[RS_TEMP] - p[RP_ALLOW_LOW]) / (p[RP_ALLOW_HIGH] - p[RP_ALLOW_LOW])
+    # the room relative to the recommended band: -1 at 18 C, +1 at 27 C (the agent's decisions turn on tenths of a K)
+    out[0] = (2.0 * s[RS_TEMP] - p[RP_REC_LOW] - p[RP_REC_HIGH]) / (p[RP_REC_HIGH] - p[RP_REC_LOW])
     out[1] = (o - p[RP_OBS_OUT_LOW]) / (p[RP_OBS_OUT_HIGH] - p[RP_OBS_OUT_LOW])
     out[2] = x[RX_LOAD, t] / p[RP_LOAD_SCALE]
     out[3] = _free_kw(p, s[RS_TEMP], o) / p[RP_LOAD_SCALE]
     out[4] = 0.5 + 0.5 * x[RX_HOUR_SIN, t]
     out[5] = 0.5 + 0.5 * x[RX_HOUR_COS, t]
+    last = x.shape[1] - 1
+    out[6] = (x[RX_OUTSIDE, min(t + int(p[RP_FORECAST_1]), last)] - o) / p[RP_CHANGE_SCALE]
+    out[7] = (x[RX_OUTSIDE, min(t + int(p[RP_FORECAST_2]), last)] - o) / p[RP_CHANGE_SCALE]
+    out[8] = (x[RX_LOAD, t] - x[RX_LOAD, max(t - int(p[RP_LOAD_TREND]), 0)]) / p[RP_LOAD_SCALE]
+    out[9] = 0.5 + 0.5 * x[RX_WEEK_SIN, t]
+    out[10] = 0.5 + 0.5 * x[RX_WEEK_COS, t]
+
+
+@njit(cache=_CACHE)
+def _reset_setpoint(p, pp, out):
+    """The outdoor-reset rule's setpoint at this outside temperature."""
+    if out <= p[RP_ECON_MAX_OUTSIDE]:
+        return pp[RC_ECON_SETPOINT]
+    sp = pp[RC_SETPOINT] + pp[RC_RESET_SLOPE] * (out - p[RP_ECON_MAX_OUTSIDE])
+    return min(max(sp, pp[RC_SP_LOW]), pp[RC_SP_HIGH])
 
 
 @njit(cache=_CACHE)
@@ -316,7 +346,7 @@ def _room_run(
 ):
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
-    obs = np.empty(6)
+    obs = np.empty(11)
     h1 = np.empty(w1.shape[1])
     h2 = np.empty(w2.shape[1])
     q = np.empty(w3.shape[1])
@@ -335,17 +365,20 @@ def _room_run(
                 a = _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q)
         elif controller == 1:
             a = int(pp[RC_ACTION])
+        elif controller == 4:
+            a = a_explore[k]
         else:
+            sp = pp[RC_SETPOINT] if controller == 2 else _reset_setpoint(p, pp, x[RX_OUTSIDE, t])
             a = int(s[RS_LEVEL])
-            if room > pp[RC_SETPOINT] + pp[RC_DEAD_BAND] / 2:
+            if room > sp + pp[RC_DEAD_BAND] / 2:
                 a = min(a + 1, n_levels - 1)
-            elif room < pp[RC_SETPOINT] - pp[RC_DEAD_BAND] / 2:
+            elif room < sp - pp[RC_DEAD_BAND] / 2:
                 a = max(a - 1, 0)
         s[RS_LEVEL] = a
         if record:
             if controller != 0:
                 _room_obs(p, x, s, t, obs)
-            for j in range(6):
+            for j in range(11):
                 obs_buf[k, j] = obs[j]
             act_buf[k] = a
         out = x[RX_OUTSIDE, t]
@@ -378,7 +411,7 @@ def _room_run(
             trace[1, k] = s[RS_ENERGY]
         if record:
             _room_obs(p, x, s, t, obs)
-            for j in range(6):
+            for j in range(11):
                 nxt_buf[k, j] = obs[j]
             rew_buf[k] = reward
             done_buf[k] = s[RS_DONE]
@@ -446,6 +479,10 @@ def room_params(cfg: RoomConfig, train: bool) -> np.ndarray:
             RP_LOAD_SCALE: max_it_load_kw(cfg),
             RP_OBS_OUT_LOW: OBS_OUTSIDE_RANGE_C[0],
             RP_OBS_OUT_HIGH: OBS_OUTSIDE_RANGE_C[1],
+            RP_FORECAST_1: OBS_FORECAST_MINUTES[0],
+            RP_FORECAST_2: OBS_FORECAST_MINUTES[1],
+            RP_CHANGE_SCALE: OBS_CHANGE_SCALE_K,
+            RP_LOAD_TREND: OBS_LOAD_TREND_MINUTES,
         },
     )
 
@@ -456,6 +493,9 @@ class Controller:
 
     Rule: seed - the band rule (strongest cooling above the band, strongest heating below, else
     the smallest move); room - the staged thermostat at `setpoint_c` with `dead_band_k`.
+    Room only: the outdoor reset (the staged thermostat at `econ_setpoint_c` while the economiser runs, else at
+    `setpoint_c` + `reset_slope` x (outside - the economiser's limit), within the recommended band less half the
+    dead band), and a schedule (`plan`: the action of every minute, decided in advance).
     """
 
     kind: int
@@ -463,6 +503,9 @@ class Controller:
     action: int = 0
     setpoint_c: float = 21.0
     dead_band_k: float = 1.0
+    econ_setpoint_c: float = 21.0
+    reset_slope: float = 0.0  # K of setpoint per K of outside temperature above the economiser's limit
+    plan: np.ndarray = field(default_factory=lambda: EMPTY_I)
 
     @classmethod
     def network(cls, weights: Weights) -> Controller:
@@ -475,6 +518,20 @@ class Controller:
     @classmethod
     def rule(cls, setpoint_c: float = 21.0, dead_band_k: float = 1.0) -> Controller:
         return cls(RULE, setpoint_c=setpoint_c, dead_band_k=dead_band_k)
+
+    @classmethod
+    def reset(cls, econ_setpoint_c: float, setpoint_c: float, reset_slope: float, dead_band_k: float) -> Controller:
+        return cls(
+            RESET,
+            setpoint_c=setpoint_c,
+            dead_band_k=dead_band_k,
+            econ_setpoint_c=econ_setpoint_c,
+            reset_slope=reset_slope,
+        )
+
+    @classmethod
+    def schedule(cls, plan: np.ndarray) -> Controller:
+        return cls(SCHEDULE, plan=np.ascontiguousarray(plan, dtype=np.int64))
 
 
 def seed_rule_actions(cfg: SeedConfig) -> tuple[int, int, int]:
@@ -489,9 +546,18 @@ def _controller_params(env: str, cfg: SeedConfig | RoomConfig, controller: Contr
     if isinstance(cfg, SeedConfig):
         cool, heat, idle = seed_rule_actions(cfg)
         return _filled(SC_SIZE, {SC_ACTION: controller.action, SC_COOL: cool, SC_HEAT: heat, SC_IDLE: idle})
+    half = controller.dead_band_k / 2
     return _filled(
         RC_SIZE,
-        {RC_ACTION: controller.action, RC_SETPOINT: controller.setpoint_c, RC_DEAD_BAND: controller.dead_band_k},
+        {
+            RC_ACTION: controller.action,
+            RC_SETPOINT: controller.setpoint_c,
+            RC_DEAD_BAND: controller.dead_band_k,
+            RC_ECON_SETPOINT: controller.econ_setpoint_c,
+            RC_RESET_SLOPE: controller.reset_slope,
+            RC_SP_LOW: cfg.recommended_min_temperature_c + half,
+            RC_SP_HIGH: cfg.recommended_max_temperature_c - half,
+        },
     )
 
 
@@ -550,6 +616,9 @@ class Simulation:
         """Run up to n minutes; with `buffers` (obs, action, reward, next_obs, done) each step is recorded."""
         if buffers is None:
             buffers = (EMPTY2, EMPTY_I, EMPTY1, EMPTY2, EMPTY1)
+        if self.controller.kind == SCHEDULE:
+            a_explore = self.controller.plan[self.t : self.t + n]
+            n = min(n, len(a_explore))
         if eps > 0.0 and (len(u_explore) < n or len(a_explore) < n):
             raise ValueError(
                 f"u_explore/a_explore hold {min(len(u_explore), len(a_explore))} draws: expected at least n = {n}"
@@ -731,8 +800,15 @@ def reference_run(
             level = controller.weights.greedy(obs)
         elif controller.kind == CONSTANT:
             level = controller.action
+        elif controller.kind == SCHEDULE:
+            level = int(controller.plan[renv.t])
         else:
-            level = thermostat_action(cfg, level, renv.temperature_c, controller.setpoint_c, controller.dead_band_k)
+            sp = controller.setpoint_c
+            if controller.kind == RESET:
+                c = controller
+                out = float(traj.outside_c[renv.t])
+                sp = reset_setpoint_c(cfg, out, c.econ_setpoint_c, c.setpoint_c, c.reset_slope, c.dead_band_k)
+            level = thermostat_action(cfg, level, renv.temperature_c, sp, controller.dead_band_k)
         obs, _, _ = renv.step(level)
     rt = renv.totals
     return {

@@ -58,6 +58,27 @@ def checks(targets: Targets, a: Attempt) -> list[Check]:
                 f"(allowed +{targets.max_minutes_outside_vs_builtin})",
             )
         )
+    if targets.min_saved_vs_best_controller_pct is not None:
+        v = a.saved_vs_best_controller_pct
+        out.append(
+            Check(
+                name="vs_controller",
+                ok=v is not None and v >= targets.min_saved_vs_best_controller_pct,
+                detail=f"saved {fmt(v, '%')} vs the best tuned controller on held-out years "
+                f"(target >= {targets.min_saved_vs_best_controller_pct:g} %)",
+            )
+        )
+    if targets.max_minutes_outside_vs_best_controller is not None:
+        m, b = a.minutes_outside_band, a.best_controller_minutes_outside_band
+        ok = m is not None and b is not None and m <= b + targets.max_minutes_outside_vs_best_controller
+        out.append(
+            Check(
+                name="band_vs_controller",
+                ok=ok,
+                detail=f"{fmt(m, 'min')} outside the band vs the best tuned controller's {fmt(b, 'min')} "
+                f"(allowed +{targets.max_minutes_outside_vs_best_controller})",
+            )
+        )
     if targets.max_train_energy_j is not None:
         e = a.train_energy_j
         out.append(
@@ -158,19 +179,32 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
 
 
 def beats_champion(candidate: dict[str, str], champion: dict[str, str] | None) -> tuple[bool, str]:
-    """Does a passing version take `champion` (both given as version tags)? Same environment: it must save at
-    least as much. A seed-environment agent never displaces a room agent (the room is the pipeline's default)."""
+    """Does a passing version take `champion` (both given as version tags)? A room agent must beat the best
+    controller tuned on the training years on the held-out years (`saved_vs_best_controller_pct` > 0), and save at
+    least as much against it as the champion did (a champion judged before that figure existed is replaced). A seed
+    agent must save at least as much vs the built-in cooling. A seed-environment agent never displaces a room agent
+    (the room is the pipeline's default)."""
+    env = candidate.get("environment")
+    key = "saved_vs_best_controller_pct" if env == "room" else "energy_saved_pct"
+    try:
+        new = float(candidate[key])
+    except (KeyError, ValueError):
+        what = "saving vs the best tuned controller" if env == "room" else "saving"
+        return False, f"the candidate has no recorded {what}"
+    if env == "room" and new <= 0:
+        return False, f"saves {new:.2f} % vs the best tuned controller on held-out years: it does not beat it"
     if champion is None:
         return True, "no champion yet"
-    env, current_env = candidate.get("environment"), champion.get("environment")
+    current_env = champion.get("environment")
     if env != current_env:
         if current_env == "room":
             return False, f"the champion is a room agent; a {env} agent does not replace it"
         return True, f"a {env} agent replaces the {current_env} champion"
     try:
-        new, old = float(candidate["energy_saved_pct"]), float(champion.get("energy_saved_pct", "-inf"))
-    except (KeyError, ValueError):
-        return False, "the candidate has no recorded saving"
+        old = float(champion.get(key, "-inf"))
+    except ValueError:
+        old = float("-inf")
+    against = " (vs the best tuned controller, held-out years)" if env == "room" else ""
     if new >= old:
-        return True, f"saves {new:.2f} % vs the champion's {old:.2f} %"
-    return False, f"saves {new:.2f} %, less than the champion's {old:.2f} %"
+        return True, f"saves {new:.2f} % vs the champion's {old:.2f} %{against}"
+    return False, f"saves {new:.2f} %, less than the champion's {old:.2f} %{against}"

@@ -27,6 +27,9 @@ class Attempt(BaseModel):
     energy_saved_pct: float | None = None
     minutes_outside_band: int | None = None
     builtin_minutes_outside_band: int | None = None
+    saved_vs_best_controller_pct: float | None = None  # room: vs the best controller tuned on the training years
+    best_controller_minutes_outside_band: int | None = None  # room: that controller's, on the held-out years
+    vs_mpc_pct: float | None = None  # room: kWh beyond the perfect-forecast MPC's, percent (reported, not gated)
     train_energy_j: float | None = None  # the agent's lineage: a distilled student includes its teacher
     spent_energy_j: float = 0.0  # this attempt's own training + measurement
     inference_energy_j_per_year: float | None = None

@@ -22,7 +22,8 @@ from thresholds.cooling.records import Attempt, Kind, Next
 from thresholds.cooling.schema import CoolingScenario, Ladder
 from thresholds.core import Final, FinalState
 
-QUALITY_CHECKS = ("trained", "saving", "band", "band_vs_builtin")  # what the agent does in the room
+# What the agent does in the room
+QUALITY_CHECKS = ("trained", "saving", "band", "band_vs_builtin", "vs_controller", "band_vs_controller")
 COST_CHECKS = ("train_energy", "inference_energy")  # what it costs to make and to run
 
 Move = Callable[[CoolingScenario, list[Attempt], "Missed"], Next | Final]

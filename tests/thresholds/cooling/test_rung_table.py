@@ -13,6 +13,8 @@ TARGETS = Targets(
     min_energy_saved_pct=25.0,
     max_minutes_outside_band=100,
     max_minutes_outside_vs_builtin=0,
+    min_saved_vs_best_controller_pct=5.0,
+    max_minutes_outside_vs_best_controller=0,
     max_train_energy_j=1000.0,
     max_inference_energy_j_per_year=10.0,
 )
@@ -28,8 +30,14 @@ SCENARIO = CoolingScenario(
 MISSES: dict[str, dict[str, object]] = {
     "trained": {"failed_reason": "RuntimeError: diverged"},
     "saving": {"energy_saved_pct": 10.0},
-    "band": {"minutes_outside_band": 500, "builtin_minutes_outside_band": 500},
-    "band_vs_builtin": {"minutes_outside_band": 5},
+    "band": {
+        "minutes_outside_band": 500,
+        "builtin_minutes_outside_band": 500,
+        "best_controller_minutes_outside_band": 500,
+    },
+    "band_vs_builtin": {"minutes_outside_band": 5, "best_controller_minutes_outside_band": 5},
+    "vs_controller": {"saved_vs_best_controller_pct": 1.0},
+    "band_vs_controller": {"minutes_outside_band": 5, "builtin_minutes_outside_band": 5},
     "train_energy": {"train_energy_j": 5000.0},
     "inference_energy": {"inference_energy_j_per_year": 50.0},
 }
@@ -46,6 +54,8 @@ def attempt(index: int, kind: Kind, miss: tuple[str, ...] = (), **fields: object
         energy_saved_pct=30.0,
         minutes_outside_band=0,
         builtin_minutes_outside_band=0,
+        saved_vs_best_controller_pct=6.0,
+        best_controller_minutes_outside_band=0,
         train_energy_j=500.0,
         inference_energy_j_per_year=5.0,
     )

@@ -1,0 +1,170 @@
+"""The honest protocol: every non-learning controller tuned on training years, everything judged on held-out years.
+
+A "year" is a seed of the room's trajectory generator (weather, IT load). The scenario's
+`evaluation.training_years` are the only years anything is chosen on: the best fixed setpoint,
+the outdoor-reset rule's parameters (and the agent's own training episodes and validation weeks
+come from its training seed's generator, never from a held-out seed). `evaluation.seeds` are the
+held-out years: they are only ever evaluated, and the agent is judged there against the best
+controller as tuned on the training years, and against the perfect-forecast MPC (tasks/cooling/mpc.py).
+
+Tuning (pure search over the compiled evaluator, deterministic):
+
+- best fixed setpoint: the staged thermostat at every setpoint whose dead band fits 18-27 C, 0.25 K
+  apart; the lowest mean energy among those no less safe than the built-in 21 C thermostat
+  (minutes outside 18-27 C and failed minutes, summed over the training years);
+- outdoor reset: the staged thermostat at one setpoint while the economiser can run and another,
+  moved with the outside temperature above the economiser's limit, when the chiller runs, and its
+  dead band. Coordinate descent from the best fixed setpoint (a special case of it), each parameter
+  over its grid in turn, twice, under the same safety rule: on the training years it is never worse.
+
+The best controller is whichever of the two uses less energy on the training years.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from tasks.cooling import mpc, room
+from tasks.cooling.fast_eval import Controller, run
+from thresholds.cooling.env import RoomConfig
+
+FIXED = "best thermostat"
+RESET = "outdoor reset"
+SETPOINT_STEP_K = 0.25
+RESET_SLOPES = (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2)  # K of setpoint per K of outside temperature
+DEAD_BANDS_K = (0.25, 0.5, 1.0, 1.5)
+DESCENT_PASSES = 2
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The controllers as chosen on the training years, with what they did there."""
+
+    training_years: tuple[int, ...]
+    setpoint_c: float  # the best fixed setpoint (the built-in's dead band)
+    dead_band_k: float
+    reset: tuple[float, float, float, float]  # economiser setpoint C, chiller setpoint C, slope K/K, dead band K
+    best: str  # FIXED or RESET
+    training_kwh: dict[str, float]  # mean over the training years: built-in, FIXED, RESET
+    training_minutes_outside: dict[str, float]  # summed over the training years
+
+    def controller(self, name: str) -> Controller:
+        if name == FIXED:
+            return Controller.rule(self.setpoint_c, self.dead_band_k)
+        econ, chiller, slope, band = self.reset
+        return Controller.reset(econ, chiller, slope, band)
+
+    def describe(self, name: str) -> str:
+        if name == FIXED:
+            return f"{FIXED} ({self.setpoint_c:g} C)"
+        econ, chiller, slope, band = self.reset
+        return f"{RESET} ({econ:g} C economiser, {chiller:g} C {slope:+g} K/K chiller, {band:g} K band)"
+
+
+def _setpoints(cfg: RoomConfig, dead_band_k: float) -> list[float]:
+    low = cfg.recommended_min_temperature_c + dead_band_k / 2
+    high = cfg.recommended_max_temperature_c - dead_band_k / 2
+    return [float(v) for v in np.round(np.arange(low, high + 1e-9, SETPOINT_STEP_K), 4)]
+
+
+def _score(cfg: RoomConfig, trajs: list[room.RoomTrajectory], controller: Controller) -> tuple[float, float, float]:
+    """(mean kWh, minutes outside 18-27 C summed, failed minutes summed) over the trajectories."""
+    totals = [run(cfg, t, controller).totals for t in trajs]
+    return (
+        float(np.mean([t["energy_kwh"] for t in totals])),
+        float(sum(t["minutes_outside_band"] for t in totals)),
+        float(sum(t["failed_minutes"] for t in totals)),
+    )
+
+
+def _best(
+    cfg: RoomConfig, trajs: list[room.RoomTrajectory], candidates: list[Controller], limit: tuple[float, float]
+) -> tuple[Controller, tuple[float, float, float]]:
+    """The lowest-energy candidate within the safety limit (minutes outside, failed minutes); the safest if none."""
+    scored = [(c, _score(cfg, trajs, c)) for c in candidates]
+    safe = [(c, s) for c, s in scored if s[1] <= limit[0] and s[2] <= limit[1]]
+    if safe:
+        return min(safe, key=lambda cs: cs[1][0])
+    return min(scored, key=lambda cs: (cs[1][1], cs[1][2], cs[1][0]))
+
+
+def training_trajectories(cfg: RoomConfig, years: tuple[int, ...], minutes: int) -> list[room.RoomTrajectory]:
+    return [room.trajectory(cfg, minutes, seed) for seed in years]
+
+
+def tune(cfg: RoomConfig, years: tuple[int, ...], minutes: int) -> Tuned:
+    """Both controllers tuned on the training years (cached: the same scenario tunes once per process)."""
+    return _tune(cfg.model_dump_json(), tuple(years), minutes)
+
+
+@lru_cache(maxsize=8)
+def _tune(cfg_json: str, years: tuple[int, ...], minutes: int) -> Tuned:
+    cfg = RoomConfig.model_validate_json(cfg_json)
+    trajs = training_trajectories(cfg, years, minutes)
+    builtin = _score(cfg, trajs, Controller.rule(cfg.builtin_setpoint_c, cfg.builtin_dead_band_k))
+    limit = (builtin[1], builtin[2])
+    band = cfg.builtin_dead_band_k
+    fixed, fixed_score = _best(cfg, trajs, [Controller.rule(sp, band) for sp in _setpoints(cfg, band)], limit)
+    params = [fixed.setpoint_c, fixed.setpoint_c, 0.0, band]
+    reset_score = fixed_score
+    for _ in range(DESCENT_PASSES):
+        for which in range(4):
+            if which == 3:
+                grid = list(DEAD_BANDS_K)
+            elif which == 2:
+                grid = list(RESET_SLOPES)
+            else:
+                grid = _setpoints(cfg, params[3])
+            options = []
+            for value in grid:
+                trial = list(params)
+                trial[which] = value
+                if which == 3:  # a wider band must still fit the recommended band around both setpoints
+                    fits = _setpoints(cfg, value)
+                    if not fits or not (fits[0] <= trial[0] <= fits[-1] and fits[0] <= trial[1] <= fits[-1]):
+                        continue
+                options.append(Controller.reset(*trial))
+            chosen, score = _best(cfg, trajs, options, limit)
+            if score[0] < reset_score[0]:
+                params = [chosen.econ_setpoint_c, chosen.setpoint_c, chosen.reset_slope, chosen.dead_band_k]
+                reset_score = score
+    best = RESET if reset_score[0] < fixed_score[0] else FIXED
+    return Tuned(
+        training_years=years,
+        setpoint_c=fixed.setpoint_c,
+        dead_band_k=band,
+        reset=(params[0], params[1], params[2], params[3]),
+        best=best,
+        training_kwh={"built-in": builtin[0], FIXED: fixed_score[0], RESET: reset_score[0]},
+        training_minutes_outside={"built-in": builtin[1], FIXED: fixed_score[1], RESET: reset_score[1]},
+    )
+
+
+def mpc_totals(cfg: RoomConfig, traj: room.RoomTrajectory) -> dict[str, float]:
+    """The perfect-forecast controller's totals on `traj` (cached by the configuration and the trajectory's data:
+    every attempt of a loop is judged on the same held-out years)."""
+    digest = hashlib.sha1(traj.as_array().tobytes()).hexdigest()
+    return dict(_mpc_totals(cfg.model_dump_json(), digest, _Holder(traj)))
+
+
+class _Holder:
+    """Carries a trajectory through the cache without hashing its arrays (the digest stands for it)."""
+
+    def __init__(self, traj: room.RoomTrajectory) -> None:
+        self.traj = traj
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Holder)
+
+
+@lru_cache(maxsize=16)
+def _mpc_totals(cfg_json: str, digest: str, holder: _Holder) -> tuple[tuple[str, float], ...]:
+    totals = mpc.run_mpc(RoomConfig.model_validate_json(cfg_json), holder.traj).totals
+    return tuple(totals.items())
