@@ -14,8 +14,9 @@ Tuning (pure search over the compiled evaluator, deterministic):
   (minutes outside 18-27 C and failed minutes, summed over the training years);
 - outdoor reset: the staged thermostat at one setpoint while the economiser can run and another,
   moved with the outside temperature above the economiser's limit, when the chiller runs, and its
-  dead band. Coordinate descent from the best fixed setpoint (a special case of it), each parameter
-  over its grid in turn, twice, under the same safety rule: on the training years it is never worse.
+  dead band. Coordinate descent from the best fixed setpoint (a special case of it): each setpoint
+  over its grid, the slope, then the dead band with both setpoints shifted together, twice, under
+  the same safety rule: on the training years it is never worse than the fixed setpoint.
 
 The best controller is whichever of the two uses less energy on the training years.
 """
@@ -37,6 +38,7 @@ RESET = "outdoor reset"
 SETPOINT_STEP_K = 0.25
 RESET_SLOPES = (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2)  # K of setpoint per K of outside temperature
 DEAD_BANDS_K = (0.25, 0.5, 1.0, 1.5)
+SHIFTS_K = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75)  # both setpoints moved with a new dead band
 DESCENT_PASSES = 2
 
 
@@ -101,6 +103,29 @@ def tune(cfg: RoomConfig, years: tuple[int, ...], minutes: int) -> Tuned:
     return _tune(cfg.model_dump_json(), tuple(years), minutes)
 
 
+def _neighbours(
+    cfg: RoomConfig, params: tuple[float, float, float, float], step: int
+) -> list[tuple[float, float, float, float]]:
+    """One coordinate of the descent over (economiser setpoint, chiller setpoint, slope, dead band): 0 and 1 each
+    setpoint over its grid, 2 the slope, 3 the dead band with both setpoints moved together (a narrower band lets
+    them sit warmer, which one coordinate at a time would never find)."""
+    econ, chiller, slope, band = params
+    if step == 0:
+        return [(v, chiller, slope, band) for v in _setpoints(cfg, band)]
+    if step == 1:
+        return [(econ, v, slope, band) for v in _setpoints(cfg, band)]
+    if step == 2:
+        return [(econ, chiller, v, band) for v in RESET_SLOPES]
+    out = []
+    for width in DEAD_BANDS_K:
+        fits = _setpoints(cfg, width)
+        for shift in SHIFTS_K:
+            moved = (econ + shift, chiller + shift)
+            if fits and all(fits[0] <= v <= fits[-1] for v in moved):
+                out.append((moved[0], moved[1], slope, width))
+    return out
+
+
 @lru_cache(maxsize=8)
 def _tune(cfg_json: str, years: tuple[int, ...], minutes: int) -> Tuned:
     cfg = RoomConfig.model_validate_json(cfg_json)
@@ -109,35 +134,21 @@ def _tune(cfg_json: str, years: tuple[int, ...], minutes: int) -> Tuned:
     limit = (builtin[1], builtin[2])
     band = cfg.builtin_dead_band_k
     fixed, fixed_score = _best(cfg, trajs, [Controller.rule(sp, band) for sp in _setpoints(cfg, band)], limit)
-    params = [fixed.setpoint_c, fixed.setpoint_c, 0.0, band]
+    params = (fixed.setpoint_c, fixed.setpoint_c, 0.0, band)
     reset_score = fixed_score
     for _ in range(DESCENT_PASSES):
-        for which in range(4):
-            if which == 3:
-                grid = list(DEAD_BANDS_K)
-            elif which == 2:
-                grid = list(RESET_SLOPES)
-            else:
-                grid = _setpoints(cfg, params[3])
-            options = []
-            for value in grid:
-                trial = list(params)
-                trial[which] = value
-                if which == 3:  # a wider band must still fit the recommended band around both setpoints
-                    fits = _setpoints(cfg, value)
-                    if not fits or not (fits[0] <= trial[0] <= fits[-1] and fits[0] <= trial[1] <= fits[-1]):
-                        continue
-                options.append(Controller.reset(*trial))
+        for step in range(4):
+            options = [Controller.reset(*trial) for trial in _neighbours(cfg, params, step)]
             chosen, score = _best(cfg, trajs, options, limit)
             if score[0] < reset_score[0]:
-                params = [chosen.econ_setpoint_c, chosen.setpoint_c, chosen.reset_slope, chosen.dead_band_k]
+                params = (chosen.econ_setpoint_c, chosen.setpoint_c, chosen.reset_slope, chosen.dead_band_k)
                 reset_score = score
     best = RESET if reset_score[0] < fixed_score[0] else FIXED
     return Tuned(
         training_years=years,
         setpoint_c=fixed.setpoint_c,
         dead_band_k=band,
-        reset=(params[0], params[1], params[2], params[3]),
+        reset=params,
         best=best,
         training_kwh={"built-in": builtin[0], FIXED: fixed_score[0], RESET: reset_score[0]},
         training_minutes_outside={"built-in": builtin[1], FIXED: fixed_score[1], RESET: reset_score[1]},
