@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from tasks.cooling import mpc
 from tasks.cooling.fast_eval import Controller, RunResult, Weights, run, run_with_bar, seed_rule_actions
-from tasks.cooling.protocol import FIXED, RESET, Tuned
+from tasks.cooling.protocol import FIXED, RESET, Tuned, mpc_totals
 from tasks.cooling.room import RoomTrajectory
 from tasks.cooling.seed import SeedTrajectory
 from thresholds.cooling.env import RoomConfig, SeedConfig
@@ -145,8 +145,10 @@ def compare(
     runs["do-nothing"] = run(cfg, traj, Controller.constant(0), keep_trace=traces)
     for name in (FIXED, RESET):
         runs[name] = run(cfg, traj, tuned.controller(name), keep_trace=traces)
-    if with_mpc:
-        runs["MPC"] = mpc.run_mpc(cfg, traj, keep_trace=traces)
+    if with_mpc:  # the plan does not depend on the agent: computed once per trajectory unless traced
+        runs["MPC"] = (
+            mpc.run_mpc(cfg, traj, keep_trace=True) if traces else RunResult(mpc_totals(cfg, traj), traj.minutes, 0.0)
+        )
     builtin_kwh = runs["built-in"].totals["energy_kwh"]
     rows = [
         _room_row("agent (DQN)", agent.totals, builtin_kwh),

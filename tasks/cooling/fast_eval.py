@@ -748,7 +748,9 @@ def warm_up() -> float:
             ]
         )
         for controller in (Controller.network(w), Controller.constant(0), Controller.rule()):
-            run(cfg, traj, controller, keep_trace=True)
+            run(cfg, traj, controller)
+            # Chunks of a longer trace are non-contiguous views (another compiled signature than a whole one).
+            run(cfg, traj, controller, keep_trace=True, chunk_minutes=2)
         sim = Simulation(cfg, traj, Controller.network(w), train=True)
         bufs = (np.zeros((5, obs)), np.zeros(5, dtype=np.int64), np.zeros(5), np.zeros((5, obs)), np.zeros(5))
         sim.advance(5, 0.5, np.full(5, 0.1), np.zeros(5, dtype=np.int64), bufs)

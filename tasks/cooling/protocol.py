@@ -155,27 +155,13 @@ def _tune(cfg_json: str, years: tuple[int, ...], minutes: int) -> Tuned:
     )
 
 
+_MPC_TOTALS: dict[tuple[str, str], dict[str, float]] = {}
+
+
 def mpc_totals(cfg: RoomConfig, traj: room.RoomTrajectory) -> dict[str, float]:
-    """The perfect-forecast controller's totals on `traj` (cached by the configuration and the trajectory's data:
-    every attempt of a loop is judged on the same held-out years)."""
-    digest = hashlib.sha1(traj.as_array().tobytes()).hexdigest()
-    return dict(_mpc_totals(cfg.model_dump_json(), digest, _Holder(traj)))
-
-
-class _Holder:
-    """Carries a trajectory through the cache without hashing its arrays (the digest stands for it)."""
-
-    def __init__(self, traj: room.RoomTrajectory) -> None:
-        self.traj = traj
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Holder)
-
-
-@lru_cache(maxsize=16)
-def _mpc_totals(cfg_json: str, digest: str, holder: _Holder) -> tuple[tuple[str, float], ...]:
-    totals = mpc.run_mpc(RoomConfig.model_validate_json(cfg_json), holder.traj).totals
-    return tuple(totals.items())
+    """The perfect-forecast controller's totals on `traj`, computed once per configuration and trajectory (keyed by
+    its data): every agent of a loop or a benchmark is judged on the same held-out years."""
+    key = (cfg.model_dump_json(), hashlib.sha1(traj.as_array().tobytes()).hexdigest())
+    if key not in _MPC_TOTALS:
+        _MPC_TOTALS[key] = mpc.run_mpc(cfg, traj).totals
+    return dict(_MPC_TOTALS[key])
