@@ -70,7 +70,12 @@ def on_files(files: Any, config: Any) -> Any:
 
 def inserts() -> dict[str, Any]:
     """marker name -> the function that renders it."""
-    return {"rungs": rungs_table, "bundled-scenarios": bundled_scenarios, "layout": layout}
+    return {
+        "rungs": rungs_table,
+        "cooling-rungs": cooling_rungs_table,
+        "bundled-scenarios": bundled_scenarios,
+        "layout": layout,
+    }
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
@@ -414,11 +419,11 @@ def bundled_scenarios() -> str:
 # --- the rung table ------------------------------------------------------------------------------------------------
 
 
-def rungs_table() -> str:
+def rungs_table(rungs_module: str = "thresholds.energy.policy") -> str:
     """`RUNGS` in order: each entry's kind and its other plain fields (whatever the table holds)."""
-    from thresholds.energy import policy
+    import importlib
 
-    rungs = list(policy.RUNGS)
+    rungs = list(importlib.import_module(rungs_module).RUNGS)
     names = _entry_fields(rungs[0])
     label = "kind" if "kind" in names else names[0]
     fields = [f for f in names if f != label and not _callable_field(rungs, f)]
@@ -430,6 +435,11 @@ def rungs_table() -> str:
         cells = [str(i), f"`{getattr(rung, label)}`", *(_cell(getattr(rung, f)) for f in fields)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def cooling_rungs_table() -> str:
+    """The cooling escalation's `RUNGS` (thresholds/cooling/rungs.py), as the energy loop's."""
+    return rungs_table("thresholds.cooling.rungs")
 
 
 def _entry_fields(entry: Any) -> list[str]:

@@ -297,7 +297,7 @@ def benchmark_problems(documents: dict[str, str]) -> list[str]:
         if not (ROOT / "benchmarks" / f"{script}.py").is_file():
             continue  # the path check names it
         for word in _words(rest):
-            flag = word.strip("[]").split("=", 1)[0]
+            flag = word.strip("[]\"',").split("=", 1)[0]  # a result file's JSON quotes its command line
             if flag.startswith("--") and not re.search(
                 rf"(?<![\w-]){re.escape(flag)}(?![\w-])", benchmark_help(script)
             ):

@@ -2,18 +2,20 @@
 
 seed: built-in cooling (the paper's "no AI", computed inside the environment), do-nothing
       (always the 0 degrees C action) and the band rule (cool above 24, heat below 18).
-room: built-in thermostat (21 degrees C, 1 K dead band), do-nothing (cooling off) and the best
-      fixed-setpoint thermostat: the setpoint sweep's lowest energy among setpoints whose
-      minutes outside the recommended band and failed minutes are no more than the built-in's.
-      The sweep is chosen on the evaluation trajectory itself, so it is an optimistic bar.
+room: built-in thermostat (21 degrees C, 1 K dead band), do-nothing (cooling off), and the
+      controllers tuned on the training years (tasks/cooling/protocol.py): the best fixed
+      setpoint and the outdoor-reset rule; optionally the perfect-forecast MPC (the upper bound).
+      Nothing is chosen on the trajectory being evaluated. The agent is judged against the best
+      tuned controller (`vs_best_controller_pct`: kWh saved, positive = the agent uses less).
 """
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import BaseModel
 
+from tasks.cooling import mpc
 from tasks.cooling.fast_eval import Controller, RunResult, Weights, run, run_with_bar, seed_rule_actions
+from tasks.cooling.protocol import FIXED, RESET, Tuned, mpc_totals
 from tasks.cooling.room import RoomTrajectory
 from tasks.cooling.seed import SeedTrajectory
 from thresholds.cooling.env import RoomConfig, SeedConfig
@@ -36,11 +38,17 @@ class Comparison(BaseModel):
     rows: list[Row]
     agent_steps_per_s: float
     agent_seconds: float
-    best_setpoint_c: float | None = None
-    sweep: dict[str, float] = {}  # setpoint C -> kWh (room)
+    best_setpoint_c: float | None = None  # room: the best fixed setpoint, tuned on the training years
+    best_controller: str | None = None  # room: the row of the best tuned controller
+    vs_best_controller_pct: float | None = None  # room: kWh the agent saves vs it (negative: it uses more)
+    vs_mpc_pct: float | None = None  # room: kWh the agent uses beyond the perfect-forecast MPC, percent of the MPC's
 
     def row(self, controller: str) -> Row:
         return next(r for r in self.rows if r.controller == controller)
+
+    def best_row(self) -> Row:
+        """The room's best tuned controller."""
+        return self.row(self.best_controller or "")
 
     def table(self) -> str:
         head = (
@@ -82,34 +90,17 @@ def _room_row(name: str, totals: dict[str, float], builtin_kwh: float) -> Row:
     )
 
 
-def setpoint_sweep(cfg: RoomConfig, traj: RoomTrajectory, step_k: float = 0.25) -> dict[float, dict[str, float]]:
-    """Totals of the staged thermostat at every setpoint whose dead band fits the recommended band."""
-    low = cfg.recommended_min_temperature_c + cfg.builtin_dead_band_k / 2
-    high = cfg.recommended_max_temperature_c - cfg.builtin_dead_band_k / 2
-    setpoints = np.round(np.arange(low, high + 1e-9, step_k), 4)
-    return {float(sp): run(cfg, traj, Controller.rule(float(sp), cfg.builtin_dead_band_k)).totals for sp in setpoints}
-
-
-def best_setpoint(sweep: dict[float, dict[str, float]], builtin: dict[str, float]) -> float:
-    """Lowest energy among setpoints no less safe than the built-in thermostat."""
-    safe = {
-        sp: t
-        for sp, t in sweep.items()
-        if t["minutes_outside_band"] <= builtin["minutes_outside_band"]
-        and t["failed_minutes"] <= builtin["failed_minutes"]
-    }
-    pool = safe or sweep
-    return min(pool, key=lambda sp: pool[sp]["energy_kwh"])
-
-
 def compare(
     cfg: SeedConfig | RoomConfig,
     traj: SeedTrajectory | RoomTrajectory,
     weights: Weights,
     bar: bool = False,
     traces: bool = False,
+    tuned: Tuned | None = None,
+    with_mpc: bool = False,
 ) -> tuple[Comparison, dict[str, RunResult]]:
-    """The agent and the baselines over one trajectory; with `traces`, the per-minute runs for plots."""
+    """The agent and the baselines over one trajectory; with `traces`, the per-minute runs for plots. The room needs
+    `tuned` (its controllers as chosen on the training years); `with_mpc` adds the perfect-forecast MPC."""
     runner = (
         (lambda controller, label: run_with_bar(cfg, traj, controller, label, keep_trace=traces))
         if bar
@@ -146,20 +137,29 @@ def compare(
         )
         return comparison, runs
     assert isinstance(traj, RoomTrajectory)
+    if tuned is None:
+        raise ValueError("a room comparison needs the controllers tuned on the training years (protocol.tune)")
     runs["built-in"] = run(
         cfg, traj, Controller.rule(cfg.builtin_setpoint_c, cfg.builtin_dead_band_k), keep_trace=traces
     )
     runs["do-nothing"] = run(cfg, traj, Controller.constant(0), keep_trace=traces)
-    sweep = setpoint_sweep(cfg, traj)
-    best = best_setpoint(sweep, runs["built-in"].totals)
-    runs["best thermostat"] = run(cfg, traj, Controller.rule(best, cfg.builtin_dead_band_k), keep_trace=traces)
+    for name in (FIXED, RESET):
+        runs[name] = run(cfg, traj, tuned.controller(name), keep_trace=traces)
+    if with_mpc:  # the plan does not depend on the agent: computed once per trajectory unless traced
+        runs["MPC"] = (
+            mpc.run_mpc(cfg, traj, keep_trace=True) if traces else RunResult(mpc_totals(cfg, traj), traj.minutes, 0.0)
+        )
     builtin_kwh = runs["built-in"].totals["energy_kwh"]
     rows = [
         _room_row("agent (DQN)", agent.totals, builtin_kwh),
         _room_row(f"built-in ({cfg.builtin_setpoint_c:g} C)", runs["built-in"].totals, builtin_kwh),
         _room_row("do-nothing", runs["do-nothing"].totals, builtin_kwh),
-        _room_row(f"best thermostat ({best:g} C)", runs["best thermostat"].totals, builtin_kwh),
+        _room_row(tuned.describe(FIXED), runs[FIXED].totals, builtin_kwh),
+        _room_row(tuned.describe(RESET), runs[RESET].totals, builtin_kwh),
     ]
+    if with_mpc:
+        rows.append(_room_row("MPC, perfect forecast (upper bound)", runs["MPC"].totals, builtin_kwh))
+    agent_kwh, best_kwh = agent.totals["energy_kwh"], runs[tuned.best].totals["energy_kwh"]
     comparison = Comparison(
         env="room",
         minutes=agent.steps,
@@ -167,7 +167,9 @@ def compare(
         rows=rows,
         agent_steps_per_s=agent.steps_per_s,
         agent_seconds=agent.seconds,
-        best_setpoint_c=best,
-        sweep={f"{sp:g}": t["energy_kwh"] for sp, t in sweep.items()},
+        best_setpoint_c=tuned.setpoint_c,
+        best_controller=tuned.describe(tuned.best),
+        vs_best_controller_pct=_saved(agent_kwh, best_kwh),
+        vs_mpc_pct=-_saved(agent_kwh, runs["MPC"].totals["energy_kwh"]) if with_mpc else None,
     )
     return comparison, runs

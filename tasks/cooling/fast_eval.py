@@ -25,7 +25,17 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from tasks.cooling.room import OBS_OUTSIDE_RANGE_C, RoomEnv, RoomTrajectory, max_it_load_kw, thermostat_action
+from tasks.cooling.room import (
+    OBS_CHANGE_SCALE_K,
+    OBS_FORECAST_MINUTES,
+    OBS_LOAD_TREND_MINUTES,
+    OBS_OUTSIDE_RANGE_C,
+    RoomEnv,
+    RoomTrajectory,
+    max_it_load_kw,
+    reset_setpoint_c,
+    thermostat_action,
+)
 from tasks.cooling.seed import SeedEnv, SeedTrajectory
 from thresholds.cooling.env import RoomConfig, SeedConfig
 
@@ -41,8 +51,10 @@ def _cache_writable() -> bool:
 
 _CACHE = _cache_writable()
 
-NETWORK, CONSTANT, RULE = 0, 1, 2
-SEED_OBS, ROOM_OBS = 3, 6
+# RESET (the room's outdoor-reset rule) and SCHEDULE (an action per minute given in advance: the perfect-forecast
+# controller's plan) exist for the room only.
+NETWORK, CONSTANT, RULE, RESET, SCHEDULE = 0, 1, 2, 3, 4
+SEED_OBS, ROOM_OBS = 3, 11
 EMPTY2 = np.zeros((0, 0))
 EMPTY1 = np.zeros(0)
 EMPTY_I = np.zeros(0, dtype=np.int64)
@@ -121,18 +133,26 @@ def _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q):
 
 
 # ---- seed ---------------------------------------------------------------------------------------
-# p: 0 band low, 1 band high, 2 safe low, 3 safe high, 4 units per C, 5 reward per unit,
-#    6 users min, 7 users max, 8 rate min, 9 rate max, 10 train (1/0)
-# s: 0 T_ai, 1 T_builtin, 2 E_ai, 3 E_builtin, 4 min out ai, 5 min out builtin, 6 deg-min ai,
-#    7 deg-min builtin, 8 safety resets, 9 done, 10 reward sum, 11 t
-# pp: 0 constant action, 1 cool action, 2 heat action, 3 idle action
+# The kernels read plain float64 arrays (numba takes them as they are); these names are their layouts. Module-level
+# ints are compile-time constants inside @njit, so a named index costs nothing over a bare one.
+# p: the environment's parameters (`seed_params`), in degrees C, energy units, users, Mbit/s; train 1/0
+(SP_BAND_LO, SP_BAND_HI, SP_SAFE_LO, SP_SAFE_HI, SP_UNITS_PER_C, SP_REWARD_PER_UNIT, SP_USERS_MIN, SP_USERS_MAX,
+ SP_RATE_MIN, SP_RATE_MAX, SP_TRAIN, SP_SIZE) = range(12)  # fmt: skip
+# s: the run's state and totals: temperatures (C), energy units, minutes and degree-minutes outside the band (agent
+#    and built-in), safety resets, done (1/0), reward sum, minute t
+(SS_T_AI, SS_T_BUILTIN, SS_E_AI, SS_E_BUILTIN, SS_MIN_OUT_AI, SS_MIN_OUT_BUILTIN, SS_DEG_MIN_AI, SS_DEG_MIN_BUILTIN,
+ SS_RESETS, SS_DONE, SS_REWARD, SS_T, SS_SIZE) = range(13)  # fmt: skip
+# pp: the controller's parameters: constant action, and the band rule's cool / heat / idle actions
+SC_ACTION, SC_COOL, SC_HEAT, SC_IDLE, SC_SIZE = range(5)
+# x: the trajectory's rows (`SeedTrajectory.as_array`)
+SX_USERS, SX_RATE, SX_ATMOSPHERE = range(3)
 
 
 @njit(cache=_CACHE)
 def _seed_obs(p, x, s, t, out):
-    out[0] = (s[0] - p[2]) / (p[3] - p[2])
-    out[1] = (x[0, t] - p[6]) / (p[7] - p[6])
-    out[2] = (x[1, t] - p[8]) / (p[9] - p[8])
+    out[0] = (s[SS_T_AI] - p[SP_SAFE_LO]) / (p[SP_SAFE_HI] - p[SP_SAFE_LO])
+    out[1] = (x[SX_USERS, t] - p[SP_USERS_MIN]) / (p[SP_USERS_MAX] - p[SP_USERS_MIN])
+    out[2] = (x[SX_RATE, t] - p[SP_RATE_MIN]) / (p[SP_RATE_MAX] - p[SP_RATE_MIN])
 
 
 @njit(cache=_CACHE)
@@ -160,17 +180,17 @@ def _seed_run(
     done_buf,
     trace,
 ):
-    lo, hi, safe_lo, safe_hi = p[0], p[1], p[2], p[3]
+    lo, hi, safe_lo, safe_hi = p[SP_BAND_LO], p[SP_BAND_HI], p[SP_SAFE_LO], p[SP_SAFE_HI]
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
     obs = np.empty(3)
     h1 = np.empty(w1.shape[1])
     h2 = np.empty(w2.shape[1])
     q = np.empty(w3.shape[1])
-    t = int(s[11])
+    t = int(s[SS_T])
     steps = 0
     for k in range(n):
-        if s[9] != 0.0 or t + 1 >= x.shape[1]:
+        if s[SS_DONE] != 0.0 or t + 1 >= x.shape[1]:
             break
         _seed_obs(p, x, s, t, obs)
         if controller == 0:
@@ -179,95 +199,124 @@ def _seed_run(
             else:
                 a = _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q)
         elif controller == 1:
-            a = int(pp[0])
+            a = int(pp[SC_ACTION])
         else:
-            a = int(pp[1]) if s[0] > hi else (int(pp[2]) if s[0] < lo else int(pp[3]))
+            a = int(pp[SC_COOL]) if s[SS_T_AI] > hi else (int(pp[SC_HEAT]) if s[SS_T_AI] < lo else int(pp[SC_IDLE]))
         if record:
             for j in range(3):
                 obs_buf[k, j] = obs[j]
             act_buf[k] = a
         e_b = 0.0
-        if s[1] < lo:
-            e_b = (lo - s[1]) * p[4]
-            s[1] = lo
-        elif s[1] > hi:
-            e_b = (s[1] - hi) * p[4]
-            s[1] = hi
+        if s[SS_T_BUILTIN] < lo:
+            e_b = (lo - s[SS_T_BUILTIN]) * p[SP_UNITS_PER_C]
+            s[SS_T_BUILTIN] = lo
+        elif s[SS_T_BUILTIN] > hi:
+            e_b = (s[SS_T_BUILTIN] - hi) * p[SP_UNITS_PER_C]
+            s[SS_T_BUILTIN] = hi
         move = moves[a]
-        e_a = abs(move) * p[4]
-        reward = p[5] * (e_b - e_a)
-        delta = x[2, t + 1] - x[2, t]
-        s[0] = s[0] + delta + move
-        s[1] = s[1] + delta
-        if s[0] < safe_lo or s[0] > safe_hi:
-            if p[10] != 0.0:
-                s[9] = 1.0
+        e_a = abs(move) * p[SP_UNITS_PER_C]
+        reward = p[SP_REWARD_PER_UNIT] * (e_b - e_a)
+        delta = x[SX_ATMOSPHERE, t + 1] - x[SX_ATMOSPHERE, t]
+        s[SS_T_AI] = s[SS_T_AI] + delta + move
+        s[SS_T_BUILTIN] = s[SS_T_BUILTIN] + delta
+        if s[SS_T_AI] < safe_lo or s[SS_T_AI] > safe_hi:
+            if p[SP_TRAIN] != 0.0:
+                s[SS_DONE] = 1.0
             else:
-                edge = lo if s[0] < safe_lo else hi
-                s[2] += abs(s[0] - edge) * p[4]
-                s[0] = edge
-                s[8] += 1.0
-        s[2] += e_a
-        s[3] += e_b
-        out_a = lo - s[0] if s[0] < lo else (s[0] - hi if s[0] > hi else 0.0)
-        out_b = lo - s[1] if s[1] < lo else (s[1] - hi if s[1] > hi else 0.0)
+                edge = lo if s[SS_T_AI] < safe_lo else hi
+                s[SS_E_AI] += abs(s[SS_T_AI] - edge) * p[SP_UNITS_PER_C]
+                s[SS_T_AI] = edge
+                s[SS_RESETS] += 1.0
+        s[SS_E_AI] += e_a
+        s[SS_E_BUILTIN] += e_b
+        out_a = lo - s[SS_T_AI] if s[SS_T_AI] < lo else (s[SS_T_AI] - hi if s[SS_T_AI] > hi else 0.0)
+        out_b = (
+            lo - s[SS_T_BUILTIN] if s[SS_T_BUILTIN] < lo else (s[SS_T_BUILTIN] - hi if s[SS_T_BUILTIN] > hi else 0.0)
+        )
         if out_a > 0.0:
-            s[4] += 1.0
+            s[SS_MIN_OUT_AI] += 1.0
         if out_b > 0.0:
-            s[5] += 1.0
-        s[6] += out_a
-        s[7] += out_b
-        s[10] += reward
+            s[SS_MIN_OUT_BUILTIN] += 1.0
+        s[SS_DEG_MIN_AI] += out_a
+        s[SS_DEG_MIN_BUILTIN] += out_b
+        s[SS_REWARD] += reward
         t += 1
-        s[11] = t
+        s[SS_T] = t
         if tracing:
-            trace[0, k] = s[0]
-            trace[1, k] = s[2]
-            trace[2, k] = s[1]
-            trace[3, k] = s[3]
+            trace[0, k] = s[SS_T_AI]
+            trace[1, k] = s[SS_E_AI]
+            trace[2, k] = s[SS_T_BUILTIN]
+            trace[3, k] = s[SS_E_BUILTIN]
         if record:
             _seed_obs(p, x, s, t, obs)
             for j in range(3):
                 nxt_buf[k, j] = obs[j]
             rew_buf[k] = reward
-            done_buf[k] = s[9]
+            done_buf[k] = s[SS_DONE]
         steps += 1
     return steps
 
 
 # ---- room ---------------------------------------------------------------------------------------
-# p: 0 C kJ/K, 1 UA, 2 eta Carnot, 3 evap approach, 4 cond approach, 5 cond min, 6 COP max,
-#    7 econ max outside, 8 econ UA, 9 econ approach, 10 econ COP, 11 rec low, 12 rec high,
-#    13 allow low, 14 allow high, 15 reward per kWh, 16 penalty per K-min, 17 margin, 18 failure penalty,
-#    19 train, 20 load scale kW, 21 obs outside low, 22 obs outside high
-# s: 0 T, 1 E kWh, 2 free-cooling kWh, 3 heat kWh, 4 min outside, 5 deg-min outside, 6 failed min,
-#    7 reward sum, 8 thermostat level, 9 done, 10 t
-# pp: 0 constant action, 1 setpoint C, 2 dead band K
+# p: the room's parameters (`room_params`): heat capacity kJ/K, envelope UA kW/K, Carnot fraction, evaporator and
+#    condenser approach K, condensing floor C, COP cap, economiser max outside C / UA kW/K / approach K / COP,
+#    recommended and allowable band C, reward per kWh, penalty per K-min, reward margin K, failure penalty,
+#    train 1/0, IT-load scale kW, outside-temperature scaling range C, forecast minutes ahead (two), change scale K,
+#    load-trend minutes
+(RP_HEAT_CAPACITY, RP_UA, RP_CARNOT, RP_EVAP_APPROACH, RP_COND_APPROACH, RP_COND_MIN, RP_COP_MAX, RP_ECON_MAX_OUTSIDE,
+ RP_ECON_UA, RP_ECON_APPROACH, RP_ECON_COP, RP_REC_LOW, RP_REC_HIGH, RP_ALLOW_LOW, RP_ALLOW_HIGH, RP_REWARD_PER_KWH,
+ RP_PENALTY_PER_K_MIN, RP_MARGIN, RP_FAILURE_PENALTY, RP_TRAIN, RP_LOAD_SCALE, RP_OBS_OUT_LOW, RP_OBS_OUT_HIGH,
+ RP_FORECAST_1, RP_FORECAST_2, RP_CHANGE_SCALE, RP_LOAD_TREND, RP_SIZE) = range(28)  # fmt: skip
+# s: temperature C, cooling electricity kWh, of it free cooling kWh, heat removed kWh, minutes and degree-minutes
+#    outside the recommended band, failed minutes, reward sum, thermostat level, done (1/0), minute t
+(RS_TEMP, RS_ENERGY, RS_FREE, RS_HEAT, RS_MIN_OUTSIDE, RS_DEG_MIN_OUTSIDE, RS_FAILED, RS_REWARD, RS_LEVEL, RS_DONE,
+ RS_T, RS_SIZE) = range(12)  # fmt: skip
+# pp: constant action, thermostat setpoint C, dead band K; outdoor reset: the setpoint while the economiser runs C,
+#    the setpoint's change per K of outside temperature above the economiser's limit (K/K), its bounds C
+RC_ACTION, RC_SETPOINT, RC_DEAD_BAND, RC_ECON_SETPOINT, RC_RESET_SLOPE, RC_SP_LOW, RC_SP_HIGH, RC_SIZE = range(8)
+# x: the trajectory's rows (`RoomTrajectory.as_array`)
+RX_OUTSIDE, RX_LOAD, RX_HOUR_SIN, RX_HOUR_COS, RX_WEEK_SIN, RX_WEEK_COS = range(6)
 
 
 @njit(cache=_CACHE)
 def _free_kw(p, room, out):
-    if out > p[7]:
+    if out > p[RP_ECON_MAX_OUTSIDE]:
         return 0.0
-    return p[8] * max(0.0, room - out - p[9])
+    return p[RP_ECON_UA] * max(0.0, room - out - p[RP_ECON_APPROACH])
 
 
 @njit(cache=_CACHE)
 def _cop(p, room, out):
-    evap = room - p[3]
-    cond = max(out + p[4], p[5])
-    return min(p[6], p[2] * (evap + 273.15) / max(cond - evap, 1.0))
+    evap = room - p[RP_EVAP_APPROACH]
+    cond = max(out + p[RP_COND_APPROACH], p[RP_COND_MIN])
+    return min(p[RP_COP_MAX], p[RP_CARNOT] * (evap + 273.15) / max(cond - evap, 1.0))
 
 
 @njit(cache=_CACHE)
 def _room_obs(p, x, s, t, out):
-    o = x[0, t]
-    out[0] = (s[0] - p[13]) / (p[14] - p[13])
-    out[1] = (o - p[21]) / (p[22] - p[21])
-    out[2] = x[1, t] / p[20]
-    out[3] = _free_kw(p, s[0], o) / p[20]
-    out[4] = 0.5 + 0.5 * x[2, t]
-    out[5] = 0.5 + 0.5 * x[3, t]
+    o = x[RX_OUTSIDE, t]
+    # the room relative to the recommended band: -1 at 18 C, +1 at 27 C (the agent's decisions turn on tenths of a K)
+    out[0] = (2.0 * s[RS_TEMP] - p[RP_REC_LOW] - p[RP_REC_HIGH]) / (p[RP_REC_HIGH] - p[RP_REC_LOW])
+    out[1] = (o - p[RP_OBS_OUT_LOW]) / (p[RP_OBS_OUT_HIGH] - p[RP_OBS_OUT_LOW])
+    out[2] = x[RX_LOAD, t] / p[RP_LOAD_SCALE]
+    out[3] = _free_kw(p, s[RS_TEMP], o) / p[RP_LOAD_SCALE]
+    out[4] = 0.5 + 0.5 * x[RX_HOUR_SIN, t]
+    out[5] = 0.5 + 0.5 * x[RX_HOUR_COS, t]
+    last = x.shape[1] - 1
+    out[6] = (x[RX_OUTSIDE, min(t + int(p[RP_FORECAST_1]), last)] - o) / p[RP_CHANGE_SCALE]
+    out[7] = (x[RX_OUTSIDE, min(t + int(p[RP_FORECAST_2]), last)] - o) / p[RP_CHANGE_SCALE]
+    out[8] = (x[RX_LOAD, t] - x[RX_LOAD, max(t - int(p[RP_LOAD_TREND]), 0)]) / p[RP_LOAD_SCALE]
+    out[9] = 0.5 + 0.5 * x[RX_WEEK_SIN, t]
+    out[10] = 0.5 + 0.5 * x[RX_WEEK_COS, t]
+
+
+@njit(cache=_CACHE)
+def _reset_setpoint(p, pp, out):
+    """The outdoor-reset rule's setpoint at this outside temperature."""
+    if out <= p[RP_ECON_MAX_OUTSIDE]:
+        return pp[RC_ECON_SETPOINT]
+    sp = pp[RC_SETPOINT] + pp[RC_RESET_SLOPE] * (out - p[RP_ECON_MAX_OUTSIDE])
+    return min(max(sp, pp[RC_SP_LOW]), pp[RC_SP_HIGH])
 
 
 @njit(cache=_CACHE)
@@ -297,17 +346,17 @@ def _room_run(
 ):
     record = obs_buf.shape[0] >= n
     tracing = trace.shape[0] > 0
-    obs = np.empty(6)
+    obs = np.empty(11)
     h1 = np.empty(w1.shape[1])
     h2 = np.empty(w2.shape[1])
     q = np.empty(w3.shape[1])
     n_levels = levels.shape[0]
-    t = int(s[10])
+    t = int(s[RS_T])
     steps = 0
     for k in range(n):
-        if s[9] != 0.0 or t + 1 >= x.shape[1]:
+        if s[RS_DONE] != 0.0 or t + 1 >= x.shape[1]:
             break
-        room = s[0]
+        room = s[RS_TEMP]
         if controller == 0:
             _room_obs(p, x, s, t, obs)
             if eps > 0.0 and u_explore[k] < eps:
@@ -315,54 +364,57 @@ def _room_run(
             else:
                 a = _greedy(obs, w1, b1, w2, b2, w3, b3, h1, h2, q)
         elif controller == 1:
-            a = int(pp[0])
+            a = int(pp[RC_ACTION])
+        elif controller == 4:
+            a = a_explore[k]
         else:
-            a = int(s[8])
-            if room > pp[1] + pp[2] / 2:
+            sp = pp[RC_SETPOINT] if controller == 2 else _reset_setpoint(p, pp, x[RX_OUTSIDE, t])
+            a = int(s[RS_LEVEL])
+            if room > sp + pp[RC_DEAD_BAND] / 2:
                 a = min(a + 1, n_levels - 1)
-            elif room < pp[1] - pp[2] / 2:
+            elif room < sp - pp[RC_DEAD_BAND] / 2:
                 a = max(a - 1, 0)
-        s[8] = a
+        s[RS_LEVEL] = a
         if record:
             if controller != 0:
                 _room_obs(p, x, s, t, obs)
-            for j in range(6):
+            for j in range(11):
                 obs_buf[k, j] = obs[j]
             act_buf[k] = a
-        out = x[0, t]
-        load = x[1, t]
+        out = x[RX_OUTSIDE, t]
+        load = x[RX_LOAD, t]
         heat = levels[a]
         free = min(heat, _free_kw(p, room, out))
-        power_kw = free / p[10] + (heat - free) / _cop(p, room, out)
+        power_kw = free / p[RP_ECON_COP] + (heat - free) / _cop(p, room, out)
         energy_kwh = power_kw * 60.0 / 3600.0
-        room = room + (load + p[1] * (out - room) - heat) * 60.0 / p[0]
-        s[0] = room
-        beyond = max(0.0, max((p[11] + p[17]) - room, room - (p[12] - p[17])))
-        reward = -p[15] * energy_kwh - p[16] * beyond
-        outside = max(0.0, max(p[11] - room, room - p[12]))
-        if room < p[13] or room > p[14]:
-            reward -= p[18]
-            s[6] += 1.0
-            if p[19] != 0.0:
-                s[9] = 1.0
-        s[1] += energy_kwh
-        s[2] += free / p[10] * 60.0 / 3600.0
-        s[3] += heat * 60.0 / 3600.0
+        room = room + (load + p[RP_UA] * (out - room) - heat) * 60.0 / p[RP_HEAT_CAPACITY]
+        s[RS_TEMP] = room
+        beyond = max(0.0, max((p[RP_REC_LOW] + p[RP_MARGIN]) - room, room - (p[RP_REC_HIGH] - p[RP_MARGIN])))
+        reward = -p[RP_REWARD_PER_KWH] * energy_kwh - p[RP_PENALTY_PER_K_MIN] * beyond
+        outside = max(0.0, max(p[RP_REC_LOW] - room, room - p[RP_REC_HIGH]))
+        if room < p[RP_ALLOW_LOW] or room > p[RP_ALLOW_HIGH]:
+            reward -= p[RP_FAILURE_PENALTY]
+            s[RS_FAILED] += 1.0
+            if p[RP_TRAIN] != 0.0:
+                s[RS_DONE] = 1.0
+        s[RS_ENERGY] += energy_kwh
+        s[RS_FREE] += free / p[RP_ECON_COP] * 60.0 / 3600.0
+        s[RS_HEAT] += heat * 60.0 / 3600.0
         if outside > 0.0:
-            s[4] += 1.0
-        s[5] += outside
-        s[7] += reward
+            s[RS_MIN_OUTSIDE] += 1.0
+        s[RS_DEG_MIN_OUTSIDE] += outside
+        s[RS_REWARD] += reward
         t += 1
-        s[10] = t
+        s[RS_T] = t
         if tracing:
             trace[0, k] = room
-            trace[1, k] = s[1]
+            trace[1, k] = s[RS_ENERGY]
         if record:
             _room_obs(p, x, s, t, obs)
-            for j in range(6):
+            for j in range(11):
                 nxt_buf[k, j] = obs[j]
             rew_buf[k] = reward
-            done_buf[k] = s[9]
+            done_buf[k] = s[RS_DONE]
         steps += 1
     return steps
 
@@ -370,54 +422,68 @@ def _room_run(
 # ---- Python side --------------------------------------------------------------------------------
 
 
+def _filled(size: int, values: dict[int, float]) -> np.ndarray:
+    """A float64 parameter array from {named index: value}; every index must be given."""
+    if sorted(values) != list(range(size)):
+        raise ValueError(f"parameter indices {sorted(values)}: expected each of 0..{size - 1} once")
+    out = np.empty(size, dtype=np.float64)
+    for index, value in values.items():
+        out[index] = value
+    return out
+
+
 def seed_params(cfg: SeedConfig, train: bool) -> np.ndarray:
     w = cfg.workload
-    return np.array(
-        [
-            cfg.optimal_min_temperature_c,
-            cfg.optimal_max_temperature_c,
-            cfg.safe_min_temperature_c,
-            cfg.safe_max_temperature_c,
-            cfg.energy_units_per_c,
-            cfg.reward_per_energy_unit,
-            w.min_users,
-            w.max_users,
-            w.min_data_rate_mbps,
-            w.max_data_rate_mbps,
-            1.0 if train else 0.0,
-        ],
-        dtype=np.float64,
+    return _filled(
+        SP_SIZE,
+        {
+            SP_BAND_LO: cfg.optimal_min_temperature_c,
+            SP_BAND_HI: cfg.optimal_max_temperature_c,
+            SP_SAFE_LO: cfg.safe_min_temperature_c,
+            SP_SAFE_HI: cfg.safe_max_temperature_c,
+            SP_UNITS_PER_C: cfg.energy_units_per_c,
+            SP_REWARD_PER_UNIT: cfg.reward_per_energy_unit,
+            SP_USERS_MIN: w.min_users,
+            SP_USERS_MAX: w.max_users,
+            SP_RATE_MIN: w.min_data_rate_mbps,
+            SP_RATE_MAX: w.max_data_rate_mbps,
+            SP_TRAIN: 1.0 if train else 0.0,
+        },
     )
 
 
 def room_params(cfg: RoomConfig, train: bool) -> np.ndarray:
-    return np.array(
-        [
-            cfg.heat_capacity_kj_per_k,
-            cfg.envelope_ua_kw_per_k,
-            cfg.carnot_efficiency_fraction,
-            cfg.evaporator_approach_k,
-            cfg.condenser_approach_k,
-            cfg.min_condensing_temperature_c,
-            cfg.max_cop,
-            cfg.economiser_max_outside_temperature_c,
-            cfg.economiser_ua_kw_per_k,
-            cfg.economiser_approach_k,
-            cfg.economiser_cop,
-            cfg.recommended_min_temperature_c,
-            cfg.recommended_max_temperature_c,
-            cfg.allowable_min_temperature_c,
-            cfg.allowable_max_temperature_c,
-            cfg.reward_per_kwh,
-            cfg.penalty_per_degree_minute,
-            cfg.reward_margin_k,
-            cfg.failure_penalty,
-            1.0 if train else 0.0,
-            max_it_load_kw(cfg),
-            OBS_OUTSIDE_RANGE_C[0],
-            OBS_OUTSIDE_RANGE_C[1],
-        ],
-        dtype=np.float64,
+    return _filled(
+        RP_SIZE,
+        {
+            RP_HEAT_CAPACITY: cfg.heat_capacity_kj_per_k,
+            RP_UA: cfg.envelope_ua_kw_per_k,
+            RP_CARNOT: cfg.carnot_efficiency_fraction,
+            RP_EVAP_APPROACH: cfg.evaporator_approach_k,
+            RP_COND_APPROACH: cfg.condenser_approach_k,
+            RP_COND_MIN: cfg.min_condensing_temperature_c,
+            RP_COP_MAX: cfg.max_cop,
+            RP_ECON_MAX_OUTSIDE: cfg.economiser_max_outside_temperature_c,
+            RP_ECON_UA: cfg.economiser_ua_kw_per_k,
+            RP_ECON_APPROACH: cfg.economiser_approach_k,
+            RP_ECON_COP: cfg.economiser_cop,
+            RP_REC_LOW: cfg.recommended_min_temperature_c,
+            RP_REC_HIGH: cfg.recommended_max_temperature_c,
+            RP_ALLOW_LOW: cfg.allowable_min_temperature_c,
+            RP_ALLOW_HIGH: cfg.allowable_max_temperature_c,
+            RP_REWARD_PER_KWH: cfg.reward_per_kwh,
+            RP_PENALTY_PER_K_MIN: cfg.penalty_per_degree_minute,
+            RP_MARGIN: cfg.reward_margin_k,
+            RP_FAILURE_PENALTY: cfg.failure_penalty,
+            RP_TRAIN: 1.0 if train else 0.0,
+            RP_LOAD_SCALE: max_it_load_kw(cfg),
+            RP_OBS_OUT_LOW: OBS_OUTSIDE_RANGE_C[0],
+            RP_OBS_OUT_HIGH: OBS_OUTSIDE_RANGE_C[1],
+            RP_FORECAST_1: OBS_FORECAST_MINUTES[0],
+            RP_FORECAST_2: OBS_FORECAST_MINUTES[1],
+            RP_CHANGE_SCALE: OBS_CHANGE_SCALE_K,
+            RP_LOAD_TREND: OBS_LOAD_TREND_MINUTES,
+        },
     )
 
 
@@ -427,6 +493,9 @@ class Controller:
 
     Rule: seed - the band rule (strongest cooling above the band, strongest heating below, else
     the smallest move); room - the staged thermostat at `setpoint_c` with `dead_band_k`.
+    Room only: the outdoor reset (the staged thermostat at `econ_setpoint_c` while the economiser runs, else at
+    `setpoint_c` + `reset_slope` x (outside - the economiser's limit), within the recommended band less half the
+    dead band), and a schedule (`plan`: the action of every minute, decided in advance).
     """
 
     kind: int
@@ -434,6 +503,9 @@ class Controller:
     action: int = 0
     setpoint_c: float = 21.0
     dead_band_k: float = 1.0
+    econ_setpoint_c: float = 21.0
+    reset_slope: float = 0.0  # K of setpoint per K of outside temperature above the economiser's limit
+    plan: np.ndarray = field(default_factory=lambda: EMPTY_I)
 
     @classmethod
     def network(cls, weights: Weights) -> Controller:
@@ -447,6 +519,20 @@ class Controller:
     def rule(cls, setpoint_c: float = 21.0, dead_band_k: float = 1.0) -> Controller:
         return cls(RULE, setpoint_c=setpoint_c, dead_band_k=dead_band_k)
 
+    @classmethod
+    def reset(cls, econ_setpoint_c: float, setpoint_c: float, reset_slope: float, dead_band_k: float) -> Controller:
+        return cls(
+            RESET,
+            setpoint_c=setpoint_c,
+            dead_band_k=dead_band_k,
+            econ_setpoint_c=econ_setpoint_c,
+            reset_slope=reset_slope,
+        )
+
+    @classmethod
+    def schedule(cls, plan: np.ndarray) -> Controller:
+        return cls(SCHEDULE, plan=np.ascontiguousarray(plan, dtype=np.int64))
+
 
 def seed_rule_actions(cfg: SeedConfig) -> tuple[int, int, int]:
     moves = list(cfg.action_moves_c)
@@ -459,8 +545,20 @@ def seed_rule_actions(cfg: SeedConfig) -> tuple[int, int, int]:
 def _controller_params(env: str, cfg: SeedConfig | RoomConfig, controller: Controller) -> np.ndarray:
     if isinstance(cfg, SeedConfig):
         cool, heat, idle = seed_rule_actions(cfg)
-        return np.array([controller.action, cool, heat, idle], dtype=np.float64)
-    return np.array([controller.action, controller.setpoint_c, controller.dead_band_k], dtype=np.float64)
+        return _filled(SC_SIZE, {SC_ACTION: controller.action, SC_COOL: cool, SC_HEAT: heat, SC_IDLE: idle})
+    half = controller.dead_band_k / 2
+    return _filled(
+        RC_SIZE,
+        {
+            RC_ACTION: controller.action,
+            RC_SETPOINT: controller.setpoint_c,
+            RC_DEAD_BAND: controller.dead_band_k,
+            RC_ECON_SETPOINT: controller.econ_setpoint_c,
+            RC_RESET_SLOPE: controller.reset_slope,
+            RC_SP_LOW: cfg.recommended_min_temperature_c + half,
+            RC_SP_HIGH: cfg.recommended_max_temperature_c - half,
+        },
+    )
 
 
 class Simulation:
@@ -481,17 +579,17 @@ class Simulation:
             self.env = "seed"
             self.p = seed_params(cfg, train)
             self.actions = np.asarray(cfg.action_moves_c, dtype=np.float64)
-            self.s = np.zeros(12)
-            self.s[0] = self.x[2, 0]
-            self.s[1] = cfg.builtin_start_c
+            self.s = np.zeros(SS_SIZE)
+            self.s[SS_T_AI] = self.x[SX_ATMOSPHERE, 0]
+            self.s[SS_T_BUILTIN] = cfg.builtin_start_c
             self.kernel: Callable[..., int] = _seed_run
             self.obs_dim = SEED_OBS
         else:
             self.env = "room"
             self.p = room_params(cfg, train)
             self.actions = np.asarray(cfg.cooling_levels_kw, dtype=np.float64)
-            self.s = np.zeros(11)
-            self.s[0] = cfg.initial_temperature_c
+            self.s = np.zeros(RS_SIZE)
+            self.s[RS_TEMP] = cfg.initial_temperature_c
             self.kernel = _room_run
             self.obs_dim = ROOM_OBS
         self.pp = _controller_params(self.env, cfg, controller)
@@ -500,11 +598,11 @@ class Simulation:
 
     @property
     def t(self) -> int:
-        return int(self.s[-1])
+        return int(self.s[SS_T if self.env == "seed" else RS_T])
 
     @property
     def done(self) -> bool:
-        return bool(self.s[9]) or self.t >= self.minutes
+        return bool(self.s[SS_DONE if self.env == "seed" else RS_DONE]) or self.t >= self.minutes
 
     def advance(
         self,
@@ -518,6 +616,9 @@ class Simulation:
         """Run up to n minutes; with `buffers` (obs, action, reward, next_obs, done) each step is recorded."""
         if buffers is None:
             buffers = (EMPTY2, EMPTY_I, EMPTY1, EMPTY2, EMPTY1)
+        if self.controller.kind == SCHEDULE:
+            a_explore = self.controller.plan[self.t : self.t + n]
+            n = min(n, len(a_explore))
         if eps > 0.0 and (len(u_explore) < n or len(a_explore) < n):
             raise ValueError(
                 f"u_explore/a_explore hold {min(len(u_explore), len(a_explore))} draws: expected at least n = {n}"
@@ -544,25 +645,25 @@ class Simulation:
         s = self.s
         if self.env == "seed":
             return {
-                "energy_units": float(s[2]),
-                "builtin_energy_units": float(s[3]),
-                "minutes_outside_band": float(s[4]),
-                "builtin_minutes_outside_band": float(s[5]),
-                "degree_minutes_outside_band": float(s[6]),
-                "builtin_degree_minutes_outside_band": float(s[7]),
-                "safety_resets": float(s[8]),
-                "reward": float(s[10]),
-                "minutes": float(s[11]),
+                "energy_units": float(s[SS_E_AI]),
+                "builtin_energy_units": float(s[SS_E_BUILTIN]),
+                "minutes_outside_band": float(s[SS_MIN_OUT_AI]),
+                "builtin_minutes_outside_band": float(s[SS_MIN_OUT_BUILTIN]),
+                "degree_minutes_outside_band": float(s[SS_DEG_MIN_AI]),
+                "builtin_degree_minutes_outside_band": float(s[SS_DEG_MIN_BUILTIN]),
+                "safety_resets": float(s[SS_RESETS]),
+                "reward": float(s[SS_REWARD]),
+                "minutes": float(s[SS_T]),
             }
         return {
-            "energy_kwh": float(s[1]),
-            "free_cooling_energy_kwh": float(s[2]),
-            "heat_removed_kwh": float(s[3]),
-            "minutes_outside_band": float(s[4]),
-            "degree_minutes_outside_band": float(s[5]),
-            "failed_minutes": float(s[6]),
-            "reward": float(s[7]),
-            "minutes": float(s[10]),
+            "energy_kwh": float(s[RS_ENERGY]),
+            "free_cooling_energy_kwh": float(s[RS_FREE]),
+            "heat_removed_kwh": float(s[RS_HEAT]),
+            "minutes_outside_band": float(s[RS_MIN_OUTSIDE]),
+            "degree_minutes_outside_band": float(s[RS_DEG_MIN_OUTSIDE]),
+            "failed_minutes": float(s[RS_FAILED]),
+            "reward": float(s[RS_REWARD]),
+            "minutes": float(s[RS_T]),
         }
 
 
@@ -647,7 +748,9 @@ def warm_up() -> float:
             ]
         )
         for controller in (Controller.network(w), Controller.constant(0), Controller.rule()):
-            run(cfg, traj, controller, keep_trace=True)
+            run(cfg, traj, controller)
+            # Chunks of a longer trace are non-contiguous views (another compiled signature than a whole one).
+            run(cfg, traj, controller, keep_trace=True, chunk_minutes=2)
         sim = Simulation(cfg, traj, Controller.network(w), train=True)
         bufs = (np.zeros((5, obs)), np.zeros(5, dtype=np.int64), np.zeros(5), np.zeros((5, obs)), np.zeros(5))
         sim.advance(5, 0.5, np.full(5, 0.1), np.zeros(5, dtype=np.int64), bufs)
@@ -699,8 +802,15 @@ def reference_run(
             level = controller.weights.greedy(obs)
         elif controller.kind == CONSTANT:
             level = controller.action
+        elif controller.kind == SCHEDULE:
+            level = int(controller.plan[renv.t])
         else:
-            level = thermostat_action(cfg, level, renv.temperature_c, controller.setpoint_c, controller.dead_band_k)
+            sp = controller.setpoint_c
+            if controller.kind == RESET:
+                c = controller
+                out = float(traj.outside_c[renv.t])
+                sp = reset_setpoint_c(cfg, out, c.econ_setpoint_c, c.setpoint_c, c.reset_slope, c.dead_band_k)
+            level = thermostat_action(cfg, level, renv.temperature_c, sp, controller.dead_band_k)
         obs, _, _ = renv.step(level)
     rt = renv.totals
     return {

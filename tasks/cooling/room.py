@@ -45,6 +45,13 @@ from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, RoomConfi
 KELVIN = 273.15
 DT_S = 60.0
 OBS_OUTSIDE_RANGE_C = (-20.0, 40.0)  # scaling of the outside temperature for the agent
+# What the agent sees beyond the present (a weather service's forecast and the load's recent change): the outside
+# temperature 1 h and 3 h ahead (its change from now, scaled by OBS_CHANGE_SCALE_K), and the IT load's change over
+# the last 30 minutes (scaled as the load). Forecasts past the trajectory's end read its last minute.
+OBS_FORECAST_MINUTES = (60, 180)
+OBS_CHANGE_SCALE_K = 10.0
+OBS_LOAD_TREND_MINUTES = 30
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -56,13 +63,16 @@ class RoomTrajectory:
     hour_sin: np.ndarray
     hour_cos: np.ndarray
     start_month: int
+    week_sin: np.ndarray
+    week_cos: np.ndarray
 
     @property
     def minutes(self) -> int:
         return len(self.outside_c) - 1
 
     def as_array(self) -> np.ndarray:
-        return np.ascontiguousarray(np.stack([self.outside_c, self.it_load_kw, self.hour_sin, self.hour_cos]))
+        rows = [self.outside_c, self.it_load_kw, self.hour_sin, self.hour_cos, self.week_sin, self.week_cos]
+        return np.ascontiguousarray(np.stack(rows))
 
 
 def trajectory(
@@ -90,7 +100,8 @@ def trajectory(
     profile = 1 + cfg.daily_load_amplitude_fraction * np.cos(2 * np.pi * (hour - cfg.busiest_hour) / 24)
     load = cfg.it_idle_power_kw + (cfg.it_power_kw_per_user * users + cfg.it_power_kw_per_mbps * rate) * profile
     angle = 2 * np.pi * hour / 24
-    return RoomTrajectory(outside, load, np.sin(angle), np.cos(angle), month0)
+    week = 2 * np.pi * (t % MINUTES_PER_WEEK) / MINUTES_PER_WEEK
+    return RoomTrajectory(outside, load, np.sin(angle), np.cos(angle), month0, np.sin(week), np.cos(week))
 
 
 def max_it_load_kw(cfg: RoomConfig) -> float:
@@ -143,18 +154,25 @@ class RoomEnv:
         return len(self.cfg.cooling_levels_kw)
 
     def observe(self) -> np.ndarray:
-        c, t = self.cfg, self.t
-        out = float(self.traj.outside_c[t])
+        c, t, tr = self.cfg, self.t, self.traj
+        out = float(tr.outside_c[t])
         lo, hi = OBS_OUTSIDE_RANGE_C
+        last = len(tr.outside_c) - 1
+        ahead = [(float(tr.outside_c[min(t + m, last)]) - out) / OBS_CHANGE_SCALE_K for m in OBS_FORECAST_MINUTES]
+        load_before = float(tr.it_load_kw[max(t - OBS_LOAD_TREND_MINUTES, 0)])
         return np.array(
             [
-                (self.temperature_c - c.allowable_min_temperature_c)
-                / (c.allowable_max_temperature_c - c.allowable_min_temperature_c),
+                (2.0 * self.temperature_c - c.recommended_min_temperature_c - c.recommended_max_temperature_c)
+                / (c.recommended_max_temperature_c - c.recommended_min_temperature_c),
                 (out - lo) / (hi - lo),
-                float(self.traj.it_load_kw[t]) / self.load_scale_kw,
+                float(tr.it_load_kw[t]) / self.load_scale_kw,
                 free_cooling_kw(c, self.temperature_c, out) / self.load_scale_kw,
-                0.5 + 0.5 * float(self.traj.hour_sin[t]),
-                0.5 + 0.5 * float(self.traj.hour_cos[t]),
+                0.5 + 0.5 * float(tr.hour_sin[t]),
+                0.5 + 0.5 * float(tr.hour_cos[t]),
+                *ahead,
+                (float(tr.it_load_kw[t]) - load_before) / self.load_scale_kw,
+                0.5 + 0.5 * float(tr.week_sin[t]),
+                0.5 + 0.5 * float(tr.week_cos[t]),
             ]
         )
 
@@ -199,6 +217,19 @@ def thermostat_action(cfg: RoomConfig, level: int, room_c: float, setpoint_c: fl
     if room_c < setpoint_c - dead_band_k / 2:
         return max(level - 1, 0)
     return level
+
+
+def reset_setpoint_c(
+    cfg: RoomConfig, outside_c: float, econ_setpoint_c: float, setpoint_c: float, reset_slope: float, dead_band_k: float
+) -> float:
+    """The outdoor-reset rule's setpoint: `econ_setpoint_c` while the economiser can run, else `setpoint_c` moved by
+    `reset_slope` K per K of outside temperature above the economiser's limit, kept where the dead band fits the
+    recommended band."""
+    if outside_c <= cfg.economiser_max_outside_temperature_c:
+        return econ_setpoint_c
+    sp = setpoint_c + reset_slope * (outside_c - cfg.economiser_max_outside_temperature_c)
+    low = cfg.recommended_min_temperature_c + dead_band_k / 2
+    return min(max(sp, low), cfg.recommended_max_temperature_c - dead_band_k / 2)
 
 
 def cop_table(cfg: RoomConfig) -> str:

@@ -26,9 +26,10 @@ from tasks.cooling import plots
 from tasks.cooling.baselines import Comparison, compare
 from tasks.cooling.fast_eval import Controller, run, warm_up
 from tasks.cooling.inputs import CheckedInputs, check_request
+from tasks.cooling.protocol import Tuned, tune
 from tasks.meters.base import EnergyMeter
 from tasks.meters.select import shared_meter
-from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig
+from thresholds.cooling.env import MINUTES_PER_DAY, MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig, RoomConfig
 from thresholds.cooling.policy import Attempt, Final, Kind, Next, decide, passed, summary
 from thresholds.cooling.request import CoolingRequest
 from thresholds.cooling.schema import CoolingScenario
@@ -46,19 +47,41 @@ class Evaluation(BaseModel):
     minutes_outside_band: int  # summed over seeds
     builtin_minutes_outside_band: int
     steps_per_s: float
+    # room: against the controllers tuned on the training years (protocol.py), on the held-out years
+    saved_vs_best_controller_pct: float | None = None  # mean over the held-out years
+    best_controller_minutes_outside_band: int | None = None  # summed over the held-out years
+    vs_mpc_pct: float | None = None  # mean over the held-out years: the agent's kWh beyond the perfect-forecast MPC's
 
 
 def horizon_minutes(s: CoolingScenario) -> int:
     return s.evaluation.days * MINUTES_PER_DAY if s.evaluation.days else s.evaluation.months * MINUTES_PER_MONTH
 
 
-def evaluate(s: CoolingScenario, net: dqn_mod.QNetwork, bar: bool = False) -> Evaluation:
+def tuned_controllers(s: CoolingScenario) -> Tuned | None:
+    """The room's controllers tuned on the scenario's training years (None for the seed environment)."""
     cfg = s.env_config()
+    if not isinstance(cfg, RoomConfig):
+        return None
+    return tune(cfg, tuple(s.evaluation.training_years), horizon_minutes(s))
+
+
+def evaluate(s: CoolingScenario, net: dqn_mod.QNetwork, bar: bool = False) -> Evaluation:
+    """The agent on every held-out year beside the baselines (the room's tuned on the training years, and the
+    perfect-forecast MPC)."""
+    cfg = s.env_config()
+    tuned = tuned_controllers(s)
     comparisons = []
     for seed in s.evaluation.seeds:
         traj = dqn_mod.make_trajectory(cfg, horizon_minutes(s), seed)
-        comparisons.append(compare(cfg, traj, net.weights(), bar=bar)[0])
+        comparisons.append(compare(cfg, traj, net.weights(), bar=bar, tuned=tuned, with_mpc=tuned is not None)[0])
     saved = [c.rows[0].saved_pct for c in comparisons]
+    room: dict[str, Any] = {}
+    if tuned is not None:
+        room = {
+            "saved_vs_best_controller_pct": float(np.mean([c.vs_best_controller_pct for c in comparisons])),
+            "best_controller_minutes_outside_band": sum(c.best_row().minutes_outside_band for c in comparisons),
+            "vs_mpc_pct": float(np.mean([c.vs_mpc_pct for c in comparisons])),
+        }
     return Evaluation(
         comparisons=comparisons,
         energy_saved_pct=float(np.mean(saved)),
@@ -67,6 +90,7 @@ def evaluate(s: CoolingScenario, net: dqn_mod.QNetwork, bar: bool = False) -> Ev
         minutes_outside_band=sum(c.rows[0].minutes_outside_band for c in comparisons),
         builtin_minutes_outside_band=sum(c.rows[1].minutes_outside_band for c in comparisons),
         steps_per_s=float(np.median([c.agent_steps_per_s for c in comparisons])),
+        **room,
     )
 
 
@@ -173,6 +197,9 @@ def run_attempt_plain(
             "energy_saved_pct": evaluation.energy_saved_pct,
             "minutes_outside_band": evaluation.minutes_outside_band,
             "builtin_minutes_outside_band": evaluation.builtin_minutes_outside_band,
+            "saved_vs_best_controller_pct": evaluation.saved_vs_best_controller_pct,
+            "best_controller_minutes_outside_band": evaluation.best_controller_minutes_outside_band,
+            "vs_mpc_pct": evaluation.vs_mpc_pct,
             "train_energy_j": lineage_j,
             "spent_energy_j": own_j,
             "inference_energy_j_per_year": inference_j,
@@ -225,15 +252,16 @@ def gate_word(s: CoolingScenario, a: Attempt) -> str:
 
 def attempts_table(s: CoolingScenario, history: list[Attempt]) -> str:
     head = (
-        "| # | step | hidden | episodes | epsilon | saved vs built-in | minutes outside (built-in) | "
-        "train energy J | inference J/year | verdict |"
+        "| # | step | hidden | episodes | epsilon | saved vs built-in | saved vs best tuned controller | "
+        "minutes outside (built-in) | train energy J | inference J/year | verdict |"
     )
-    rows = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for a in history:
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         rows.append(
             f"| {a.index} | {a.kind.value} | {a.hidden_units[0]}-{a.hidden_units[1]} | {a.episodes_run} | "
-            f"{a.epsilon:g} | {fmt(a.energy_saved_pct, '.1f')} % | {fmt(a.minutes_outside_band, ',')} "
+            f"{a.epsilon:g} | {fmt(a.energy_saved_pct, '.1f')} % | {fmt(a.saved_vs_best_controller_pct, '+.1f')} % | "
+            f"{fmt(a.minutes_outside_band, ',')} "
             f"({fmt(a.builtin_minutes_outside_band, ',')}) | {fmt(a.train_energy_j, ',.1f')} | "
             f"{fmt(a.inference_energy_j_per_year, ',.2f')} | {verdict(s, a)} |"
         )
@@ -295,7 +323,7 @@ def _plots(s: CoolingScenario, attempt: Attempt | None, work_dir: Path) -> list[
     net, _ = dqn_mod.load_agent(Path(attempt.agent_dir))
     cfg = s.env_config()
     traj = dqn_mod.make_trajectory(cfg, horizon_minutes(s), s.evaluation.seeds[0])
-    _, runs = compare(cfg, traj, net.weights(), traces=True)
+    _, runs = compare(cfg, traj, net.weights(), traces=True, tuned=tuned_controllers(s))
     unit = "energy units" if s.env == "seed" else "kWh"
     title = f"{s.name}: attempt #{attempt.index} ({attempt.hidden_units[0]}-{attempt.hidden_units[1]})"
     return [

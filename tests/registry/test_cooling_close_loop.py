@@ -29,7 +29,8 @@ def _passing_loop(tmp_path: Path, saved_pct: float) -> tuple[str, list[Attempt],
         {"obs_dim": 4, "n_actions": 3, "hidden_units": [4, 4]},
     )
     attempt = Attempt(index=0, kind=Kind.TRAIN, hidden_units=(4, 4), max_episodes=1, epsilon=0.1,
-                      energy_saved_pct=saved_pct, minutes_outside_band=0, train_energy_j=1.0,
+                      energy_saved_pct=saved_pct, saved_vs_best_controller_pct=saved_pct, minutes_outside_band=0,
+                      best_controller_minutes_outside_band=0, train_energy_j=1.0,
                       inference_energy_j_per_year=1.0, agent_dir=str(agent_dir))  # fmt: skip
     run_id = cooling.log_attempt(loop_run_id, attempt, "meets every target", {}, {}, {"environment": "room"})
     return (
@@ -70,7 +71,10 @@ def test_close_loop_moves_an_existing_champion_only_to_a_better_agent(mlflow_sto
     assert first.champion_moved and first.versions == {0: "1"} and _champion(client) == "1"
     better = _close(_passing_loop(tmp_path, 20.0))
     assert better.champion_moved and better.champion_version == "2" and _champion(client) == "2"
-    assert better.champion_reason == "saves 20.00 % vs the champion's 10.00 %"
+    assert (
+        better.champion_reason
+        == "saves 20.00 % vs the champion's 10.00 % (vs the best tuned controller, held-out years)"
+    )
     worse = _close(_passing_loop(tmp_path, 15.0))
     assert not worse.champion_moved and worse.champion_version == "2" and _champion(client) == "2"
     assert (
@@ -109,7 +113,7 @@ def test_close_loop_judges_the_champion_as_it_is_once_it_holds_the_lock(mlflow_s
     assert closing.is_alive() and not outcome, "close_loop moved on while another process held the champion lock"
     assert _champion(client) == "1"
     # The other holder crowns its 30 % agent, then releases.
-    rival_tags = {"environment": "room", "energy_saved_pct": "30"}
+    rival_tags = {"environment": "room", "energy_saved_pct": "30", "saved_vs_best_controller_pct": "30"}
     rival_version = client.create_model_version(
         MODEL, source=f"runs:/{rival[1][0].run_id}/agent", run_id=rival[1][0].run_id, tags=rival_tags
     )

@@ -2,15 +2,8 @@
 
 Gates (each optional): saving vs the built-in cooling, minutes outside the band (absolute, and
 relative to the built-in's), training energy (the agent's whole lineage), inference energy per
-simulated year. Ladder:
-
-1. `train`   - the agent as configured.
-2. `retrain` - the saving or the band missed: more episodes (x episode_growth); from the second
-               retrain on, exploration multiplied by epsilon_factor (not below min_epsilon).
-3. `distil`  - quality met but inference too costly: a student with hidden widths x shrink_factor
-               regresses the agent's Q-values (lineage: the teacher's training + distillation).
-4. `shrink`  - quality met but training too costly, or a distilled student missed quality: a
-               smaller agent trained from scratch.
+simulated year. The ladder (train, retrain, distil, shrink) is a table, one entry per kind of
+attempt: thresholds/cooling/rungs.py says what each makes, what it is taken to fix and what follows it.
 
 Final states: PASSED (an attempt met every gate; the cheapest passing one at inference is chosen),
 BUDGET_EXHAUSTED (attempts or total energy used up), FAILED (no rung left: the first training
@@ -19,51 +12,12 @@ crashed, the widths cannot shrink further, or a shrunk agent missed quality).
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-from pydantic import BaseModel
-
+from thresholds.cooling.records import Attempt, Kind, Next
+from thresholds.cooling.rungs import BY_KIND, QUALITY_CHECKS, Missed, for_costs
 from thresholds.cooling.schema import CoolingScenario, Targets
 from thresholds.core import Check, Final, FinalState
 
-
-class Kind(StrEnum):
-    TRAIN = "train"
-    RETRAIN = "retrain"
-    DISTIL = "distil"
-    SHRINK = "shrink"
-
-
-class Attempt(BaseModel):
-    """Plain record of one trained agent: the only thing the policy sees."""
-
-    index: int
-    kind: Kind
-    hidden_units: tuple[int, int]
-    max_episodes: int
-    epsilon: float
-    parent: int | None = None
-    failed_reason: str | None = None  # training crashed or diverged
-    energy_saved_pct: float | None = None
-    minutes_outside_band: int | None = None
-    builtin_minutes_outside_band: int | None = None
-    train_energy_j: float | None = None  # the agent's lineage: a distilled student includes its teacher
-    spent_energy_j: float = 0.0  # this attempt's own training + measurement
-    inference_energy_j_per_year: float | None = None
-    episodes_run: int = 0
-    energy_source: str = ""  # the meter behind the energy figures
-    energy_estimated: bool = True  # an estimate (load x TDP, fixed power), not a hardware reading
-    agent_dir: str | None = None
-    run_id: str | None = None
-
-
-class Next(BaseModel):
-    kind: Kind
-    hidden_units: tuple[int, int]
-    max_episodes: int
-    epsilon: float
-    parent: int | None
-    reason: str
+__all__ = ["Attempt", "Kind", "Next", "beats_champion", "checks", "decide", "passed", "quality_ok", "summary"]
 
 
 def checks(targets: Targets, a: Attempt) -> list[Check]:
@@ -104,6 +58,27 @@ def checks(targets: Targets, a: Attempt) -> list[Check]:
                 f"(allowed +{targets.max_minutes_outside_vs_builtin})",
             )
         )
+    if targets.min_saved_vs_best_controller_pct is not None:
+        v = a.saved_vs_best_controller_pct
+        out.append(
+            Check(
+                name="vs_controller",
+                ok=v is not None and v >= targets.min_saved_vs_best_controller_pct,
+                detail=f"saved {fmt(v, '%')} vs the best tuned controller on held-out years "
+                f"(target >= {targets.min_saved_vs_best_controller_pct:g} %)",
+            )
+        )
+    if targets.max_minutes_outside_vs_best_controller is not None:
+        m, b = a.minutes_outside_band, a.best_controller_minutes_outside_band
+        ok = m is not None and b is not None and m <= b + targets.max_minutes_outside_vs_best_controller
+        out.append(
+            Check(
+                name="band_vs_controller",
+                ok=ok,
+                detail=f"{fmt(m, 'min')} outside the band vs the best tuned controller's {fmt(b, 'min')} "
+                f"(allowed +{targets.max_minutes_outside_vs_best_controller})",
+            )
+        )
     if targets.max_train_energy_j is not None:
         e = a.train_energy_j
         out.append(
@@ -125,7 +100,7 @@ def checks(targets: Targets, a: Attempt) -> list[Check]:
     return out
 
 
-QUALITY = {"trained", "saving", "band", "band_vs_builtin"}
+QUALITY = set(QUALITY_CHECKS)
 
 
 def passed(targets: Targets, a: Attempt) -> bool:
@@ -141,29 +116,18 @@ def summary(targets: Targets, a: Attempt) -> str:
     return "meets every target" if not bad else "; ".join(bad)
 
 
-def _half(widths: tuple[int, int], factor: float, floor: int) -> tuple[int, int] | None:
-    smaller = (max(floor, int(round(widths[0] * factor))), max(floor, int(round(widths[1] * factor))))
-    return None if smaller == widths or smaller[0] > widths[0] or smaller[1] > widths[1] else smaller
-
-
 def base_step(scenario: CoolingScenario) -> Next:
     """The first attempt: the agent as the scenario configures it."""
-    t = scenario.training
-    return Next(
-        kind=Kind.TRAIN,
-        hidden_units=t.hidden_units,
-        max_episodes=t.max_episodes,
-        epsilon=t.epsilon,
-        parent=None,
-        reason="the agent as configured",
-    )
+    step = BY_KIND[Kind.TRAIN].move(scenario, [], Missed("", quality=False))
+    assert isinstance(step, Next)
+    return step
 
 
 def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
-    """The next attempt, or the loop's final state."""
+    """The next attempt, or the loop's final state: the budget first, then the rung table (rungs.py)."""
     if not history:
         return base_step(scenario)
-    targets, ladder, budget = scenario.targets, scenario.ladder, scenario.budget
+    targets, budget = scenario.targets, scenario.budget
     winners = [a for a in history if passed(targets, a)]
     if winners:
         best = min(
@@ -193,57 +157,54 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
             chosen=None,
             reason=f"{spent:,.0f} J spent (max {budget.max_total_energy_j:g} J); last: {summary(targets, last)}",
         )
-    if last.failed_reason and last.kind == Kind.TRAIN:
+    rung = BY_KIND[last.kind]
+    if last.failed_reason and rung.crash_is_final:
         return Final(
             state=FinalState.FAILED, chosen=None, reason=f"the first agent could not be trained: {last.failed_reason}"
         )
     why = summary(targets, last)
     if not quality_ok(targets, last):
-        if last.kind == Kind.DISTIL:
-            episodes = history[last.parent or 0].max_episodes
-            return Next(kind=Kind.SHRINK, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=last.epsilon,
-                        parent=None, reason=f"the distilled student missed quality ({why}): "
-                                            "train that width from scratch")  # fmt: skip
-        if last.kind == Kind.SHRINK:
+        if rung.if_quality_missed is None:
             return Final(
-                state=FinalState.FAILED, chosen=None, reason=f"no rung left: the smaller agent misses quality ({why})"
+                state=FinalState.FAILED,
+                chosen=None,
+                reason=f"no rung left: the {last.kind.value} agent misses quality ({why})",
             )
-        retrains = sum(1 for a in history if a.kind == Kind.RETRAIN)
-        epsilon = last.epsilon if retrains == 0 else max(ladder.min_epsilon, last.epsilon * ladder.epsilon_factor)
-        episodes = max(last.max_episodes + 1, int(round(last.max_episodes * ladder.episode_growth)))
-        return Next(kind=Kind.RETRAIN, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=epsilon,
-                    parent=None, reason=f"retrain with {episodes} episodes, epsilon {epsilon:g}: {why}")  # fmt: skip
-    # Quality met: what is too costly?
-    bad = {c.name for c in checks(targets, last) if not c.ok}
-    smaller = _half(last.hidden_units, ladder.shrink_factor, ladder.min_hidden_units)
-    if smaller is None:
-        return Final(
-            state=FinalState.FAILED,
-            chosen=None,
-            reason=f"no rung left: {last.hidden_units[0]}-{last.hidden_units[1]} cannot shrink further ({why})",
-        )
-    if "inference_energy" in bad and "train_energy" not in bad:
-        return Next(kind=Kind.DISTIL, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon,
-                    parent=last.index,
-                    reason=f"distil #{last.index} into {smaller[0]}-{smaller[1]}: {why}")  # fmt: skip
-    return Next(kind=Kind.SHRINK, hidden_units=smaller, max_episodes=last.max_episodes, epsilon=last.epsilon,
-                parent=None, reason=f"train a smaller {smaller[0]}-{smaller[1]} agent from scratch: {why}")  # fmt: skip
+        return BY_KIND[rung.if_quality_missed].move(scenario, history, Missed(why, quality=True))
+    # Quality met: the rung that fixes every missed cost.
+    fix = for_costs({c.name for c in checks(targets, last) if not c.ok})
+    if fix is None:  # unreachable while quality is met and some gate missed: every cost check has a rung
+        return Final(state=FinalState.FAILED, chosen=None, reason=f"no rung fixes: {why}")
+    return fix.move(scenario, history, Missed(why, quality=False))
 
 
 def beats_champion(candidate: dict[str, str], champion: dict[str, str] | None) -> tuple[bool, str]:
-    """Does a passing version take `champion` (both given as version tags)? Same environment: it must save at
-    least as much. A seed-environment agent never displaces a room agent (the room is the pipeline's default)."""
+    """Does a passing version take `champion` (both given as version tags)? A room agent must beat the best
+    controller tuned on the training years on the held-out years (`saved_vs_best_controller_pct` > 0), and save at
+    least as much against it as the champion did (a champion judged before that figure existed is replaced). A seed
+    agent must save at least as much vs the built-in cooling. A seed-environment agent never displaces a room agent
+    (the room is the pipeline's default)."""
+    env = candidate.get("environment")
+    key = "saved_vs_best_controller_pct" if env == "room" else "energy_saved_pct"
+    try:
+        new = float(candidate[key])
+    except (KeyError, ValueError):
+        what = "saving vs the best tuned controller" if env == "room" else "saving"
+        return False, f"the candidate has no recorded {what}"
+    if env == "room" and new <= 0:
+        return False, f"saves {new:.2f} % vs the best tuned controller on held-out years: it does not beat it"
     if champion is None:
         return True, "no champion yet"
-    env, current_env = candidate.get("environment"), champion.get("environment")
+    current_env = champion.get("environment")
     if env != current_env:
         if current_env == "room":
             return False, f"the champion is a room agent; a {env} agent does not replace it"
         return True, f"a {env} agent replaces the {current_env} champion"
     try:
-        new, old = float(candidate["energy_saved_pct"]), float(champion.get("energy_saved_pct", "-inf"))
-    except (KeyError, ValueError):
-        return False, "the candidate has no recorded saving"
+        old = float(champion.get(key, "-inf"))
+    except ValueError:
+        old = float("-inf")
+    against = " (vs the best tuned controller, held-out years)" if env == "room" else ""
     if new >= old:
-        return True, f"saves {new:.2f} % vs the champion's {old:.2f} %"
-    return False, f"saves {new:.2f} %, less than the champion's {old:.2f} %"
+        return True, f"saves {new:.2f} % vs the champion's {old:.2f} %{against}"
+    return False, f"saves {new:.2f} %, less than the champion's {old:.2f} %{against}"

@@ -26,6 +26,16 @@ class Targets(Section):
     )
     max_minutes_outside_band: int | None = Field(None, ge=0, description="minutes over the evaluation period")
     max_minutes_outside_vs_builtin: int | None = Field(None, ge=0, description="minutes beyond the built-in cooling's")
+    min_saved_vs_best_controller_pct: float | None = Field(
+        None,
+        ge=-1000,
+        le=100,
+        description="room: percent of cooling electricity saved vs the best controller tuned on the training years, "
+        "mean over the held-out years",
+    )
+    max_minutes_outside_vs_best_controller: int | None = Field(
+        None, ge=0, description="room: minutes outside the band beyond the best tuned controller's, held-out years"
+    )
     max_train_energy_j: float | None = Field(None, ge=0, description="joules to train the agent (its lineage)")
     max_inference_energy_j_per_year: float | None = Field(
         None, ge=0, description="joules per simulated year of decisions"
@@ -59,13 +69,26 @@ class Evaluation(Section):
         None, ge=1, le=3600, description="simulated days; when set, replaces months (short runs, tests)"
     )
     seeds: list[int] = Field(
-        default_factory=lambda: [2024], min_length=1, max_length=20, description="trajectory seeds, each one period"
+        default_factory=lambda: [2024],
+        min_length=1,
+        max_length=20,
+        description="held-out trajectory seeds (years), each one period: only ever evaluated",
+    )
+    training_years: list[int] = Field(
+        default_factory=lambda: [100, 101, 102, 103, 104],
+        min_length=1,
+        max_length=20,
+        description="trajectory seeds (years) the room's controllers are tuned on; none may be a held-out seed",
     )
 
     @model_validator(mode="after")
     def _distinct(self) -> Evaluation:
-        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
-            raise ValueError(f"seeds {self.seeds} must be distinct non-negative integers")
+        for name, seeds in (("seeds", self.seeds), ("training_years", self.training_years)):
+            if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+                raise ValueError(f"{name} {seeds} must be distinct non-negative integers")
+        shared = sorted(set(self.seeds) & set(self.training_years))
+        if shared:
+            raise ValueError(f"training_years and the held-out seeds share {shared}: a year is one or the other")
         return self
 
 

@@ -91,7 +91,7 @@ def test_seed_trajectory_uses_the_month_of_each_minute_and_the_reference_walk_bo
 
 def room_traj(outside: list[float], load: list[float]) -> room.RoomTrajectory:
     n = len(outside)
-    return room.RoomTrajectory(np.array(outside), np.array(load), np.zeros(n), np.ones(n), 0)
+    return room.RoomTrajectory(np.array(outside), np.array(load), np.zeros(n), np.ones(n), 0, np.zeros(n), np.ones(n))
 
 
 def test_room_free_cooling_step_by_hand() -> None:
@@ -181,3 +181,23 @@ def test_bad_configs_are_rejected_with_one_line(model: type, raw: dict[str, obje
         validated(model, raw, "test")
     message = str(err.value)
     assert needle in message and "\n" not in message
+
+
+def test_room_observation_holds_the_forecast_the_load_trend_and_the_time_of_week() -> None:
+    cfg = RoomConfig(initial_temperature_c=25.0)
+    traj = room.trajectory(cfg, 400, 3, start_month=5)
+    env = room.RoomEnv(cfg, traj)
+    for _ in range(200):
+        env.step(2)
+    obs, t, scale = env.observe(), env.t, room.max_it_load_kw(cfg)
+    assert len(obs) == 11
+    assert obs[0] == pytest.approx((2 * env.temperature_c - 45.0) / 9.0)  # -1 at 18 C, +1 at 27 C
+    assert obs[6] == pytest.approx((traj.outside_c[t + 60] - traj.outside_c[t]) / room.OBS_CHANGE_SCALE_K)
+    assert obs[7] == pytest.approx((traj.outside_c[t + 180] - traj.outside_c[t]) / room.OBS_CHANGE_SCALE_K)
+    assert obs[8] == pytest.approx((traj.it_load_kw[t] - traj.it_load_kw[t - 30]) / scale)
+    angle = 2 * np.pi * t / room.MINUTES_PER_WEEK
+    assert obs[9:] == pytest.approx([0.5 + 0.5 * np.sin(angle), 0.5 + 0.5 * np.cos(angle)])
+    for _ in range(199):  # past the end, the forecast reads the last minute
+        env.step(2)
+    last = env.observe()
+    assert last[7] == pytest.approx((traj.outside_c[-1] - traj.outside_c[env.t]) / room.OBS_CHANGE_SCALE_K)

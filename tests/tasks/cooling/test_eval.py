@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.cooling import dqn, room, seed
-from tasks.cooling.baselines import best_setpoint, compare
+from tasks.cooling import dqn, fast_eval, room, seed
+from tasks.cooling.baselines import compare
 from tasks.cooling.fast_eval import Controller, Simulation, Weights, reference_run, run, warm_up
 from thresholds.cooling.env import MINUTES_PER_MONTH, MINUTES_PER_YEAR, DQNConfig, RoomConfig, SeedConfig
 
@@ -50,11 +50,18 @@ def test_seed_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(control
     assert reference["safety_resets"] > 0  # the month exercises the evaluation reset
 
 
-@pytest.mark.parametrize("controller", ["network", "thermostat"])
-def test_room_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(controller: str) -> None:
+@pytest.mark.parametrize("controller", ["network", "thermostat", "reset", "schedule"])
+@pytest.mark.parametrize("month", [3, 6])  # April crosses the economiser's limit both ways; July mostly above it
+def test_room_fast_evaluator_equals_the_reference_loop_on_a_seeded_month(controller: str, month: int) -> None:
     cfg = RoomConfig()
-    traj = room.trajectory(cfg, MINUTES_PER_MONTH, 12, start_month=6)
-    chosen = Controller.network(random_weights(6, 7, 2)) if controller == "network" else Controller.rule(24.0, 1.0)
+    traj = room.trajectory(cfg, MINUTES_PER_MONTH, 12, start_month=month)
+    plan = np.random.default_rng(5).integers(2, 6, size=traj.minutes)
+    chosen = {
+        "network": Controller.network(random_weights(fast_eval.ROOM_OBS, 7, 2)),
+        "thermostat": Controller.rule(24.0, 1.0),
+        "reset": Controller.reset(25.0, 23.0, 0.3, 1.0),
+        "schedule": Controller.schedule(plan),
+    }[controller]
     fast = run(cfg, traj, chosen).totals
     assert_equal_totals(fast, reference_run(cfg, traj, chosen))
     assert fast["energy_kwh"] > 0
@@ -103,15 +110,6 @@ def test_training_actor_records_consistent_transitions() -> None:
     assert done[steps - 1] == 1.0 or steps == n
 
 
-def test_room_setpoint_sweep_prefers_the_warmest_safe_setpoint() -> None:
-    sweep = {
-        21.0: {"energy_kwh": 10.0, "minutes_outside_band": 0.0, "failed_minutes": 0.0},
-        26.0: {"energy_kwh": 7.0, "minutes_outside_band": 0.0, "failed_minutes": 0.0},
-    }
-    sweep[26.5] = {"energy_kwh": 6.0, "minutes_outside_band": 30.0, "failed_minutes": 0.0}
-    assert best_setpoint(sweep, {"minutes_outside_band": 0.0, "failed_minutes": 0.0}) == 26.0
-
-
 def test_dqn_trains_saves_and_reloads_with_weights_only(tmp_path: Path) -> None:
     cfg = SeedConfig()
     result = dqn.train(
@@ -134,3 +132,19 @@ def test_compiled_year_is_fast() -> None:
     result = run(cfg, traj, Controller.network(random_weights(3, 5, 8)))
     # The benchmark reports the real figure (>= 500,000 steps/s); a loose floor here survives a busy CI machine.
     assert result.steps_per_s > 100_000
+
+
+def test_kernel_arrays_are_filled_by_name_and_reject_a_missing_index() -> None:
+    from tasks.cooling import fast_eval as fe
+
+    p = fe.room_params(RoomConfig(heat_capacity_kj_per_k=1234.0, max_cop=7.5), train=True)
+    assert p.shape == (fe.RP_SIZE,)
+    assert (p[fe.RP_HEAT_CAPACITY], p[fe.RP_COP_MAX], p[fe.RP_TRAIN]) == (1234.0, 7.5, 1.0)
+    sp = fe.seed_params(SeedConfig(energy_units_per_c=2.5), train=False)
+    assert sp.shape == (fe.SP_SIZE,) and sp[fe.SP_UNITS_PER_C] == 2.5 and sp[fe.SP_TRAIN] == 0.0
+    sim = Simulation(RoomConfig(initial_temperature_c=22.0), room.trajectory(RoomConfig(), 30, 0), Controller.rule())
+    assert sim.s.shape == (fe.RS_SIZE,) and sim.s[fe.RS_TEMP] == 22.0
+    sim.advance(10)
+    assert sim.t == 10 == sim.totals()["minutes"]
+    with pytest.raises(ValueError, match="expected each of 0..2 once"):
+        fe._filled(3, {0: 1.0, 2: 1.0})

@@ -143,14 +143,22 @@ def test_missing_figures_fail_their_gates() -> None:
     assert {c.name for c in failed} == {"trained", "saving", "band_vs_builtin", "train_energy", "inference_energy"}
 
 
+ROOM = {"environment": "room"}
+
+
 @pytest.mark.parametrize(
     ("candidate", "champion", "wins"),
     [
-        ({"environment": "room", "energy_saved_pct": "30"}, None, True),
-        ({"environment": "room", "energy_saved_pct": "30"}, {"environment": "room", "energy_saved_pct": "29"}, True),
-        ({"environment": "room", "energy_saved_pct": "28"}, {"environment": "room", "energy_saved_pct": "29"}, False),
-        ({"environment": "seed", "energy_saved_pct": "80"}, {"environment": "room", "energy_saved_pct": "29"}, False),
-        ({"environment": "room", "energy_saved_pct": "26"}, {"environment": "seed", "energy_saved_pct": "80"}, True),
+        ({"environment": "room", "saved_vs_best_controller_pct": "6"}, None, True),
+        ({"environment": "room", "saved_vs_best_controller_pct": "-2", "energy_saved_pct": "30"}, None, False),
+        ({"environment": "room", "energy_saved_pct": "30"}, None, False),  # judged before the honest protocol
+        (ROOM | {"saved_vs_best_controller_pct": "6"}, ROOM | {"saved_vs_best_controller_pct": "5"}, True),
+        (ROOM | {"saved_vs_best_controller_pct": "4"}, ROOM | {"saved_vs_best_controller_pct": "5"}, False),
+        (ROOM | {"saved_vs_best_controller_pct": "1"}, ROOM | {"energy_saved_pct": "40"}, True),  # old champion
+        ({"environment": "seed", "energy_saved_pct": "80"}, ROOM | {"saved_vs_best_controller_pct": "5"}, False),
+        ({"environment": "seed", "energy_saved_pct": "80"}, {"environment": "seed", "energy_saved_pct": "70"}, True),
+        ({"environment": "seed", "energy_saved_pct": "60"}, {"environment": "seed", "energy_saved_pct": "70"}, False),
+        (ROOM | {"saved_vs_best_controller_pct": "1"}, {"environment": "seed", "energy_saved_pct": "80"}, True),
     ],
 )
 def test_champion_rule(candidate: dict[str, str], champion: dict[str, str] | None, wins: bool) -> None:

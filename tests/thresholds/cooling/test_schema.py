@@ -18,12 +18,16 @@ def test_bundled_load_by_name(name: str, env: str) -> None:
     assert scenario.name == name and scenario.env == env
     assert path_of(name) == SCENARIO_DIR / f"{name}.yaml"
     assert scenario.training.hidden_units == (64, 32)  # the paper's network
-    assert scenario.targets.min_energy_saved_pct is not None
+    t = scenario.targets
+    assert t.min_energy_saved_pct is not None or t.min_saved_vs_best_controller_pct is not None
 
 
 def test_room_scenario_holds_the_issue_targets() -> None:
     room = load("cooling-room")
-    assert room.targets.min_energy_saved_pct == 25.0 and room.targets.max_minutes_outside_vs_builtin == 0
+    t = room.targets
+    assert t.min_saved_vs_best_controller_pct == 5.0 and t.max_minutes_outside_vs_best_controller == 0
+    assert t.min_energy_saved_pct is None  # the 21 C thermostat is no bar
+    assert len(room.evaluation.seeds) >= 5 and not set(room.evaluation.seeds) & set(room.evaluation.training_years)
     seed = load("cooling-seed")
     assert (
         seed.targets.min_energy_saved_pct == 68.0
@@ -47,6 +51,7 @@ BAD: list[tuple[str, str, str]] = [
     ("one hidden layer", "name: x\ntraining:\n  hidden_units: [64]\n", "training.hidden_units"),
     ("discount of 1", "name: x\ntraining:\n  discount: 1.0\n", "training.discount"),
     ("duplicate seeds", "name: x\nevaluation:\n  seeds: [1, 1]\n", "distinct"),
+    ("a held-out year trained on", "name: x\nevaluation:\n  seeds: [7, 8]\n  training_years: [8, 9]\n", "share [8]"),
     ("band min >= max", "name: x\nroom_env:\n  recommended_min_temperature_c: 28\n", "recommended_min_temperature_c"),
     ("negative users", "name: x\nseed_env:\n  workload:\n    min_users: -3\n", "seed_env.workload.min_users"),
     ("empty month table", "name: x\nseed_env:\n  monthly_atmospheric_temperature_c: []\n", "12 monthly values"),
