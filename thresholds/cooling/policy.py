@@ -20,6 +20,7 @@ crashed, the widths cannot shrink further, or a shrunk agent missed quality).
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import BaseModel
 
@@ -230,20 +231,27 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
                 parent=None, reason=f"train a smaller {smaller[0]}-{smaller[1]} agent from scratch: {why}")  # fmt: skip
 
 
-def beats_champion(candidate: dict[str, str], champion: dict[str, str] | None) -> tuple[bool, str]:
-    """Does a passing version take `champion` (both given as version tags)? Same environment: it must save at
-    least as much. A seed-environment agent never displaces a room agent (the room is the pipeline's default)."""
+class SavingRecord(NamedTuple):
+    """What the champion rule compares of a version: its environment and its recorded saving (None: not recorded)."""
+
+    environment: str | None
+    energy_saved_pct: float | None
+
+
+def beats_champion(candidate: SavingRecord, champion: SavingRecord | None) -> tuple[bool, str]:
+    """Does a passing version take `champion`? Same environment: it must save at least as much. A seed-environment
+    agent never displaces a room agent (the room is the pipeline's default)."""
     if champion is None:
         return True, "no champion yet"
-    env, current_env = candidate.get("environment"), champion.get("environment")
+    env, current_env = candidate.environment, champion.environment
     if env != current_env:
         if current_env == "room":
             return False, f"the champion is a room agent; a {env} agent does not replace it"
         return True, f"a {env} agent replaces the {current_env} champion"
-    try:
-        new, old = float(candidate["energy_saved_pct"]), float(champion.get("energy_saved_pct", "-inf"))
-    except (KeyError, ValueError):
+    if candidate.energy_saved_pct is None:
         return False, "the candidate has no recorded saving"
+    new = candidate.energy_saved_pct
+    old = float("-inf") if champion.energy_saved_pct is None else champion.energy_saved_pct
     if new >= old:
         return True, f"saves {new:.2f} % vs the champion's {old:.2f} %"
     return False, f"saves {new:.2f} %, less than the champion's {old:.2f} %"

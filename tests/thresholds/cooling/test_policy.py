@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thresholds.cooling.policy import Attempt, Kind, Next, beats_champion, checks, decide
+from thresholds.cooling.policy import Attempt, Kind, Next, SavingRecord, beats_champion, checks, decide
 from thresholds.cooling.schema import Budget, CoolingScenario, Ladder, Targets, Training
 from thresholds.core import Final, FinalState
 
@@ -146,12 +146,14 @@ def test_missing_figures_fail_their_gates() -> None:
 @pytest.mark.parametrize(
     ("candidate", "champion", "wins"),
     [
-        ({"environment": "room", "energy_saved_pct": "30"}, None, True),
-        ({"environment": "room", "energy_saved_pct": "30"}, {"environment": "room", "energy_saved_pct": "29"}, True),
-        ({"environment": "room", "energy_saved_pct": "28"}, {"environment": "room", "energy_saved_pct": "29"}, False),
-        ({"environment": "seed", "energy_saved_pct": "80"}, {"environment": "room", "energy_saved_pct": "29"}, False),
-        ({"environment": "room", "energy_saved_pct": "26"}, {"environment": "seed", "energy_saved_pct": "80"}, True),
+        (SavingRecord("room", 30.0), None, True),
+        (SavingRecord("room", 30.0), SavingRecord("room", 29.0), True),
+        (SavingRecord("room", 28.0), SavingRecord("room", 29.0), False),
+        (SavingRecord("seed", 80.0), SavingRecord("room", 29.0), False),
+        (SavingRecord("room", 26.0), SavingRecord("seed", 80.0), True),
+        (SavingRecord("room", None), SavingRecord("room", 29.0), False),
+        (SavingRecord("room", 1.0), SavingRecord("room", None), True),
     ],
 )
-def test_champion_rule(candidate: dict[str, str], champion: dict[str, str] | None, wins: bool) -> None:
+def test_champion_rule(candidate: SavingRecord, champion: SavingRecord | None, wins: bool) -> None:
     assert beats_champion(candidate, champion)[0] is wins
