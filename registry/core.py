@@ -48,8 +48,8 @@ def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict
     c = client()
     experiment_id = experiment_id_of(c, experiment)
     reap_orphans(experiment_id)
-    owner = {keys.LOOP_STATE: "RUNNING", keys.LOOP_HOST: socket.gethostname(), keys.LOOP_PID: str(os.getpid())}
-    run = c.create_run(experiment_id, run_name=run_name, tags={**tags, **owner})
+    owner_tags = {keys.LOOP_STATE: "RUNNING", keys.LOOP_HOST: socket.gethostname(), keys.LOOP_PID: str(os.getpid())}
+    run = c.create_run(experiment_id, run_name=run_name, tags={**tags, **owner_tags})
     c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return str(run.info.run_id)
 

@@ -214,7 +214,7 @@ def close_loop(
     for c, verdict, passed in zip(history, verdicts, gates_passed, strict=True):
         if not (c.ok and c.run_id is not None and c.model_dir is not None):
             continue
-        extra = {
+        loop_tags = {
             **common_tags,
             keys.GATES_PASSED: str(passed).lower(),
             keys.LOOP_RUN_ID: loop_run_id,
@@ -222,12 +222,12 @@ def close_loop(
             keys.PARETO_PLOT: f"runs:/{loop_run_id}/pareto.png",
         }
         if hints and hints.get(keys.CANDIDATE) == str(c.index):
-            extra.update({k: v[:4000] for k, v in hints.items() if k != keys.CANDIDATE})
+            loop_tags.update({k: v[:4000] for k, v in hints.items() if k != keys.CANDIDATE})
         model_id = mlflow_model.logged_model_id(client(), c.run_id)  # None: logged as plain files
         versions.append(
             VersionSpec(
                 index=c.index, run_id=c.run_id, model_dir=c.model_dir, artifact_path="model",
-                tags=version_tags(c, verdict, extra), model_id=model_id,
+                tags=version_tags(c, verdict, loop_tags), model_id=model_id,
                 figures=figures(c),
             )
         )  # fmt: skip

@@ -9,12 +9,12 @@ import pytest
 from thresholds.energy.policy import (
     Calibration,
     CandidateResult,
+    ChampionFigures,
     Final,
     FinalState,
     Next,
     Step,
     StepKind,
-    ChampionFigures,
     beats_champion,
     decide,
     gate,
