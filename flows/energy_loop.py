@@ -16,7 +16,7 @@ from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting,
 from tasks.energy_loop import progress
 from tasks.energy_loop.dask_stages import candidate_runner, train_rung
 from tasks.energy_loop.inputs import cache_dir
-from tasks.energy_loop.keys import DATASET
+from tasks.energy_loop.keys import DATASET, SAMPLES
 from tasks.energy_loop.stages import (
     calibrate_machine,
     check_inputs,
@@ -60,7 +60,7 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
     loop_run_id = open_loop(
         EXPERIMENT,
         f"{settings.name} {options.dataset} {loop_id}",
-        {**settings.model_dump(mode="json"), "samples": options.samples},
+        {**settings.model_dump(mode="json"), SAMPLES: options.samples},
         tags,
     )
     history: list[CandidateResult] = []

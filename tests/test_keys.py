@@ -6,7 +6,9 @@ Read from the source (ast), like tests/test_imports.py. A key is looked at where
 (`tags[...]`, `tags.get(...)`, `{...}` bound to `tags`, `metrics`, `params`, `series`, `hints`): a key there is a
 declared constant (an UPPER_CASE name of a keys module), never a string literal, or an f-string or `+` that starts with
 a declared `..._PREFIX` constant (families such as `detail.<key>` or `inference_ratio_at_batch_<size>`).
-"""
+
+Outside the contract: the loop run's params named after the scenario's fields (`targets.min_accuracy`, flattened from
+the schema) and the benchmark runs (`log_benchmark`), whose params are a benchmark's own result line."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ PACKAGES = ("flows", "tasks", "registry", "thresholds", "benchmarks")
 TAG_SETTERS = {"set_tag", "set_model_version_tag", "set_registered_model_tag", "log_param", "set_experiment_tag"}
 ENTITIES = {"RunTag", "Metric", "Param"}  # mlflow.entities: the key is the first argument
 DICT_WRITERS = {"set_tags", "log_metrics", "log_params"}  # the last positional argument is a dict of keys
+LOOP_OPENERS = {"open_loop"}  # (..., params, tags): the loop run's params beyond the scenario's fields, and its tags
 DICT_KEYWORDS = {"tags", "metrics", "params"}  # `create_run(..., tags={...})`, `log_batch(..., params=[...])`
 # Names of the dicts that become an MLflow run's, version's or logged model's tags, metrics or params.
 RECORD = re.compile(r"(^|_)(tags|metrics|params|series|hints)$")
@@ -89,6 +92,9 @@ def key_sites(tree: ast.AST) -> Iterator[ast.AST]:
                 yield node.args[0]
             elif called in DICT_WRITERS and node.args:
                 yield from _dict_keys(node.args[-1])
+            elif called in LOOP_OPENERS:
+                for arg in node.args[-2:]:
+                    yield from _dict_keys(arg)
             for kw in node.keywords:
                 if kw.arg in DICT_KEYWORDS:
                     yield from _dict_keys(kw.value)
@@ -182,6 +188,7 @@ def test_declared_keys_are_unique_and_well_formed() -> None:
         ('extra["metrics"].update(made_up=1.0)', "'made_up' is not declared"),
         ('x = version_tags.get("made_up")', "'made_up' is not declared"),
         ('hints = {"made_up": "x"}', "'made_up' is not declared"),
+        ('open_loop(EXPERIMENT, name, {**settings, "made_up": 1}, tags)', "'made_up' is not declared"),
         ('mc.set_tag(run_id, f"made_up.{k}", v)', "does not start with a declared ..._PREFIX constant"),
         ('mc.set_tag(run_id, f"detail.{k}", v)', "does not start with a declared ..._PREFIX constant"),
         ('mc.set_tag(run_id, "accuracy", "1")', "'accuracy' is written as a literal (declared: use its constant)"),

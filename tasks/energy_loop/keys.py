@@ -5,6 +5,7 @@ candidate's version."""
 from __future__ import annotations
 
 DATASET = "dataset"  # loop-run tag
+SAMPLES = "samples"  # loop-run param beside the scenario's fields (dotted: `targets.min_accuracy`): the sample cap
 QUALITY_METRIC_REASON = "quality_metric_reason"
 MODEL_HOOK_PREFIX = "model."  # + a model hook's name (the user's own model code)
 DATA_NOTES = "data.notes"  # what preparing the data did (dropped rows, filled values)
