@@ -26,8 +26,6 @@ from registry.store import IncompleteArtifact, client, experiment_id_of, trackin
 from thresholds.core import Final, FinalState
 from thresholds.promotion import CHAMPION, gate_problems
 
-LAST_GATED_CHAMPION = keys.LAST_GATED_CHAMPION  # kept importable from here (the webhook receiver reads it)
-
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested settings as dotted MLflow params: {"targets": {"min_accuracy": 0.9}} -> targets.min_accuracy."""
@@ -246,11 +244,6 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
             pass
 
 
-def champion_tags(model_name: str) -> dict[str, str] | None:
-    version = champion_version(client(), model_name)
-    return None if version is None else dict(version.tags)
-
-
 def _number(text: str | None) -> float | None:
     try:
         return None if text is None else float(text)
@@ -300,7 +293,7 @@ def log_text(mc: Any, run_id: str, filename: str, text: str) -> None:
 
 def record_gated_champion(mc: Any, model_name: str, version: str) -> None:
     """Remember the last champion that passed its gates: the webhook receiver moves `champion` back to it."""
-    mc.set_registered_model_tag(model_name, LAST_GATED_CHAMPION, version)
+    mc.set_registered_model_tag(model_name, keys.LAST_GATED_CHAMPION, version)
 
 
 Judge = Callable[[Any, Any | None], tuple[bool, str]]  # (client, the champion's version or None) -> (wins, why)
