@@ -78,6 +78,9 @@ def _dict_keys(node: ast.AST | None) -> Iterator[ast.AST]:
         yield from (k for k in node.keys if k is not None)
     elif isinstance(node, ast.DictComp):
         yield node.key
+    elif isinstance(node, ast.IfExp):  # `{...} if x else {}`
+        yield from _dict_keys(node.body)
+        yield from _dict_keys(node.orelse)
 
 
 def key_sites(tree: ast.AST) -> Iterator[ast.AST]:
@@ -113,6 +116,10 @@ def key_sites(tree: ast.AST) -> Iterator[ast.AST]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(RECORD.search(_name(t)) for t in targets):
                 yield from _dict_keys(node.value)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and RECORD.search(node.name):
+            for inner in ast.walk(node):  # `def meter_tags(...): return {...}`
+                if isinstance(inner, ast.Return):
+                    yield from _dict_keys(inner.value)
         elif isinstance(node, ast.Compare) and any(RECORD.search(_name(c)) for c in node.comparators):
             if isinstance(node.ops[0], (ast.In, ast.NotIn)):
                 yield node.left
@@ -188,6 +195,7 @@ def test_declared_keys_are_unique_and_well_formed() -> None:
         ('extra["metrics"].update(made_up=1.0)', "'made_up' is not declared"),
         ('x = version_tags.get("made_up")', "'made_up' is not declared"),
         ('hints = {"made_up": "x"}', "'made_up' is not declared"),
+        ('def meter_tags(m):\n    return {"made_up": m} if m else {}', "'made_up' is not declared"),
         ('open_loop(EXPERIMENT, name, {**settings, "made_up": 1}, tags)', "'made_up' is not declared"),
         ('mc.set_tag(run_id, f"made_up.{k}", v)', "does not start with a declared ..._PREFIX constant"),
         ('mc.set_tag(run_id, f"detail.{k}", v)', "does not start with a declared ..._PREFIX constant"),

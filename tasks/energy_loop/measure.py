@@ -111,12 +111,15 @@ def _measure_inference(
         )
         for b in sizes
     ]
-    per_size = (
-        {f"inference_j_per_1k_at_batch_{b}": f"{r.energy_j_per_1k:.6g}" for b, r in zip(sizes, alone, strict=True)}
+    per_size_tags = (
+        {
+            f"{keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX}{b}": f"{r.energy_j_per_1k:.6g}"
+            for b, r in zip(sizes, alone, strict=True)
+        }
         if len(sizes) > 1
         else {}
     )
-    return across_sizes(alone), {"tags": per_size} if per_size else {}, 0.0
+    return across_sizes(alone), {"tags": per_size_tags} if per_size_tags else {}, 0.0
 
 
 def measure_step(
