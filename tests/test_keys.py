@@ -174,6 +174,8 @@ def test_declared_keys_are_unique_and_well_formed() -> None:
         for name, value in declarations(path).items():
             where = f"{path.relative_to(ROOT)}:{name}"
             form = PREFIX_FORM if name.endswith("_PREFIX") else KEY_FORM
+            if not CONSTANT_NAME.match(name):
+                wrong.append(f"{where}: a key's constant is named in UPPER_CASE")
             if not form.match(value):
                 wrong.append(f"{where} = {value!r} does not match {form.pattern}")
             if value in seen:
