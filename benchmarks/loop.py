@@ -140,7 +140,9 @@ def overhead_breakdown(loop_run_id: str, history: list[Any], started_epoch_s: fl
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    flow_run_id = MlflowClient().get_run(loop_run_id).data.tags.get("prefect.flow_run_id", "")
+    from registry.keys import PREFECT_FLOW_RUN_ID
+
+    flow_run_id = MlflowClient().get_run(loop_run_id).data.tags.get(PREFECT_FLOW_RUN_ID, "")
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))

@@ -96,6 +96,7 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
     from tasks.meters.select import close_shared_meters, make_meter, resolve_meter_name
     from tasks.meters.simple import NullMeter
     from thresholds import scenario_path
+    from thresholds.energy import keys
     from thresholds.energy.policy import CandidateResult, Step, StepKind
     from thresholds.energy.schema import load_scenario
     from thresholds.parallel import parallel_width, threads_per_worker
@@ -195,11 +196,11 @@ def _one_size(scenario_name: str, dataset: str, samples: int, n: int, workers: i
     print("| candidate | serial train J (own) | parallel train J (attributed) | CPU share | time share | trained on |")
     print("|---|---|---|---|---|---|")
     for s, p in zip(serial, parallel, strict=True):
-        t = p.tags
+        tags = p.tags
         print(
             f"| {p.step.label} | {s.spent_energy_j:.2f} | {p.spent_energy_j:.2f} | "
-            f"{t.get('train_energy_attribution.cpu_share', '-')} | {t.get('train_energy_attribution.time_share', '-')} "
-            f"| pid {t.get('train_pid')} |"
+            f"{tags.get(keys.TRAIN_ENERGY_ATTRIBUTION_CPU_SHARE, '-')} | "
+            f"{tags.get(keys.TRAIN_ENERGY_ATTRIBUTION_TIME_SHARE, '-')} | pid {tags.get(keys.TRAIN_PID)} |"
         )
     print(f"training phase: serial {serial_s:.2f} s, parallel {parallel_s:.2f} s -> {speedup:.2f}x")
     print(

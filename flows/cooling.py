@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
+from registry import keys
 from registry.cooling import EXPERIMENT
 from tasks.common import progress
 from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
@@ -36,10 +37,10 @@ def cooling_loop(request: CoolingRequest) -> LoopOutcome:
     loop_id = uuid.uuid4().hex[:12]
     work_dir = str(Path(checked.request.work_root) / "cooling" / loop_id)
     tags = {
-        "scenario": settings.name,
-        "environment": settings.env,
-        "meter": meter_name,
-        "prefect.flow_run_id": str(flow_run.id or ""),
+        keys.SCENARIO: settings.name,
+        keys.ENVIRONMENT: settings.env,
+        keys.METER: meter_name,
+        keys.PREFECT_FLOW_RUN_ID: str(flow_run.id or ""),
     }
     loop_run_id = open_loop(
         EXPERIMENT, f"{settings.name} {settings.env} {loop_id}", settings.model_dump(mode="json"), tags

@@ -9,12 +9,14 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
+from registry import keys
 from registry.energy import EXPERIMENT
 from tasks.common.progress import phase
 from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
 from tasks.energy_loop import progress
 from tasks.energy_loop.dask_stages import candidate_runner, train_rung
 from tasks.energy_loop.inputs import cache_dir
+from tasks.energy_loop.keys import DATASET, SAMPLES
 from tasks.energy_loop.stages import (
     calibrate_machine,
     check_inputs,
@@ -50,15 +52,15 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
     work_dir = str(Path(options.work_root) / "runs" / loop_id)
     name = options.model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
-        "scenario": settings.name, "dataset": options.dataset, "meter": meter_name,
-        "prefect.flow_run_id": str(flow_run.id or ""),
-        "promotion_mode": settings.promotion,  # read by the webhook receiver when champion is moved by hand
+        keys.SCENARIO: settings.name, DATASET: options.dataset, keys.METER: meter_name,
+        keys.PREFECT_FLOW_RUN_ID: str(flow_run.id or ""),
+        keys.PROMOTION_MODE: settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),
     }  # fmt: skip
     loop_run_id = open_loop(
         EXPERIMENT,
         f"{settings.name} {options.dataset} {loop_id}",
-        {**settings.model_dump(mode="json"), "samples": options.samples},
+        {**settings.model_dump(mode="json"), SAMPLES: options.samples},
         tags,
     )
     history: list[CandidateResult] = []

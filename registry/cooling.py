@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from registry import core, store
-from registry.core import LoopRecord, NestedRun, RunFiles, VersionSpec, flatten, log_nested_run
-from thresholds.cooling.policy import Attempt, beats_champion
+from registry import core, keys, store
+from registry.core import LoopRecord, NestedRun, RunFiles, VersionSpec, flatten, log_nested_run, version_figures
+from thresholds.cooling.policy import Attempt, SavingRecord, beats_champion
 from thresholds.core import Final
 
 EXPERIMENT = "cooling-loop"
@@ -26,20 +26,20 @@ def open_loop(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> st
 
 
 def _figures(a: Attempt, extra: dict[str, float]) -> dict[str, float]:
-    values: dict[str, float | int | None] = {
-        "energy_saved_pct": a.energy_saved_pct,
-        "minutes_outside_band": a.minutes_outside_band,
-        "builtin_minutes_outside_band": a.builtin_minutes_outside_band,
-        "saved_vs_best_controller_pct": a.saved_vs_best_controller_pct,
-        "best_controller_minutes_outside_band": a.best_controller_minutes_outside_band,
-        "vs_mpc_pct": a.vs_mpc_pct,
-        "train_energy_j": a.train_energy_j,
-        "spent_energy_j": a.spent_energy_j,
-        "inference_energy_j_per_year": a.inference_energy_j_per_year,
-        "episodes_run": a.episodes_run,
+    metrics: dict[str, float | int | None] = {
+        keys.ENERGY_SAVED_PCT: a.energy_saved_pct,
+        keys.MINUTES_OUTSIDE_BAND: a.minutes_outside_band,
+        keys.BUILTIN_MINUTES_OUTSIDE_BAND: a.builtin_minutes_outside_band,
+        keys.SAVED_VS_BEST_CONTROLLER_PCT: a.saved_vs_best_controller_pct,
+        keys.BEST_CONTROLLER_MINUTES_OUTSIDE_BAND: a.best_controller_minutes_outside_band,
+        keys.VS_MPC_PCT: a.vs_mpc_pct,
+        keys.TRAIN_ENERGY_J: a.train_energy_j,
+        keys.SPENT_ENERGY_J: a.spent_energy_j,
+        keys.INFERENCE_ENERGY_J_PER_YEAR: a.inference_energy_j_per_year,
+        keys.EPISODES_RUN: a.episodes_run,
         **extra,
     }
-    return {k: float(v) for k, v in values.items() if v is not None}
+    return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
 def log_attempt(
@@ -52,15 +52,15 @@ def log_attempt(
 ) -> str:
     """Nested run: settings, figures, per-episode curves, the comparison table and the agent files."""
     params = {
-        "kind": a.kind.value,
-        "hidden_units": f"{a.hidden_units[0]}-{a.hidden_units[1]}",
-        "max_episodes": a.max_episodes,
-        "epsilon": a.epsilon,
-        "parent": a.parent,
+        keys.KIND: a.kind.value,
+        keys.HIDDEN_UNITS: f"{a.hidden_units[0]}-{a.hidden_units[1]}",
+        keys.MAX_EPISODES: a.max_episodes,
+        keys.EPSILON: a.epsilon,
+        keys.PARENT: a.parent,
     }
-    all_tags = {**tags, "verdict": verdict[:4000]}
+    all_tags = {**tags, keys.VERDICT: verdict[:4000]}
     if a.failed_reason:
-        all_tags["failed_reason"] = a.failed_reason[:4000]
+        all_tags[keys.FAILED_REASON] = a.failed_reason[:4000]
     run_name = f"#{a.index} {a.kind.value} {a.hidden_units[0]}-{a.hidden_units[1]}"
     return log_nested_run(
         loop_run_id,
@@ -77,31 +77,46 @@ def version_tags(
     tags.update(
         {
             **common,
-            "hidden_units": f"{a.hidden_units[0]}-{a.hidden_units[1]}",
-            "energy_source": a.energy_source,
-            "energy_estimated": str(a.energy_estimated).lower(),
-            "attempt": str(a.index),
-            "kind": a.kind.value,
-            "gates_passed": str(passed).lower(),
-            "verdict": verdict[:4000],
-            "loop_run_id": loop_run_id,
-            "loop_state": final.state.value,
-            "week_plot": f"runs:/{loop_run_id}/week.png",
-            "monthly_plot": f"runs:/{loop_run_id}/monthly_energy.png",
+            keys.HIDDEN_UNITS: f"{a.hidden_units[0]}-{a.hidden_units[1]}",
+            keys.ENERGY_SOURCE: a.energy_source,
+            keys.ENERGY_ESTIMATED: str(a.energy_estimated).lower(),
+            keys.ATTEMPT: str(a.index),
+            keys.KIND: a.kind.value,
+            keys.GATES_PASSED: str(passed).lower(),
+            keys.VERDICT: verdict[:4000],
+            keys.LOOP_RUN_ID: loop_run_id,
+            keys.LOOP_STATE_AT_CLOSE: final.state.value,
+            keys.WEEK_PLOT: f"runs:/{loop_run_id}/week.png",
+            keys.MONTHLY_PLOT: f"runs:/{loop_run_id}/monthly_energy.png",
         }
     )
     return tags
 
 
+def saving_record(mc: Any, version: Any | None) -> SavingRecord | None:
+    """What the cooling champion rule compares, from a version's run metrics (its tags for one registered without
+    them); None when there is no champion."""
+    if version is None:
+        return None
+    found = version_figures(mc, version, [keys.ENERGY_SAVED_PCT, keys.SAVED_VS_BEST_CONTROLLER_PCT])
+    return SavingRecord(
+        environment=version.tags.get(keys.ENVIRONMENT),
+        energy_saved_pct=found.get(keys.ENERGY_SAVED_PCT),
+        saved_vs_best_controller_pct=found.get(keys.SAVED_VS_BEST_CONTROLLER_PCT),
+    )
+
+
 class LoopReport(NamedTuple):
     """The cooling loop's report: per attempt its verdict and whether it met every gate; the attempts table
-    (markdown), the plots and the summary written as summary.json."""
+    (markdown), the plots, the summary written as summary.json, and whether the scenario's gates judge the agent
+    against the best tuned controller (then so does the champion rule)."""
 
     verdicts: list[str]
     gates_passed: list[bool]
     table_md: str
     artifacts: list[Path]
     summary: dict[str, Any]
+    vs_best_controller: bool = False
 
 
 def close_loop(
@@ -113,7 +128,7 @@ def close_loop(
     common_tags: dict[str, str],
 ) -> LoopRecord:
     """Register each attempt that produced an agent, end the run, then move `champion` if earned."""
-    verdicts, gates_passed, table_md, artifacts, summary = report
+    verdicts, gates_passed, table_md, artifacts, summary, vs_best_controller = report
     versions = [
         VersionSpec(
             index=a.index,
@@ -121,11 +136,18 @@ def close_loop(
             model_dir=a.agent_dir,
             artifact_path="agent",
             tags=version_tags(a, common_tags, ok, verdict, loop_run_id, final),
+            figures=_figures(a, {}),
         )
         for a, verdict, ok in zip(history, verdicts, gates_passed, strict=True)
         if a.run_id and a.agent_dir and not a.failed_reason
     ]
-    chosen = next((v.tags for v in versions if v.index == final.chosen), {})
+    chosen = next((v for v in versions if v.index == final.chosen), None)
+    candidate = SavingRecord(
+        environment=None if chosen is None else chosen.tags.get(keys.ENVIRONMENT),
+        energy_saved_pct=None if chosen is None else chosen.figures.get(keys.ENERGY_SAVED_PCT),
+        saved_vs_best_controller_pct=None if chosen is None else chosen.figures.get(keys.SAVED_VS_BEST_CONTROLLER_PCT),
+        must_beat_best_controller=vs_best_controller,
+    )
     texts = {
         "attempts.md": f"# Cooling loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n",
         "summary.json": json.dumps(summary, indent=2, default=str),
@@ -139,7 +161,7 @@ def close_loop(
         texts,
         artifacts,
         versions,
-        lambda champion: beats_champion(chosen, champion),
+        lambda mc, champion: beats_champion(candidate, saving_record(mc, champion)),
     )
 
 

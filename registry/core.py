@@ -14,19 +14,17 @@ import random
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
-from registry import mlflow_model
+from registry import keys, mlflow_model
 from registry.store import IncompleteArtifact, client, experiment_id_of, tracking_uri
 from thresholds.core import Final, FinalState
 from thresholds.promotion import CHAMPION, gate_problems
-
-LAST_GATED_CHAMPION = "last_gated_champion"  # registered-model tag: the version to move `champion` back to
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -48,8 +46,8 @@ def open_loop(experiment: str, run_name: str, params: dict[str, Any], tags: dict
     c = client()
     experiment_id = experiment_id_of(c, experiment)
     reap_orphans(experiment_id)
-    owner = {"loop.state": "RUNNING", "loop.host": socket.gethostname(), "loop.pid": str(os.getpid())}
-    run = c.create_run(experiment_id, run_name=run_name, tags={**tags, **owner})
+    owner_tags = {keys.LOOP_STATE: "RUNNING", keys.LOOP_HOST: socket.gethostname(), keys.LOOP_PID: str(os.getpid())}
+    run = c.create_run(experiment_id, run_name=run_name, tags={**tags, **owner_tags})
     c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return str(run.info.run_id)
 
@@ -78,12 +76,12 @@ def reap_orphans(experiment_id: str, stale_after_s: float = 24 * 3600) -> list[s
     reaped = []
     running = mc.search_runs(
         [experiment_id],
-        filter_string="attributes.status = 'RUNNING' and tags.`loop.state` = 'RUNNING'",
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{keys.LOOP_STATE}` = 'RUNNING'",
         max_results=200,
     )
     for run in running:
         tags = run.data.tags
-        pid, host = tags.get("loop.pid", ""), tags.get("loop.host", "")
+        pid, host = tags.get(keys.LOOP_PID, ""), tags.get(keys.LOOP_HOST, "")
         here = host == socket.gethostname() and pid.isdigit()
         age_s = time.time() - run.info.start_time / 1000
         if (here and _process_gone(int(pid))) or (not here and age_s > stale_after_s):
@@ -92,7 +90,9 @@ def reap_orphans(experiment_id: str, stale_after_s: float = 24 * 3600) -> list[s
             )
             nested = mc.search_runs(
                 [experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'",
+                filter_string=(
+                    f"tags.{keys.MLFLOW_PARENT_RUN_ID} = '{run.info.run_id}' and attributes.status = 'RUNNING'"
+                ),
             )
             for child in nested:
                 mc.set_terminated(child.info.run_id, status="FAILED")
@@ -129,7 +129,7 @@ def log_nested_run(loop_run_id: str, record: NestedRun, files: RunFiles, ok: boo
 
     mc = client()
     parent = mc.get_run(loop_run_id)
-    run = mc.create_run(parent.info.experiment_id, run_name=run_name, tags={"mlflow.parentRunId": loop_run_id})
+    run = mc.create_run(parent.info.experiment_id, run_name=run_name, tags={keys.MLFLOW_PARENT_RUN_ID: loop_run_id})
     run_id = str(run.info.run_id)
     found = [Metric(k, float(v), 0, 0) for k, v in metrics.items() if v is not None]
     for name, values in series.items():
@@ -207,10 +207,10 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
             mc.create_registered_model(
                 name,
                 tags={
-                    "owner": owner,
-                    "host": socket.gethostname(),
-                    "pid": str(os.getpid()),
-                    "expires_at": f"{time.time() + lease_s:.3f}",
+                    keys.LOCK_OWNER: owner,
+                    keys.LOCK_HOST: socket.gethostname(),
+                    keys.LOCK_PID: str(os.getpid()),
+                    keys.LOCK_EXPIRES_AT: f"{time.time() + lease_s:.3f}",
                 },
                 description=f"Held while {owner} moves the champion alias of {model_name}; deleted when done.",
             )
@@ -222,7 +222,7 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
                 raise
         try:
             held = mc.get_registered_model(name)
-            expired = time.time() > float(held.tags.get("expires_at", "0"))
+            expired = time.time() > float(held.tags.get(keys.LOCK_EXPIRES_AT, "0"))
         except MlflowException:
             continue  # released between our two calls: try again at once
         if expired:
@@ -232,9 +232,8 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
                 pass
             continue
         if time.monotonic() > deadline:
-            raise ChampionLockTimeout(
-                f"champion lock of {model_name} held by {held.tags.get('owner', '?')} for more than {wait_s:g} s"
-            )
+            holder = held.tags.get(keys.LOCK_OWNER, "?")
+            raise ChampionLockTimeout(f"champion lock of {model_name} held by {holder} for more than {wait_s:g} s")
         time.sleep(0.2 + random.random() * 0.3)
     try:
         yield
@@ -245,9 +244,32 @@ def champion_lock(mc: Any, model_name: str, owner: str, lease_s: float = 120.0, 
             pass
 
 
-def champion_tags(model_name: str) -> dict[str, str] | None:
-    version = champion_version(client(), model_name)
-    return None if version is None else dict(version.tags)
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
+def version_figures(mc: Any, version: Any, names: Iterable[str]) -> dict[str, float]:
+    """A version's figures by key, as numbers: the metrics of the run behind it (`close_loop` re-logs there any figure
+    that changed after the run, so they are what was registered), each one missing there read from the version's tag
+    of the same key (versions registered by hand, or whose run is gone)."""
+    from mlflow.exceptions import MlflowException
+
+    metrics: dict[str, float] = {}
+    if version.run_id:
+        try:
+            metrics = dict(mc.get_run(version.run_id).data.metrics)
+        except MlflowException:
+            pass
+    found = {}
+    for name in names:
+        value = metrics.get(name)
+        value = _number(version.tags.get(name)) if value is None else float(value)
+        if value is not None:
+            found[name] = value
+    return found
 
 
 def ensure_registered_model(mc: Any, name: str, description: str) -> None:
@@ -271,17 +293,18 @@ def log_text(mc: Any, run_id: str, filename: str, text: str) -> None:
 
 def record_gated_champion(mc: Any, model_name: str, version: str) -> None:
     """Remember the last champion that passed its gates: the webhook receiver moves `champion` back to it."""
-    mc.set_registered_model_tag(model_name, LAST_GATED_CHAMPION, version)
+    mc.set_registered_model_tag(model_name, keys.LAST_GATED_CHAMPION, version)
 
 
-def move_champion(
-    mc: Any, model_name: str, version: str, beats: Callable[[dict[str, str] | None], tuple[bool, str]], owner: str
-) -> tuple[bool, str]:
-    """Under the champion lock: re-read the champion, judge with `beats(champion tags or None)`, move the alias only if
-    it wins."""
+Judge = Callable[[Any, Any | None], tuple[bool, str]]  # (client, the champion's version or None) -> (wins, why)
+
+
+def move_champion(mc: Any, model_name: str, version: str, beats: Judge, owner: str) -> tuple[bool, str]:
+    """Under the champion lock: re-read the champion, judge with `beats(mc, champion version or None)`, move the alias
+    only if it wins."""
     with champion_lock(mc, model_name, owner):
         current = champion_version(mc, model_name)
-        wins, reason = beats(None if current is None else dict(current.tags))
+        wins, reason = beats(mc, current)
         if wins:
             mc.set_registered_model_alias(model_name, CHAMPION, version)
             record_gated_champion(mc, model_name, version)
@@ -299,7 +322,7 @@ class VersionSpec(BaseModel):
     model_id: str | None = (
         None  # an MLflow logged model (registered from `models:/<id>`); else the run's artifact folder
     )
-    figures: dict[str, float] = {}  # attached to the logged model as its metrics
+    figures: dict[str, float] = {}  # the run's metrics (and the logged model's) hold these values once registered
 
 
 def close_loop(
@@ -310,7 +333,7 @@ def close_loop(
     texts: dict[str, str],
     files: list[Path],
     versions: list[VersionSpec],
-    beats: Callable[[dict[str, str] | None], tuple[bool, str]],
+    beats: Judge,
 ) -> LoopRecord:
     """Every pipeline's closing sequence: artifacts, then every model file checked in the store, then all versions,
     then the run marked finished, then `champion` moved under the lock if the chosen version `beats` it."""
@@ -329,8 +352,11 @@ def close_loop(
             check_logged_model(mc, spec.run_id, Path(spec.model_dir), spec.artifact_path)
     record = LoopRecord()
     for spec in versions:
-        if spec.model_id is not None:
+        # Figures that changed after the run was logged (the full-split confirmation) are logged again, so the run's
+        # metrics are the version's figures: the champion rule and `status` read them there.
+        if spec.figures:
             mlflow_model.attach_figures(mc, spec.run_id, spec.model_id, spec.figures)
+        if spec.model_id is not None:
             source, model_id = f"models:/{spec.model_id}", spec.model_id
         else:
             source, model_id = f"runs:/{spec.run_id}/{spec.artifact_path}", None
@@ -343,10 +369,10 @@ def close_loop(
         if final.state == FinalState.PASSED and final.chosen is not None and final.chosen in record.versions
         else None
     )
-    mc.set_tag(loop_run_id, "loop.state", final.state.value)
-    mc.set_tag(loop_run_id, "loop.reason", final.reason[:4000])
+    mc.set_tag(loop_run_id, keys.LOOP_STATE, final.state.value)
+    mc.set_tag(loop_run_id, keys.LOOP_REASON, final.reason[:4000])
     if final.unreachable:
-        mc.set_tag(loop_run_id, "loop.unreachable", final.unreachable)  # the target no rung left could reach
+        mc.set_tag(loop_run_id, keys.LOOP_UNREACHABLE, final.unreachable)  # the target no rung left could reach
     mc.set_terminated(loop_run_id, status="FINISHED")
     # The alias moves last, after the run is recorded as finished, and under the champion lock so that
     # two loops finishing at once compare against the champion as it is, not as it was.
@@ -355,7 +381,7 @@ def close_loop(
             mc, model_name, record.versions[chosen], beats, owner=f"loop run {loop_run_id}"
         )
     moved = f"moved to {record.versions[chosen]}: " if record.champion_moved and chosen is not None else "unchanged: "
-    mc.set_tag(loop_run_id, "loop.champion", moved + (record.champion_reason or final.state.value)[:3900])
+    mc.set_tag(loop_run_id, keys.LOOP_CHAMPION, moved + (record.champion_reason or final.state.value)[:3900])
     current = champion_version(mc, model_name)
     record.champion_version = None if current is None else str(current.version)
     return record
@@ -364,8 +390,8 @@ def close_loop(
 def abort_loop(loop_run_id: str, reason: str, status: str = "FAILED") -> None:
     """Mark a loop that crashed or was interrupted; nothing is registered, no alias moves."""
     mc = client()
-    mc.set_tag(loop_run_id, "loop.state", status)
-    mc.set_tag(loop_run_id, "loop.reason", reason[:4000])
+    mc.set_tag(loop_run_id, keys.LOOP_STATE, status)
+    mc.set_tag(loop_run_id, keys.LOOP_REASON, reason[:4000])
     mc.set_terminated(loop_run_id, status=status)
 
 
@@ -394,7 +420,7 @@ def version_gate_problems(mc: Any, mv: Any) -> list[str]:
 
     tags = dict(mv.tags)
     return gate_problems(
-        tags, status_of(mv.run_id), status_of(tags["loop_run_id"]) if tags.get("loop_run_id") else None
+        tags, status_of(mv.run_id), status_of(tags[keys.LOOP_RUN_ID]) if tags.get(keys.LOOP_RUN_ID) else None
     )
 
 
@@ -409,11 +435,11 @@ def promote(model_name: str, version: str, force: bool = False, reason: str = ""
     if force and not reason.strip():
         raise ValueError("reason = '': expected a non-empty reason for --force (it is written to the version's tags)")
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    mc.set_model_version_tag(model_name, version, "promoted_at", now)
-    mc.set_model_version_tag(model_name, version, "promoted_by", user or "unknown")
+    mc.set_model_version_tag(model_name, version, keys.PROMOTED_AT, now)
+    mc.set_model_version_tag(model_name, version, keys.PROMOTED_BY, user or "unknown")
     if force:
-        mc.set_model_version_tag(model_name, version, "forced_promotion_reason", reason[:4000])
-        mc.set_model_version_tag(model_name, version, "forced_over", "; ".join(problems)[:4000] or "nothing")
+        mc.set_model_version_tag(model_name, version, keys.FORCED_PROMOTION_REASON, reason[:4000])
+        mc.set_model_version_tag(model_name, version, keys.FORCED_OVER, "; ".join(problems)[:4000] or "nothing")
     with champion_lock(mc, model_name, owner=f"promote by {user or 'unknown'}"):
         mc.set_registered_model_alias(model_name, CHAMPION, version)
         if not problems:
@@ -429,14 +455,12 @@ def status(model_name: str) -> dict[str, dict[str, str] | None]:
     passing = [
         v
         for v in versions
-        if v.tags.get("gates_passed") == "true" and (champion is None or v.version != champion.version)
+        if v.tags.get(keys.GATES_PASSED) == "true" and (champion is None or v.version != champion.version)
     ]
 
     def energy(v: Any) -> float:
-        try:
-            return float(v.tags.get("inference_energy_j_per_1k", "inf"))
-        except ValueError:
-            return float("inf")
+        name = keys.INFERENCE_ENERGY_J_PER_1K
+        return version_figures(mc, v, [name]).get(name, float("inf"))
 
     challenger = min(passing, key=energy) if passing else None
     describe = lambda v: None if v is None else {"version": str(v.version), **dict(v.tags)}  # noqa: E731
@@ -451,10 +475,10 @@ def loop_result(flow_run_id: str) -> tuple[str, str] | None:
         return None
     runs = mc.search_runs(
         experiment_ids,
-        filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' and tags.`loop.state` != ''",
+        filter_string=f"tags.`{keys.PREFECT_FLOW_RUN_ID}` = '{flow_run_id}' and tags.`{keys.LOOP_STATE}` != ''",
         max_results=1,
     )
     if not runs:
         return None
     tags = runs[0].data.tags
-    return tags.get("loop.state", "UNKNOWN"), tags.get("loop.reason", "")
+    return tags.get(keys.LOOP_STATE, "UNKNOWN"), tags.get(keys.LOOP_REASON, "")

@@ -6,35 +6,66 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from registry import mlflow_model
-from registry.core import LoopRecord, NestedRun, RunFiles, VersionSpec, log_nested_run, move_champion
+from registry import keys, mlflow_model
+from registry.core import LoopRecord, NestedRun, RunFiles, VersionSpec, log_nested_run, move_champion, version_figures
 from registry.core import close_loop as close_any_loop
 from registry.store import client
 from thresholds.core import Final
-from thresholds.energy.policy import Calibration, CandidateResult, beats_champion
+from thresholds.energy import keys as detail
+from thresholds.energy.policy import Calibration, CandidateResult, ChampionFigures, beats_champion
 
 EXPERIMENT = "energy-loop"
 
 
 def figures(c: CandidateResult) -> dict[str, float]:
-    """A candidate's figures: its version's tags, and its logged model's metrics."""
-    found: dict[str, float | int | None] = {
-        "accuracy": c.accuracy,
-        "rmse": c.rmse,
-        "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
-        "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k if c.inference_repeats else None,
-        "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
-        "train_energy_j": c.train_energy_j,
-        "train_energy_sem_j": c.train_energy_sem_j if c.train_energy_j is not None else None,
-        "latency_ms_per_batch": c.latency_ms_per_batch,
-        "params": c.params,
-        "macs": c.macs,
-        "inference_ratio_vs_baseline": c.inference_ratio_vs_baseline,
-        "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
-        "train_ratio_vs_baseline": c.train_ratio_vs_baseline,  # priced by work (thresholds/energy/training_cost.py)
-        "train_ratio_sem": c.train_ratio_sem if c.train_ratio_vs_baseline is not None else None,
+    """A candidate's figures: its version's tags, and its run's and logged model's metrics."""
+    metrics: dict[str, float | int | None] = {
+        keys.ACCURACY: c.accuracy,
+        keys.RMSE: c.rmse,
+        keys.INFERENCE_ENERGY_J_PER_1K: c.inference_energy_j_per_1k,
+        keys.INFERENCE_ENERGY_SEM_J_PER_1K: c.inference_energy_sem_j_per_1k if c.inference_repeats else None,
+        keys.ANALYTIC_INFERENCE_ENERGY_J_PER_1K: c.analytic_inference_energy_j_per_1k,
+        keys.TRAIN_ENERGY_J: c.train_energy_j,
+        keys.TRAIN_ENERGY_SEM_J: c.train_energy_sem_j if c.train_energy_j is not None else None,
+        keys.LATENCY_MS_PER_BATCH: c.latency_ms_per_batch,
+        keys.PARAMS: c.params,
+        keys.MACS: c.macs,
+        keys.INFERENCE_RATIO_VS_BASELINE: c.inference_ratio_vs_baseline,
+        keys.INFERENCE_RATIO_CI95_HIGH: c.inference_ratio_ci95_high,
+        # priced by work (thresholds/energy/training_cost.py)
+        keys.TRAIN_RATIO_VS_BASELINE: c.train_ratio_vs_baseline,
+        keys.TRAIN_RATIO_SEM: c.train_ratio_sem if c.train_ratio_vs_baseline is not None else None,
     }
-    return {k: v for k, v in found.items() if v is not None}
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+CHAMPION_FIGURES = (
+    keys.INFERENCE_ENERGY_J_PER_1K,
+    keys.INFERENCE_ENERGY_SEM_J_PER_1K,
+    keys.ACCURACY,
+    keys.RMSE,
+    keys.PARAMS,
+    keys.TRAIN_ENERGY_J,
+    keys.TRAIN_ENERGY_SEM_J,
+)
+
+
+def champion_figures(mc: Any, version: Any | None) -> ChampionFigures | None:
+    """What the champion rule compares, from the champion version's run metrics (its tags for a version registered
+    without them); None when there is no champion."""
+    if version is None:
+        return None
+    found = version_figures(mc, version, CHAMPION_FIGURES)
+    return ChampionFigures(
+        energy_source=version.tags.get(keys.ENERGY_SOURCE),
+        inference_energy_j_per_1k=found.get(keys.INFERENCE_ENERGY_J_PER_1K),
+        inference_energy_sem_j_per_1k=found.get(keys.INFERENCE_ENERGY_SEM_J_PER_1K, 0.0),
+        accuracy=found.get(keys.ACCURACY),
+        rmse=found.get(keys.RMSE),
+        params=int(found.get(keys.PARAMS, 0)),
+        train_energy_j=found.get(keys.TRAIN_ENERGY_J),
+        train_energy_sem_j=found.get(keys.TRAIN_ENERGY_SEM_J, 0.0),
+    )
 
 
 def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dict[str, str]:
@@ -42,16 +73,17 @@ def version_tags(c: CandidateResult, verdict: str, extra: dict[str, str]) -> dic
     tags = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in figures(c).items()}
     tags.update(
         {
-            "energy_source": c.energy_source,
-            "energy_estimated": str(c.estimated).lower(),
-            "compression_steps": "+".join(c.lineage) or "none",
-            "candidate": str(c.index),
-            "verdict": verdict[:4000],
+            keys.ENERGY_SOURCE: c.energy_source,
+            keys.ENERGY_ESTIMATED: str(c.estimated).lower(),
+            keys.COMPRESSION_STEPS: "+".join(c.lineage) or "none",
+            keys.CANDIDATE: str(c.index),
+            keys.VERDICT: verdict[:4000],
         }
     )
     # How a training figure was attributed when it was not a plain reading (candidates trained in parallel),
     # and which runtime, precision and batch sizes the inference figures belong to (`serving.runtime`, ...).
-    tags.update({k: v for k, v in c.tags.items() if k.startswith(("train_energy_attribution", "serving."))})
+    copied = (detail.TRAIN_ENERGY_ATTRIBUTION, detail.SERVING_PREFIX)
+    tags.update({k: v for k, v in c.tags.items() if k.startswith(copied)})
     tags.update(extra)
     return tags
 
@@ -70,45 +102,49 @@ class Serving(NamedTuple):
 def log_candidate(loop_run_id: str, c: CandidateResult, verdict: str, serving: Serving | None = None) -> str:
     """Nested run with params, metrics, per-epoch curves and tags; the model folder as an MLflow model when
     `serving` says how it is served, else as plain files."""
-    params = {"step": c.step.label, "parent": str(c.step.parent), "compression_steps": "+".join(c.lineage) or "none"}
-    metrics = {
-        "accuracy": c.accuracy,
-        "rmse": c.rmse,
-        "train_energy_j": c.train_energy_j,
-        "inference_energy_j_per_1k": c.inference_energy_j_per_1k,
-        "inference_energy_sem_j_per_1k": c.inference_energy_sem_j_per_1k,
-        "inference_energy_ci95_j_per_1k": c.inference_energy_ci95_j_per_1k,
-        "inference_repeats": c.inference_repeats,
-        "analytic_inference_energy_j_per_1k": c.analytic_inference_energy_j_per_1k,
-        "train_energy_sem_j": c.train_energy_sem_j,
-        "latency_ms_per_batch": c.latency_ms_per_batch,
-        "spent_energy_j": c.spent_energy_j,
-        "params": c.params,
-        "macs": c.macs,
-        "epochs_run": c.epochs_run,
-        "epochs_saved": c.epochs_saved,
-        "train_s": c.train_s,
-        "measure_s": c.measure_s,
-        "inference_ratio_vs_baseline": c.inference_ratio_vs_baseline,
-        "inference_ratio_ci95_low": c.inference_ratio_ci95_low,
-        "inference_ratio_ci95_high": c.inference_ratio_ci95_high,
-        "inference_pairs": c.inference_pairs or None,
-        "train_ratio_vs_baseline": c.train_ratio_vs_baseline,
-        "train_ratio_sem": c.train_ratio_sem if c.train_ratio_vs_baseline is not None else None,
+    params = {
+        keys.STEP: c.step.label,
+        keys.PARENT: str(c.step.parent),
+        keys.COMPRESSION_STEPS: "+".join(c.lineage) or "none",
     }
-    tags = {**version_tags(c, verdict, {}), **{f"detail.{k}": v for k, v in c.tags.items()}}
+    metrics = {
+        keys.ACCURACY: c.accuracy,
+        keys.RMSE: c.rmse,
+        keys.TRAIN_ENERGY_J: c.train_energy_j,
+        keys.INFERENCE_ENERGY_J_PER_1K: c.inference_energy_j_per_1k,
+        keys.INFERENCE_ENERGY_SEM_J_PER_1K: c.inference_energy_sem_j_per_1k,
+        keys.INFERENCE_ENERGY_CI95_J_PER_1K: c.inference_energy_ci95_j_per_1k,
+        keys.INFERENCE_REPEATS: c.inference_repeats,
+        keys.ANALYTIC_INFERENCE_ENERGY_J_PER_1K: c.analytic_inference_energy_j_per_1k,
+        keys.TRAIN_ENERGY_SEM_J: c.train_energy_sem_j,
+        keys.LATENCY_MS_PER_BATCH: c.latency_ms_per_batch,
+        keys.SPENT_ENERGY_J: c.spent_energy_j,
+        keys.PARAMS: c.params,
+        keys.MACS: c.macs,
+        keys.EPOCHS_RUN: c.epochs_run,
+        keys.EPOCHS_SAVED: c.epochs_saved,
+        keys.TRAIN_S: c.train_s,
+        keys.MEASURE_S: c.measure_s,
+        keys.INFERENCE_RATIO_VS_BASELINE: c.inference_ratio_vs_baseline,
+        keys.INFERENCE_RATIO_CI95_LOW: c.inference_ratio_ci95_low,
+        keys.INFERENCE_RATIO_CI95_HIGH: c.inference_ratio_ci95_high,
+        keys.INFERENCE_PAIRS: c.inference_pairs or None,
+        keys.TRAIN_RATIO_VS_BASELINE: c.train_ratio_vs_baseline,
+        keys.TRAIN_RATIO_SEM: c.train_ratio_sem if c.train_ratio_vs_baseline is not None else None,
+    }
+    tags = {**version_tags(c, verdict, {}), **{keys.DETAIL_PREFIX + k: v for k, v in c.tags.items()}}
     if c.rejected_reason:
-        tags["rejected_reason"] = c.rejected_reason[:4000]
+        tags[keys.REJECTED_REASON] = c.rejected_reason[:4000]
     log_model = None
     if serving is not None and c.model_dir:
         model_dir = Path(c.model_dir)
         shown = (
-            "energy_source",
-            "energy_estimated",
-            "compression_steps",
-            "candidate",
-            "serving.runtime",
-            "serving.precision",
+            keys.ENERGY_SOURCE,
+            keys.ENERGY_ESTIMATED,
+            keys.COMPRESSION_STEPS,
+            keys.CANDIDATE,
+            detail.SERVING_RUNTIME,
+            detail.SERVING_PRECISION,
         )
         model_tags: dict[str, str] = {k: tags[k] for k in shown if k in tags}
 
@@ -138,7 +174,13 @@ def move_champion_if_better(
     mc: Any, model_name: str, version: str, candidate: CandidateResult, sigmas: float, owner: str
 ) -> tuple[bool, str]:
     """Under the champion lock: re-read the champion, judge, move the alias only if `candidate` beats it."""
-    return move_champion(mc, model_name, version, lambda champion: beats_champion(candidate, champion, sigmas), owner)
+    return move_champion(
+        mc,
+        model_name,
+        version,
+        lambda mc, champion: beats_champion(candidate, champion_figures(mc, champion), sigmas),
+        owner,
+    )
 
 
 class LoopReport(NamedTuple):
@@ -172,20 +214,20 @@ def close_loop(
     for c, verdict, passed in zip(history, verdicts, gates_passed, strict=True):
         if not (c.ok and c.run_id is not None and c.model_dir is not None):
             continue
-        extra = {
+        loop_tags = {
             **common_tags,
-            "gates_passed": str(passed).lower(),
-            "loop_run_id": loop_run_id,
-            "loop_state": final.state.value,
-            "pareto_plot": f"runs:/{loop_run_id}/pareto.png",
+            keys.GATES_PASSED: str(passed).lower(),
+            keys.LOOP_RUN_ID: loop_run_id,
+            keys.LOOP_STATE_AT_CLOSE: final.state.value,
+            keys.PARETO_PLOT: f"runs:/{loop_run_id}/pareto.png",
         }
-        if hints and hints.get("candidate") == str(c.index):
-            extra.update({k: v[:4000] for k, v in hints.items() if k != "candidate"})
+        if hints and hints.get(keys.CANDIDATE) == str(c.index):
+            loop_tags.update({k: v[:4000] for k, v in hints.items() if k != keys.CANDIDATE})
         model_id = mlflow_model.logged_model_id(client(), c.run_id)  # None: logged as plain files
         versions.append(
             VersionSpec(
                 index=c.index, run_id=c.run_id, model_dir=c.model_dir, artifact_path="model",
-                tags=version_tags(c, verdict, extra), model_id=model_id,
+                tags=version_tags(c, verdict, loop_tags), model_id=model_id,
                 figures=figures(c),
             )
         )  # fmt: skip
@@ -198,8 +240,10 @@ def close_loop(
         {"iterations.md": f"# Energy loop: {final.state.value}\n\n{final.reason}\n\n{table_md}\n"},
         files,
         versions,
-        lambda champion: (
-            beats_champion(chosen, champion, sigmas) if chosen is not None else (False, "no candidate chosen")
+        lambda mc, champion: (
+            beats_champion(chosen, champion_figures(mc, champion), sigmas)
+            if chosen is not None
+            else (False, "no candidate chosen")
         ),
     )
 
@@ -207,10 +251,10 @@ def close_loop(
 def log_calibration(loop_run_id: str, table: Calibration) -> None:
     """The machine's rung table as tags of the loop run (and a JSON artifact)."""
     mc = client()
-    mc.set_tag(loop_run_id, "calibration.machine", table.machine[:4000])
+    mc.set_tag(loop_run_id, keys.CALIBRATION_MACHINE, table.machine[:4000])
     for group, values in (("inference_ratio", table.inference_ratio), ("train_ratio", table.train_ratio)):
         for key, value in values.items():
-            mc.set_tag(loop_run_id, f"calibration.{group}.{key}", f"{value:.4f}")
+            mc.set_tag(loop_run_id, f"{keys.CALIBRATION_PREFIX}{group}.{key}", f"{value:.4f}")
     mc.log_dict(loop_run_id, table.model_dump(), "calibration.json")
 
 
@@ -218,6 +262,6 @@ def log_parallel(loop_run_id: str, choice: dict[str, Any], table: dict[str, Any]
     """The loop's width and why as tags of the loop run; the parallel calibration as a JSON artifact."""
     mc = client()
     for key in ("width", "threads_per_worker", "why", "idle_power_w"):
-        mc.set_tag(loop_run_id, f"parallel.{key}", str(choice[key])[:4000])
+        mc.set_tag(loop_run_id, keys.PARALLEL_PREFIX + key, str(choice[key])[:4000])
     if table is not None:
         mc.log_dict(loop_run_id, table, "parallel-calibration.json")

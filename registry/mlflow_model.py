@@ -14,12 +14,11 @@ from importlib.metadata import version as installed
 from pathlib import Path
 from typing import Any
 
+from registry import keys
 from registry.store import IncompleteArtifact, client, log_benchmark
 
 PYFUNC_CODE_NAME = "pyfunc_model.py"  # the models-from-code file (tasks/serving/pyfunc_model.py) as stored in the model
 ARTIFACT = "model"  # the model folder's name among the pyfunc's artifacts
-OBSERVED_ENERGY_TAG = "observed.inference_energy_j_per_1k"
-BATCH_SIZE_TAG = "deployment.energy_optimal_batch_size"
 # Pinned to what logged the model. The project itself (tasks.serving.scorer) must be installed where it is served.
 REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pydantic")
 
@@ -121,14 +120,17 @@ def check_logged(mc: Any, model_id: str, model_dir: Path) -> None:
             )
 
 
-def attach_figures(mc: Any, run_id: str, model_id: str, figures: dict[str, float]) -> None:
-    """The version's figures as the logged model's metrics (its latest values), where they differ from the run's."""
+def attach_figures(mc: Any, run_id: str, model_id: str | None, figures: dict[str, float]) -> None:
+    """The version's figures as the latest step-0 metrics of its run, and of its logged model when it has one, where
+    they differ from what is there."""
     import time
 
     from mlflow.entities import Metric
 
-    logged = mc.get_logged_model(model_id).metrics or []
-    current = {m.key: m.value for m in logged}
+    if model_id is not None:
+        current = {m.key: m.value for m in mc.get_logged_model(model_id).metrics or []}
+    else:
+        current = dict(mc.get_run(run_id).data.metrics)
     now = int(time.time() * 1000)
     changed = [
         Metric(k, float(v), now, 0, run_id=run_id, model_id=model_id)
@@ -194,9 +196,9 @@ def download_model_dir(mc: Any, name: str, ref: str, dst: Path) -> Path:
 
 def record_observed(mc: Any, name: str, version: str, energy_j_per_1k: float, details: dict[str, str]) -> None:
     """What scoring for real measured, on the version beside the loop's figure."""
-    mc.set_model_version_tag(name, version, OBSERVED_ENERGY_TAG, f"{energy_j_per_1k:.6g}")
+    mc.set_model_version_tag(name, version, keys.OBSERVED_INFERENCE_ENERGY_J_PER_1K, f"{energy_j_per_1k:.6g}")
     for key, value in details.items():
-        mc.set_model_version_tag(name, version, f"observed.{key}", value[:4000])
+        mc.set_model_version_tag(name, version, keys.OBSERVED_PREFIX + key, value[:4000])
 
 
 def log_onnx_benchmark(experiment: str, params: dict[str, str], graphs: dict[str, Path]) -> str:
@@ -204,7 +206,7 @@ def log_onnx_benchmark(experiment: str, params: dict[str, str], graphs: dict[str
     run_id = log_benchmark(experiment, params, [])
     mc = client()
     for label, path in graphs.items():
-        log_onnx(mc, run_id, path, tags={"model": label})
+        log_onnx(mc, run_id, path, tags={keys.BENCHMARK_MODEL: label})
     return run_id
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from registry import keys
 from registry.core import (
-    LAST_GATED_CHAMPION,
     champion_lock,
     champion_version,
     client,
@@ -27,7 +27,6 @@ from registry.core import (
 from thresholds.promotion import CHAMPION, Guard, forced_recently, guard_champion, promotion_mode, superseded
 
 ALIAS_EVENT = "model_version_alias.created"
-TAG_PREFIX = "ungated_champion"  # tags written on the version and the registered model
 
 
 @dataclass
@@ -88,7 +87,7 @@ def guard_alias(model_name: str, alias: str, version: str, owner: str = "webhook
     mv = mc.get_model_version(model_name, version)
     tags = dict(mv.tags)
     problems = version_gate_problems(mc, mv)
-    last_gated = mc.get_registered_model(model_name).tags.get(LAST_GATED_CHAMPION)
+    last_gated = mc.get_registered_model(model_name).tags.get(keys.LAST_GATED_CHAMPION)
     if not problems:
         record = GuardRecord(model_name, version, guard_champion(alias, version, [], "warn", last_gated, False))
         if last_gated != version:  # set by hand (the loop and `promote` record their own); re-checked under the lock
@@ -104,7 +103,7 @@ def guard_alias(model_name: str, alias: str, version: str, owner: str = "webhook
         except MlflowException:  # deleted since: nothing to move back to
             last_gated = None
     mode = promotion_mode(tags, last_tags)
-    forced = forced_recently(tags, time.time(), _epoch_s(tags.get("promoted_at")))
+    forced = forced_recently(tags, time.time(), _epoch_s(tags.get(keys.PROMOTED_AT)))
     guard = guard_champion(alias, version, problems, mode, last_gated, forced)
     record = GuardRecord(model_name, version, guard, mode, problems, datetime.now(UTC).isoformat(timespec="seconds"))
     if guard.action in ("revert", "remove"):
@@ -122,13 +121,13 @@ def guard_alias(model_name: str, alias: str, version: str, owner: str = "webhook
 
 def _record(mc: Any, record: GuardRecord) -> None:
     """Tags on the version and on the registered model: when, what was wrong, what the receiver did, why."""
-    values = {
-        f"{TAG_PREFIX}.at": record.at,
-        f"{TAG_PREFIX}.action": record.guard.action,
-        f"{TAG_PREFIX}.reason": record.guard.reason[:4000],
-        f"{TAG_PREFIX}.promotion_mode": record.mode,
+    record_tags = {
+        keys.UNGATED_CHAMPION_AT: record.at,
+        keys.UNGATED_CHAMPION_ACTION: record.guard.action,
+        keys.UNGATED_CHAMPION_REASON: record.guard.reason[:4000],
+        keys.UNGATED_CHAMPION_PROMOTION_MODE: record.mode,
     }
-    for key, value in values.items():
+    for key, value in record_tags.items():
         mc.set_model_version_tag(record.model_name, record.version, key, value)
-    for key, value in {**values, f"{TAG_PREFIX}.version": record.version}.items():
+    for key, value in {**record_tags, keys.UNGATED_CHAMPION_VERSION: record.version}.items():
         mc.set_registered_model_tag(record.model_name, key, value)

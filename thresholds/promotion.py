@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from thresholds.keys import FORCED_PROMOTION_REASON, GATES_PASSED, PROMOTION_MODE, VERDICT
+
 CHAMPION = "champion"
 PromotionMode = Literal["warn", "enforce"]
 # `energy-loop promote --force --reason ...` is the one deliberate way around the gates; the receiver
@@ -33,8 +35,8 @@ class Guard:
 def gate_problems(tags: dict[str, str], run_status: str, loop_status: str | None) -> list[str]:
     """Why a version may not be champion (empty: it may): recorded gates, its run, the loop that registered it."""
     problems = []
-    if tags.get("gates_passed") != "true":
-        problems.append(f"its recorded gates did not pass ({tags.get('verdict', 'no verdict recorded')})")
+    if tags.get(GATES_PASSED) != "true":
+        problems.append(f"its recorded gates did not pass ({tags.get(VERDICT, 'no verdict recorded')})")
     if run_status != "FINISHED":
         problems.append(f"its run is {run_status}, not FINISHED")
     if loop_status is not None and loop_status != "FINISHED":
@@ -44,12 +46,12 @@ def gate_problems(tags: dict[str, str], run_status: str, loop_status: str | None
 
 def promotion_mode(*version_tags: dict[str, str]) -> PromotionMode:
     """`enforce` when the promoted version's scenario or the displaced gated champion's scenario says so."""
-    return "enforce" if any(tags.get("promotion_mode") == "enforce" for tags in version_tags) else "warn"
+    return "enforce" if any(tags.get(PROMOTION_MODE) == "enforce" for tags in version_tags) else "warn"
 
 
 def forced_recently(tags: dict[str, str], now_s: float, promoted_at_s: float | None) -> bool:
     """The version was just promoted with `energy-loop promote --force --reason` (a reason is on record)."""
-    if not tags.get("forced_promotion_reason") or promoted_at_s is None:
+    if not tags.get(FORCED_PROMOTION_REASON) or promoted_at_s is None:
         return False
     return 0 <= now_s - promoted_at_s <= FORCED_PROMOTION_WINDOW_S
 

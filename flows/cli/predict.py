@@ -38,7 +38,7 @@ def predict(args: argparse.Namespace) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from registry import mlflow_model
+    from registry import keys, mlflow_model
     from registry.store import client
     from tasks.meters.select import make_meter
     from tasks.serving import scorer as serving
@@ -64,7 +64,7 @@ def predict(args: argparse.Namespace) -> int:
     except LookupError as exc:
         return bad(str(exc))
     tags = dict(version.tags)
-    recorded = tags.get(mlflow_model.BATCH_SIZE_TAG, "")
+    recorded = tags.get(keys.DEPLOYMENT_ENERGY_OPTIMAL_BATCH_SIZE, "")
     batch_size = args.batch_size or (int(recorded) if recorded.isdigit() else DEFAULT_PREDICT_BATCH)
     pyfunc = mlflow_model.load_pyfunc(mc, name, str(version.version))
     scorer = pyfunc.unwrap_python_model().scorer
@@ -130,7 +130,7 @@ def predict(args: argparse.Namespace) -> int:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     mlflow_model.record_observed(mc, name, str(version.version), report.energy_j_per_1k, details)
-    loop = tags.get("inference_energy_j_per_1k", "not recorded")
+    loop = tags.get(keys.INFERENCE_ENERGY_J_PER_1K, "not recorded")
     label = "estimated" if report.estimated else "measured"
     print(f"wrote {report.rows} predictions to {target} in {report.duration_s:.2f} s")
     print(

@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from flows.cli.common import EXIT_BAD_INPUT, EXIT_NOT_PASSED, bad_input
+from registry import keys
+from tasks.energy_loop.keys import PAYBACK
 
 
 def add_parsers(sub: Any) -> None:
@@ -95,16 +97,16 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 FIGURES = (
-    "accuracy",
-    "rmse",
-    "inference_energy_j_per_1k",
-    "observed.inference_energy_j_per_1k",
-    "train_energy_j",
-    "latency_ms_per_batch",
-    "energy_source",
-    "energy_estimated",
-    "compression_steps",
-    "payback",
+    keys.ACCURACY,
+    keys.RMSE,
+    keys.INFERENCE_ENERGY_J_PER_1K,
+    keys.OBSERVED_INFERENCE_ENERGY_J_PER_1K,
+    keys.TRAIN_ENERGY_J,
+    keys.LATENCY_MS_PER_BATCH,
+    keys.ENERGY_SOURCE,
+    keys.ENERGY_ESTIMATED,
+    keys.COMPRESSION_STEPS,
+    PAYBACK,
 )
 
 

@@ -19,9 +19,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from registry import cooling as registry
+from registry import keys
 from tasks.common import progress
 from tasks.common.stages import LoopOutcome, outcome
 from tasks.cooling import dqn as dqn_mod
+from tasks.cooling import keys as attempt_keys
 from tasks.cooling import plots
 from tasks.cooling.baselines import Comparison, compare
 from tasks.cooling.fast_eval import Controller, run, warm_up
@@ -152,17 +154,21 @@ def run_attempt_plain(
             if step.kind == Kind.DISTIL and step.parent is not None:
                 teacher, _ = dqn_mod.load_agent(Path(history[step.parent].agent_dir or ""))
                 net, mse = dqn_mod.distil(cfg, teacher, step.hidden_units, dqn.seed)
-                extra["metrics"]["distil_mse"] = mse
+                extra["metrics"][attempt_keys.DISTIL_MSE] = mse
                 episodes = 0
             else:
                 result = dqn_mod.train(cfg, dqn, s.training.early_stopping_on, log=episode)
                 net, episodes = result.network, result.episodes_run
                 extra["series"] = {
-                    "episode_reward": result.episode_rewards,
-                    "validation_score": result.validation_scores,
+                    attempt_keys.EPISODE_REWARD: result.episode_rewards,
+                    attempt_keys.VALIDATION_SCORE: result.validation_scores,
                 }
                 extra["metrics"].update(
-                    gradient_steps=result.gradient_steps, env_steps=result.env_steps, best_episode=result.best_episode
+                    {
+                        attempt_keys.GRADIENT_STEPS: result.gradient_steps,
+                        attempt_keys.ENV_STEPS: result.env_steps,
+                        attempt_keys.BEST_EPISODE: result.best_episode,
+                    }
                 )
     except Exception as exc:  # a crashed attempt is a record; the loop decides what comes next
         log(f"attempt #{index} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
@@ -210,18 +216,20 @@ def run_attempt_plain(
         }
     )
     extra["metrics"].update(
-        train_s=m.duration_s,
-        wall_s=time.perf_counter() - started,
-        steps_per_s=evaluation.steps_per_s,
-        energy_saved_pct_min=evaluation.energy_saved_pct_min,
-        energy_saved_pct_max=evaluation.energy_saved_pct_max,
-        inference_measured_minutes=measured_minutes,
-        parameters=net.parameter_count(),
+        {
+            keys.TRAIN_S: m.duration_s,
+            attempt_keys.WALL_S: time.perf_counter() - started,
+            attempt_keys.STEPS_PER_S: evaluation.steps_per_s,
+            attempt_keys.ENERGY_SAVED_PCT_MIN: evaluation.energy_saved_pct_min,
+            attempt_keys.ENERGY_SAVED_PCT_MAX: evaluation.energy_saved_pct_max,
+            attempt_keys.INFERENCE_MEASURED_MINUTES: measured_minutes,
+            attempt_keys.PARAMETERS: net.parameter_count(),
+        }
     )
     extra["tags"] = {
-        "energy_source": m.source,
-        "energy_estimated": str(m.estimated).lower(),
-        **{f"meter.{k}": v for k, v in m.details.items()},
+        keys.ENERGY_SOURCE: m.source,
+        keys.ENERGY_ESTIMATED: str(m.estimated).lower(),
+        **{attempt_keys.METER_DETAIL_PREFIX + k: v for k, v in m.details.items()},
     }
     (agent_dir / "evaluation.json").write_text(evaluation.model_dump_json(indent=2))
     (agent_dir / "comparison.md").write_text(
@@ -310,7 +318,7 @@ def log_attempt(s: CoolingScenario, loop_run_id: str, attempt: Attempt, work_dir
         if (folder / "tracking.json").exists()
         else {"metrics": {}, "series": {}, "tags": {}}
     )
-    tags = {"environment": s.env, **extra.get("tags", {})}
+    tags = {keys.ENVIRONMENT: s.env, **extra.get("tags", {})}
     run_id = registry.log_attempt(
         loop_run_id, attempt, verdict(s, attempt), extra.get("metrics", {}), extra.get("series", {}), tags
     )
@@ -363,7 +371,12 @@ def close_loop(
         final,
         history,
         registry.LoopReport(
-            [verdict(s, a) for a in history], [passed(s.targets, a) for a in history], table, artifacts, summary_json
+            [verdict(s, a) for a in history],
+            [passed(s.targets, a) for a in history],
+            table,
+            artifacts,
+            summary_json,
+            vs_best_controller=s.targets.min_saved_vs_best_controller_pct is not None,
         ),
         common_tags,
     )

@@ -19,6 +19,7 @@ from tasks.models import factory as models
 from tasks.models import hooks
 from tasks.models.train import TrainReport
 from tasks.serving import scorer as serving
+from thresholds.energy.keys import EPOCH_ENERGY_J, TRAIN_ENERGY_ATTRIBUTION, TRAIN_LOSS, VAL_LOSS
 from thresholds.energy.policy import CandidateResult, Step, price_training
 from thresholds.energy.schema import Scenario
 
@@ -111,7 +112,7 @@ def produce_step(
 def meter_tags(meter: EnergyMeter) -> dict[str, str]:
     """How a meter attributes energy, when it is not the plain whole-machine reading."""
     attribution = getattr(meter, "attribution", None)
-    return {"train_energy_attribution": str(attribution)} if attribution else {}
+    return {TRAIN_ENERGY_ATTRIBUTION: str(attribution)} if attribution else {}
 
 
 def _trained(result: CandidateResult, report: TrainReport) -> CandidateResult:
@@ -121,9 +122,9 @@ def _trained(result: CandidateResult, report: TrainReport) -> CandidateResult:
             "epochs_saved": report.epochs_saved,
             "train_s": report.duration_s,
             "series": {
-                "val_loss": report.val_losses,
-                "train_loss": report.train_losses,
-                "epoch_energy_j": report.epoch_energy_j,
+                VAL_LOSS: report.val_losses,
+                TRAIN_LOSS: report.train_losses,
+                EPOCH_ENERGY_J: report.epoch_energy_j,
             },
         }
     )

@@ -30,6 +30,7 @@ from tasks.models.evaluate import (
     representative_subset,
     resolve_quality_metric,
 )
+from thresholds.energy import keys
 from thresholds.energy.policy import CandidateResult
 from thresholds.energy.schema import Scenario
 
@@ -77,20 +78,20 @@ def _measure_inference(
             theirs = across_sizes([t for _, t, _ in measured])
             low, high = paired.ci95
             tags = {
-                "inference_paired_with": reference_dir,
-                "inference_reference_j_per_1k": f"{theirs.energy_j_per_1k:.6g}",
+                keys.INFERENCE_PAIRED_WITH: reference_dir,
+                keys.INFERENCE_REFERENCE_J_PER_1K: f"{theirs.energy_j_per_1k:.6g}",
             }
             if len(sizes) > 1:
-                tags["inference_ratio_worst_size"] = f"{paired.worst:.6g}"
+                tags[keys.INFERENCE_RATIO_WORST_SIZE] = f"{paired.worst:.6g}"
                 tags.update(
                     {
-                        f"inference_ratio_at_batch_{b}": f"{r.ratio:.6g}"
+                        f"{keys.INFERENCE_RATIO_AT_BATCH_PREFIX}{b}": f"{r.ratio:.6g}"
                         for b, (_, _, r) in zip(sizes, measured, strict=True)
                     }
                 )
                 tags.update(
                     {
-                        f"inference_j_per_1k_at_batch_{b}": f"{mine.energy_j_per_1k:.6g}"
+                        f"{keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX}{b}": f"{mine.energy_j_per_1k:.6g}"
                         for b, (mine, _, _) in zip(sizes, measured, strict=True)
                     }
                 )
@@ -110,12 +111,15 @@ def _measure_inference(
         )
         for b in sizes
     ]
-    per_size = (
-        {f"inference_j_per_1k_at_batch_{b}": f"{r.energy_j_per_1k:.6g}" for b, r in zip(sizes, alone, strict=True)}
+    per_size_tags = (
+        {
+            f"{keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX}{b}": f"{r.energy_j_per_1k:.6g}"
+            for b, r in zip(sizes, alone, strict=True)
+        }
         if len(sizes) > 1
         else {}
     )
-    return across_sizes(alone), {"tags": per_size} if per_size else {}, 0.0
+    return across_sizes(alone), {"tags": per_size_tags} if per_size_tags else {}, 0.0
 
 
 def measure_step(
@@ -167,14 +171,14 @@ def _scored(
     runtime = onnx_runtime.record(model_dir, onnx_runtime.runtime_of(model_dir).model_copy(update={"threads": threads}))
     tags.update(
         {
-            "serving.runtime": runtime.runtime,
-            "serving.precision": runtime.precision,
-            "serving.threads": str(threads or "default"),
+            keys.SERVING_RUNTIME: runtime.runtime,
+            keys.SERVING_PRECISION: runtime.precision,
+            keys.SERVING_THREADS: str(threads or "default"),
         }
     )
-    tags["serving.batch_sizes"] = ",".join(str(b) for b in scenario.measurement.batch_sizes_served)
+    tags[keys.SERVING_BATCH_SIZES] = ",".join(str(b) for b in scenario.measurement.batch_sizes_served)
     if runtime.runtime == "torch" and spec.precision == "int8":
-        tags["int8_backend"] = models.int8_backend()
+        tags[keys.INT8_BACKEND] = models.int8_backend()
     subset = (
         representative_subset(data.y_test, scenario.measurement.eval_subset, training.seed)
         if scenario.measurement.eval_subset
@@ -184,42 +188,42 @@ def _scored(
         scenario.targets.quality_metric, data, spec.hooks.get("metric")
     )  # the metric the model was saved with
     q = quality(predictor, data, subset, metric)
-    tags["eval_samples"] = str(q.samples)
-    tags["quality_metric"] = quality_tag(metric, data)
+    tags[keys.EVAL_SAMPLES] = str(q.samples)
+    tags[keys.QUALITY_METRIC] = quality_tag(metric, data)
     if q.accuracy_bound95 is not None:
-        tags["accuracy_bound95_pt"] = f"{q.accuracy_bound95 * 100:.2f}"
+        tags[keys.ACCURACY_BOUND95_PT] = f"{q.accuracy_bound95 * 100:.2f}"
     measure_start = time.perf_counter()
     with contention.watched() as others:
         inference, paired_fields, reference_j = _measure_inference(
             scenario, predictor, data, meter, f"#{index} {step.label} inference", idle_power_w, reference_dir
         )
-    tags[contention.TAG] = f"{others.share:.3f}"
+    tags[keys.MEASUREMENT_OTHER_CPU_SHARE] = f"{others.share:.3f}"
     busy = contention.busy_warning(
         f"candidate #{index} ({step.label})", others.share, scenario.measurement.max_other_cpu_share
     )
     if busy:
         log.warning(busy)
-        tags["measurement.warning"] = busy
+        tags[keys.MEASUREMENT_WARNING] = busy
     tags.update(paired_fields.pop("tags", {}))  # type: ignore[call-overload]
     result = result.model_copy(update=paired_fields)
     measure_s = time.perf_counter() - measure_start
     inference_j, inference_sem_j = inference.energy_j_per_1k, inference.energy_sem_j_per_1k
     if spec.kind == "mlp":
         estimate = analytic.inference_energy(model, runtime.precision, scenario.measurement.inference_batch_size)
-        tags["analytic_table"] = estimate.table
+        tags[keys.ANALYTIC_TABLE] = estimate.table
         result = result.model_copy(update={"analytic_inference_energy_j_per_1k": estimate.energy_j_per_1k})
         if scenario.measurement.inference_target == "analytic-45nm":
             # Targeting an edge device: the gates judge the estimate; the local reading stays on record.
-            tags["measured_inference_energy_j_per_1k"] = f"{inference_j:.6g}"
+            tags[keys.MEASURED_INFERENCE_ENERGY_J_PER_1K] = f"{inference_j:.6g}"
             inference_j, inference_sem_j = estimate.energy_j_per_1k, 0.0
             result = result.model_copy(
                 update={"energy_source": f"{meter.source}+analytic:{estimate.table}", "estimated": True}
             )
     if idle_power_w:
-        tags["idle_power_w_subtracted"] = f"{idle_power_w:.3f}"
-    tags.update({f"energy.{k}": v for k, v in inference.measurement.details.items()})
-    tags["inference_latency_ms_iqr"] = f"{inference.latency_ms_spread:.4f}"
-    tags["inference_samples_measured"] = str(inference.samples)
+        tags[keys.IDLE_POWER_W_SUBTRACTED] = f"{idle_power_w:.3f}"
+    tags.update({keys.ENERGY_DETAIL_PREFIX + k: v for k, v in inference.measurement.details.items()})
+    tags[keys.INFERENCE_LATENCY_MS_IQR] = f"{inference.latency_ms_spread:.4f}"
+    tags[keys.INFERENCE_SAMPLES_MEASURED] = str(inference.samples)
     return result.model_copy(
         update={
             "accuracy": q.accuracy,

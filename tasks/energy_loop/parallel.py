@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.meters.base import Measurement
 from tasks.meters.share import split_phase_energy
+from thresholds.energy import keys
 from thresholds.energy.policy import CandidateResult
 from thresholds.parallel import WidthChoice
 
@@ -79,9 +80,9 @@ def attribute_phase(
 ) -> list[CandidateResult]:
     """Replace the provisional CPU-second figures of the candidates trained on this host by their
     part of the machine-level `reading`; the parts sum to the reading."""
-    here = [i for i, c in enumerate(produced) if c.tags.get("train_host") == host and "train_cpu_s" in c.tags]
-    cpu_s = [float(produced[i].tags["train_cpu_s"]) for i in here]
-    wall_s = [float(produced[i].tags.get("train_wall_s", "0")) for i in here]
+    here = [i for i, c in enumerate(produced) if c.tags.get(keys.TRAIN_HOST) == host and keys.TRAIN_CPU_S in c.tags]
+    cpu_s = [float(produced[i].tags[keys.TRAIN_CPU_S]) for i in here]
+    wall_s = [float(produced[i].tags.get(keys.TRAIN_WALL_S, "0")) for i in here]
     splits = split_phase_energy(reading.energy_j, reading.duration_s, idle_power_w, cpu_s, wall_s)
     out = list(produced)
     for i, part in zip(here, splits, strict=True):
@@ -95,8 +96,8 @@ def attribute_phase(
             "estimated": True,
             "tags": tags,
         }
-        if "epoch_energy_j" in c.series:
-            update["series"] = {**c.series, "epoch_energy_j": [e * k for e in c.series["epoch_energy_j"]]}
+        if keys.EPOCH_ENERGY_J in c.series:
+            update["series"] = {**c.series, keys.EPOCH_ENERGY_J: [e * k for e in c.series[keys.EPOCH_ENERGY_J]]}
         if c.train_energy_j is not None:
             # Lineage = inherited joules + this step's own figure (provisional units cancel out here).
             inherited_j = c.train_energy_j - own_cpu_s

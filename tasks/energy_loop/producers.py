@@ -21,6 +21,7 @@ from tasks.energy_loop.production import Made, Production, batch_factor, model_s
 from tasks.models import factory as models
 from tasks.models import fuse
 from tasks.models.train import TrainConfig, loss_fn, loss_targets
+from thresholds.energy import keys
 from thresholds.energy.policy import CandidateResult, StepKind
 from thresholds.energy.schema import Training
 
@@ -83,7 +84,7 @@ def _fine_tuned(
         teacher,
     )
     if teacher is not None:
-        p.tags["teacher_params"] = str(models.count_params(teacher))
+        p.tags[keys.TEACHER_PARAMS] = str(models.count_params(teacher))
     lineage_j = (
         parent.train_energy_j or 0.0
     ) + p.spent_j  # everything this rung trained, on top of the parent's lineage
@@ -99,8 +100,8 @@ def prune(p: Production) -> Made:
     model, spec, parent = p.parent()
     ladder, training = p.scenario.ladder, p.scenario.training
     teacher = _teacher(p, model)
-    p.tags["macs_before"] = str(models.count_macs(model, spec.input_shape))
-    p.tags["params_before"] = str(models.count_params(model))
+    p.tags[keys.MACS_BEFORE] = str(models.count_macs(model, spec.input_shape))
+    p.tags[keys.PARAMS_BEFORE] = str(models.count_params(model))
     steps = ladder.pruning_iterative_steps
     epochs = max(1, training.fine_tune_epochs // steps)
     between_cfg = train_config(training, epochs, epochs, batch_factor(spec.history))
@@ -137,7 +138,7 @@ def _teacher(p: Production, parent_model: torch.nn.Module) -> torch.nn.Module | 
         record = p.history[p.step.teacher]
         if record.model_dir is None:
             raise ValueError(f"teacher #{record.index} has no saved model")
-        p.tags["teacher"] = f"#{record.index}"
+        p.tags[keys.TEACHER] = f"#{record.index}"
         return models.load(Path(record.model_dir))[0]
     return copy.deepcopy(parent_model) if p.scenario.training.distill_fine_tune else None
 
@@ -209,7 +210,7 @@ def prune_early(p: Production) -> Made:
     rest, _ = p.train(
         model, _recipe_config(training, recipe, max(1, training.max_epochs - at)), label=f"{p.label} pruned"
     )
-    p.tags.update({"prune_at_epoch": str(at), "epochs_before_pruning": str(first.epochs_run)})
+    p.tags.update({keys.PRUNE_AT_EPOCH: str(at), keys.EPOCHS_BEFORE_PRUNING: str(first.epochs_run)})
     spec = spec.model_copy(update={"history": [*recipe, f"prune-early:{float(p.step.value):g}@{at}"]})  # type: ignore[arg-type]
     return Made(model, spec, p.spent_j, math.hypot(first.energy_sem_j, rest.energy_sem_j), rest)
 
@@ -223,7 +224,7 @@ def prune_es(p: Production) -> Made:
     teacher = _teacher(p, model)
     model, spec = _pruned(p, model, spec)
     epochs = max(1, p.step.epochs or training.fine_tune_epochs)
-    p.tags["fine_tune_budget_epochs"] = str(epochs)
+    p.tags[keys.FINE_TUNE_BUDGET_EPOCHS] = str(epochs)
     made = _fine_tuned(p, model, spec, teacher, epochs, parent, autocast="mixed-precision:bf16" in spec.history)
     history = [*spec.history[:-1], f"prune-es:{float(p.step.value):g}/{epochs}ep"]  # type: ignore[arg-type]
     return made._replace(spec=spec.model_copy(update={"history": history}))
@@ -244,7 +245,7 @@ def scratch(p: Production) -> Made:
     torch.manual_seed(training.seed)
     model = models.build(spec)
     report, _ = p.train(model, _recipe_config(training, recipe, training.max_epochs))
-    p.tags["architecture_from"] = f"#{parent.index}"
+    p.tags[keys.ARCHITECTURE_FROM] = f"#{parent.index}"
     return Made(model, spec, report.energy_j, report.energy_sem_j, report)
 
 
@@ -327,10 +328,10 @@ def search(p: Production) -> Made:
     p.spent_j += search_j
     p.tags.update(
         {
-            "search.cap_j_per_1k": f"{cap:.6g}",
-            "search.tried": str(len(points)),
-            "search.pareto": search_mod.as_json(front)[:4000],
-            "search.points": search_mod.as_json(points)[:4000],
+            keys.SEARCH_CAP_J_PER_1K: f"{cap:.6g}",
+            keys.SEARCH_TRIED: str(len(points)),
+            keys.SEARCH_PARETO: search_mod.as_json(front)[:4000],
+            keys.SEARCH_POINTS: search_mod.as_json(points)[:4000],
         }
     )
     return Made(model, spec, search_j, 0.0)

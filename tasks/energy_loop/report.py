@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from thresholds.energy.keys import QUALITY_METRIC
 from thresholds.energy.policy import INFERENCE_TARGETS, CandidateResult, cost, judge, kept
 from thresholds.energy.schema import Scenario
 
@@ -63,7 +64,7 @@ def _train(c: CandidateResult) -> str:
 def iteration_table(scenario: Scenario, history: list[CandidateResult]) -> str:
     quality_head = "accuracy" if any(c.accuracy is not None for c in history) else "rmse"
     # A scenario or an imbalanced table may judge balanced accuracy or macro-F1: the accuracy targets then read that.
-    metric = next((c.tags["quality_metric"] for c in history if c.tags.get("quality_metric")), quality_head)
+    metric = next((c.tags[QUALITY_METRIC] for c in history if c.tags.get(QUALITY_METRIC)), quality_head)
     sources = sorted({f"{c.energy_source}{' (estimated)' if c.estimated else ' (measured)'}" for c in history if c.ok})
     priced = any(c.train_ratio_vs_baseline is not None for c in history)
     judged = f" Quality: {metric} (the accuracy targets judge it)." if metric not in ("accuracy", "rmse") else ""

@@ -16,10 +16,12 @@ from prefect.events import emit_event
 from pydantic import BaseModel
 
 from registry import energy as registry
+from registry import keys
 from tasks.common.stages import LoopOutcome, outcome
 from tasks.compression import onnx_runtime
 from tasks.data import datasets as data_mod
 from tasks.energy_loop import inputs, report
+from tasks.energy_loop import keys as flow_keys
 from tasks.energy_loop.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.energy_loop.calibrate_parallel import calibrate_parallel
 from tasks.energy_loop.candidate import measure_step, model_spec, produce_step
@@ -37,6 +39,7 @@ from tasks.models.evaluate import (
     resolve_quality_metric,
 )
 from tasks.serving import scorer as serving
+from thresholds.energy import keys as detail
 from thresholds.energy.policy import (
     Calibration,
     CandidateResult,
@@ -89,10 +92,10 @@ def data_tags(scenario: Scenario, data_path: str) -> dict[str, str]:
     """What preparing the data did and which quality metric the gates judge: loop-run and version tags."""
     data = data_mod.load_cached(data_path)
     metric, why = resolve_quality_metric(scenario.targets.quality_metric, data, scenario.model.metric)
-    tags = {"quality_metric": quality_tag(metric, data), "quality_metric_reason": why[:4000]}
-    tags.update({f"model.{hook}": value for hook, value in scenario.model.hooks.items()})
+    tags = {detail.QUALITY_METRIC: quality_tag(metric, data), flow_keys.QUALITY_METRIC_REASON: why[:4000]}
+    tags.update({flow_keys.MODEL_HOOK_PREFIX + hook: value for hook, value in scenario.model.hooks.items()})
     if data.notes:
-        tags["data.notes"] = "; ".join(data.notes)[:4000]
+        tags[flow_keys.DATA_NOTES] = "; ".join(data.notes)[:4000]
     return tags
 
 
@@ -172,19 +175,21 @@ def train_candidate(
         torch.set_num_threads(threads)
     if phase_host is not None:
         host = socket.gethostname()
-        tags["train_host"] = host
+        tags[detail.TRAIN_HOST] = host
         if host == phase_host:
             energy_meter = CpuTimeMeter(energy_meter.source)
         else:
-            tags["train_energy_attribution"] = (
+            tags[detail.TRAIN_ENERGY_ATTRIBUTION] = (
                 f"worker-host-windows: {host}'s machine-level meter, whole machine counted"
             )
     elif attribute_by_process(scenario, energy_meter):  # serial, but other processes share the machine-level reading
         energy_meter = ProcessShareMeter(energy_meter)
     produced = produce_step(scenario, step, history, index, data_path, Path(work_dir), energy_meter)
-    tags["train_pid"] = str(os.getpid())
+    tags[detail.TRAIN_PID] = str(os.getpid())
     if isinstance(energy_meter, CpuTimeMeter):  # its training windows, for its share of the phase
-        tags.update({"train_cpu_s": f"{energy_meter.cpu_s:.4f}", "train_wall_s": f"{energy_meter.wall_s:.4f}"})
+        tags.update(
+            {detail.TRAIN_CPU_S: f"{energy_meter.cpu_s:.4f}", detail.TRAIN_WALL_S: f"{energy_meter.wall_s:.4f}"}
+        )
     return produced.model_copy(update={"tags": {**produced.tags, **tags}})
 
 
@@ -312,14 +317,14 @@ def deployment_hints(
     best = min(by_size, key=lambda size: by_size[size])
     back = payback(history, chosen)
     hints = {
-        "candidate": str(chosen.index),
-        "deployment.energy_optimal_batch_size": str(best),
-        "deployment.energy_j_per_1k_by_batch_size": ", ".join(f"{k}: {v:.4g}" for k, v in by_size.items()),
-        "payback": back.summary(),
-        "payback_loop_energy_j": f"{back.loop_energy_j:.2f}",
+        keys.CANDIDATE: str(chosen.index),
+        keys.DEPLOYMENT_ENERGY_OPTIMAL_BATCH_SIZE: str(best),
+        flow_keys.DEPLOYMENT_ENERGY_J_PER_1K_BY_BATCH_SIZE: ", ".join(f"{k}: {v:.4g}" for k, v in by_size.items()),
+        flow_keys.PAYBACK: back.summary(),
+        flow_keys.PAYBACK_LOOP_ENERGY_J: f"{back.loop_energy_j:.2f}",
     }
     if back.predictions_to_payback is not None:
-        hints["payback_predictions"] = f"{back.predictions_to_payback:.0f}"
+        hints[flow_keys.PAYBACK_PREDICTIONS] = f"{back.predictions_to_payback:.0f}"
     return hints
 
 
@@ -337,9 +342,9 @@ def close_loop(
     table = report.iteration_table(scenario, history)
     if hints:
         table += (
-            f"\n\nCandidate #{hints['candidate']}: {hints['payback']}. Energy-optimal inference batch size here: "
-            f"{hints['deployment.energy_optimal_batch_size']} (J/1k by batch size: "
-            f"{hints['deployment.energy_j_per_1k_by_batch_size']})."
+            f"\n\nCandidate #{hints[keys.CANDIDATE]}: {hints[flow_keys.PAYBACK]}. Energy-optimal inference batch size "
+            f"here: {hints[keys.DEPLOYMENT_ENERGY_OPTIMAL_BATCH_SIZE]} (J/1k by batch size: "
+            f"{hints[flow_keys.DEPLOYMENT_ENERGY_J_PER_1K_BY_BATCH_SIZE]})."
         )
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []

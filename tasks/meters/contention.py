@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from thresholds.energy.keys import MEASUREMENT_OTHER_CPU_SHARE
+
 
 @dataclass(frozen=True)
 class CpuSample:
@@ -74,10 +76,7 @@ def watched() -> Iterator[Watched]:
         result.share = other_cpu_share(before, sample())
 
 
-TAG = "measurement.other_cpu_share"  # on each measured candidate's run and version
-
-
 def max_other_share(tags: Iterable[Mapping[str, str]]) -> float | None:
     """The largest share other processes took while any of these candidates was measured (None: none recorded)."""
-    shares = [float(t[TAG]) for t in tags if TAG in t]
+    shares = [float(t[MEASUREMENT_OTHER_CPU_SHARE]) for t in tags if MEASUREMENT_OTHER_CPU_SHARE in t]
     return max(shares) if shares else None

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.meters.base import EnergyMeter, Window
+from thresholds.energy import keys
 
 _PROC_STAT = Path("/proc/stat")
 
@@ -82,17 +83,17 @@ class PhaseSplit:
 
     def tags(self, machine_energy_j: float, phase_s: float, idle_power_w: float, candidates: int) -> dict[str, str]:
         return {
-            "train_energy_attribution": ATTRIBUTION,
-            "train_energy_attribution.rule": "busy energy by CPU share + idle power x phase time by share "
+            keys.TRAIN_ENERGY_ATTRIBUTION: ATTRIBUTION,
+            keys.TRAIN_ENERGY_ATTRIBUTION_RULE: "busy energy by CPU share + idle power x phase time by share "
             "of worker time",
-            "train_energy_attribution.machine_energy_j": f"{machine_energy_j:.4f}",
-            "train_energy_attribution.phase_s": f"{phase_s:.3f}",
-            "train_energy_attribution.idle_power_w": f"{idle_power_w:.3f}",
-            "train_energy_attribution.candidates": str(candidates),
-            "train_energy_attribution.cpu_share": f"{self.cpu_share:.4f}",
-            "train_energy_attribution.time_share": f"{self.time_share:.4f}",
-            "train_energy_attribution.busy_j": f"{self.busy_j:.4f}",
-            "train_energy_attribution.constant_j": f"{self.constant_j:.4f}",
+            keys.TRAIN_ENERGY_ATTRIBUTION_MACHINE_ENERGY_J: f"{machine_energy_j:.4f}",
+            keys.TRAIN_ENERGY_ATTRIBUTION_PHASE_S: f"{phase_s:.3f}",
+            keys.TRAIN_ENERGY_ATTRIBUTION_IDLE_POWER_W: f"{idle_power_w:.3f}",
+            keys.TRAIN_ENERGY_ATTRIBUTION_CANDIDATES: str(candidates),
+            keys.TRAIN_ENERGY_ATTRIBUTION_CPU_SHARE: f"{self.cpu_share:.4f}",
+            keys.TRAIN_ENERGY_ATTRIBUTION_TIME_SHARE: f"{self.time_share:.4f}",
+            keys.TRAIN_ENERGY_ATTRIBUTION_BUSY_J: f"{self.busy_j:.4f}",
+            keys.TRAIN_ENERGY_ATTRIBUTION_CONSTANT_J: f"{self.constant_j:.4f}",
         }
 
 

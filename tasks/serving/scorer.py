@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from registry import keys
 from tasks.common.errors import InputError
 from tasks.compression import onnx_runtime
 from tasks.data.datasets import CachedData
@@ -289,8 +290,8 @@ class ScoreReport:
 
 def meter_setting(version_tags: dict[str, str]) -> tuple[str, float]:
     """The meter the loop measured a version with (name, fixed power in W), from its tags."""
-    name = version_tags.get("meter") or "auto"
-    source = version_tags.get("energy_source", "")
+    name = version_tags.get(keys.METER) or "auto"
+    source = version_tags.get(keys.ENERGY_SOURCE, "")
     power_w = 10.0
     if source.startswith("fixed-power:") and source.endswith("W"):
         try:

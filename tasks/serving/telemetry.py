@@ -19,6 +19,8 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
+from registry.keys import OBSERVED_PREFIX
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 SEM_WINDOWS = 10
@@ -117,7 +119,7 @@ class WindowFigures:
     def metrics(self) -> dict[str, float]:
         """The figures MLflow plots over time (one series each): those that were observed in this window."""
         found = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and k != "started_s"}
-        return {f"observed.{k}": float(v) for k, v in found.items() if v is not None}
+        return {f"{OBSERVED_PREFIX}{k}": float(v) for k, v in found.items() if v is not None}
 
 
 def close_window(

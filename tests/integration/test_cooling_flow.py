@@ -110,7 +110,7 @@ def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_
     costly_to_run = _variant(tmp_path, targets__max_inference_energy_j_per_year=1e-6, **ladder)
     outcome = cooling_loop(CoolingRequest(scenario=costly_to_run, days=2))
     targets = settings_for(costly_to_run, days=2).targets
-    train, distil = outcome.history
+    train, distil = outcome.history[:2]
     assert (
         (train.kind, distil.kind) == (Kind.TRAIN, Kind.DISTIL)
         and quality_ok(targets, train)
@@ -124,11 +124,13 @@ def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_
         and train.train_energy_j is not None
         and distil.train_energy_j > train.train_energy_j
     )  # lineage
-    assert (
-        outcome.state == "FAILED" and "1-1 cannot shrink further" in outcome.reason and outcome.champion_version is None
-    )
+    # The 1-1 student either meets quality (then nothing is left to shrink) or misses it (then that width is trained
+    # from scratch, and misses too): either way no rung is left and nothing is crowned.
+    assert outcome.state == "FAILED" and outcome.reason.startswith("no rung left") and outcome.champion_version is None
+    assert [a.kind for a in outcome.history[2:]] in ([], [Kind.SHRINK]), outcome.history
+    assert "1-1 cannot shrink further" in outcome.reason or outcome.history[-1].hidden_units == (1, 1)
     versions = {v.tags["kind"]: v.tags for v in client.search_model_versions(f"name='{MODEL}'")}
-    assert set(versions) == {"train", "distil"} and versions["distil"]["hidden_units"] == "1-1"
+    assert {"train", "distil"} <= set(versions) and versions["distil"]["hidden_units"] == "1-1"
 
     costly_to_train = _variant(tmp_path, targets__max_train_energy_j=1e-6, **{**ladder, "budget__max_attempts": 2})
     outcome = cooling_loop(CoolingRequest(scenario=costly_to_train, days=2))

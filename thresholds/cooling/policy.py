@@ -12,6 +12,8 @@ crashed, the widths cannot shrink further, or a shrunk agent missed quality).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from thresholds.cooling.records import Attempt, Kind, Next
 from thresholds.cooling.rungs import BY_KIND, QUALITY_CHECKS, Missed, for_costs
 from thresholds.cooling.schema import CoolingScenario, Targets
@@ -178,33 +180,44 @@ def decide(scenario: CoolingScenario, history: list[Attempt]) -> Next | Final:
     return fix.move(scenario, history, Missed(why, quality=False))
 
 
-def beats_champion(candidate: dict[str, str], champion: dict[str, str] | None) -> tuple[bool, str]:
-    """Does a passing version take `champion` (both given as version tags)? A room agent must beat the best
-    controller tuned on the training years on the held-out years (`saved_vs_best_controller_pct` > 0), and save at
-    least as much against it as the champion did (a champion judged before that figure existed is replaced). A seed
-    agent must save at least as much vs the built-in cooling. A seed-environment agent never displaces a room agent
-    (the room is the pipeline's default)."""
-    env = candidate.get("environment")
-    key = "saved_vs_best_controller_pct" if env == "room" else "energy_saved_pct"
-    try:
-        new = float(candidate[key])
-    except (KeyError, ValueError):
-        what = "saving vs the best tuned controller" if env == "room" else "saving"
-        return False, f"the candidate has no recorded {what}"
-    if env == "room" and new <= 0:
-        return False, f"saves {new:.2f} % vs the best tuned controller on held-out years: it does not beat it"
+class SavingRecord(NamedTuple):
+    """What the champion rule compares of a version: its environment, its recorded savings (None: not recorded) vs
+    the built-in cooling and vs the best controller tuned on the training years (held-out years), and whether the
+    scenario that produced it gates on the latter."""
+
+    environment: str | None
+    energy_saved_pct: float | None
+    saved_vs_best_controller_pct: float | None = None
+    must_beat_best_controller: bool = False
+
+
+def beats_champion(candidate: SavingRecord, champion: SavingRecord | None) -> tuple[bool, str]:
+    """Does a passing version take `champion`? Where its scenario gates on the best tuned controller, a room agent
+    must beat that controller on the held-out years to be crowned at all. Same environment: a room agent must save at
+    least as much vs the best tuned controller as the champion did (a champion without that figure is replaced), a
+    seed agent at least as much vs the built-in cooling. A seed-environment agent never displaces a room agent (the
+    room is the pipeline's default)."""
+    env = candidate.environment
+    vs_best = candidate.saved_vs_best_controller_pct
+    if candidate.must_beat_best_controller and env == "room" and (vs_best is None or vs_best <= 0):
+        shown = "no recorded saving" if vs_best is None else f"{vs_best:.2f} %"
+        return False, f"saves {shown} vs the best tuned controller on held-out years: it does not beat it"
     if champion is None:
         return True, "no champion yet"
-    current_env = champion.get("environment")
+    current_env = champion.environment
     if env != current_env:
         if current_env == "room":
             return False, f"the champion is a room agent; a {env} agent does not replace it"
         return True, f"a {env} agent replaces the {current_env} champion"
-    try:
-        old = float(champion.get(key, "-inf"))
-    except ValueError:
-        old = float("-inf")
-    against = " (vs the best tuned controller, held-out years)" if env == "room" else ""
+    against = ""
+    if env == "room" and vs_best is not None:
+        new, against = vs_best, " (vs the best tuned controller, held-out years)"
+        old = float("-inf") if champion.saved_vs_best_controller_pct is None else champion.saved_vs_best_controller_pct
+    else:
+        if candidate.energy_saved_pct is None:
+            return False, "the candidate has no recorded saving"
+        new = candidate.energy_saved_pct
+        old = float("-inf") if champion.energy_saved_pct is None else champion.energy_saved_pct
     if new >= old:
         return True, f"saves {new:.2f} % vs the champion's {old:.2f} %{against}"
     return False, f"saves {new:.2f} %, less than the champion's {old:.2f} %{against}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thresholds.cooling.policy import Attempt, Kind, Next, beats_champion, checks, decide
+from thresholds.cooling.policy import Attempt, Kind, Next, SavingRecord, beats_champion, checks, decide
 from thresholds.cooling.schema import Budget, CoolingScenario, Ladder, Targets, Training
 from thresholds.core import Final, FinalState
 
@@ -143,23 +143,27 @@ def test_missing_figures_fail_their_gates() -> None:
     assert {c.name for c in failed} == {"trained", "saving", "band_vs_builtin", "train_energy", "inference_energy"}
 
 
-ROOM = {"environment": "room"}
-
-
 @pytest.mark.parametrize(
     ("candidate", "champion", "wins"),
     [
-        ({"environment": "room", "saved_vs_best_controller_pct": "6"}, None, True),
-        ({"environment": "room", "saved_vs_best_controller_pct": "-2", "energy_saved_pct": "30"}, None, False),
-        ({"environment": "room", "energy_saved_pct": "30"}, None, False),  # judged before the honest protocol
-        (ROOM | {"saved_vs_best_controller_pct": "6"}, ROOM | {"saved_vs_best_controller_pct": "5"}, True),
-        (ROOM | {"saved_vs_best_controller_pct": "4"}, ROOM | {"saved_vs_best_controller_pct": "5"}, False),
-        (ROOM | {"saved_vs_best_controller_pct": "1"}, ROOM | {"energy_saved_pct": "40"}, True),  # old champion
-        ({"environment": "seed", "energy_saved_pct": "80"}, ROOM | {"saved_vs_best_controller_pct": "5"}, False),
-        ({"environment": "seed", "energy_saved_pct": "80"}, {"environment": "seed", "energy_saved_pct": "70"}, True),
-        ({"environment": "seed", "energy_saved_pct": "60"}, {"environment": "seed", "energy_saved_pct": "70"}, False),
-        (ROOM | {"saved_vs_best_controller_pct": "1"}, {"environment": "seed", "energy_saved_pct": "80"}, True),
+        (SavingRecord("room", 30.0), None, True),
+        (SavingRecord("room", 30.0), SavingRecord("room", 29.0), True),
+        (SavingRecord("room", 28.0), SavingRecord("room", 29.0), False),
+        (SavingRecord("seed", 80.0), SavingRecord("room", 29.0), False),
+        (SavingRecord("room", 26.0), SavingRecord("seed", 80.0), True),
+        (SavingRecord("room", None), SavingRecord("room", 29.0), False),
+        (SavingRecord("room", 1.0), SavingRecord("room", None), True),
+        # Gated on the best tuned controller (held-out years): crowned only when it beats it.
+        (SavingRecord("room", 30.0, 6.0, True), None, True),
+        (SavingRecord("room", 30.0, -2.0, True), None, False),
+        (SavingRecord("room", 30.0, None, True), None, False),
+        (SavingRecord("room", 30.0, -2.0, False), None, True),  # a scenario that does not gate on it
+        (SavingRecord("room", 20.0, 6.0), SavingRecord("room", 30.0, 5.0), True),  # compared vs the controller
+        (SavingRecord("room", 40.0, 4.0), SavingRecord("room", 30.0, 5.0), False),
+        (SavingRecord("room", 20.0, 1.0, True), SavingRecord("room", 40.0), True),  # a champion without the figure
+        (SavingRecord("seed", 80.0), SavingRecord("seed", 70.0), True),
+        (SavingRecord("seed", 60.0), SavingRecord("seed", 70.0), False),
     ],
 )
-def test_champion_rule(candidate: dict[str, str], champion: dict[str, str] | None, wins: bool) -> None:
+def test_champion_rule(candidate: SavingRecord, champion: SavingRecord | None, wins: bool) -> None:
     assert beats_champion(candidate, champion)[0] is wins

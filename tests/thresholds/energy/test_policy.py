@@ -9,6 +9,7 @@ import pytest
 from thresholds.energy.policy import (
     Calibration,
     CandidateResult,
+    ChampionFigures,
     Final,
     FinalState,
     Next,
@@ -362,21 +363,14 @@ def test_gate_on_regression_uses_rmse() -> None:
     ("champion", "wins", "why"),
     [
         (None, True, "no champion"),
-        ({"energy_source": "replay", "inference_energy_j_per_1k": "0.5", "accuracy": "0.9"}, True, "< champion"),
-        (
-            {"energy_source": "replay", "inference_energy_j_per_1k": "0.3", "accuracy": "0.9"},
-            False,
-            "above the champion's 0.3 J/1k beyond noise",
-        ),
-        (
-            {"energy_source": "replay", "inference_energy_j_per_1k": "0.5", "accuracy": "0.95"},
-            False,
-            "more than 1 pt below",
-        ),
-        ({"energy_source": "nvml", "inference_energy_j_per_1k": "0.5", "accuracy": "0.9"}, False, "not comparable"),
+        (ChampionFigures("replay", 0.5, accuracy=0.9), True, "< champion"),
+        (ChampionFigures("replay", 0.3, accuracy=0.9), False, "above the champion's 0.3 J/1k beyond noise"),
+        (ChampionFigures("replay", 0.5, accuracy=0.95), False, "more than 1 pt below"),
+        (ChampionFigures("nvml", 0.5, accuracy=0.9), False, "not comparable"),
+        (ChampionFigures("replay", None, accuracy=0.9), True, "no recorded inference energy"),
     ],
 )
-def test_beats_champion(champion: dict[str, str] | None, wins: bool, why: str) -> None:
+def test_beats_champion(champion: ChampionFigures | None, wins: bool, why: str) -> None:
     candidate = c(3, PR, 0.5, parent=1, inf=0.4, acc=0.9)
     ok, reason = beats_champion(candidate, champion)
     assert ok is wins
@@ -407,15 +401,15 @@ def test_within_noise_the_simpler_then_cheaper_to_train_model_wins(
     candidate = c(3, PR, 0.5, parent=1, inf=0.49, acc=0.9, train=train).model_copy(
         update={"params": params, "inference_energy_sem_j_per_1k": 0.01}
     )
-    champion = {
-        "energy_source": "replay",
-        "inference_energy_j_per_1k": "0.5",
-        "inference_energy_sem_j_per_1k": "0.01",
-        "accuracy": "0.9",
-        "params": str(champion_params),
-        "train_energy_j": "80",
-        "train_energy_sem_j": "0.5",
-    }
+    champion = ChampionFigures(
+        energy_source="replay",
+        inference_energy_j_per_1k=0.5,
+        inference_energy_sem_j_per_1k=0.01,
+        accuracy=0.9,
+        params=champion_params,
+        train_energy_j=80.0,
+        train_energy_sem_j=0.5,
+    )
     ok, reason = beats_champion(candidate, champion)
     assert ok is wins
     assert "within 2 combined standard errors" in reason and why in reason

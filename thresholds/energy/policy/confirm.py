@@ -4,6 +4,7 @@ before anything is promoted."""
 from __future__ import annotations
 
 from thresholds.core import Final, FinalState
+from thresholds.energy.keys import EVAL_SAMPLES, SUBSET_ACCURACY
 from thresholds.energy.policy.gates import judge
 from thresholds.energy.policy.records import CandidateResult
 from thresholds.energy.schema import Scenario
@@ -22,10 +23,9 @@ def confirm_on_full(
     updated = list(history)
     for index, (accuracy, rmse) in full.items():
         c = updated[index]
-        subset_tags = {"subset_accuracy": f"{c.accuracy:.4f}"} if c.accuracy is not None else {}
-        updated[index] = c.model_copy(
-            update={"accuracy": accuracy, "rmse": rmse, "tags": {**c.tags, **subset_tags, "eval_samples": "all"}}
-        )
+        subset_tags = {SUBSET_ACCURACY: f"{c.accuracy:.4f}"} if c.accuracy is not None else {}
+        tags = {**c.tags, **subset_tags, EVAL_SAMPLES: "all"}
+        updated[index] = c.model_copy(update={"accuracy": accuracy, "rmse": rmse, "tags": tags})
     report = judge(scenario, updated[final.chosen], updated[0])
     if report.passed:
         return final.model_copy(update={"reason": f"{final.reason}; confirmed on the full test split"}), updated
