@@ -23,6 +23,7 @@ from tasks.energy_loop.stages import (
     confirm_full_test,
     data_tags,
     deployment_hints,
+    fit_batch_sizes,
     idle_power,
     log_candidate,
     measure_candidate,
@@ -63,6 +64,7 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
     )
     history: list[CandidateResult] = []
     with aborting(loop_run_id):
+        settings = fit_batch_sizes(settings, data_path, loop_run_id)  # every candidate measured at these sizes
         with phase("setup", "idle power, calibration, parallel width"):
             idle_w = idle_power(settings, meter_name)
             calibration = calibrate_machine(settings, meter_name, str(cache_dir(options)), loop_run_id, data_path)

@@ -221,3 +221,10 @@ def log_parallel(loop_run_id: str, choice: dict[str, Any], table: dict[str, Any]
         mc.set_tag(loop_run_id, f"parallel.{key}", str(choice[key])[:4000])
     if table is not None:
         mc.log_dict(loop_run_id, table, "parallel-calibration.json")
+
+
+def log_loop_tags(loop_run_id: str, tags: dict[str, str]) -> None:
+    """Tags of the loop run set once the loop knows them (the batch sizes it measures at)."""
+    mc = client()
+    for key, value in tags.items():
+        mc.set_tag(loop_run_id, key, value[:4000])

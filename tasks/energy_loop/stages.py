@@ -16,10 +16,12 @@ from prefect.events import emit_event
 from pydantic import BaseModel
 
 from registry import energy as registry
+from tasks.common.progress import say
 from tasks.common.stages import LoopOutcome, outcome
 from tasks.compression import onnx_runtime
 from tasks.data import datasets as data_mod
 from tasks.energy_loop import inputs, report
+from tasks.energy_loop.batch_fit import fit_summary, fitted_scenario
 from tasks.energy_loop.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.energy_loop.calibrate_parallel import calibrate_parallel
 from tasks.energy_loop.candidate import measure_step, model_spec, produce_step
@@ -102,6 +104,27 @@ def plan_next(
 ) -> list[Next] | Final:
     """The next step(s): one, or up to `width` that can train at once."""
     return plan_batch(scenario, history, calibration, width)
+
+
+@task(cache_policy=NO_CACHE)
+def fit_batch_sizes(scenario: Scenario, data_path: str, loop_run_id: str) -> Scenario:
+    """The scenario every candidate of the loop is measured and judged at: its own, or with smaller batch sizes
+    where one call of the loop's architecture at its sizes takes longer than a share of a window (`batch_fit`);
+    said in one console line and in the loop run's tags."""
+    if scenario.measurement.inference_target != "this-machine":
+        return scenario  # an estimate for a target device: nothing is timed here
+    fitted, fits = fitted_scenario(scenario, data_mod.load_cached(data_path))
+    m = scenario.measurement
+    tags = {
+        "measurement.batch_sizes": ",".join(str(b) for b in fitted.measurement.batch_sizes_served),
+        "measurement.call_s_at_batch": ", ".join(f"{f.asked}: {f.asked_call_s:.4f}" for f in fits),
+    }
+    if fitted is not scenario:
+        why = fit_summary(fits, m.min_window_s, m.max_call_window_share * m.min_window_s)
+        tags["measurement.batch_sizes_reason"] = why
+        say("batch size", why, end=True)
+    registry.log_loop_tags(loop_run_id, tags)
+    return fitted
 
 
 @task(cache_policy=NO_CACHE)
