@@ -228,3 +228,10 @@ def log_loop_tags(loop_run_id: str, tags: dict[str, str]) -> None:
     mc = client()
     for key, value in tags.items():
         mc.set_tag(loop_run_id, key, value[:4000])
+
+
+def log_loop_energy(loop_run_id: str, figures: dict[str, float]) -> None:
+    """Where the loop's own energy and wall time went, as metrics of the loop run (`loop_energy_j`, its parts)."""
+    from mlflow.entities import Metric
+
+    client().log_batch(loop_run_id, metrics=[Metric(key, float(value), 0, 0) for key, value in figures.items()])

@@ -234,6 +234,7 @@ def _scored(
             "inference_repeats": inference.repeats,
             "latency_ms_per_batch": inference.latency_ms_per_batch,
             "spent_energy_j": produced.spent_energy_j + inference.total_energy_j + reference_j,
+            "measure_energy_j": inference.total_energy_j + reference_j,
             "params": models.count_params(model),
             "macs": models.count_macs(model, spec.input_shape),
             "measure_s": measure_s,

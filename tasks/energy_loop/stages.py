@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -20,7 +21,7 @@ from tasks.common.progress import say
 from tasks.common.stages import LoopOutcome, outcome
 from tasks.compression import onnx_runtime
 from tasks.data import datasets as data_mod
-from tasks.energy_loop import inputs, report
+from tasks.energy_loop import inputs, ledger, report
 from tasks.energy_loop.batch_fit import fit_summary, fitted_scenario
 from tasks.energy_loop.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.energy_loop.calibrate_parallel import calibrate_parallel
@@ -346,6 +347,20 @@ def deployment_hints(
     return hints
 
 
+class Closing(NamedTuple):
+    """What the closing stage adds to the table and the run: the deployment hints, and the loop's own cost
+    (`ledger.loop_energy`; empty: not accounted)."""
+
+    hints: dict[str, str]
+    loop_energy: dict[str, float] = {}
+
+
+def loop_ledger(scenario: Scenario, meter: str) -> ledger.Ledger:
+    """The loop's own meter (a separate instance of the loop's meter kind) over its stretches."""
+    m = scenario.measurement
+    return ledger.Ledger(ledger.loop_meter(lambda: make_meter(meter, m.fixed_power_w, m.codecarbon_country)))
+
+
 @task(cache_policy=NO_CACHE)
 def close_loop(
     scenario: Scenario,
@@ -355,8 +370,9 @@ def close_loop(
     model_name: str,
     work_dir: str,
     common_tags: dict[str, str],
-    hints: dict[str, str],
+    closing: Closing,
 ) -> LoopOutcome:
+    hints = closing.hints
     table = report.iteration_table(scenario, history)
     if hints:
         table += (
@@ -364,6 +380,9 @@ def close_loop(
             f"{hints['deployment.energy_optimal_batch_size']} (J/1k by batch size: "
             f"{hints['deployment.energy_j_per_1k_by_batch_size']})."
         )
+    if closing.loop_energy:
+        table += "\n\n" + ledger.table(closing.loop_energy)
+        registry.log_loop_energy(loop_run_id, closing.loop_energy)
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []
     plot = (
@@ -388,4 +407,5 @@ def close_loop(
             resource={"prefect.resource.id": f"energy-loop.model.{model_name}", "prefect.resource.name": model_name},
             payload={"reason": final.reason, "mlflow_run_id": loop_run_id},
         )
-    return outcome("Energy loop", f"energy-loop-{model_name}", final, record, model_name, loop_run_id, table, history)
+    closed = outcome("Energy loop", f"energy-loop-{model_name}", final, record, model_name, loop_run_id, table, history)
+    return closed.model_copy(update={"loop_energy": closing.loop_energy})

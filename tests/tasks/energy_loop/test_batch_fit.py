@@ -20,20 +20,27 @@ def test_a_call_that_fits_keeps_its_size_and_a_slow_one_falls_to_a_power_of_two(
     assert suited_batch_size(64, 100.0, 0.1) == 1  # nothing fits: one row at a time
 
 
-def test_a_size_is_timed_again_until_its_call_fits() -> None:
-    """Calls are not linear in the batch: 256 rows cost a third more per row than 4096 here."""
-    per_row_s = {4096: 1.6 / 4096, 256: 0.14 / 256, 128: 0.06 / 128}
-    timed: list[int] = []
+def test_a_size_is_found_from_a_small_call_and_never_by_timing_the_slow_one() -> None:
+    """A call costs a fixed overhead plus a cost per row; the scenario's 4096 is never timed when it is slow."""
 
-    def time_call(b: int) -> float:
-        timed.append(b)
-        return per_row_s[b] * b
+    def fitted(overhead_s: float, per_row_s: float) -> tuple[int, list[int]]:
+        timed: list[int] = []
 
-    fit = fit_size(time_call, 4096, 0.1)
-    assert (fit.asked, fit.asked_call_s, fit.chosen) == (4096, pytest.approx(1.6), 128) and timed == [4096, 256, 128]
+        def time_call(b: int) -> float:
+            timed.append(b)
+            return overhead_s + per_row_s * b
+
+        return fit_size(time_call, 4096, 0.1).chosen, timed
+
+    assert fitted(0.002, 0.0004) == (128, [16, 128, 256])  # 245 rows fit: 128, as 256 was timed over
+    # Overhead-bound calls (linearly, 4096 rows would take 12.8 s; truly 0.09 s): doubled until the scenario's size.
+    assert fitted(0.05, 1e-5) == (4096, [16, 32, 64, 128, 256, 512, 1024, 2048, 4096])
+    fit = fit_size(lambda b: 0.01 + 0.0004 * b, 4096, 0.1)
+    assert (fit.asked, fit.chosen) == (4096, 128) and fit.asked_call_s == pytest.approx(0.0164 * 256)
     assert fit_size(lambda b: 0.01, 512, 0.1).chosen == 512
+    assert fit_size(lambda b: 1.0, 512, 0.1).chosen == 1  # nothing fits: one row at a time
     line = fit_summary([fit], 1.0, 0.1)
-    assert "batch 128, not 4096" in line and "1.60 s" in line and "\n" not in line
+    assert "batch 128, not 4096" in line and "4.20 s" in line and "\n" not in line
 
 
 def test_the_loop_scenario_is_unchanged_where_calls_fit_and_smaller_where_they_do_not(tmp_path: Path) -> None:

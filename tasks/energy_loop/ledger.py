@@ -1,0 +1,111 @@
+"""Where the loop's own energy and wall time went: calibration, training, inference measurement, orchestration.
+
+A loop that spends more than its model will ever save is no gain: the README's mnist1d run spent 1,982 J to save
+0.0026 J per 1k predictions. A meter of its own (the loop's meter kind, a separate instance, so its windows never
+nest in a candidate's) reads the machine over three stretches in turn: the setup (idle power, batch sizes,
+calibration, parallel width), the candidates (training and measurement) and the closing checks (full-split
+confirmation, batch-size sweep). Training and measurement are the candidates' own windows; orchestration is the
+rest of the reading (the engine, the policy, logging, loading and scoring models, the closing checks) and, on a
+machine-level meter, what other processes drew meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tasks.meters.base import EnergyMeter, MeterError
+from thresholds.energy.policy import CandidateResult
+
+PARTS = ("calibration", "training", "measurement", "orchestration")
+
+
+class Ledger:
+    """The loop meter's readings per stretch: name -> (energy_j, wall_s). Without a meter (it failed to start),
+    the stretches keep their wall time and read no energy."""
+
+    def __init__(self, meter: EnergyMeter | None) -> None:
+        self.meter = meter
+        self.stretches: dict[str, tuple[float, float]] = {}
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.meter is not None:
+            self.meter.close()
+
+    @contextmanager
+    def stretch(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        if self.meter is None:
+            yield
+            self.stretches[name] = (0.0, time.perf_counter() - started)
+            return
+        with self.meter.window(f"loop {name}") as window:
+            yield
+        self.stretches[name] = (window.measurement.energy_j, window.measurement.duration_s)
+
+
+def loop_energy(stretches: dict[str, tuple[float, float]], history: list[CandidateResult]) -> dict[str, float]:
+    """`loop_energy_j`, `loop_wall_s` and their parts (`loop_energy_j_calibration`, ...): the setup stretch is
+    calibration, the candidates' own training and measurement windows are theirs, and the rest of the candidate and
+    closing stretches is orchestration (never below zero: a candidate's training may be attributed to its process by
+    a machine-level meter, and the loop meter's own estimate differs by its noise)."""
+    setup_j, setup_s = stretches.get("setup", (0.0, 0.0))
+    rest_j = sum(j for name, (j, _) in stretches.items() if name != "setup")
+    rest_s = sum(s for name, (_, s) in stretches.items() if name != "setup")
+    measure_j = sum(c.measure_energy_j for c in history)
+    train_j = sum(max(c.spent_energy_j - c.measure_energy_j, 0.0) for c in history)
+    measure_s = sum(c.measure_s for c in history)
+    train_s = sum(c.train_s for c in history)
+    energy = {
+        "calibration": setup_j,
+        "training": train_j,
+        "measurement": measure_j,
+        "orchestration": max(rest_j - train_j - measure_j, 0.0),
+    }
+    wall = {
+        "calibration": setup_s,
+        "training": train_s,
+        "measurement": measure_s,
+        "orchestration": max(rest_s - train_s - measure_s, 0.0),
+    }
+    out = {"loop_energy_j": sum(energy.values()), "loop_wall_s": sum(wall.values())}
+    out.update({f"loop_energy_j_{p}": energy[p] for p in PARTS})
+    out.update({f"loop_wall_s_{p}": wall[p] for p in PARTS})
+    return out
+
+
+def table(figures: dict[str, float]) -> str:
+    """The closing table's paragraph: energy and wall time per part, with shares."""
+    total_j, total_s = figures["loop_energy_j"], figures["loop_wall_s"]
+    rows = [
+        f"| {p} | {figures[f'loop_energy_j_{p}']:.1f} | {_share(figures[f'loop_energy_j_{p}'], total_j)} | "
+        f"{figures[f'loop_wall_s_{p}']:.1f} | {_share(figures[f'loop_wall_s_{p}'], total_s)} |"
+        for p in PARTS
+    ]
+    return "\n".join(
+        [
+            "The loop's own cost:",
+            "",
+            "| part | energy J | share | wall s | share |",
+            "|---|---|---|---|---|",
+            *rows,
+            f"| total | {total_j:.1f} | | {total_s:.1f} | |",
+        ]
+    )
+
+
+def _share(part: float, total: float) -> str:
+    return f"{part / total:.0%}" if total > 0 else "-"
+
+
+def loop_meter(make: Callable[[], EnergyMeter]) -> EnergyMeter | None:
+    """The loop's own meter from `make()`, or None where it cannot start (the loop runs unaccounted rather than
+    not at all)."""
+    try:
+        return make()
+    except (MeterError, OSError, RuntimeError):
+        return None
