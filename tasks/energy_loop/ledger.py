@@ -5,8 +5,10 @@ A loop that spends more than its model will ever save is no gain: the README's m
 nest in a candidate's) reads the machine over three stretches in turn: the setup (idle power, batch sizes,
 calibration, parallel width), the candidates (training and measurement) and the closing checks (full-split
 confirmation, batch-size sweep). Training and measurement are the candidates' own windows; orchestration is the
-rest of the reading (the engine, the policy, logging, loading and scoring models, the closing checks) and, on a
-machine-level meter, what other processes drew meanwhile.
+rest of the reading (the engine, the policy, logging, loading and scoring models, the closing checks). Where
+training is attributed to its process's CPU share (`measurement.train_attribution`), so is the loop meter's reading:
+on a shared machine, what other processes drew is not the loop's. (The servers the loop talks to, and Dask workers
+in parallel mode, are other processes: their share is not in it.)
 """
 
 from __future__ import annotations

@@ -356,9 +356,16 @@ class Closing(NamedTuple):
 
 
 def loop_ledger(scenario: Scenario, meter: str) -> ledger.Ledger:
-    """The loop's own meter (a separate instance of the loop's meter kind) over its stretches."""
+    """The loop's own meter (a separate instance of the loop's meter kind) over its stretches: this process's CPU
+    share of a machine-level reading, as training is attributed (`attribute_by_process`), so what other processes
+    on a shared machine draw is not the loop's."""
     m = scenario.measurement
-    return ledger.Ledger(ledger.loop_meter(lambda: make_meter(meter, m.fixed_power_w, m.codecarbon_country)))
+
+    def make() -> EnergyMeter:
+        inner = make_meter(meter, m.fixed_power_w, m.codecarbon_country)
+        return ProcessShareMeter(inner) if attribute_by_process(scenario, inner) else inner
+
+    return ledger.Ledger(ledger.loop_meter(make))
 
 
 @task(cache_policy=NO_CACHE)

@@ -58,3 +58,18 @@ def test_the_ledger_reads_its_meter_per_stretch_and_keeps_wall_time_without_one(
     with bare.stretch("setup"):
         pass
     assert bare.meter is None and bare.stretches["setup"][0] == 0.0 and bare.stretches["setup"][1] >= 0.0
+
+
+def test_the_loop_meter_is_attributed_to_the_process_as_training_is() -> None:
+    from tasks.energy_loop.stages import loop_ledger
+    from tasks.meters.share import ProcessShareMeter
+    from thresholds.energy.schema import Scenario
+
+    scenario = Scenario.model_validate({"name": "x"})
+    with loop_ledger(scenario, "fixed-power") as shared:  # a machine-level meter: this process's share
+        assert isinstance(shared.meter, ProcessShareMeter)
+    whole = scenario.model_copy(
+        update={"measurement": scenario.measurement.model_copy(update={"train_attribution": "machine"})}
+    )
+    with loop_ledger(whole, "fixed-power") as machine:
+        assert machine.meter is not None and not isinstance(machine.meter, ProcessShareMeter)
