@@ -4,8 +4,9 @@ A loop that spends more than its model will ever save is no gain: the README's m
 0.0026 J per 1k predictions. A meter of its own (the loop's meter kind, a separate instance, so its windows never
 nest in a candidate's) reads the machine over three stretches in turn: the setup (idle power, batch sizes,
 calibration, parallel width), the candidates (training and measurement) and the closing checks (full-split
-confirmation, batch-size sweep). Training and measurement are the candidates' own windows; orchestration is the
-rest of the reading (the engine, the policy, logging, loading and scoring models, the closing checks). Where
+confirmation, batch-size sweep). Training and measurement are the candidates' own windows; orchestration (the
+engine, the policy, logging, loading and scoring models, the closing checks) is the rest of the wall time at the loop
+meter's mean power (an upper estimate: it is lighter work than training). Where
 training is attributed to its process's CPU share (`measurement.train_attribution`), so is the loop meter's reading:
 on a shared machine, what other processes drew is not the loop's. (The servers the loop talks to, and Dask workers
 in parallel mode, are other processes: their share is not in it.)
@@ -52,28 +53,24 @@ class Ledger:
 
 def loop_energy(stretches: dict[str, tuple[float, float]], history: list[CandidateResult]) -> dict[str, float]:
     """`loop_energy_j`, `loop_wall_s` and their parts (`loop_energy_j_calibration`, ...): the setup stretch is
-    calibration, the candidates' own training and measurement windows are theirs, and the rest of the candidate and
-    closing stretches is orchestration (never below zero: a candidate's training may be attributed to its process by
-    a machine-level meter, and the loop meter's own estimate differs by its noise)."""
+    calibration, the candidates' own training and measurement windows are theirs, and orchestration is the rest of
+    the candidate and closing stretches' wall time at the loop meter's mean power over them. Not the rest of their
+    energy: a candidate's measurement windows read the whole machine while the loop meter reads the process's share,
+    so the difference is the attribution's, not the orchestration's (on the development machine, shared with other
+    sessions, it read 0 J in one run and half the loop in another)."""
     setup_j, setup_s = stretches.get("setup", (0.0, 0.0))
     rest_j = sum(j for name, (j, _) in stretches.items() if name != "setup")
     rest_s = sum(s for name, (_, s) in stretches.items() if name != "setup")
-    measure_j = sum(c.measure_energy_j for c in history)
-    train_j = sum(max(c.spent_energy_j - c.measure_energy_j, 0.0) for c in history)
     measure_s = sum(c.measure_s for c in history)
     train_s = sum(c.train_s for c in history)
+    orchestration_s = max(rest_s - train_s - measure_s, 0.0)
     energy = {
         "calibration": setup_j,
-        "training": train_j,
-        "measurement": measure_j,
-        "orchestration": max(rest_j - train_j - measure_j, 0.0),
+        "training": sum(max(c.spent_energy_j - c.measure_energy_j, 0.0) for c in history),
+        "measurement": sum(c.measure_energy_j for c in history),
+        "orchestration": rest_j / rest_s * orchestration_s if rest_s > 0 else 0.0,
     }
-    wall = {
-        "calibration": setup_s,
-        "training": train_s,
-        "measurement": measure_s,
-        "orchestration": max(rest_s - train_s - measure_s, 0.0),
-    }
+    wall = {"calibration": setup_s, "training": train_s, "measurement": measure_s, "orchestration": orchestration_s}
     out = {"loop_energy_j": sum(energy.values()), "loop_wall_s": sum(wall.values())}
     out.update({f"loop_energy_j_{p}": energy[p] for p in PARTS})
     out.update({f"loop_wall_s_{p}": wall[p] for p in PARTS})
