@@ -100,6 +100,9 @@ def main() -> int:
         "startup_s": round(started - PROCESS_STARTED, 1),  # imports, before the loop's wall starts (as always)
         "process_wall_s": round(time.perf_counter() - PROCESS_STARTED, 1),
         "overhead_breakdown_s": breakdown,
+        # Where the loop's own energy and wall time went (tasks/energy_loop/ledger.py): loop_energy_j and its parts.
+        **{k: round(v, 2) for k, v in outcome.loop_energy.items()},
+        "measurement_wall_share": round(sum(c.measure_s for c in history) / wall_s, 3),
     }
     logging.getLogger("prefect").setLevel(
         logging.WARNING
@@ -122,6 +125,7 @@ PHASES = {
     "check_inputs": "input checks + data preparation",
     "open_loop": "logging (open loop run)",
     "idle_power": "idle power",
+    "fit_batch_sizes": "batch-size fit",
     "calibrate_machine": "calibration",
     "plan_next": "policy",
     "train": "train task",

@@ -17,7 +17,9 @@ from tasks.energy_loop import progress
 from tasks.energy_loop.dask_stages import candidate_runner, train_rung
 from tasks.energy_loop.inputs import cache_dir
 from tasks.energy_loop.keys import DATASET, SAMPLES
+from tasks.energy_loop.ledger import loop_energy
 from tasks.energy_loop.stages import (
+    Closing,
     calibrate_machine,
     check_inputs,
     choose_width,
@@ -25,8 +27,10 @@ from tasks.energy_loop.stages import (
     confirm_full_test,
     data_tags,
     deployment_hints,
+    fit_batch_sizes,
     idle_power,
     log_candidate,
+    loop_ledger,
     measure_candidate,
     plan_next,
     scenario_meter,
@@ -64,12 +68,20 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
         tags,
     )
     history: list[CandidateResult] = []
-    with aborting(loop_run_id):
-        with phase("setup", "idle power, calibration, parallel width"):
-            idle_w = idle_power(settings, meter_name)
-            calibration = calibrate_machine(settings, meter_name, str(cache_dir(options)), loop_run_id, data_path)
-            scale = choose_width(settings, options.parallel, meter_name, data_path, loop_run_id, options.dask_address)
-        with candidate_runner(scale.width, options.dask_address, train_candidate) as runner:
+    accounts = loop_ledger(settings, meter_name)  # the loop's own energy, per stretch
+    with aborting(loop_run_id), accounts:
+        with accounts.stretch("setup"):
+            settings = fit_batch_sizes(settings, data_path, loop_run_id)  # every candidate measured at these sizes
+            with phase("setup", "idle power, calibration, parallel width"):
+                idle_w = idle_power(settings, meter_name)
+                calibration = calibrate_machine(settings, meter_name, str(cache_dir(options)), loop_run_id, data_path)
+                scale = choose_width(
+                    settings, options.parallel, meter_name, data_path, loop_run_id, options.dask_address
+                )
+        with (
+            accounts.stretch("candidates"),
+            candidate_runner(scale.width, options.dask_address, train_candidate) as runner,
+        ):
             decision = plan_next(settings, history, calibration, scale.width)
             while not isinstance(decision, Final):
                 calls = [
@@ -96,7 +108,9 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
                     progress.judged(settings, history, produced)
                 decision = plan_next(settings, history, calibration, scale.width)
         with phase("closing", "full-test confirmation, batch-size sweep, registration"):
-            decision, history = confirm_full_test(settings, decision, history, data_path)
-            hints = deployment_hints(settings, decision, history, data_path, meter_name)
-            closed = close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, hints)
+            with accounts.stretch("closing"):
+                decision, history = confirm_full_test(settings, decision, history, data_path)
+                hints = deployment_hints(settings, decision, history, data_path, meter_name)
+            closing = Closing(hints, loop_energy(accounts.stretches, history))
+            closed = close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, closing)
         return closed

@@ -265,3 +265,17 @@ def log_parallel(loop_run_id: str, choice: dict[str, Any], table: dict[str, Any]
         mc.set_tag(loop_run_id, keys.PARALLEL_PREFIX + key, str(choice[key])[:4000])
     if table is not None:
         mc.log_dict(loop_run_id, table, "parallel-calibration.json")
+
+
+def log_loop_tags(loop_run_id: str, tags: dict[str, str]) -> None:
+    """Tags of the loop run set once the loop knows them (the batch sizes it measures at)."""
+    mc = client()
+    for key, value in tags.items():
+        mc.set_tag(loop_run_id, key, value[:4000])
+
+
+def log_loop_energy(loop_run_id: str, figures: dict[str, float]) -> None:
+    """Where the loop's own energy and wall time went, as metrics of the loop run (`loop_energy_j`, its parts)."""
+    from mlflow.entities import Metric
+
+    client().log_batch(loop_run_id, metrics=[Metric(key, float(value), 0, 0) for key, value in figures.items()])

@@ -46,6 +46,7 @@ class LoopOutcome(BaseModel):
     table_md: str
     history: list[Any]
     unreachable: str | None = None  # the target the loop showed no step left could reach (FAILED)
+    loop_energy: dict[str, float] = {}  # where the loop's own energy and wall time went (energy loop: ledger.py)
 
 
 def invalid_input(exc: InputError) -> State[Any]:

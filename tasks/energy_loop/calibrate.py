@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tasks.common.progress import say
 from tasks.meters import analytic
 from tasks.meters.base import EnergyMeter
 from tasks.meters.runtime import stabilise_allocator, torch_threads
+from tasks.meters.stats import over_budget
 from tasks.models import factory as models
 from thresholds.energy.policy import Calibration
 
@@ -43,17 +45,24 @@ def _machine() -> str:
     return f"{platform.node()} | {cpu} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
+PROBE_BUDGET_S = 5.0  # seconds per probe (one precision or training mode) past which no further window is begun
+
+
 def _energy_per_call(meter: EnergyMeter, fn: object, window_s: float, repeats: int) -> float:
     call = fn  # a zero-argument callable
-    # Warm-up, so lazy initialisation and thread pools do not land in a window: ten calls, or two when they take longer
-    # than two windows. A window lasts `window_s`, one call at least. A precision that takes seconds per call
-    # (fp16 of a ResNet on an AVX2-only CPU) made one calibration take 13 minutes here with a fixed number of calls.
+    # Warm-up, so lazy initialisation and thread pools do not land in a window: ten calls, or one when it takes longer
+    # than two windows. A window lasts `window_s`, one call at least; a probe begins no window past `PROBE_BUDGET_S`
+    # (one window at least). A precision that takes seconds per call (fp16 of a ResNet on an AVX2-only CPU) made one
+    # calibration take 13 minutes here with a fixed number of calls.
     start, n = time.perf_counter(), 0
-    while n < 2 or (n < 10 and time.perf_counter() - start < 2 * window_s):
+    while n < 1 or (n < 10 and time.perf_counter() - start < 2 * window_s):
         call()  # type: ignore[operator]
         n += 1
     per_call = []
+    started = time.perf_counter()
     for r in range(repeats):
+        if r and over_budget(time.perf_counter() - started, r, 1, PROBE_BUDGET_S):
+            break
         with meter.window(f"calibration {r}") as window:
             start, n = time.perf_counter(), 0
             while n < 1 or time.perf_counter() - start < window_s:
@@ -119,6 +128,7 @@ def calibrate(
         for precision in PRECISIONS:
             predictor = models.to_precision(base, precision)  # type: ignore[arg-type]
             inference[precision] = _energy_per_call(meter, lambda p=predictor: p(x), window_s, repeats)
+            say("setup", f"calibrated {precision}")
     train: dict[str, float] = {}
     xb = torch.randn(64, *spec.input_shape)
     for mode in ("fp32", "autocast"):
@@ -133,6 +143,7 @@ def calibrate(
             opt.step()
 
         train[mode] = _energy_per_call(meter, step, window_s, repeats)
+        say("setup", f"calibrated training {mode}")
     table = Calibration(
         machine=machine,
         inference_ratio={p: round(inference[p] / inference["fp32"], 4) for p in PRECISIONS if p != "fp32"},

@@ -13,3 +13,13 @@ DEPLOYMENT_ENERGY_J_PER_1K_BY_BATCH_SIZE = "deployment.energy_j_per_1k_by_batch_
 PAYBACK = "payback"
 PAYBACK_LOOP_ENERGY_J = "payback_loop_energy_j"
 PAYBACK_PREDICTIONS = "payback_predictions"
+# The batch sizes every candidate is measured and judged at (tasks/energy_loop/batch_fit.py), on the loop run.
+MEASURED_BATCH_SIZES = "measurement.batch_sizes"
+CALL_S_AT_BATCH = "measurement.call_s_at_batch"
+BATCH_SIZES_REASON = "measurement.batch_sizes_reason"
+# The loop's own cost (tasks/energy_loop/ledger.py), metrics of the loop run: the totals and, after the prefixes, each
+# part (calibration, training, measurement, orchestration).
+LOOP_ENERGY_J = "loop_energy_j"
+LOOP_WALL_S = "loop_wall_s"
+LOOP_ENERGY_J_PREFIX = "loop_energy_j_"
+LOOP_WALL_S_PREFIX = "loop_wall_s_"

@@ -37,6 +37,12 @@ from thresholds.energy.schema import Scenario
 log = logging.getLogger(__name__)
 
 
+def share_left(deadline: float, sizes_left: int) -> float:
+    """The seconds of the budget left to the next of `sizes_left` batch sizes: an even share of what is left (a size
+    that stopped early leaves its rest to the next)."""
+    return max(deadline - time.perf_counter(), 0.0) / sizes_left
+
+
 def _measure_inference(
     scenario: Scenario,
     predictor: torch.nn.Module,
@@ -53,7 +59,9 @@ def _measure_inference(
     pairs each), so measuring at more sizes costs little more time."""
     m = scenario.measurement
     sizes = m.batch_sizes_served
-    window = Window(m.min_window_s, idle_power_w=idle_power_w)
+    # A window holds the calls that fit in it (one at least): never a fixed number that a big model turns into minutes.
+    window = Window(m.min_window_s, idle_power_w=idle_power_w, fill_s=m.min_window_s)
+    deadline = time.perf_counter() + m.measure_budget_s  # the whole candidate's: every size, warm-ups included
 
     def at(b: int) -> str:
         return label if len(sizes) == 1 else f"{label} b{b}"
@@ -65,12 +73,10 @@ def _measure_inference(
         pairs_min = max(2, per_size_min + per_size_min % 2)  # whole ABBA blocks
         pairs_max = max(pairs_min, math.ceil(m.repeats_max / len(sizes)))
         try:
-            measured = [
-                measure_inference_paired(
-                    predictor, reference, data, meter, b, window, Repeats(pairs_min, pairs_max, m.target_rel_ci), at(b)
-                )
-                for b in sizes
-            ]
+            measured = []
+            for i, b in enumerate(sizes):
+                repeats = Repeats(pairs_min, pairs_max, m.target_rel_ci, share_left(deadline, len(sizes) - i))
+                measured.append(measure_inference_paired(predictor, reference, data, meter, b, window, repeats, at(b)))
         except ValueError as exc:  # a window read no energy above idle: nothing to pair
             log.warning("%s: paired measurement unavailable (%s); measured alone", label, exc)
         else:
@@ -105,12 +111,10 @@ def _measure_inference(
             }
             return across_sizes([mine for mine, _, _ in measured]), fields, theirs.total_energy_j
     repeats_max = max(m.repeats_min, math.ceil(m.repeats_max / len(sizes)))
-    alone = [
-        measure_inference(
-            predictor, data, meter, b, window, Repeats(m.repeats_min, repeats_max, m.target_rel_ci), at(b)
-        )
-        for b in sizes
-    ]
+    alone = []
+    for i, b in enumerate(sizes):
+        repeats = Repeats(m.repeats_min, repeats_max, m.target_rel_ci, share_left(deadline, len(sizes) - i))
+        alone.append(measure_inference(predictor, data, meter, b, window, repeats, at(b)))
     per_size_tags = (
         {
             f"{keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX}{b}": f"{r.energy_j_per_1k:.6g}"
@@ -234,6 +238,7 @@ def _scored(
             "inference_repeats": inference.repeats,
             "latency_ms_per_batch": inference.latency_ms_per_batch,
             "spent_energy_j": produced.spent_energy_j + inference.total_energy_j + reference_j,
+            "measure_energy_j": inference.total_energy_j + reference_j,
             "params": models.count_params(model),
             "macs": models.count_macs(model, spec.input_shape),
             "measure_s": measure_s,

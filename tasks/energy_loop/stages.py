@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -17,11 +18,13 @@ from pydantic import BaseModel
 
 from registry import energy as registry
 from registry import keys
+from tasks.common.progress import say
 from tasks.common.stages import LoopOutcome, outcome
 from tasks.compression import onnx_runtime
 from tasks.data import datasets as data_mod
-from tasks.energy_loop import inputs, report
+from tasks.energy_loop import inputs, ledger, report
 from tasks.energy_loop import keys as flow_keys
+from tasks.energy_loop.batch_fit import fit_summary, fitted_scenario
 from tasks.energy_loop.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.energy_loop.calibrate_parallel import calibrate_parallel
 from tasks.energy_loop.candidate import measure_step, model_spec, produce_step
@@ -105,6 +108,27 @@ def plan_next(
 ) -> list[Next] | Final:
     """The next step(s): one, or up to `width` that can train at once."""
     return plan_batch(scenario, history, calibration, width)
+
+
+@task(cache_policy=NO_CACHE)
+def fit_batch_sizes(scenario: Scenario, data_path: str, loop_run_id: str) -> Scenario:
+    """The scenario every candidate of the loop is measured and judged at: its own, or with smaller batch sizes
+    where one call of the loop's architecture at its sizes takes longer than a share of a window (`batch_fit`);
+    said in one console line and in the loop run's tags."""
+    if scenario.measurement.inference_target != "this-machine":
+        return scenario  # an estimate for a target device: nothing is timed here
+    fitted, fits = fitted_scenario(scenario, data_mod.load_cached(data_path))
+    m = scenario.measurement
+    tags = {
+        flow_keys.MEASURED_BATCH_SIZES: ",".join(str(b) for b in fitted.measurement.batch_sizes_served),
+        flow_keys.CALL_S_AT_BATCH: ", ".join(f"{f.asked}: {f.asked_call_s:.4f}" for f in fits),
+    }
+    if fitted is not scenario:
+        why = fit_summary(fits, m.min_window_s, m.max_call_window_share * m.min_window_s)
+        tags[flow_keys.BATCH_SIZES_REASON] = why
+        say("batch size", why, end=True)
+    registry.log_loop_tags(loop_run_id, tags)
+    return fitted
 
 
 @task(cache_policy=NO_CACHE)
@@ -328,6 +352,27 @@ def deployment_hints(
     return hints
 
 
+class Closing(NamedTuple):
+    """What the closing stage adds to the table and the run: the deployment hints, and the loop's own cost
+    (`ledger.loop_energy`; empty: not accounted)."""
+
+    hints: dict[str, str]
+    loop_energy: dict[str, float] = {}
+
+
+def loop_ledger(scenario: Scenario, meter: str) -> ledger.Ledger:
+    """The loop's own meter (a separate instance of the loop's meter kind) over its stretches: this process's CPU
+    share of a machine-level reading, as training is attributed (`attribute_by_process`), so what other processes
+    on a shared machine draw is not the loop's."""
+    m = scenario.measurement
+
+    def make() -> EnergyMeter:
+        inner = make_meter(meter, m.fixed_power_w, m.codecarbon_country)
+        return ProcessShareMeter(inner) if attribute_by_process(scenario, inner) else inner
+
+    return ledger.Ledger(ledger.loop_meter(make))
+
+
 @task(cache_policy=NO_CACHE)
 def close_loop(
     scenario: Scenario,
@@ -337,8 +382,9 @@ def close_loop(
     model_name: str,
     work_dir: str,
     common_tags: dict[str, str],
-    hints: dict[str, str],
+    closing: Closing,
 ) -> LoopOutcome:
+    hints = closing.hints
     table = report.iteration_table(scenario, history)
     if hints:
         table += (
@@ -346,6 +392,9 @@ def close_loop(
             f"here: {hints[keys.DEPLOYMENT_ENERGY_OPTIMAL_BATCH_SIZE]} (J/1k by batch size: "
             f"{hints[flow_keys.DEPLOYMENT_ENERGY_J_PER_1K_BY_BATCH_SIZE]})."
         )
+    if closing.loop_energy:
+        table += "\n\n" + ledger.table(closing.loop_energy)
+        registry.log_loop_energy(loop_run_id, closing.loop_energy)
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []
     plot = (
@@ -370,4 +419,5 @@ def close_loop(
             resource={"prefect.resource.id": f"energy-loop.model.{model_name}", "prefect.resource.name": model_name},
             payload={"reason": final.reason, "mlflow_run_id": loop_run_id},
         )
-    return outcome("Energy loop", f"energy-loop-{model_name}", final, record, model_name, loop_run_id, table, history)
+    closed = outcome("Energy loop", f"energy-loop-{model_name}", final, record, model_name, loop_run_id, table, history)
+    return closed.model_copy(update={"loop_energy": closing.loop_energy})

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tasks.meters.stats import t_quantile_975
+from tasks.meters.stats import over_budget, t_quantile_975
 
 REFERENCE, CANDIDATE = "A", "B"
 TRIM = 0.1  # share of the sorted log ratios left out at each end of the mean (Yuen's 10 % trimmed mean)
@@ -109,9 +110,12 @@ def measure_paired(
     pairs_min: int,
     pairs_max: int,
     target_rel_ci: float,
+    budget_s: float | None = None,
 ) -> PairedRatio:
     """Alternate the two measurements in ABBA blocks until the 95 % interval of the log ratio is
-    within `target_rel_ci` (after at least `pairs_min` pairs), or `pairs_max` pairs were measured.
+    within `target_rel_ci` (after at least `pairs_min` pairs), or `pairs_max` pairs were measured, or (with
+    `budget_s`) another block would end past `budget_s` seconds: one whole block (two pairs) at least, so a slow
+    model's figures still carry a spread, and a linear drift still cancels.
 
     Each callable measures one window and returns a positive energy (e.g. J per 1k predictions).
     """
@@ -119,6 +123,7 @@ def measure_paired(
         raise ValueError(f"pairs: expected 1 <= pairs_min ({pairs_min}) <= pairs_max ({pairs_max})")
     reference: list[float] = []
     candidate: list[float] = []
+    started = time.perf_counter()
     while len(candidate) < pairs_max:
         for who in abba_order(2)[: 4 if pairs_max - len(candidate) >= 2 else 2]:
             value = measure_reference() if who == REFERENCE else measure_candidate()
@@ -130,6 +135,8 @@ def measure_paired(
             (reference if who == REFERENCE else candidate).append(value)
         done = PairedRatio(tuple(reference), tuple(candidate))
         if done.n >= max(pairs_min, 2) and done.log_ci95 <= target_rel_ci:
+            break
+        if done.n >= 2 and over_budget(time.perf_counter() - started, done.n, 2, budget_s):
             break
     return PairedRatio(tuple(reference), tuple(candidate))
 

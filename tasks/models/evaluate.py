@@ -135,7 +135,7 @@ def quality(
     return Quality(accuracy=value, rmse=math.sqrt(mse) * data.target_std, loss=mse, samples=len(y))
 
 
-def _batch_pool(x: torch.Tensor | StreamedSplit, batch_size: int) -> torch.Tensor:
+def batch_pool(x: torch.Tensor | StreamedSplit, batch_size: int) -> torch.Tensor:
     """Test inputs tiled so every measured batch has exactly `batch_size` rows. Of a streamed split, the first
     `batch_size` x 4 are decoded once: the windows measure the model, never the decoding."""
     if isinstance(x, StreamedSplit):
@@ -145,22 +145,30 @@ def _batch_pool(x: torch.Tensor | StreamedSplit, batch_size: int) -> torch.Tenso
 
 
 class Window(NamedTuple):
-    """How one inference window runs: batches for at least `min_s` seconds and `min_batches` batches (after
-    `warmup_batches` unmeasured ones, once per model), its energy counted above `idle_power_w`."""
+    """How one inference window runs: batches for at least `min_s` seconds, and at least `min_batches` batches
+    while they fit in `fill_s` (after `warmup_batches` unmeasured ones, once per model, as many as fit in `fill_s`;
+    one at least), its energy counted above `idle_power_w`.
+
+    A window holds as many calls as fit, never a fixed number: 20 calls of a ResNet at batch 4096 took minutes per
+    window on the development machine; a fast model's window still holds 20 calls at least, for its latency
+    quantiles."""
 
     min_s: float
     min_batches: int = 20
     warmup_batches: int = 5
     idle_power_w: float = 0.0
+    fill_s: float = 2.0
 
 
 class Repeats(NamedTuple):
     """How many windows (pairs, when paired): at least `at_least`, then until the 95 % interval of the energy is
-    within `target_rel_ci` of it, at most `at_most`."""
+    within `target_rel_ci` of it, at most `at_most`; and, with `budget_s`, no more once another window (another
+    ABBA block) would end past `budget_s` seconds of measuring (two windows, one block at least)."""
 
     at_least: int = 1
     at_most: int = 1
     target_rel_ci: float = 0.05
+    budget_s: float | None = None
 
 
 ONE_WINDOW = Repeats()
@@ -180,11 +188,13 @@ def measure_inference(
 
     Long windows keep short runs from being lost in meter noise; repeats give the spread.
     """
-    pool = _batch_pool(data.x_test, batch_size)
+    pool = batch_pool(data.x_test, batch_size)
     windows = _Windows(model, pool, meter, batch_size, window, label)
     with torch.inference_mode():
         windows.warm_up(window.warmup_batches)
-        stats = repeat_until_stable(windows.one, repeats.at_least, repeats.at_most, repeats.target_rel_ci)
+        stats = repeat_until_stable(
+            windows.one, repeats.at_least, repeats.at_most, repeats.target_rel_ci, budget_s=repeats.budget_s
+        )
     return windows.report(stats)
 
 
@@ -201,7 +211,10 @@ class _Windows:
         self.windows: list[Measurement] = []
 
     def warm_up(self, batches: int) -> None:
+        begin = time.perf_counter()
         for i in range(batches):
+            if i and time.perf_counter() - begin >= self.window.fill_s:
+                break
             s = self.starts[i % len(self.starts)]
             self.model(self.pool[s : s + self.batch_size])
 
@@ -211,7 +224,12 @@ class _Windows:
         with self.meter.window(f"{self.label} {len(self.windows) + 1}") as window:
             begin = time.perf_counter()
             n = 0
-            while n < self.window.min_batches or time.perf_counter() - begin < self.window.min_s:
+            fill_s = max(self.window.min_s, self.window.fill_s)
+            while (
+                n < 1
+                or time.perf_counter() - begin < self.window.min_s
+                or (n < self.window.min_batches and time.perf_counter() - begin < fill_s)
+            ):
                 s = starts[n % len(starts)]
                 t0 = time.perf_counter()
                 self.model(pool[s : s + batch_size])
@@ -224,7 +242,7 @@ class _Windows:
 
     def report(self, stats: Repeated) -> InferenceReport:
         latencies_ms, windows, batch_size = self.latencies_ms, self.windows, self.batch_size
-        q = statistics.quantiles(latencies_ms, n=4)
+        q = statistics.quantiles(latencies_ms, n=4) if len(latencies_ms) > 1 else [latencies_ms[0]] * 3
         return InferenceReport(
             energy_j_per_1k=stats.mean,
             energy_sem_j_per_1k=stats.sem,
@@ -251,13 +269,15 @@ def measure_inference_paired(
 ) -> tuple[InferenceReport, InferenceReport, PairedRatio]:
     """`model` and `reference` measured in alternating ABBA windows (see `tasks.meters.paired`):
     the report of each, and the paired ratio model / reference the gates judge."""
-    pool = _batch_pool(data.x_test, batch_size)
+    pool = batch_pool(data.x_test, batch_size)
     mine = _Windows(model, pool, meter, batch_size, window, label)
     theirs = _Windows(reference, pool, meter, batch_size, window, f"{label} reference")
     with torch.inference_mode():
         mine.warm_up(window.warmup_batches)
         theirs.warm_up(window.warmup_batches)
-        paired = measure_paired(theirs.one, mine.one, pairs.at_least, pairs.at_most, pairs.target_rel_ci)
+        paired = measure_paired(
+            theirs.one, mine.one, pairs.at_least, pairs.at_most, pairs.target_rel_ci, budget_s=pairs.budget_s
+        )
     return mine.report(Repeated(paired.candidate)), theirs.report(Repeated(paired.reference)), paired
 
 

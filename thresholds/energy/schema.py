@@ -112,6 +112,20 @@ class Measurement(StrictSection):
     repeats_min: int = Field(3, ge=1, le=100, description="inference windows at least")
     repeats_max: int = Field(8, ge=1, le=1_000, description="inference windows at most")
     target_rel_ci: float = Field(0.05, gt=0, le=1, description="95 % CI half-width / mean to stop repeating")
+    measure_budget_s: float = Field(
+        30.0,
+        ge=1,
+        le=86_400,
+        description="seconds of inference measurement per candidate (warm-up, windows and repeats at every batch "
+        "size together): no window or ABBA block is begun that would end past it, two windows (one block) at least",
+    )
+    max_call_window_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="where one inference call at a batch size takes longer than this share of min_window_s, the loop "
+        "measures every candidate at a smaller batch size (powers of two) that fits; 1: only calls over a window",
+    )
     significance_sigmas: float = Field(
         2.0, ge=0, le=10, description="combined standard errors a difference must exceed"
     )

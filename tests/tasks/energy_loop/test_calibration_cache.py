@@ -78,7 +78,7 @@ def test_a_factory_whose_code_changed_is_calibrated_afresh(tmp_path: Path) -> No
 
 
 def test_a_slow_precision_is_probed_with_few_calls() -> None:
-    """A call longer than the windows: two warm-up calls and one per window, not the ten and three a fast call gets."""
+    """A call longer than the windows: one warm-up call and one per window, not the ten and three a fast call gets."""
     import time
 
     from tasks.energy_loop.calibrate import _energy_per_call
@@ -87,5 +87,19 @@ def test_a_slow_precision_is_probed_with_few_calls() -> None:
     _energy_per_call(FixedPowerMeter(5.0), lambda: slow.append(time.sleep(0.03) or 0.0), window_s=0.01, repeats=3)
     fast: list[float] = []
     _energy_per_call(FixedPowerMeter(5.0), lambda: fast.append(0.0), window_s=0.01, repeats=3)
-    assert len(slow) == 2 + 3
+    assert len(slow) == 1 + 3
     assert len(fast) >= 10 + 3
+
+
+def test_a_probe_begins_no_window_past_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A precision that takes seconds per call: one warm-up call and one window, not three."""
+    import time
+
+    from tasks.energy_loop import calibrate as calibration
+
+    monkeypatch.setattr(calibration, "PROBE_BUDGET_S", 0.05)
+    calls: list[float] = []
+    calibration._energy_per_call(
+        FixedPowerMeter(5.0), lambda: calls.append(time.sleep(0.04) or 0.0), window_s=0.01, repeats=3
+    )
+    assert len(calls) == 1 + 1  # a second window would end past 0.05 s

@@ -3,7 +3,9 @@ traces, repeated windows and noise-aware comparisons."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +226,40 @@ def test_accuracy_bound_of_a_subset() -> None:
     assert accuracy_bound95(0.9, 100, 1000) == pytest.approx(1.96 * 0.03 * math.sqrt(900 / 999))
     assert accuracy_bound95(0.9, 1000, 1000) == 0.0
     assert accuracy_bound95(1.0, 50, 1000) > 0  # never a zero-width bound from a perfect subset score
+
+
+def test_repeats_stop_at_the_time_budget_after_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = {"s": 0.0}
+    values = itertools.cycle([1.0, 2.0, 3.0])
+
+    def once() -> float:
+        clock["s"] += 2.0
+        return next(values)
+
+    monkeypatch.setattr("tasks.meters.stats.time.perf_counter", lambda: clock["s"])
+    got = repeat_until_stable(once, min_repeats=3, max_repeats=50, target_rel_ci=0.01, budget_s=7.0)
+    assert got.n == 3 and clock["s"] == 6.0  # a fourth call would end at 8 s
+    clock["s"] = 0.0
+    assert repeat_until_stable(once, min_repeats=3, max_repeats=50, target_rel_ci=0.01, budget_s=1.0).n == 2
+
+
+class _Slow(torch.nn.Module):
+    """A model whose every call takes `call_s` (a big model at a big batch size)."""
+
+    def __init__(self, call_s: float) -> None:
+        super().__init__()
+        self.call_s = call_s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.call_s)
+        return x
+
+
+def test_a_slow_models_window_holds_the_calls_that_fit_not_twenty(tmp_path: Path) -> None:
+    data = load_cached(str(prepare("digits", tmp_path)))
+    started = time.perf_counter()
+    report = measure_inference(_Slow(0.05), data, ReplayMeter([1.0]), 64, Window(min_s=0.1, fill_s=0.1), Repeats(2, 2))
+    elapsed_s = time.perf_counter() - started
+    calls = report.samples // 64
+    assert 2 * 2 <= calls <= 2 * 4  # two windows of 0.1 s: two or three calls each (twenty before)
+    assert elapsed_s < 1.0  # one warm-up call: the warm-up stops at fill_s too

@@ -139,3 +139,26 @@ def test_reports_at_several_serving_sizes_combine_into_one_figure(tmp_path: Path
     assert both.energy_sem_j_per_1k == 0.0  # every window read the same: no spread
     assert both.latency_ms_per_batch == small.latency_ms_per_batch and both.batch_size == 1
     assert both.repeats == 4 and both.total_energy_j == pytest.approx(20.0)
+
+
+def test_a_time_budget_ends_the_pairs_after_a_whole_block_whatever_the_noise() -> None:
+    """Windows of a slow model: each takes 1 s of the fake clock; a 5 s budget leaves room for one block only (the
+    next would end at 8 s), however noisy the ratio."""
+    clock = {"s": 0.0}
+    noise = itertools.cycle([1.0, 1.4, 0.8, 1.2, 0.9])
+
+    def window(value: float) -> float:
+        clock["s"] += 1.0
+        return value
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tasks.meters.paired.time.perf_counter", lambda: clock["s"])
+        bounded = measure_paired(
+            lambda: window(2.0), lambda: window(next(noise)), pairs_min=4, pairs_max=20, target_rel_ci=0.01, budget_s=5
+        )
+        assert bounded.n == 2 and clock["s"] == 4.0  # one block at least, even below pairs_min
+        clock["s"] = 0.0
+        longer = measure_paired(
+            lambda: window(2.0), lambda: window(next(noise)), pairs_min=2, pairs_max=20, target_rel_ci=0.01, budget_s=12
+        )
+        assert longer.n == 6 and clock["s"] == 12.0  # three blocks fit exactly; a fourth would end at 16 s

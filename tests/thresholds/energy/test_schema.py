@@ -70,6 +70,8 @@ BAD: list[tuple[str, str, str]] = [
         "name: x\nmeasurement:\n  serving_batch_sizes: [one]\n",
         "measurement.serving_batch_sizes",
     ),
+    ("measurement budget under a second", "name: x\nmeasurement:\n  measure_budget_s: 0.5\n", "measure_budget_s"),
+    ("call share of a window zero", "name: x\nmeasurement:\n  max_call_window_share: 0\n", "max_call_window_share"),
     ("unknown onnxruntime precision", "name: x\nladder:\n  onnx_runtime: [int4]\n", "ladder.onnx_runtime"),
     ("kept layer not a module name", "name: x\nmodel:\n  keep_layers: ['stem/0']\n", "model.keep_layers"),
     ("kept layer twice", "name: x\nmodel:\n  keep_layers: [head, head]\n", "model.keep_layers"),

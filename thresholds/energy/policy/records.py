@@ -76,6 +76,7 @@ class CandidateResult(BaseModel):
     analytic_inference_energy_j_per_1k: float | None = None  # target-device estimate from counted ops
     latency_ms_per_batch: float | None = None
     spent_energy_j: float = 0.0  # everything this iteration cost: training + measurement
+    measure_energy_j: float = 0.0  # the part of it its inference windows read (the reference's paired ones too)
     params: int | None = None
     macs: int | None = None
     epochs_run: int | None = None
