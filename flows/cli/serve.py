@@ -109,7 +109,7 @@ def serve_command(args: argparse.Namespace) -> int:
         settings=settings,
         registry=server.Registry(resolve, load, log_window),
         served=served,
-        energy=server.EnergyWindows(meter, ProcessShareMeter.attribution),
+        energy=server.EnergyWindows(meter),
         feedback=feedback.Feedback(scorer.input.task, list(scorer.input.class_labels), settings.feedback_dir),
         exposition=telemetry.Exposition(name, metric),
     )

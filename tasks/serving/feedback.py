@@ -29,7 +29,7 @@ LABEL_COLUMN = "label"
 @dataclass
 class _Answer:
     at_s: float
-    inputs: pd.DataFrame
+    inputs: pd.DataFrame | None  # kept only where labelled rows are written to a feedback folder
     predictions: list[Any]
 
 
@@ -56,12 +56,12 @@ class Feedback:
     def metric(self) -> str:
         return "accuracy" if self.task == "classification" else "rmse"
 
-    def answered(self, inputs: pd.DataFrame, predictions: list[Any]) -> str:
-        """Keep an answer; its request id."""
+    def answered(self, inputs: pd.DataFrame | None, predictions: list[Any]) -> str:
+        """Keep an answer (its input rows only with a feedback folder); its request id."""
         request_id = uuid.uuid4().hex
         now = time.time()
         with self._lock:
-            self._answers[request_id] = _Answer(now, inputs, predictions)
+            self._answers[request_id] = _Answer(now, inputs if self.folder is not None else None, predictions)
             while self._answers and (
                 len(self._answers) > self.max_requests or next(iter(self._answers.values())).at_s < now - self.ttl_s
             ):
@@ -98,7 +98,7 @@ class Feedback:
                 self._window.predictions += answer.predictions
                 self._window.labels += values
         for _, answer, values in checked:
-            if self.folder is not None and len(answer.inputs) == len(values):
+            if answer.inputs is not None and len(answer.inputs) == len(values):
                 part = answer.inputs.copy()
                 part[LABEL_COLUMN] = values
                 self._write(part)

@@ -89,7 +89,6 @@ class EnergyWindows:
     """The open meter window over the traffic."""
 
     meter: EnergyMeter
-    attribution: str
     _open: tuple[AbstractContextManager[Window], Window] | None = None
 
     def start(self) -> None:
@@ -258,15 +257,8 @@ def score(state: ServerState, body: bytes, content_type: str) -> tuple[int, str,
     state.exposition.answered(rows, latency_s)
     column = "prediction" if "prediction" in getattr(predictions, "columns", ()) else None
     answers = predictions[column].tolist() if column else list(predictions)
-    inputs = data if hasattr(data, "columns") else None
-    request_id = state.feedback.answered(inputs if inputs is not None else _empty(), answers)
+    request_id = state.feedback.answered(data if hasattr(data, "columns") else None, answers)
     return 200, out.getvalue(), request_id
-
-
-def _empty() -> Any:
-    import pandas as pd
-
-    return pd.DataFrame()
 
 
 def create_app(state: ServerState) -> Any:
@@ -290,11 +282,9 @@ def create_app(state: ServerState) -> Any:
     async def body_of(request: Request) -> bytes | Response:
         declared = request.headers.get("content-length", "")
         limit = state.settings.max_body_bytes
-        if declared.isdigit() and int(declared) > limit:
-            state.exposition.failed("too_large")
-            return JSONResponse({"error_code": "REQUEST_TOO_LARGE", "message": f"body over {limit} bytes"}, 413)
-        body = await request.body()
-        if len(body) > limit:
+        # A declared size over the limit is refused before the body is read; an undeclared one once it is.
+        body = None if declared.isdigit() and int(declared) > limit else await request.body()
+        if body is None or len(body) > limit:
             state.exposition.failed("too_large")
             return JSONResponse({"error_code": "REQUEST_TOO_LARGE", "message": f"body over {limit} bytes"}, 413)
         return body
