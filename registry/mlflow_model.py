@@ -210,9 +210,15 @@ def log_onnx_benchmark(experiment: str, params: dict[str, str], graphs: dict[str
     return run_id
 
 
-def log_observed_window(mc: Any, run_id: str, metrics: dict[str, float], timestamp_ms: int, step: int) -> None:
+def log_observed_window(
+    mc: Any, run_id: str, metrics: dict[str, float], tags: dict[str, str], timestamp_ms: int, step: int
+) -> None:
     """One serving window's figures on the version's run: one metric series per figure, so the run's page plots the
-    observed energy, latency and quality over time beside the loop's own figures."""
-    from mlflow.entities import Metric
+    observed energy, latency and quality over time beside the loop's own figures; the energy's provenance as tags."""
+    from mlflow.entities import Metric, RunTag
 
-    mc.log_batch(run_id, metrics=[Metric(k, v, timestamp_ms, step) for k, v in metrics.items()])
+    mc.log_batch(
+        run_id,
+        metrics=[Metric(k, v, timestamp_ms, step) for k, v in metrics.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )

@@ -37,6 +37,26 @@ def add_parsers(sub: Any) -> None:
         "--feedback-dir", default=None, help="append labelled rows here as Parquet parts (a dataset folder)"
     )
     serve.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body in MiB (default 16)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="requests scored at once, as threads of this process (default 1: each scored at the torch threads the "
+        "version was measured at; one process keeps request ids, swaps and energy windows in one place)",
+    )
+    serve.add_argument(
+        "--idle-window-s",
+        type=float,
+        default=2.0,
+        help="seconds the machine's idle power is measured at start, to count energy above it as the loop does "
+        "(default 2; 0: count the whole draw)",
+    )
+    serve.add_argument(
+        "--telemetry",
+        choices=("on", "off"),
+        default="on",
+        help="off: no energy windows, counters or request ids (to measure what the measurement costs)",
+    )
     serve.set_defaults(handler=serve_command, stopped="stopped serving")
 
 
@@ -55,11 +75,13 @@ def serve_command(args: argparse.Namespace) -> int:
     from registry.store import client
     from tasks.meters.select import make_meter
     from tasks.meters.share import ProcessShareMeter
+    from tasks.models.evaluate import measure_idle_power_w
     from tasks.serving import feedback, server, telemetry
     from tasks.serving.scorer import meter_setting
 
     for name, value, low in (("--interval-s", args.interval_s, 0.1), ("--poll-s", args.poll_s, 0.1),
-                             ("--max-body-mb", args.max_body_mb, 0.001)):  # fmt: skip
+                             ("--max-body-mb", args.max_body_mb, 0.001), ("--workers", args.workers, 1),
+                             ("--idle-window-s", args.idle_window_s, 0.0)):  # fmt: skip
         if not value >= low:
             return _bad(args, f"{name} = {value}: expected a number >= {low}")
     if not 0 < args.port < 65536:
@@ -82,7 +104,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
     def log_window(run_id: str, figures: telemetry.WindowFigures) -> None:
         steps["n"] += 1
-        mlflow_model.log_observed_window(mc, run_id, figures.metrics(), int(time.time() * 1000), steps["n"])
+        mlflow_model.log_observed_window(
+            mc, run_id, figures.metrics(), figures.tags(), int(time.time() * 1000), steps["n"]
+        )
 
     try:
         pyfunc = load(str(version.version))
@@ -93,7 +117,10 @@ def serve_command(args: argparse.Namespace) -> int:
         return _bad(args, f"model = {args.model!r}: version {version.version} cannot be served ({first})")
     tags = dict(version.tags)
     meter_name, power_w = meter_setting(tags)
-    meter = ProcessShareMeter(make_meter(args.meter or meter_name, power_w))
+    machine_meter = make_meter(args.meter or meter_name, power_w)
+    measuring = args.telemetry == "on"
+    idle_power_w = measure_idle_power_w(machine_meter, args.idle_window_s) if measuring and args.idle_window_s else 0.0
+    meter = ProcessShareMeter(machine_meter)
     scorer = served.scorer
     settings = server.Settings(
         reference=args.model,
@@ -103,13 +130,15 @@ def serve_command(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         feedback_dir=Path(args.feedback_dir) if args.feedback_dir else None,
+        workers=args.workers,
+        telemetry=measuring,
     )
     metric = "accuracy" if scorer.input.task == "classification" else "rmse"
     state = server.ServerState(
         settings=settings,
         registry=server.Registry(resolve, load, log_window),
         served=served,
-        energy=server.EnergyWindows(meter),
+        energy=server.EnergyWindows(meter, idle_power_w),
         feedback=feedback.Feedback(scorer.input.task, list(scorer.input.class_labels), settings.feedback_dir),
         exposition=telemetry.Exposition(name, metric),
     )
@@ -118,7 +147,12 @@ def serve_command(args: argparse.Namespace) -> int:
     print(
         f"serving {name} version {served.version}"
         + (f" (following @{settings.alias})" if settings.alias else "")
-        + f" on http://{args.host}:{args.port}, meter {meter.source}, a window every {args.interval_s:g} s",
+        + f" on http://{args.host}:{args.port}, "
+        + (
+            f"meter {meter.source} (above {idle_power_w:.1f} W idle), a window every {args.interval_s:g} s"
+            if measuring
+            else "telemetry off"
+        ),
         file=sys.stderr,
         flush=True,
     )
@@ -136,5 +170,8 @@ def serve_command(args: argparse.Namespace) -> int:
     finally:
         last = state.stop()
         meter.close()
-    print(f"stopped serving: last window {last.requests} requests, {last.rows} rows", file=sys.stderr)
+    print(
+        "stopped serving" + (f": last window {last.requests} requests, {last.rows} rows" if last else ""),
+        file=sys.stderr,
+    )
     return 0

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from io import BytesIO, StringIO
@@ -74,6 +75,8 @@ class Settings(NamedTuple):
     api_key: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     feedback_dir: Path | None = None
+    workers: int = 1  # requests scored at once (threads of this one process)
+    telemetry: bool = True  # off: no windows, counters or request ids (what the measurement costs, benchmarked)
 
 
 def check_answers(served: Served) -> None:
@@ -86,9 +89,11 @@ def check_answers(served: Served) -> None:
 
 @dataclass
 class EnergyWindows:
-    """The open meter window over the traffic."""
+    """The open meter window over the traffic. With `idle_power_w`, a window of a process-share meter counts the
+    process's share of the machine's energy above that idle draw (the loop's own windows count above idle too)."""
 
     meter: EnergyMeter
+    idle_power_w: float = 0.0
     _open: tuple[AbstractContextManager[Window], Window] | None = None
 
     def start(self) -> None:
@@ -107,7 +112,12 @@ class EnergyWindows:
         except Exception as exc:  # a meter that failed costs a window's energy figure, never the serving
             log.warning("energy window not read: %s", exc)
             return None
-        return EnergyReading(m.energy_j, m.duration_s, m.source, m.estimated, m.details.get("attribution", ""))
+        attribution = m.details.get("attribution", "")
+        if not self.idle_power_w or "machine_energy_j" not in m.details:
+            return EnergyReading(m.energy_j, m.duration_s, m.source, m.estimated, attribution)
+        above_idle_j = max(float(m.details["machine_energy_j"]) - self.idle_power_w * m.duration_s, 0.0)
+        energy_j = above_idle_j * float(m.details.get("cpu_share", 1.0))
+        return EnergyReading(energy_j, m.duration_s, m.source, m.estimated, attribution, self.idle_power_w)
 
 
 @dataclass
@@ -181,8 +191,10 @@ class ServerState:
                 except Exception as exc:
                     log.warning("%s failed: %s", getattr(work, "__name__", "work"), exc)
 
-        self.energy.start()
-        threads = [threading.Thread(target=every, args=(self.settings.interval_s, self.report), daemon=True)]
+        threads = []
+        if self.settings.telemetry:
+            self.energy.start()
+            threads.append(threading.Thread(target=every, args=(self.settings.interval_s, self.report), daemon=True))
         if self.settings.alias is not None:
             threads.append(
                 threading.Thread(target=every, args=(self.settings.poll_s, self.follow, self._poke), daemon=True)
@@ -194,11 +206,11 @@ class ServerState:
     def poke(self) -> None:
         self._poke.set()
 
-    def stop(self) -> WindowFigures:
-        """Stop the threads and write the last window."""
+    def stop(self) -> WindowFigures | None:
+        """Stop the threads and write the last window (None without telemetry)."""
         self._stop.set()
         self._poke.set()
-        return self.report()
+        return self.report() if self.settings.telemetry else None
 
     def health(self) -> dict[str, Any]:
         return {
@@ -236,21 +248,23 @@ def score(state: ServerState, body: bytes, content_type: str) -> tuple[int, str,
     from mlflow.pyfunc import scoring_server as mlflow_serving
 
     served = state.served  # the version this request started with, whatever swaps meanwhile
+    telemetry = state.settings.telemetry
     started = time.perf_counter()
     try:
         data = _parse(body, content_type, served)
         predictions = served.pyfunc.predict(data)
-    except MlflowException as exc:
-        state.traffic.failed()
-        state.exposition.failed("bad_input")
-        return exc.get_http_status_code(), exc.serialize_as_json(), None
     except Exception as exc:
-        state.traffic.failed()
-        state.exposition.failed("error")
+        if telemetry:
+            state.traffic.failed()
+            state.exposition.failed("bad_input" if isinstance(exc, MlflowException) else "error")
+        if isinstance(exc, MlflowException):
+            return exc.get_http_status_code(), exc.serialize_as_json(), None
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         return 400, MlflowException.invalid_parameter_value(first).serialize_as_json(), None
     out = StringIO()
     mlflow_serving.predictions_to_json(predictions, out)
+    if not telemetry:
+        return 200, out.getvalue(), None
     latency_s = time.perf_counter() - started
     rows = len(predictions)
     state.traffic.answered(rows, latency_s)
@@ -269,6 +283,9 @@ def create_app(state: ServerState) -> Any:
 
     app = FastAPI(title="energy-loop serve", docs_url=None, redoc_url=None, openapi_url=None)
     key = state.settings.api_key
+    # Scoring runs on its own pool, `workers` wide: the event loop keeps accepting while a batch is scored, and
+    # no more predictions run at once than asked for (each at the torch threads the version was measured at).
+    scoring = ThreadPoolExecutor(state.settings.workers, thread_name_prefix="score")
 
     def refused(request: Request) -> Response | None:
         if key is None:
@@ -314,8 +331,8 @@ def create_app(state: ServerState) -> Any:
         body = await body_of(request)
         if isinstance(body, Response):
             return body
-        status, content, request_id = await asyncio.to_thread(
-            score, state, body, request.headers.get("content-type", "application/json")
+        status, content, request_id = await asyncio.get_running_loop().run_in_executor(
+            scoring, score, state, body, request.headers.get("content-type", "application/json")
         )
         headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
         return Response(content, status, headers=headers, media_type="application/json")

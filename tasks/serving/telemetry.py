@@ -6,8 +6,9 @@ plain numbers. `Exposition` keeps the same figures as Prometheus metrics for `/m
 Prometheus asks: `_total`, `_seconds`, `_joules`).
 
 Energy is read in windows over the real traffic: one meter window per reporting interval, this process's
-CPU share of the machine's reading (`tasks.meters.share.ProcessShareMeter`), less the machine's idle draw over
-the window in that same share. J per 1k predictions is that energy over the window's rows; its standard error
+CPU share of the machine's reading above its idle draw (`tasks.meters.share.ProcessShareMeter`; idle measured
+when the server starts), as the loop counts energy above idle in its own windows.
+J per 1k predictions is that energy over the window's rows; its standard error
 is taken over the last `SEM_WINDOWS` windows that served rows.
 """
 
@@ -95,6 +96,7 @@ class EnergyReading:
     source: str
     estimated: bool
     attribution: str
+    idle_power_w: float = 0.0  # subtracted over the window before the share was taken
 
 
 @dataclass(frozen=True)
@@ -115,11 +117,20 @@ class WindowFigures:
     energy_j_per_1k_sem: float | None
     quality: float | None
     labelled_rows: int
+    energy_source: str = ""  # provenance of energy_j: the meter, measured or estimated, how it was attributed
+    energy_estimated: str = ""
+    energy_attribution: str = ""
+    idle_power_w: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """The figures MLflow plots over time (one series each): those that were observed in this window."""
         found = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and k != "started_s"}
         return {f"{OBSERVED_PREFIX}{k}": float(v) for k, v in found.items() if v is not None}
+
+    def tags(self) -> dict[str, str]:
+        """The energy figures' provenance, as tags of the version's run (empty without an energy reading)."""
+        found = {k: v for k, v in asdict(self).items() if isinstance(v, str) and v}
+        return {f"{OBSERVED_PREFIX}{k}": v for k, v in found.items()}
 
 
 def close_window(
@@ -148,6 +159,10 @@ def close_window(
         energy_j_per_1k_sem=sem,
         quality=quality[0],
         labelled_rows=quality[1],
+        energy_source=reading.source if reading is not None else "",
+        energy_estimated=str(reading.estimated).lower() if reading is not None else "",
+        energy_attribution=reading.attribution if reading is not None else "",
+        idle_power_w=reading.idle_power_w if reading is not None else None,
     )
 
 
@@ -191,6 +206,10 @@ class Exposition:
         )
         self.model = model
         self._version: str | None = None
+        self.provenance = Gauge(
+            f"{PREFIX}_energy_info", "Where the energy figures come from (1)", ["source", "estimated", "attribution"],
+            registry=self.registry,
+        )  # fmt: skip
 
     def served(self, version: str) -> None:
         if self._version is not None:
@@ -210,6 +229,8 @@ class Exposition:
     def window(self, figures: WindowFigures) -> None:
         if figures.energy_j is not None:
             self.energy.inc(figures.energy_j)
+            self.provenance.clear()
+            self.provenance.labels(figures.energy_source, figures.energy_estimated, figures.energy_attribution).set(1)
         if figures.energy_j_per_1k is not None:
             self.per_1k.set(figures.energy_j_per_1k)
         if figures.energy_j_per_1k_sem is not None:

@@ -112,6 +112,8 @@ def test_serve_answers_as_the_pyfunc_measures_itself_and_stops_on_sigterm(
         assert {s.value for s in families["energy_loop_serving_quality"].samples} == {0.5}
         assert families["energy_loop_serving_predictions"].samples[0].value == 8
         assert families["energy_loop_serving_energy_joules"].samples[0].value > 0
+        (provenance,) = families["energy_loop_serving_energy_info"].samples
+        assert provenance.labels["attribution"] == "process-cpu-share" and provenance.labels["estimated"] == "true"
         buckets = [s for s in families["energy_loop_serving_request_rows"].samples if s.name.endswith("_bucket")]
         assert any(s.labels["le"] == "8.0" and s.value == 1 for s in buckets)  # one request of 8 rows
         parts = list((tmp_path / "feedback").glob("*.parquet"))
@@ -128,6 +130,9 @@ def test_serve_answers_as_the_pyfunc_measures_itself_and_stops_on_sigterm(
     history = MlflowClient(quick_loop.store).get_metric_history(run_id, "observed.energy_j_per_1k")
     assert history and all(m.value > 0 for m in history)
     assert MlflowClient(quick_loop.store).get_metric_history(run_id, "observed.quality")[0].value == 0.5
+    run_tags = MlflowClient(quick_loop.store).get_run(run_id).data.tags
+    assert run_tags["observed.energy_attribution"] == "process-cpu-share" and run_tags["observed.energy_source"]
+    assert MlflowClient(quick_loop.store).get_metric_history(run_id, "observed.idle_power_w")[0].value > 0
 
 
 def test_the_alias_moves_under_load_without_a_failed_request_and_a_broken_version_is_refused(
