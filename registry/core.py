@@ -22,8 +22,10 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from registry import keys, mlflow_model
+from registry.observed import Observed, at_mix, observed
 from registry.store import IncompleteArtifact, client, experiment_id_of, tracking_uri
 from thresholds.core import Final, FinalState
+from thresholds.energy import keys as energy_keys
 from thresholds.promotion import CHAMPION, gate_problems
 
 
@@ -447,7 +449,7 @@ def promote(model_name: str, version: str, force: bool = False, reason: str = ""
     return f"champion of {model_name} is now version {version}" + (f" (forced: {reason})" if force else "")
 
 
-def status(model_name: str) -> dict[str, dict[str, str] | None]:
+def status(model_name: str) -> dict[str, Any]:
     """The champion and the best passing challenger (lowest inference energy among other passing versions)."""
     mc = client()
     versions = mc.search_model_versions(f"name='{model_name}'")
@@ -464,7 +466,33 @@ def status(model_name: str) -> dict[str, dict[str, str] | None]:
 
     challenger = min(passing, key=energy) if passing else None
     describe = lambda v: None if v is None else {"version": str(v.version), **dict(v.tags)}  # noqa: E731
-    return {"champion": describe(champion), "challenger": describe(challenger)}
+    return {
+        "champion": describe(champion),
+        "challenger": describe(challenger),
+        "served": {role: served_figures(mc, v) for role, v in (("champion", champion), ("challenger", challenger))},
+    }
+
+
+def served_figures(mc: Any, version: Any) -> tuple[Observed, float | None, float | None] | None:
+    """What `serve` observed for a version, the loop's J per 1k at that observed batch mix (from the figures it
+    measured per batch size) and the loop's headline J per 1k; None if the version was never served."""
+    if version is None:
+        return None
+    tags = dict(version.tags)
+    metric = keys.RMSE if keys.RMSE in tags and keys.ACCURACY not in tags else keys.ACCURACY
+    seen = observed(mc, version.run_id, metric)
+    if seen is None:
+        return None
+    headline = version_figures(mc, version, [keys.INFERENCE_ENERGY_J_PER_1K]).get(keys.INFERENCE_ENERGY_J_PER_1K)
+    by_batch = {
+        int(k[len(energy_keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX) :]): float(v)
+        for k, v in tags.items()
+        if k.startswith(energy_keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX)
+    }
+    sizes = [int(b) for b in tags.get(energy_keys.SERVING_BATCH_SIZES, "").split(",") if b.strip().isdigit()]
+    if not by_batch and len(sizes) == 1 and headline is not None:
+        by_batch = {sizes[0]: headline}  # measured at one size: the headline is that size's figure
+    return seen, at_mix(by_batch, seen.rows_by_batch), headline
 
 
 def loop_result(flow_run_id: str) -> tuple[str, str] | None:

@@ -103,4 +103,13 @@ UNGATED_CHAMPION_VERSION = "ungated_champion.version"
 OBSERVED_PREFIX = "observed."  # + what `predict` measured when scoring for real (rows, batch_size, ...), and the
 # figures of each `serve` window as metric series on the version's run (energy_j_per_1k, latency_p95_ms, quality, ...)
 OBSERVED_INFERENCE_ENERGY_J_PER_1K = "observed.inference_energy_j_per_1k"
+OBSERVED_ROWS_AT_BATCH_PREFIX = "observed.rows_at_batch_"  # + a batch bucket's bound: a window's rows in that bucket
+OBSERVED_WINDOW_ROWS = "observed.rows"  # the series of a `serve` window that status and the production loop read
+OBSERVED_WINDOW_ENERGY_J = "observed.energy_j"
+OBSERVED_WINDOW_ENERGY_SEM_J_PER_1K = "observed.energy_j_per_1k_sem"
+OBSERVED_WINDOW_LATENCY_P95_MS = "observed.latency_p95_ms"
+OBSERVED_WINDOW_QUALITY = "observed.quality"
+OBSERVED_WINDOW_LABELLED_ROWS = "observed.labelled_rows"
+OBSERVED_WINDOW_ERRORS = "observed.errors"
+OBSERVED_WINDOW_REQUESTS = "observed.requests"
 BENCHMARK_MODEL = "model"  # logged-model tag of a benchmark's ONNX graph: its label

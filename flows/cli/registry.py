@@ -126,4 +126,27 @@ def _status(args: argparse.Namespace) -> int:
             continue
         figures = ", ".join(f"{k}={entry[k]}" for k in FIGURES if k in entry)
         print(f"{role:10s} version {entry['version']}: {figures}")
+        served = result["served"][role]
+        if served is not None:
+            print(f"{'':10s} {_served_line(*served)}")
     return 0
+
+
+def _served_line(seen: Any, loop_at_mix: float | None, loop_headline: float | None) -> str:
+    """What `serve` observed, next to the loop's own figures: one line."""
+    from datetime import UTC, datetime
+
+    since = datetime.fromtimestamp(seen.first_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mix = ", ".join(f"<={b}: {n}" for b, n in seen.rows_by_batch.items()) or "none"
+    parts = [f"served: {seen.rows} rows in {seen.requests} requests ({seen.errors} failed), {seen.windows} windows "
+             f"since {since}; rows by batch size {mix}"]  # fmt: skip
+    if seen.energy_j_per_1k is not None:
+        sem = f" ± {seen.energy_j_per_1k_sem:.3g}" if seen.energy_j_per_1k_sem is not None else ""
+        loop = f"; the loop's at this mix {loop_at_mix:.4g}" if loop_at_mix is not None else ""
+        loop += f", at its own batch size {loop_headline:.4g}" if loop_headline is not None else ""
+        parts.append(f"observed {seen.energy_j_per_1k:.4g}{sem} J/1k{loop}")
+    if seen.latency_p95_ms is not None:
+        parts.append(f"latency p95 {seen.latency_p95_ms:.3g} ms (last window)")
+    if seen.quality is not None:
+        parts.append(f"quality {seen.quality:.4g} over {seen.labelled_rows} labelled rows")
+    return " · ".join(parts)

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from registry.keys import OBSERVED_PREFIX
+from registry.keys import OBSERVED_PREFIX, OBSERVED_ROWS_AT_BATCH_PREFIX
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -62,7 +62,8 @@ class Traffic:
     rows: int = 0
     errors: int = 0
     latencies_s: list[float] = field(default_factory=list)
-    batch_mix: dict[int, int] = field(default_factory=dict)
+    batch_mix: dict[int, int] = field(default_factory=dict)  # requests per batch bucket
+    batch_rows: dict[int, int] = field(default_factory=dict)  # rows per batch bucket
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def answered(self, rows: int, latency_s: float) -> None:
@@ -72,6 +73,7 @@ class Traffic:
             self.latencies_s.append(latency_s)
             bucket = batch_bucket(rows)
             self.batch_mix[bucket] = self.batch_mix.get(bucket, 0) + 1
+            self.batch_rows[bucket] = self.batch_rows.get(bucket, 0) + rows
 
     def failed(self) -> None:
         with self._lock:
@@ -81,9 +83,11 @@ class Traffic:
     def take(self) -> Traffic:
         """The window so far, and a fresh one in its place."""
         with self._lock:
-            closed = Traffic(self.started_s, self.requests, self.rows, self.errors, self.latencies_s, self.batch_mix)
+            closed = Traffic(
+                self.started_s, self.requests, self.rows, self.errors, self.latencies_s, self.batch_mix, self.batch_rows
+            )
             self.started_s, self.requests, self.rows, self.errors = time.time(), 0, 0, 0
-            self.latencies_s, self.batch_mix = [], {}
+            self.latencies_s, self.batch_mix, self.batch_rows = [], {}, {}
         return closed
 
 
@@ -112,6 +116,7 @@ class WindowFigures:
     latency_p95_ms: float | None
     latency_p99_ms: float | None
     batch_mix: dict[int, int]
+    batch_rows: dict[int, int]
     energy_j: float | None
     energy_j_per_1k: float | None
     energy_j_per_1k_sem: float | None
@@ -125,7 +130,8 @@ class WindowFigures:
     def metrics(self) -> dict[str, float]:
         """The figures MLflow plots over time (one series each): those that were observed in this window."""
         found = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and k != "started_s"}
-        return {f"{OBSERVED_PREFIX}{k}": float(v) for k, v in found.items() if v is not None}
+        by_batch = {f"{OBSERVED_ROWS_AT_BATCH_PREFIX}{b}": float(rows) for b, rows in self.batch_rows.items()}
+        return {f"{OBSERVED_PREFIX}{k}": float(v) for k, v in found.items() if v is not None} | by_batch
 
     def tags(self) -> dict[str, str]:
         """The energy figures' provenance, as tags of the version's run (empty without an energy reading)."""
@@ -154,6 +160,7 @@ def close_window(
         latency_p95_ms=percentile_ms(traffic.latencies_s, 0.95),
         latency_p99_ms=percentile_ms(traffic.latencies_s, 0.99),
         batch_mix=dict(sorted(traffic.batch_mix.items())),
+        batch_rows=dict(sorted(traffic.batch_rows.items())),
         energy_j=reading.energy_j if reading is not None else None,
         energy_j_per_1k=per_1k,
         energy_j_per_1k_sem=sem,

@@ -197,3 +197,19 @@ def test_trigger_without_a_server_runs_the_request_as_run_would(
     argv = ["trigger", "--deployment", "energy-loop/dev-cpu", "--param", "scenario=dev-cpu"]
     assert main([*argv, "--param", "dataset=iris", "--param", "samples=100", "--param", "image_cache=memory"]) == 0
     assert seen == [LoopRequest(scenario="dev-cpu", dataset="iris", samples=100, image_cache="memory", parallel="auto")]
+
+
+def test_status_puts_what_serving_observed_beside_the_loops_figures() -> None:
+    from flows.cli.registry import _served_line
+    from registry.observed import Observed
+
+    seen = Observed(
+        windows=3, rows=640, requests=70, errors=1, first_ms=1_765_152_000_000, last_ms=1_765_152_090_000,
+        energy_j_per_1k=2.5, energy_j_per_1k_sem=0.25, latency_p95_ms=4.2, quality=0.93, labelled_rows=200,
+        rows_by_batch={1: 10, 64: 630},
+    )  # fmt: skip
+    line = _served_line(seen, 2.0, 0.4)
+    assert "640 rows in 70 requests (1 failed), 3 windows since 2025-12-08 00:00 UTC" in line
+    assert "rows by batch size <=1: 10, <=64: 630" in line
+    assert "observed 2.5 ± 0.25 J/1k; the loop's at this mix 2, at its own batch size 0.4" in line
+    assert "latency p95 4.2 ms" in line and "quality 0.93 over 200 labelled rows" in line

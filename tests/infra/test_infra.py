@@ -131,3 +131,21 @@ def test_the_champion_guard_runs_in_the_stack_and_registers_its_webhook() -> Non
         "CHANGE-ME" in example["ENERGY_LOOP_WEBHOOK_SECRET"]
         and "CHANGE-ME" in example["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]
     )
+
+
+def test_the_stack_serves_the_champion_behind_a_token_and_keeps_its_feedback() -> None:
+    compose = _compose()
+    serve = compose["services"]["serve"]
+    command = serve["command"]
+    assert command[:2] == ["energy-loop", "serve"] and command[2].endswith("@champion")  # follows the champion
+    assert command[2].startswith("${SERVE_MODEL:?") and "--feedback-dir" in command
+    port = command[command.index("--port") + 1]
+    assert serve["ports"] == [f"127.0.0.1:${{SERVE_PORT:-{port}}}:{port}"]
+    assert f"localhost:{port}/health" in " ".join(serve["healthcheck"]["test"])
+    environment = serve["environment"]
+    assert environment["ENERGY_LOOP_API_KEY"].startswith("${ENERGY_LOOP_API_KEY:?")  # the token from infra/.env only
+    assert environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    feedback = command[command.index("--feedback-dir") + 1]
+    volume, mount = serve["volumes"][0].split(":")
+    assert volume in compose["volumes"] and feedback.startswith(mount + "/")
+    assert serve["depends_on"]["mlflow"]["condition"] == "service_healthy"

@@ -7,65 +7,27 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
 from tests.integration.conftest import QuickLoop
-from tests.integration.test_serving import _free_port, _raw_rows
+from tests.integration.serve_client import Server, start_serve, stop_serve
+from tests.integration.test_serving import _raw_rows
 
 pytestmark = [pytest.mark.integration]
 ALIAS = "serve-test"
 
 
-class Server:
-    def __init__(self, port: int, proc: subprocess.Popen[str], log: Path) -> None:
-        self.url, self.proc, self.log = f"http://127.0.0.1:{port}", proc, log
-
-    def ask(
-        self, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(
-            self.url + path, data=body, headers={"Content-Type": "application/json", **(headers or {})}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
-        except urllib.error.HTTPError as refused:
-            return refused.code, {k.lower(): v for k, v in refused.headers.items()}, refused.read()
-
-    def score(self, frame: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}).encode()
-        return self.ask("/invocations", body, headers)
-
-
 def _start(loop: QuickLoop, tmp_path: Path, *extra: str) -> Server:
-    port = _free_port()
-    log = tmp_path / f"serve-{port}.log"
-    argv = [sys.executable, "-m", "flows.cli", "serve", f"{loop.model_name}@{ALIAS}", "--port", str(port), *extra]
     env = {**os.environ, "MLFLOW_TRACKING_URI": loop.store}
-    proc = subprocess.Popen(argv, cwd=loop.folder, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
-    server = Server(port, proc, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if server.ask("/ping")[0] == 200:
-                return server
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(log.read_text())
+    return start_serve(f"{loop.model_name}@{ALIAS}", env, loop.folder, tmp_path, *extra)
 
 
 @pytest.fixture
@@ -77,11 +39,6 @@ def versions(quick_loop: QuickLoop) -> Iterator[list[str]]:
     client.set_registered_model_alias(quick_loop.model_name, ALIAS, found[0])
     yield found
     client.delete_registered_model_alias(quick_loop.model_name, ALIAS)
-
-
-def _stop(server: Server) -> int:
-    server.proc.send_signal(signal.SIGTERM)
-    return server.proc.wait(timeout=60)
 
 
 def test_serve_answers_as_the_pyfunc_measures_itself_and_stops_on_sigterm(
@@ -123,7 +80,7 @@ def test_serve_answers_as_the_pyfunc_measures_itself_and_stops_on_sigterm(
         written = pd.read_parquet(parts[0])
         assert list(written["label"]) == given and list(written.columns[:-1]) == list(raw.columns)
     finally:
-        code = _stop(server)
+        code = stop_serve(server)
     log = server.log.read_text()
     assert code == 0 and "Traceback" not in log and "stopped serving: last window" in log, log
     run_id = MlflowClient(quick_loop.store).get_model_version(quick_loop.model_name, versions[0]).run_id
@@ -131,6 +88,15 @@ def test_serve_answers_as_the_pyfunc_measures_itself_and_stops_on_sigterm(
     assert history and all(m.value > 0 for m in history)
     assert MlflowClient(quick_loop.store).get_metric_history(run_id, "observed.quality")[0].value == 0.5
     run_tags = MlflowClient(quick_loop.store).get_run(run_id).data.tags
+    # What `energy-loop status` shows beside the loop's figures: every window summed up.
+    from registry.core import served_figures
+
+    client = MlflowClient(quick_loop.store)
+    summed = served_figures(client, client.get_model_version(quick_loop.model_name, versions[0]))
+    assert summed is not None
+    seen = summed[0]
+    assert (seen.rows, seen.requests, seen.rows_by_batch, seen.labelled_rows, seen.quality) == (8, 1, {8: 8}, 8, 0.5)
+    assert seen.energy_j_per_1k is not None and seen.energy_j_per_1k > 0
     assert run_tags["observed.energy_attribution"] == "process-cpu-share" and run_tags["observed.energy_source"]
     assert MlflowClient(quick_loop.store).get_metric_history(run_id, "observed.idle_power_w")[0].value > 0
 
@@ -176,7 +142,7 @@ def test_the_alias_moves_under_load_without_a_failed_request_and_a_broken_versio
         stop.set()
         for t in threads:
             t.join()
-        _stop(server)
+        stop_serve(server)
     assert failures == [] and len(answered) > 10
 
 
@@ -210,7 +176,7 @@ def test_bad_input_is_one_clear_answer_and_the_server_keeps_serving(
             assert answer[0] == 400 and b"labels" in answer[2], answer
         assert server.score(raw, token)[0] == 200  # still serving
     finally:
-        assert _stop(server) == 0
+        assert stop_serve(server) == 0
 
 
 def test_a_reference_that_names_nothing_is_one_line_and_exit_2(quick_loop: QuickLoop) -> None:

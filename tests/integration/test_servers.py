@@ -232,6 +232,39 @@ def test_trigger_a_deployment_and_read_the_registry_from_the_server(
     assert "0 2 * * *" in listed.stdout
 
 
+def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_server(
+    servers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the triggered loop above: its champion served from the team stack's MLflow (PostgreSQL, basic auth),
+    behind a bearer token, its windows written back to the champion's run on that server."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from tests.integration.serve_client import start_serve, stop_serve
+    from tests.integration.test_serving import _raw_rows
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", servers["MLFLOW_TRACKING_USERNAME"])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", servers["MLFLOW_TRACKING_PASSWORD"])
+    client = MlflowClient(servers["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("server-digits", "champion")  # registered by the test above
+    env = {**os.environ, **servers, "ENERGY_LOOP_API_KEY": "t0ken-for-this-test"}
+    server = start_serve("server-digits@champion", env, ROOT, tmp_path, "--interval-s", "1")
+    try:
+        raw, _ = _raw_rows(16)
+        assert server.score(raw)[0] == 401  # no token: refused, not scored
+        status, headers, body = server.score(raw, {"Authorization": "Bearer t0ken-for-this-test"})
+        assert status == 200 and len(json.loads(body)["predictions"]) == 16 and headers["x-request-id"]
+        health = json.loads(server.ask("/health")[2])
+        assert (health["model"], health["version"], health["alias"]) == ("server-digits", champion.version, "champion")
+        time.sleep(1.5)  # a window closes and is logged
+    finally:
+        code = stop_serve(server)
+    assert code == 0 and "Traceback" not in server.log.read_text(), server.log.read_text()
+    rows = client.get_metric_history(champion.run_id, "observed.rows")
+    assert sum(m.value for m in rows) == 16
+
+
 def test_trigger_reports_a_loop_that_does_not_pass(servers: dict[str, str]) -> None:
     result = _trigger(servers, "tests/fixtures/quick-impossible.yaml", "server-impossible")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
