@@ -161,7 +161,10 @@ def test_a_postgres_table_is_read_afresh_with_a_new_digest(pg_table: str, tmp_pa
     first = read_sql(url)
     assert len(first.frame) == 30 and list(first.frame.columns) == ["id", "x0", "x1", "label"]
     assert first.source == url and first.source_type == "sql" and first.name == pg_table
-    again = read_sql(f"{PG_DATABASE}?query=SELECT x0, x1, label FROM {pg_table} ORDER BY id")
+    # verbatim after query=: a `+`, a `%` and a `::` cast reach PostgreSQL as written
+    again = read_sql(
+        f"{PG_DATABASE}?query=SELECT x0 + 0 AS x0, x1, label::int FROM {pg_table} WHERE 'ab' LIKE 'a%' ORDER BY id"
+    )
     np.testing.assert_allclose(again.frame["x0"], _rows(0, 30)["x0"])
     cache = prepare(url, tmp_path / "cache", target="label")
     _insert(pg_table, _rows(30, 10))
@@ -204,10 +207,12 @@ def _cli(tmp_path: Path, dataset: str) -> subprocess.CompletedProcess[str]:
             f"{PG_DATABASE}?query=SELECT no_such_column FROM pg_class",
             f"dataset {PG_DATABASE}: query = 'SELECT no_such_column FROM pg_class': expected a query that runs (",
         ),
+        ("empty-folder", "dataset = 'empty-folder': expected a folder of table parts"),
     ],
-    ids=["unreachable", "failing query"],
+    ids=["unreachable", "failing query", "empty parts folder"],
 )
-def test_a_bad_sql_source_is_one_line_exit_2_before_the_flow(tmp_path: Path, dataset: str, needle: str) -> None:
+def test_a_bad_source_is_one_line_exit_2_before_the_flow(tmp_path: Path, dataset: str, needle: str) -> None:
+    (tmp_path / "empty-folder").mkdir()
     done = _cli(tmp_path, dataset)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
