@@ -13,6 +13,7 @@ from registry import keys
 from registry.energy import EXPERIMENT
 from tasks.common.progress import phase
 from tasks.common.stages import INPUT_ERRORS_IN_ONE_LINE, LoopOutcome, aborting, invalid_input, open_loop
+from tasks.data.sources import masked
 from tasks.energy_loop import progress
 from tasks.energy_loop.dask_stages import candidate_runner, train_rung
 from tasks.energy_loop.inputs import cache_dir
@@ -30,6 +31,7 @@ from tasks.energy_loop.stages import (
     fit_batch_sizes,
     idle_power,
     log_candidate,
+    log_data_source,
     loop_ledger,
     measure_candidate,
     plan_next,
@@ -56,14 +58,14 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
     work_dir = str(Path(options.work_root) / "runs" / loop_id)
     name = options.model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
-        keys.SCENARIO: settings.name, DATASET: options.dataset, keys.METER: meter_name,
+        keys.SCENARIO: settings.name, DATASET: masked(options.dataset), keys.METER: meter_name,
         keys.PREFECT_FLOW_RUN_ID: str(flow_run.id or ""),
         keys.PROMOTION_MODE: settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),
     }  # fmt: skip
     loop_run_id = open_loop(
         EXPERIMENT,
-        f"{settings.name} {options.dataset} {loop_id}",
+        f"{settings.name} {masked(options.dataset)} {loop_id}",
         {**settings.model_dump(mode="json"), SAMPLES: options.samples},
         tags,
     )
@@ -71,6 +73,7 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
     accounts = loop_ledger(settings, meter_name)  # the loop's own energy, per stretch
     with aborting(loop_run_id), accounts:
         with accounts.stretch("setup"):
+            log_data_source(loop_run_id, data_path)  # what was read (a table's source, rows, digest)
             settings = fit_batch_sizes(settings, data_path, loop_run_id)  # every candidate measured at these sizes
             with phase("setup", "idle power, calibration, parallel width"):
                 idle_w = idle_power(settings, meter_name)

@@ -3,6 +3,7 @@ machine's calibration, and the loop's close through the registry core (`registry
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -279,3 +280,47 @@ def log_loop_energy(loop_run_id: str, figures: dict[str, float]) -> None:
     from mlflow.entities import Metric
 
     client().log_batch(loop_run_id, metrics=[Metric(key, float(value), 0, 0) for key, value in figures.items()])
+
+
+_MLFLOW_TYPES = {"i": "long", "u": "long", "f": "double", "b": "boolean", "M": "datetime"}  # else string
+
+
+def _mlflow_type(dtype: str) -> str:
+    """MLflow's column type for a pandas dtype's name (`int64` -> long); pandas' own dtypes are strings."""
+    import numpy as np
+
+    if dtype.startswith("datetime64"):  # tz-aware ones too (`datetime64[ns, UTC]`), which numpy does not know
+        return "datetime"
+    try:
+        kind = np.dtype(dtype.lower()).kind  # lower: nullable `Int64`, `Float64`
+    except TypeError:  # category, string
+        kind = "O"
+    return _MLFLOW_TYPES.get(kind, "string")
+
+
+def log_data_source(loop_run_id: str, record: dict[str, Any]) -> None:
+    """The table the loop read (`tasks.data.sources.TableRead.record()`) as the loop run's training dataset input:
+    its source, rows, columns and content digest (our digest of every row, not MLflow's of the first 10,000), and as
+    tags to search runs by."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    columns: dict[str, str] = record["columns"]
+    schema = {"mlflow_colspec": [{"name": name, "type": _mlflow_type(dtype)} for name, dtype in columns.items()]}
+    profile = {"num_rows": record["rows"], "num_elements": record["rows"] * len(columns)}
+    dataset = Dataset(
+        name=record["name"],
+        digest=record["digest"],
+        source_type=record["source_type"],
+        source=json.dumps({"uri": record["source"]}),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
+    mc = client()
+    mc.log_inputs(loop_run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
+    for key, value in (
+        (keys.DATA_SOURCE, record["source"]),
+        (keys.DATA_DIGEST, record["digest"]),
+        (keys.DATA_ROWS, record["rows"]),
+    ):
+        mc.set_tag(loop_run_id, key, str(value)[:4000])

@@ -28,6 +28,10 @@ ENVIRONMENT = "environment"  # cooling: `seed` or `room`
 CALIBRATION_PREFIX = "calibration."  # + `inference_ratio.<rung>` / `train_ratio.<rung>`: the machine's rung table
 CALIBRATION_MACHINE = "calibration.machine"
 PARALLEL_PREFIX = "parallel."  # + width, threads_per_worker, why, idle_power_w: the loop's width and why
+# The table the loop read (also its dataset input, MLflow's `log_inputs`): to search runs by what they trained on.
+DATA_SOURCE = "data.source"  # a file or parts folder's path, or a SQL URL with its password as ***
+DATA_DIGEST = "data.digest"  # tasks/data/sources.py content_digest: another table, another digest
+DATA_ROWS = "data.rows"
 
 # ---- a candidate's (attempt's) run and version: tags ----------------------------------------------------------------
 ENERGY_SOURCE = "energy_source"  # the meter the figures came from: champions are compared only within one source

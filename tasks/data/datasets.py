@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from tasks.common.plugins import is_entry_point, resolve_callable
+from tasks.data import sources
 from tasks.data.preprocess import FILE_NAME, MIN_ROWS, TablePreprocessor, check_table, class_labels_of, infer_task
 from thresholds.errors import InputError
 
@@ -41,7 +42,7 @@ SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 BUILTIN_DATASETS = ("mnist1d", *SKLEARN_DATASETS)
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 TaskType = Literal["auto", "classification", "regression"]
-_CACHE_VERSION = 4
+_CACHE_VERSION = 5  # 5: the meta's `source_json`
 
 Batch = tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
 """A training step's batch in the form of the dataset's items: `(x, targets, *extras)` or
@@ -78,6 +79,9 @@ class CachedData:
     extra_keys: tuple[str, ...] | None = (
         None  # the extras' names when its items were mappings; None: tuples (x, y, *extras)
     )
+    source: dict[str, Any] = field(
+        default_factory=dict
+    )  # a table read from a file, a parts folder or SQL: `sources.TableRead.record()` (source, rows, digest)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -142,23 +146,6 @@ def _builtin_frame(name: str, samples: int | None, seed: int) -> tuple[Any, str,
     return frame, "label", "classification"
 
 
-def _read_table(path: Path) -> Any:
-    import pandas as pd
-
-    where = f"dataset {path}"
-    if path.stat().st_size == 0:
-        raise InputError(
-            "file", path.name, f"a table with a header row and at least {MIN_ROWS} rows (the file is empty)", where
-        )
-    try:
-        return pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
-    except UnicodeDecodeError as exc:
-        raise InputError("encoding", str(exc.reason), "a UTF-8 text file", where) from None
-    except Exception as exc:  # pandas raises many types; one line for the user is what matters
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError("file", path.name, f"a readable CSV/Parquet table ({first})", where) from None
-
-
 def _regression_target(series: Any, target: str, where: str) -> np.ndarray:
     import pandas as pd
 
@@ -207,9 +194,12 @@ def _split(y: np.ndarray, task: str, how: Splitting) -> tuple[np.ndarray, ...]:
 
 
 def resolve_source(dataset: str) -> tuple[str, Path | None]:
-    """Return (display name, file or folder path, or None for a built-in or a dataset function); raise on unknown
-    names."""
+    """Return (display name, file or folder path, or None for a built-in, a SQL source or a dataset function); raise
+    on unknown names. Reads no data."""
     if dataset in BUILTIN_DATASETS:
+        return dataset, None
+    if sources.is_sql(dataset):
+        return sources.parse_sql(dataset).name, None
         return dataset, None
     if is_entry_point(dataset):
         return dataset.partition(":")[0].rsplit(".", 1)[
@@ -225,8 +215,8 @@ def resolve_source(dataset: str) -> tuple[str, Path | None]:
     raise InputError(
         "dataset",
         dataset,
-        f"one of {', '.join(BUILTIN_DATASETS)}, a .csv/.parquet file, an image folder (one subfolder per class) or "
-        "PKG.MODULE:FUNCTION",
+        f"one of {', '.join(BUILTIN_DATASETS)}, a .csv/.parquet file, a folder of table parts, an image folder (one "
+        "subfolder per class), a SQL URL (postgresql://user@host/db?table=NAME) or PKG.MODULE:FUNCTION",
     )
 
 
@@ -279,6 +269,11 @@ def prepare(
     if samples is not None and samples < MIN_ROWS:
         raise InputError("samples", samples, f"an integer >= {MIN_ROWS}")
     name, path = resolve_source(dataset)
+    table = None  # read now, every run: the cache is keyed on what it holds, not on where it lies
+    if sources.is_sql(dataset):
+        table = sources.read_sql(dataset)
+    elif path is not None and sources.is_parts_folder(path):
+        table = sources.read_parts(path)
     key_parts = [
         _CACHE_VERSION,
         dataset,
@@ -289,9 +284,9 @@ def prepare(
         val_fraction,
         test_fraction,
         image_size,
-        *_fingerprint(dataset, path),
+        *(_fingerprint(dataset, path) if table is None else [table.digest]),
     ]
-    if path is not None and path.is_dir():
+    if path is not None and table is None and path.is_dir():
         key_parts.append(image_cache)
     key = hashlib.sha256(json.dumps(key_parts, default=str).encode()).hexdigest()[:16]
     cache_path = cache_dir / f"{name}-{key}.pt"
@@ -300,10 +295,13 @@ def prepare(
     splitting = Splitting(seed, val_fraction, test_fraction)
     if is_entry_point(dataset):
         payload = _function_payload(dataset, name, samples, seed)
-    elif path is not None and path.is_dir():
+    elif path is not None and table is None and path.is_dir():
         payload = _image_payload(path, name, samples, splitting, image_size, image_cache, memory_budget_bytes)
     else:
-        payload = _table_payload(dataset, name, path, target, samples, task, splitting)
+        if table is None and path is not None:
+            frame = sources.read_table(path)
+            table = sources.TableRead(frame, str(path.resolve()), "local", name, sources.content_digest(frame))
+        payload = _table_payload(dataset, name, table, target, samples, task, splitting)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -314,19 +312,17 @@ def prepare(
 def _table_payload(
     dataset: str,
     name: str,
-    path: Path | None,
+    table: sources.TableRead | None,
     target: str | None,
     samples: int | None,
     task: TaskType,
     splitting: Splitting,
 ) -> dict[str, Any]:
-    where = f"dataset {dataset}"
-    if path is None:
+    where = f"dataset {sources.masked(dataset)}"
+    if table is None:
         frame, target, task = _builtin_frame(name, samples, splitting.seed)
     else:
-        frame = _read_table(path)
-        if samples is not None:
-            frame = frame.iloc[:samples]
+        frame = table.frame if samples is None else table.frame.iloc[:samples]
     frame, notes = check_table(frame, target, where)
     assert target is not None  # check_table refuses a table without one
     kind = infer_task(frame[target], task)
@@ -359,6 +355,7 @@ def _table_payload(
             "raw_example_json": frame.drop(columns=[target])
             .iloc[np.sort(test)[:5]]
             .to_json(orient="records", date_format="iso"),
+            "source_json": json.dumps(table.record() if table is not None else {}),
         },
         **{
             f"x_{s}": torch.tensor(x[i], dtype=torch.float32)
@@ -519,5 +516,6 @@ def load_cached(cache_path: str) -> CachedData:
         sample_shape=tuple(meta.get("sample_shape", ())),
         extras={s: list(payload[f"extras_{s}"]) for s in ("train", "val", "test") if f"extras_{s}" in payload},
         extra_keys=None if meta.get("extra_keys") is None else tuple(meta["extra_keys"]),
+        source=json.loads(meta.get("source_json", "{}")),
         **{k: payload[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
     )

@@ -61,6 +61,7 @@ def prepare_checked(settings: Scenario, request: LoopRequest) -> Prepared:
     Raises InputError; any other failure reading the data becomes one naming the dataset (chained, for
     a traceback on request). An OSError writing the cache is not bad input and goes up as it is."""
     from tasks.data.datasets import ImageOptions, load_cached, prepare
+    from tasks.data.sources import masked
     from tasks.energy_loop.candidate import model_spec
     from tasks.models import factory as models
     from tasks.models import hooks
@@ -84,7 +85,7 @@ def prepare_checked(settings: Scenario, request: LoopRequest) -> Prepared:
         first = (str(exc).splitlines() or [""])[0][:300]
         raise InputError(
             "dataset",
-            request.dataset,
+            masked(request.dataset),
             f"data that can be prepared (preparing it raised {type(exc).__name__}: {first})",
         ) from exc
     model = ""

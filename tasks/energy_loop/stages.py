@@ -103,6 +103,14 @@ def data_tags(scenario: Scenario, data_path: str) -> dict[str, str]:
 
 
 @task(cache_policy=NO_CACHE)
+def log_data_source(loop_run_id: str, data_path: str) -> None:
+    """The table the loop read (a file, a parts folder, a SQL source) as the loop run's training dataset input."""
+    source = data_mod.load_cached(data_path).source
+    if source:
+        registry.log_data_source(loop_run_id, source)
+
+
+@task(cache_policy=NO_CACHE)
 def plan_next(
     scenario: Scenario, history: list[CandidateResult], calibration: Calibration | None, width: int = 1
 ) -> list[Next] | Final:

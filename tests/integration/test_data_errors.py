@@ -174,11 +174,21 @@ FLOW_CASES = {
     ),
     "non-existent dataset": (None, "expected an existing .csv or .parquet file"),
 }
+# A SQL source nothing answers (port 9), its password masked in the line (tasks/data/sources.py): called directly only.
+UNREACHABLE_SQL = "postgresql://ana:s3cret@127.0.0.1:9/test?table=t"
+SQL_CASE = {
+    "unreachable SQL source": (
+        "label",
+        "dataset = 'postgresql://ana:***@127.0.0.1:9/test?table=t': expected a reachable database (",
+    )
+}
 
 
 def _dataset(case: str, folder: Path) -> tuple[str, str | None, str]:
     """(dataset, target, what the line says) for one of FLOW_CASES, its table written into `folder`."""
-    target, needle = FLOW_CASES[case]
+    target, needle = {**FLOW_CASES, **SQL_CASE}[case]
+    if case in SQL_CASE:
+        return UNREACHABLE_SQL, target, needle
     table = folder / f"{case.replace(' ', '-').replace(',', '')}.csv"
     if case == "non-existent dataset":
         return str(table), target, needle
@@ -192,7 +202,7 @@ def _one_line(message: str | None, needle: str) -> None:
 
 
 @pytest.mark.usefixtures("prefect_harness")
-@pytest.mark.parametrize("case", list(FLOW_CASES))
+@pytest.mark.parametrize("case", [*FLOW_CASES, *SQL_CASE])
 def test_the_flow_called_directly_ends_failed_with_the_line(
     case: str, tmp_path: Path, mlflow_store: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -209,7 +219,7 @@ def test_the_flow_called_directly_ends_failed_with_the_line(
         state.result()
     assert str(raised.value) == state.message
     captured = capfd.readouterr()
-    assert "Traceback" not in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err and "s3cret" not in captured.out + captured.err
     assert not (tmp_path / "mlflow.db").exists()  # no run was opened: nothing logged, nothing registered
 
 

@@ -51,8 +51,10 @@ class LoopRequest(BaseModel):
     dataset: Annotated[
         str,
         Field(
-            description="mnist1d, digits, ..., a .csv/.parquet file, an image folder (one subfolder per class, "
-            "PNG/JPEG), or PKG.MODULE:FUNCTION returning the splits (see tasks/data/user_data.py)"
+            description="mnist1d, digits, ..., a .csv/.parquet file, a folder of .parquet/.csv parts, a SQL source "
+            "(postgresql://user@host/db?table=NAME or ?query=SELECT ..., see tasks/data/sources.py), an image folder "
+            "(one subfolder per class, PNG/JPEG), or PKG.MODULE:FUNCTION returning the splits (see "
+            "tasks/data/user_data.py)"
         ),
         Option("--dataset"),
     ]
