@@ -22,10 +22,11 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from registry import keys, mlflow_model
-from registry.observed import Observed, at_mix, observed
+from registry.observed import Observed, observed
 from registry.store import IncompleteArtifact, client, experiment_id_of, tracking_uri
 from thresholds.core import Final, FinalState
 from thresholds.energy import keys as energy_keys
+from thresholds.energy.production import at_mix
 from thresholds.promotion import CHAMPION, gate_problems
 
 
@@ -484,15 +485,19 @@ def served_figures(mc: Any, version: Any) -> tuple[Observed, float | None, float
     if seen is None:
         return None
     headline = version_figures(mc, version, [keys.INFERENCE_ENERGY_J_PER_1K]).get(keys.INFERENCE_ENERGY_J_PER_1K)
-    by_batch = {
-        int(k[len(energy_keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX) :]): float(v)
-        for k, v in tags.items()
-        if k.startswith(energy_keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX)
-    }
+    return seen, at_mix(loop_j_per_1k_by_batch(mc, version), seen.rows_by_batch), headline
+
+
+def loop_j_per_1k_by_batch(mc: Any, version: Any) -> dict[int, float]:
+    """The J per 1k the loop measured for a version at each batch size it was judged at ({} where unknown)."""
+    tags = dict(version.tags)
+    prefix = energy_keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX
+    by_batch = {int(k[len(prefix) :]): float(v) for k, v in tags.items() if k.startswith(prefix)}
     sizes = [int(b) for b in tags.get(energy_keys.SERVING_BATCH_SIZES, "").split(",") if b.strip().isdigit()]
+    headline = version_figures(mc, version, [keys.INFERENCE_ENERGY_J_PER_1K]).get(keys.INFERENCE_ENERGY_J_PER_1K)
     if not by_batch and len(sizes) == 1 and headline is not None:
         by_batch = {sizes[0]: headline}  # measured at one size: the headline is that size's figure
-    return seen, at_mix(by_batch, seen.rows_by_batch), headline
+    return by_batch
 
 
 def loop_result(flow_run_id: str) -> tuple[str, str] | None:

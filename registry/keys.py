@@ -116,4 +116,8 @@ OBSERVED_WINDOW_QUALITY = "observed.quality"
 OBSERVED_WINDOW_LABELLED_ROWS = "observed.labelled_rows"
 OBSERVED_WINDOW_ERRORS = "observed.errors"
 OBSERVED_WINDOW_REQUESTS = "observed.requests"
+# Version tags of the production judgement (`serve` with a scenario's production: block): the last event of each
+# kind, as JSON (when, the misses with their limits, the observed batch mix).
+PRODUCTION_LAST_BREACH = "production.last_breach"
+PRODUCTION_LAST_RECOVERY = "production.last_recovery"
 BENCHMARK_MODEL = "model"  # logged-model tag of a benchmark's ONNX graph: its label

@@ -222,3 +222,10 @@ def log_observed_window(
         metrics=[Metric(k, v, timestamp_ms, step) for k, v in metrics.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
+
+
+def record_production_event(mc: Any, name: str, version: str, key: str, record: dict[str, Any]) -> None:
+    """The last production breach (or recovery) on the version, as a JSON tag the MLflow UI shows."""
+    import json
+
+    mc.set_model_version_tag(name, version, key, json.dumps(record, sort_keys=True)[:4000])

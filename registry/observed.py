@@ -3,15 +3,14 @@
 Each `energy-loop serve` window is logged on the served version's run as metric series `observed.*` sharing one
 timestamp and step (`tasks.serving.telemetry.WindowFigures.metrics`). `read_windows` gathers them back into one
 record per window; `summarize` (pure) sums the windows up: J per 1k over every row served with an energy reading,
-the rows per batch bucket (the observed mix), the last window's latency, the quality over labelled rows. `at_mix`
-gives the loop's own J per 1k at that mix, from the figures it measured per batch size.
+the rows per batch bucket (the observed mix), the last window's latency, the quality over labelled rows.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,16 +81,6 @@ def summarize(windows: list[Window], metric: str) -> Observed | None:
         labelled_rows=int(labelled_rows),
         rows_by_batch=dict(sorted(by_batch.items())),
     )
-
-
-def at_mix(j_per_1k_by_batch: Mapping[int, float], rows_by_batch: Mapping[int, int]) -> float | None:
-    """The loop's J per 1k at an observed batch mix: each bucket's rows at the figure of the measured batch size
-    nearest to it (on a log scale), weighted by rows. None without figures or rows."""
-    rows = sum(rows_by_batch.values())
-    if not j_per_1k_by_batch or not rows:
-        return None
-    nearest = lambda b: min(j_per_1k_by_batch, key=lambda m: (abs(math.log(m) - math.log(b)), m))  # noqa: E731
-    return sum(j_per_1k_by_batch[nearest(b)] * n for b, n in rows_by_batch.items()) / rows
 
 
 def read_windows(mc: Any, run_id: str, series: Iterable[str]) -> list[Window]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,11 +39,12 @@ def _describe(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     description = ""
     for part in loc:
         if current is None or not isinstance(part, str) or part not in current.model_fields:
-            break
+            return ""  # a field inside a list or a union member: no description of its own
         info = current.model_fields[part]
         description = info.description or ""
-        annotation = info.annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        # A section that may be left out (`Production | None`) is described by its own fields too.
+        members = [info.annotation, *typing.get_args(info.annotation)]
+        current = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
     return description
 
 

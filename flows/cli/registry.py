@@ -129,7 +129,22 @@ def _status(args: argparse.Namespace) -> int:
         served = result["served"][role]
         if served is not None:
             print(f"{'':10s} {_served_line(*served)}")
+        for key, what in ((keys.PRODUCTION_LAST_BREACH, "last breach"), (keys.PRODUCTION_LAST_RECOVERY, "recovered")):
+            if key in entry:
+                print(f"{'':10s} {what}: {_production_event_line(entry[key])}")
     return 0
+
+
+def _production_event_line(tag: str) -> str:
+    """A production event tag (JSON) as one line: when, and what missed its limit."""
+    import json
+
+    try:
+        record = json.loads(tag)
+        misses = "; ".join(f"{m['figure']} {m['value']:.4g} over limit {m['limit']:.4g}" for m in record["misses"])
+        return f"{record['at']}" + (f": {misses}" if misses else "") + f" (rows by batch size {record['batch_mix']})"
+    except (ValueError, KeyError, TypeError):
+        return tag[:300]
 
 
 def _served_line(seen: Any, loop_at_mix: float | None, loop_headline: float | None) -> str:

@@ -57,7 +57,60 @@ def add_parsers(sub: Any) -> None:
         default="on",
         help="off: no energy windows, counters or request ids (to measure what the measurement costs)",
     )
+    serve.add_argument(
+        "--scenario",
+        default=None,
+        help="scenario whose production: block judges the windows (default: the version's own scenario; "
+        "none: not judged)",
+    )
     serve.set_defaults(handler=serve_command, stopped="stopped serving")
+
+
+def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any, task: str) -> Any:
+    """The judgement of the windows against the scenario's production block (None without one). A scenario named
+    on the command line that is not valid raises InputError; the version's own, if it cannot be read, is skipped."""
+    from registry import keys, mlflow_model
+    from registry.core import loop_j_per_1k_by_batch
+    from tasks.serving.watch import Watch
+    from thresholds import scenario_path
+    from thresholds.energy.production import BREACH_EVENT, Verdict
+    from thresholds.energy.schema import load_scenario
+    from thresholds.errors import InputError
+
+    try:
+        scenario = load_scenario(scenario_path(args.scenario or dict(version.tags).get(keys.SCENARIO, "")))
+    except InputError:
+        if args.scenario:
+            raise
+        return None
+    production = scenario.production
+    if production is None:
+        return None
+    target = scenario.targets.min_accuracy if task == "classification" else scenario.targets.max_rmse
+    figures: dict[str, dict[int, float]] = {}
+
+    def by_batch(number: str) -> dict[int, float]:
+        if number not in figures:
+            figures[number] = loop_j_per_1k_by_batch(mc, mc.get_model_version(name, number))
+        return figures[number]
+
+    def announce(verdict: Verdict, payload: dict[str, Any]) -> None:
+        from datetime import UTC, datetime
+
+        from prefect.events import emit_event
+
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        resource = {"prefect.resource.id": f"energy-loop.model.{name}", "prefect.resource.name": name,
+                    "energy-loop.version": payload["version"]}  # fmt: skip
+        sent = emit_event(event=verdict.event, resource=resource, payload=payload)
+        breach = verdict.event == BREACH_EVENT
+        key = keys.PRODUCTION_LAST_BREACH if breach else keys.PRODUCTION_LAST_RECOVERY
+        mlflow_model.record_production_event(mc, name, payload["version"], key, {"at": at, **payload})
+        misses = "; ".join(f"{m['figure']} {m['value']:.4g} > limit {m['limit']:.4g}" for m in payload["misses"])
+        print(f"{at} {verdict.event}: {name} version {payload['version']}" + (f": {misses}" if misses else "")
+              + ("" if sent else " (no Prefect API: the event was not sent)"), file=sys.stderr, flush=True)  # fmt: skip
+
+    return Watch(production, task, target, by_batch, announce)
 
 
 def _bad(args: argparse.Namespace, message: str) -> int:
@@ -78,6 +131,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from tasks.models.evaluate import measure_idle_power_w
     from tasks.serving import feedback, server, telemetry
     from tasks.serving.scorer import meter_setting
+    from thresholds.errors import InputError
 
     for name, value, low in (("--interval-s", args.interval_s, 0.1), ("--poll-s", args.poll_s, 0.1),
                              ("--max-body-mb", args.max_body_mb, 0.001), ("--workers", args.workers, 1),
@@ -134,6 +188,10 @@ def serve_command(args: argparse.Namespace) -> int:
         telemetry=measuring,
     )
     metric = "accuracy" if scorer.input.task == "classification" else "rmse"
+    try:
+        watch = _production_watch(args, mc, name, version, scorer.input.task)
+    except InputError as exc:
+        return _bad(args, str(exc))
     state = server.ServerState(
         settings=settings,
         registry=server.Registry(resolve, load, log_window),
@@ -141,6 +199,7 @@ def serve_command(args: argparse.Namespace) -> int:
         energy=server.EnergyWindows(meter, idle_power_w),
         feedback=feedback.Feedback(scorer.input.task, list(scorer.input.class_labels), settings.feedback_dir),
         exposition=telemetry.Exposition(name, metric),
+        watch=watch,
     )
     state.exposition.served(served.version)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
@@ -148,6 +207,7 @@ def serve_command(args: argparse.Namespace) -> int:
         f"serving {name} version {served.version}"
         + (f" (following @{settings.alias})" if settings.alias else "")
         + f" on http://{args.host}:{args.port}, "
+        + (f"judged by {watch.production.judge} every window, " if watch else "")
         + (
             f"meter {meter.source} (above {idle_power_w:.1f} W idle), a window every {args.interval_s:g} s"
             if measuring

@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse, Response
 from tasks.meters.base import EnergyMeter, Window
 from tasks.serving.feedback import Feedback
 from tasks.serving.telemetry import EnergyReading, Exposition, Traffic, WindowFigures, close_window
+from tasks.serving.watch import Watch
 
 log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -130,6 +131,7 @@ class ServerState:
     energy: EnergyWindows
     feedback: Feedback
     exposition: Exposition
+    watch: Watch | None = None  # the scenario's production block, judged on every window
     traffic: Traffic = field(default_factory=Traffic)
     last_swap_error: str | None = None
     last_window: WindowFigures | None = None
@@ -174,7 +176,13 @@ class ServerState:
             self.registry.log_window(served.run_id, figures)
         except Exception as exc:  # the tracking server away: the window stays in /metrics, serving goes on
             log.warning("window not logged to MLflow: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
+        if self.watch is not None:
+            self.watch.window(self.model, served.version, figures)
         return figures
+
+    @property
+    def model(self) -> str:
+        return self.settings.reference.split("@")[0].rsplit("/", 1)[0]
 
     def run_background(self) -> list[threading.Thread]:
         """The reporting and alias-following threads (stopped by `stop`)."""
@@ -215,7 +223,7 @@ class ServerState:
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok" if self.last_swap_error is None else "degraded",
-            "model": self.settings.reference.split("@")[0].rsplit("/", 1)[0],
+            "model": self.model,
             "version": self.served.version,
             "alias": self.settings.alias,
             "since_s": round(time.time() - self.started_s, 1),

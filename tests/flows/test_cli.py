@@ -213,3 +213,16 @@ def test_status_puts_what_serving_observed_beside_the_loops_figures() -> None:
     assert "rows by batch size <=1: 10, <=64: 630" in line
     assert "observed 2.5 ± 0.25 J/1k; the loop's at this mix 2, at its own batch size 0.4" in line
     assert "latency p95 4.2 ms" in line and "quality 0.93 over 200 labelled rows" in line
+
+
+def test_status_lists_the_last_production_breach_in_one_line() -> None:
+    import json
+
+    from flows.cli.registry import _production_event_line
+
+    tag = {"at": "2026-12-08T01:00:00+00:00", "batch_mix": {"1": 900},
+           "misses": [{"figure": "energy", "value": 12.5, "limit": 2.2, "uncertainty": 0.4}]}  # fmt: skip
+    assert _production_event_line(json.dumps(tag)) == (
+        "2026-12-08T01:00:00+00:00: energy 12.5 over limit 2.2 (rows by batch size {'1': 900})"
+    )
+    assert _production_event_line("not json") == "not json"

@@ -146,6 +146,50 @@ def test_the_alias_moves_under_load_without_a_failed_request_and_a_broken_versio
     assert failures == [] and len(answered) > 10
 
 
+def test_a_production_miss_that_holds_is_one_breach_and_its_end_one_recovery(
+    quick_loop: QuickLoop, versions: list[str], tmp_path: Path
+) -> None:
+    """Observed accuracy judged against the scenario's production block: wrong labels give a breach (announced,
+    tagged on the version), right labels a recovery; the windows between them add no second breach."""
+    import yaml
+
+    scenario = tmp_path / "production.yaml"
+    block = {"judge": ["quality"], "min_accuracy": 0.5, "windows": 1, "min_rows": 8, "sigmas": 0, "cooldown_s": 0}
+    scenario.write_text(yaml.safe_dump({"name": "serve-production", "production": block}))
+    server = _start(quick_loop, tmp_path, "--interval-s", "1", "--scenario", str(scenario))
+    raw, _ = _raw_rows(8)
+
+    def label(right: bool) -> None:
+        status, headers, body = server.score(raw)
+        answered = [p["prediction"] for p in json.loads(body)["predictions"]]
+        labels = answered if right else [next(c for c in "0123456789" if c != a) for a in answered]
+        feedback = {"request_id": headers["x-request-id"], "labels": labels}
+        assert server.ask("/feedback", json.dumps(feedback).encode())[0] == 200
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 30
+        while text not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.2)
+
+    try:
+        label(right=False)
+        wait_for("energy-loop.production.breach")
+        label(right=False)  # still missing: no second event
+        time.sleep(1.5)
+        label(right=True)
+        wait_for("energy-loop.production.recovered")
+    finally:
+        assert stop_serve(server) == 0
+    log = server.log.read_text()
+    assert log.count("energy-loop.production.breach") == 1 and "Traceback" not in log, log
+    assert "quality 0 > limit 0.5" in log, log
+    tags = MlflowClient(quick_loop.store).get_model_version(quick_loop.model_name, versions[0]).tags
+    breach = json.loads(tags["production.last_breach"])
+    assert breach["misses"][0] == {"figure": "quality", "value": 0.0, "limit": 0.5, "uncertainty": 0.0}
+    assert json.loads(tags["production.last_recovery"])["misses"] == []
+
+
 def test_bad_input_is_one_clear_answer_and_the_server_keeps_serving(
     quick_loop: QuickLoop, versions: list[str], tmp_path: Path
 ) -> None:

@@ -236,9 +236,11 @@ def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_serve
     servers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the triggered loop above: its champion served from the team stack's MLflow (PostgreSQL, basic auth),
-    behind a bearer token, its windows written back to the champion's run on that server."""
+    behind a bearer token, its windows written back to the champion's run on that server, and judged against a
+    production block it misses: one breach event in the Prefect server's event feed, the breach on the version."""
     import json
 
+    import yaml
     from mlflow import MlflowClient
 
     from tests.integration.serve_client import start_serve, stop_serve
@@ -248,21 +250,59 @@ def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_serve
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", servers["MLFLOW_TRACKING_PASSWORD"])
     client = MlflowClient(servers["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("server-digits", "champion")  # registered by the test above
+    scenario = tmp_path / "production.yaml"
+    production = {"max_energy_j_per_1k": 1e-9, "windows": 2, "min_rows": 1, "sigmas": 0, "on_breach": ["alert"]}
+    scenario.write_text(yaml.safe_dump({"name": "serve-production", "production": production}))
     env = {**os.environ, **servers, "ENERGY_LOOP_API_KEY": "t0ken-for-this-test"}
-    server = start_serve("server-digits@champion", env, ROOT, tmp_path, "--interval-s", "1")
+    started = time.time()
+    server = start_serve(
+        "server-digits@champion", env, ROOT, tmp_path, "--interval-s", "1", "--scenario", str(scenario)
+    )
+    token = {"Authorization": "Bearer t0ken-for-this-test"}
     try:
         raw, _ = _raw_rows(16)
         assert server.score(raw)[0] == 401  # no token: refused, not scored
-        status, headers, body = server.score(raw, {"Authorization": "Bearer t0ken-for-this-test"})
+        status, headers, body = server.score(raw, token)
         assert status == 200 and len(json.loads(body)["predictions"]) == 16 and headers["x-request-id"]
         health = json.loads(server.ask("/health")[2])
         assert (health["model"], health["version"], health["alias"]) == ("server-digits", champion.version, "champion")
-        time.sleep(1.5)  # a window closes and is logged
+        events: list[dict[str, object]] = []
+        deadline = time.monotonic() + 60
+        while not events and time.monotonic() < deadline:
+            assert server.score(raw, token)[0] == 200  # traffic in every window: each one misses the limit
+            time.sleep(0.3)
+            events = _prefect_events(servers, "energy-loop.production.breach", started)
     finally:
         code = stop_serve(server)
-    assert code == 0 and "Traceback" not in server.log.read_text(), server.log.read_text()
+    log = server.log.read_text()
+    assert code == 0 and "Traceback" not in log, log
+    assert len(events) == 1, events  # one breach, however many windows missed after it
+    payload = events[0]["payload"]
+    assert isinstance(payload, dict) and payload["version"] == champion.version
+    assert list(payload["batch_mix"]) == ["16"] and payload["batch_mix"]["16"] % 16 == 0  # rows of 16-row requests
+    assert payload["misses"][0]["figure"] == "energy" and payload["misses"][0]["limit"] == 1e-9
+    assert events[0]["resource"]["prefect.resource.id"] == "energy-loop.model.server-digits"  # type: ignore[index]
+    tag = client.get_model_version("server-digits", champion.version).tags["production.last_breach"]
+    assert json.loads(tag)["misses"][0]["figure"] == "energy"
     rows = client.get_metric_history(champion.run_id, "observed.rows")
-    assert sum(m.value for m in rows) == 16
+    assert sum(m.value for m in rows) >= 32
+
+
+def _prefect_events(env: dict[str, str], name: str, since_s: float) -> list[dict[str, object]]:
+    """The events of this name in the Prefect server's event feed since `since_s`, through its API."""
+    import datetime as dt
+    import json
+
+    since = dt.datetime.fromtimestamp(since_s - 5, dt.UTC).isoformat()
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": since}}, "limit": 50}
+    auth = base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
+    request = urllib.request.Request(
+        env["PREFECT_API_URL"] + "/events/filter",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return list(json.loads(answer.read())["events"])
 
 
 def test_trigger_reports_a_loop_that_does_not_pass(servers: dict[str, str]) -> None:

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from registry import keys
-from registry.observed import TIMESTAMP_MS, at_mix, summarize
+from registry.observed import TIMESTAMP_MS, summarize
+from thresholds.energy.production import at_mix
 
 
 def _window(at_ms: int, rows: int, energy_j: float | None, **extra: float) -> dict[str, float]:

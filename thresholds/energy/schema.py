@@ -11,9 +11,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from thresholds.core import MeterName, StrictSection, read_yaml
+from thresholds.energy.production import Production
 from thresholds.errors import InputError, input_error
 from thresholds.promotion import PromotionMode
 
@@ -367,6 +368,20 @@ class Scenario(StrictSection):
         description="when champion is moved by hand to a version whose gates did not pass: warn (tag it, emit an "
         "event) or enforce (also move it back)",
     )
+    production: Production | None = Field(
+        None, description="what `energy-loop serve` judges while serving, and what a breach does (none: not judged)"
+    )
+
+    @field_validator("production")
+    @classmethod
+    def _production_quality_has_a_limit(cls, p: Production | None, info: ValidationInfo) -> Production | None:
+        t = info.data.get("targets")
+        if p is not None and "quality" in p.judge and t is not None:
+            if (p.min_accuracy, p.max_rmse, t.min_accuracy, t.max_rmse) == (None, None, None, None):
+                raise ValueError(
+                    "a quality limit when judge names quality: min_accuracy or max_rmse here or in targets"
+                )
+        return p
 
     @model_validator(mode="after")
     def _analytic_needs_mlp(self) -> Scenario:
