@@ -59,6 +59,7 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
     name = options.model_name or f"energy-loop-{Path(data_path).name.rsplit('-', 1)[0]}"
     tags = {
         keys.SCENARIO: settings.name, DATASET: masked(options.dataset), keys.METER: meter_name,
+        keys.SCENARIO_SOURCE: options.scenario,  # as given: a retrain (the production automation) starts from it
         keys.PREFECT_FLOW_RUN_ID: str(flow_run.id or ""),
         keys.PROMOTION_MODE: settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),

@@ -23,6 +23,7 @@ LOOP_CHAMPION = "loop.champion"  # what happened to `champion` when the loop clo
 LOOP_HOST = "loop.host"  # who owns a RUNNING loop run (orphans are reaped by a later loop)
 LOOP_PID = "loop.pid"
 SCENARIO = "scenario"  # loop-run tags every pipeline writes (copied onto its versions)
+SCENARIO_SOURCE = "scenario.source"  # the scenario as the request named it: a bundled name or a path
 METER = "meter"
 ENVIRONMENT = "environment"  # cooling: `seed` or `room`
 CALIBRATION_PREFIX = "calibration."  # + `inference_ratio.<rung>` / `train_ratio.<rung>`: the machine's rung table

@@ -71,6 +71,7 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
     on the command line that is not valid raises InputError; the version's own, if it cannot be read, is skipped."""
     from registry import keys, mlflow_model
     from registry.core import loop_j_per_1k_by_batch
+    from tasks.energy_loop.keys import DATASET
     from tasks.serving.watch import Watch
     from thresholds import scenario_path
     from thresholds.energy.production import BREACH_EVENT, Verdict
@@ -78,7 +79,7 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
     from thresholds.errors import InputError
 
     try:
-        scenario = load_scenario(scenario_path(args.scenario or dict(version.tags).get(keys.SCENARIO, "")))
+        scenario = load_scenario(scenario_path(args.scenario or dict(version.tags).get(keys.SCENARIO_SOURCE, "")))
     except InputError:
         if args.scenario:
             raise
@@ -100,8 +101,14 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
         from prefect.events import emit_event
 
         at = datetime.now(UTC).isoformat(timespec="seconds")
+        # What a retrain needs to start where this version came from: its scenario and data (the automation of
+        # prefect.yaml renders them into the triggered run's request, with the batch sizes serving observed).
+        tags = dict(mc.get_model_version(name, payload["version"]).tags)
+        given = {"scenario": tags.get(keys.SCENARIO_SOURCE), "dataset": tags.get(DATASET)}
+        payload["request"] = {k: v for k, v in given.items() if v}
         resource = {"prefect.resource.id": f"energy-loop.model.{name}", "prefect.resource.name": name,
-                    "energy-loop.version": payload["version"]}  # fmt: skip
+                    "energy-loop.version": payload["version"],
+                    "energy-loop.retrain": str("retrain" in production.on_breach).lower()}  # fmt: skip
         sent = emit_event(event=verdict.event, resource=resource, payload=payload)
         breach = verdict.event == BREACH_EVENT
         key = keys.PRODUCTION_LAST_BREACH if breach else keys.PRODUCTION_LAST_RECOVERY

@@ -41,6 +41,8 @@ def check_request(request: LoopRequest) -> Scenario:
     from tasks.data.datasets import resolve_source
 
     settings = load_scenario(scenario_path(request.scenario)).with_model(factory=request.model_factory, **request.hooks)
+    if request.serving_batch_sizes is not None:
+        settings = settings.with_section("measurement", serving_batch_sizes=request.serving_batch_sizes)
     resolve_source(request.dataset)
     return settings
 

@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,7 +238,8 @@ def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_serve
 ) -> None:
     """After the triggered loop above: its champion served from the team stack's MLflow (PostgreSQL, basic auth),
     behind a bearer token, its windows written back to the champion's run on that server, and judged against a
-    production block it misses: one breach event in the Prefect server's event feed, the breach on the version."""
+    production block it misses: one breach event in the Prefect server's event feed, the breach on the version,
+    and the automation of prefect.yaml starting one retrain of that model measured at the batch size served."""
     import json
 
     import yaml
@@ -251,7 +253,7 @@ def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_serve
     client = MlflowClient(servers["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("server-digits", "champion")  # registered by the test above
     scenario = tmp_path / "production.yaml"
-    production = {"max_energy_j_per_1k": 1e-9, "windows": 2, "min_rows": 1, "sigmas": 0, "on_breach": ["alert"]}
+    production = {"max_energy_j_per_1k": 1e-9, "windows": 2, "min_rows": 1, "sigmas": 0, "on_breach": ["retrain"]}
     scenario.write_text(yaml.safe_dump({"name": "serve-production", "production": production}))
     env = {**os.environ, **servers, "ENERGY_LOOP_API_KEY": "t0ken-for-this-test"}
     started = time.time()
@@ -266,7 +268,7 @@ def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_serve
         assert status == 200 and len(json.loads(body)["predictions"]) == 16 and headers["x-request-id"]
         health = json.loads(server.ask("/health")[2])
         assert (health["model"], health["version"], health["alias"]) == ("server-digits", champion.version, "champion")
-        events: list[dict[str, object]] = []
+        events: list[dict[str, Any]] = []
         deadline = time.monotonic() + 60
         while not events and time.monotonic() < deadline:
             assert server.score(raw, token)[0] == 200  # traffic in every window: each one misses the limit
@@ -278,31 +280,57 @@ def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_serve
     assert code == 0 and "Traceback" not in log, log
     assert len(events) == 1, events  # one breach, however many windows missed after it
     payload = events[0]["payload"]
-    assert isinstance(payload, dict) and payload["version"] == champion.version
+    assert payload["version"] == champion.version
     assert list(payload["batch_mix"]) == ["16"] and payload["batch_mix"]["16"] % 16 == 0  # rows of 16-row requests
     assert payload["misses"][0]["figure"] == "energy" and payload["misses"][0]["limit"] == 1e-9
-    assert events[0]["resource"]["prefect.resource.id"] == "energy-loop.model.server-digits"  # type: ignore[index]
+    assert events[0]["resource"]["prefect.resource.id"] == "energy-loop.model.server-digits"
     tag = client.get_model_version("server-digits", champion.version).tags["production.last_breach"]
     assert json.loads(tag)["misses"][0]["figure"] == "energy"
     rows = client.get_metric_history(champion.run_id, "observed.rows")
     assert sum(m.value for m in rows) >= 32
+    # The automation: one run of the retrain deployment, the breached model's scenario and data, at batch 16.
+    deadline, runs = time.monotonic() + 420, []
+    while time.monotonic() < deadline:
+        runs = _prefect_api(servers, "/flow_runs/filter", {"deployments": {"name": {"any_": ["production-retrain"]}}})
+        if runs and all(r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in runs):
+            break
+        time.sleep(3)
+    assert len(runs) == 1, runs
+    request = runs[0]["parameters"]["request"]
+    assert (request["model_name"], request["serving_batch_sizes"]) == ("server-digits", [16]), request
+    assert request["dataset"] == champion.tags["dataset"] and request["scenario"] == "tests/fixtures/quick.yaml"
+    assert runs[0]["state"]["type"] == "COMPLETED", runs[0]["state"]
+    (loop_run,) = client.search_runs(
+        [champion_experiment(client, champion)], f"tags.`prefect.flow_run_id` = '{runs[0]['id']}'", max_results=1
+    )
+    assert loop_run.data.tags["measurement.batch_sizes"] == "16"
 
 
-def _prefect_events(env: dict[str, str], name: str, since_s: float) -> list[dict[str, object]]:
+def champion_experiment(client: Any, version: Any) -> str:
+    return str(client.get_run(version.run_id).info.experiment_id)
+
+
+def _prefect_events(env: dict[str, str], name: str, since_s: float) -> list[dict[str, Any]]:
     """The events of this name in the Prefect server's event feed since `since_s`, through its API."""
     import datetime as dt
-    import json
 
     since = dt.datetime.fromtimestamp(since_s - 5, dt.UTC).isoformat()
-    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": since}}, "limit": 50}
+    found = _prefect_api(env, "/events/filter", {"filter": {"event": {"name": [name]}, "occurred": {"since": since}}})
+    return list(found["events"])
+
+
+def _prefect_api(env: dict[str, str], path: str, body: dict[str, Any]) -> Any:
+    """A POST to the Prefect server's API, authenticated as the stack's clients are."""
+    import json
+
     auth = base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
     request = urllib.request.Request(
-        env["PREFECT_API_URL"] + "/events/filter",
+        env["PREFECT_API_URL"] + path,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
-        return list(json.loads(answer.read())["events"])
+        return json.loads(answer.read())
 
 
 def test_trigger_reports_a_loop_that_does_not_pass(servers: dict[str, str]) -> None:

@@ -28,6 +28,16 @@ BASE = {"scenario": "dev-cpu", "dataset": "digits"}
         ({"parallel": "0"}, "--parallel = '0': expected auto or an integer from 1 to 64", "parallel = '0'"),
         ({"parallel": "many"}, "--parallel = 'many': expected auto or an integer", "parallel = 'many'"),
         ({"target": 3}, "--target = 3: expected a valid string", "target = 3: expected a valid string"),
+        (
+            {"serving_batch_sizes": "1,x"},
+            "--serving-batch-sizes = '1,x': expected comma-separated batch sizes",
+            "serving_batch_sizes = '1,x': expected comma-separated",
+        ),
+        (
+            {"serving_batch_sizes": [0]},
+            "--serving-batch-sizes = [0]: expected comma-separated batch sizes",
+            "serving_batch_sizes = [0]",
+        ),
     ],
 )
 def test_a_bad_field_is_one_line_named_as_the_person_typed_it(changes: dict[str, Any], flag: str, key: str) -> None:
@@ -116,3 +126,12 @@ def test_given_fields_are_checked_alone_the_rest_left_to_the_deployment() -> Non
         check_given(LoopRequest, {"samples": 3})
     with pytest.raises(InputError, match="days = 'x': expected an integer"):
         check_given(CoolingRequest, {"days": "x"})
+
+
+def test_serving_batch_sizes_arrive_as_text_or_as_a_list_and_override_the_scenarios() -> None:
+    from tasks.energy_loop.inputs import check_request
+
+    assert parse(LoopRequest, {**BASE, "serving_batch_sizes": "64,1,64"}).serving_batch_sizes == [1, 64]
+    request = parse(LoopRequest, {**BASE, "serving_batch_sizes": [16]})  # as a breach's automation renders it
+    assert check_request(request).measurement.batch_sizes_served == [16]
+    assert check_request(parse(LoopRequest, BASE)).measurement.serving_batch_sizes is None

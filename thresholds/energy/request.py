@@ -140,6 +140,27 @@ class LoopRequest(BaseModel):
         Option("--train-step"),
     ] = None
 
+    serving_batch_sizes: Annotated[
+        list[int] | None,
+        Field(
+            description="measure and judge inference at these batch sizes, e.g. 1,64 (sets "
+            "measurement.serving_batch_sizes; a production breach passes the batch sizes serving observed)"
+        ),
+        Option("--serving-batch-sizes", expected="comma-separated batch sizes from 1 to 1000000, e.g. 1,64"),
+    ] = None
+
+    @field_validator("serving_batch_sizes", mode="before")
+    @classmethod
+    def _batch_sizes(cls, value: object) -> object:
+        if isinstance(value, str):  # the command line's and `trigger --param`'s form
+            try:
+                value = [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError("comma-separated batch sizes from 1 to 1000000, e.g. 1,64") from None
+        if isinstance(value, list) and not (value and all(type(v) is int and 1 <= v <= 1_000_000 for v in value)):
+            raise ValueError("comma-separated batch sizes from 1 to 1000000, e.g. 1,64")
+        return sorted(set(value)) if isinstance(value, list) else value
+
     @field_validator("image_size")
     @classmethod
     def _image_size(cls, value: str | None) -> str | None:

@@ -395,11 +395,16 @@ class Scenario(StrictSection):
     def with_model(self, **fields: str | None) -> Scenario:
         """The scenario with these `model:` fields set (the command line's --model, --loss, ...), validated
         again; None leaves a field as the file has it."""
+        return self.with_section("model", **fields)
+
+    def with_section(self, section: str, **fields: object) -> Scenario:
+        """The scenario with these fields of one section set (a request's overrides), validated again; None leaves
+        a field as the file has it."""
         given = {k: v for k, v in fields.items() if v is not None}
         if not given:
             return self
         raw = self.model_dump(mode="json")
-        raw["model"].update(given)
+        raw[section].update(given)
         try:
             return Scenario.model_validate(raw)
         except ValidationError as exc:
