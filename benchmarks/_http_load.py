@@ -1,12 +1,14 @@
 """Serving subprocesses on loopback and the client threads that ask them, for benchmarks/serving.py.
 
 `Server` starts a command that listens on a free port and waits for `/ping`; `Client` is one keep-alive
-connection (http.client); `Load` runs client threads until stopped and counts the failed requests.
+connection (http.client); `Load` runs client threads until stopped and counts the failed requests; `Bodies` are
+the requests' bodies (rows of a built-in dataset as JSON or Parquet) and their labels.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
@@ -164,3 +166,40 @@ class Load:
 def quartiles(values: list[float]) -> tuple[float, float, float]:
     q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
     return q1, median, q3
+
+
+class Bodies:
+    """Request bodies of the raw dataset's rows (every column but the target), JSON and Parquet, and their labels."""
+
+    def __init__(self, dataset: str) -> None:
+        from mlflow.pyfunc import scoring_server
+
+        from tasks.data import datasets as data_mod
+
+        frame, target, _ = data_mod._builtin_frame(dataset, None, 0)
+        self.features, self.labels = frame.drop(columns=[target]), frame[target].astype(str)
+        self.parquet_type = scoring_server.CONTENT_TYPE_PARQUET
+        self._cache: dict[tuple[int, str], bytes] = {}
+
+    def rows(self, batch: int) -> Any:
+        import pandas as pd
+
+        repeats = -(-batch // len(self.features))
+        return pd.concat([self.features] * repeats, ignore_index=True).head(batch)
+
+    def json(self, batch: int) -> bytes:
+        if (batch, "json") not in self._cache:
+            split = json.loads(self.rows(batch).to_json(orient="split", index=False))
+            self._cache[batch, "json"] = json.dumps({"dataframe_split": split}).encode()
+        return self._cache[batch, "json"]
+
+    def parquet(self, batch: int) -> bytes:
+        if (batch, "parquet") not in self._cache:
+            out = io.BytesIO()
+            self.rows(batch).to_parquet(out, index=False)
+            self._cache[batch, "parquet"] = out.getvalue()
+        return self._cache[batch, "parquet"]
+
+    def labels_for(self, batch: int) -> list[str]:
+        repeats = -(-batch // len(self.labels))
+        return (list(self.labels) * repeats)[:batch]

@@ -32,6 +32,7 @@ import http.client
 import io
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,11 +43,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._http_load import JSON_TYPE, Client, Load, Server, quartiles  # noqa: E402  (the root is on the path now)
+from benchmarks._http_load import JSON_TYPE, Bodies, Client, Load, Server, quartiles  # noqa: E402  (the root is on the path now)
 from benchmarks.results import emit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SWAP_ALIAS = "bench-swap"
+CLASSIFIERS = ("digits", "iris", "wine", "breast_cancer", "mnist1d")  # built-in: the soak's feedback posts class labels
 # A loop of a few minutes on 2 cores that registers at least two versions, measured at one batch size.
 SCENARIO_YAML = """\
 name: serving-bench
@@ -67,6 +69,10 @@ measurement:
   min_window_s: 0.5
   eval_subset: 120
 """
+
+
+class BadInput(ValueError):
+    """What the loop refused, in its own one line."""
 
 
 class Plan(NamedTuple):
@@ -100,46 +106,6 @@ class Setup(NamedTuple):
     energy_source: str
 
 
-class Bodies:
-    """Request bodies of the raw dataset's rows (every column but the target), JSON and Parquet, and their labels."""
-
-    def __init__(self, dataset: str) -> None:
-        from mlflow.pyfunc import scoring_server
-
-        from tasks.data import datasets as data_mod
-
-        frame, target, _ = data_mod._builtin_frame(dataset, None, 0)
-        self.features, self.labels = frame.drop(columns=[target]), frame[target].astype(str)
-        self.parquet_type = scoring_server.CONTENT_TYPE_PARQUET
-        self._cache: dict[tuple[int, str], bytes] = {}
-
-    def rows(self, batch: int) -> Any:
-        import pandas as pd
-
-        repeats = -(-batch // len(self.features))
-        return pd.concat([self.features] * repeats, ignore_index=True).head(batch)
-
-    def json(self, batch: int) -> bytes:
-        if (batch, "json") not in self._cache:
-            split = json.loads(self.rows(batch).to_json(orient="split", index=False))
-            self._cache[batch, "json"] = json.dumps({"dataframe_split": split}).encode()
-        return self._cache[batch, "json"]
-
-    def parquet(self, batch: int) -> bytes:
-        if (batch, "parquet") not in self._cache:
-            out = io.BytesIO()
-            self.rows(batch).to_parquet(out, index=False)
-            self._cache[batch, "parquet"] = out.getvalue()
-        return self._cache[batch, "parquet"]
-
-    def labels_for(self, batch: int) -> list[str]:
-        repeats = -(-batch // len(self.labels))
-        return (list(self.labels) * repeats)[:batch]
-
-
-# ---- the store: a short loop's versions ----------------------------------------------------------------------------
-
-
 def set_up(scenario: str | None, dataset: str, folder: Path) -> Setup:
     """Run a short loop into a store in `folder` (its console output in loop.log); the versions to serve."""
     from mlflow import MlflowClient
@@ -162,6 +128,8 @@ def set_up(scenario: str | None, dataset: str, folder: Path) -> Setup:
     with (folder / "loop.log").open("w") as out:
         code = subprocess.run(argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     os.environ["MLFLOW_TRACKING_URI"] = store  # this process's MLflow calls (models:/ URIs) read the same store
+    if code == 2:  # bad input (a scenario that does not load): the command said why in one line
+        raise BadInput(((folder / "loop.log").read_text().strip().splitlines() or ["energy-loop run exited 2"])[-1])
     mc = MlflowClient(store)
     found = sorted(mc.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
     if not found:
@@ -189,9 +157,6 @@ def start(label: str, argv: list[str], setup: Setup) -> Server:
 def served(model: str, *extra: str) -> list[str]:
     """The command line of `energy-loop serve` (without `--port`)."""
     return [sys.executable, "-m", "flows.cli", "serve", model, *extra]
-
-
-# ---- the parts ------------------------------------------------------------------------------------------------------
 
 
 def telemetry_overhead(setup: Setup, bodies: Bodies, plan: Plan) -> dict[str, Any]:
@@ -349,7 +314,7 @@ def observed_vs_loop(setup: Setup, bodies: Bodies, plan: Plan) -> dict[str, Any]
             server.stop()
         logged = {  # WindowFigures fields -> {(timestamp, step): value}; the MLflow key is OBSERVED_PREFIX + field
             k: {(m.timestamp, m.step): m.value for m in mc.get_metric_history(run_id, OBSERVED_PREFIX + k)}
-            for k in ("energy_j", "rows", "duration_s", "energy_j_per_1k")
+            for k in ("energy_j", "rows", "duration_s", "energy_j_per_1k", "latency_p50_ms")
         }
         inside = [
             key for key in logged["energy_j_per_1k"]
@@ -369,12 +334,39 @@ def observed_vs_loop(setup: Setup, bodies: Bodies, plan: Plan) -> dict[str, Any]
             if len(per_window) > 1
             else None,
             "ratio": None if observed is None or not setup.loop_j_per_1k else round(observed / setup.loop_j_per_1k, 4),
+            "server_latency_p50_ms": round(statistics.median(logged["latency_p50_ms"][k] for k in inside), 3)
+            if inside
+            else None,
         }
+    out["where_the_time_goes"] = time_per_batch(setup, bodies, mc.get_run(run_id).data.metrics)
     tags = mc.get_run(run_id).data.tags
     out["observed_energy_source"] = tags.get(OBSERVED_PREFIX + "energy_source", "")
     out["observed_energy_estimated"] = tags.get(OBSERVED_PREFIX + "energy_estimated", "") == "true"
     out["value"] = out["parquet"]["ratio"]
     return out
+
+
+def time_per_batch(setup: Setup, bodies: Bodies, run_metrics: dict[str, float]) -> dict[str, Any]:
+    """One batch at the loop's first batch size: the model alone as the loop timed it (on prepared tensors), and the
+    version's pyfunc (raw rows: preprocessing, model, answer frame) in this process, ms; the rest of a server's time
+    per request is HTTP and parsing the body."""
+    import mlflow
+
+    from registry.keys import LATENCY_MS_PER_BATCH
+
+    model = mlflow.pyfunc.load_model(f"models:/{setup.name}/{setup.version}")
+    rows = bodies.rows(setup.batch_sizes[0])
+    model.predict(rows)  # warm-up
+    calls_s = []
+    for _ in range(20):
+        started = time.perf_counter()
+        model.predict(rows)
+        calls_s.append(time.perf_counter() - started)
+    return {
+        "batch_size": setup.batch_sizes[0],
+        "loop_model_ms": round(run_metrics.get(LATENCY_MS_PER_BATCH) or 0.0, 4) or None,
+        "pyfunc_in_process_ms": round(statistics.median(calls_s) * 1000, 3),
+    }
 
 
 def throughput_vs_mlflow_serve(setup: Setup, bodies: Bodies, plan: Plan) -> dict[str, Any]:
@@ -519,7 +511,7 @@ def main() -> int:
     parser.add_argument("--soak-s", type=float, default=None, help="seconds of the soak (default 300; --quick 20)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of the script: its figures are not results")
     parser.add_argument("--scenario", default=None, help="the loop's scenario (default: a short built-in one)")
-    parser.add_argument("--dataset", default="digits", help="a built-in dataset (default digits)")
+    parser.add_argument("--dataset", default="digits", choices=CLASSIFIERS, help="a built-in dataset (default digits)")
     args = parser.parse_args()
     plan = QUICK if args.quick else DEFAULT
     if args.soak_s is not None:
@@ -528,11 +520,17 @@ def main() -> int:
             return 2
         plan = plan._replace(soak_s=args.soak_s)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # SIGTERM (a `timeout`, a CI job stopped) unwinds like Ctrl-C: every part's `finally` stops its servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         folder = Path(tmp)
         print(f"setting up: a short loop into {folder} ...", file=sys.stderr, flush=True)
-        setup = set_up(args.scenario, args.dataset, folder)
+        try:
+            setup = set_up(args.scenario, args.dataset, folder)
+        except BadInput as exc:
+            print(f"benchmarks/serving.py: error: {exc}", file=sys.stderr)
+            return 2
         setup_s = time.perf_counter() - started
         bodies = Bodies(args.dataset)
         parts: dict[str, Any] = {}
@@ -572,7 +570,7 @@ def print_table(figures: dict[str, Any]) -> None:
     print(f"energy-loop serve, {figures['model']} version {figures['version']}; energy {figures['energy_source']}"
           f" ({'estimated' if figures['energy_estimated'] else 'measured'})\n")  # fmt: skip
     print(f"{'goal':30s} {'value':>10s}  {'met':5s} figures behind it")
-    o = d["telemetry_overhead"]
+    o, gap = d["telemetry_overhead"], d["observed_vs_loop"]["where_the_time_goes"]
     rows = [
         ("telemetry_overhead (<= 0.02)", "telemetry_overhead", "; ".join(
             f"b{b}: on {o[f'batch_{b}']['median_on_ms']} ms / off {o[f'batch_{b}']['median_off_ms']} ms "
@@ -583,7 +581,9 @@ def print_table(figures: dict[str, Any]) -> None:
         ("observed_vs_loop (0.85..1.15)", "observed_vs_loop",
          f"parquet {d['observed_vs_loop']['parquet']['observed_j_per_1k']} J/1k, json "
          f"{d['observed_vs_loop']['json']['observed_j_per_1k']} (ratio {d['observed_vs_loop']['json']['ratio']}), "
-         f"loop {d['observed_vs_loop']['loop_j_per_1k']} at batch {d['observed_vs_loop']['batch_sizes']}"),
+         f"loop {d['observed_vs_loop']['loop_j_per_1k']} at batch {d['observed_vs_loop']['batch_sizes']}; per "
+         f"batch: loop's model {gap['loop_model_ms']} ms, pyfunc {gap['pyfunc_in_process_ms']} ms, server p50 "
+         f"{d['observed_vs_loop']['parquet']['server_latency_p50_ms']} ms"),
         ("throughput_vs_mlflow_serve (>= 1)", "throughput_vs_mlflow_serve",
          f"{d['throughput_vs_mlflow_serve']['energy_loop_rps']} vs {d['throughput_vs_mlflow_serve']['mlflow_rps']}"
          f" req/s at batch 1"),
