@@ -1,11 +1,12 @@
 """Quality observed while serving: the answers given, the labels that come back for them, the metric over them.
 
 Every answer is kept under its request id (the inputs, the predictions) for `ttl_s` seconds, at most
-`max_requests` of them; `POST /feedback` names a request id and gives one label (or regression target) per row
-answered. A label that arrives for an unknown or expired id, twice for one id, of the wrong type or an unknown
-class is refused with one line and counted nowhere. The labelled predictions of the current window give the
-scenario's quality metric: accuracy for a classifier, RMSE for a regressor. With a feedback folder each labelled
-batch is appended as one Parquet part: the model's input columns and `label`, a table a later loop can train on.
+`max_requests` of them holding at most `max_rows` rows (the oldest go first); `POST /feedback` names a request id
+and gives one label (or regression target) per row answered. A label that arrives for an unknown or expired id,
+twice for one id, of the wrong type or an unknown class is refused with one line and counted nowhere. The labelled
+predictions of the current window give the scenario's quality metric: accuracy for a classifier, RMSE for a
+regressor. With a feedback folder each labelled batch is appended as one Parquet part: the model's input columns
+and `label`, a table a later loop can train on.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Feedback:
     def __init__(self, task: str, class_labels: list[str], folder: Path | None, ttl_s: float = 3600.0) -> None:
         self.task, self.class_labels, self.folder, self.ttl_s = task, class_labels, folder, ttl_s
         self.max_requests = 100_000
+        # Rows bound the memory, not requests: 100,000 answers of 4,096 rows held ~3 GiB of predictions alone.
+        self.max_rows = 500_000
+        self._rows = 0
         self._answers: OrderedDict[str, _Answer] = OrderedDict()
         self._window = _Labelled()
         self._lock = threading.Lock()
@@ -62,10 +66,13 @@ class Feedback:
         now = time.time()
         with self._lock:
             self._answers[request_id] = _Answer(now, inputs if self.folder is not None else None, predictions)
+            self._rows += len(predictions)
             while self._answers and (
-                len(self._answers) > self.max_requests or next(iter(self._answers.values())).at_s < now - self.ttl_s
+                len(self._answers) > self.max_requests
+                or self._rows > self.max_rows
+                or next(iter(self._answers.values())).at_s < now - self.ttl_s
             ):
-                self._answers.popitem(last=False)
+                self._rows -= len(self._answers.popitem(last=False)[1].predictions)
         return request_id
 
     def _check_labels(self, labels: Any, rows: int) -> list[Any]:
@@ -95,6 +102,7 @@ class Feedback:
                 checked.append((str(request_id), answer, self._check_labels(labels, len(answer.predictions))))
             for request_id, answer, values in checked:
                 del self._answers[request_id]  # labelled once: a second post for it is refused
+                self._rows -= len(answer.predictions)
                 self._window.predictions += answer.predictions
                 self._window.labels += values
         for _, answer, values in checked:

@@ -219,3 +219,19 @@ def test_text_and_missing_values_go_through_the_fitted_preprocessing_inside_pred
     np.testing.assert_allclose(
         scorer.predict(raw).filter(like="probability_").to_numpy(), expected, rtol=1e-5, atol=1e-6
     )
+
+
+def test_feedback_keeps_answers_up_to_a_row_bound_oldest_first() -> None:
+    from tasks.serving.feedback import Feedback
+
+    feedback = Feedback("classification", ["0", "1"], None)
+    feedback.max_rows = 10
+    first = feedback.answered(None, ["0"] * 6)
+    second = feedback.answered(None, ["1"] * 4)
+    third = feedback.answered(None, ["1"] * 4)  # 14 rows held: the oldest answer goes
+    with pytest.raises(InputError, match="request_id"):
+        feedback.label([(first, ["0"] * 6)])
+    assert feedback.label([(second, ["1"] * 4)]) == 4
+    assert feedback._rows == 4  # labelled rows leave the bound too
+    assert feedback.label([(third, ["0"] * 4)]) == 4
+    assert feedback.take_quality() == (0.5, 8)
