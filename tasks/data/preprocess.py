@@ -23,6 +23,7 @@ values repeat (nearly all distinct is an ID: dropped).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -116,6 +117,13 @@ def _seconds(series: pd.Series) -> pd.Series:
 def _as_numbers(series: pd.Series) -> pd.Series:
     """Numbers as float64 (NaN where missing or not a number)."""
     return pd.to_numeric(series, errors="coerce").astype(np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _numbers_already(dtype: Any) -> bool:
+    """Whether a column of this dtype holds numbers as numbers (not text, not booleans): nothing to convert or
+    refuse."""
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
 
 def _levels(series: pd.Series) -> pd.Series:
@@ -387,12 +395,17 @@ class TablePreprocessor:
     def output_columns(self) -> list[str]:
         return [name for plan in self.columns for name in plan.outputs()]
 
-    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
+    def _encode(self, frame: pd.DataFrame, numbers: dict[Any, bool] | None = None) -> np.ndarray:
         missing = [plan.name for plan in self.columns if plan.name not in frame.columns]
         if missing:
             raise InputError(
                 "column", missing[0], f"present in the input: the model reads {[p.name for p in self.columns][:10]}"
             )
+        if numbers and self.columns and all(p.kind == "numeric" and numbers[p.name] for p in self.columns):
+            # Every column numbers already (a served JSON or Parquet frame): one array, the same values as column
+            # by column (to_numeric is a no-op on them), without 24 ms of pandas calls per request on 64 columns.
+            x = frame[[p.name for p in self.columns]].to_numpy(dtype=np.float64)
+            return np.where(np.isnan(x), np.array([float(p.fill) for p in self.columns]), x)
         blocks = [plan.encode(frame[plan.name]) for plan in self.columns]
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
 
@@ -400,9 +413,11 @@ class TablePreprocessor:
         """Model inputs (rows, outputs) as float32: imputed, encoded, standardised like the training rows."""
         if isinstance(frame, pd.Series):
             frame = frame.to_frame().T
-        raw = self._encode(frame)
+        # Once per call, by name: a frame's column lookups cost ~40 us each, 64 of them per served request.
+        numbers = {name: _numbers_already(dtype) for name, dtype in zip(frame.columns, frame.dtypes, strict=True)}
+        raw = self._encode(frame, numbers)
         for plan in self.columns:
-            if plan.kind == "numeric" and frame[plan.name].notna().any():
+            if plan.kind == "numeric" and not numbers[plan.name] and frame[plan.name].notna().any():
                 bad = pd.to_numeric(frame[plan.name], errors="coerce").isna() & frame[plan.name].notna()
                 if bad.any():
                     row = int(np.argmax(bad.to_numpy()))

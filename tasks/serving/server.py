@@ -140,6 +140,8 @@ class ServerState:
     _stop: threading.Event = field(default_factory=threading.Event)
     _poke: threading.Event = field(default_factory=threading.Event)
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+    _report_lock: threading.Lock = field(default_factory=threading.Lock)  # one window closed at a time
+    _threads: list[threading.Thread] = field(default_factory=list)
     started_s: float = field(default_factory=time.time)
 
     def follow(self) -> None:
@@ -158,13 +160,21 @@ class ServerState:
                 self.last_swap_error = f"version {version}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                 log.warning("kept version %s serving: %s", self.served.version, self.last_swap_error)
                 return
-            old, self.served = self.served, candidate  # one assignment: a request holds the version it started with
+            with self._report_lock:
+                if self.settings.telemetry:
+                    self._report()  # the window so far is the old version's: logged on its run, not the new one's
+                    self._history.clear()  # the standard error is over one version's windows
+                old, self.served = self.served, candidate  # one assignment: a request holds the version it started
             self.last_swap_error, self._failed_version = None, None
             self.exposition.served(version)
             log.info("serving version %s (was %s), alias %s", version, old.version, self.settings.alias)
 
     def report(self) -> WindowFigures:
         """Close the reporting window: figures exposed, logged on the version's run, a new window open."""
+        with self._report_lock:
+            return self._report()
+
+    def _report(self) -> WindowFigures:
         served = self.served
         traffic = self.traffic.take()
         reading = self.energy.read()
@@ -209,6 +219,7 @@ class ServerState:
             )
         for thread in threads:
             thread.start()
+        self._threads = threads
         return threads
 
     def poke(self) -> None:
@@ -218,6 +229,8 @@ class ServerState:
         """Stop the threads and write the last window (None without telemetry)."""
         self._stop.set()
         self._poke.set()
+        for thread in self._threads:  # a window being closed or a swap under way finishes first
+            thread.join(timeout=60)
         return self.report() if self.settings.telemetry else None
 
     def health(self) -> dict[str, Any]:

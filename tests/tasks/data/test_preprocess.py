@@ -254,3 +254,19 @@ def test_a_rising_integer_is_a_row_number_but_distinct_unordered_integers_are_a_
         frame.iloc[np.sort(rng.choice(n, 40, replace=False))], "y"
     )  # training rows, in table order
     assert pre.dropped == {"row": "ID-like (every value distinct)"} and [p.name for p in pre.columns] == ["age"]
+
+
+def test_a_frame_of_numbers_is_transformed_at_once_exactly_as_column_by_column() -> None:
+    """Served JSON and Parquet frames hold numbers already: one array, the same values (missing ones imputed with
+    the training medians) as the column-by-column path that text frames take."""
+    from tasks.data import datasets as data_mod
+
+    frame, target, _ = data_mod._builtin_frame("digits", None, 0)
+    fitted = TablePreprocessor.fit(frame, target)
+    numbers = frame.drop(columns=[target]).head(50).astype(np.float64)
+    numbers.iloc[3, 5] = np.nan
+    as_text = numbers.astype(object).where(numbers.notna(), None).map(lambda v: v if v is None else f"{v:g}")
+    assert np.array_equal(fitted.transform(numbers), fitted.transform(as_text))
+    as_text.iloc[7, 2] = "?"  # text frames are still checked cell by cell
+    with pytest.raises(InputError, match=r"row 7"):
+        fitted.transform(as_text)
