@@ -70,11 +70,10 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
     """The judgement of the windows against the scenario's production block (None without one). A scenario named
     on the command line that is not valid raises InputError; the version's own, if it cannot be read, is skipped."""
     from registry import keys, mlflow_model
-    from registry.core import loop_j_per_1k_by_batch
     from tasks.energy_loop.keys import DATASET
     from tasks.serving.watch import Watch
     from thresholds import scenario_path
-    from thresholds.energy.production import BREACH_EVENT, Verdict
+    from thresholds.energy.production import BREACH_EVENT, Verdict, limits_for
     from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
 
@@ -88,12 +87,6 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
     if production is None:
         return None
     target = scenario.targets.min_accuracy if task == "classification" else scenario.targets.max_rmse
-    figures: dict[str, dict[int, float]] = {}
-
-    def by_batch(number: str) -> dict[int, float]:
-        if number not in figures:
-            figures[number] = loop_j_per_1k_by_batch(mc, mc.get_model_version(name, number))
-        return figures[number]
 
     def announce(verdict: Verdict, payload: dict[str, Any]) -> None:
         from datetime import UTC, datetime
@@ -117,7 +110,11 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
         print(f"{at} {verdict.event}: {name} version {payload['version']}" + (f": {misses}" if misses else "")
               + ("" if sent else " (no Prefect API: the event was not sent)"), file=sys.stderr, flush=True)  # fmt: skip
 
-    return Watch(production, task, target, by_batch, announce)
+    if "energy" in production.judge and production.max_energy_j_per_1k is None:
+        print("production: energy is not judged: set production.max_energy_j_per_1k (the loop's own figure counts "
+              "the model alone, not what serving a request costs)", file=sys.stderr)  # fmt: skip
+    limits_for(production, task, target)  # a metric the task does not have: one line, exit 2, before serving
+    return Watch(production, task, target, announce)
 
 
 def _bad(args: argparse.Namespace, message: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,14 +28,12 @@ class Watch:
     production: Production
     task: str
     target_quality: float | None
-    loop_j_per_1k_by_batch: Callable[[str], Mapping[int, float]]  # a version's own figures per batch size
     announce: Callable[[Verdict, dict[str, Any]], None]
     state: JudgeState = field(default_factory=JudgeState)
 
     def window(self, model: str, version: str, figures: telemetry.WindowFigures) -> Verdict | None:
         """Judge one closed window of `version`; announce a breach or a recovery."""
-        by_batch = self.loop_j_per_1k_by_batch(version)
-        limits = limits_for(self.production, self.task, self.target_quality, by_batch, figures.batch_rows)
+        limits = limits_for(self.production, self.task, self.target_quality)
         judged = WindowFigures(
             rows=figures.rows,
             energy_j_per_1k=figures.energy_j_per_1k,

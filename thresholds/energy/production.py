@@ -2,9 +2,11 @@
 
 A scenario's `production:` block names the observed figures judged (`energy`: J per 1k predictions at the observed
 batch mix, `latency`: the window's p95, `quality`: accuracy or RMSE over labelled rows), their limits, how much a
-window needs to be judged, and what a breach does. A limit left out is derived from the version's own record:
-energy from the J per 1k the loop measured at each batch size, weighted by the observed mix (`at_mix`), plus the
-margin; quality from the scenario's target. `judge` is a pure function over one window's figures and the state so
+window needs to be judged, and what a breach does. A quality limit left out is the scenario's target. Energy is
+judged against `max_energy_j_per_1k` only: the loop's own J per 1k counts the model alone on prepared tensors, while
+a served request also parses, preprocesses and answers (`benchmarks/serving.py` compares the two), so a limit
+derived from it would call every window a breach. `at_mix` weighs the loop's figures by an
+observed batch mix for `energy-loop status`. `judge` is a pure function over one window's figures and the state so
 far: a breach is a miss beyond the measurement's uncertainty that holds for `windows` windows in a row (and not
 within `cooldown_s` of the last one); a recovery is `windows` judged windows in a row within every limit.
 """
@@ -32,14 +34,13 @@ ON_BREACH_DEFAULT: tuple[Action, ...] = ("retrain", "alert")
 class Production(StrictSection):
     judge: list[Judged] = Field(default_factory=lambda: list(JUDGE_DEFAULT), min_length=1, description="what is judged")
     max_energy_j_per_1k: float | None = Field(
-        None, gt=0, description="J per 1k predictions; default: the loop's own figure at the observed mix + margin"
+        None, gt=0, description="J per 1k predictions served (none: energy is not judged)"
     )
     max_latency_p95_ms: float | None = Field(None, gt=0, description="milliseconds, p95 of a window's requests")
     min_accuracy: float | None = Field(None, gt=0, le=1, description="default: targets.min_accuracy")
     max_rmse: float | None = Field(None, gt=0, description="default: targets.max_rmse")
     min_rows: int = Field(200, ge=1, le=10_000_000, description="rows (labelled rows for quality) a window needs")
     windows: int = Field(3, ge=1, le=10_000, description="windows in a row a breach or a recovery must hold")
-    margin_pct: float = Field(10.0, ge=0, le=1_000, description="percent above a derived energy limit")
     sigmas: float = Field(2.0, ge=0, le=10, description="standard errors a figure must lie beyond its limit")
     cooldown_s: float = Field(3600.0, ge=0, le=30 * 86_400, description="seconds between two breach events")
     on_breach: list[Action] = Field(
@@ -65,7 +66,6 @@ class Limits:
     latency_p95_ms: float | None
     quality: float | None
     quality_metric: Literal["accuracy", "rmse"]
-    energy_derived: bool  # from the version's own figures at the observed mix, not set in the block
 
 
 def at_mix(j_per_1k_by_batch: Mapping[int, float], rows_by_batch: Mapping[int, int]) -> float | None:
@@ -78,14 +78,8 @@ def at_mix(j_per_1k_by_batch: Mapping[int, float], rows_by_batch: Mapping[int, i
     return sum(j_per_1k_by_batch[nearest(b)] * n for b, n in rows_by_batch.items()) / rows
 
 
-def limits_for(
-    production: Production,
-    task: str,
-    target_quality: float | None,
-    loop_j_per_1k_by_batch: Mapping[int, float],
-    rows_by_batch: Mapping[int, int],
-) -> Limits:
-    """The limits for a window of this batch mix. `target_quality` is the scenario's min_accuracy or max_rmse.
+def limits_for(production: Production, task: str, target_quality: float | None) -> Limits:
+    """The limits a serving process judges against. `target_quality` is the scenario's min_accuracy or max_rmse.
     Raises InputError where the block names a metric the task does not have."""
     metric: Literal["accuracy", "rmse"] = "accuracy" if task == "classification" else "rmse"
     wrong = production.max_rmse if metric == "accuracy" else production.min_accuracy
@@ -93,17 +87,11 @@ def limits_for(
         name = "max_rmse" if metric == "accuracy" else "min_accuracy"
         raise InputError(f"production.{name}", wrong, f"a limit this {task} model has ({metric})")
     quality = production.min_accuracy if metric == "accuracy" else production.max_rmse
-    energy = production.max_energy_j_per_1k
-    derived = energy is None and "energy" in production.judge
-    if derived:
-        expected = at_mix(loop_j_per_1k_by_batch, rows_by_batch)
-        energy = None if expected is None else expected * (1 + production.margin_pct / 100)
     return Limits(
-        energy_j_per_1k=energy if "energy" in production.judge else None,
+        energy_j_per_1k=production.max_energy_j_per_1k if "energy" in production.judge else None,
         latency_p95_ms=production.max_latency_p95_ms if "latency" in production.judge else None,
         quality=(quality if quality is not None else target_quality) if "quality" in production.judge else None,
         quality_metric=metric,
-        energy_derived=derived,
     )
 
 

@@ -24,27 +24,24 @@ def _window(j_per_1k: float, sem: float = 0.0, rows: int = 1000, **extra: float)
     return WindowFigures(rows, j_per_1k, sem, **fields)  # type: ignore[arg-type]
 
 
-def test_a_derived_energy_limit_is_the_loops_figure_at_the_observed_mix_plus_the_margin() -> None:
-    block = Production(margin_pct=10)
-    at_4096 = limits_for(block, "classification", 0.9, {1: 20.0, 4096: 2.0}, {4096: 8192})
-    at_1 = limits_for(block, "classification", 0.9, {1: 20.0, 4096: 2.0}, {1: 500})
-    assert at_4096.energy_j_per_1k == pytest.approx(2.2) and at_1.energy_j_per_1k == pytest.approx(22.0)
-    assert at_4096.energy_derived and at_4096.quality is None and at_4096.latency_p95_ms is None
-    fixed = limits_for(Production(max_energy_j_per_1k=3.0), "classification", None, {1: 20.0}, {1: 5})
-    assert fixed.energy_j_per_1k == 3.0 and not fixed.energy_derived
+def test_energy_is_judged_against_the_blocks_limit_only() -> None:
+    # The loop's figure counts the model alone: no limit is derived from it.
+    assert limits_for(Production(), "classification", 0.9).energy_j_per_1k is None
+    fixed = limits_for(Production(max_energy_j_per_1k=3.0), "classification", None)
+    assert (fixed.energy_j_per_1k, fixed.quality, fixed.latency_p95_ms) == (3.0, None, None)
 
 
 def test_quality_defaults_to_the_scenarios_target_and_a_metric_the_task_lacks_is_refused() -> None:
     block = Production(judge=["quality"])
-    assert limits_for(block, "classification", 0.9, {}, {}).quality == 0.9
-    assert limits_for(Production(judge=["quality"], min_accuracy=0.8), "classification", 0.9, {}, {}).quality == 0.8
+    assert limits_for(block, "classification", 0.9).quality == 0.9
+    assert limits_for(Production(judge=["quality"], min_accuracy=0.8), "classification", 0.9).quality == 0.8
     with pytest.raises(InputError, match=r"production.min_accuracy = 0.8: expected a limit this regression model"):
-        limits_for(Production(judge=["quality"], min_accuracy=0.8), "regression", None, {}, {})
+        limits_for(Production(judge=["quality"], min_accuracy=0.8), "regression", None)
 
 
 def test_a_breach_must_hold_for_the_windows_and_clear_the_uncertainty() -> None:
     block = Production(max_energy_j_per_1k=10.0, windows=2, sigmas=2.0, min_rows=100, cooldown_s=0)
-    limits = limits_for(block, "classification", None, {}, {})
+    limits = limits_for(block, "classification", None)
     state = JudgeState()
     # 11 J/1k with a standard error of 1: within two standard errors of the limit, not a miss.
     state, verdict = judge(block, limits, _window(11.0, sem=1.0), state, 0.0)
@@ -69,7 +66,7 @@ def test_a_breach_must_hold_for_the_windows_and_clear_the_uncertainty() -> None:
 
 def test_no_second_breach_within_the_cooldown() -> None:
     block = Production(max_energy_j_per_1k=10.0, windows=1, min_rows=1, cooldown_s=60)
-    limits = limits_for(block, "classification", None, {}, {})
+    limits = limits_for(block, "classification", None)
     state, first = judge(block, limits, _window(20.0), JudgeState(), 0.0)
     state, recovered = judge(block, limits, _window(1.0), state, 10.0)
     state, early = judge(block, limits, _window(20.0), state, 30.0)
@@ -80,7 +77,7 @@ def test_no_second_breach_within_the_cooldown() -> None:
 
 def test_latency_and_observed_accuracy_are_judged_with_their_own_limits() -> None:
     block = Production(judge=["latency", "quality"], max_latency_p95_ms=20.0, min_accuracy=0.9, windows=1, min_rows=50)
-    limits = limits_for(block, "classification", None, {}, {})
+    limits = limits_for(block, "classification", None)
     _, verdict = judge(
         block, limits, _window(1.0, latency_p95_ms=25.0, quality=0.95, labelled_rows=400), JudgeState(), 0
     )
