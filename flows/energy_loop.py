@@ -22,6 +22,7 @@ from tasks.energy_loop.ledger import loop_energy
 from tasks.energy_loop.stages import (
     Closing,
     calibrate_machine,
+    champion_reference,
     check_inputs,
     choose_width,
     close_loop,
@@ -115,6 +116,7 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
             with accounts.stretch("closing"):
                 decision, history = confirm_full_test(settings, decision, history, data_path)
                 hints = deployment_hints(settings, decision, history, data_path, meter_name)
-            closing = Closing(hints, loop_energy(accounts.stretches, history))
+                champion = champion_reference(settings, name, data_path, meter_name, idle_w, history)
+            closing = Closing(hints, loop_energy(accounts.stretches, history), champion)
             closed = close_loop(settings, decision, history, loop_run_id, name, work_dir, tags, closing)
         return closed

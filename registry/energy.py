@@ -8,12 +8,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from registry import keys, mlflow_model
-from registry.core import LoopRecord, NestedRun, RunFiles, VersionSpec, log_nested_run, move_champion, version_figures
+from registry.core import (
+    LoopRecord,
+    NestedRun,
+    RunFiles,
+    VersionSpec,
+    champion_version,
+    log_nested_run,
+    move_champion,
+    version_figures,
+)
 from registry.core import close_loop as close_any_loop
 from registry.store import client
 from thresholds.core import Final
 from thresholds.energy import keys as detail
-from thresholds.energy.policy import Calibration, CandidateResult, ChampionFigures, beats_champion
+from thresholds.energy.policy import Calibration, CandidateResult, ChampionFigures, RescoredChampion, beats_champion
 
 EXPERIMENT = "energy-loop"
 
@@ -184,6 +193,24 @@ def move_champion_if_better(
     )
 
 
+class Extras(NamedTuple):
+    """What the closing stage adds: the deployment hints for the chosen candidate's version, and the champion
+    re-scored as this run judged its candidates (None: its record is comparable, or there is none)."""
+
+    hints: dict[str, str] | None = None
+    champion: RescoredChampion | None = None
+
+
+def champion_model(model_name: str, dst: Path) -> tuple[str, dict[str, str], Path] | None:
+    """The champion's version, its tags and its model folder downloaded to `dst`; None without a champion."""
+    mc = client()
+    version = champion_version(mc, model_name)
+    if version is None:
+        return None
+    model_dir = mlflow_model.download_model_dir(mc, model_name, str(version.version), dst)
+    return str(version.version), dict(version.tags), model_dir
+
+
 class LoopReport(NamedTuple):
     """The loop's report: per candidate its verdict and whether it met every gate; the iteration table (markdown) and
     the Pareto plot (None: none drawn)."""
@@ -202,10 +229,12 @@ def close_loop(
     sigmas: float,
     report: LoopReport,
     common_tags: dict[str, str],
-    hints: dict[str, str] | None = None,
+    extras: Extras | None = None,
 ) -> LoopRecord:
-    """Register every candidate that produced a model, end the run, move `champion` if earned."""
+    """Register every candidate that produced a model, end the run, move `champion` if earned (judged against the
+    champion as this run re-scored it, where it did)."""
     verdicts, gates_passed, table_md, plot_path = report
+    hints, rescored = extras or Extras()
     files = [plot_path] if plot_path is not None else []
     chosen_run = history[final.chosen].run_id if final.chosen is not None else None
     if plot_path is not None and plot_path.exists() and chosen_run:
@@ -242,11 +271,28 @@ def close_loop(
         files,
         versions,
         lambda mc, champion: (
-            beats_champion(chosen, champion_figures(mc, champion), sigmas)
+            beats_champion(chosen, _reference(mc, champion, rescored), sigmas)
             if chosen is not None
             else (False, "no candidate chosen")
         ),
     )
+
+
+def _reference(mc: Any, champion: Any | None, rescored: RescoredChampion | None) -> ChampionFigures | None:
+    """The champion's figures as the rule compares them: as this run re-scored them when it re-scored this very
+    version (the alias may have moved meanwhile), else as recorded."""
+    if champion is not None and rescored is not None and str(champion.version) == rescored.version:
+        return rescored.figures
+    return champion_figures(mc, champion)
+
+
+def log_rescored_champion(loop_run_id: str, rescored: RescoredChampion, figures: dict[str, float]) -> None:
+    """Which champion the run re-scored, why, and its figures as this run judged them, on the loop run."""
+    mc = client()
+    mc.set_tag(loop_run_id, keys.CHAMPION_RESCORED_VERSION, rescored.version)
+    mc.set_tag(loop_run_id, keys.CHAMPION_RESCORED_REASON, rescored.reason[:4000])
+    for name, value in figures.items():
+        mc.log_metric(loop_run_id, f"{keys.CHAMPION_RESCORED_PREFIX}{name}", value)
 
 
 def log_calibration(loop_run_id: str, table: Calibration) -> None:

@@ -23,6 +23,11 @@ LOOP_CHAMPION = "loop.champion"  # what happened to `champion` when the loop clo
 LOOP_HOST = "loop.host"  # who owns a RUNNING loop run (orphans are reaped by a later loop)
 LOOP_PID = "loop.pid"
 SCENARIO = "scenario"  # loop-run tags every pipeline writes (copied onto its versions)
+# On the loop run, where the champion's record was not comparable with this run's candidates
+# (tasks/energy_loop/champion.py): the version re-scored, why, and its figures as this run judged them.
+CHAMPION_RESCORED_VERSION = "champion.rescored_version"
+CHAMPION_RESCORED_REASON = "champion.rescored_reason"
+CHAMPION_RESCORED_PREFIX = "champion.rescored."
 SCENARIO_SOURCE = "scenario.source"  # the scenario as the request named it: a bundled name or a path
 METER = "meter"
 ENVIRONMENT = "environment"  # cooling: `seed` or `room`

@@ -9,6 +9,9 @@ SAMPLES = "samples"  # loop-run param beside the scenario's fields (dotted: `tar
 QUALITY_METRIC_REASON = "quality_metric_reason"
 MODEL_HOOK_PREFIX = "model."  # + a model hook's name (the user's own model code)
 DATA_NOTES = "data.notes"  # what preparing the data did (dropped rows, filled values)
+DATA_KEY = (
+    "data.key"  # the prepared data's cache key (dataset, content, sample cap, split): the same key, the same rows
+)
 DEPLOYMENT_ENERGY_J_PER_1K_BY_BATCH_SIZE = "deployment.energy_j_per_1k_by_batch_size"
 PAYBACK = "payback"
 PAYBACK_LOOP_ENERGY_J = "payback_loop_energy_j"

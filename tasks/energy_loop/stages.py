@@ -7,6 +7,7 @@ leave a duplicate run, so retries wait for idempotent logging (reliability issue
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +29,7 @@ from tasks.energy_loop.batch_fit import fit_summary, fitted_scenario
 from tasks.energy_loop.calibrate import analytic_calibration, calibrate, machine_cache_dir
 from tasks.energy_loop.calibrate_parallel import calibrate_parallel
 from tasks.energy_loop.candidate import measure_step, model_spec, produce_step
+from tasks.energy_loop.champion import rescore_champion
 from tasks.energy_loop.parallel import Placement, ScaleOut, cluster_shape, cores
 from tasks.meters.base import EnergyMeter
 from tasks.meters.runtime import torch_threads
@@ -49,6 +51,7 @@ from thresholds.energy.policy import (
     Final,
     FinalState,
     Next,
+    RescoredChampion,
     Step,
     closest,
     confirm_on_full,
@@ -62,6 +65,8 @@ from thresholds.energy.schema import Scenario
 from thresholds.errors import InputError
 from thresholds.parallel import WidthChoice, parallel_width, requested_width
 from thresholds.request import parse
+
+log = logging.getLogger(__name__)
 
 
 class CheckedInputs(BaseModel):
@@ -95,7 +100,8 @@ def data_tags(scenario: Scenario, data_path: str) -> dict[str, str]:
     """What preparing the data did and which quality metric the gates judge: loop-run and version tags."""
     data = data_mod.load_cached(data_path)
     metric, why = resolve_quality_metric(scenario.targets.quality_metric, data, scenario.model.metric)
-    tags = {detail.QUALITY_METRIC: quality_tag(metric, data), flow_keys.QUALITY_METRIC_REASON: why[:4000]}
+    tags = {detail.QUALITY_METRIC: quality_tag(metric, data), flow_keys.QUALITY_METRIC_REASON: why[:4000],
+            flow_keys.DATA_KEY: Path(data_path).name}  # fmt: skip
     tags.update({flow_keys.MODEL_HOOK_PREFIX + hook: value for hook, value in scenario.model.hooks.items()})
     if data.notes:
         tags[flow_keys.DATA_NOTES] = "; ".join(data.notes)[:4000]
@@ -361,11 +367,32 @@ def deployment_hints(
 
 
 class Closing(NamedTuple):
-    """What the closing stage adds to the table and the run: the deployment hints, and the loop's own cost
-    (`ledger.loop_energy`; empty: not accounted)."""
+    """What the closing stage adds to the table and the run: the deployment hints, the loop's own cost
+    (`ledger.loop_energy`; empty: not accounted), and the champion as this run re-scored it (None: not needed)."""
 
     hints: dict[str, str]
     loop_energy: dict[str, float] = {}
+    champion: RescoredChampion | None = None
+
+
+@task(cache_policy=NO_CACHE)
+def champion_reference(
+    scenario: Scenario, model_name: str, data_path: str, meter: str, idle_power_w: float, history: list[CandidateResult]
+) -> RescoredChampion | None:
+    """The champion measured as this run's candidates were, where its recorded figures are not comparable with
+    theirs (`tasks/energy_loop/champion.py`); a champion that cannot be fetched or measured keeps its record."""
+    if not history:
+        return None
+    try:
+        return rescore_champion(
+            scenario, model_name, data_path, scenario_meter(scenario, meter), idle_power_w, history[0]
+        )
+    except Exception as exc:  # the registry away, a model this checkout cannot load: judged on its record
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        log.warning(
+            "champion of %s not re-scored (%s: %s): judged on its record", model_name, type(exc).__name__, first
+        )
+        return None
 
 
 def loop_ledger(scenario: Scenario, meter: str) -> ledger.Ledger:
@@ -403,6 +430,16 @@ def close_loop(
     if closing.loop_energy:
         table += "\n\n" + ledger.table(closing.loop_energy)
         registry.log_loop_energy(loop_run_id, closing.loop_energy)
+    if closing.champion is not None:
+        c = closing.champion
+        quality = f"accuracy {c.figures.accuracy:.4f}" if c.figures.accuracy is not None else f"rmse {c.figures.rmse}"
+        table += (
+            f"\n\nThe champion (version {c.version}) was re-scored as this run's candidates were ({c.reason}): "
+            f"{c.figures.inference_energy_j_per_1k:.4g} J/1k, {quality}."
+        )
+        found = {"inference_energy_j_per_1k": c.figures.inference_energy_j_per_1k, "accuracy": c.figures.accuracy,
+                 "rmse": c.figures.rmse}  # fmt: skip
+        registry.log_rescored_champion(loop_run_id, c, {k: v for k, v in found.items() if v is not None})
     verdicts = report.verdicts(scenario, history)
     passed = [c.ok and judge(scenario, c, history[0]).passed for c in history] if history else []
     plot = (
@@ -418,7 +455,7 @@ def close_loop(
         scenario.measurement.significance_sigmas,
         registry.LoopReport(verdicts, passed, table, plot),
         common_tags,
-        hints,
+        registry.Extras(hints, closing.champion),
     )
     if final.state != FinalState.PASSED:
         # An automation on this event notifies the team (README: "Alerts").

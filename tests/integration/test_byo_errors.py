@@ -3,15 +3,14 @@ no traceback anywhere, nothing registered (no tracking store and no Prefect home
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.conftest import run_loop_cli
 
 pytestmark = pytest.mark.integration
 
@@ -161,26 +160,7 @@ def test_bad_model_or_data_is_one_line_before_the_flow(
 ) -> None:
     (tmp_path / "user_code.py").write_text(USER_CODE)
     dataset = make(tmp_path / "images")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        "--scenario",
-        "dev-cpu",
-        "--dataset",
-        dataset,
-        "--model-name",
-        "bad",
-        *extra,
-    ]
-    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = run_loop_cli(tmp_path, "--dataset", dataset, "--model-name", "bad", *extra, timeout_s=300)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     assert "Traceback" not in output

@@ -23,7 +23,7 @@ import pytest
 
 from flows.cli import main
 from flows.energy_loop import energy_loop
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_loop_cli
 from thresholds.energy.request import LoopRequest
 from thresholds.errors import INVALID_INPUT, InputError
 
@@ -88,28 +88,8 @@ CASES: list[tuple[str, Callable[[Path], None], str, str]] = [
 
 
 def _cli(tmp_path: Path, table: Path, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        "--scenario",
-        "dev-cpu",
-        "--dataset",
-        str(table),
-        "--target",
-        target,
-        "--model-name",
-        "bad",
-        *extra,
-    ]
-    return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    args = ("--dataset", str(table), "--target", target, "--model-name", "bad", *extra)
+    return run_loop_cli(tmp_path, *args, timeout_s=300)
 
 
 @pytest.mark.parametrize(("make", "target", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -398,3 +398,35 @@ def test_messy_imbalanced_table_runs_with_its_preprocessing_beside_every_version
         assert list(served["prediction"]) == [str(v) for v in predicted]
     table = Path(client.download_artifacts(loop_run.info.run_id, "iterations.md", str(tmp_path))).read_text()
     assert "| balanced_accuracy |" in table and "Quality: balanced_accuracy" in table
+
+
+def test_a_retrain_at_other_batch_sizes_judges_the_champion_at_them(
+    quick_loop: QuickLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retrain measured where production runs (batch 16, as the production automation asks) re-scores the champion
+    at batch 16 on its own test split before the champion rule compares them: J per 1k at one batch size is never
+    judged against J per 1k at another."""
+    import shutil
+
+    import mlflow
+
+    shutil.copy(quick_loop.folder / "mlflow.db", tmp_path / "mlflow.db")  # the store the other tests read stays
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    client = MlflowClient(store)
+    champion = client.get_model_version_by_alias(quick_loop.model_name, "champion")
+    assert champion.tags["serving.batch_sizes"] != "16"
+    request = LoopRequest(
+        scenario=str(FIXTURES / "quick.yaml"), dataset="digits", model_name=quick_loop.model_name,
+        serving_batch_sizes=[16],
+    )  # fmt: skip
+    outcome = energy_loop(request)
+    loop_run = client.get_run(outcome.loop_run_id)
+    assert loop_run.data.tags["champion.rescored_version"] == str(champion.version)
+    assert "measured at batch sizes" in loop_run.data.tags["champion.rescored_reason"]
+    assert loop_run.data.metrics["champion.rescored.inference_energy_j_per_1k"] > 0
+    assert 0.5 < loop_run.data.metrics["champion.rescored.accuracy"] <= 1
+    assert f"The champion (version {champion.version}) was re-scored" in outcome.table_md
+    new = [client.get_model_version(quick_loop.model_name, v) for v in outcome.versions.values()]
+    assert new and all(v.tags["serving.batch_sizes"] == "16" for v in new)

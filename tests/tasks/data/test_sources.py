@@ -5,9 +5,7 @@ its own that it drops; a bad source goes through the CLI in a subprocess, as a u
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from tasks.data.datasets import load_cached, prepare, resolve_source
 from tasks.data.sources import content_digest, masked, parse_sql, read_parts, read_sql
-from tests.conftest import require
+from tests.conftest import require, run_loop_cli
 from thresholds.errors import InputError
 
 PG_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -174,28 +172,6 @@ def test_a_postgres_table_is_read_afresh_with_a_new_digest(pg_table: str, tmp_pa
     assert fresh != cache and load_cached(str(fresh)).source["digest"] == second.digest
 
 
-def _cli(tmp_path: Path, dataset: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        "--scenario",
-        "dev-cpu",
-        "--dataset",
-        dataset,
-        "--target",
-        "label",
-    ]
-    return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.parametrize(
     ("dataset", "needle"),
     [
@@ -213,7 +189,7 @@ def _cli(tmp_path: Path, dataset: str) -> subprocess.CompletedProcess[str]:
 )
 def test_a_bad_source_is_one_line_exit_2_before_the_flow(tmp_path: Path, dataset: str, needle: str) -> None:
     (tmp_path / "empty-folder").mkdir()
-    done = _cli(tmp_path, dataset)
+    done = run_loop_cli(tmp_path, "--dataset", dataset, "--target", "label")
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     lines = [line for line in output.splitlines() if line.strip()]

@@ -90,3 +90,15 @@ def test_latency_and_observed_accuracy_are_judged_with_their_own_limits() -> Non
     # The same accuracy over 20 labelled rows is too few to judge quality.
     _, verdict = judge(block, limits, _window(1.0, latency_p95_ms=5.0, quality=0.85, labelled_rows=20), NEW, 0)
     assert verdict is None
+
+
+def test_a_champion_is_re_scored_where_its_record_is_not_this_runs() -> None:
+    from thresholds.energy.policy import Comparable, rescore_reason
+
+    here = Comparable("digits-ab12", "16", "codecarbon")
+    assert rescore_reason(Comparable("digits-ab12", "16", "codecarbon"), here) is None
+    assert rescore_reason(Comparable("digits-ab12", "256", "codecarbon"), here) == (
+        "it was measured at batch sizes 256, not 16"
+    )
+    reason = rescore_reason(Comparable(None, "16", "rapl"), here)
+    assert reason == "its data unrecorded is not this run's digits-ab12; its energy is from rapl, not codecarbon"

@@ -22,7 +22,13 @@ The names callers use are re-exported here: `from thresholds.energy.policy impor
 
 from thresholds.core import Check, Final, FinalState
 from thresholds.energy.policy.backoff import NEAR_MISS_FACTOR
-from thresholds.energy.policy.champion import ChampionFigures, beats_champion
+from thresholds.energy.policy.champion import (
+    ChampionFigures,
+    Comparable,
+    RescoredChampion,
+    beats_champion,
+    rescore_reason,
+)
 from thresholds.energy.policy.confirm import confirm_on_full
 from thresholds.energy.policy.costs import cost, cost_err, gain_pct, price_training, relative_cost, train_cost_j
 from thresholds.energy.policy.gates import (
@@ -81,7 +87,10 @@ __all__ = [
     "Step",
     "StepKind",
     "ChampionFigures",
+    "Comparable",
+    "RescoredChampion",
     "beats_champion",
+    "rescore_reason",
     "closest",
     "confirm_on_full",
     "cost",

@@ -23,6 +23,36 @@ class ChampionFigures(NamedTuple):
     train_energy_sem_j: float = 0.0
 
 
+class RescoredChampion(NamedTuple):
+    """The champion judged as this run judges its candidates (its record was not comparable: why)."""
+
+    version: str
+    figures: ChampionFigures
+    reason: str
+
+
+class Comparable(NamedTuple):
+    """What makes two loops' figures comparable: the prepared data (its cache key), the batch sizes the inference
+    energy was measured at, and the meter it came from."""
+
+    data_key: str | None
+    batch_sizes: str | None
+    energy_source: str | None
+
+
+def rescore_reason(champion: Comparable, this_run: Comparable) -> str | None:
+    """Why the champion's recorded figures cannot be compared with this run's candidates (None: they can): other
+    data (its test split is not this run's), other batch sizes (J per 1k depends on them) or another meter."""
+    why = []
+    if champion.data_key != this_run.data_key:
+        why.append(f"its data {champion.data_key or 'unrecorded'} is not this run's {this_run.data_key}")
+    if champion.batch_sizes != this_run.batch_sizes:
+        why.append(f"it was measured at batch sizes {champion.batch_sizes or '?'}, not {this_run.batch_sizes}")
+    if champion.energy_source != this_run.energy_source:
+        why.append(f"its energy is from {champion.energy_source or '?'}, not {this_run.energy_source}")
+    return "; ".join(why) or None
+
+
 def beats_champion(
     candidate: CandidateResult, champion: ChampionFigures | None, sigmas: float = 2.0
 ) -> tuple[bool, str]:
