@@ -17,7 +17,7 @@ from tasks.data.sources import masked
 from tasks.energy_loop import progress
 from tasks.energy_loop.dask_stages import candidate_runner, train_rung
 from tasks.energy_loop.inputs import cache_dir
-from tasks.energy_loop.keys import DATASET, SAMPLES
+from tasks.energy_loop.keys import DATASET, PRODUCTION_RETRAIN_FOR, SAMPLES, TARGET
 from tasks.energy_loop.ledger import loop_energy
 from tasks.energy_loop.stages import (
     Closing,
@@ -61,6 +61,8 @@ def energy_loop(request: LoopRequest) -> LoopOutcome:
     tags = {
         keys.SCENARIO: settings.name, DATASET: masked(options.dataset), keys.METER: meter_name,
         keys.SCENARIO_SOURCE: options.scenario,  # as given: a retrain (the production automation) starts from it
+        **({TARGET: options.target} if options.target else {}),
+        **({PRODUCTION_RETRAIN_FOR: ",".join(options.production_breach)} if options.production_breach else {}),
         keys.PREFECT_FLOW_RUN_ID: str(flow_run.id or ""),
         keys.PROMOTION_MODE: settings.promotion,  # read by the webhook receiver when champion is moved by hand
         **data_tags(settings, data_path),

@@ -70,10 +70,10 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
     """The judgement of the windows against the scenario's production block (None without one). A scenario named
     on the command line that is not valid raises InputError; the version's own, if it cannot be read, is skipped."""
     from registry import keys, mlflow_model
-    from tasks.energy_loop.keys import DATASET
+    from tasks.energy_loop.keys import DATASET, PRODUCTION_RETRAIN_FOR, TARGET
     from tasks.serving.watch import Watch
     from thresholds import scenario_path
-    from thresholds.energy.production import BREACH_EVENT, Verdict, limits_for
+    from thresholds.energy.production import BREACH_EVENT, Verdict, limits_for, retrain_request
     from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
 
@@ -94,11 +94,15 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
         from prefect.events import emit_event
 
         at = datetime.now(UTC).isoformat(timespec="seconds")
-        # What a retrain needs to start where this version came from: its scenario and data (the automation of
-        # prefect.yaml renders them into the triggered run's request, with the batch sizes serving observed).
+        # Where a retrain starts (the automation of prefect.yaml renders it into the triggered run's request, with
+        # the batch sizes serving observed): the version's scenario and data, its feedback, a stricter scenario.
         tags = dict(mc.get_model_version(name, payload["version"]).tags)
-        given = {"scenario": tags.get(keys.SCENARIO_SOURCE), "dataset": tags.get(DATASET)}
-        payload["request"] = {k: v for k, v in given.items() if v}
+        version_of = {"scenario": tags.get(keys.SCENARIO_SOURCE), "dataset": tags.get(DATASET),
+                      "target": tags.get(TARGET), "retrained_for": tags.get(PRODUCTION_RETRAIN_FOR)}  # fmt: skip
+        missed = [m["figure"] for m in payload["misses"]]
+        retrain = retrain_request(production, version_of, missed, _feedback_parts(args.feedback_dir))
+        payload["request"] = {"scenario": retrain.scenario, "dataset": retrain.dataset, "target": retrain.target,
+                              "production_breach": retrain.production_breach, "why": retrain.why}  # fmt: skip
         resource = {"prefect.resource.id": f"energy-loop.model.{name}", "prefect.resource.name": name,
                     "energy-loop.version": payload["version"],
                     "energy-loop.retrain": str("retrain" in production.on_breach).lower()}  # fmt: skip
@@ -114,7 +118,17 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
         print("production: energy is not judged: set production.max_energy_j_per_1k (the loop's own figure counts "
               "the model alone, not what serving a request costs)", file=sys.stderr)  # fmt: skip
     limits_for(production, task, target)  # a metric the task does not have: one line, exit 2, before serving
+    if production.stricter:
+        load_scenario(scenario_path(production.stricter))  # one that cannot be read: one line, exit 2, before serving
     return Watch(production, task, target, announce)
+
+
+def _feedback_parts(folder: str | None) -> str | None:
+    """The feedback folder as a retrain's dataset (absolute: the worker's working directory is not this one), once it
+    holds a labelled part; None before."""
+    if not folder or not any(Path(folder).glob("part-*.parquet")):
+        return None
+    return str(Path(folder).resolve())
 
 
 def _bad(args: argparse.Namespace, message: str) -> int:

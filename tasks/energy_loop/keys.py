@@ -5,6 +5,8 @@ candidate's version."""
 from __future__ import annotations
 
 DATASET = "dataset"  # loop-run tag
+TARGET = "target"  # loop-run tag: a table's target column, where the request named one
+PRODUCTION_RETRAIN_FOR = "production.retrain_for"  # loop-run tag: the figures a production breach missed (a,b)
 SAMPLES = "samples"  # loop-run param beside the scenario's fields (dotted: `targets.min_accuracy`): the sample cap
 QUALITY_METRIC_REASON = "quality_metric_reason"
 MODEL_HOOK_PREFIX = "model."  # + a model hook's name (the user's own model code)

@@ -304,6 +304,7 @@ def test_serve_follows_the_champion_on_the_authenticated_postgresql_backed_serve
         [champion_experiment(client, champion)], f"tags.`prefect.flow_run_id` = '{runs[0]['id']}'", max_results=1
     )
     assert loop_run.data.tags["measurement.batch_sizes"] == "16"
+    assert request["production_breach"] == ["energy"] and loop_run.data.tags["production.retrain_for"] == "energy"
 
 
 def champion_experiment(client: Any, version: Any) -> str:

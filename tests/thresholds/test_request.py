@@ -135,3 +135,11 @@ def test_serving_batch_sizes_arrive_as_text_or_as_a_list_and_override_the_scenar
     request = parse(LoopRequest, {**BASE, "serving_batch_sizes": [16]})  # as a breach's automation renders it
     assert check_request(request).measurement.batch_sizes_served == [16]
     assert check_request(parse(LoopRequest, BASE)).measurement.serving_batch_sizes is None
+
+
+def test_the_figures_a_breach_missed_arrive_as_text_or_as_a_list() -> None:
+    assert parse(LoopRequest, {**BASE, "production_breach": "energy,quality"}).production_breach == [
+        "energy",
+        "quality",
+    ]
+    assert parse(LoopRequest, {**BASE, "production_breach": ["latency"]}).production_breach == ["latency"]

@@ -46,6 +46,12 @@ class Production(StrictSection):
     on_breach: list[Action] = Field(
         default_factory=lambda: list(ON_BREACH_DEFAULT), min_length=1, description="retrain, alert, or both"
     )
+    stricter: str | None = Field(
+        None,
+        min_length=1,
+        description="scenario (a bundled name or a path) a retrain starts from when the version that missed was "
+        "itself a production retrain for the same figure",
+    )
 
     @model_validator(mode="after")
     def _limits_for_what_is_judged(self) -> Production:
@@ -176,3 +182,37 @@ def judge(
     if state.in_breach and state.within >= production.windows:
         return replace(state, in_breach=False), Verdict(RECOVERED_EVENT, ())
     return state, None
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """Where a breach's retrain starts: the request fields the automation renders into the triggered run."""
+
+    scenario: str | None
+    dataset: str | None
+    target: str | None
+    production_breach: list[str]  # the figures that missed: the retrain's versions carry them
+    why: str
+
+
+def retrain_request(
+    production: Production,
+    version: Mapping[str, str | None],
+    missed: list[str],
+    feedback_dir: str | None,
+) -> Retrain:
+    """The retrain a breach asks for (pure). `version` holds the missed version's `scenario`, `dataset`, `target` and
+    `retrained_for` (the figures a production retrain that made it was for, comma-separated; empty: none). Quality
+    missed and labelled feedback kept: the feedback folder is the data as it is now (its rows and `label`). The same
+    figure missed again by a version a production retrain made for it: the block's stricter scenario, if it names
+    one."""
+    scenario, dataset, target = version.get("scenario"), version.get("dataset"), version.get("target")
+    why = ["the version's own scenario and data"]
+    if "quality" in missed and feedback_dir:
+        dataset, target = feedback_dir, "label"
+        why.append("quality missed: trained on the labelled feedback")
+    again = sorted(set(missed) & set(filter(None, (version.get("retrained_for") or "").split(","))))
+    if again and production.stricter:
+        scenario = production.stricter
+        why.append(f"{', '.join(again)} missed again after a production retrain for it: {production.stricter}")
+    return Retrain(scenario, dataset, target, sorted(set(missed)), "; ".join(why))

@@ -149,6 +149,20 @@ class LoopRequest(BaseModel):
         Option("--serving-batch-sizes", expected="comma-separated batch sizes from 1 to 1000000, e.g. 1,64"),
     ] = None
 
+    production_breach: Annotated[
+        list[Literal["energy", "latency", "quality"]] | None,
+        Field(
+            description="the figures a production breach missed, when one started this run (set by the "
+            "production-retrain automation; its versions carry them, so a second miss climbs to production.stricter)"
+        ),
+        Option("--production-breach", expected="comma-separated figures: energy, latency, quality"),
+    ] = None
+
+    @field_validator("production_breach", mode="before")
+    @classmethod
+    def _figures(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
     @field_validator("serving_batch_sizes", mode="before")
     @classmethod
     def _batch_sizes(cls, value: object) -> object:

@@ -102,3 +102,29 @@ def test_a_champion_is_re_scored_where_its_record_is_not_this_runs() -> None:
     )
     reason = rescore_reason(Comparable(None, "16", "rapl"), here)
     assert reason == "its data unrecorded is not this run's digits-ab12; its energy is from rapl, not codecarbon"
+
+
+def test_a_breach_retrains_on_the_versions_terms_its_feedback_or_a_stricter_scenario() -> None:
+    from thresholds.energy.production import retrain_request
+
+    version = {"scenario": "dev-cpu", "dataset": "digits", "target": None, "retrained_for": ""}
+    plain = retrain_request(Production(stricter="strict"), version, ["energy"], "/srv/feedback")
+    assert (plain.scenario, plain.dataset, plain.target, plain.production_breach) == (
+        "dev-cpu",
+        "digits",
+        None,
+        ["energy"],
+    )
+    # Quality missed and labelled rows kept: the data as it is now.
+    drifted = retrain_request(Production(), version, ["quality", "energy"], "/srv/feedback")
+    assert (drifted.dataset, drifted.target, drifted.production_breach) == (
+        "/srv/feedback",
+        "label",
+        ["energy", "quality"],
+    )
+    assert retrain_request(Production(), version, ["quality"], None).dataset == "digits"  # no feedback yet
+    # The same figure missed again by a production retrain's version: one step stricter, where the block names it.
+    again = {**version, "retrained_for": "energy"}
+    assert retrain_request(Production(stricter="strict"), again, ["energy"], None).scenario == "strict"
+    assert retrain_request(Production(), again, ["energy"], None).scenario == "dev-cpu"
+    assert retrain_request(Production(stricter="strict"), again, ["latency"], None).scenario == "dev-cpu"
