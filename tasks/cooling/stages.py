@@ -114,6 +114,7 @@ def inference_energy_j_per_year(s: CoolingScenario, net: dqn_mod.QNetwork, meter
 def _dqn_config(s: CoolingScenario, step: Next) -> DQNConfig:
     fields = s.training.model_dump(exclude={"early_stopping_on"})
     fields.update(hidden_units=step.hidden_units, max_episodes=step.max_episodes, epsilon=step.epsilon)
+    fields["seed"] = s.training.seed + step.seed_offset
     return DQNConfig(**fields)
 
 

@@ -65,9 +65,10 @@ def test_cli_run_passes_registers_tagged_versions_and_crowns_a_passing_one(
     assert client.get_metric_history(attempt_run, "episode_reward")
     out = capsys.readouterr().out
     assert "PASSED" in out
-    assert re.search(r"^\[1/2\] #0 train 16-8  training… \d+\.\d s  evaluating… \d+\.\d s  PASS$", out, re.MULTILINE), (
-        out
-    )  # the progress line
+    # The progress line of the attempt that passed: the first, or the retrain (another seed) where the first agent's
+    # 9 episodes learnt less on this CPU.
+    line = r"^\[\d/2\] #\d (train|retrain) 16-8  training… \d+\.\d s  evaluating… \d+\.\d s  PASS$"
+    assert re.search(line, out, re.MULTILINE), out
     # The gate has teeth: the agent used less electricity than the thermostat without leaving the band more,
     # while the do-nothing controller, judged on the same simulated days by the same gate, misses it.
     targets = settings_for(str(QUICK), days=2).targets
@@ -101,12 +102,14 @@ def test_missed_saving_escalates_then_exhausts_the_budget_without_a_champion(mlf
 def test_an_agent_too_costly_to_run_is_distilled_and_one_too_costly_to_train_is_shrunk(
     mlflow_store: str, tmp_path: Path
 ) -> None:
-    """The first agent meets the quality gate; what it misses picks the rung. A 1 uJ/year inference budget:
+    """The first agent meets the quality gate (a saving target any agent meets: what a 9-episode agent learns
+    differs from one CPU to another); what it misses picks the rung. A 1 uJ/year inference budget:
     `distil` it into a 1-1 student (its Q-values regressed, its lineage's training energy includes the
     teacher's), which cannot shrink further. A 1 uJ training budget: `shrink`, a smaller agent trained
     from scratch. No agent can meet either budget, so nothing is crowned."""
     client = MlflowClient(mlflow_store)
-    ladder = {"ladder__shrink_factor": 0.05, "ladder__min_hidden_units": 1, "budget__max_attempts": 4}
+    ladder = {"ladder__shrink_factor": 0.05, "ladder__min_hidden_units": 1, "budget__max_attempts": 4,
+              "targets__min_energy_saved_pct": -100.0, "targets__max_minutes_outside_vs_builtin": 100_000}  # fmt: skip
     costly_to_run = _variant(tmp_path, targets__max_inference_energy_j_per_year=1e-6, **ladder)
     outcome = cooling_loop(CoolingRequest(scenario=costly_to_run, days=2))
     targets = settings_for(costly_to_run, days=2).targets

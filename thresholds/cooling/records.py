@@ -47,3 +47,4 @@ class Next(BaseModel):
     epsilon: float
     parent: int | None
     reason: str
+    seed_offset: int = 0  # added to the scenario's seed: a retrain is another draw, not the same agent again

@@ -78,8 +78,10 @@ def _retrain(scenario: CoolingScenario, history: list[Attempt], missed: Missed) 
     retrains = sum(1 for a in history if a.kind == Kind.RETRAIN)
     epsilon = last.epsilon if retrains == 0 else max(ladder.min_epsilon, last.epsilon * ladder.epsilon_factor)
     episodes = max(last.max_episodes + 1, int(round(last.max_episodes * ladder.episode_growth)))
+    # Another seed: with early stopping the same seed stops at the same episode and trains the same agent again.
     return Next(kind=Kind.RETRAIN, hidden_units=last.hidden_units, max_episodes=episodes, epsilon=epsilon,
-                parent=None, reason=f"retrain with {episodes} episodes, epsilon {epsilon:g}: {why}")  # fmt: skip
+                parent=None, reason=f"retrain with {episodes} episodes, epsilon {epsilon:g}, another seed: {why}",
+                seed_offset=retrains + 1)  # fmt: skip
 
 
 def _distil(scenario: CoolingScenario, history: list[Attempt], missed: Missed) -> Next | Final:
@@ -115,8 +117,8 @@ RUNGS: tuple[Rung, ...] = (
     ),
     Rung(
         Kind.RETRAIN,
-        "the same width with more episodes (x episode_growth); from the second retrain on, exploration x "
-        "epsilon_factor, not below min_epsilon",
+        "the same width with more episodes (x episode_growth) and another seed; from the second retrain on, "
+        "exploration x epsilon_factor, not below min_epsilon",
         _retrain,
         targets=QUALITY_CHECKS,
         configured_by=("episode_growth", "epsilon_factor", "min_epsilon"),
