@@ -485,16 +485,15 @@ def served_figures(mc: Any, version: Any) -> tuple[Observed, float | None, float
     if seen is None:
         return None
     headline = version_figures(mc, version, [keys.INFERENCE_ENERGY_J_PER_1K]).get(keys.INFERENCE_ENERGY_J_PER_1K)
-    return seen, at_mix(loop_j_per_1k_by_batch(mc, version), seen.rows_by_batch), headline
+    return seen, at_mix(loop_j_per_1k_by_batch(tags, headline), seen.rows_by_batch), headline
 
 
-def loop_j_per_1k_by_batch(mc: Any, version: Any) -> dict[int, float]:
-    """The J per 1k the loop measured for a version at each batch size it was judged at ({} where unknown)."""
-    tags = dict(version.tags)
+def loop_j_per_1k_by_batch(tags: dict[str, str], headline: float | None) -> dict[int, float]:
+    """The J per 1k the loop measured for a version (its tags, its headline figure) at each batch size it was
+    judged at ({} where unknown)."""
     prefix = energy_keys.INFERENCE_J_PER_1K_AT_BATCH_PREFIX
     by_batch = {int(k[len(prefix) :]): float(v) for k, v in tags.items() if k.startswith(prefix)}
     sizes = [int(b) for b in tags.get(energy_keys.SERVING_BATCH_SIZES, "").split(",") if b.strip().isdigit()]
-    headline = version_figures(mc, version, [keys.INFERENCE_ENERGY_J_PER_1K]).get(keys.INFERENCE_ENERGY_J_PER_1K)
     if not by_batch and len(sizes) == 1 and headline is not None:
         by_batch = {sizes[0]: headline}  # measured at one size: the headline is that size's figure
     return by_batch

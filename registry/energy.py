@@ -201,14 +201,17 @@ class Extras(NamedTuple):
     champion: RescoredChampion | None = None
 
 
-def champion_model(model_name: str, dst: Path) -> tuple[str, dict[str, str], Path] | None:
-    """The champion's version, its tags and its model folder downloaded to `dst`; None without a champion."""
+def champion_model(model_name: str, dst: Path) -> tuple[str, dict[str, str], ChampionFigures, Path] | None:
+    """The champion's version, its tags, its recorded figures and its model folder downloaded to `dst`; None without
+    a champion."""
     mc = client()
     version = champion_version(mc, model_name)
     if version is None:
         return None
+    recorded = champion_figures(mc, version)
+    assert recorded is not None  # a version was given
     model_dir = mlflow_model.download_model_dir(mc, model_name, str(version.version), dst)
-    return str(version.version), dict(version.tags), model_dir
+    return str(version.version), dict(version.tags), recorded, model_dir
 
 
 class LoopReport(NamedTuple):

@@ -73,7 +73,7 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
     from tasks.energy_loop.keys import DATASET, PRODUCTION_RETRAIN_FOR, TARGET
     from tasks.serving.watch import Watch
     from thresholds import scenario_path
-    from thresholds.energy.production import BREACH_EVENT, Verdict, limits_for, retrain_request
+    from thresholds.energy.production import BREACH_EVENT, Verdict, retrain_request
     from thresholds.energy.schema import load_scenario
     from thresholds.errors import InputError
 
@@ -117,10 +117,9 @@ def _production_watch(args: argparse.Namespace, mc: Any, name: str, version: Any
     if "energy" in production.judge and production.max_energy_j_per_1k is None:
         print("production: energy is not judged: set production.max_energy_j_per_1k (the loop's own figure counts "
               "the model alone, not what serving a request costs)", file=sys.stderr)  # fmt: skip
-    limits_for(production, task, target)  # a metric the task does not have: one line, exit 2, before serving
     if production.stricter:
         load_scenario(scenario_path(production.stricter))  # one that cannot be read: one line, exit 2, before serving
-    return Watch(production, task, target, announce)
+    return Watch(production, task, target, announce)  # a limit the task does not have: one line, exit 2
 
 
 def _feedback_parts(folder: str | None) -> str | None:

@@ -21,7 +21,6 @@ from tasks.meters.base import EnergyMeter
 from thresholds.energy import keys as detail
 from thresholds.energy.policy import (
     CandidateResult,
-    ChampionFigures,
     Comparable,
     RescoredChampion,
     Step,
@@ -47,7 +46,7 @@ def rescore_champion(
     found = registry.champion_model(model_name, work)
     if found is None:
         return None
-    version, tags, model_dir = found
+    version, tags, recorded, model_dir = found
     this_run = Comparable(
         Path(data_path).name,
         ",".join(str(b) for b in scenario.measurement.batch_sizes_served),
@@ -70,20 +69,13 @@ def rescore_champion(
             "champion version %s not re-scored (%s): its recorded figures stand", version, measured.rejected_reason
         )
         return None
-    figures = ChampionFigures(
+    # What this run measured replaces what the champion's own run measured; its training cost is history.
+    figures = recorded._replace(
         energy_source=measured.energy_source,
         inference_energy_j_per_1k=measured.inference_energy_j_per_1k,
         inference_energy_sem_j_per_1k=measured.inference_energy_sem_j_per_1k,
         accuracy=measured.accuracy,
         rmse=measured.rmse,
-        params=measured.params or 0,
-        train_energy_j=_number(tags.get(keys.TRAIN_ENERGY_J)),
+        params=measured.params or recorded.params,
     )
     return RescoredChampion(version, figures, reason)
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text is not None else None
-    except ValueError:
-        return None

@@ -16,7 +16,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tasks.serving import telemetry
-from thresholds.energy.production import JudgeState, Production, Verdict, WindowFigures, judge, limits_for
+from thresholds.energy.production import (
+    JudgeState,
+    Limits,
+    Production,
+    Verdict,
+    WindowFigures,
+    judge,
+    limits_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +38,15 @@ class Watch:
     target_quality: float | None
     announce: Callable[[Verdict, dict[str, Any]], None]
     state: JudgeState = field(default_factory=JudgeState)
+    limits: Limits = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Once, at start: a limit the task does not have is refused before serving (InputError).
+        self.limits = limits_for(self.production, self.task, self.target_quality)
 
     def window(self, model: str, version: str, figures: telemetry.WindowFigures) -> Verdict | None:
         """Judge one closed window of `version`; announce a breach or a recovery."""
-        limits = limits_for(self.production, self.task, self.target_quality)
+
         judged = WindowFigures(
             rows=figures.rows,
             energy_j_per_1k=figures.energy_j_per_1k,
@@ -42,14 +55,14 @@ class Watch:
             quality=figures.quality,
             labelled_rows=figures.labelled_rows,
         )
-        self.state, verdict = judge(self.production, limits, judged, self.state, time.time())
+        self.state, verdict = judge(self.production, self.limits, judged, self.state, time.time())
         if verdict is None:
             return None
         payload = {
             "model": model,
             "version": version,
             "misses": [asdict(m) for m in verdict.misses],
-            "limits": asdict(limits),
+            "limits": asdict(self.limits),
             "batch_mix": {str(b): n for b, n in figures.batch_rows.items()},  # rows per batch bucket
             "serving_batch_sizes": sorted(figures.batch_rows, key=lambda b: -figures.batch_rows[b]),
             "window": {"rows": figures.rows, "requests": figures.requests, "duration_s": round(figures.duration_s, 3)},
